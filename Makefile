@@ -1,0 +1,50 @@
+# cfrec developer commands. `make test` is self-contained: it creates .venv when missing,
+# installs PyTorch (the CPU build where no NVIDIA GPU is present) and the project, then runs the suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+STAMP  := $(VENV)/.cfrec-installed
+export CFREC_DATA_HOME ?= $(abspath ../shared/datasets)
+
+.PHONY: install test test-fast demo bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	@if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+	    echo "NVIDIA GPU found: installing the default (CUDA) PyTorch build"; \
+	    $(PIP) install --quiet "torch>=2.2,<3"; \
+	  else \
+	    echo "No GPU: installing the CPU build torch==$(TORCH_VERSION)"; \
+	    $(PIP) install --quiet torch==$(TORCH_VERSION) || \
+	    $(PIP) install --quiet torch==$(TORCH_VERSION) --index-url https://download.pytorch.org/whl/cpu; \
+	  fi; \
+	fi
+	$(PIP) install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow and not browser"
+
+demo: $(STAMP)
+	$(VENV)/bin/cfrec quickstart
+
+bench: $(STAMP)
+	$(PIP) install --quiet -e ".[bench]"
+	$(PY) benchmarks/surprise_folds.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info

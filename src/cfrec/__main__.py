@@ -1,0 +1,5 @@
+import sys
+
+from cfrec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,41 @@
+"""Command-line interface (a thin layer: parse arguments, call the library, print)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from cfrec.cli._app import app, err_console
+from cfrec.errors import CfrecError
+
+# Command modules register themselves on `app` when imported.
+from cfrec.cli import data as _data  # noqa: E402,F401  isort: skip
+from cfrec.cli import models as _models  # noqa: E402,F401  isort: skip
+from cfrec.cli import evaluate as _evaluate  # noqa: E402,F401  isort: skip
+from cfrec.cli import report as _report  # noqa: E402,F401  isort: skip
+from cfrec.cli import tune as _tune  # noqa: E402,F401  isort: skip
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cfrec`` script: user errors become one line on stderr and exit code 1."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=argv, standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
+    except CfrecError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 1
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc.strerror or exc}: {exc.filename}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""CLI commands (report)."""
+
+from __future__ import annotations
+
+from cfrec.cli._app import app  # noqa: F401

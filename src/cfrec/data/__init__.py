@@ -1,0 +1,44 @@
+"""Data layer: id vocabularies, the ratings container, loaders, statistics, splits, synthetic data.
+
+Names are imported lazily so ``import cfrec.data`` stays fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from cfrec.data.idmap import IdMap
+from cfrec.data.interactions import Interactions
+from cfrec.data.split import ColdStartReport, Split
+
+_LAZY = {
+    # loaders (movielens.py, io.py, datasets.py)
+    "load_movielens": "cfrec.data.movielens",
+    "download_movielens": "cfrec.data.movielens",
+    "MOVIELENS": "cfrec.data.movielens",
+    "data_home": "cfrec.data.movielens",
+    "load_ratings": "cfrec.data.io",
+    "load_dataset": "cfrec.data.datasets",
+    # statistics
+    "compute_statistics": "cfrec.data.stats",
+    "DatasetStats": "cfrec.data.stats",
+    "format_dataset_info": "cfrec.data.stats",
+    # splits
+    "temporal_split": "cfrec.data.split",
+    "user_temporal_split": "cfrec.data.split",
+    "random_split": "cfrec.data.split",
+    "kfold_splits": "cfrec.data.split",
+    "predefined_split": "cfrec.data.split",
+    "make_splits": "cfrec.data.split",
+    # synthetic
+    "make_synthetic": "cfrec.data.synthetic",
+}
+
+__all__ = ["ColdStartReport", "IdMap", "Interactions", "Split", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cfrec.data' has no attribute {name!r}")

@@ -1,0 +1,254 @@
+"""The one data container of cfrec: rating events plus the id vocabularies and metadata."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cfrec.data.idmap import INDEX_DTYPE, IdMap
+from cfrec.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+RATING_DTYPE = np.float32
+TIME_DTYPE = np.int64
+
+
+@dataclass(frozen=True, eq=False)
+class Interactions:
+    """Explicit ratings ``(user, item, rating, timestamp)`` over a shared id vocabulary.
+
+    Indices are dense int32 positions in ``user_map`` / ``item_map``; ratings are float32 and
+    timestamps int64 Unix seconds (0 where unknown). Raw ids go in and out of every public
+    function; the indices are an internal detail that models and splits share.
+
+    Attributes
+    ----------
+    users, items
+        int32 index arrays of shape (n_ratings,).
+    ratings
+        float32 array of shape (n_ratings,).
+    timestamps
+        int64 array of shape (n_ratings,).
+    user_map, item_map
+        Vocabularies of raw ids. A split's train and test share the full data's vocabularies.
+    rating_scale
+        ``(low, high)`` of the rating scale; predictions are clipped to it.
+    item_info
+        Item metadata indexed by raw item id (columns such as ``title``, ``year``, ``genres``).
+    user_info
+        User metadata indexed by raw user id, when the dataset has it.
+    name
+        Dataset name for reports (``"ml-100k"``, ``"synthetic"``, a file name ...).
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+    timestamps: np.ndarray
+    user_map: IdMap
+    item_map: IdMap
+    rating_scale: tuple[float, float] = (1.0, 5.0)
+    item_info: pd.DataFrame | None = field(default=None, repr=False)
+    user_info: pd.DataFrame | None = field(default=None, repr=False)
+    name: str = "ratings"
+
+    def __post_init__(self) -> None:
+        n = len(self.users)
+        for label, arr in (("items", self.items), ("ratings", self.ratings), ("timestamps", self.timestamps)):
+            if len(arr) != n:
+                raise ValueError(f"{label} has {len(arr)} entries, users has {n}")
+        if self.users.dtype != INDEX_DTYPE or self.items.dtype != INDEX_DTYPE:
+            raise TypeError("users and items must be int32 index arrays")
+        if self.ratings.dtype != RATING_DTYPE or self.timestamps.dtype != TIME_DTYPE:
+            raise TypeError("ratings must be float32 and timestamps int64")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        *,
+        user_col: str = "user_id",
+        item_col: str = "item_id",
+        rating_col: str = "rating",
+        time_col: str | None = "timestamp",
+        rating_scale: tuple[float, float] | None = None,
+        item_info: pd.DataFrame | None = None,
+        user_info: pd.DataFrame | None = None,
+        user_map: IdMap | None = None,
+        item_map: IdMap | None = None,
+        name: str = "ratings",
+    ) -> Interactions:
+        """Build from a frame of raw ids; vocabularies are built from the data unless given.
+
+        ``rating_scale`` defaults to the observed (min, max) of the ratings.
+        """
+        for col in (user_col, item_col, rating_col):
+            if col not in df.columns:
+                raise DataError(f"missing column; have {list(df.columns)}", field=col)
+        umap = user_map if user_map is not None else IdMap(df[user_col].to_numpy())
+        imap = item_map if item_map is not None else IdMap(df[item_col].to_numpy())
+        users = umap.to_index(df[user_col].to_numpy(), what="user")
+        items = imap.to_index(df[item_col].to_numpy(), what="item")
+        ratings = df[rating_col].to_numpy(dtype=RATING_DTYPE)
+        if time_col is not None and time_col in df.columns:
+            ts = df[time_col].to_numpy(dtype=TIME_DTYPE)
+        else:
+            ts = np.zeros(len(df), dtype=TIME_DTYPE)
+        if rating_scale is None:
+            rating_scale = (
+                (float(ratings.min()), float(ratings.max())) if len(ratings) else (1.0, 5.0)
+            )
+        return cls(users, items, ratings, ts, umap, imap, (float(rating_scale[0]), float(rating_scale[1])),
+                   item_info, user_info, name)
+
+    # ------------------------------------------------------------------ basic facts
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __repr__(self) -> str:
+        return (f"Interactions(name={self.name!r}, ratings={len(self)}, users={self.n_users}, "
+                f"items={self.n_items}, scale={self.rating_scale})")
+
+    @property
+    def n_users(self) -> int:
+        """Size of the user vocabulary (may exceed the users present in this subset)."""
+        return len(self.user_map)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_map)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the rating arrays and vocabularies (not the metadata)."""
+        vocab = self.user_map.ids.nbytes + self.item_map.ids.nbytes
+        return int(self.users.nbytes + self.items.nbytes + self.ratings.nbytes + self.timestamps.nbytes + vocab)
+
+    def present_users(self) -> np.ndarray:
+        """Indices of users with at least one rating here."""
+        return np.flatnonzero(np.bincount(self.users, minlength=self.n_users))
+
+    def present_items(self) -> np.ndarray:
+        return np.flatnonzero(np.bincount(self.items, minlength=self.n_items))
+
+    def user_counts(self) -> np.ndarray:
+        """Ratings per user index, shape (n_users,)."""
+        return np.bincount(self.users, minlength=self.n_users)
+
+    def item_counts(self) -> np.ndarray:
+        return np.bincount(self.items, minlength=self.n_items)
+
+    # ------------------------------------------------------------------ raw-id views
+    def raw_users(self) -> np.ndarray:
+        return self.user_map.to_raw(self.users)
+
+    def raw_items(self) -> np.ndarray:
+        return self.item_map.to_raw(self.items)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Ratings with raw ids: columns user_id, item_id, rating, timestamp."""
+        return pd.DataFrame({
+            "user_id": self.raw_users(),
+            "item_id": self.raw_items(),
+            "rating": self.ratings,
+            "timestamp": self.timestamps,
+        })
+
+    def item_titles(self, raw_items: Any) -> list[str]:
+        """Titles for raw item ids, falling back to ``str(id)`` where metadata is missing."""
+        raw = np.atleast_1d(np.asarray(raw_items, dtype=object))
+        if self.item_info is None or "title" not in self.item_info.columns:
+            return [str(r) for r in raw]
+        titles = self.item_info["title"]
+        return [str(titles.get(r, r)) for r in raw]
+
+    # ------------------------------------------------------------------ conversion
+    def to_csr(self, *, binary: bool = False, dtype: Any = np.float32) -> sp.csr_array:
+        """Users x items sparse matrix (always this orientation). Duplicate pairs are summed."""
+        data = np.ones(len(self), dtype=dtype) if binary else self.ratings.astype(dtype, copy=False)
+        mat = sp.csr_array((data, (self.users, self.items)), shape=(self.n_users, self.n_items))
+        mat.sum_duplicates()
+        return mat
+
+    def to_tensors(self, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+        """Tensors ``users``/``items`` (int64, for embedding lookups), ``ratings`` (float32), ``timestamps``."""
+        import torch
+
+        return {
+            "users": torch.as_tensor(self.users, dtype=torch.int64, device=device),
+            "items": torch.as_tensor(self.items, dtype=torch.int64, device=device),
+            "ratings": torch.as_tensor(self.ratings, dtype=torch.float32, device=device),
+            "timestamps": torch.as_tensor(self.timestamps, dtype=torch.int64, device=device),
+        }
+
+    # ------------------------------------------------------------------ derivation
+    def subset(self, selector: np.ndarray) -> Interactions:
+        """Rows picked by a boolean mask or index array; vocabularies and metadata are shared."""
+        sel = np.asarray(selector)
+        return replace(
+            self,
+            users=self.users[sel],
+            items=self.items[sel],
+            ratings=self.ratings[sel],
+            timestamps=self.timestamps[sel],
+        )
+
+    def with_vocab(self, user_map: IdMap, item_map: IdMap, *, drop_unknown: bool = False) -> Interactions:
+        """Re-index onto other vocabularies (for example a model's), optionally dropping unknown ids."""
+        u = user_map.to_index(self.raw_users(), missing="-1")
+        i = item_map.to_index(self.raw_items(), missing="-1")
+        keep = (u >= 0) & (i >= 0)
+        if not drop_unknown and not keep.all():
+            j = int(np.flatnonzero(~keep)[0])
+            which = "user" if u[j] < 0 else "item"
+            raw = self.raw_users()[j] if u[j] < 0 else self.raw_items()[j]
+            raise DataError(f"{which} id {raw!r} is not in the target vocabulary")
+        return replace(
+            self, users=u[keep], items=i[keep], ratings=self.ratings[keep],
+            timestamps=self.timestamps[keep], user_map=user_map, item_map=item_map,
+        )
+
+    def compact(self) -> Interactions:
+        """Shrink the vocabularies to the ids that occur here (what a model trained on this sees)."""
+        pu, pi = self.present_users(), self.present_items()
+        if len(pu) == self.n_users and len(pi) == self.n_items:
+            return self
+        umap = IdMap.from_sorted_unique(self.user_map.ids[pu].copy())
+        imap = IdMap.from_sorted_unique(self.item_map.ids[pi].copy())
+        u_new = np.full(self.n_users, -1, dtype=INDEX_DTYPE)
+        u_new[pu] = np.arange(len(pu), dtype=INDEX_DTYPE)
+        i_new = np.full(self.n_items, -1, dtype=INDEX_DTYPE)
+        i_new[pi] = np.arange(len(pi), dtype=INDEX_DTYPE)
+        return replace(self, users=u_new[self.users], items=i_new[self.items], user_map=umap, item_map=imap)
+
+    def concat(self, other: Interactions) -> Interactions:
+        """Rows of both; they must share vocabularies."""
+        if other.user_map is not self.user_map and other.user_map != self.user_map:
+            other = other.with_vocab(self.user_map, self.item_map)
+        return replace(
+            self,
+            users=np.concatenate([self.users, other.users]),
+            items=np.concatenate([self.items, other.items]),
+            ratings=np.concatenate([self.ratings, other.ratings]),
+            timestamps=np.concatenate([self.timestamps, other.timestamps]),
+        )
+
+    def fingerprint(self) -> str:
+        """SHA-256 over raw ids, ratings and timestamps, stable across vocabularies and row order."""
+        order = np.lexsort((self.timestamps, self.items, self.users))
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.user_map.ids.astype(str) if not self.user_map.is_numeric
+                                      else self.user_map.ids).tobytes())
+        h.update(np.ascontiguousarray(self.item_map.ids.astype(str) if not self.item_map.is_numeric
+                                      else self.item_map.ids).tobytes())
+        for arr in (self.users, self.items, self.ratings, self.timestamps):
+            h.update(np.ascontiguousarray(arr[order]).tobytes())
+        return h.hexdigest()

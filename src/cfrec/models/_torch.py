@@ -1,0 +1,190 @@
+"""The training engine shared by the PyTorch models.
+
+Minibatches are index slices of tensors held whole on the device (no per-sample Dataset or
+DataLoader on the hot path). The engine picks the device, seeds everything it draws from,
+validates each epoch, stops early and restores the best epoch, records a per-epoch history and
+raises :class:`~cfrec.errors.TrainingDiverged` when the loss stops being finite.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cfrec.data.interactions import Interactions
+from cfrec.errors import CfrecError, TrainingDiverged
+
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor], torch.Tensor]
+"""Maps a 1-D tensor of row positions (a minibatch) to a scalar loss."""
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else is checked."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CfrecError(f"device {device!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded from ``seed`` (or from fresh entropy when ``None``)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**63)))
+    return gen
+
+
+def carve_validation(
+    train: Interactions, fraction: float, seed: int | None
+) -> tuple[Interactions, Interactions | None]:
+    """Hold out a random ``fraction`` of the training rows for validation (never the test part).
+
+    Only rows whose user and item keep at least one other training rating are eligible, so the
+    validation part measures rating prediction rather than cold start.
+    """
+    if fraction <= 0 or len(train) < 20:
+        return train, None
+    rng = np.random.default_rng(seed)
+    n_valid = int(round(fraction * len(train)))
+    order = rng.permutation(len(train))
+    u_left = train.user_counts().copy()
+    i_left = train.item_counts().copy()
+    chosen = np.zeros(len(train), dtype=bool)
+    users, items = train.users, train.items
+    # Vectorised greedy pass: take candidates in random order while both ends keep >= 1 rating.
+    cand = order[: min(len(order), n_valid * 2)]
+    for _ in range(3):
+        cu, ci = users[cand], items[cand]
+        # rank of each candidate among earlier candidates of the same user / item
+        ru = _occurrence_rank(cu)
+        ri = _occurrence_rank(ci)
+        ok = (ru < u_left[cu] - 1) & (ri < i_left[ci] - 1) & ~chosen[cand]
+        take = cand[ok][: n_valid - int(chosen.sum())]
+        chosen[take] = True
+        np.subtract.at(u_left, users[take], 1)
+        np.subtract.at(i_left, items[take], 1)
+        if chosen.sum() >= n_valid:
+            break
+        cand = order[~chosen[order]][: n_valid * 2]
+    if not chosen.any():
+        return train, None
+    return train.subset(~chosen), train.subset(chosen)
+
+
+def _occurrence_rank(keys: np.ndarray) -> np.ndarray:
+    """For each position, how many earlier positions hold the same key."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[order] = np.arange(len(keys)) - run_start
+    return rank
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings for :func:`train_loop` (the model's hyperparameters feed it)."""
+
+    model_name: str
+    epochs: int
+    batch_size: int
+    lr: float
+    patience: int | None = None  # None: no early stopping
+    min_delta: float = 1e-4
+    restore_best: bool = True
+
+
+def train_loop(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    n_rows: int,
+    loss_fn: LossFn,
+    config: TrainConfig,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    validate: Callable[[], float] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run minibatch epochs over ``n_rows`` training rows.
+
+    Returns the history (one dict an epoch). With ``validate`` and ``patience``, stops after
+    ``patience`` epochs without a validation RMSE improvement and restores the best weights.
+    """
+    history: list[dict[str, Any]] = []
+    best_rmse = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch = 0
+    bad_epochs = 0
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        net.train()
+        perm = torch.randperm(n_rows, generator=generator, device=generator.device).to(device)
+        total = torch.zeros((), device=device, dtype=torch.float64)
+        for s in range(0, n_rows, config.batch_size):
+            batch = perm[s:s + config.batch_size]
+            loss = loss_fn(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach().double() * len(batch)
+        train_loss = float(total.item()) / max(n_rows, 1)
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(config.model_name, epoch, config.lr, train_loss)
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
+        if validate is not None:
+            net.eval()
+            with torch.no_grad():
+                rmse = float(validate())
+            if not math.isfinite(rmse):
+                raise TrainingDiverged(config.model_name, epoch, config.lr, rmse)
+            record["valid_rmse"] = rmse
+            if rmse < best_rmse - config.min_delta:
+                best_rmse, best_epoch, bad_epochs = rmse, epoch, 0
+                if config.restore_best:
+                    best_state = copy.deepcopy(net.state_dict())
+            else:
+                bad_epochs += 1
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        logger.info("%s epoch %d: %s", config.model_name, epoch,
+                    ", ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)))
+        if on_epoch is not None:
+            on_epoch(dict(record, epochs=config.epochs))
+        if config.patience is not None and validate is not None and bad_epochs >= config.patience:
+            logger.info("%s: early stop at epoch %d (best epoch %d)", config.model_name, epoch, best_epoch)
+            break
+    if best_state is not None and config.restore_best:
+        net.load_state_dict(best_state)
+        for rec in history:
+            rec["best"] = rec["epoch"] == best_epoch
+    return history
+
+
+def batched_rmse(
+    predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    users: torch.Tensor,
+    items: torch.Tensor,
+    ratings: torch.Tensor,
+    scale: tuple[float, float],
+    batch_size: int = 65536,
+) -> float:
+    """RMSE of clipped predictions over index tensors, in batches."""
+    sq = torch.zeros((), dtype=torch.float64, device=ratings.device)
+    for s in range(0, len(users), batch_size):
+        pred = predict(users[s:s + batch_size], items[s:s + batch_size]).clamp(*scale)
+        sq += ((pred - ratings[s:s + batch_size]).double() ** 2).sum()
+    return float(torch.sqrt(sq / max(len(users), 1)).item())

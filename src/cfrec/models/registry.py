@@ -1,0 +1,35 @@
+"""Model registry: short names (for the CLI and the REST service) -> model classes."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from cfrec.errors import CfrecError
+
+# name -> (module, class). Imported lazily so `import cfrec` stays light.
+_MODELS: dict[str, tuple[str, str]] = {
+    "baseline": ("cfrec.models.baseline", "Baseline"),
+    "mf": ("cfrec.models.mf", "BiasedMF"),
+    "als": ("cfrec.models.als", "ALS"),
+    "svdpp": ("cfrec.models.svdpp", "SVDpp"),
+    "neumf": ("cfrec.models.neumf", "NeuMF"),
+}
+
+
+def model_names() -> list[str]:
+    """Registered short names, in a stable order."""
+    return list(_MODELS)
+
+
+def model_class(name: str) -> type:
+    """Class for a short name (``"mf"``) or a class name (``"BiasedMF"``)."""
+    key = name.lower()
+    for short, (module, cls) in _MODELS.items():
+        if key in (short, cls.lower()):
+            return getattr(import_module(module), cls)
+    raise CfrecError(f"unknown model {name!r}; choose one of {', '.join(_MODELS)}")
+
+
+def make_model(name: str, **params: object):
+    """Instantiate a registered model with hyperparameters."""
+    return model_class(name)(**params)
