@@ -1,5 +1,140 @@
-"""CLI commands (data)."""
+"""CLI commands ``datasets``, ``download`` and ``stats``.
+
+* ``cfrec datasets``: the known MovieLens releases, their sizes and whether each is in the data home.
+* ``cfrec download NAME``: fetch, verify and unpack one release (progress bar on stderr).
+* ``cfrec stats DATASET [--json]``: statistics of a MovieLens name or any ratings path; ``--json``
+  prints full-precision JSON on stdout (nothing else goes to stdout).
+"""
 
 from __future__ import annotations
 
-from cfrec.cli._app import app  # noqa: F401
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cfrec.cli._app import app, console
+
+_DataHome = Annotated[
+    Path | None,
+    typer.Option("--data-home", help="Dataset folder (default: $CFREC_DATA_HOME or the user cache).",
+                 show_default=False),
+]
+
+
+@app.command("datasets")
+def datasets_cmd(data_home: _DataHome = None) -> None:
+    """List the known MovieLens datasets and whether each is downloaded."""
+    from cfrec.data.movielens import MOVIELENS, is_cached
+    from cfrec.data.movielens import data_home as resolve_home
+
+    home = resolve_home(data_home)
+    table = Table(title="MovieLens datasets", title_justify="left")
+    table.add_column("name", style="bold")
+    table.add_column("ratings", justify="right")
+    table.add_column("users", justify="right")
+    table.add_column("items", justify="right")
+    table.add_column("scale", justify="center")
+    table.add_column("zip", justify="right")
+    table.add_column("cached", justify="center")
+    for spec in MOVIELENS.values():
+        cached = is_cached(spec.name, home)
+        table.add_row(
+            spec.name, f"{spec.n_ratings:,}", f"{spec.n_users:,}", f"{spec.n_items:,}",
+            f"{spec.rating_scale[0]:g}-{spec.rating_scale[1]:g}", f"{spec.zip_mb:g} MB",
+            "[green]yes[/]" if cached else "[dim]no[/]",
+        )
+    console.print(table)
+    console.print(f"data home: {home}", highlight=False, soft_wrap=True)
+
+
+@app.command("download")
+def download_cmd(
+    name: Annotated[str, typer.Argument(help="A MovieLens name, e.g. ml-1m (see `cfrec datasets`).")],
+    data_home: _DataHome = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Download, verify and unpack a MovieLens dataset into the data home."""
+    from cfrec.data.movielens import _spec, download_movielens, is_cached
+    from cfrec.data.movielens import data_home as resolve_home
+
+    _spec(name)  # unknown names fail before anything is printed
+    home = resolve_home(data_home)
+    if is_cached(name, home):
+        folder = download_movielens(name, data_home=home, progress=False)
+        console.print(f"{name} is already in {folder}", highlight=False, soft_wrap=True)
+        return
+    folder = download_movielens(name, data_home=home, progress=not quiet)
+    console.print(f"{name} downloaded to {folder}", highlight=False, soft_wrap=True)
+
+
+@app.command("stats")
+def stats_cmd(
+    dataset: Annotated[str, typer.Argument(help="A MovieLens name (ml-100k ...) or a path: ratings "
+                                           "file, MovieLens folder or zip.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    data_home: _DataHome = None,
+    no_download: Annotated[bool, typer.Option("--no-download",
+                                              help="Fail instead of downloading.")] = False,
+    sep: Annotated[str | None, typer.Option(help="Field separator of a ratings file "
+                                            "(default: detected).")] = None,
+    columns: Annotated[str | None, typer.Option(help="Comma-separated names for a file without a "
+                                                "header, e.g. user_id,item_id,rating,timestamp.")] = None,
+    user_col: Annotated[str | None, typer.Option(help="User id column (default user_id).")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Item id column (default item_id).")] = None,
+    rating_col: Annotated[str | None, typer.Option(help="Rating column (default rating).")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Time column (default timestamp).")] = None,
+) -> None:
+    """Statistics of a dataset: sizes, sparsity, rating histogram, activity, time span."""
+    from cfrec.data.datasets import load_dataset
+    from cfrec.data.stats import compute_statistics
+
+    kwargs: dict[str, Any] = {}
+    if sep is not None:
+        kwargs["sep"] = "\t" if sep in ("\\t", "tab") else sep
+    if columns is not None:
+        kwargs["columns"] = [c.strip() for c in columns.split(",") if c.strip()]
+    for key, value in (("user_col", user_col), ("item_col", item_col),
+                       ("rating_col", rating_col), ("time_col", time_col)):
+        if value is not None:
+            kwargs[key] = value
+    data = load_dataset(dataset, data_home=data_home, download=not no_download, **kwargs)
+    stats = compute_statistics(data)
+    if json_out:
+        sys.stdout.write(json.dumps(stats.to_dict(), indent=2) + "\n")
+        return
+
+    table = Table(title=f"{stats.name}", title_justify="left", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    lo, hi = stats.rating_scale
+    table.add_row("ratings", f"{stats.ratings:,}")
+    table.add_row("users", f"{stats.users:,}")
+    table.add_row("items", f"{stats.items:,}")
+    table.add_row("sparsity", f"{stats.sparsity:.3f} ({stats.sparsity:.2%})")
+    table.add_row("rating scale", f"{lo:g} - {hi:g}")
+    table.add_row("rating mean / std", f"{stats.rating_mean:.3f} / {stats.rating_std:.3f}")
+    for label, c in (("ratings per user", stats.ratings_per_user),
+                     ("ratings per item", stats.ratings_per_item)):
+        table.add_row(label, f"min {c.min:,} / median {c.median:g} / mean {c.mean:.1f} / max {c.max:,}")
+    if stats.first_date is not None:
+        table.add_row("time span", f"{stats.first_date[:10]} .. {str(stats.last_date)[:10]} "
+                                   f"({stats.span_days:.0f} days)")
+    else:
+        table.add_row("time span", "no timestamps")
+    console.print(table)
+
+    hist = Table(title="rating histogram", title_justify="left")
+    hist.add_column("rating", justify="right")
+    hist.add_column("count", justify="right")
+    hist.add_column("share", justify="right")
+    hist.add_column("", justify="left")
+    peak = max(stats.rating_histogram.values(), default=1)
+    for value, count in stats.rating_histogram.items():
+        share = count / stats.ratings if stats.ratings else 0.0
+        hist.add_row(f"{value:g}", f"{count:,}", f"{share:.1%}",
+                     "[cyan]" + "█" * max(1, round(30 * count / peak)) + "[/]")
+    console.print(hist)

@@ -1,5 +1,258 @@
-"""CLI commands (evaluate)."""
+"""CLI commands ``evaluate`` (score a saved model on the test part of its split) and ``benchmark``
+(compare models under one protocol).
+
+``evaluate`` only scores a model on the test part of the split it was trained on: the model
+records the fingerprint of its training data, and the command checks that the train part of the
+chosen split has that fingerprint. Without ``--split`` it uses the split recorded by ``cfrec
+train`` or, failing that, searches the usual splits (temporal, user-temporal, random, u1..u5, ua,
+ub, kfold) for the matching one.
+"""
 
 from __future__ import annotations
 
-from cfrec.cli._app import app  # noqa: F401
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cfrec.cli._app import app, console, err_console
+from cfrec.errors import CfrecError
+
+#: Specs tried, in order, when neither --split nor the model names its split.
+SEARCH_SPECS = ("temporal", "user-temporal", "random:0.2", "u1", "u2", "u3", "u4", "u5", "ua", "ub",
+                "kfold:5")
+
+
+# ---------------------------------------------------------------------- split resolution
+def spec_from_split_name(name: str) -> tuple[str, int | None] | None:
+    """Turn a split's name (``temporal-0.2``, ``kfold5-3``, ``u1``) back into ``(spec, fold)``.
+
+    ``fold`` is the 1-based fold number for k-fold names, else ``None``; unknown names -> None.
+    """
+    s = name.strip().lower()
+    if re.fullmatch(r"u[1-5]|ua|ub", s):
+        return s, None
+    if m := re.fullmatch(r"user-temporal-n(\d+)", s):
+        return f"user-temporal:n={m.group(1)}", None
+    if m := re.fullmatch(r"(temporal|user-temporal|random)-([0-9.e-]+)", s):
+        return f"{m.group(1)}:{m.group(2)}", None
+    if m := re.fullmatch(r"kfold(\d+)-(\d+)", s):
+        return f"kfold:{m.group(1)}", int(m.group(2))
+    return None
+
+
+def _data_home_for(source: str) -> Path | None:
+    """The data home holding an extracted ML-100K folder given as a path (its parent), else None."""
+    path = Path(source)
+    if path.is_dir() and (path / "u1.base").is_file():
+        return path.resolve().parent
+    return None
+
+
+def find_split(data: Any, fingerprint: str | None, *, spec: str | None, seed: int,
+               recorded: str | None, data_home: Path | None) -> tuple[Any, bool]:
+    """The split to evaluate on and whether its train part matches ``fingerprint``.
+
+    With ``spec``: the fold of ``make_splits(data, spec)`` whose train part matches (or the first
+    one, with ``False``). Without: the recorded split, else the first matching search spec.
+    """
+    from cfrec.data import make_splits
+
+    def splits_of(s: str) -> list[Any]:
+        kwargs: dict[str, Any] = {"seed": seed}
+        if data_home is not None:
+            kwargs["data_home"] = data_home
+        return make_splits(data, s, **kwargs)
+
+    if spec is not None:
+        splits = splits_of(spec)
+        if fingerprint is None:
+            return splits[0], False
+        for sp in splits:
+            if sp.train.fingerprint() == fingerprint:
+                return sp, True
+        return splits[0], False
+    candidates: list[str] = []
+    if recorded:
+        if recorded.strip().lower() == "none":
+            raise CfrecError("this model was trained on every rating (--split none): there is no held-out "
+                             "test part to evaluate it on; retrain it with a split")
+        parsed = spec_from_split_name(recorded)
+        if parsed is not None:
+            candidates.append(parsed[0])
+    candidates += [c for c in SEARCH_SPECS if c not in candidates]
+    if fingerprint is None:
+        raise CfrecError("the model does not record the fingerprint of its training data; pass --split "
+                         "(and --seed) to say which split it was trained on")
+    for cand in candidates:
+        try:
+            splits = splits_of(cand)
+        except CfrecError:
+            continue  # e.g. u1 on a dataset that is not ML-100K
+        for sp in splits:
+            if sp.train.fingerprint() == fingerprint:
+                return sp, True
+    raise CfrecError(f"none of the usual splits ({', '.join(candidates)}; seed {seed}) has the train part "
+                     f"this model was trained on; pass the split it was trained with as --split SPEC "
+                     f"(and --seed), or check --dataset")
+
+
+# ---------------------------------------------------------------------- evaluate
+@app.command("evaluate")
+def evaluate_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="A model folder written by 'cfrec train' (or Recommender.save).")],
+    dataset: Annotated[str | None, typer.Option(
+        help="MovieLens name or ratings file/folder (default: the one the model was trained on).")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="Split spec the model was trained on: temporal[:0.2], user-temporal[:0.2|:n=5], random[:0.2], "
+             "kfold[:5], u1..u5, ua, ub (default: the recorded one, else searched by fingerprint).")] = None,
+    metrics: Annotated[str | None, typer.Option(
+        help="Comma-separated metrics: rmse, mae, precision@K, recall@K, ndcg@K, map@K, mrr@K, "
+             "hit_rate@K, coverage@K (default: all at --k).")] = None,
+    k: Annotated[int, typer.Option(help="Cut-off for ranking metrics named without @K.")] = 10,
+    relevance: Annotated[float, typer.Option(
+        help="A test item is relevant when its rating is >= this (ranking metrics).")] = 4.0,
+    seed: Annotated[int | None, typer.Option(help="Seed of a random/k-fold split (default: the recorded one, else 0).")] = None,
+    online: Annotated[bool, typer.Option(
+        "--online", help="Also replay the test part in time order with fold-in (online RMSE).")] = False,
+    allow_mismatch: Annotated[bool, typer.Option(
+        "--allow-mismatch", help="Evaluate even if the split's train part is not what the model was trained on.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Score a saved model on the test part of the split it was trained on."""
+    from cfrec.data import load_dataset
+    from cfrec.evaluation.protocols import evaluate_detailed, metric_names
+    from cfrec.models.base import Recommender
+
+    names = metric_names(metrics, k)  # validate before loading anything
+    model = Recommender.load(model_dir)
+    info = getattr(model, "fit_info_", {}) or {}
+    source = dataset or info.get("source") or info.get("dataset")
+    if not source:
+        raise CfrecError(f"{model_dir}: the model does not record its dataset; pass --dataset")
+    data = load_dataset(source)
+    used_seed = seed if seed is not None else int(info.get("split_seed", 0) or 0)
+    fingerprint = info.get("fingerprint")
+    chosen, matches = find_split(data, fingerprint, spec=split, seed=used_seed,
+                                 recorded=None if split else info.get("split"),
+                                 data_home=_data_home_for(source))
+    if not matches:
+        msg = (f"the train part of split {chosen.name!r} of {data.name} is not the data this model was "
+               f"trained on (fingerprint differs): its test part may overlap the model's training data "
+               f"or miss part of it")
+        if fingerprint is not None and not allow_mismatch:
+            raise CfrecError(msg + "; pass the split it was trained with (see 'fit_info' in model.json) "
+                                   "or --allow-mismatch to evaluate anyway")
+        err_console.print(f"warning: {msg}" if fingerprint is not None else
+                          "warning: the model records no training fingerprint; cannot check the split",
+                          highlight=False, soft_wrap=True, markup=False)
+    ev = evaluate_detailed(model, chosen.test, k=k, relevance=relevance, metrics=names)
+    online_res = None
+    if online:
+        from cfrec.evaluation.online import online_evaluate
+
+        online_res = online_evaluate(model, chosen.test, train=chosen.train, name=model.name)
+    if json_out:
+        typer.echo(json.dumps(_clean({
+            "model_dir": str(Path(model_dir).resolve()),
+            "model": model.name,
+            "params": model.get_params(),
+            "dataset": data.name,
+            "split": chosen.name,
+            "train_matches_model": matches,
+            "relevance": relevance,
+            "k": k,
+            "metrics": ev.metrics,
+            "breakdown": ev.breakdown.to_dict() if ev.breakdown is not None else None,
+            "cold_start": chosen.cold_start().to_dict(),
+            "online": online_res.to_dict() if online_res is not None else None,
+        }), indent=2, allow_nan=False))
+        return
+    console.print(f"{model.name} on {data.name}, split {chosen.name} ({len(chosen.test):,} test ratings)",
+                  highlight=False, soft_wrap=True, markup=False)
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in ev.metrics.items():
+        table.add_row(escape(key), escape(_cell(key, value)))
+    console.print(table)
+    console.print(f"ranking: all items unrated in training are candidates; relevant = test rating >= "
+                  f"{relevance:g}; users without a relevant test item are excluded from the averages",
+                  highlight=False, soft_wrap=True, markup=False)
+    bd = ev.breakdown
+    if bd is not None and bd["all"].n != bd["known user & item"].n:
+        console.print("rating error by whether the user/item was in training:", highlight=False,
+                      soft_wrap=True, markup=False)
+        bt = Table()
+        for col, just in (("test ratings", "left"), ("n", "right"), ("share", "right"),
+                          ("RMSE", "right"), ("MAE", "right")):
+            bt.add_column(col, justify=just)  # type: ignore[arg-type]
+        for g in bd.groups:
+            bt.add_row(g.group, str(g.n), f"{g.share:.1%}", _cell("rmse", g.rmse), _cell("mae", g.mae))
+        console.print(bt)
+    if online_res is not None:
+        console.print(online_res.to_markdown(), highlight=False, soft_wrap=True, markup=False)
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4f}"
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and not isinstance(obj, str | bytes):
+        return obj.item()
+    return obj
+
+
+# ---------------------------------------------------------------------- benchmark
+@app.command("benchmark")
+def benchmark_cmd(
+    dataset: Annotated[str, typer.Argument(help="MovieLens name (ml-100k ...) or a ratings file/folder.")],
+    protocol: Annotated[str, typer.Option(
+        help="folds (ML-100K u1..u5), cv5, temporal, user-temporal, online (temporal 80/20 with "
+             "prequential fold-in), or any split spec.")] = "folds",
+    models: Annotated[str, typer.Option(
+        help="Comma-separated models; hyperparameters as mf:n_factors=64,epochs=20; mf-lab is the "
+             "course lab's recipe.")] = "baseline,mf,als,svdpp,neumf",
+    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON to this file (atomically).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the splits and the models.")] = 0,
+    k: Annotated[int, typer.Option(help="Ranking cut-off.")] = 10,
+    relevance: Annotated[float, typer.Option(help="Relevant = test rating >= this.")] = 4.0,
+    popularity: Annotated[bool, typer.Option(
+        "--popularity/--no-popularity", help="Include the most-popular baseline row.")] = True,
+) -> None:
+    """Fit and score several models under one protocol; print one Markdown table."""
+    from cfrec.data import load_dataset
+    from cfrec.evaluation.benchmark import run_benchmark, write_json_atomic
+
+    data = load_dataset(dataset)
+
+    def progress(row: Any) -> None:
+        m = row.mean
+        err_console.print(f"  {row.model}: NDCG@{k} {m.get(f'ndcg@{k}', math.nan):.4f}, fit "
+                          f"{m.get('fit_seconds', math.nan):.1f} s", highlight=False, soft_wrap=True,
+                          markup=False)
+
+    err_console.print(f"benchmark on {data.name}, protocol {protocol}: {models}", highlight=False,
+                      soft_wrap=True, markup=False)
+    result = run_benchmark(data, protocol=protocol, models=models, seed=seed, k=k, relevance=relevance,
+                           data_home=_data_home_for(dataset), popularity=popularity, on_row=progress)
+    console.print(result.to_markdown(), highlight=False, soft_wrap=True, markup=False)
+    if json_file is not None:
+        path = write_json_atomic(json_file, result.to_dict())
+        err_console.print(f"wrote {path}", highlight=False, soft_wrap=True, markup=False)

@@ -33,6 +33,8 @@ _LAZY = {
     "make_splits": "cfrec.data.split",
     # synthetic
     "make_synthetic": "cfrec.data.synthetic",
+    "synthetic_like": "cfrec.data.synthetic",
+    "SyntheticTruth": "cfrec.data.synthetic",
 }
 
 __all__ = ["ColdStartReport", "IdMap", "Interactions", "Split", *_LAZY]

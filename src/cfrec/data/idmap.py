@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from cfrec.errors import UnknownIdError
+from cfrec.errors import DataError, UnknownIdError
 
 INDEX_DTYPE = np.int32
 
@@ -39,7 +39,7 @@ class IdMap:
             arr = arr.astype(str).astype(object)
         elif arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-                raise ValueError("float ids must be whole numbers")
+                raise DataError("float ids must be whole numbers (and not missing)")
             arr = arr.astype(np.int64)
         self._ids: np.ndarray = arr
         self._index = pd.Index(arr)
@@ -106,7 +106,9 @@ class IdMap:
         idx = self._index.get_indexer(values).astype(INDEX_DTYPE, copy=False)
         if missing == "raise" and (idx < 0).any():
             bad = values[np.flatnonzero(idx < 0)[0]]
-            raise UnknownIdError(f"unknown {what} id {bad!r}")
+            bad = bad.item() if isinstance(bad, np.generic) else bad  # 42, not np.int64(42)
+            label = "id" if what == "id" else f"{what} id"
+            raise UnknownIdError(f"unknown {label} {bad!r}")
         return idx[0] if scalar else idx
 
     def to_raw(self, idx: Any) -> np.ndarray:

@@ -182,11 +182,14 @@ class Interactions:
         """Tensors ``users``/``items`` (int64, for embedding lookups), ``ratings`` (float32), ``timestamps``."""
         import torch
 
+        def own(a: np.ndarray) -> np.ndarray:  # torch warns on (and would alias) read-only arrays
+            return a if a.flags.writeable else a.copy()
+
         return {
             "users": torch.as_tensor(self.users, dtype=torch.int64, device=device),
             "items": torch.as_tensor(self.items, dtype=torch.int64, device=device),
-            "ratings": torch.as_tensor(self.ratings, dtype=torch.float32, device=device),
-            "timestamps": torch.as_tensor(self.timestamps, dtype=torch.int64, device=device),
+            "ratings": torch.as_tensor(own(self.ratings), dtype=torch.float32, device=device),
+            "timestamps": torch.as_tensor(own(self.timestamps), dtype=torch.int64, device=device),
         }
 
     # ------------------------------------------------------------------ derivation
@@ -210,6 +213,7 @@ class Interactions:
             j = int(np.flatnonzero(~keep)[0])
             which = "user" if u[j] < 0 else "item"
             raw = self.raw_users()[j] if u[j] < 0 else self.raw_items()[j]
+            raw = raw.item() if isinstance(raw, np.generic) else raw  # 42, not np.int64(42)
             raise DataError(f"{which} id {raw!r} is not in the target vocabulary")
         return replace(
             self, users=u[keep], items=i[keep], ratings=self.ratings[keep],
@@ -231,7 +235,9 @@ class Interactions:
 
     def concat(self, other: Interactions) -> Interactions:
         """Rows of both; they must share vocabularies."""
-        if other.user_map is not self.user_map and other.user_map != self.user_map:
+        same_users = other.user_map is self.user_map or other.user_map == self.user_map
+        same_items = other.item_map is self.item_map or other.item_map == self.item_map
+        if not (same_users and same_items):
             other = other.with_vocab(self.user_map, self.item_map)
         return replace(
             self,
@@ -242,13 +248,28 @@ class Interactions:
         )
 
     def fingerprint(self) -> str:
-        """SHA-256 over raw ids, ratings and timestamps, stable across vocabularies and row order."""
-        order = np.lexsort((self.timestamps, self.items, self.users))
+        """SHA-256 over raw ids, ratings and timestamps, stable across vocabularies and row order.
+
+        Each row is mixed into a 64-bit hash; the sorted row hashes (a multiset) and the raw ids
+        present are digested, so a subset hashes the same whatever vocabulary it is indexed in.
+        """
+        d = self.compact()  # vocabularies reduced to the ids present, so a subset hashes alike
         h = hashlib.sha256()
-        h.update(np.ascontiguousarray(self.user_map.ids.astype(str) if not self.user_map.is_numeric
-                                      else self.user_map.ids).tobytes())
-        h.update(np.ascontiguousarray(self.item_map.ids.astype(str) if not self.item_map.is_numeric
-                                      else self.item_map.ids).tobytes())
-        for arr in (self.users, self.items, self.ratings, self.timestamps):
-            h.update(np.ascontiguousarray(arr[order]).tobytes())
+        for ids in (d.user_map.ids, d.item_map.ids):
+            h.update(np.ascontiguousarray(ids if ids.dtype.kind in "iu" else ids.astype(str)).tobytes())
+        with np.errstate(over="ignore"):
+            row = _mix64((d.users.astype(np.uint64) << np.uint64(32)) | d.items.astype(np.uint64))
+            row ^= _mix64(d.timestamps.view(np.uint64) ^ np.uint64(0x9E3779B97F4A7C15))
+            row ^= _mix64(d.ratings.view(np.uint32).astype(np.uint64) + np.uint64(0xD1B54A32D192ED03))
+        row.sort()
+        h.update(row.tobytes())
         return h.hexdigest()
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a cheap, well-spread 64-bit hash of each element."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))

@@ -667,7 +667,7 @@ def _items_to_json(info: pd.DataFrame) -> dict[str, Any]:
         for v in info[col].tolist():
             if isinstance(v, np.ndarray):
                 v = v.tolist()
-            if isinstance(v, float) and not np.isfinite(v):
+            if v is pd.NA or v is pd.NaT or (isinstance(v, float) and not np.isfinite(v)):
                 v = None
             values.append(_jsonable(v))
         out[col] = values

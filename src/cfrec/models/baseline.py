@@ -39,3 +39,7 @@ class Baseline(FactorRecommender):
         )
         self.user_factors_ = np.zeros((train.n_users, 0), dtype=np.float32)
         self.item_factors_ = np.zeros((train.n_items, 0), dtype=np.float32)
+
+    def _fold_in_reg(self) -> float:
+        # A new user's bias is shrunk exactly as in training.
+        return float(self.reg_user)

@@ -13,6 +13,7 @@ _MODELS: dict[str, tuple[str, str]] = {
     "als": ("cfrec.models.als", "ALS"),
     "svdpp": ("cfrec.models.svdpp", "SVDpp"),
     "neumf": ("cfrec.models.neumf", "NeuMF"),
+    "pop": ("cfrec.models.popularity", "PopularityRecommender"),
 }
 
 

@@ -1,0 +1,343 @@
+"""Benchmark several models under one protocol: one table of RMSE, MAE, NDCG@k, Recall@k and
+fit/predict seconds, beside a most-popular baseline for the ranking metrics.
+
+Every model sees the same splits (built once). Numbers are means over folds with the sample
+standard deviation (``ddof=1``) where there are several. A personalised model whose NDCG@k or
+Recall@k does not beat the popularity baseline is flagged: for top-K recommendation it has learned
+nothing a bestseller list does not already know.
+
+Protocols: any :func:`cfrec.data.make_splits` spec (``folds`` = ML-100K u1..u5, ``cv5``,
+``temporal``, ``user-temporal``, ``random:0.1`` ...) or ``online``: the global temporal 80/20
+split, with the RMSE/MAE columns measured by the prequential replay of
+:mod:`cfrec.evaluation.online` (offline RMSE and the known/new-user breakdown alongside) and the
+ranking columns measured offline on the same split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cfrec._version import __version__
+from cfrec.data.interactions import Interactions
+from cfrec.data.split import Split
+from cfrec.errors import CfrecError
+from cfrec.evaluation.protocols import (
+    FoldResult,
+    ModelLike,
+    _fmt,
+    _jsonable,
+    cross_validate,
+    evaluate_detailed,
+    resolve_model,
+)
+from cfrec.models.base import Recommender
+
+logger = logging.getLogger(__name__)
+
+POPULARITY = "pop"
+ONLINE_SPEC = "temporal:0.2"
+
+
+@dataclass
+class BenchmarkRow:
+    """One model's numbers: ``mean``/``std`` over folds of every metric and timing."""
+
+    model: str
+    personalised: bool
+    mean: dict[str, float]
+    std: dict[str, float]
+    n_folds: int
+    params: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+    beats_popularity: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable({
+            "model": self.model,
+            "personalised": self.personalised,
+            "beats_popularity": self.beats_popularity,
+            "n_folds": self.n_folds,
+            "params": self.params,
+            "mean": self.mean,
+            "std": self.std,
+            "detail": self.detail,
+        })
+
+
+@dataclass
+class BenchmarkResult:
+    """All rows of a benchmark plus what produced them."""
+
+    dataset: str
+    protocol: str
+    seed: int
+    k: int
+    relevance: float | None
+    rows: list[BenchmarkRow]
+    seconds: float = 0.0
+
+    def row(self, model: str) -> BenchmarkRow:
+        for r in self.rows:
+            if r.model == model:
+                return r
+        raise KeyError(model)
+
+    @property
+    def flagged(self) -> list[str]:
+        """Personalised models that do not beat the popularity baseline on NDCG@k or Recall@k."""
+        return [r.model for r in self.rows if r.beats_popularity is False]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable({
+            "cfrec_version": __version__,
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "seed": self.seed,
+            "k": self.k,
+            "relevance": self.relevance,
+            "seconds": self.seconds,
+            "rows": [r.to_dict() for r in self.rows],
+            "flagged_below_popularity": self.flagged,
+        })
+
+    def columns(self) -> list[tuple[str, str]]:
+        """(metric key, column title) pairs of the table."""
+        k = self.k
+        if self.protocol == "online":
+            return [("rmse", "RMSE online"), ("offline_rmse", "RMSE offline"),
+                    ("rmse_known_users", "RMSE known users"), ("rmse_new_users", "RMSE new users"),
+                    ("mae", "MAE online"), (f"ndcg@{k}", f"NDCG@{k}"), (f"recall@{k}", f"Recall@{k}"),
+                    ("fit_seconds", "fit s"), ("predict_seconds", "online replay s")]
+        return [("rmse", "RMSE"), ("mae", "MAE"), (f"ndcg@{k}", f"NDCG@{k}"),
+                (f"recall@{k}", f"Recall@{k}"), ("fit_seconds", "fit s"),
+                ("predict_seconds", "predict s")]
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """Header and formatted cells (``mean ± std`` where there are several folds)."""
+        cols = self.columns()
+        header = ["model", *(title for _, title in cols)]
+        body = []
+        for r in self.rows:
+            name = r.model + (" (!)" if r.beats_popularity is False else "")
+            cells = [name]
+            for key, _ in cols:
+                if not r.personalised and r.model == POPULARITY and key in (
+                        "rmse", "mae", "offline_rmse", "rmse_known_users", "rmse_new_users"):
+                    cells.append("n/a")
+                    continue
+                m = r.mean.get(key, math.nan)
+                s = r.std.get(key, math.nan)
+                cell = _fmt(m, key)
+                if r.n_folds > 1 and s is not None and math.isfinite(s) and cell != "n/a":
+                    cell += f" ± {_fmt(s, key)}"
+                cells.append(cell)
+            body.append(cells)
+        return header, body
+
+    def to_markdown(self) -> str:
+        header, body = self.table()
+        folds = max((r.n_folds for r in self.rows), default=1)
+        rel = "every test rating" if self.relevance is None else f"test rating >= {self.relevance:g}"
+        lines = [
+            f"Benchmark on {self.dataset}, protocol {self.protocol} ({folds} fold{'s' if folds > 1 else ''}"
+            f"{', mean ± std' if folds > 1 else ''}); ranking over all unrated items, relevant = {rel}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|---|" + "---:|" * (len(header) - 1),
+        ]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        if self.flagged:
+            lines += ["", f"(!) does not beat the popularity baseline on NDCG@{self.k} or "
+                          f"Recall@{self.k}: {', '.join(self.flagged)}"]
+        return "\n".join(lines)
+
+
+def _is_popularity(model: Recommender) -> bool:
+    from cfrec.models.popularity import PopularityRecommender
+
+    return isinstance(model, PopularityRecommender)
+
+
+def _is_personalised(model: Recommender) -> bool:
+    """Whether the model's rankings differ between users beyond excluding seen items."""
+    from cfrec.models.popularity import PopularityRecommender
+
+    if isinstance(model, PopularityRecommender):
+        return False
+    try:
+        return model.item_embeddings().shape[1] > 0
+    except NotImplementedError:
+        return True
+
+
+def _parse_models(models: Sequence[ModelLike] | str) -> list[ModelLike]:
+    if isinstance(models, str):
+        models = [m.strip() for m in _split_top_level(models) if m.strip()]
+    if not models:
+        raise CfrecError("no model to benchmark; pass e.g. --models baseline,mf")
+    return list(models)
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split ``"baseline,mf:n_factors=64,epochs=20,als"`` on commas that start a new model.
+
+    A comma followed by ``key=value`` continues the previous model's hyperparameters.
+    """
+    out: list[str] = []
+    for part in text.split(","):
+        if out and ":" in out[-1] and "=" in part and ":" not in part:
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
+
+
+def run_benchmark(
+    data: Interactions | str,
+    *,
+    protocol: str = "folds",
+    models: Sequence[ModelLike] | str = ("baseline", "mf"),
+    seed: int = 0,
+    k: int = 10,
+    relevance: float | None = 4.0,
+    data_home: str | Path | None = None,
+    popularity: bool = True,
+    on_row: Callable[[BenchmarkRow], None] | None = None,
+) -> BenchmarkResult:
+    """Fit and score every model under ``protocol`` on the same splits; see the module docstring.
+
+    Parameters
+    ----------
+    data
+        Ratings, or a dataset name/path for :func:`cfrec.data.load_dataset`.
+    protocol
+        ``online`` or a split spec (``folds``, ``cv5``, ``temporal``, ``user-temporal`` ...).
+    models
+        Model names (``"baseline,mf,als"``; hyperparameters as ``"mf:n_factors=64,epochs=20"``;
+        ``"mf-lab"`` for the course lab's recipe), instances or factories.
+    seed
+        Seeds the splits and every model that takes a ``seed`` hyperparameter.
+    popularity
+        Add the most-popular baseline row (ranking metrics only) and flag the models below it.
+    on_row
+        Called with each finished row (progress reporting).
+    """
+    from cfrec.data import load_dataset, make_splits
+
+    start = time.perf_counter()
+    if isinstance(data, str):
+        data = load_dataset(data, data_home=data_home)
+    specs = _parse_models(models)
+    if popularity and not any(isinstance(m, str) and m.split(":")[0].strip().lower() in
+                              ("pop", "popularity", "most-popular") for m in specs):
+        specs = [POPULARITY, *specs]
+    factories = [(_seeded(*resolve_model(m), seed)) for m in specs]
+    online = protocol.strip().lower() == "online"
+    metrics = ["rmse", "mae", f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"map@{k}", f"mrr@{k}",
+               f"hit_rate@{k}", f"coverage@{k}"]
+    splits = make_splits(data, ONLINE_SPEC if online else protocol, seed=seed, data_home=data_home)
+    rows: list[BenchmarkRow] = []
+    for factory, name in factories:
+        if online:
+            row = _online_row(factory, name, splits[0], metrics, k, relevance)
+        else:
+            row = _offline_row(factory, name, splits, metrics, k, relevance, protocol)
+        rows.append(row)
+        logger.info("benchmark %s: %s", name, {m: row.mean.get(m) for m in ("rmse", f"ndcg@{k}")})
+        if on_row is not None:
+            on_row(row)
+    pop = next((r for r in rows if not r.personalised and r.model == POPULARITY), None)
+    if pop is not None:
+        for r in rows:
+            if r.personalised:
+                r.beats_popularity = bool(
+                    r.mean.get(f"ndcg@{k}", -1) > pop.mean.get(f"ndcg@{k}", math.inf)
+                    and r.mean.get(f"recall@{k}", -1) > pop.mean.get(f"recall@{k}", math.inf))
+    return BenchmarkResult(data.name, protocol, seed, k, relevance, rows, time.perf_counter() - start)
+
+
+def _seeded(factory: Callable[[], Recommender], name: str, seed: int) -> tuple[Callable[[], Recommender], str]:
+    def make() -> Recommender:
+        m = factory()
+        if "seed" in m._param_names() and "seed=" not in name:
+            m.set_params(seed=seed)
+        return m
+    return make, name
+
+
+def _offline_row(factory: Callable[[], Recommender], name: str, splits: list[Split],
+                 metrics: list[str], k: int, relevance: float | None, protocol: str) -> BenchmarkRow:
+    personal: list[bool] = []
+    res = cross_validate(factory, splits, k=k, relevance=relevance, metrics=metrics, protocol=protocol,
+                         on_model=lambda m, _s: personal.append(_is_personalised(m)))
+    res.model = name
+    return BenchmarkRow(name, all(personal), res.mean(), res.std(), len(res.folds), res.params,
+                        {"folds": [f.to_dict() for f in res.folds]})
+
+
+def _online_row(factory: Callable[[], Recommender], name: str, split: Split, metrics: list[str],
+                k: int, relevance: float | None) -> BenchmarkRow:
+    from cfrec.evaluation.online import online_evaluate
+
+    est = factory()
+    t0 = time.perf_counter()
+    est.fit(split.train)
+    fit_s = time.perf_counter() - t0
+    ev = evaluate_detailed(est, split.test, k=k, relevance=relevance, metrics=metrics)
+    fold = FoldResult(split.name, ev.metrics, fit_s, ev.predict_seconds, ev.rank_seconds,
+                      split.cold_start().to_dict(), ev.breakdown)
+    mean = dict(ev.metrics)
+    if _is_popularity(est):
+        # The popularity row is for ranking only: its ratings are not personalised, no replay.
+        mean.update({"fit_seconds": fit_s, "predict_seconds": math.nan, "rank_seconds": ev.rank_seconds})
+        return BenchmarkRow(name, False, mean, {key: math.nan for key in mean}, 1,
+                            _jsonable(est.get_params()), {"offline": fold.to_dict()})
+    on = online_evaluate(est, split.test, train=split.train, name=name)
+    mean.update({
+        "rmse": on.rmse, "mae": on.mae, "offline_rmse": on.offline_rmse, "offline_mae": on.offline_mae,
+        "rmse_known_users": on.group("known users").online_rmse,
+        "rmse_new_users": on.group("new users").online_rmse,
+        "offline_rmse_known_users": on.group("known users").offline_rmse,
+        "offline_rmse_new_users": on.group("new users").offline_rmse,
+        "fit_seconds": fit_s, "predict_seconds": on.replay_seconds,
+        "offline_predict_seconds": ev.predict_seconds, "rank_seconds": ev.rank_seconds,
+    })
+    return BenchmarkRow(name, _is_personalised(est), mean, {key: math.nan for key in mean}, 1,
+                        _jsonable(est.get_params()), {"online": on.to_dict(), "offline": fold.to_dict()})
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write JSON to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, ensure_ascii=False, allow_nan=False, default=_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,495 @@
+"""Online (prequential) evaluation: replay the test ratings in time order, predict each one
+before it is revealed, then fold it into its user.
+
+Why: on a global temporal split most test ratings come from users who did not exist at training
+time (about 85% on ML-100K 80/20). Offline, such a user is predicted by ``mu + b_i`` forever;
+in a live system the user's vector would be re-estimated after every rating. This protocol
+measures that system.
+
+Protocol
+--------
+* Test ratings are ordered by timestamp; ties are broken deterministically by user id, item id
+  and then row position.
+* Each test rating is predicted from the state *before* it is revealed, then revealed.
+* The user's state is re-solved from all their ratings revealed so far with the model's ridge
+  fold-in (:meth:`~cfrec.models.base.Recommender.fold_in`, regularisation ``reg`` or the model's
+  ``fold_in_reg``): for users known from training, their training ratings plus the revealed test
+  ratings; for new users, the revealed test ratings only. Before a new user's first rating the
+  prediction is the cold-start fallback ``mu + b_i``.
+* The item side (item factors, item biases, global mean) stays fixed: the model is not
+  retrained, and items new at test time are predicted ``mu + b_u`` and never update a user.
+
+Implementation
+--------------
+A user's predictions depend only on that user's own earlier ratings, so users are independent
+and the global replay decomposes into per-user sequences. For linear factor models (the base
+class's fold-in, which includes every :class:`~cfrec.models.base.FactorRecommender`) the
+``"fast"`` method keeps, for all users at once, the inverse of the ridge Gram matrix and the
+right-hand side, and applies a Sherman-Morrison rank-one update per revealed rating: step ``j``
+predicts and then reveals every user's ``j``-th test rating, vectorised across users, in
+``O(n_test * d^2)`` total. Models whose own ``fold_in`` is a ridge with a penalty that depends on
+the number of rated items (ALS's weighted lambda) get the same vectorised path by declaring that
+penalty as ``_fold_in_diagonal(n_items, reg=None)``; the Gram matrices are then re-solved per
+step. The ``"replay"`` method literally replays the events one at a time through the public
+``fold_in``/``predict`` API (the reference, and the path for any other model).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from cfrec.data.interactions import Interactions
+from cfrec.data.split import Split
+from cfrec.errors import CfrecError
+from cfrec.evaluation.protocols import ModelLike, _fmt, _num, resolve_model
+from cfrec.metrics.rating import mae, rmse
+from cfrec.models.base import KNOWN, UNKNOWN_ITEM, UNKNOWN_USER, Recommender
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["auto", "fast", "replay"]
+DiagonalFn = Callable[[np.ndarray], np.ndarray]
+
+#: Buckets of "ratings of this user known when the prediction was made" (train + revealed test).
+HISTORY_BUCKETS: tuple[tuple[str, int, float], ...] = (
+    ("0", 0, 0),
+    ("1-4", 1, 4),
+    ("5-19", 5, 19),
+    ("20-49", 20, 49),
+    ("50+", 50, math.inf),
+)
+
+_MEMORY_BUDGET = 128 * 2**20  # bytes of per-user (D x D) state processed at once
+
+
+# ---------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class OnlineGroup:
+    """Online vs offline error for one group of test ratings."""
+
+    group: str
+    n: int
+    share: float
+    online_rmse: float
+    offline_rmse: float
+    online_mae: float
+    offline_mae: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _num(v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class OnlinePredictions:
+    """Per test row (in the test part's row order): the online prediction and its context."""
+
+    predictions: np.ndarray  # float32, clipped to the rating scale
+    order: np.ndarray  # replay order: test row positions, first replayed first
+    revealed_test: np.ndarray  # test ratings of the same user revealed before this one
+    known_before: np.ndarray  # ratings of the user known when predicting (train + revealed test)
+    method: str
+    reg: float | None  # None: the model's own fold-in default (a model overriding fold_in)
+
+
+@dataclass
+class OnlineResult:
+    """Online (prequential) and offline error of one fitted model on one test part."""
+
+    model: str
+    dataset: str
+    method: str
+    reg: float | None
+    n_test: int
+    rmse: float
+    mae: float
+    offline_rmse: float
+    offline_mae: float
+    groups: list[OnlineGroup]
+    replay_seconds: float
+    fit_seconds: float | None = None
+    predictions: np.ndarray | None = field(default=None, repr=False)
+
+    def group(self, name: str) -> OnlineGroup:
+        for g in self.groups:
+            if g.group == name:
+                return g
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "protocol": "online",
+            "method": self.method,
+            "fold_in_reg": self.reg,
+            "n_test": self.n_test,
+            "rmse": _num(self.rmse),
+            "mae": _num(self.mae),
+            "offline_rmse": _num(self.offline_rmse),
+            "offline_mae": _num(self.offline_mae),
+            "fit_seconds": self.fit_seconds,
+            "replay_seconds": self.replay_seconds,
+            "groups": [g.to_dict() for g in self.groups],
+        }
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"**{self.model}** on {self.dataset}, online (prequential) replay of {self.n_test} test "
+            f"ratings, fold-in reg {_reg_text(self.reg)}: RMSE {_fmt(self.rmse)} online vs "
+            f"{_fmt(self.offline_rmse)} offline",
+            "",
+            "| test ratings | n | share | RMSE online | RMSE offline | MAE online | MAE offline |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for g in self.groups:
+            lines.append(f"| {g.group} | {g.n} | {g.share:.1%} | {_fmt(g.online_rmse)} | "
+                         f"{_fmt(g.offline_rmse)} | {_fmt(g.online_mae)} | {_fmt(g.offline_mae)} |")
+        return "\n".join(lines)
+
+
+def _reg_text(reg: float | None) -> str:
+    return "(the model's own fold_in default)" if reg is None else f"{reg:g}"
+
+
+# ---------------------------------------------------------------------- core
+def replay_order(test: Interactions) -> np.ndarray:
+    """Row positions of ``test`` in replay order: timestamp, then user id, item id, row."""
+    rows = np.arange(len(test), dtype=np.int64)
+    return np.lexsort((rows, test.items, test.users, test.timestamps))
+
+
+def supports_fast(model: Recommender) -> bool:
+    """Whether the fast path reproduces ``model``'s fold-in exactly.
+
+    True for the base class's ridge fold-in, and for models that override ``fold_in`` with a
+    ridge on ``[b_u, p_u]`` whose diagonal depends only on the number of rated known items and
+    that declare it by defining ``_fold_in_diagonal(n_items, reg=None) -> (len(n_items), 1 + k)``
+    (for example ALS's weighted-lambda penalty). Scoring of folded users must be the base class's.
+    """
+    cls = type(model)
+    linear_score = (cls._score_folded is Recommender._score_folded
+                    and cls._predict_folded is Recommender._predict_folded)
+    return linear_score and (cls.fold_in is Recommender.fold_in or hasattr(cls, "_fold_in_diagonal"))
+
+
+def _diagonal_fn(model: Recommender, reg: float | None) -> DiagonalFn | None:
+    """The model's count-dependent fold-in ridge diagonal, or None for the base constant ridge."""
+    if type(model).fold_in is Recommender.fold_in:
+        return None
+    hook = model._fold_in_diagonal  # type: ignore[attr-defined]
+    return lambda n: np.asarray(hook(np.asarray(n), reg=reg), dtype=np.float64)
+
+
+def online_predictions(
+    model: Recommender,
+    test: Interactions,
+    *,
+    train: Interactions,
+    reg: float | None = None,
+    method: Method = "auto",
+    trace: list[tuple[str, np.ndarray]] | None = None,
+) -> OnlinePredictions:
+    """Prequential predictions of every test rating (see the module docstring).
+
+    Parameters
+    ----------
+    model
+        A fitted model; it is not modified.
+    test
+        The ratings to replay.
+    train
+        The model's training ratings: the starting history of users known from training.
+    reg
+        Fold-in L2 strength passed to ``fold_in`` (default: the model's own, e.g. its
+        ``fold_in_reg`` attribute for the base-class ridge).
+    method
+        ``"fast"`` (vectorised rank-one updates, linear factor models only), ``"replay"``
+        (event by event through the public API) or ``"auto"``.
+    trace
+        When a list is given, the protocol appends ``("predict", rows)`` and ``("reveal", rows)``
+        entries (test row positions) in the order it performs them, so tests can check that no
+        rating is revealed before it is predicted.
+    """
+    model._check_fitted()
+    if len(test) == 0:
+        raise CfrecError("the test set is empty: nothing to replay")
+    if method not in ("auto", "fast", "replay"):
+        raise CfrecError(f"unknown online method {method!r}; choose auto, fast or replay")
+    fast_ok = supports_fast(model)
+    if method == "fast" and not fast_ok:
+        raise CfrecError(f"{type(model).__name__} overrides fold_in without declaring its ridge "
+                         f"(_fold_in_diagonal); use method='replay'")
+    use_fast = fast_ok if method == "auto" else method == "fast"
+    if reg is not None and not float(reg) > 0:
+        raise CfrecError(f"fold-in regularisation must be positive, got {reg}")
+    # The fast path implements the base class's ridge, whose strength is the model's _fold_in_reg();
+    # the replay path passes ``reg`` through, so a model with its own fold_in keeps its own default.
+    lam = float(model._fold_in_reg() if reg is None else reg)
+    order = replay_order(test)
+    # Dense id of each test row's user, and that user's training ratings.
+    row_users, g_of_row = np.unique(test.users, return_inverse=True)
+    g_of_row = g_of_row.astype(np.int64)
+    raw_users = test.user_map.to_raw(row_users)
+    g_train = pd.Index(raw_users).get_indexer(train.raw_users()).astype(np.int64)
+    keep = g_train >= 0
+    n_train_of_g = np.bincount(g_train[keep], minlength=len(row_users))
+    # Position of each test row within its user's replayed sequence.
+    by_user = order[np.argsort(g_of_row[order], kind="stable")]
+    starts = np.searchsorted(g_of_row[by_user], np.arange(len(row_users)))
+    pos = np.empty(len(test), dtype=np.int64)
+    pos[by_user] = np.arange(len(test)) - starts[g_of_row[by_user]]
+    if use_fast:
+        preds = _fast(model, test, train, g_of_row, by_user, pos, g_train, keep, lam,
+                      _diagonal_fn(model, reg), trace)
+    else:
+        preds = _replay(model, test, train, order, g_of_row, raw_users, g_train, keep, reg, trace)
+    base_ridge = type(model).fold_in is Recommender.fold_in
+    reg_used = float(reg) if reg is not None else (lam if base_ridge else None)
+    return OnlinePredictions(preds, order, pos, pos + n_train_of_g[g_of_row],
+                             "fast" if use_fast else "replay", reg_used)
+
+
+def _item_side(model: Recommender) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        q = np.asarray(model.item_embeddings(), dtype=np.float64)
+    except NotImplementedError:
+        q = np.zeros((len(model.item_map_), 0))
+    return q, np.asarray(model.item_bias_, dtype=np.float64)
+
+
+def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row: np.ndarray,
+          by_user: np.ndarray, pos: np.ndarray, g_train: np.ndarray, keep: np.ndarray,
+          lam: float, diagonal: DiagonalFn | None, trace: list | None) -> np.ndarray:
+    """Vectorised prequential replay (see module docstring).
+
+    With a constant ridge (``diagonal`` is None) the inverse Gram matrices get Sherman-Morrison
+    rank-one updates, O(d^2) per rating; with a ridge that depends on the number of rated items
+    (``diagonal(n) -> (len(n), d)``) the Gram matrices are accumulated and re-solved, O(d^3).
+    Users are processed longest test sequence first, so the users still active at step ``j``
+    form a prefix and every update is an in-place slice operation (no gather/scatter copies).
+    """
+    q, bi = _item_side(model)
+    mu = float(model.global_mean_)
+    d = q.shape[1] + 1
+    n_groups = int(g_of_row.max()) + 1
+    lens = np.bincount(g_of_row, minlength=n_groups)
+    seq_start = np.concatenate([[0], np.cumsum(lens)[:-1]])  # offsets of each user in by_user
+    by_len = np.argsort(-lens, kind="stable")  # users, longest sequence first
+    rank = np.empty(n_groups, dtype=np.int64)
+    rank[by_len] = np.arange(n_groups)
+    # Model item index of test rows and of the training rows of test users.
+    t_items = model.item_map_.to_index(test.raw_items(), missing="-1").astype(np.int64)
+    t_known = t_items >= 0
+    t_bias = np.where(t_known, bi[np.maximum(t_items, 0)], 0.0)
+    tr_rows = np.flatnonzero(keep)
+    tr_items = model.item_map_.to_index(train.item_map.to_raw(train.items[tr_rows]),
+                                        missing="-1").astype(np.int64)
+    ok = tr_items >= 0
+    tr_rows, tr_items = tr_rows[ok], tr_items[ok]
+    tr_rank = rank[g_train[tr_rows]]
+    srt = np.argsort(tr_rank, kind="stable")
+    tr_rows, tr_items, tr_rank = tr_rows[srt], tr_items[srt], tr_rank[srt]
+    tr_resid = train.ratings[tr_rows].astype(np.float64) - mu - bi[tr_items]
+
+    preds = np.empty(len(test), dtype=np.float64)
+    chunk_users = max(1, int(_MEMORY_BUDGET // (8 * d * d)))
+    diag = np.arange(d)
+    for lo in range(0, n_groups, chunk_users):
+        hi = min(n_groups, lo + chunk_users)
+        users = by_len[lo:hi]
+        # Initial ridge Gram matrices and right-hand sides from the users' training ratings.
+        a = np.zeros((hi - lo, d, d))
+        b = np.zeros((hi - lo, d))
+        t_lo, t_hi = np.searchsorted(tr_rank, [lo, hi])
+        _accumulate(a, b, tr_rank[t_lo:t_hi] - lo, q, tr_items[t_lo:t_hi], tr_resid[t_lo:t_hi])
+        n_known = np.bincount(tr_rank[t_lo:t_hi] - lo, minlength=hi - lo).astype(np.int64)
+        if diagonal is None:
+            a[:, diag, diag] += lam
+            a = np.linalg.inv(a)  # from here on: the inverse, updated by Sherman-Morrison
+        c_lens, c_start = lens[users], seq_start[users]
+        active = np.searchsorted(-c_lens, -np.arange(int(c_lens[0])), side="left")  # users with len > j
+        for j in range(int(c_lens[0])):
+            m = int(active[j])
+            e = by_user[c_start[:m] + j]  # each active user's j-th test rating, longest user first
+            known_item = t_known[e]
+            x = _design(q, np.maximum(t_items[e], 0))
+            x[~known_item] = 0.0  # a new item never updates the user ...
+            aj, bj = a[:m], b[:m]
+            if diagonal is None:
+                wu = aj @ np.stack([bj, x], axis=2)  # (m, d, 2): solution w and A^-1 x
+                w, u = wu[:, :, 0], wu[:, :, 1]
+            else:
+                w = _ridge_solve(aj, bj, n_known[:m], diagonal)
+            # ... and is predicted mu + b_u (w[0]); a known item mu + b_i + [1, q_i] . w.
+            preds[e] = mu + t_bias[e] + np.einsum("ni,ni->n", x, w) + np.where(known_item, 0.0, w[:, 0])
+            if trace is not None:
+                trace.append(("predict", e.copy()))
+            # Reveal: only now is the rating read.
+            resid = test.ratings[e].astype(np.float64) - mu - t_bias[e]
+            if diagonal is None:
+                denom = 1.0 + np.einsum("ni,ni->n", x, u)
+                aj -= u[:, :, None] * (u / denom[:, None])[:, None, :]
+            else:
+                aj += x[:, :, None] * x[:, None, :]
+                n_known[:m] += known_item
+            bj += x * resid[:, None]
+            if trace is not None:
+                trace.append(("reveal", e.copy()))
+    lo_r, hi_r = model.rating_scale_
+    return np.clip(preds, lo_r, hi_r).astype(np.float32)
+
+
+def _ridge_solve(gram: np.ndarray, rhs: np.ndarray, n: np.ndarray, diagonal: DiagonalFn) -> np.ndarray:
+    """Solve ``(gram + diag(diagonal(n))) w = rhs`` per user; ``w = 0`` for users with no rated item."""
+    w = np.zeros_like(rhs)
+    has = n > 0
+    if has.any():
+        d = gram.shape[1]
+        a = gram[has].copy()
+        a[:, np.arange(d), np.arange(d)] += diagonal(n[has])
+        w[has] = np.linalg.solve(a, rhs[has][:, :, None])[:, :, 0]
+    return w
+
+
+def _design(q: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Rows ``[1, q_i]`` of the fold-in least-squares problem."""
+    x = np.empty((len(items), q.shape[1] + 1))
+    x[:, 0] = 1.0
+    x[:, 1:] = q[items]
+    return x
+
+
+def _accumulate(a: np.ndarray, b: np.ndarray, g: np.ndarray, q: np.ndarray, items: np.ndarray,
+                resid: np.ndarray) -> None:
+    """a[g] += X^T X and b[g] += X^T resid per user (``g`` sorted), with rows ``X = [1, q_i]``.
+
+    One small BLAS product per user (not per rating) keeps memory at one user's rows.
+    """
+    if len(g) == 0:
+        return
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    ends = np.r_[starts[1:], len(g)]
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        x = _design(q, items[s:e])
+        a[g[s]] += x.T @ x
+        b[g[s]] += x.T @ resid[s:e]
+
+
+def _replay(model: Recommender, test: Interactions, train: Interactions, order: np.ndarray,
+            g_of_row: np.ndarray, raw_users: np.ndarray, g_train: np.ndarray, keep: np.ndarray,
+            reg: float | None, trace: list | None) -> np.ndarray:
+    """Event-by-event replay through the public ``fold_in``/``predict`` API (the reference)."""
+    n_groups = len(raw_users)
+    hist_items: list[list[Any]] = [[] for _ in range(n_groups)]
+    hist_ratings: list[list[float]] = [[] for _ in range(n_groups)]
+    tr_raw_items = train.raw_items()
+    for row in np.flatnonzero(keep):
+        g = g_train[row]
+        hist_items[g].append(tr_raw_items[row])
+        hist_ratings[g].append(float(train.ratings[row]))
+    t_raw_items = test.raw_items()
+    preds = np.empty(len(test), dtype=np.float32)
+    for row in order:
+        g = g_of_row[row]
+        item = t_raw_items[row]
+        if hist_items[g]:
+            folded = model.fold_in(np.asarray(hist_items[g]), np.asarray(hist_ratings[g]), reg=reg)
+            preds[row] = model.predict(folded, [item])[0]
+        else:
+            preds[row] = model.predict([raw_users[g]], [item])[0]
+        if trace is not None:
+            trace.append(("predict", np.array([row])))
+        hist_items[g].append(item)
+        hist_ratings[g].append(float(test.ratings[row]))
+        if trace is not None:
+            trace.append(("reveal", np.array([row])))
+    return preds
+
+
+# ---------------------------------------------------------------------- evaluation
+def online_evaluate(
+    model: Recommender,
+    test: Interactions,
+    *,
+    train: Interactions,
+    reg: float | None = None,
+    method: Method = "auto",
+    name: str | None = None,
+) -> OnlineResult:
+    """Online vs offline RMSE/MAE of a fitted model, broken down by known/new users and items and
+    by how many of the user's ratings were known when each prediction was made."""
+    t0 = time.perf_counter()
+    op = online_predictions(model, test, train=train, reg=reg, method=method)
+    seconds = time.perf_counter() - t0
+    offline = model.predict_detailed(test.raw_users(), test.raw_items())
+    y = test.ratings.astype(np.float64)
+    on = op.predictions.astype(np.float64)
+    off = offline.ratings.astype(np.float64)
+    code = offline.fallback
+    user_known = np.isin(code, (KNOWN, UNKNOWN_ITEM))
+    item_known = np.isin(code, (KNOWN, UNKNOWN_USER))
+    masks: list[tuple[str, np.ndarray]] = [
+        ("all", np.ones(len(y), dtype=bool)),
+        ("known users", user_known),
+        ("new users", ~user_known),
+        ("known items", item_known),
+        ("new items", ~item_known),
+    ]
+    for label, low, high in HISTORY_BUCKETS:
+        masks.append((f"{label} ratings known", (op.known_before >= low) & (op.known_before <= high)))
+    groups = []
+    for label, m in masks:
+        n = int(m.sum())
+        groups.append(OnlineGroup(label, n, n / len(y), rmse(y[m], on[m]), rmse(y[m], off[m]),
+                                  mae(y[m], on[m]), mae(y[m], off[m])))
+    result = OnlineResult(
+        model=name or type(model).name or type(model).__name__,
+        dataset=test.name, method=op.method, reg=op.reg, n_test=len(y),
+        rmse=groups[0].online_rmse, mae=groups[0].online_mae,
+        offline_rmse=groups[0].offline_rmse, offline_mae=groups[0].offline_mae,
+        groups=groups, replay_seconds=seconds, predictions=op.predictions,
+    )
+    logger.info("online %s: RMSE %.4f (offline %.4f) in %.2fs [%s]", result.model, result.rmse,
+                result.offline_rmse, seconds, op.method)
+    return result
+
+
+def run_online(
+    model: ModelLike,
+    data: Interactions | Split,
+    *,
+    spec: str = "temporal:0.2",
+    seed: int = 0,
+    reg: float | None = None,
+    method: Method = "auto",
+    data_home: str | Path | None = None,
+) -> OnlineResult:
+    """Fit ``model`` on the train part of ``data`` (a :class:`Split`, or ratings split by ``spec``,
+    the global temporal 80/20 split by default) and evaluate it online on the test part."""
+    if isinstance(data, Split):
+        split = data
+    else:
+        from cfrec.data import make_splits
+
+        splits = make_splits(data, spec, seed=seed, data_home=data_home)
+        if len(splits) != 1:
+            raise CfrecError(f"online evaluation needs a single split; {spec!r} gives {len(splits)}")
+        split = splits[0]
+    factory, display = resolve_model(model)
+    est = factory()
+    t0 = time.perf_counter()
+    est.fit(split.train)
+    fit_s = time.perf_counter() - t0
+    result = online_evaluate(est, split.test, train=split.train, reg=reg, method=method, name=display)
+    result.fit_seconds = fit_s
+    result.dataset = split.train.name
+    return result

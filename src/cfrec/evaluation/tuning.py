@@ -1,0 +1,727 @@
+"""Hyperparameter search on a validation part carved from the training data (never the test part).
+
+:func:`tune` runs an Optuna study: a grid over value lists (every combination, in a seeded
+order) or a seeded TPE search over value lists and numeric ranges. Each trial fits the model on
+the training part minus a validation part and records train and validation RMSE, so the gap
+between them (over-fitting) is visible next to the score that picks the winner. The best
+parameters are then refitted on the whole training part and measured once on the test part.
+
+The helpers :func:`coerce_param`, :func:`parse_param_assignments` and :func:`parse_space` turn
+command-line text (``n_factors=64``, ``lr=1e-4:1e-1:log``) into typed hyperparameters using the
+model's ``__init__`` signature; the CLI commands ``train`` and ``tune`` share them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from cfrec.data.interactions import Interactions
+from cfrec.data.split import Split
+from cfrec.errors import CfrecError
+
+logger = logging.getLogger(__name__)
+
+#: Columns of :attr:`TuningResult.trials` besides one column per searched hyperparameter.
+RESULT_COLUMNS = ("train_rmse", "valid_rmse", "gap", "epochs_run", "fit_seconds", "state", "error")
+
+#: Hyperparameters that describe hardware, not the model; never written to ``best_params.json``.
+HARDWARE_PARAMS = frozenset({"device"})
+
+#: Rows of the training part scored for the per-trial train RMSE (a seeded sample above this).
+TRAIN_RMSE_ROWS = 200_000
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_NONE = {"none", "null"}
+
+
+# ---------------------------------------------------------------------- search space
+@dataclass(frozen=True)
+class Range:
+    """A numeric search range for TPE: ``low`` to ``high`` inclusive, optionally log-uniform.
+
+    ``integer=True`` draws ints (``n_factors``); otherwise floats.
+    """
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.low < self.high:
+            raise CfrecError(f"range {self.low}:{self.high}: low must be below high")
+        if self.log and self.low <= 0:
+            raise CfrecError(f"range {self.low}:{self.high}:log: a log range needs low > 0")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high, "log": self.log, "integer": self.integer}
+
+
+SpaceValue = Sequence[Any] | Range
+Space = Mapping[str, SpaceValue]
+
+
+@dataclass(frozen=True)
+class TunePreset:
+    """A named tuning setup (model, base hyperparameters preset, search space, default split)."""
+
+    model: str
+    space: dict[str, list[Any]]
+    split: str
+    model_preset: str | None = None
+    description: str = ""
+
+
+#: The course lab's two seed exercises: embedding size and weight decay of the lab's BiasedMF on
+#: the global temporal 80/20 split.
+PRESETS: dict[str, TunePreset] = {
+    "lab-dim": TunePreset(
+        model="mf", model_preset="lab", split="temporal:0.2",
+        space={"n_factors": [16, 32, 64, 128, 256]},
+        description="lab BiasedMF, embedding size 16..256, global temporal 80/20 split",
+    ),
+    "lab-wd": TunePreset(
+        model="mf", model_preset="lab", split="temporal:0.2",
+        space={"weight_decay": [0.0, 1e-5, 1e-4, 1e-3]},
+        description="lab BiasedMF, weight decay 0..1e-3, global temporal 80/20 split",
+    ),
+}
+
+
+def preset_space(preset: TunePreset | str) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """``(base_params, space)`` of a tuning preset, ready for :func:`tune`.
+
+    The base parameters come from the model preset (``BiasedMF.lab()``), minus the searched ones.
+    """
+    from cfrec.models.registry import model_class
+
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise CfrecError(f"unknown tuning preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    cls = model_class(preset.model)
+    base: dict[str, Any] = {}
+    if preset.model_preset:
+        maker = getattr(cls, preset.model_preset, None)
+        if not callable(maker):
+            raise CfrecError(f"{cls.__name__} has no {preset.model_preset!r} preset")
+        base = {k: v for k, v in maker().get_params().items() if k not in preset.space}
+    return base, {k: list(v) for k, v in preset.space.items()}
+
+
+# ---------------------------------------------------------------------- typed parameters
+def _param_spec(model_cls: type, name: str) -> tuple[tuple[Any, ...], bool, tuple[Any, ...] | None, Any]:
+    """(accepted types, None allowed, Literal choices or None, default) of one ``__init__`` parameter."""
+    import inspect
+
+    sig = inspect.signature(model_cls.__init__)
+    param = sig.parameters[name]
+    default = param.default if param.default is not inspect.Parameter.empty else None
+    try:
+        hint = typing.get_type_hints(model_cls.__init__).get(name)
+    except Exception:  # unresolvable annotation: fall back to the default's type
+        hint = None
+    types_: list[Any] = []
+    choices: tuple[Any, ...] | None = None
+    allow_none = default is None and param.default is not inspect.Parameter.empty
+
+    def visit(h: Any) -> None:
+        nonlocal allow_none, choices
+        origin = typing.get_origin(h)
+        if h is type(None):
+            allow_none = True
+        elif origin is typing.Union or isinstance(h, types.UnionType):
+            for arg in typing.get_args(h):
+                visit(arg)
+        elif origin is Literal:
+            choices = tuple(typing.get_args(h))
+            for c in choices:
+                if c is None:
+                    allow_none = True
+        elif h in (bool, int, float, str):
+            types_.append(h)
+        else:
+            types_.append(Any)
+
+    if hint is not None:
+        visit(hint)
+    elif default is not None and type(default) in (bool, int, float, str):
+        types_.append(type(default))
+    if not types_ and choices is None:
+        types_.append(Any)
+    return tuple(types_), allow_none, choices, default
+
+
+def model_param_names(model_cls: type) -> list[str]:
+    """Hyperparameter names of a model class (its ``__init__`` keywords)."""
+    return list(model_cls._param_names())
+
+
+def _check_name(model_cls: type, name: str) -> None:
+    valid = model_param_names(model_cls)
+    if name not in valid:
+        raise CfrecError(f"{_label(model_cls)} has no hyperparameter {name!r}; valid: {', '.join(valid)}")
+
+
+def _label(model_cls: type) -> str:
+    short = getattr(model_cls, "name", "")
+    return f"{short} ({model_cls.__name__})" if short else model_cls.__name__
+
+
+def coerce_param(model_cls: type, name: str, value: Any) -> Any:
+    """Convert ``value`` (often command-line text) to the type ``model_cls.__init__`` expects for ``name``.
+
+    Types come from the annotation (``int``, ``float | None``, ``Literal["adam", "sgd"]``) or
+    else from the default. Non-string values are checked and passed through (ints widen to
+    floats). Raises :class:`~cfrec.errors.CfrecError` naming the parameter and what was expected.
+    """
+    _check_name(model_cls, name)
+    accepted, allow_none, choices, _ = _param_spec(model_cls, name)
+    expected = _describe(accepted, allow_none, choices)
+
+    def bad() -> CfrecError:
+        return CfrecError(f"bad value {value!r} for hyperparameter {name!r} of {_label(model_cls)}: "
+                          f"expected {expected}")
+
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+        if allow_none:
+            return None
+        raise bad()
+    if choices is not None:
+        for c in choices:
+            if c is not None and (value == c or str(c) == str(value).strip()):
+                return c
+        if not accepted:
+            raise bad()
+    if not isinstance(value, str):
+        if isinstance(value, bool):
+            if bool in accepted or Any in accepted:
+                return value
+            raise bad()
+        if isinstance(value, int | np.integer) and (int in accepted or Any in accepted):
+            return int(value)
+        if isinstance(value, int | float | np.integer | np.floating) and float in accepted:
+            return float(value)
+        if isinstance(value, float | np.floating) and int in accepted and float(value).is_integer():
+            return int(value)
+        if Any in accepted or (str in accepted and isinstance(value, str)):
+            return value
+        raise bad()
+    text = value.strip()
+    for t in accepted:
+        if t is bool:
+            low = text.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+        elif t is int:
+            with contextlib.suppress(ValueError):
+                return int(text)
+            with contextlib.suppress(ValueError, OverflowError):
+                f = float(text)
+                if f.is_integer():
+                    return int(f)
+        elif t is float:
+            with contextlib.suppress(ValueError):
+                f = float(text)
+                if math.isfinite(f):
+                    return f
+        elif t is str:
+            return text
+        elif t is Any:
+            return _guess(text)
+    raise bad()
+
+
+def _guess(text: str) -> Any:
+    """Best-effort typing of text for an unannotated parameter: int, float, bool, else the string."""
+    with contextlib.suppress(ValueError):
+        return int(text)
+    with contextlib.suppress(ValueError):
+        return float(text)
+    low = text.lower()
+    if low in {"true", "false"}:
+        return low == "true"
+    return text
+
+
+def _describe(accepted: tuple[Any, ...], allow_none: bool, choices: tuple[Any, ...] | None) -> str:
+    parts = []
+    if choices is not None:
+        parts.append("one of " + ", ".join(repr(c) for c in choices if c is not None))
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "text", Any: "a value"}
+    parts += [names[t] for t in accepted]
+    if allow_none:
+        parts.append("none")
+    return " or ".join(dict.fromkeys(parts))
+
+
+def _split_assignment(text: str) -> tuple[str, str]:
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise CfrecError(f"bad parameter {text!r}: expected NAME=VALUE (for example n_factors=64)")
+    return name, raw.strip()
+
+
+def parse_param_assignments(model_cls: type, assignments: Sequence[str]) -> dict[str, Any]:
+    """Parse ``["n_factors=64", "lr=0.01"]`` into typed hyperparameters of ``model_cls``."""
+    out: dict[str, Any] = {}
+    for text in assignments:
+        name, raw = _split_assignment(text)
+        out[name] = coerce_param(model_cls, name, raw)
+    return out
+
+
+def check_params(model_cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate names and coerce values of a hyperparameter dict (for example from JSON)."""
+    return {name: coerce_param(model_cls, name, value) for name, value in params.items()}
+
+
+def parse_space(model_cls: type, specs: Sequence[str]) -> tuple[dict[str, SpaceValue], dict[str, Any]]:
+    """Parse ``NAME=v1,v2,...`` (values to try), ``NAME=low:high[:log]`` (a range) and
+    ``NAME=value`` (a fixed setting) into ``(space, fixed_params)``.
+    """
+    space: dict[str, SpaceValue] = {}
+    fixed: dict[str, Any] = {}
+    for text in specs:
+        name, raw = _split_assignment(text)
+        _check_name(model_cls, name)
+        if name in space or name in fixed:
+            raise CfrecError(f"hyperparameter {name!r} given twice")
+        accepted, _, choices, _ = _param_spec(model_cls, name)
+        numeric = choices is None and (int in accepted or float in accepted)
+        if "," in raw:
+            values = [coerce_param(model_cls, name, v) for v in raw.split(",") if v.strip()]
+            if len(set(map(repr, values))) != len(values):
+                raise CfrecError(f"{text!r}: repeated values")
+            space[name] = values
+        elif ":" in raw and numeric:
+            parts = raw.split(":")
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2].strip().lower() != "log"):
+                raise CfrecError(f"bad range {text!r}: expected NAME=low:high or NAME=low:high:log")
+            integer = int in accepted and float not in accepted
+            low = coerce_param(model_cls, name, parts[0])
+            high = coerce_param(model_cls, name, parts[1])
+            if low is None or high is None:
+                raise CfrecError(f"bad range {text!r}: low and high must be numbers")
+            space[name] = Range(float(low), float(high), log=len(parts) == 3, integer=integer)
+        else:
+            fixed[name] = coerce_param(model_cls, name, raw)
+    return space, fixed
+
+
+def _normalise_space(model_cls: type, space: Space) -> dict[str, SpaceValue]:
+    out: dict[str, SpaceValue] = {}
+    for name, dim in space.items():
+        _check_name(model_cls, name)
+        if isinstance(dim, Range):
+            out[name] = dim
+        elif isinstance(dim, tuple) and len(dim) in (2, 3) and all(
+                isinstance(x, int | float) for x in dim[:2]) and (len(dim) == 2 or dim[2] == "log"):
+            integer = all(isinstance(x, int) and not isinstance(x, bool) for x in dim[:2])
+            out[name] = Range(float(dim[0]), float(dim[1]), log=len(dim) == 3, integer=integer)
+        elif isinstance(dim, Sequence) and not isinstance(dim, str):
+            values = [coerce_param(model_cls, name, v) for v in dim]
+            if not values:
+                raise CfrecError(f"search space for {name!r} is empty")
+            out[name] = values
+        else:
+            raise CfrecError(f"search space for {name!r}: expected a list of values or a Range, got {dim!r}")
+    if not out:
+        raise CfrecError("empty search space: give at least one hyperparameter to vary")
+    return out
+
+
+# ---------------------------------------------------------------------- result
+@dataclass
+class TuningResult:
+    """The outcome of :func:`tune`.
+
+    Attributes
+    ----------
+    trials
+        One row per trial: the searched hyperparameters, ``train_rmse``, ``valid_rmse``,
+        ``gap`` (valid - train), ``epochs_run``, ``fit_seconds``, ``state`` and ``error``.
+    best_params
+        Every hyperparameter of the winning model (base parameters plus the tuned ones).
+    best_trial, best_valid_rmse
+        The winning trial number and its validation RMSE.
+    test
+        Metrics of the best parameters refitted on the whole training part, measured on the
+        test part (``rmse``, ``mae``, ``n``, fallback counts), or ``None`` without a test part.
+    best_model
+        That refitted model (not serialised).
+    """
+
+    model: str
+    space: dict[str, SpaceValue]
+    base_params: dict[str, Any]
+    trials: pd.DataFrame
+    best_params: dict[str, Any]
+    best_trial: int
+    best_valid_rmse: float
+    sampler: str
+    seed: int | None
+    valid_fraction: float
+    dataset: str = ""
+    split: str = ""
+    test: dict[str, Any] | None = None
+    seconds: float = 0.0
+    best_model: Any = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the trial table, JSON-friendly."""
+        return _jsonable({
+            "model": self.model,
+            "dataset": self.dataset,
+            "split": self.split,
+            "sampler": self.sampler,
+            "seed": self.seed,
+            "valid_fraction": self.valid_fraction,
+            "space": {k: (v.to_json() if isinstance(v, Range) else list(v)) for k, v in self.space.items()},
+            "base_params": self.base_params,
+            "n_trials": len(self.trials),
+            "best_trial": self.best_trial,
+            "best_valid_rmse": self.best_valid_rmse,
+            "best_params": self.best_params,
+            "test": self.test,
+            "seconds": self.seconds,
+        })
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.summary()
+        out["trials"] = _jsonable(self.trials.to_dict(orient="records"))
+        return out
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the trial table as CSV (atomically)."""
+        return _atomic_write(Path(path), self.trials.to_csv(index=False))
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the summary plus the trial table as JSON (atomically)."""
+        return _atomic_write(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+
+    def best_params_json(self) -> dict[str, Any]:
+        """The content of ``best_params.json``, which ``cfrec train --params-json`` reads."""
+        params = {k: v for k, v in self.best_params.items() if k not in HARDWARE_PARAMS}
+        return _jsonable({
+            "model": self.model,
+            "params": params,
+            "valid_rmse": self.best_valid_rmse,
+            "test": self.test,
+            "dataset": self.dataset,
+            "split": self.split,
+            "source": "cfrec tune",
+        })
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write ``trials.csv``, ``trials.json`` and ``best_params.json`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        return {
+            "csv": self.to_csv(folder / "trials.csv"),
+            "json": self.to_json(folder / "trials.json"),
+            "best_params": _atomic_write(folder / "best_params.json",
+                                         json.dumps(self.best_params_json(), indent=2, allow_nan=False) + "\n"),
+        }
+
+
+def load_best_params(path: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """Read a ``best_params.json`` (or a plain ``{name: value}`` JSON object) -> ``(model, params)``."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CfrecError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CfrecError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise CfrecError(f"{path}: expected a JSON object of hyperparameters")
+    if "params" in obj:
+        params = obj["params"]
+        if not isinstance(params, dict):
+            raise CfrecError(f"{path}: field 'params' must be an object")
+        model = obj.get("model")
+        return (str(model) if model is not None else None), dict(params)
+    return None, dict(obj)
+
+
+# ---------------------------------------------------------------------- search
+def tune(
+    data_or_split: Split | Interactions,
+    model_name: str,
+    space: Space,
+    *,
+    n_trials: int | None = None,
+    sampler: Literal["auto", "grid", "tpe"] = "auto",
+    seed: int | None = 0,
+    base_params: Mapping[str, Any] | None = None,
+    valid_fraction: float = 0.1,
+    refit: bool = True,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
+) -> TuningResult:
+    """Search hyperparameters of a registered model by validation RMSE.
+
+    Parameters
+    ----------
+    data_or_split
+        A :class:`~cfrec.data.Split` (tuning uses only its train part; the test part is used
+        once, for the refitted best model) or plain :class:`~cfrec.data.Interactions` (no test).
+    model_name
+        Registry name (``"mf"``, ``"als"`` ...).
+    space
+        ``{name: [values...]}`` for values to try, ``{name: Range(low, high, log=...)}`` (or a
+        ``(low, high)`` / ``(low, high, "log")`` tuple) for a numeric range.
+    n_trials
+        Default: the full grid for ``grid``, 20 for ``tpe``.
+    sampler
+        ``"grid"`` (every combination of value lists, seeded order), ``"tpe"`` (seeded
+        Bayesian search; needed for ranges), ``"auto"`` (grid when there are no ranges).
+    seed
+        Seeds the sampler, the validation carve and (when the model has a ``seed``
+        hyperparameter not set otherwise) the model, so a run is reproducible.
+    base_params
+        Hyperparameters fixed across trials (a preset's, ``epochs`` ...).
+    valid_fraction
+        Share of the training part held out to score trials (users and items keep at least
+        one training rating, so it measures rating prediction, not cold start).
+    refit
+        Refit the best parameters on the whole training part and measure the test part.
+    on_trial
+        Called with each finished trial's row (a dict) for progress display.
+    """
+    from cfrec.models._torch import carve_validation
+    from cfrec.models.registry import model_class
+
+    optuna = _import_optuna()
+    start = time.perf_counter()
+    cls = model_class(model_name)
+    short = getattr(cls, "name", "") or model_name
+    dims = _normalise_space(cls, space)
+    base = check_params(cls, dict(base_params or {}))
+    overlap = sorted(set(base) & set(dims))
+    if overlap:
+        raise CfrecError(f"{', '.join(overlap)} both fixed and searched; give each hyperparameter once")
+    if seed is not None and "seed" in model_param_names(cls) and "seed" not in base and "seed" not in dims:
+        base["seed"] = int(seed)
+    if not 0 < valid_fraction < 1:
+        raise CfrecError(f"valid_fraction must be between 0 and 1, got {valid_fraction}")
+
+    split: Split | None
+    if isinstance(data_or_split, Split):
+        split, train = data_or_split, data_or_split.train
+    elif isinstance(data_or_split, Interactions):
+        split, train = None, data_or_split
+    else:
+        raise CfrecError(f"tune() needs a Split or Interactions, got {type(data_or_split).__name__}")
+    fit_part, valid_part = carve_validation(train, valid_fraction, seed)
+    if valid_part is None or len(valid_part) == 0:
+        raise CfrecError(f"training part too small ({len(train)} ratings) to carve a validation part")
+    logger.info("tuning %s: %d fit ratings, %d validation ratings", short, len(fit_part), len(valid_part))
+    train_rows = _sample_rows(len(fit_part), TRAIN_RMSE_ROWS, seed)
+
+    has_range = any(isinstance(d, Range) for d in dims.values())
+    kind = sampler
+    if kind == "auto":
+        kind = "tpe" if has_range else "grid"
+    if kind == "grid":
+        if has_range:
+            bad = [k for k, d in dims.items() if isinstance(d, Range)]
+            raise CfrecError(f"grid search needs value lists, but {', '.join(bad)} is a range; "
+                             f"use sampler 'tpe' or list values")
+        grid_size = math.prod(len(d) for d in dims.values())  # type: ignore[arg-type]
+        n = grid_size if n_trials is None else min(int(n_trials), grid_size)
+        optuna_sampler = optuna.samplers.GridSampler({k: list(v) for k, v in dims.items()}, seed=seed)
+    elif kind == "tpe":
+        n = 20 if n_trials is None else int(n_trials)
+        optuna_sampler = optuna.samplers.TPESampler(seed=seed)
+    else:
+        raise CfrecError(f"unknown sampler {sampler!r}; choose auto, grid or tpe")
+    if n < 1:
+        raise CfrecError("n_trials must be >= 1")
+
+    rows: list[dict[str, Any]] = []
+    tried: dict[int, dict[str, Any]] = {}  # exact values per trial (the table may widen None to NaN)
+
+    def objective(trial: Any) -> float:
+        params = {}
+        for name, dim in dims.items():
+            if isinstance(dim, Range):
+                if dim.integer:
+                    params[name] = trial.suggest_int(name, int(dim.low), int(dim.high), log=dim.log)
+                else:
+                    params[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log)
+            else:
+                params[name] = trial.suggest_categorical(name, list(dim))
+        tried[trial.number] = params
+        row = _run_trial(cls, {**base, **params}, fit_part, valid_part, train_rows)
+        row = {"trial": trial.number, **params, **row}
+        rows.append(row)
+        if on_trial is not None:
+            on_trial(dict(row))
+        return row["valid_rmse"] if row["state"] == "complete" else float("nan")
+
+    with _quiet_optuna(optuna):
+        study = optuna.create_study(direction="minimize", sampler=optuna_sampler)
+        study.optimize(objective, n_trials=n, catch=())
+
+    table = pd.DataFrame(rows, columns=["trial", *dims, *RESULT_COLUMNS])
+    done = table[table["state"] == "complete"]
+    if done.empty:
+        raise CfrecError(f"all {len(table)} trials failed; first error: {table['error'].iloc[0]}")
+    best_row = done.loc[done["valid_rmse"].idxmin()]
+    best_tuned = tried[int(best_row["trial"])]
+    best_params = cls(**{**base, **best_tuned}).get_params()
+
+    test_metrics: dict[str, Any] | None = None
+    best_model = None
+    if refit:
+        best_model = cls(**best_params)
+        best_model.fit(train)
+        if split is not None and len(split.test):
+            test_metrics = test_scores(best_model, split.test)
+    return TuningResult(
+        model=short,
+        space=dims,
+        base_params=base,
+        trials=table,
+        best_params=best_params,
+        best_trial=int(best_row["trial"]),
+        best_valid_rmse=float(best_row["valid_rmse"]),
+        sampler=kind,
+        seed=seed,
+        valid_fraction=valid_fraction,
+        dataset=train.name,
+        split=split.name if split is not None else "",
+        test=test_metrics,
+        seconds=time.perf_counter() - start,
+        best_model=best_model,
+    )
+
+
+def _run_trial(
+    cls: type,
+    params: dict[str, Any],
+    fit_part: Interactions,
+    valid_part: Interactions,
+    train_rows: np.ndarray,
+) -> dict[str, Any]:
+    """Fit one configuration; a diverging or invalid configuration is a failed trial, not a crash."""
+    from cfrec.metrics import rmse
+
+    t0 = time.perf_counter()
+    try:
+        model = cls(**params)
+        model.fit(fit_part)
+    except (CfrecError, ValueError, FloatingPointError) as exc:
+        logger.info("trial with %s failed: %s", params, exc)
+        return {"train_rmse": math.nan, "valid_rmse": math.nan, "gap": math.nan, "epochs_run": 0,
+                "fit_seconds": time.perf_counter() - t0, "state": "fail", "error": str(exc)}
+    seconds = time.perf_counter() - t0
+    tr = fit_part.subset(train_rows) if len(train_rows) < len(fit_part) else fit_part
+    train_rmse = float(rmse(tr.ratings, model.predict(tr.raw_users(), tr.raw_items())))
+    valid_rmse = float(rmse(valid_part.ratings, model.predict(valid_part.raw_users(), valid_part.raw_items())))
+    history = getattr(model, "history_", None) or []
+    return {"train_rmse": train_rmse, "valid_rmse": valid_rmse, "gap": valid_rmse - train_rmse,
+            "epochs_run": len(history), "fit_seconds": seconds,
+            "state": "complete" if math.isfinite(valid_rmse) else "fail", "error": ""}
+
+
+def test_scores(model: Any, test: Interactions) -> dict[str, Any]:
+    """RMSE/MAE of a fitted model on a test part, with how many predictions used a fallback."""
+    from cfrec.metrics import mae, rmse
+
+    pred = model.predict_detailed(test.raw_users(), test.raw_items())
+    counts = pred.counts()
+    return {
+        "rmse": float(rmse(test.ratings, pred.ratings)),
+        "mae": float(mae(test.ratings, pred.ratings)),
+        "n": int(len(test)),
+        "fallback": counts,
+        "fallback_share": float(1 - counts["personalised"] / len(test)) if len(test) else 0.0,
+    }
+
+
+test_scores.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name
+
+
+def _sample_rows(n: int, cap: int, seed: int | None) -> np.ndarray:
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
+
+
+def grid_size(space: Space) -> int:
+    """Number of combinations of a space made of value lists."""
+    return math.prod(len(v) for v in space.values() if not isinstance(v, Range))
+
+
+# ---------------------------------------------------------------------- helpers
+def _import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise CfrecError("tuning needs Optuna: pip install 'cfrec[tune]'") from None
+    return optuna
+
+
+@contextlib.contextmanager
+def _quiet_optuna(optuna: Any) -> Iterator[None]:
+    """Silence Optuna's per-trial INFO lines for the duration (restoring the caller's level)."""
+    level = optuna.logging.get_verbosity()
+    if logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is pd.NA:
+        return None
+    return obj
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    """Write text to a temp file beside ``path``, fsync, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,137 @@
+"""IdMap: raw ids <-> dense int32 indices, for integer and string ids."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cfrec.data import IdMap
+from cfrec.errors import CfrecError, DataError, UnknownIdError
+
+
+def test_int_ids_are_deduplicated_and_sorted() -> None:
+    m = IdMap([30, 10, 20, 10])
+    assert len(m) == 3 and m.is_numeric
+    assert m.ids.dtype == np.int64
+    np.testing.assert_array_equal(m.ids, [10, 20, 30])
+    idx = m.to_index([20, 30, 10])
+    assert idx.dtype == np.int32
+    np.testing.assert_array_equal(idx, [1, 2, 0])
+    np.testing.assert_array_equal(m.to_raw(idx), [20, 30, 10])
+
+
+def test_string_ids() -> None:
+    m = IdMap(["tt02", "tt10", "tt01", "tt02"])
+    assert not m.is_numeric and len(m) == 3
+    assert m.ids.tolist() == ["tt01", "tt02", "tt10"]
+    np.testing.assert_array_equal(m.to_index(np.array(["tt10", "tt01"])), [2, 0])
+    assert m.to_raw(2) == "tt10"
+    # numeric-looking strings are strings: sorted as text
+    assert IdMap(["10", "9", "100"]).ids.tolist() == ["10", "100", "9"]
+
+
+def test_scalar_lookup_returns_a_scalar() -> None:
+    m = IdMap([5, 7])
+    got = m.to_index(7)
+    assert np.ndim(got) == 0 and got == 1 and got.dtype == np.int32
+
+
+def test_missing_raise_names_the_kind_of_id() -> None:
+    m = IdMap([1, 2, 3])
+    with pytest.raises(UnknownIdError, match="unknown user id 42") as info:
+        m.to_index([1, 42], what="user")
+    assert isinstance(info.value, CfrecError) and isinstance(info.value, KeyError)
+    assert str(info.value) == "unknown user id 42"  # no KeyError quoting
+    with pytest.raises(UnknownIdError, match="^unknown id 9$"):
+        m.to_index(9)
+    with pytest.raises(UnknownIdError, match="unknown item id 'x'"):
+        IdMap(["a"]).to_index(["x"], what="item")
+
+
+def test_missing_minus_one_marks_unknown() -> None:
+    m = IdMap(["a", "b"])
+    np.testing.assert_array_equal(m.to_index(["b", "zz", "a"], missing="-1"), [1, -1, 0])
+    assert m.to_index("zz", missing="-1") == -1
+
+
+def test_lookup_coerces_between_representations() -> None:
+    ints = IdMap([3, 7, 10])
+    np.testing.assert_array_equal(ints.to_index(np.array(["7", "3"])), [1, 0])
+    np.testing.assert_array_equal(ints.to_index(np.array([10.0])), [2])
+    np.testing.assert_array_equal(ints.to_index(np.array([7], dtype=np.int32)), [1])
+    np.testing.assert_array_equal(ints.to_index(np.array(["x", "7.5"]), missing="-1"), [-1, -1])
+    strs = IdMap(["1", "2"])
+    np.testing.assert_array_equal(strs.to_index(np.array([2, 1])), [1, 0])
+
+
+def test_float_ids_must_be_whole_numbers() -> None:
+    np.testing.assert_array_equal(IdMap(np.array([2.0, 1.0])).ids, [1, 2])
+    assert IdMap(np.array([2.0, 1.0])).ids.dtype == np.int64
+    with pytest.raises(DataError, match="whole numbers"):
+        IdMap(np.array([1.5, 2.0]))
+    with pytest.raises(DataError, match="missing"):
+        IdMap(np.array([1.0, np.nan]))
+
+
+def test_contains() -> None:
+    m = IdMap([3, 7])
+    assert 3 in m and np.int64(7) in m and 4 not in m and "a" not in m and [3] not in m
+    assert "b" in IdMap(["a", "b"])
+
+
+def test_ids_are_read_only() -> None:
+    m = IdMap([1, 2])
+    with pytest.raises(ValueError):
+        m.ids[0] = 5
+    np.testing.assert_array_equal(m.ids, [1, 2])
+
+
+def test_equality_and_hash() -> None:
+    assert IdMap([1, 2, 3]) == IdMap([3, 2, 1])
+    assert hash(IdMap([1, 2, 3])) == hash(IdMap([3, 2, 1]))
+    assert IdMap([1, 2]) != IdMap([1, 3])
+    assert IdMap([1, 2]) != [1, 2]
+    assert IdMap(["1", "2"]) != IdMap([1, 2])
+
+
+def test_empty_map() -> None:
+    m = IdMap([])
+    assert len(m) == 0
+    np.testing.assert_array_equal(m.to_index([1, 2], missing="-1"), [-1, -1])
+    with pytest.raises(UnknownIdError):
+        m.to_index([1])
+
+
+@pytest.mark.parametrize("ids", [[5, 1, 3], ["b", "a", "c"], [10**12, 3]])
+def test_list_round_trip_through_json(ids: list) -> None:
+    m = IdMap(ids)
+    back = IdMap.from_list(json.loads(json.dumps(m.to_list())))
+    assert back == m and back.is_numeric == m.is_numeric
+    np.testing.assert_array_equal(back.to_index(ids), m.to_index(ids))
+
+
+def test_from_list_sorts_unsorted_input() -> None:
+    assert IdMap.from_list([3, 1, 2]).ids.tolist() == [1, 2, 3]
+
+
+def test_repr() -> None:
+    assert repr(IdMap([1, 2, 3, 4])) == "IdMap(n=4, ids=[1, 2, 3, ...])"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.lists(st.integers(-(2**40), 2**40), max_size=50),
+                 st.lists(st.text(min_size=1, max_size=6), max_size=50)))
+def test_round_trip_property(ids: list) -> None:
+    m = IdMap(ids)
+    assert len(m) == len(set(map(str, ids)) if ids and isinstance(ids[0], str) else set(ids))
+    if ids:
+        idx = m.to_index(np.asarray(ids))
+        assert idx.dtype == np.int32 and idx.min() >= 0 and idx.max() < len(m)
+        assert m.to_raw(idx).tolist() == list(ids)
+    np.testing.assert_array_equal(m.to_index(m.ids), np.arange(len(m)))
+    # indices follow the sorted order of the raw ids
+    assert list(m.ids) == sorted(m.ids)

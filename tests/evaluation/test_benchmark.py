@@ -1,0 +1,122 @@
+"""Benchmark: same splits for every model, popularity row and flagging, tables and atomic JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cfrec.data import Interactions, make_synthetic
+from cfrec.errors import CfrecError
+from cfrec.evaluation.benchmark import (
+    BenchmarkResult,
+    _split_top_level,
+    run_benchmark,
+    write_json_atomic,
+)
+from cfrec.models.base import EpochCallback, FactorRecommender
+
+
+class RandomFactors(FactorRecommender):
+    """A 'personalised' model with random factors: its rankings are noise."""
+
+    name = "random-factors"
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.seed = seed
+
+    def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
+        rng = np.random.default_rng(self.seed)
+        self.user_bias_ = np.zeros(train.n_users, dtype=np.float32)
+        self.item_bias_ = np.zeros(train.n_items, dtype=np.float32)
+        self.user_factors_ = rng.normal(size=(train.n_users, 4)).astype(np.float32)
+        self.item_factors_ = rng.normal(size=(train.n_items, 4)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def synth() -> Interactions:
+    return make_synthetic(150, 80, 4000, seed=11)
+
+
+def test_offline_benchmark_rows_and_flags(synth) -> None:
+    seen_rows = []
+    res = run_benchmark(synth, protocol="cv3", models=["baseline", RandomFactors], seed=0, k=5,
+                        on_row=seen_rows.append)
+    assert [r.model for r in res.rows] == ["pop", "baseline", "RandomFactors"]
+    assert len(seen_rows) == 3
+    pop, base, rnd = res.rows
+    assert not pop.personalised and not base.personalised and rnd.personalised
+    assert pop.n_folds == 3 and math.isfinite(pop.std["ndcg@5"])
+    # random rankings lose to popularity on power-law data: flagged
+    assert rnd.mean["ndcg@5"] < pop.mean["ndcg@5"]
+    assert rnd.beats_popularity is False and res.flagged == ["RandomFactors"]
+    assert base.beats_popularity is None  # bias-only ranking is not personalised: not judged
+    md = res.to_markdown()
+    header = md.splitlines()[2]
+    assert header == "| model | RMSE | MAE | NDCG@5 | Recall@5 | fit s | predict s |"
+    pop_line = next(line for line in md.splitlines() if line.startswith("| pop |"))
+    assert pop_line.split("|")[2].strip() == "n/a"  # RMSE n/a for popularity
+    assert "RandomFactors (!)" in md and "does not beat the popularity baseline" in md
+    assert " ± " in md
+
+
+def test_benchmark_json_is_atomic_and_strict(synth, tmp_path) -> None:
+    res = run_benchmark(synth, protocol="random:0.2", models="baseline", k=10)
+    target = tmp_path / "out" / "bench.json"
+    write_json_atomic(target, res.to_dict())
+    blob = json.loads(target.read_text())
+    assert blob["protocol"] == "random:0.2" and blob["rows"][1]["model"] == "baseline"
+    assert blob["rows"][1]["std"]["rmse"] is None  # one split: no std
+    assert sorted(p.name for p in target.parent.iterdir()) == ["bench.json"]  # no temp file left
+
+    class Boom:
+        pass
+
+    before = target.read_text()
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"x": Boom()})
+    assert target.read_text() == before  # a failed write leaves the old file intact
+    assert sorted(p.name for p in target.parent.iterdir()) == ["bench.json"]
+
+
+def test_online_protocol_columns(synth) -> None:
+    res = run_benchmark(synth, protocol="online", models="baseline", popularity=False)
+    assert isinstance(res, BenchmarkResult) and [r.model for r in res.rows] == ["baseline"]
+    row = res.rows[0]
+    assert row.mean["rmse"] < row.mean["offline_rmse"]
+    assert {"rmse_known_users", "rmse_new_users", "ndcg@10"} <= set(row.mean)
+    assert "RMSE online" in res.to_markdown().splitlines()[2]
+    assert row.detail["online"]["groups"][0]["group"] == "all"
+
+
+def test_model_list_parsing_and_errors(synth) -> None:
+    assert _split_top_level("baseline,mf:n_factors=8,epochs=3,als") == ["baseline", "mf:n_factors=8,epochs=3", "als"]
+    with pytest.raises(CfrecError, match="unknown model"):
+        run_benchmark(synth, protocol="random", models="baseline,nonsense")
+    with pytest.raises(CfrecError, match="no model"):
+        run_benchmark(synth, protocol="random", models="")
+    with pytest.raises(CfrecError, match="bad split spec"):
+        run_benchmark(synth, protocol="sideways", models="baseline")
+
+
+@pytest.mark.slow
+def test_ml100k_folds_ranking_vs_popularity(ml100k_dir, data_home) -> None:
+    """Ranking metrics on u1..u5 for the available models beside the popularity baseline."""
+    from cfrec.data import load_dataset
+    from cfrec.models.registry import model_class
+
+    models = ["baseline"]
+    for name in ("als", "mf"):
+        try:
+            model_class(name)
+            models.append(name)
+        except (ImportError, CfrecError):
+            pass
+    data = load_dataset("ml-100k", data_home=data_home)
+    res = run_benchmark(data, protocol="folds", models=models, data_home=data_home)
+    pop = res.row("pop")
+    assert pop.n_folds == 5 and pop.mean["ndcg@10"] > 0.05
+    assert res.row("baseline").mean["rmse"] < 0.96
+    print(res.to_markdown())

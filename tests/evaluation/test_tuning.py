@@ -1,0 +1,284 @@
+"""Hyperparameter search: typed parameters, search spaces, reproducibility, no test-part leakage."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cfrec.data import Split, make_synthetic, random_split
+from cfrec.errors import CfrecError, TrainingDiverged
+from cfrec.evaluation.tuning import (
+    PRESETS,
+    Range,
+    coerce_param,
+    load_best_params,
+    parse_param_assignments,
+    parse_space,
+    preset_space,
+    tune,
+)
+from cfrec.models import registry
+from cfrec.models.baseline import Baseline
+
+pytest.importorskip("optuna")
+
+
+class Knobs(Baseline):
+    """A Baseline with every kind of annotation the parser must handle."""
+
+    name = "knobs"
+
+    def __init__(
+        self,
+        *,
+        reg_user: float = 5.0,
+        reg_item: float = 5.0,
+        iterations: int = 15,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        patience: int | None = None,
+        device: str | None = None,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(reg_user=reg_user, reg_item=reg_item, iterations=iterations)
+        self.optimizer = optimizer
+        self.patience = patience
+        self.device = device
+        self.verbose = verbose
+
+
+class Spy(Baseline):
+    """Records what every fit saw; diverges when ``reg_user`` is negative."""
+
+    name = "spy"
+    calls: list[dict] = []
+
+    def _fit(self, train, valid, on_epoch):
+        pairs = set(zip(train.raw_users().tolist(), train.raw_items().tolist(), strict=True))
+        Spy.calls.append({"n": len(train), "pairs": pairs, "params": self.get_params()})
+        if self.reg_user < 0:
+            raise TrainingDiverged("spy", 1, 0.1, float("nan"))
+        super()._fit(train, valid, on_epoch)
+
+
+@pytest.fixture
+def spy_registered(monkeypatch):
+    monkeypatch.setitem(registry._MODELS, "spy", (__name__, "Spy"))
+    Spy.calls = []
+    return Spy
+
+
+@pytest.fixture(scope="module")
+def split() -> Split:
+    data = make_synthetic(120, 80, 4000, seed=3)
+    return random_split(data, 0.2, seed=1)
+
+
+# ---------------------------------------------------------------------- typed parameters
+def test_coerce_param_uses_annotations():
+    assert coerce_param(Knobs, "reg_user", "3") == 3.0 and isinstance(coerce_param(Knobs, "reg_user", "3"), float)
+    assert coerce_param(Knobs, "iterations", "20") == 20
+    assert coerce_param(Knobs, "iterations", "1e2") == 100
+    assert coerce_param(Knobs, "optimizer", "sgd") == "sgd"
+    assert coerce_param(Knobs, "patience", "none") is None
+    assert coerce_param(Knobs, "patience", "3") == 3
+    assert coerce_param(Knobs, "device", "cuda") == "cuda"
+    assert coerce_param(Knobs, "verbose", "yes") is True
+    assert coerce_param(Knobs, "verbose", "0") is False
+    assert coerce_param(Knobs, "reg_item", 2) == 2.0  # JSON ints widen to floats
+
+
+@pytest.mark.parametrize(("name", "value", "fragment"), [
+    ("iterations", "2.5", "expected an integer"),
+    ("reg_user", "abc", "expected a number"),
+    ("optimizer", "adagrad", "one of 'adam', 'sgd'"),
+    ("reg_user", "none", "expected a number"),
+    ("verbose", "maybe", "true/false"),
+])
+def test_coerce_param_rejects_bad_values(name, value, fragment):
+    with pytest.raises(CfrecError, match=fragment):
+        coerce_param(Knobs, name, value)
+
+
+def test_unknown_parameter_lists_valid_ones():
+    with pytest.raises(CfrecError) as info:
+        parse_param_assignments(Baseline, ["n_factors=8"])
+    assert "no hyperparameter 'n_factors'" in str(info.value)
+    assert "reg_user, reg_item, iterations" in str(info.value)
+    with pytest.raises(CfrecError, match="NAME=VALUE"):
+        parse_param_assignments(Baseline, ["reg_user"])
+
+
+def test_parse_space_lists_ranges_and_fixed_values():
+    space, fixed = parse_space(Knobs, ["reg_user=1,2,5", "reg_item=0.1:10:log", "iterations=2:30",
+                                       "optimizer=sgd"])
+    assert space["reg_user"] == [1.0, 2.0, 5.0]
+    assert space["reg_item"] == Range(0.1, 10.0, log=True, integer=False)
+    assert space["iterations"] == Range(2, 30, log=False, integer=True)
+    assert fixed == {"optimizer": "sgd"}
+
+
+@pytest.mark.parametrize("spec", ["reg_user=5:1", "reg_user=0:1:log", "reg_user=1:2:lin", "reg_user=1,1"])
+def test_parse_space_rejects_bad_specs(spec):
+    with pytest.raises(CfrecError):
+        parse_space(Knobs, [spec])
+
+
+# ---------------------------------------------------------------------- search
+def _comparable(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop(columns=["fit_seconds"])
+
+
+def test_grid_covers_every_combination_and_is_reproducible(split):
+    space = {"reg_user": [1.0, 10.0, 50.0], "reg_item": [2.0, 20.0]}
+    first = tune(split, "baseline", space, seed=7)
+    again = tune(split, "baseline", space, seed=7)
+    assert first.sampler == "grid" and len(first.trials) == 6
+    seen = set(zip(first.trials["reg_user"], first.trials["reg_item"], strict=True))
+    assert seen == set(itertools.product(space["reg_user"], space["reg_item"]))
+    pd.testing.assert_frame_equal(_comparable(first.trials), _comparable(again.trials))
+    assert first.best_params == again.best_params
+
+
+def test_best_trial_is_the_lowest_validation_rmse_and_is_refitted(split):
+    result = tune(split, "baseline", {"reg_user": [0.5, 5.0, 100.0]}, seed=0)
+    table = result.trials
+    best = table.loc[table["valid_rmse"].idxmin()]
+    assert result.best_trial == best["trial"]
+    assert result.best_params["reg_user"] == best["reg_user"]
+    assert result.best_params["reg_item"] == 5.0  # untouched default kept
+    assert np.allclose(table["gap"], table["valid_rmse"] - table["train_rmse"])
+    # refit on the whole train part, scored once on the test part
+    model = Baseline(**result.best_params).fit(split.train)
+    pred = model.predict(split.test.raw_users(), split.test.raw_items())
+    expected = float(np.sqrt(np.mean((pred - split.test.ratings) ** 2)))
+    assert result.test is not None and result.test["rmse"] == pytest.approx(expected, rel=1e-6)
+    assert result.test["n"] == len(split.test)
+
+
+def test_tpe_with_ranges_is_seeded_and_stays_in_range(split):
+    space = {"reg_user": Range(0.1, 100.0, log=True), "iterations": Range(1, 10, integer=True)}
+    a = tune(split, "baseline", space, n_trials=6, seed=3)
+    b = tune(split, "baseline", space, n_trials=6, seed=3)
+    c = tune(split, "baseline", space, n_trials=6, seed=4)
+    assert a.sampler == "tpe" and len(a.trials) == 6
+    pd.testing.assert_frame_equal(_comparable(a.trials), _comparable(b.trials))
+    assert not np.allclose(a.trials["reg_user"], c.trials["reg_user"])
+    assert a.trials["reg_user"].between(0.1, 100.0).all()
+    assert a.trials["iterations"].between(1, 10).all()
+    assert all(isinstance(v, int | np.integer) for v in a.trials["iterations"])
+
+
+def test_grid_sampler_refuses_ranges(split):
+    with pytest.raises(CfrecError, match="grid search needs value lists"):
+        tune(split, "baseline", {"reg_user": Range(1, 10)}, sampler="grid")
+
+
+def test_tuning_never_sees_the_test_part(split, spy_registered):
+    n_train = len(split.train)
+    result = tune(split, "spy", {"reg_user": [1.0, 5.0]}, seed=0, valid_fraction=0.25)
+    test_pairs = set(zip(split.test.raw_users().tolist(), split.test.raw_items().tolist(), strict=True))
+    *trial_calls, refit_call = spy_registered.calls
+    assert len(trial_calls) == 2
+    for call in trial_calls:
+        assert call["n"] == n_train - round(0.25 * n_train)
+        assert not call["pairs"] & test_pairs
+    assert refit_call["n"] == n_train  # the refit uses the whole train part ...
+    assert not refit_call["pairs"] & test_pairs  # ... and still not the test part
+    assert result.test is not None
+
+
+def test_failed_trials_are_recorded_not_fatal(split, spy_registered):
+    result = tune(split, "spy", {"reg_user": [-1.0, 5.0]}, seed=0)
+    failed = result.trials[result.trials["state"] == "fail"]
+    assert list(failed["reg_user"]) == [-1.0]
+    assert "diverged" in failed["error"].iloc[0]
+    assert np.isnan(failed["valid_rmse"].iloc[0])
+    assert result.best_params["reg_user"] == 5.0
+    with pytest.raises(CfrecError, match="all 1 trials failed"):
+        tune(split, "spy", {"reg_user": [-1.0]}, seed=0)
+
+
+def test_interactions_without_test_part(split):
+    result = tune(split.train, "baseline", {"reg_item": [1.0, 10.0]}, seed=0)
+    assert result.test is None and len(result.trials) == 2
+
+
+def test_fixed_and_searched_parameter_conflict(split):
+    with pytest.raises(CfrecError, match="both fixed and searched"):
+        tune(split, "baseline", {"reg_user": [1.0, 2.0]}, base_params={"reg_user": 3.0})
+    with pytest.raises(CfrecError, match="no hyperparameter"):
+        tune(split, "baseline", {"n_factors": [8, 16]})
+
+
+# ---------------------------------------------------------------------- files
+def test_results_files_round_trip(split, tmp_path):
+    result = tune(split, "baseline", {"reg_user": [1.0, 5.0], "reg_item": [5.0, 25.0]}, seed=0)
+    paths = result.save(tmp_path / "run")
+    csv = pd.read_csv(paths["csv"])
+    assert list(csv.columns[:3]) == ["trial", "reg_user", "reg_item"]
+    assert len(csv) == 4 and np.allclose(csv["valid_rmse"], result.trials["valid_rmse"])
+    obj = json.loads(paths["json"].read_text())
+    assert obj["best_params"] == result.best_params and len(obj["trials"]) == 4
+    assert obj["space"] == {"reg_user": [1.0, 5.0], "reg_item": [5.0, 25.0]}
+    model, params = load_best_params(paths["best_params"])
+    assert model == "baseline" and params == result.best_params
+    assert not list((tmp_path / "run").glob(".*"))  # no temp files left behind
+
+
+def test_best_params_json_omits_hardware(split, tmp_path):
+    result = tune(split, "als", {"reg": [0.05, 0.1]}, seed=0,
+                  base_params={"iterations": 2, "n_factors": 4, "device": "cpu"})
+    saved = json.loads(result.save(tmp_path)["best_params"].read_text())
+    assert "device" not in saved["params"] and saved["params"]["iterations"] == 2
+
+
+def test_load_best_params_accepts_plain_objects_and_reports_bad_files(tmp_path):
+    plain = tmp_path / "p.json"
+    plain.write_text('{"reg_user": 2}')
+    assert load_best_params(plain) == (None, {"reg_user": 2})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    with pytest.raises(CfrecError, match="not valid JSON"):
+        load_best_params(bad)
+    with pytest.raises(CfrecError, match="no such file"):
+        load_best_params(tmp_path / "missing.json")
+
+
+# ---------------------------------------------------------------------- lab presets
+def test_lab_presets_match_the_course_exercises():
+    assert PRESETS["lab-dim"].space == {"n_factors": [16, 32, 64, 128, 256]}
+    assert PRESETS["lab-wd"].space == {"weight_decay": [0.0, 1e-5, 1e-4, 1e-3]}
+    assert PRESETS["lab-dim"].split == PRESETS["lab-wd"].split == "temporal:0.2"
+    try:
+        mf = registry.model_class("mf")
+    except ImportError:
+        pytest.skip("BiasedMF not written yet")
+    if not callable(getattr(mf, "lab", None)):
+        pytest.skip("BiasedMF.lab() not written yet")
+    base, space = preset_space("lab-dim")
+    assert "n_factors" not in base and space == {"n_factors": [16, 32, 64, 128, 256]}
+    lab = mf.lab().get_params()
+    assert all(lab[k] == v for k, v in base.items())
+
+
+class NoneBest(Knobs):
+    """``patience=None`` fits normally; any other value cripples the user biases."""
+
+    name = "nonebest"
+
+    def _fit(self, train, valid, on_epoch):
+        super()._fit(train, valid, on_epoch)
+        if self.patience is not None:
+            self.user_bias_ = self.user_bias_ * 0 + 1.0
+
+
+def test_none_values_survive_as_best_params(split, monkeypatch):
+    monkeypatch.setitem(registry._MODELS, "nonebest", (__name__, "NoneBest"))
+    result = tune(split, "nonebest", {"patience": [3, None], "reg_user": [1.0, 50.0]}, seed=0)
+    assert len(result.trials) == 4
+    assert result.best_params["patience"] is None  # not NaN from the table's float column
