@@ -53,8 +53,17 @@ def test_options_do_not_apply_to_movielens(ml100k_dir: Path) -> None:
 
 
 def test_folder_without_ratings(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="folder holds no MovieLens ratings file"):
+    with pytest.raises(DataError, match="folder is not a MovieLens release"):
         load_dataset(tmp_path)
+
+
+def test_generic_file_named_like_movielens_is_not_taken_for_it(tmp_path: Path) -> None:
+    # same file name as ML-20M's, other columns: must not be parsed as userId,movieId,...
+    (tmp_path / "ratings.csv").write_text("item,user,rating\n10,1,4\n11,2,5\n")
+    with pytest.raises(DataError, match="folder is not a MovieLens release"):
+        load_dataset(tmp_path)
+    data = load_dataset(tmp_path / "ratings.csv", user_col="user", item_col="item")
+    assert list(data.to_frame().itertuples(index=False, name=None)) == [(1, 10, 4.0, 0), (2, 11, 5.0, 0)]
 
 
 def test_unknown_name_lists_known_names() -> None:

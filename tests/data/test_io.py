@@ -383,3 +383,9 @@ def test_columns_must_name_every_field(tmp_path: Path) -> None:
     f = write(tmp_path / "u.data", "\n196\t242\t3\t881250949\n")
     with pytest.raises(DataError, match=r"u\.data, line 2: columns= names 3 fields but the line has 4"):
         load_ratings(f, columns=["user_id", "item_id", "rating"])
+
+
+def test_every_row_longer_than_the_header(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "user_id,item_id,rating\n1,2,3,4\n5,6,7,8\n")
+    with pytest.raises(DataError, match=r"r\.csv, line 2: rows have 4 fields but the header names 3"):
+        load_ratings(f)

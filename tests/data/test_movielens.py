@@ -260,6 +260,13 @@ def test_rating_outside_the_release_scale(tmp_path: Path) -> None:
         load_movielens(folder)
 
 
+def test_csv_with_other_columns_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "ratings.csv").write_text("movieId,userId,rating,timestamp\n1,2,3,4\n")
+    with pytest.raises(DataError, match=r"ratings.csv, line 1: not a MovieLens ratings file: "
+                                        r"expected the header userId,movieId,rating,timestamp"):
+        load_movielens(tmp_path)
+
+
 def test_not_a_movielens_folder(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     with pytest.raises(DataError, match="not a MovieLens folder"):

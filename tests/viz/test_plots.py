@@ -246,12 +246,19 @@ def test_save_figure_failure_keeps_old_file(tmp_path, tiny: Interactions, monkey
     assert os.listdir(tmp_path) == ["fig.png"]
 
 
-def test_no_pyplot_state(tiny: Interactions) -> None:
+def test_figures_are_headless_and_not_registered_with_pyplot(tiny: Interactions) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = plots.plot_user_item_heatmap(tiny)
+    assert isinstance(fig.canvas, FigureCanvasAgg)
+    assert fig.canvas.manager is None  # pyplot never saw it: no global figure list to leak into
+
+
+def test_importing_viz_does_not_import_matplotlib() -> None:
+    import subprocess
     import sys
 
-    plots.plot_user_item_heatmap(tiny)
-    plots.plot_rating_distribution(tiny)
-    if "matplotlib.pyplot" in sys.modules:  # another test may have imported it; then no figures leak
-        import matplotlib.pyplot as plt
-
-        assert plt.get_fignums() == []
+    code = ("import sys, cfrec.viz, cfrec.viz.plots, cfrec.viz.report, cfrec.viz.export, cfrec.cli; "
+            "print(sorted(m for m in ('matplotlib', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"

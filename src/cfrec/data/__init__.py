@@ -18,6 +18,9 @@ _LAZY = {
     "download_movielens": "cfrec.data.movielens",
     "MOVIELENS": "cfrec.data.movielens",
     "data_home": "cfrec.data.movielens",
+    "is_cached": "cfrec.data.movielens",
+    "MovieLensSpec": "cfrec.data.movielens",
+    "LoadReport": "cfrec.data.io",
     "load_ratings": "cfrec.data.io",
     "load_dataset": "cfrec.data.datasets",
     # statistics

@@ -48,8 +48,9 @@ def load_dataset(
                                 f"not to the MovieLens release at {path}")
             return load_movielens_path(path)
         if path.is_dir():
-            raise DataError("folder holds no MovieLens ratings file (u.data, ratings.dat or "
-                            "ratings.csv); give the ratings file itself", path=path)
+            raise DataError("folder is not a MovieLens release (no u.data, ratings.dat or "
+                            "ratings.csv in a MovieLens format); give the ratings file itself",
+                            path=path)
         return load_ratings(path, **load_ratings_kwargs)
     close = difflib.get_close_matches(key, list(MOVIELENS), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""

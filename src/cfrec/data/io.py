@@ -414,6 +414,11 @@ class _TextReader:
             frame = self._read_csv()
         except pd.errors.EmptyDataError:
             return pd.DataFrame({c: [] for c in cols})
+        if not frame.index.equals(pd.RangeIndex(len(frame))):
+            # pandas turns surplus leading fields of every row into an index: refuse that
+            n_fields = frame.index.nlevels + frame.shape[1]
+            raise DataError(f"rows have {n_fields} fields but the header names {frame.shape[1]}; "
+                            f"separator {self.sep!r}", path=self.path, line=self._line_of_row(0))
         return frame[cols]
 
     def _read_arrow(self, cols: list[str]) -> pd.DataFrame | None:

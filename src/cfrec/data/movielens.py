@@ -392,6 +392,25 @@ def _layout_of(src: _Source) -> Layout:
                     "or ratings.csv (ML-20M and later)", path=src.root)
 
 
+_CSV_HEADER = "userId,movieId,rating,timestamp"
+
+
+def _check_format(src: _Source, layout: Layout) -> None:
+    """Refuse a ratings file that only shares MovieLens' file name (its columns could differ)."""
+    name = _layout_file(layout)
+    with src.open(name) as fh:
+        first = fh.readline(4096).decode("latin-1").lstrip("\ufeff\xef\xbb\xbf").rstrip("\r\n")
+    if layout == "csv":
+        ok, expected = first.replace('"', "") == _CSV_HEADER, f"the header {_CSV_HEADER}"
+    elif layout == "dat":
+        ok, expected = first.count("::") == 3, "UserID::MovieID::Rating::Timestamp lines"
+    else:
+        ok, expected = first.count("\t") == 3, "user id, item id, rating, timestamp separated by tabs"
+    if not ok and first:
+        raise DataError(f"not a MovieLens ratings file: expected {expected}, found {first[:80]!r}; "
+                        "for other rating files use load_ratings", path=src.label(name), line=1)
+
+
 def _variant_of(src: _Source, layout: Layout) -> str:
     """Name a release found at a path: by its folder name, else by its files."""
     folder = src.folder_name.lower()
@@ -431,9 +450,13 @@ def _read_ratings(src: _Source, layout: Layout) -> tuple[np.ndarray, ...]:
     parse = pacsv.ParseOptions(delimiter=delim, quote_char=False, double_quote=False)
     convert = pacsv.ConvertOptions(include_columns=list(_RATING_COLS), column_types=types)
     try:
-        with src.open(name) as fh:
-            table = pacsv.read_csv(fh, read_options=read, parse_options=parse,
+        if src.zf is None:  # a path lets pyarrow map the file and parse blocks in parallel
+            table = pacsv.read_csv(src.root / name, read_options=read, parse_options=parse,
                                    convert_options=convert)
+        else:
+            with src.open(name) as fh:
+                table = pacsv.read_csv(fh, read_options=read, parse_options=parse,
+                                       convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise _locate_bad_line(src, name, names, delim, header, exc) from exc
     arrays = []
@@ -456,7 +479,9 @@ def _locate_bad_line(src: _Source, name: str, names: list[str], delim: str, head
             if header and lineno == 1:
                 continue
             parts = raw.decode("latin-1").rstrip("\r\n").split(delim)
-            if len(parts) != len(names) or any(p for n, p in zip(names, parts, strict=True) if n.startswith("_")):
+            shape_ok = len(parts) == len(names) and not any(
+                p for n, p in zip(names, parts, strict=True) if n.startswith("_"))
+            if not shape_ok:
                 return DataError(f"expected {expected}, found {raw[:80]!r}", path=src.label(name),
                                  line=lineno)
             for field, part in zip(names, parts, strict=True):
@@ -600,23 +625,28 @@ def load_movielens_path(path: str | os.PathLike[str], *, name: str | None = None
     src = _Source.open_path(Path(path).expanduser())
     try:
         layout = _layout_of(src)
+        _check_format(src, layout)
         return _load_source(src, name=name or _variant_of(src, layout), layout=layout)
     finally:
         src.close()
 
 
 def is_movielens_path(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder or zip holding a MovieLens ratings file."""
+    """Whether ``path`` is a folder or zip holding a ratings file in a MovieLens format."""
     p = Path(path).expanduser()
-    if p.is_dir():
-        return any((p / f).is_file() for f in ("u.data", "ratings.dat", "ratings.csv"))
-    if p.is_file() and zipfile.is_zipfile(p):
-        try:
-            _Source.open_path(p).close()
-        except DataError:
-            return False
-        return True
-    return False
+    if not (p.is_dir() or (p.is_file() and zipfile.is_zipfile(p))):
+        return False
+    try:
+        src = _Source.open_path(p)
+    except DataError:
+        return False
+    try:
+        _check_format(src, _layout_of(src))
+    except DataError:
+        return False
+    finally:
+        src.close()
+    return True
 
 
 def load_movielens(

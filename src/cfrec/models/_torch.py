@@ -46,6 +46,58 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     return gen
 
 
+def make_optimizer(
+    name: str,
+    params: list[torch.Tensor] | list[dict[str, Any]],
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
+    """``"adam"`` (PyTorch's coupled L2 ``weight_decay``) or ``"sgd"`` over ``params``.
+
+    Adam uses the fused single-kernel implementation where PyTorch offers it (CPU and CUDA float
+    tensors): several times faster per step on small models than the per-tensor loop, same maths.
+    """
+    key = str(name).lower()
+    if lr <= 0 or not math.isfinite(lr):
+        raise CfrecError(f"learning rate must be a positive number, got {lr!r}")
+    if key == "adam":
+        tensors = [t for group in params for t in (group["params"] if isinstance(group, dict) else [group])]
+        fused = all(t.device.type in ("cpu", "cuda") and t.dtype.is_floating_point for t in tensors)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    if key == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    raise CfrecError(f"unknown optimizer {name!r}; choose 'adam' or 'sgd'")
+
+
+class _GatherRows(torch.autograd.Function):
+    """``weight[idx]`` whose backward is one ``index_add_`` into a dense gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(idx)
+        ctx.weight_shape = weight.shape
+        return weight.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (idx,) = ctx.saved_tensors
+        out = grad.new_zeros(ctx.weight_shape)
+        out.index_add_(0, idx, grad)
+        return out, None
+
+
+def gather_rows(weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``weight[idx]`` for an embedding table, with a fast dense backward.
+
+    Same values and gradient as ``weight[idx]`` or ``F.embedding(idx, weight)``, but the
+    backward accumulates with ``index_add_``, which on CPU is 3-10x faster than the
+    ``index_put_``/``embedding_dense_backward`` kernels PyTorch uses for those (it dominates a
+    matrix-factorisation step). Deterministic on CPU.
+    """
+    return _GatherRows.apply(weight, idx)
+
+
 def carve_validation(
     train: Interactions, fraction: float, seed: int | None
 ) -> tuple[Interactions, Interactions | None]:

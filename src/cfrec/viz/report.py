@@ -417,7 +417,9 @@ def _fmt(value: Any) -> str:
             return "\u2013"
         if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
             return f"{v:.3e}"
-        return f"{v:,.4f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:,.1f}"
+        if v.is_integer():
+            return f"{v:,.0f}"
+        return f"{v:,.4f}" if abs(v) < 1000 else f"{v:,.1f}"
     if isinstance(value, list | tuple):
         return ", ".join(_fmt(v) for v in value)
     return str(value)
@@ -635,9 +637,11 @@ def build_report(
     # -- training
     history = getattr(model, "history_", None) or []
     if history:
-        train_html = _img(plots.plot_learning_curves(model, target=target_rmse), "Learning curves",
-                          "Training loss (left axis) and RMSE on the validation ratings carved from "
-                          "the training part (right axis); the circled epoch is the one kept.")
+        has_valid = any(h.get("valid_rmse") is not None for h in history)
+        caption = ("Training loss (left axis) and RMSE on the validation ratings carved from the "
+                   "training part (right axis); the circled epoch is the one kept." if has_valid else
+                   "Training loss and RMSE per epoch (no validation ratings were held out).")
+        train_html = _img(plots.plot_learning_curves(model, target=target_rmse), "Learning curves", caption)
         sections.append(("training", "Training", train_html))
     else:
         skipped["training"] = f"{model_label} has no per-epoch history (fitted in closed form)."
