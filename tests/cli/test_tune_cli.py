@@ -94,3 +94,35 @@ def test_tune_errors_are_one_line(args, fragment, capsys, tmp_path, ml100k_dir):
     assert rc == 1
     assert fragment in one_error_line(err)
     assert not (tmp_path / "run").exists()
+
+
+def _lab_available() -> bool:
+    from cfrec.models.registry import model_class
+
+    try:
+        return callable(getattr(model_class("mf"), "lab", None))
+    except ImportError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _lab_available(), reason="BiasedMF.lab() not available")
+def test_lab_presets_on_the_lab_split(tmp_path, capsys, ml100k_dir):
+    from cfrec.models.mf import BiasedMF
+
+    # the lab exercise, shortened: two embedding sizes, two epochs
+    rc, out, err = run(capsys, "tune", "ml-100k", "--preset", "lab-dim", "--param", "n_factors=8,16",
+                       "--param", "epochs=2", "--json")
+    assert rc == 0, err
+    obj = json.loads(out)
+    assert obj["split"].startswith("temporal") and obj["n_trials"] == 2
+    lab = BiasedMF.lab(epochs=2).get_params()
+    assert {k: v for k, v in obj["best_params"].items() if k != "n_factors"} == {
+        k: v for k, v in lab.items() if k != "n_factors"}
+    # ~85% of the global temporal split's test ratings come from users absent from train
+    assert obj["test"]["fallback"]["unknown_user"] / obj["test"]["n"] == pytest.approx(0.85, abs=0.02)
+
+    rc, out, err = run(capsys, "train", "ml-100k", "--model", "mf", "--preset", "lab", "--epochs", "2",
+                       "--split", "temporal:0.2", "--out", tmp_path / "lab", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["params"] == lab

@@ -148,6 +148,18 @@ def test_learning_curves_lines_target_and_best_epoch() -> None:
     assert "best epoch 3 (0.9300)" in legend
 
 
+def test_learning_curves_refit_phase_is_drawn_separately() -> None:
+    history = [dict(h, phase="select") for h in HISTORY] + [
+        {"epoch": 1, "train_loss": 1.1, "phase": "refit"}, {"epoch": 2, "train_loss": 0.8, "phase": "refit"},
+        {"epoch": 3, "train_loss": 0.65, "phase": "refit"}]
+    ax, ax2 = plots.plot_learning_curves(history).axes
+    select, refit = ax.lines
+    assert list(select.get_ydata()) == [1.2, 0.9, 0.7, 0.6]
+    assert list(refit.get_xdata()) == [1, 2, 3] and list(refit.get_ydata()) == [1.1, 0.8, 0.65]
+    assert refit.get_linestyle() == "--" and "refit" in refit.get_label()
+    assert list(ax2.lines[0].get_ydata()) == [1.00, 0.95, 0.93, 0.94]
+
+
 def test_learning_curves_from_model_history(planted) -> None:
     fig = plots.plot_learning_curves(planted)
     assert list(fig.axes[0].lines[0].get_ydata()) == [1.0, 0.5, 1 / 3]
@@ -198,6 +210,8 @@ def test_weight_decay_log_axis_with_zero() -> None:
     })
     ax = plots.plot_rmse_vs_weight_decay(trials).axes[0]
     assert ax.get_xscale() == "log"
+    assert plots.plot_rmse_vs_weight_decay(trials.rename(columns={"weight_decay": "reg"}),
+                                           param="reg").axes[0].get_xlabel() == "reg"
     train = next(c for c in ax.containers if c.get_label().startswith("training"))
     xs = train.lines[0].get_xdata()
     assert xs[0] == pytest.approx(1e-5)  # 0 is drawn a decade left of the smallest positive value

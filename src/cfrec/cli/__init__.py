@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from rich.markup import escape
+
 from cfrec.cli._app import app, err_console
 from cfrec.errors import CfrecError
 
@@ -26,10 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
     except CfrecError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 1
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc.strerror or exc}: {exc.filename}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}: {escape(str(exc.filename))}", highlight=False)
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")

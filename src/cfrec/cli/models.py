@@ -32,6 +32,9 @@ from rich.table import Table
 
 from cfrec.cli._app import app, console, err_console, fail
 from cfrec.errors import CfrecError
+from cfrec.models.registry import model_names
+
+_MODEL_CHOICES = ", ".join(model_names())
 
 #: Model presets ``--preset`` may name: class methods returning a configured model instance.
 MODEL_PRESETS = ("lab",)
@@ -200,8 +203,8 @@ def _fmt_fallback(counts: dict[str, int]) -> str:
 def train(
     dataset: Annotated[str, typer.Argument(help="MovieLens name (ml-100k, ml-1m ...) or a ratings file/folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to save the model into (replaced atomically).")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="baseline, mf, als, svdpp or neumf "
-                                                                    "(default: the one in --params-json).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=f"{_MODEL_CHOICES} (default: the one in "
+                                                                    "--params-json).")] = None,
     preset: Annotated[str | None, typer.Option(help="Model preset, e.g. 'lab' (the course lab's BiasedMF).")] = None,
     split: Annotated[str, typer.Option(
         help="auto (u1 on ML-100K, else random:0.2), none (train on everything), temporal[:0.2], "
@@ -235,7 +238,7 @@ def train(
         elif file_model is not None and model_class(file_model) is not model_class(model):
             fail(f"{params_json} holds parameters for {file_model!r}, not {model!r}")
     if model is None:
-        fail("choose a model with --model (baseline, mf, als, svdpp, neumf)")
+        fail(f"choose a model with --model ({_MODEL_CHOICES})")
     cls = model_class(model)
     flags = {"epochs": epochs, "lr": lr, "factors": factors, "weight_decay": weight_decay,
              "batch_size": batch_size, "seed": seed, "device": device}

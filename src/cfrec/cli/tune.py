@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cfrec.cli._app import app, console, err_console, fail
-from cfrec.cli.models import _echo_json, _fmt_fallback, build_params, resolve_split
+from cfrec.cli.models import _MODEL_CHOICES, _echo_json, _fmt_fallback, build_params, resolve_split
 from cfrec.errors import CfrecError
 
 
@@ -29,7 +29,7 @@ def _fmt(v: Any) -> str:
 @app.command()
 def tune(
     dataset: Annotated[str, typer.Argument(help="MovieLens name (ml-100k ...) or a ratings file/folder.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="baseline, mf, als, svdpp or neumf.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=_MODEL_CHOICES + ".")] = None,
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-p",
         help="NAME=v1,v2,... (values to try), NAME=low:high[:log] (a range, TPE only) or NAME=value "
@@ -149,5 +149,7 @@ def tune(
         )
     if saved is not None:
         console.print(f"wrote {saved['csv']}, {saved['json']}, {saved['best_params']}", highlight=False, soft_wrap=True, markup=False)
-        console.print(f"train it: cfrec train {dataset} --params-json {saved['best_params']} --out MODEL_DIR",
+        split_arg = "" if split == "auto" else f" --split {split}"
+        console.print(f"train it: cfrec train {dataset}{split_arg} --params-json {saved['best_params']} "
+                      f"--out MODEL_DIR",
                       highlight=False, soft_wrap=True, markup=False)

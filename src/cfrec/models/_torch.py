@@ -12,9 +12,9 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,7 +33,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else is checked."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise CfrecError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto' ({exc})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CfrecError(f"device {device!r} requested but CUDA is not available on this machine")
     return dev
@@ -46,27 +49,93 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     return gen
 
 
+class OptimizerLike(Protocol):
+    """What :func:`train_loop` needs from an optimiser (``torch.optim`` ones qualify)."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+    def step(self) -> Any: ...
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) with PyTorch's coupled L2 ``weight_decay``, in plain tensor ops.
+
+    The same update as ``torch.optim.Adam`` (dense moments: rows without a gradient in a step
+    still move with their momentum). It exists because the first ``torch.optim`` optimiser a
+    process builds imports ``torch._dynamo``, about a second of start-up that would dominate a
+    sub-second fit and every CLI call.
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor], *, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.betas, self.eps, self.weight_decay = float(lr), betas, float(eps), float(weight_decay)
+        self.param_groups = [{"params": self.params, "lr": self.lr}]
+        self._m = [torch.zeros_like(p) for p in self.params]
+        self._v = [torch.zeros_like(p) for p in self.params]
+        self._steps = [0] * len(self.params)  # per parameter, as torch counts them
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        b1, b2 = self.betas
+        lr = float(self.param_groups[0]["lr"])
+        for k, (p, m, v) in enumerate(zip(self.params, self._m, self._v, strict=True)):
+            g = p.grad
+            if g is None:  # no gradient this step: untouched, like torch.optim.Adam
+                continue
+            self._steps[k] += 1
+            t = self._steps[k]
+            step_size = lr / (1.0 - b1 ** t)
+            root_bc2 = math.sqrt(1.0 - b2 ** t)
+            if self.weight_decay:
+                g = g.add(p, alpha=self.weight_decay)
+            m.lerp_(g, 1.0 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            denom = v.sqrt().div_(root_bc2).add_(self.eps)
+            p.addcdiv_(m, denom, value=-step_size)
+
+
+class SGD:
+    """Plain minibatch SGD with optional coupled L2 ``weight_decay`` (``p -= lr (g + wd p)``)."""
+
+    def __init__(self, params: Iterable[torch.Tensor], *, lr: float, weight_decay: float = 0.0) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.weight_decay = float(weight_decay)
+        self.param_groups = [{"params": self.params, "lr": float(lr)}]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        lr = float(self.param_groups[0]["lr"])
+        for p in self.params:
+            if p.grad is None:
+                continue
+            g = p.grad.add(p, alpha=self.weight_decay) if self.weight_decay else p.grad
+            p.add_(g, alpha=-lr)
+
+
 def make_optimizer(
     name: str,
-    params: list[torch.Tensor] | list[dict[str, Any]],
+    params: Iterable[torch.Tensor],
     *,
     lr: float,
     weight_decay: float = 0.0,
-) -> torch.optim.Optimizer:
-    """``"adam"`` (PyTorch's coupled L2 ``weight_decay``) or ``"sgd"`` over ``params``.
-
-    Adam uses the fused single-kernel implementation where PyTorch offers it (CPU and CUDA float
-    tensors): several times faster per step on small models than the per-tensor loop, same maths.
-    """
+) -> Adam | SGD:
+    """``"adam"`` or ``"sgd"`` over ``params`` with coupled L2 ``weight_decay`` (as in ``torch.optim``)."""
     key = str(name).lower()
-    if lr <= 0 or not math.isfinite(lr):
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise CfrecError(f"learning rate must be a positive number, got {lr!r}")
     if key == "adam":
-        tensors = [t for group in params for t in (group["params"] if isinstance(group, dict) else [group])]
-        fused = all(t.device.type in ("cpu", "cuda") and t.dtype.is_floating_point for t in tensors)
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+        return Adam(params, lr=lr, weight_decay=weight_decay)
     if key == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+        return SGD(params, lr=lr, weight_decay=weight_decay)
     raise CfrecError(f"unknown optimizer {name!r}; choose 'adam' or 'sgd'")
 
 
@@ -157,11 +226,12 @@ class TrainConfig:
     patience: int | None = None  # None: no early stopping
     min_delta: float = 1e-4
     restore_best: bool = True
+    lr_decay: float = 1.0  # learning rate multiplied by this after every epoch
 
 
 def train_loop(
     net: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | OptimizerLike,
     n_rows: int,
     loss_fn: LossFn,
     config: TrainConfig,
@@ -210,6 +280,9 @@ def train_loop(
                     best_state = copy.deepcopy(net.state_dict())
             else:
                 bad_epochs += 1
+        if config.lr_decay != 1.0:
+            for group in optimizer.param_groups:
+                group["lr"] *= config.lr_decay
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         logger.info("%s epoch %d: %s", config.model_name, epoch,

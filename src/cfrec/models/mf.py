@@ -38,6 +38,10 @@ from cfrec.models.base import EpochCallback, FactorRecommender
 
 logger = logging.getLogger(__name__)
 
+#: L2 (user, item) of the closed-form biases that start training when ``init_biases`` is on
+#: (in rating-count units, as in :func:`~cfrec.models._bias.fit_biases`).
+_BIAS_INIT_REG = (25.0, 25.0)
+
 PredictFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -149,11 +153,12 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 
 def _init_tensors(data: Interactions, n_factors: int, init_std: float, init_biases: bool,
                   global_mean: float, gen: torch.Generator,
-                  bias_reg: tuple[float, float] = (5.0, 5.0)) -> dict[str, torch.Tensor]:
+                  bias_reg: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
     """Initial user/item factors ~ N(0, init_std^2) and biases (closed form or zeros), on CPU."""
     p = torch.randn(data.n_users, n_factors, generator=gen) * float(init_std)
     q = torch.randn(data.n_items, n_factors, generator=gen) * float(init_std)
     if init_biases:
+        bias_reg = bias_reg or _BIAS_INIT_REG
         bu, bi = fit_biases(data.users, data.items, data.ratings, data.n_users, data.n_items,
                             global_mean=global_mean, reg_user=bias_reg[0], reg_item=bias_reg[1])
         b_u, b_i = torch.from_numpy(bu), torch.from_numpy(bi)
@@ -199,12 +204,14 @@ class _BiasedMFLoss(torch.autograd.Function):
         e = err[:, None]
         need = ctx.needs_input_grad
         dp = dq = dbu = dbi = dmu = None
+        # The reg term is folded into one addcmul (g = pu + e qi / reg) and the scale applied to
+        # the (rows x k) gradient, not the larger (batch x k) one: fewer full passes per step.
         if need[0]:
-            gp = torch.addcmul(pu * reg, e, qi) if reg else e * qi
-            dp = pu.new_zeros(p_shape).index_add_(0, u, gp * scale)
+            dp = pu.new_zeros(p_shape).index_add_(0, u, _reg_grad(pu, e, qi, reg))
+            dp.mul_(scale * (reg or 1.0))
         if need[1]:
-            gq = torch.addcmul(qi * reg, e, pu) if reg else e * pu
-            dq = qi.new_zeros(q_shape).index_add_(0, i, gq * scale)
+            dq = qi.new_zeros(q_shape).index_add_(0, i, _reg_grad(qi, e, pu, reg))
+            dq.mul_(scale * (reg or 1.0))
         if need[2]:
             gb = err + bias_reg * bu_b if bias_reg else err
             dbu = err.new_zeros(bu_shape).index_add_(0, u, gb * scale)
@@ -214,6 +221,11 @@ class _BiasedMFLoss(torch.autograd.Function):
         if need[4]:
             dmu = (err.sum() * scale).reshape(())
         return dp, dq, dbu, dbi, dmu, None, None, None, None, None
+
+
+def _reg_grad(own: torch.Tensor, e: torch.Tensor, other: torch.Tensor, reg: float) -> torch.Tensor:
+    """``own + e * other / reg`` (or ``e * other`` when ``reg`` is 0): the factor gradient / reg."""
+    return torch.addcmul(own, e, other, value=1.0 / reg) if reg else e * other
 
 
 class _MFNet(nn.Module):
@@ -301,7 +313,7 @@ class BiasedMF(TorchFactorModel):
         self,
         *,
         n_factors: int = 128,
-        epochs: int = 12,
+        epochs: int = 8,
         batch_size: int = 4096,
         lr: float = 0.01,
         reg: float = 0.1,
@@ -316,7 +328,7 @@ class BiasedMF(TorchFactorModel):
         refit: bool = False,
         device: str | None = None,
         seed: int | None = 0,
-        fold_in_reg: float = 3.0,
+        fold_in_reg: float = 10.0,
     ) -> None:
         self.n_factors = n_factors
         self.epochs = epochs
@@ -371,7 +383,8 @@ class BiasedMF(TorchFactorModel):
 
         def loss_fn(batch: torch.Tensor) -> torch.Tensor:
             return _BiasedMFLoss.apply(net.user_factors, net.item_factors, net.user_bias, net.item_bias,
-                                       net.global_bias, users[batch], items[batch], ratings[batch],
+                                       net.global_bias, users.index_select(0, batch),
+                                       items.index_select(0, batch), ratings.index_select(0, batch),
                                        reg, bias_reg)
 
         return net, loss_fn, net

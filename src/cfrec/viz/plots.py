@@ -312,29 +312,38 @@ def _history(model_or_history: Any) -> list[Mapping[str, Any]]:
     return list(history)
 
 
+def _series(history: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    return np.array([np.nan if h.get(key) is None else float(h[key]) for h in history], dtype=np.float64)
+
+
 def plot_learning_curves(model_or_history: Any, *, target: float | None = None,
                          ax: Axes | None = None) -> Figure:
     """Training loss and validation RMSE per epoch from ``model.history_`` (or a history list).
 
     The loss (left axis) is the training objective, usually MSE plus the weight penalty, so it is
-    not on the RMSE scale; validation RMSE gets its own right axis, with an optional ``target``
-    line (e.g. 0.95) and the best epoch (the one early stopping kept) marked.
+    not on the RMSE scale; RMSEs get their own right axis, with an optional ``target`` line (e.g.
+    0.95; drawn only where there is an RMSE curve) and the best epoch (the one early stopping
+    kept) marked. When the history has a ``refit`` phase (the model retrained on all ratings for
+    the chosen number of epochs), its training loss is drawn dashed beside the selection run.
     """
     history = _history(model_or_history)
     if not history:
         raise CfrecError("no training history to plot: the model was fitted in closed form "
                          "(no epochs) or not by an iterative trainer")
     fig, ax = _axes(ax)
-    epochs = np.array([h.get("epoch", n + 1) for n, h in enumerate(history)], dtype=np.int64)
-    handles = []
-    loss = np.array([h.get("train_loss", np.nan) for h in history], dtype=np.float64)
+    main = [h for h in history if h.get("phase") != "refit"]
+    refit = [h for h in history if h.get("phase") == "refit"]
+    epochs = np.array([h.get("epoch", n + 1) for n, h in enumerate(main)], dtype=np.int64)
+    handles: list[Any] = []
+    loss = _series(main, "train_loss")
     if np.isfinite(loss).any():
         handles += ax.plot(epochs, loss, marker="o", ms=3, color=MAIN_COLOR, label="training loss")
         ax.set_ylabel("Training loss", color=MAIN_COLOR)
-    valid = np.array([h.get("valid_rmse", np.nan) if h.get("valid_rmse") is not None else np.nan
-                      for h in history], dtype=np.float64)
-    train_rmse = np.array([h.get("train_rmse", np.nan) if h.get("train_rmse") is not None else np.nan
-                           for h in history], dtype=np.float64)
+    if refit:
+        r_epochs = np.array([h.get("epoch", n + 1) for n, h in enumerate(refit)], dtype=np.int64)
+        handles += ax.plot(r_epochs, _series(refit, "train_loss"), ls="--", marker="o", ms=3,
+                           mfc="white", color=MAIN_COLOR, label="training loss, refit on all ratings")
+    valid, train_rmse = _series(main, "valid_rmse"), _series(main, "train_rmse")
     if np.isfinite(valid).any() or np.isfinite(train_rmse).any():
         ax2 = ax.twinx()
         if np.isfinite(train_rmse).any():
@@ -343,7 +352,7 @@ def plot_learning_curves(model_or_history: Any, *, target: float | None = None,
         if np.isfinite(valid).any():
             handles += ax2.plot(epochs, valid, marker="o", ms=3, color=ACCENT_COLOR,
                                 label="validation RMSE")
-            best_flags = [bool(h.get("best")) for h in history]
+            best_flags = [bool(h.get("best")) for h in main]
             best = int(np.argmax(best_flags)) if any(best_flags) else int(np.nanargmin(valid))
             handles.append(ax2.scatter([epochs[best]], [valid[best]], s=90, facecolors="none",
                                        edgecolors="black", zorder=5,
@@ -351,10 +360,14 @@ def plot_learning_curves(model_or_history: Any, *, target: float | None = None,
         if target is not None:
             handles.append(ax2.axhline(target, color="black", ls="--", lw=1,
                                        label=f"target {target:g}"))
-        ax2.set_ylabel("RMSE", color=ACCENT_COLOR)
+        ax2.set_ylabel("RMSE", color=ACCENT_COLOR if np.isfinite(valid).any() else MUTED_COLOR)
     ax.set_xlabel("Epoch")
-    if len(epochs) <= 30:
+    if len(epochs) <= 15:
         ax.set_xticks(epochs)
+    else:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Learning curves")
     ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper center",
               bbox_to_anchor=(0.5, -0.13), ncols=min(len(handles), 3))
@@ -364,7 +377,7 @@ def plot_learning_curves(model_or_history: Any, *, target: float | None = None,
 # ---------------------------------------------------------------------- tuning
 _PARAM_ALIASES = {
     "n_factors": ("n_factors", "embedding_dim", "dim", "factors", "n_components"),
-    "weight_decay": ("weight_decay", "reg", "regularization", "lambda"),
+    "weight_decay": ("weight_decay", "wd", "l2"),
 }
 
 
@@ -451,7 +464,8 @@ def plot_rmse_vs_dim(results: pd.DataFrame, *, param: str | None = None,
     ``params_n_factors``; ``param`` names another) and ``valid_rmse`` (``train_rmse`` optional).
     Repeated sizes (several seeds) are shown as mean +- sd with the single trials faint behind.
     """
-    return _param_curve(results, param=param, default="n_factors", xlabel="Embedding dimension",
+    return _param_curve(results, param=param, default="n_factors",
+                        xlabel="Embedding dimension" if param is None else param,
                         title="RMSE vs embedding dimension", log_x=False, ax=ax)
 
 
@@ -462,5 +476,7 @@ def plot_rmse_vs_weight_decay(results: pd.DataFrame, *, param: str | None = None
     The gap between the curves is the overfitting that weight decay controls: with none the
     training RMSE is low and validation high; too much and both rise.
     """
-    return _param_curve(results, param=param, default="weight_decay", xlabel="Weight decay",
-                        title="Training vs validation RMSE by weight decay", log_x=True, ax=ax)
+    return _param_curve(results, param=param, default="weight_decay",
+                        xlabel="Weight decay" if param is None else param,
+                        title=f"Training vs validation RMSE by {'weight decay' if param is None else param}",
+                        log_x=True, ax=ax)

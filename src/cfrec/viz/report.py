@@ -329,9 +329,10 @@ def resolve_split(
                      f"the metrics below use the test part of the {first.name!r} split, which the "
                      "model has seen, and are optimistic.")
     else:
+        tried = "" if split is not None else " (nor of any other split tried)"
         notes.append(f"The model's training data does not match the training part of the "
-                     f"{first.name!r} split (or of any split tried); its test part may overlap "
-                     "what the model saw, so the metrics may be optimistic.")
+                     f"{first.name!r} split{tried}; its test part may overlap what the model saw, "
+                     "so the metrics may be optimistic.")
     return first, False, notes
 
 

@@ -141,39 +141,45 @@ def _label_rows(tmap: TsneMap, labels: Sequence[str] | None, n_fallback: int) ->
     return rows
 
 
+def _overlap(a: Any, b: Any) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)
+
+
 def _place_labels(fig: Figure, ax: Axes, tmap: TsneMap, rows: list[int]) -> None:
-    """Name the chosen points, trying a few offsets per label so labels do not overlap each other
-    or leave the axes (greedy, in display coordinates)."""
+    """Name the chosen points, trying offsets per label so labels neither overlap each other nor
+    leave the axes (greedy in display coordinates; the least-overlapping spot when none is free).
+    Labels placed away from their point get a thin leader line."""
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
-    placed = []
+    placed: list[Any] = []
     offsets = ((6, 5, "left"), (6, -13, "left"), (-6, 5, "right"), (-6, -13, "right"),
-               (0, 12, "center"), (0, -20, "center"))
+               (0, 12, "center"), (0, -20, "center"), (10, 18, "left"), (10, -26, "left"),
+               (-10, 18, "right"), (-10, -26, "right"), (0, 26, "center"), (0, -34, "center"))
+    style = {"textcoords": "offset points", "fontsize": 8, "zorder": 5,
+             "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75}}
     for r in rows:
         x, y = tmap.coords[r]
+        label = _short(tmap.titles[r], 40)
         ax.scatter([x], [y], s=40, facecolors="none", edgecolors="black", lw=1.0, zorder=4)
-        best = None
+        best, best_cost = offsets[0], np.inf
         for dx, dy, ha in offsets:
-            text = ax.annotate(_short(tmap.titles[r], 40), (x, y), xytext=(dx, dy),
-                               textcoords="offset points", ha=ha, fontsize=8, zorder=5,
-                               bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
-                                     "alpha": 0.75})
-            box = text.get_window_extent(renderer)
-            inside = (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0
-                      and box.y1 <= frame.y1)
-            clash = any(box.overlaps(other) for other in placed)
-            if inside and not clash:
-                best = box
+            probe = ax.annotate(label, (x, y), xytext=(dx, dy), ha=ha, **style)
+            box = probe.get_window_extent(renderer)
+            probe.remove()
+            outside = (max(frame.x0 - box.x0, 0) + max(box.x1 - frame.x1, 0)
+                       + max(frame.y0 - box.y0, 0) + max(box.y1 - frame.y1, 0)) * box.height
+            cost = outside + sum(_overlap(box, other) for other in placed)
+            if cost < best_cost:
+                best, best_cost, best_box = (dx, dy, ha), cost, box
+            if cost == 0:
                 break
-            text.remove()
-        if best is None:  # nowhere free: keep the first position anyway
-            dx, dy, ha = offsets[0]
-            text = ax.annotate(_short(tmap.titles[r], 40), (x, y), xytext=(dx, dy),
-                               textcoords="offset points", ha=ha, fontsize=8, zorder=5,
-                               bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
-                                     "alpha": 0.75})
-            best = text.get_window_extent(renderer)
-        placed.append(best)
+        dx, dy, ha = best
+        far = abs(dx) + abs(dy) > 20
+        ax.annotate(label, (x, y), xytext=(dx, dy), ha=ha,
+                    arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.35"} if far else None, **style)
+        placed.append(best_box)
 
 
 def plot_tsne(

@@ -1,0 +1,295 @@
+"""SVD++ (Koren 2008): biased MF whose user vector also sums the implicit factors of the items
+the user rated.
+
+``r_ui = mu + b_u + b_i + q_i . (p_u + |N(u)|^-1/2 sum_{j in N(u)} y_j)``, with ``N(u)`` the
+items ``u`` rated in training. Each optimiser step computes the implicit part for every user at
+once, ``Z = N_norm @ Y``, as one sparse-times-dense product (``N_norm`` is the users x items
+CSR matrix with ``|N(u)|^-1/2`` in each of user ``u``'s cells) and its gradient as one product
+with the transpose: no Python loop over ratings or users. On ML-100K a step costs about as much
+as a biased-MF step.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from cfrec.data.interactions import Interactions
+from cfrec.errors import CfrecError, ModelFileError
+from cfrec.models.base import FoldedUser
+from cfrec.models.mf import TorchFactorModel, _init_tensors, _numpy, _reg_grad
+
+logger = logging.getLogger(__name__)
+
+
+def _implicit_matrix(data: Interactions) -> sp.csr_array:
+    """Users x items CSR with ``|N(u)|^-1/2`` in each cell of user ``u`` (duplicates merged)."""
+    seen = data.to_csr(binary=True, dtype=np.float32)
+    seen.data[:] = 1.0
+    counts = np.diff(seen.indptr).astype(np.float64)
+    inv = np.zeros_like(counts)
+    inv[counts > 0] = counts[counts > 0] ** -0.5
+    seen.data = np.repeat(inv, np.diff(seen.indptr)).astype(np.float32)
+    return seen
+
+
+def _torch_csr(mat: sp.csr_array, device: torch.device) -> torch.Tensor:
+    mat = sp.csr_array(mat)
+    mat.sort_indices()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(
+            torch.as_tensor(mat.indptr, dtype=torch.int64),
+            torch.as_tensor(mat.indices, dtype=torch.int64),
+            torch.as_tensor(mat.data, dtype=torch.float32),
+            size=mat.shape, device=device, check_invariants=False,
+        )
+
+
+class _SVDppLoss(torch.autograd.Function):
+    """Batch-mean squared error of SVD++ plus per-observation L2 (see :class:`SVDpp`).
+
+    Forward: ``Z = N_norm @ Y``; ``x_u = p_u + z_u``; ``e = mu + b_u + b_i + q_i . x_u - r``.
+    Backward by hand: factor and bias gradients with ``index_add_``, ``dY = N_norm^T @ dZ``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, p: torch.Tensor, q: torch.Tensor, bu: torch.Tensor, bi: torch.Tensor,
+                y: torch.Tensor, mu: torch.Tensor, u: torch.Tensor, i: torch.Tensor, r: torch.Tensor,
+                n_norm: torch.Tensor, n_norm_t: torch.Tensor,
+                reg: float, implicit_reg: float, bias_reg: float) -> torch.Tensor:
+        z = n_norm @ y
+        pu, qi = p.index_select(0, u), q.index_select(0, i)
+        x = pu + z.index_select(0, u)
+        bu_b, bi_b = bu.index_select(0, u), bi.index_select(0, i)
+        err = (x * qi).sum(1)
+        err += bu_b
+        err += bi_b
+        err += mu
+        err -= r
+        n = max(len(u), 1)
+        loss = torch.dot(err, err)
+        if reg:
+            loss = loss + reg * (torch.dot(pu.reshape(-1), pu.reshape(-1)) + torch.dot(qi.reshape(-1), qi.reshape(-1)))
+        if bias_reg:
+            loss = loss + bias_reg * (torch.dot(bu_b, bu_b) + torch.dot(bi_b, bi_b))
+        loss = loss / n
+        if implicit_reg:
+            loss = loss + implicit_reg * torch.dot(y.reshape(-1), y.reshape(-1))
+        ctx.save_for_backward(pu, qi, x, bu_b, bi_b, u, i, err, y)
+        ctx.n_norm_t = n_norm_t
+        ctx.meta = (p.shape, q.shape, bu.shape, bi.shape, float(reg), float(implicit_reg), float(bias_reg), n)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        pu, qi, x, bu_b, bi_b, u, i, err, y = ctx.saved_tensors
+        p_shape, q_shape, bu_shape, bi_shape, reg, implicit_reg, bias_reg, n = ctx.meta
+        scale = grad * (2.0 / n)
+        e = err[:, None]
+        need = ctx.needs_input_grad
+        dp = dq = dbu = dbi = dy = dmu = None
+        if need[0] or need[4]:
+            ex = e * qi  # d err^2 / d x_u, unscaled
+            if need[4]:
+                dz = ex.new_zeros(p_shape).index_add_(0, u, ex)
+                dz.mul_(scale)
+                dy = ctx.n_norm_t @ dz
+                if implicit_reg:
+                    dy.add_(y * (grad * (2.0 * implicit_reg)))
+            if need[0]:
+                gp = ex.add_(pu, alpha=reg) if reg else ex
+                dp = pu.new_zeros(p_shape).index_add_(0, u, gp)
+                dp.mul_(scale)
+        if need[1]:
+            dq = qi.new_zeros(q_shape).index_add_(0, i, _reg_grad(qi, e, x, reg))
+            dq.mul_(scale * (reg or 1.0))
+        if need[2]:
+            gb = err + bias_reg * bu_b if bias_reg else err
+            dbu = err.new_zeros(bu_shape).index_add_(0, u, gb * scale)
+        if need[3]:
+            gb = err + bias_reg * bi_b if bias_reg else err
+            dbi = err.new_zeros(bi_shape).index_add_(0, i, gb * scale)
+        if need[5]:
+            dmu = (err.sum() * scale).reshape(())
+        return dp, dq, dbu, dbi, dy, dmu, *([None] * 8)
+
+
+class _SVDppNet(nn.Module):
+    def __init__(self, init: dict[str, torch.Tensor], y: torch.Tensor, global_mean: float,
+                 n_norm: torch.Tensor) -> None:
+        super().__init__()
+        self.user_factors = nn.Parameter(init["p"])
+        self.item_factors = nn.Parameter(init["q"])
+        self.user_bias = nn.Parameter(init["bu"])
+        self.item_bias = nn.Parameter(init["bi"])
+        self.implicit_factors = nn.Parameter(y)
+        self.register_buffer("global_bias", torch.tensor(float(global_mean), dtype=torch.float32))
+        self.n_norm = n_norm  # not a buffer: kept out of state_dict copies
+
+    def effective_users(self) -> torch.Tensor:
+        """``p_u + |N(u)|^-1/2 sum_j y_j`` for every user."""
+        return self.user_factors + self.n_norm @ self.implicit_factors
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        x = self.effective_users()[users]
+        dot = (x * self.item_factors[items]).sum(1)
+        return self.global_bias + self.user_bias[users] + self.item_bias[items] + dot
+
+
+class SVDpp(TorchFactorModel):
+    """Koren's SVD++: biased MF plus implicit feedback from which items each user rated.
+
+    ``r = mu + b_u + b_i + q_i . (p_u + |N(u)|^-1/2 sum_{j in N(u)} y_j)``. After ``fit``,
+    ``user_factors_`` holds the effective user vector (the bracket), so scoring, ``recommend``,
+    ``similar_items`` and persistence work as for any factor model; ``implicit_factors_``
+    (``y``) and ``user_explicit_`` (``p``) are kept too, and :meth:`fold_in` uses ``y`` so a new
+    user's rated items inform their vector even before the ratings' values do.
+
+    Parameters
+    ----------
+    n_factors, epochs, batch_size, lr, optimizer, weight_decay, init_std, init_biases, patience,
+    valid_fraction, refit, device, seed, fold_in_reg
+        As in :class:`~cfrec.models.mf.BiasedMF`.
+    reg
+        Per-observation L2 on ``p_u`` and ``q_i`` (each rating in a batch adds
+        ``reg * (|p_u|^2 + |q_i|^2)``).
+    implicit_reg
+        L2 on the implicit factors ``y_j``. Koren's SGD shrinks ``y_j`` for every rating of every
+        user who rated ``j``; here that total strength (per batch row) is spread evenly over the
+        items: each step adds ``implicit_reg * c * |Y|^2`` with
+        ``c = sum_u |N(u)|^2 / (n_ratings * n_items)``.
+    bias_reg
+        Per-observation L2 on ``b_u`` and ``b_i``.
+    """
+
+    name = "svdpp"
+
+    def __init__(
+        self,
+        *,
+        n_factors: int = 32,
+        epochs: int = 20,
+        batch_size: int = 16384,
+        lr: float = 0.007,
+        reg: float = 0.1,
+        implicit_reg: float = 0.01,
+        bias_reg: float = 0.0,
+        weight_decay: float = 0.0,
+        optimizer: str = "adam",
+        init_std: float = 0.01,
+        init_biases: bool = True,
+        patience: int | None = 2,
+        valid_fraction: float = 0.0,
+        refit: bool = False,
+        device: str | None = None,
+        seed: int | None = 0,
+        fold_in_reg: float = 10.0,
+    ) -> None:
+        self.n_factors = n_factors
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.reg = reg
+        self.implicit_reg = implicit_reg
+        self.bias_reg = bias_reg
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.init_std = init_std
+        self.init_biases = init_biases
+        self.patience = patience
+        self.valid_fraction = valid_fraction
+        self.refit = refit
+        self.device = device
+        self.seed = seed
+        self.fold_in_reg = fold_in_reg
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if int(self.n_factors) < 1:
+            raise CfrecError(f"SVDpp: n_factors must be >= 1, got {self.n_factors!r}")
+        for name in ("reg", "implicit_reg", "bias_reg", "weight_decay", "init_std"):
+            if float(getattr(self, name)) < 0:
+                raise CfrecError(f"SVDpp: {name} must be >= 0, got {getattr(self, name)!r}")
+
+    def _build(self, data: Interactions, device: torch.device, gen: torch.Generator):
+        init = _init_tensors(data, int(self.n_factors), float(self.init_std), bool(self.init_biases),
+                             self.global_mean_, gen)
+        norm = _implicit_matrix(data)
+        n_norm = _torch_csr(norm, device)
+        n_norm_t = _torch_csr(norm.T.tocsr(), device)
+        # Koren's SGD shrinks y_j once for every rating of every user who rated j; per batch row
+        # that is sum_{u: j in N(u)} |N(u)| / n_ratings on average. Its mean over the items, spread
+        # evenly, works better than the per-item weights (it spares the y of popular items).
+        counts = np.diff(norm.indptr).astype(np.float64)
+        y_strength = float((counts ** 2).sum() / max(len(data), 1) / max(data.n_items, 1))
+        y = torch.zeros(data.n_items, int(self.n_factors))
+        net = _SVDppNet(init, y, self.global_mean_, n_norm).to(device)
+        t = data.to_tensors(device)
+        users, items, ratings = t["users"], t["items"], t["ratings"]
+        reg, implicit_reg, bias_reg = float(self.reg), float(self.implicit_reg), float(self.bias_reg)
+
+        def loss_fn(batch: torch.Tensor) -> torch.Tensor:
+            return _SVDppLoss.apply(
+                net.user_factors, net.item_factors, net.user_bias, net.item_bias, net.implicit_factors,
+                net.global_bias, users.index_select(0, batch), items.index_select(0, batch),
+                ratings.index_select(0, batch), n_norm, n_norm_t, reg, implicit_reg * y_strength, bias_reg)
+
+        return net, loss_fn, net
+
+    def _export(self, net: nn.Module, data: Interactions) -> None:
+        with torch.no_grad():
+            self.user_factors_ = _numpy(net.effective_users())
+        self.user_explicit_ = _numpy(net.user_factors)
+        self.implicit_factors_ = _numpy(net.implicit_factors)
+        self.item_factors_ = _numpy(net.item_factors)
+        self.user_bias_ = _numpy(net.user_bias)
+        self.item_bias_ = _numpy(net.item_bias)
+
+    # ------------------------------------------------------------------ cold start
+    def fold_in(self, items: Any, ratings: Any, *, reg: float | None = None) -> FoldedUser:
+        """A new user from a few ``(item, rating)`` pairs, SVD++ style.
+
+        The implicit part ``|N|^-1/2 sum_j y_j`` over the given items is computed first; then
+        ``[b_u, p_u]`` solve the ridge problem on what it leaves unexplained. The folded user's
+        vector is their sum, like ``user_factors_`` of a trained user.
+        """
+        self._check_fitted()
+        items_arr = np.atleast_1d(np.asarray(items))
+        r = np.atleast_1d(np.asarray(ratings, dtype=np.float64))
+        if len(items_arr) != len(r):
+            raise ValueError(f"items ({len(items_arr)}) and ratings ({len(r)}) differ in length")
+        idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
+        keep = idx >= 0
+        idx, r = idx[keep], r[keep]
+        seen = np.unique(idx)
+        y = self.implicit_factors_.astype(np.float64)
+        z = y[seen].sum(0) / np.sqrt(len(seen)) if len(seen) else np.zeros(y.shape[1])
+        q = self.item_factors_.astype(np.float64)[idx]
+        resid = r - self.global_mean_ - self.item_bias_[idx] - q @ z
+        lam = self._fold_in_reg() if reg is None else float(reg)
+        x = np.hstack([np.ones((len(idx), 1)), q])
+        a = x.T @ x + lam * np.eye(x.shape[1])
+        sol = np.linalg.solve(a, x.T @ resid) if len(idx) else np.zeros(x.shape[1])
+        return FoldedUser(float(sol[0]), (sol[1:] + z).astype(np.float32), seen.astype(np.int32), len(idx))
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, np.ndarray]:
+        state = super()._state()
+        state["implicit_factors"] = self.implicit_factors_.astype(np.float32)
+        state["user_explicit"] = self.user_explicit_.astype(np.float32)
+        return state
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        super()._set_state(arrays, meta)
+        self.implicit_factors_ = arrays["implicit_factors"]
+        self.user_explicit_ = arrays["user_explicit"]
+        if (self.implicit_factors_.shape != self.item_factors_.shape
+                or self.user_explicit_.shape != self.user_factors_.shape):
+            raise ModelFileError("SVD++ implicit or explicit factor matrices do not match the vocabularies")

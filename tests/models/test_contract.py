@@ -1,0 +1,318 @@
+"""The contract every cfrec model honours.
+
+To put a model under contract, subclass :class:`RecommenderContract` with a ``make_model``
+returning a small, fast, seeded instance (and ``has_factors = False`` for a model without item
+embeddings), e.g.::
+
+    class TestALSContract(RecommenderContract):
+        def make_model(self):
+            return ALS(n_factors=8, iterations=5, seed=0)
+
+Each class fits its model once (class-scoped fixture) on a small planted low-rank data set with
+string user ids and integer item ids; tests must not mutate the shared fitted model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cfrec.data import Interactions
+from cfrec.errors import CfrecError, ModelFileError, NotFittedError
+from cfrec.models import FoldedUser, Recommender, Recs
+from cfrec.models.baseline import Baseline
+from cfrec.models.mf import BiasedMF
+from cfrec.models.svdpp import SVDpp
+
+RATING_SCALE = (1.0, 5.0)
+
+
+def make_ratings(n_users: int = 60, n_items: int = 40, per_user: int = 14, n_factors: int = 3,
+                 noise: float = 0.3, seed: int = 0) -> Interactions:
+    """Planted ``mu + b_u + b_i + p_u.q_i + noise`` ratings rounded to 1..5.
+
+    Users are ``"u000"``-style strings, items integers from 100; every user rates
+    ``per_user`` items (the popular ones more often) and every item gets rated.
+    """
+    rng = np.random.default_rng(seed)
+    p = rng.normal(0, 0.8, (n_users, n_factors))
+    q = rng.normal(0, 0.8, (n_items, n_factors))
+    bu, bi = rng.normal(0, 0.4, n_users), rng.normal(0, 0.5, n_items)
+    pop = 1.0 / np.arange(1, n_items + 1) ** 0.5
+    rows = []
+    for u in range(n_users):
+        items = rng.choice(n_items, per_user, replace=False, p=pop / pop.sum())
+        for i in items:
+            r = 3.5 + bu[u] + bi[i] + p[u] @ q[i] + rng.normal(0, noise)
+            rows.append((f"u{u:03d}", 100 + int(i), float(np.clip(np.rint(r), 1, 5)), 1_000 * len(rows)))
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    missing = sorted(set(range(100, 100 + n_items)) - set(df["item_id"]))
+    if missing:
+        extra = pd.DataFrame([("u000", i, 3.0, 0) for i in missing], columns=df.columns)
+        df = pd.concat([df, extra], ignore_index=True)
+    df["item_id"] = df["item_id"].astype(np.int64)
+    return Interactions.from_frame(df, rating_scale=RATING_SCALE, name="planted")
+
+
+@pytest.fixture(scope="module")
+def planted() -> Interactions:
+    return make_ratings()
+
+
+@pytest.fixture(scope="class")
+def fitted(request: pytest.FixtureRequest, planted: Interactions) -> Recommender:
+    model = request.cls().make_model()
+    assert model.fit(planted) is model
+    return model
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a, dtype=np.float64) - b) ** 2)))
+
+
+class RecommenderContract:
+    """Behaviour shared by every model; subclasses provide :meth:`make_model`."""
+
+    #: False for models without item embeddings (similar_items then raises CfrecError).
+    has_factors: bool = True
+
+    def make_model(self) -> Recommender:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ fitting
+    def test_fit_sets_learned_attributes(self, fitted: Recommender, planted: Interactions) -> None:
+        assert fitted.is_fitted
+        n_u, n_i = len(fitted.user_map_), len(fitted.item_map_)
+        assert (n_u, n_i) == (60, 40)
+        assert fitted.global_mean_ == pytest.approx(float(planted.ratings.mean()), abs=0.5)
+        assert fitted.user_bias_.dtype == np.float32 and fitted.user_bias_.shape == (n_u,)
+        assert fitted.item_bias_.dtype == np.float32 and fitted.item_bias_.shape == (n_i,)
+        assert fitted.seen_.shape == (n_u, n_i) and fitted.seen_.nnz == len(planted)
+        assert fitted.rating_scale_ == RATING_SCALE
+        assert fitted.fit_info_["n_ratings"] == len(planted)
+        assert isinstance(fitted.history_, list)
+
+    def test_unfitted_model_raises_not_fitted(self) -> None:
+        model = self.make_model()
+        with pytest.raises(NotFittedError):
+            model.predict(["u000"], [100])
+        with pytest.raises(NotFittedError):
+            model.recommend("u000")
+
+    def test_fit_ignores_vocabulary_ids_without_ratings(self, planted: Interactions) -> None:
+        part = planted.subset(planted.users != planted.user_map.to_index(np.array(["u005"]))[0])
+        model = self.make_model().fit(part)
+        assert "u005" not in set(model.user_map_.ids.tolist())
+        pred = model.predict_detailed(["u005"], [100])
+        assert pred.fallback[0] == 1  # unknown user
+
+    # ------------------------------------------------------------------ prediction
+    def test_predict_raw_ids_within_scale_and_better_than_mean(self, fitted: Recommender,
+                                                                planted: Interactions) -> None:
+        pred = fitted.predict(planted.raw_users(), planted.raw_items())
+        assert pred.dtype == np.float32 and pred.shape == (len(planted),)
+        assert pred.min() >= RATING_SCALE[0] and pred.max() <= RATING_SCALE[1]
+        assert _rmse(pred, planted.ratings) < _rmse(np.full(len(planted), planted.ratings.mean()), planted.ratings)
+
+    def test_predict_matches_known_scores_clipped(self, fitted: Recommender, planted: Interactions) -> None:
+        u = planted.user_map.to_raw(planted.users[:50])
+        i = planted.item_map.to_raw(planted.items[:50])
+        raw = fitted._predict_known(fitted.user_map_.to_index(u), fitted.item_map_.to_index(i))
+        np.testing.assert_allclose(fitted.predict(u, i), np.clip(raw, *RATING_SCALE), rtol=1e-6)
+
+    def test_predict_scalar_user_broadcasts(self, fitted: Recommender) -> None:
+        items = [100, 101, 102]
+        np.testing.assert_array_equal(fitted.predict("u001", items), fitted.predict(["u001"] * 3, items))
+        with pytest.raises(ValueError, match="differ in length"):
+            fitted.predict(["u001", "u002"], items)
+
+    def test_unknown_ids_fall_back_to_biases(self, fitted: Recommender) -> None:
+        mu = fitted.global_mean_
+        u_idx = fitted.user_map_.to_index(np.array(["u003"]))[0]
+        i_idx = fitted.item_map_.to_index(np.array([105]))[0]
+        pred = fitted.predict_detailed(["nobody", "u003", "nobody", "u003"], [105, 99999, 99999, 105])
+        expected = np.clip([mu + fitted.item_bias_[i_idx], mu + fitted.user_bias_[u_idx], mu], *RATING_SCALE)
+        np.testing.assert_allclose(pred.ratings[:3], expected, rtol=1e-6)
+        assert pred.fallback.tolist() == [1, 2, 3, 0]
+        assert pred.counts() == {"personalised": 1, "unknown_user": 1, "unknown_item": 1, "unknown_both": 1}
+
+    # ------------------------------------------------------------------ recommend
+    def test_recommend_one_user_excludes_seen_and_is_sorted(self, fitted: Recommender,
+                                                            planted: Interactions) -> None:
+        recs = fitted.recommend("u002", k=8)
+        assert isinstance(recs, Recs)
+        seen = set(planted.to_frame().query("user_id == 'u002'")["item_id"])
+        assert len(recs.ids) == 8 and not seen & set(recs.ids.tolist())
+        assert np.all(np.diff(recs.scores) <= 0)
+        np.testing.assert_allclose(recs.scores, fitted.predict("u002", recs.ids), rtol=1e-6)
+        # the best unseen item really is the best: no unseen item predicts higher
+        unseen = np.array(sorted(set(range(100, 140)) - seen))
+        assert recs.scores[0] == pytest.approx(fitted.predict("u002", unseen).max(), rel=1e-6)
+
+    def test_recommend_many_users_excludes_seen(self, fitted: Recommender, planted: Interactions) -> None:
+        frame = planted.to_frame()
+        users = np.array(["u000", "u010", "u020", "nobody"], dtype=object)
+        recs = fitted.recommend(users, k=5)
+        assert isinstance(recs, list) and len(recs) == 4
+        for user, rec in zip(users, recs, strict=True):
+            seen = set(frame.loc[frame["user_id"] == user, "item_id"])
+            assert len(rec.ids) == 5 and not seen & set(rec.ids.tolist())
+        # the unknown user gets the bias-ranked popular list
+        top = np.argsort(-(fitted.global_mean_ + fitted.item_bias_), kind="stable")[:5]
+        assert set(recs[3].ids.tolist()) == set(fitted.item_map_.to_raw(top).tolist())
+
+    def test_recommend_exclude_seen_false_and_candidates(self, fitted: Recommender,
+                                                         planted: Interactions) -> None:
+        all_items = fitted.recommend("u002", k=40, exclude_seen=False)
+        assert sorted(all_items.ids.tolist()) == list(range(100, 140))
+        cands = fitted.recommend("u002", k=10, exclude_seen=False, candidates=[101, 103, 99999])
+        assert sorted(cands.ids.tolist()) == [101, 103]
+
+    def test_recommend_folded_user(self, fitted: Recommender) -> None:
+        folded = fitted.fold_in([100, 101, 102, 103], [5, 5, 1, 1])
+        assert isinstance(folded, FoldedUser) and folded.n_ratings == 4
+        recs = fitted.recommend(folded, k=10)
+        assert len(recs.ids) == 10 and not {100, 101, 102, 103} & set(recs.ids.tolist())
+        np.testing.assert_allclose(recs.scores, fitted.predict(folded, recs.ids), rtol=1e-6)
+
+    # ------------------------------------------------------------------ similar items
+    def test_similar_items_excludes_query(self, fitted: Recommender) -> None:
+        if not self.has_factors:
+            with pytest.raises(CfrecError):
+                fitted.similar_items(100)
+            return
+        sims = fitted.similar_items(100, k=5)
+        assert len(sims.ids) == 5 and 100 not in sims.ids.tolist()
+        assert np.all(np.diff(sims.scores) <= 1e-7) and np.all(np.abs(sims.scores) <= 1 + 1e-5)
+        emb = fitted.item_embeddings()
+        unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        q = fitted.item_map_.to_index(np.array([100]))[0]
+        cos = unit @ unit[q]
+        cos[q] = -np.inf
+        assert fitted.item_map_.to_raw(np.array([np.argmax(cos)]))[0] == sims.ids[0]
+        many = fitted.similar_items([100, 101], k=3)
+        assert [q not in r.ids.tolist() for q, r in zip((100, 101), many, strict=True)] == [True, True]
+
+    def test_factors_are_finite(self, fitted: Recommender) -> None:
+        assert np.isfinite(fitted.user_bias_).all() and np.isfinite(fitted.item_bias_).all()
+        if self.has_factors:
+            assert np.isfinite(fitted.item_embeddings()).all()
+            assert np.isfinite(fitted.user_embeddings()).all()
+            assert fitted.item_embeddings().shape[0] == len(fitted.item_map_)
+
+    # ------------------------------------------------------------------ persistence
+    def test_save_load_round_trip(self, fitted: Recommender, planted: Interactions, tmp_path: Path) -> None:
+        path = fitted.save(tmp_path / "model")
+        loaded = Recommender.load(path)
+        assert type(loaded) is type(fitted)
+        assert loaded.get_params() == fitted.get_params()
+        u, i = planted.raw_users(), planted.raw_items()
+        np.testing.assert_array_equal(loaded.predict(u, i), fitted.predict(u, i))
+        users = np.array(["u000", "u007", "nobody"], dtype=object)
+        for a, b in zip(loaded.recommend(users, k=7), fitted.recommend(users, k=7), strict=True):
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.scores, b.scores)
+        folded_a = loaded.fold_in([100, 104], [5, 2])
+        folded_b = fitted.fold_in([100, 104], [5, 2])
+        np.testing.assert_array_equal(loaded.predict(folded_a, [101, 102]), fitted.predict(folded_b, [101, 102]))
+        if self.has_factors:
+            np.testing.assert_array_equal(loaded.similar_items(100, k=4).ids, fitted.similar_items(100, k=4).ids)
+        # loading through the model's own class works as well
+        assert type(type(fitted).load(path)) is type(fitted)
+
+    def test_corrupted_or_foreign_files_raise_model_file_error(self, fitted: Recommender,
+                                                               tmp_path: Path) -> None:
+        good = fitted.save(tmp_path / "good")
+
+        def copy(name: str) -> Path:
+            dst = tmp_path / name
+            dst.mkdir()
+            for f in good.iterdir():
+                (dst / f.name).write_bytes(f.read_bytes())
+            return dst
+
+        truncated = copy("truncated")
+        w = truncated / "weights.safetensors"
+        w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+        garbage = copy("garbage")
+        (garbage / "model.json").write_text("{not json", encoding="utf-8")
+        foreign = tmp_path / "foreign"
+        foreign.mkdir()
+        (foreign / "model.json").write_text(json.dumps({"format": "something-else"}), encoding="utf-8")
+        no_weights = copy("no_weights")
+        (no_weights / "weights.safetensors").unlink()
+        not_safetensors = copy("not_safetensors")
+        (not_safetensors / "weights.safetensors").write_bytes(b"\x00" * 64)
+        meta = json.loads((not_safetensors / "model.json").read_text(encoding="utf-8"))
+        meta["weights_sha256"] = None  # defeat the checksum: the reader itself must cope
+        (not_safetensors / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+        for bad in (truncated, garbage, foreign, no_weights, not_safetensors, tmp_path / "absent"):
+            with pytest.raises(ModelFileError):
+                Recommender.load(bad)
+
+    def test_load_as_wrong_class_is_refused(self, fitted: Recommender, tmp_path: Path) -> None:
+        path = fitted.save(tmp_path / "model")
+        other = SVDpp if not isinstance(fitted, SVDpp) else BiasedMF
+        with pytest.raises(ModelFileError, match="not a"):
+            other.load(path)
+
+    # ------------------------------------------------------------------ configuration
+    def test_reproducible_with_fixed_seed(self, planted: Interactions, fitted: Recommender) -> None:
+        again = self.make_model().fit(planted)
+        u, i = planted.raw_users(), planted.raw_items()
+        np.testing.assert_array_equal(again.predict(u, i), fitted.predict(u, i))
+
+    def test_get_params_round_trip(self, fitted: Recommender) -> None:
+        params = fitted.get_params()
+        json.dumps(params)  # JSON-friendly
+        clone = type(fitted)(**params)
+        assert clone.get_params() == params
+        assert repr(clone).startswith(type(fitted).__name__ + "(")
+        with pytest.raises(ValueError, match="no hyperparameter"):
+            clone.set_params(not_a_param=1)
+
+
+# ---------------------------------------------------------------------- the models under contract
+class TestBaselineContract(RecommenderContract):
+    has_factors = False
+
+    def make_model(self) -> Recommender:
+        return Baseline()
+
+
+class TestBiasedMFContract(RecommenderContract):
+    def make_model(self) -> Recommender:
+        return BiasedMF(n_factors=8, epochs=15, batch_size=128, lr=0.02, seed=0)
+
+
+class TestBiasedMFLabContract(RecommenderContract):
+    def make_model(self) -> Recommender:
+        return BiasedMF.lab(epochs=5, batch_size=128)
+
+
+class TestSVDppContract(RecommenderContract):
+    def make_model(self) -> Recommender:
+        return SVDpp(n_factors=8, epochs=15, batch_size=128, lr=0.02, seed=0)
+
+
+# ---------------------------------------------------------------------- real data
+@pytest.mark.slow
+@pytest.mark.parametrize("factory", [lambda: BiasedMF(epochs=2), lambda: SVDpp(epochs=2)], ids=["mf", "svdpp"])
+def test_recommend_all_ml100k_users_under_a_second(factory: Any, ml100k_dir: Path) -> None:
+    df = pd.read_csv(ml100k_dir / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"])
+    data = Interactions.from_frame(df, rating_scale=(1.0, 5.0))
+    model = factory().fit(data)
+    users = data.user_map.ids
+    start = time.perf_counter()
+    recs = model.recommend(users, k=10)
+    seconds = time.perf_counter() - start
+    assert len(recs) == 943 and all(len(r.ids) == 10 for r in recs)
+    seen = set(zip(df["user_id"], df["item_id"], strict=True))
+    assert not any((u, i) in seen for u, r in zip(users, recs, strict=True) for i in r.ids.tolist())
+    assert seconds < 1.0, f"recommend for 943 users took {seconds:.2f}s"
