@@ -30,11 +30,12 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# Two test workers on two cores: one BLAS/OpenMP thread each avoids oversubscription stalls.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow and not browser"
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q -m "not slow and not browser"
 
 demo: $(STAMP)
 	$(VENV)/bin/cfrec quickstart

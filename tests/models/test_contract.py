@@ -316,3 +316,38 @@ def test_recommend_all_ml100k_users_under_a_second(factory: Any, ml100k_dir: Pat
     seen = set(zip(df["user_id"], df["item_id"], strict=True))
     assert not any((u, i) in seen for u, r in zip(users, recs, strict=True) for i in r.ids.tolist())
     assert seconds < 1.0, f"recommend for 943 users took {seconds:.2f}s"
+
+
+# ---------------------------------------------------------------------- ALS and NeuMF (ALS engineer)
+class TestALSContract(RecommenderContract):
+    def make_model(self) -> Recommender:
+        from cfrec.models.als import ALS
+
+        return ALS(n_factors=8, iterations=5, seed=0)
+
+
+class TestNeuMFContract(RecommenderContract):
+    def make_model(self) -> Recommender:
+        from cfrec.models.neumf import NeuMF
+
+        return NeuMF(n_factors=8, mlp_layers=(16, 8), epochs=10, batch_size=128, lr=3e-3, reg=0.001,
+                     seed=0, device="cpu")
+
+
+class TestNeuMFImplicitContract(RecommenderContract):
+    def make_model(self) -> Recommender:
+        from cfrec.models.neumf import NeuMF
+
+        return NeuMF(mode="implicit", n_factors=8, mlp_layers=(16, 8), epochs=5, batch_size=256,
+                     lr=3e-3, reg=0.0, seed=0, device="cpu")
+
+    def test_predict_raw_ids_within_scale_and_better_than_mean(self, fitted: Recommender,
+                                                                planted: Interactions) -> None:
+        """Implicit scores are preferences mapped onto the scale, not ratings: scale only, and
+        rated pairs outscore random pairs."""
+        pred = fitted.predict(planted.raw_users(), planted.raw_items())
+        assert pred.dtype == np.float32 and pred.shape == (len(planted),)
+        assert pred.min() >= RATING_SCALE[0] and pred.max() <= RATING_SCALE[1]
+        rng = np.random.default_rng(0)
+        other = fitted.predict(planted.raw_users(), rng.choice(fitted.item_map_.ids, len(planted)))
+        assert pred.mean() > other.mean()

@@ -371,6 +371,15 @@ class ALS(FactorRecommender):
         self.user_factors_, self.item_factors_ = ops.to_numpy(p), ops.to_numpy(q)
 
     # ------------------------------------------------------------------ cold start
+    def _fold_in_diagonal(self, n_items: np.ndarray, reg: float | None = None) -> np.ndarray:
+        """The ridge diagonal ``fold_in`` uses for a user with ``n_items`` known ratings.
+
+        Lets the online (prequential) protocol reproduce ALS's count-dependent fold-in with its
+        vectorised rank-one updates: shape (len(n_items), 1 + n_factors).
+        """
+        counts = np.asarray(n_items, dtype=np.float32)
+        return self._penalty(reg).diagonal(counts, self.item_factors_.shape[1]).astype(np.float64)
+
     def fold_in(self, items: Any, ratings: Any, *, reg: float | None = None) -> FoldedUser:
         """Solve a new user's ``[b_u, p_u]`` exactly as a training half-step would.
 

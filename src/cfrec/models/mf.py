@@ -60,7 +60,8 @@ class TorchFactorModel(FactorRecommender):
     * early stopping after ``patience`` epochs without a validation improvement, restoring the
       best epoch; with ``refit=True`` the carve only picks the epoch count and the model is then
       trained again on all of ``train`` for that many epochs;
-    * the per-epoch history in ``history_`` and the ``on_epoch`` callback.
+    * the per-epoch history in ``history_`` (``train_loss`` is the minibatch objective, penalties
+      included; ``valid_rmse`` is on clipped predictions) and the ``on_epoch`` callback.
     """
 
     # hyperparameters every subclass accepts (set by its __init__)
@@ -140,7 +141,10 @@ class TorchFactorModel(FactorRecommender):
 
 
 def _best_epoch(history: list[dict[str, Any]]) -> int:
-    """Epoch with the lowest validation RMSE (the one early stopping restored)."""
+    """The epoch early stopping restored (else the one with the lowest validation RMSE)."""
+    flagged = [r["epoch"] for r in history if r.get("best")]
+    if flagged:
+        return int(flagged[0])
     scored = [r for r in history if "valid_rmse" in r]
     if not scored:
         return len(history)
