@@ -22,18 +22,18 @@ Timings depend on the machine and its load: they are wall-clock seconds of ``fit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cfrec._io import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
@@ -206,18 +206,6 @@ def environment(device: str | None, with_surprise: bool) -> dict[str, Any]:
     return env
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------- main
@@ -296,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(markdown(report))
     if args.json:
-        _write_json_atomic(args.json, report)
+        write_json_atomic(args.json, report)
         print(f"\nwrote {args.json}", file=sys.stderr)
     return 0
 

@@ -20,7 +20,6 @@ Choices made here (also in each command's help):
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +29,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cfrec._io import to_jsonable
 from cfrec.cli._app import app, console, err_console, fail
 from cfrec.errors import CfrecError
 from cfrec.models.registry import model_names
@@ -145,21 +145,8 @@ def load_model(path: Path) -> Any:
 
 
 def _echo_json(obj: Any) -> None:
-    typer.echo(json.dumps(_jsonable(obj), indent=2, allow_nan=False))
+    typer.echo(json.dumps(to_jsonable(obj), indent=2, allow_nan=False))
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _item_meta(model: Any, raw_ids: Any) -> list[dict[str, Any]]:
@@ -175,7 +162,7 @@ def _item_meta(model: Any, raw_ids: Any) -> list[dict[str, Any]]:
                 title = row["title"]
             if "year" in info.columns and row["year"] is not None and not _isnan(row["year"]):
                 year = int(row["year"])
-        out.append({"item_id": _jsonable(r), "title": title, "year": year})
+        out.append({"item_id": to_jsonable(r), "title": title, "year": year})
     return out
 
 
@@ -382,7 +369,7 @@ def recommend(
     n_train = len(seen_set)
     if json_out:
         _echo_json({
-            "user": _jsonable(user_raw),
+            "user": to_jsonable(user_raw),
             "known": known,
             "fallback": None if known else "popular",
             "n_train_ratings": n_train,

@@ -15,19 +15,15 @@ ranking columns measured offline on the same split.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from cfrec._io import to_jsonable, write_json_atomic  # noqa: F401  (write_json_atomic re-exported)
 from cfrec._version import __version__
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
@@ -36,7 +32,6 @@ from cfrec.evaluation.protocols import (
     FoldResult,
     ModelLike,
     _fmt,
-    _jsonable,
     cross_validate,
     evaluate_detailed,
     resolve_model,
@@ -63,7 +58,7 @@ class BenchmarkRow:
     beats_popularity: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable({
+        return to_jsonable({
             "model": self.model,
             "personalised": self.personalised,
             "beats_popularity": self.beats_popularity,
@@ -99,7 +94,7 @@ class BenchmarkResult:
         return [r.model for r in self.rows if r.beats_popularity is False]
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable({
+        return to_jsonable({
             "cfrec_version": __version__,
             "dataset": self.dataset,
             "protocol": self.protocol,
@@ -302,7 +297,7 @@ def _online_row(factory: Callable[[], Recommender], name: str, split: Split, met
         # The popularity row is for ranking only: its ratings are not personalised, no replay.
         mean.update({"fit_seconds": fit_s, "predict_seconds": math.nan, "rank_seconds": ev.rank_seconds})
         return BenchmarkRow(name, False, mean, {key: math.nan for key in mean}, 1,
-                            _jsonable(est.get_params()), {"offline": fold.to_dict()})
+                            to_jsonable(est.get_params()), {"offline": fold.to_dict()})
     on = online_evaluate(est, split.test, train=split.train, name=name)
     mean.update({
         "rmse": on.rmse, "mae": on.mae, "offline_rmse": on.offline_rmse, "offline_mae": on.offline_mae,
@@ -314,30 +309,4 @@ def _online_row(factory: Callable[[], Recommender], name: str, split: Split, met
         "offline_predict_seconds": ev.predict_seconds, "rank_seconds": ev.rank_seconds,
     })
     return BenchmarkRow(name, _is_personalised(est), mean, {key: math.nan for key in mean}, 1,
-                        _jsonable(est.get_params()), {"online": on.to_dict(), "offline": fold.to_dict()})
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, ensure_ascii=False, allow_nan=False, default=_default)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+                        to_jsonable(est.get_params()), {"online": on.to_dict(), "offline": fold.to_dict()})

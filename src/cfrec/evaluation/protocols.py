@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from cfrec._io import to_jsonable
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
 from cfrec.errors import CfrecError
@@ -506,7 +507,7 @@ def cross_validate(
             on_model(est, split)
         if on_fold is not None:
             on_fold(fold)
-    return ProtocolResult(display, splits[0].train.name, protocol, folds, _jsonable(params))
+    return ProtocolResult(display, splits[0].train.name, protocol, folds, to_jsonable(params))
 
 
 def holdout(
@@ -541,11 +542,3 @@ def run_protocol(
     splits = make_splits(data, spec, seed=seed, data_home=data_home)
     return cross_validate(model, splits, k=k, relevance=relevance, metrics=metrics,
                           protocol=spec, on_fold=on_fold)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return _num(obj)

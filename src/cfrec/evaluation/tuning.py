@@ -17,8 +17,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 import types
 import typing
@@ -30,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from cfrec._io import to_jsonable, write_text_atomic
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
 from cfrec.errors import CfrecError
@@ -389,7 +388,7 @@ class TuningResult:
 
     def summary(self) -> dict[str, Any]:
         """Everything but the trial table, JSON-friendly."""
-        return _jsonable({
+        return to_jsonable({
             "model": self.model,
             "dataset": self.dataset,
             "split": self.split,
@@ -408,21 +407,21 @@ class TuningResult:
 
     def to_dict(self) -> dict[str, Any]:
         out = self.summary()
-        out["trials"] = _jsonable(self.trials.to_dict(orient="records"))
+        out["trials"] = to_jsonable(self.trials.to_dict(orient="records"))
         return out
 
     def to_csv(self, path: str | Path) -> Path:
         """Write the trial table as CSV (atomically)."""
-        return _atomic_write(Path(path), self.trials.to_csv(index=False))
+        return write_text_atomic(Path(path), self.trials.to_csv(index=False))
 
     def to_json(self, path: str | Path) -> Path:
         """Write the summary plus the trial table as JSON (atomically)."""
-        return _atomic_write(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        return write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def best_params_json(self) -> dict[str, Any]:
         """The content of ``best_params.json``, which ``cfrec train --params-json`` reads."""
         params = {k: v for k, v in self.best_params.items() if k not in HARDWARE_PARAMS}
-        return _jsonable({
+        return to_jsonable({
             "model": self.model,
             "params": params,
             "valid_rmse": self.best_valid_rmse,
@@ -439,7 +438,7 @@ class TuningResult:
         return {
             "csv": self.to_csv(folder / "trials.csv"),
             "json": self.to_json(folder / "trials.json"),
-            "best_params": _atomic_write(folder / "best_params.json",
+            "best_params": write_text_atomic(folder / "best_params.json",
                                          json.dumps(self.best_params_json(), indent=2, allow_nan=False) + "\n"),
         }
 
@@ -697,31 +696,3 @@ def _quiet_optuna(optuna: Any) -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if obj is pd.NA:
-        return None
-    return obj
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    """Write text to a temp file beside ``path``, fsync, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cfrec._io import to_jsonable
 from cfrec._version import __version__
 from cfrec.data.idmap import IdMap
 from cfrec.data.interactions import Interactions
-from cfrec.errors import CfrecError, ModelFileError, NotFittedError, UnknownIdError
+from cfrec.errors import CfrecError, ModelFileError, NotFittedError
 
 logger = logging.getLogger(__name__)
 
@@ -452,7 +453,8 @@ class Recommender(ABC):
         return {}
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Restore what :meth:`_state` saved."""
+        """Restore what :meth:`_state` saved (nothing for models without own arrays)."""
+        return None
 
     def save(self, path: str | Path) -> Path:
         """Write the model to a folder: ``weights.safetensors`` + ``model.json`` (+ ``items.json``).
@@ -480,14 +482,14 @@ class Recommender(ABC):
                 "cfrec_version": __version__,
                 "model_class": type(self).__name__,
                 "model_name": self.name,
-                "params": _jsonable(self.get_params()),
+                "params": to_jsonable(self.get_params()),
                 "global_mean": self.global_mean_,
                 "rating_scale": list(self.rating_scale_),
                 "user_ids": self.user_map_.to_list(),
                 "item_ids": self.item_map_.to_list(),
-                "fit_info": _jsonable(getattr(self, "fit_info_", {})),
-                "history": _jsonable(getattr(self, "history_", [])),
-                "extra": _jsonable(self._extra_meta()),
+                "fit_info": to_jsonable(getattr(self, "fit_info_", {})),
+                "history": to_jsonable(getattr(self, "history_", [])),
+                "extra": to_jsonable(self._extra_meta()),
                 "weights_sha256": digest,
             }
             _write_json(tmp / META_FILE, meta)
@@ -636,19 +638,6 @@ def _write_json(path: Path, obj: Any) -> None:
         os.fsync(fh.fileno())
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
-
 
 def _item_info_for(data: Interactions) -> pd.DataFrame | None:
     info = data.item_info
@@ -661,7 +650,7 @@ def _item_info_for(data: Interactions) -> pd.DataFrame | None:
 
 
 def _items_to_json(info: pd.DataFrame) -> dict[str, Any]:
-    out: dict[str, Any] = {"ids": _jsonable(info.index.tolist())}
+    out: dict[str, Any] = {"ids": to_jsonable(info.index.tolist())}
     for col in info.columns:
         values = []
         for v in info[col].tolist():
@@ -669,7 +658,7 @@ def _items_to_json(info: pd.DataFrame) -> dict[str, Any]:
                 v = v.tolist()
             if v is pd.NA or v is pd.NaT or (isinstance(v, float) and not np.isfinite(v)):
                 v = None
-            values.append(_jsonable(v))
+            values.append(to_jsonable(v))
         out[col] = values
     return out
 

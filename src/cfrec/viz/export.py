@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from cfrec._io import atomic_path
+from cfrec._io import write_bytes_atomic as atomic_write_bytes
 from cfrec._version import __version__
 from cfrec.errors import CfrecError, DataError
-from cfrec.viz.plots import atomic_path, atomic_write_bytes
 
 if TYPE_CHECKING:
     from cfrec.models.base import Recommender

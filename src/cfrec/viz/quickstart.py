@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cfrec._io import to_jsonable
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, DatasetUnavailable
 from cfrec.viz.plots import atomic_write_bytes
@@ -72,9 +73,7 @@ class QuickstartResult:
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (what ``summary.json`` holds)."""
-        from cfrec.models.base import _jsonable
-
-        return _jsonable({
+        return to_jsonable({
             "dataset": self.dataset,
             "synthetic": self.synthetic,
             "unavailable_reason": self.unavailable_reason,
