@@ -177,7 +177,8 @@ def supports_fast(model: Recommender) -> bool:
     """
     cls = type(model)
     linear_score = (cls._score_folded is Recommender._score_folded
-                    and cls._predict_folded is Recommender._predict_folded)
+                    and cls._predict_folded is Recommender._predict_folded
+                    and cls._fold_in_offset is Recommender._fold_in_offset)
     return linear_score and (cls.fold_in is Recommender.fold_in or hasattr(cls, "_fold_in_diagonal"))
 
 

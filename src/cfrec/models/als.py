@@ -389,14 +389,8 @@ class ALS(FactorRecommender):
         overrides the weighted-lambda term. Unknown items are ignored.
         """
         self._check_fitted()
-        items_arr = np.atleast_1d(np.asarray(items))
-        r = np.atleast_1d(np.asarray(ratings, dtype=np.float64))
-        if len(items_arr) != len(r):
-            raise ValueError(f"items ({len(items_arr)}) and ratings ({len(r)}) differ in length")
         penalty = self._penalty(reg)
-        idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
-        keep = idx >= 0
-        idx, r = idx[keep], r[keep]
+        idx, r = self._known_ratings(items, ratings)
         k = self.item_factors_.shape[1]
         if not len(idx):
             return FoldedUser(0.0, np.zeros(k, dtype=np.float32), np.zeros(0, dtype=np.int32), 0)

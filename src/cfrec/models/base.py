@@ -425,24 +425,39 @@ class Recommender(ABC):
             heuristics chosen per model.
         """
         self._check_fitted()
-        items_arr = np.atleast_1d(np.asarray(items))
-        r = np.atleast_1d(np.asarray(ratings, dtype=np.float64))
-        if len(items_arr) != len(r):
-            raise ValueError(f"items ({len(items_arr)}) and ratings ({len(r)}) differ in length")
-        idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
-        keep = idx >= 0
-        idx, r = idx[keep], r[keep]
+        idx, r = self._known_ratings(items, ratings)
         lam = self._fold_in_reg() if reg is None else float(reg)
         try:
             q = self.item_embeddings().astype(np.float64)[idx]
         except NotImplementedError:
             q = np.zeros((len(idx), 0))
-        resid = r - self.global_mean_ - self.item_bias_[idx]
+        seen = np.unique(idx)
+        offset = self._fold_in_offset(seen) if q.shape[1] else np.zeros(0)
+        resid = r - self.global_mean_ - self.item_bias_[idx] - q @ offset
         # Unknowns: [b_u, p_u]. Bias regularised like the factors.
         x = np.hstack([np.ones((len(idx), 1)), q])
         a = x.T @ x + lam * np.eye(x.shape[1])
         sol = np.linalg.solve(a, x.T @ resid) if len(idx) else np.zeros(x.shape[1])
-        return FoldedUser(float(sol[0]), sol[1:].astype(np.float32), np.unique(idx).astype(np.int32), len(idx))
+        return FoldedUser(float(sol[0]), (sol[1:] + offset).astype(np.float32), seen.astype(np.int32), len(idx))
+
+    def _known_ratings(self, items: Any, ratings: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Validate fold-in input; return model item indices and float64 ratings of known items."""
+        items_arr = np.atleast_1d(np.asarray(items))
+        r = np.atleast_1d(np.asarray(ratings, dtype=np.float64))
+        if len(items_arr) != len(r):
+            raise ValueError(f"items ({len(items_arr)}) and ratings ({len(r)}) differ in length")
+        if not np.all(np.isfinite(r)):
+            raise ValueError("fold-in ratings must be finite numbers")
+        idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
+        keep = idx >= 0
+        return idx[keep], r[keep]
+
+    def _fold_in_offset(self, seen: np.ndarray) -> np.ndarray:
+        """A fixed part of a new user's vector that depends only on which items they rated.
+
+        Zero for plain factor models; SVD++ returns its implicit term ``|N|^-1/2 sum_j y_j``.
+        """
+        return np.zeros(self.item_embeddings().shape[1])
 
     def _fold_in_reg(self) -> float:
         return float(getattr(self, "fold_in_reg", None) or 1.0)

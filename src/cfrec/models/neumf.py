@@ -470,13 +470,7 @@ class NeuMF(Recommender):
         ``FoldedUser.factors`` holds the concatenated embeddings (like :meth:`user_embeddings`).
         """
         self._check_fitted()
-        items_arr = np.atleast_1d(np.asarray(items))
-        r = np.atleast_1d(np.asarray(ratings, dtype=np.float64))
-        if len(items_arr) != len(r):
-            raise ValueError(f"items ({len(items_arr)}) and ratings ({len(r)}) differ in length")
-        idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
-        keep = idx >= 0
-        idx, r = idx[keep], r[keep]
+        idx, r = self._known_ratings(items, ratings)
         net = self.net_
         k, half = net.user_gmf.embedding_dim, net.half
         if not len(idx):

@@ -22,7 +22,6 @@ from torch import nn
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import FoldedUser
 from cfrec.models.mf import TorchFactorModel, _init_tensors, _numpy, _reg_grad
 
 logger = logging.getLogger(__name__)
@@ -253,31 +252,14 @@ class SVDpp(TorchFactorModel):
         self.item_bias_ = _numpy(net.item_bias)
 
     # ------------------------------------------------------------------ cold start
-    def fold_in(self, items: Any, ratings: Any, *, reg: float | None = None) -> FoldedUser:
-        """A new user from a few ``(item, rating)`` pairs, SVD++ style.
+    def _fold_in_offset(self, seen: np.ndarray) -> np.ndarray:
+        """A new user's implicit term ``|N|^-1/2 sum_j y_j`` over the items they rated.
 
-        The implicit part ``|N|^-1/2 sum_j y_j`` over the given items is computed first; then
-        ``[b_u, p_u]`` solve the ridge problem on what it leaves unexplained. The folded user's
+        ``fold_in`` then solves ``[b_u, p_u]`` on what this leaves unexplained, and the folded
         vector is their sum, like ``user_factors_`` of a trained user.
         """
-        self._check_fitted()
-        items_arr = np.atleast_1d(np.asarray(items))
-        r = np.atleast_1d(np.asarray(ratings, dtype=np.float64))
-        if len(items_arr) != len(r):
-            raise ValueError(f"items ({len(items_arr)}) and ratings ({len(r)}) differ in length")
-        idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
-        keep = idx >= 0
-        idx, r = idx[keep], r[keep]
-        seen = np.unique(idx)
         y = self.implicit_factors_.astype(np.float64)
-        z = y[seen].sum(0) / np.sqrt(len(seen)) if len(seen) else np.zeros(y.shape[1])
-        q = self.item_factors_.astype(np.float64)[idx]
-        resid = r - self.global_mean_ - self.item_bias_[idx] - q @ z
-        lam = self._fold_in_reg() if reg is None else float(reg)
-        x = np.hstack([np.ones((len(idx), 1)), q])
-        a = x.T @ x + lam * np.eye(x.shape[1])
-        sol = np.linalg.solve(a, x.T @ resid) if len(idx) else np.zeros(x.shape[1])
-        return FoldedUser(float(sol[0]), (sol[1:] + z).astype(np.float32), seen.astype(np.int32), len(idx))
+        return y[seen].sum(0) / np.sqrt(len(seen)) if len(seen) else np.zeros(y.shape[1])
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
