@@ -6,7 +6,11 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 STAMP  := $(VENV)/.cfrec-installed
+# Use the shared MovieLens copy beside the checkout when there is one (tests and demo);
+# otherwise cfrec's own default data home (a user cache folder) applies.
+ifneq ($(wildcard ../shared/datasets/ml-100k/u.data),)
 export CFREC_DATA_HOME ?= $(abspath ../shared/datasets)
+endif
 
 .PHONY: install test test-fast demo bench lint clean
 

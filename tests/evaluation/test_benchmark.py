@@ -120,3 +120,32 @@ def test_ml100k_folds_ranking_vs_popularity(ml100k_dir, data_home) -> None:
     assert pop.n_folds == 5 and pop.mean["ndcg@10"] > 0.05
     assert res.row("baseline").mean["rmse"] < 0.96
     print(res.to_markdown())
+
+
+class RankingOnly(RandomFactors):
+    """A personalised model whose scores are not ratings (like implicit-feedback NeuMF)."""
+
+    name = "ranking-only"
+
+    @property
+    def predicts_ratings(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("protocol", ["cv3", "online"])
+def test_ranking_only_models_get_no_rating_errors(synth, protocol) -> None:
+    res = run_benchmark(synth, protocol=protocol, models=[RankingOnly, "baseline"], seed=0, k=5)
+    row = next(r for r in res.rows if r.model == "RankingOnly")
+    assert row.predicts_ratings is False and row.personalised
+    line = next(ln for ln in res.to_markdown().splitlines() if ln.startswith("| RankingOnly"))
+    assert line.split("|")[2].strip() == "n/a"
+    base_line = next(ln for ln in res.to_markdown().splitlines() if ln.startswith("| baseline"))
+    assert base_line.split("|")[2].strip() != "n/a"
+    assert res.to_dict()["rows"][[r.model for r in res.rows].index("RankingOnly")]["predicts_ratings"] is False
+
+
+def test_neumf_declares_whether_it_predicts_ratings() -> None:
+    from cfrec.models.neumf import NeuMF
+
+    assert NeuMF(mode="rating").predicts_ratings is True
+    assert NeuMF(mode="implicit").predicts_ratings is False

@@ -56,12 +56,14 @@ class BenchmarkRow:
     params: dict[str, Any] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
     beats_popularity: bool | None = None
+    predicts_ratings: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({
             "model": self.model,
             "personalised": self.personalised,
             "beats_popularity": self.beats_popularity,
+            "predicts_ratings": self.predicts_ratings,
             "n_folds": self.n_folds,
             "params": self.params,
             "mean": self.mean,
@@ -127,7 +129,7 @@ class BenchmarkResult:
             name = r.model + (" (!)" if r.beats_popularity is False else "")
             cells = [name]
             for key, _ in cols:
-                if not r.personalised and r.model == POPULARITY and key in (
+                if not r.predicts_ratings and key in (
                         "rmse", "mae", "offline_rmse", "rmse_known_users", "rmse_new_users"):
                     cells.append("n/a")
                     continue
@@ -156,12 +158,6 @@ class BenchmarkResult:
             lines += ["", f"(!) does not beat the popularity baseline on NDCG@{self.k} or "
                           f"Recall@{self.k}: {', '.join(self.flagged)}"]
         return "\n".join(lines)
-
-
-def _is_popularity(model: Recommender) -> bool:
-    from cfrec.models.popularity import PopularityRecommender
-
-    return isinstance(model, PopularityRecommender)
 
 
 def _is_personalised(model: Recommender) -> bool:
@@ -274,11 +270,17 @@ def _seeded(factory: Callable[[], Recommender], name: str, seed: int) -> tuple[C
 def _offline_row(factory: Callable[[], Recommender], name: str, splits: list[Split],
                  metrics: list[str], k: int, relevance: float | None, protocol: str) -> BenchmarkRow:
     personal: list[bool] = []
+    rating: list[bool] = []
+
+    def inspect(model: Recommender, _split: Split) -> None:
+        personal.append(_is_personalised(model))
+        rating.append(model.predicts_ratings)
+
     res = cross_validate(factory, splits, k=k, relevance=relevance, metrics=metrics, protocol=protocol,
-                         on_model=lambda m, _s: personal.append(_is_personalised(m)))
+                         on_model=inspect)
     res.model = name
     return BenchmarkRow(name, all(personal), res.mean(), res.std(), len(res.folds), res.params,
-                        {"folds": [f.to_dict() for f in res.folds]})
+                        {"folds": [f.to_dict() for f in res.folds]}, predicts_ratings=all(rating))
 
 
 def _online_row(factory: Callable[[], Recommender], name: str, split: Split, metrics: list[str],
@@ -293,11 +295,12 @@ def _online_row(factory: Callable[[], Recommender], name: str, split: Split, met
     fold = FoldResult(split.name, ev.metrics, fit_s, ev.predict_seconds, ev.rank_seconds,
                       split.cold_start().to_dict(), ev.breakdown)
     mean = dict(ev.metrics)
-    if _is_popularity(est):
-        # The popularity row is for ranking only: its ratings are not personalised, no replay.
+    if not est.predicts_ratings:
+        # Ranking-only models (popularity, implicit NeuMF): no rating replay, ranking metrics only.
         mean.update({"fit_seconds": fit_s, "predict_seconds": math.nan, "rank_seconds": ev.rank_seconds})
-        return BenchmarkRow(name, False, mean, {key: math.nan for key in mean}, 1,
-                            to_jsonable(est.get_params()), {"offline": fold.to_dict()})
+        return BenchmarkRow(name, _is_personalised(est), mean, {key: math.nan for key in mean}, 1,
+                            to_jsonable(est.get_params()), {"offline": fold.to_dict()},
+                            predicts_ratings=False)
     on = online_evaluate(est, split.test, train=split.train, name=name)
     mean.update({
         "rmse": on.rmse, "mae": on.mae, "offline_rmse": on.offline_rmse, "offline_mae": on.offline_mae,

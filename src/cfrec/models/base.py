@@ -186,6 +186,12 @@ class Recommender(ABC):
         """
 
     @property
+    def predicts_ratings(self) -> bool:
+        """Whether ``predict`` estimates ratings (False for ranking-only models such as
+        popularity or implicit-feedback NeuMF, whose RMSE is then not meaningful)."""
+        return True
+
+    @property
     def is_fitted(self) -> bool:
         return hasattr(self, "user_map_")
 

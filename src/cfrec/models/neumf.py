@@ -293,6 +293,11 @@ class NeuMF(Recommender):
         return np.random.SeedSequence(None if self.seed is None else int(self.seed))
 
     # ------------------------------------------------------------------ fitting
+    @property
+    def predicts_ratings(self) -> bool:
+        """Only the rating mode estimates ratings; implicit scores are preferences."""
+        return self.mode == "rating"
+
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
         net = self._build_net(train.n_users, train.n_items)
         dev = resolve_device(self.device)

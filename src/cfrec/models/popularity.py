@@ -33,6 +33,10 @@ class PopularityRecommender(Recommender):
     def __init__(self, *, reg_item: float = 5.0) -> None:
         self.reg_item = reg_item
 
+    @property
+    def predicts_ratings(self) -> bool:
+        return False
+
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
         _, self.item_bias_ = fit_biases(
             train.users, train.items, train.ratings, train.n_users, train.n_items,
