@@ -301,6 +301,11 @@ def _online_row(factory: Callable[[], Recommender], name: str, split: Split, met
         return BenchmarkRow(name, _is_personalised(est), mean, {key: math.nan for key in mean}, 1,
                             to_jsonable(est.get_params()), {"offline": fold.to_dict()},
                             predicts_ratings=False)
+    from cfrec.evaluation.online import supports_fast
+
+    if not supports_fast(est):
+        logger.warning("%s: no vectorised online path; replaying %d test ratings through fold_in one "
+                       "at a time (slow when fold_in is iterative, as in NeuMF)", name, len(split.test))
     on = online_evaluate(est, split.test, train=split.train, name=name)
     mean.update({
         "rmse": on.rmse, "mae": on.mae, "offline_rmse": on.offline_rmse, "offline_mae": on.offline_mae,
