@@ -45,6 +45,10 @@ def test_offline_runs_the_whole_pipeline_on_labelled_synthetic_data(tmp_path: Pa
     page = result.report_path.read_text(encoding="utf-8")
     assert "SYNTHETIC DATA" in page and "no network" in page
     assert "<title>cfrec report:" in page and "synthetic (ML-100K-shaped)" in page
+    # the lab's seed exercises ran on the training part and were plotted
+    assert '<section id="tuning">' in page
+    assert "RMSE vs embedding dimension" in page and "RMSE vs weight decay" in page
+    assert any(line.startswith("lab exercise lab-dim") for line in lines)
     summary = json.loads(result.summary_path.read_text(encoding="utf-8"))
     assert summary["synthetic"] is True and summary["dataset"] == qs.SYNTHETIC_NAME
     model = Recommender.load(result.model_dir)
@@ -59,7 +63,8 @@ def test_real_data_is_not_labelled_synthetic(tmp_path: Path, monkeypatch: pytest
         return make_synthetic(*SMALL, seed=1, name="ml-100k")
 
     monkeypatch.setattr("cfrec.data.datasets.load_dataset", fake_real)
-    result = qs.run_quickstart(tmp_path, epochs=1)
+    result = qs.run_quickstart(tmp_path, epochs=1, exercises=False)
+    assert '<section id="tuning">' not in result.report_path.read_text(encoding="utf-8")
     assert not result.synthetic and result.unavailable_reason is None
     assert "SYNTHETIC DATA" not in result.report_path.read_text(encoding="utf-8")
     assert Recommender.load(result.model_dir).fit_info_["source"] == "ml-100k"
@@ -86,4 +91,6 @@ def test_quickstart_on_real_ml100k(tmp_path: Path, ml100k_dir: Path) -> None:
     assert [s.title for s in result.similar] == ["Toy Story (1995)", "Star Wars (1977)", "Pulp Fiction (1994)"]
     star_wars = result.similar[1].neighbours["title"].head(3).tolist()
     assert "Return of the Jedi (1983)" in star_wars or "Empire Strikes Back, The (1980)" in star_wars
+    assert '<section id="tuning">' in result.report_path.read_text(encoding="utf-8")
+    assert seconds < 120, f"quickstart took {seconds:.0f} s; it must stay under 2 minutes"
     print(f"quickstart on ML-100K: {seconds:.1f} s wall (shared CPU), stages {result.seconds}")

@@ -63,8 +63,8 @@ def report(
                                                      "was trained on).")] = None,
     split: Annotated[str | None, typer.Option(help="Split spec whose test part is evaluated (default: the "
                                                    "split the model was trained on, found by fingerprint).")] = None,
-    tuning: Annotated[Path | None, typer.Option(help="Tuning trials (CSV or Parquet from 'cfrec tune') to "
-                                                     "plot RMSE vs dimension / weight decay.")] = None,
+    tuning: Annotated[list[Path] | None, typer.Option(help="Tuning trials (CSV or Parquet from 'cfrec tune') to "
+                                                           "plot RMSE vs dimension / weight decay; repeatable.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Cut-off of the top-k lists.")] = 10,
     target_rmse: Annotated[float | None, typer.Option(help="Draw this RMSE as a target line on the "
                                                            "learning curves.")] = None,
@@ -77,14 +77,14 @@ def report(
     start = time.perf_counter()
     model = _load_model(model_dir)
     data = _dataset_for(model, dataset)
-    trials = None
-    if tuning is not None:
-        if not tuning.is_file():
-            fail(f"{tuning}: no such file")
+    trials = []
+    for table in tuning or []:
+        if not table.is_file():
+            fail(f"{table}: no such file")
         try:
-            trials = pd.read_parquet(tuning) if tuning.suffix.lower() == ".parquet" else pd.read_csv(tuning)
+            trials.append(pd.read_parquet(table) if table.suffix.lower() == ".parquet" else pd.read_csv(table))
         except (ValueError, OSError, pd.errors.ParserError) as exc:
-            fail(f"{tuning}: cannot read tuning trials ({exc})")
+            fail(f"{table}: cannot read tuning trials ({exc})")
     _say(f"report on {type(model).__name__} with {data.name} ({len(data):,} ratings)")
     rep = build_report(model, data, split=split, tuning=trials, k=k, target_rmse=target_rmse,
                        progress=lambda msg: _say(f"  {msg}"))
@@ -112,6 +112,9 @@ def quickstart(
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Use the built-in synthetic dataset "
                                                                 "instead of ML-100K.")] = False,
     dataset: Annotated[str, typer.Option(help="Dataset to load instead of ML-100K.")] = "ml-100k",
+    exercises: Annotated[bool, typer.Option("--exercises/--no-exercises", help="Run the course lab's "
+                                            "seed exercises (embedding size, weight decay) for the "
+                                            "report's tuning plots (about 20 s).")] = True,
 ) -> None:
     """The whole pipeline on ML-100K in under two minutes: statistics, training, evaluation,
     recommendations, similar items and an HTML report."""
@@ -126,7 +129,7 @@ def quickstart(
             _say(f"[{time.perf_counter() - start:5.1f}s] {message}")
 
     result = run_quickstart(out, dataset=dataset, synthetic=synthetic, model=model, epochs=epochs,
-                            split=split, progress=progress)
+                            split=split, exercises=exercises, progress=progress)
     tag = " [SYNTHETIC DATA]" if result.synthetic else ""
     _say("")
     _say(f"Results{tag}: {result.model_name} on {result.dataset}, split {result.split}", style="bold")

@@ -505,7 +505,7 @@ def build_report(
     split: Split | str | None = None,
     metrics: Mapping[str, float] | None = None,
     baseline_metrics: Mapping[str, float] | None = None,
-    tuning: pd.DataFrame | None = None,
+    tuning: pd.DataFrame | Sequence[pd.DataFrame] | None = None,
     users: Sequence[Any] | None = None,
     films: Sequence[str] = DEFAULT_FILMS,
     k: int = 10,
@@ -533,8 +533,9 @@ def build_report(
         Precomputed metrics of the model (and of the bias-only Baseline) on the split's test
         part; computed here when omitted (``baseline_metrics`` only for non-Baseline models).
     tuning
-        Optional tuning trials (columns for params plus ``train_rmse``/``valid_rmse``): adds the
-        RMSE-vs-dimension and weight-decay plots when the columns are present.
+        Optional tuning trials, one table or several (columns for params plus
+        ``train_rmse``/``valid_rmse``): adds the RMSE-vs-dimension and weight-decay plots for
+        the tables that have those columns.
     users, films
         Users to show recommendations for (default: :func:`pick_users`) and title substrings of
         the items to list neighbours of (default: Toy Story, Star Wars, Pulp Fiction; popular
@@ -700,16 +701,18 @@ def build_report(
         skipped["similar"] = f"{model_label} has no item embeddings to compare."
 
     # -- tuning
-    if tuning is not None and len(tuning):
-        tune_html = ""
+    tables = [tuning] if isinstance(tuning, pd.DataFrame) else list(tuning or [])
+    tune_html = ""
+    for table in (t for t in tables if len(t)):
         for fn, label in ((plots.plot_rmse_vs_dim, "RMSE vs embedding dimension"),
                           (plots.plot_rmse_vs_weight_decay, "RMSE vs weight decay")):
             try:
-                tune_html += _img(fn(tuning), label)
+                tune_html += _img(fn(table), label)
             except CfrecError as exc:
-                skipped[f"tuning: {label}"] = str(exc)
-        if tune_html:
-            sections.append(("tuning", "Tuning", tune_html))
+                if len(tables) == 1:
+                    skipped[f"tuning: {label}"] = str(exc)
+    if tune_html:
+        sections.append(("tuning", "Tuning", tune_html))
 
     # -- page
     banner = ""
