@@ -97,7 +97,8 @@ class Recommender(ABC):
     user_map_, item_map_
         Vocabularies of the raw ids seen in training.
     global_mean_
-        Mean training rating.
+        Mean training rating, or the learned global bias of models that learn one (the lab's
+        BiasedMF recipe); the cold-start fallbacks build on it.
     user_bias_, item_bias_
         Regularised biases (float32), used for cold-start fallbacks.
     rating_scale_
@@ -337,7 +338,7 @@ class Recommender(ABC):
             if known.any():
                 scores[known] = self._score_users(block[known])
             if (~known).any():
-                scores[~known] = self.global_mean_ + self.item_bias_
+                scores[~known] = self._cold_user_scores()
             seen = None
             if exclude_seen:
                 seen = [seen_csr.indices[seen_csr.indptr[u]:seen_csr.indptr[u + 1]] if u >= 0
@@ -346,6 +347,10 @@ class Recommender(ABC):
             out_idx[start:start + len(block)] = idx
             out_score[start:start + len(block)] = top
         return out_idx, out_score
+
+    def _cold_user_scores(self) -> np.ndarray:
+        """Item scores for a user unknown to the model: ``mu + b_i`` (a bias-ranked popular list)."""
+        return (self.global_mean_ + self.item_bias_).astype(np.float32)
 
     def _top_k_from_scores(
         self,

@@ -58,34 +58,8 @@ class PopularityRecommender(Recommender):
     def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
         return self._popularity().astype(np.float32)[items]
 
-    def top_k(
-        self,
-        u_idx: np.ndarray,
-        k: int,
-        *,
-        exclude_seen: bool = True,
-        candidates: np.ndarray | None = None,
-        chunk: int = 2048,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Like :meth:`Recommender.top_k`, ranking unknown users by popularity too (not ``mu + b_i``)."""
-        self._check_fitted()
-        u_idx = np.asarray(u_idx, dtype=np.int64)
-        k = min(k, len(self.item_map_))
-        out_idx = np.full((len(u_idx), k), -1, dtype=np.int64)
-        out_score = np.full((len(u_idx), k), -np.inf, dtype=np.float32)
-        pop = self._popularity().astype(np.float32)
-        seen_csr = self.seen_
-        for start in range(0, len(u_idx), chunk):
-            block = u_idx[start:start + chunk]
-            scores = np.broadcast_to(pop, (len(block), len(pop))).copy()
-            seen = None
-            if exclude_seen:
-                seen = [seen_csr.indices[seen_csr.indptr[u]:seen_csr.indptr[u + 1]] if u >= 0
-                        else np.empty(0, dtype=np.int32) for u in block]
-            idx, top = self._top_k_from_scores(scores, k, seen, candidates)
-            out_idx[start:start + len(block)] = idx
-            out_score[start:start + len(block)] = top
-        return out_idx, out_score
+    def _cold_user_scores(self) -> np.ndarray:
+        return self._popularity().astype(np.float32)
 
     def fold_in(self, items: Any, ratings: Any, *, reg: float | None = None) -> FoldedUser:
         """A new user is only the set of items to exclude: popularity is not personalised."""
