@@ -18,16 +18,6 @@ from cfrec.models import als as als_mod
 from cfrec.models.als import ALS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny minibatches gain nothing from intra-op threads, and on a shared CPU torch's thread
-    barrier makes them up to 100x slower; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n_users: int = 300, n_items: int = 200, k: int = 3, density: float = 0.3,
             noise: float = 0.1, seed: int = 0) -> tuple[Interactions, Interactions, dict]:
     """Continuous ratings ``mu + b_u + b_i + p_u.q_i + noise`` on random pairs; 80/20 train/test."""

@@ -17,16 +17,6 @@ from cfrec.models.baseline import Baseline
 from cfrec.models.neumf import NeuMF, _parse_layers, _sample_negatives
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny minibatches gain nothing from intra-op threads, and on a shared CPU torch's thread
-    barrier makes them up to 100x slower; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n_users: int = 200, n_items: int = 120, k: int = 2, density: float = 0.3,
             noise: float = 0.1, seed: int = 0) -> tuple[Interactions, Interactions]:
     """Continuous low-rank ratings with biases and noise; 80/20 train/test."""
