@@ -16,10 +16,10 @@ import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Self
+from typing import Any, ClassVar, NamedTuple, Self, overload
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,8 @@ ITEMS_FILE = "items.json"
 KNOWN, UNKNOWN_USER, UNKNOWN_ITEM, UNKNOWN_BOTH = 0, 1, 2, 3
 
 EpochCallback = Callable[[dict[str, Any]], None]
+#: A raw user or item id as it appears in the data (MovieLens ids are ints; any string works).
+RawId = int | str | np.integer
 
 
 class Recs(NamedTuple):
@@ -115,6 +117,18 @@ class Recommender(ABC):
 
     #: Short name used by the registry and the CLI (``mf``, ``als`` ...).
     name: ClassVar[str] = ""
+
+    # learned state (set by fit or load)
+    user_map_: IdMap
+    item_map_: IdMap
+    global_mean_: float
+    rating_scale_: tuple[float, float]
+    user_bias_: np.ndarray
+    item_bias_: np.ndarray
+    seen_: sp.csr_array
+    item_info_: pd.DataFrame | None
+    fit_info_: dict[str, Any]
+    history_: list[dict[str, Any]]
 
     # ------------------------------------------------------------------ configuration
     @classmethod
@@ -278,6 +292,14 @@ class Recommender(ABC):
         return Prediction(self._clip(out), fallback)
 
     # ------------------------------------------------------------------ ranking
+    @overload
+    def recommend(self, users: RawId | FoldedUser, k: int = ..., *, exclude_seen: bool = ...,
+                  candidates: Any = ...) -> Recs: ...
+
+    @overload
+    def recommend(self, users: Sequence[RawId] | np.ndarray, k: int = ..., *, exclude_seen: bool = ...,
+                  candidates: Any = ...) -> list[Recs]: ...
+
     def recommend(
         self,
         users: Any,
@@ -390,6 +412,12 @@ class Recommender(ABC):
     def user_embeddings(self) -> np.ndarray:
         self._check_fitted()
         raise NotImplementedError(f"{type(self).__name__} has no user embeddings")
+
+    @overload
+    def similar_items(self, items: RawId, k: int = ...) -> Recs: ...
+
+    @overload
+    def similar_items(self, items: Sequence[RawId] | np.ndarray, k: int = ...) -> list[Recs]: ...
 
     def similar_items(self, items: Any, k: int = 10) -> Recs | list[Recs]:
         """The ``k`` items closest by cosine similarity of item embeddings (the query excluded).
@@ -616,6 +644,9 @@ class FactorRecommender(Recommender):
     Subclasses set ``user_factors_`` (n_users, k), ``item_factors_`` (n_items, k) and the biases
     in ``_fit``; scoring, ranking, fold-in and persistence come from here.
     """
+
+    user_factors_: np.ndarray
+    item_factors_: np.ndarray
 
     def _predict_known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         out = self.global_mean_ + self.user_bias_[users] + self.item_bias_[items]
