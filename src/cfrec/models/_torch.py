@@ -45,12 +45,19 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch generator seeded from ``seed`` (or from fresh entropy when ``None``)."""
     gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**63)))
+    if seed is None:
+        entropy = np.random.SeedSequence().entropy
+        assert isinstance(entropy, int)  # a SeedSequence built without entropy draws an int
+        seed = entropy % (2**63)
+    gen.manual_seed(int(seed))
     return gen
 
 
 class OptimizerLike(Protocol):
     """What :func:`train_loop` needs from an optimiser (``torch.optim`` ones qualify)."""
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]: ...
 
     def zero_grad(self, set_to_none: bool = True) -> None: ...
 
@@ -70,7 +77,7 @@ class Adam:
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.lr, self.betas, self.eps, self.weight_decay = float(lr), betas, float(eps), float(weight_decay)
-        self.param_groups = [{"params": self.params, "lr": self.lr}]
+        self.param_groups: list[dict[str, Any]] = [{"params": self.params, "lr": self.lr}]
         self._m = [torch.zeros_like(p) for p in self.params]
         self._v = [torch.zeros_like(p) for p in self.params]
         self._steps = [0] * len(self.params)  # per parameter, as torch counts them
@@ -105,7 +112,7 @@ class SGD:
     def __init__(self, params: Iterable[torch.Tensor], *, lr: float, weight_decay: float = 0.0) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.weight_decay = float(weight_decay)
-        self.param_groups = [{"params": self.params, "lr": float(lr)}]
+        self.param_groups: list[dict[str, Any]] = [{"params": self.params, "lr": float(lr)}]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:

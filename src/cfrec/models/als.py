@@ -21,7 +21,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -206,10 +206,24 @@ def _torch_csr(ptr: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, shape
         return torch.sparse_csr_tensor(ptr, idx, values, shape, check_invariants=False)
 
 
-_Ops = _NumpyOps | _TorchOps
+_A = TypeVar("_A")
 
 
-def _penalty_value(ops: _Ops, penalty: _Penalty, n_u: Any, bu: Any, p: Any,
+class _Ops(Protocol[_A]):
+    """The backend arithmetic ALS needs, over one array type ``_A`` (:class:`_NumpyOps`: numpy
+    arrays, :class:`_TorchOps`: torch tensors). The fitting code mixes the arrays with plain
+    operators, so it holds them as ``_Ops[Any]``."""
+
+    def asarray(self, a: np.ndarray, dtype: Any) -> _A: ...
+
+    def to_numpy(self, a: _A) -> np.ndarray: ...
+
+    def sum64(self, a: _A) -> float: ...
+
+    def solve_side(self, side: _Side, fixed: _A, target: _A, penalty: _Penalty) -> tuple[_A, float]: ...
+
+
+def _penalty_value(ops: _Ops[Any], penalty: _Penalty, n_u: Any, bu: Any, p: Any,
                    n_i: Any, bi: Any, q: Any) -> float:
     """``sum_rows (reg * n + reg_const) |x|^2 + reg_bias * b^2`` over users and items."""
     total = 0.0
@@ -219,7 +233,7 @@ def _penalty_value(ops: _Ops, penalty: _Penalty, n_u: Any, bu: Any, p: Any,
     return total
 
 
-def _objective(ops: _Ops, users: Any, items: Any, resid: Any, bu: Any, bi: Any, p: Any, q: Any,
+def _objective(ops: _Ops[Any], users: Any, items: Any, resid: Any, bu: Any, bi: Any, p: Any, q: Any,
                n_u: Any, n_i: Any, penalty: _Penalty) -> tuple[float, float]:
     """Regularised ALS objective and training RMSE (unclipped) computed from the ratings.
 
@@ -235,7 +249,7 @@ def _objective(ops: _Ops, users: Any, items: Any, resid: Any, bu: Any, bi: Any, 
     return sse + _penalty_value(ops, penalty, n_u, bu, p, n_i, bi, q), (sse / max(len(resid), 1)) ** 0.5
 
 
-def _valid_rmse(ops: _Ops, users: Any, items: Any, ratings: Any, mu: float, bu: Any, bi: Any,
+def _valid_rmse(ops: _Ops[Any], users: Any, items: Any, ratings: Any, mu: float, bu: Any, bi: Any,
                 p: Any, q: Any, scale: tuple[float, float]) -> float:
     """RMSE of clipped predictions on validation pairs (model indices)."""
     sse = 0.0
@@ -330,7 +344,7 @@ class ALS(FactorRecommender):
             raise CfrecError(f"ALS needs n_factors >= 1 and iterations >= 1 "
                              f"(got n_factors={self.n_factors}, iterations={self.iterations})")
         dev = resolve_device(self.device)
-        ops: _Ops = _NumpyOps() if dev.type == "cpu" else _TorchOps(dev)
+        ops: _Ops[Any] = _NumpyOps() if dev.type == "cpu" else _TorchOps(dev)
         n_users, n_items, mu = train.n_users, train.n_items, self.global_mean_
         by_user = _Side.build(train.users, train.items, n_users, n_items)
         by_item = _Side.build(train.items, train.users, n_items, n_users)

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Self, overload
@@ -171,7 +171,8 @@ class Recommender(ABC):
         data = train.compact()
         self.user_map_ = data.user_map
         self.item_map_ = data.item_map
-        self.rating_scale_ = tuple(float(x) for x in train.rating_scale)
+        lo, hi = train.rating_scale
+        self.rating_scale_ = (float(lo), float(hi))
         self.global_mean_ = float(np.mean(data.ratings, dtype=np.float64))
         self.seen_ = data.to_csr(binary=True, dtype=np.float32)
         self.item_info_ = _item_info_for(data)
@@ -297,7 +298,7 @@ class Recommender(ABC):
                   candidates: Any = ...) -> Recs: ...
 
     @overload
-    def recommend(self, users: Sequence[RawId] | np.ndarray, k: int = ..., *, exclude_seen: bool = ...,
+    def recommend(self, users: list[Any] | tuple[Any, ...] | np.ndarray, k: int = ..., *, exclude_seen: bool = ...,
                   candidates: Any = ...) -> list[Recs]: ...
 
     def recommend(
@@ -417,7 +418,7 @@ class Recommender(ABC):
     def similar_items(self, items: RawId, k: int = ...) -> Recs: ...
 
     @overload
-    def similar_items(self, items: Sequence[RawId] | np.ndarray, k: int = ...) -> list[Recs]: ...
+    def similar_items(self, items: list[Any] | tuple[Any, ...] | np.ndarray, k: int = ...) -> list[Recs]: ...
 
     def similar_items(self, items: Any, k: int = 10) -> Recs | list[Recs]:
         """The ``k`` items closest by cosine similarity of item embeddings (the query excluded).
@@ -615,7 +616,8 @@ class Recommender(ABC):
             model.user_map_ = IdMap.from_list(meta["user_ids"])
             model.item_map_ = IdMap.from_list(meta["item_ids"])
             model.global_mean_ = float(meta["global_mean"])
-            model.rating_scale_ = tuple(float(x) for x in meta["rating_scale"])
+            lo, hi = meta["rating_scale"]
+            model.rating_scale_ = (float(lo), float(hi))
             model.user_bias_ = arrays["base.user_bias"]
             model.item_bias_ = arrays["base.item_bias"]
             n_u, n_i = len(model.user_map_), len(model.item_map_)

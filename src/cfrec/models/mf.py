@@ -119,13 +119,14 @@ class TorchFactorModel(FactorRecommender):
         validate = None
         if valid is not None and len(valid):
             vt = valid.to_tensors(device)
-            scale = tuple(float(x) for x in self.rating_scale_)
+            lo, hi = self.rating_scale_
+            scale = (float(lo), float(hi))
 
             def validate() -> float:
                 return batched_rmse(predict, vt["users"], vt["items"], vt["ratings"], scale)
 
         config = TrainConfig(type(self).__name__, epochs, int(self.batch_size), float(self.lr),
-                             patience=int(self.patience) if early else None)
+                             patience=int(self.patience) if early and self.patience is not None else None)
         history = train_loop(net, opt, len(data), loss_fn, config, generator=gen, device=device,
                              validate=validate, on_epoch=on_epoch)
         return history, net
@@ -234,6 +235,8 @@ def _reg_grad(own: torch.Tensor, e: torch.Tensor, other: torch.Tensor, reg: floa
 
 class _MFNet(nn.Module):
     """Parameters of biased MF; ``global_bias`` is learnable or a fixed buffer."""
+
+    global_bias: torch.Tensor  # an nn.Parameter or a registered buffer
 
     def __init__(self, init: dict[str, torch.Tensor], global_mean: float, learn_global_bias: bool) -> None:
         super().__init__()
@@ -394,6 +397,7 @@ class BiasedMF(TorchFactorModel):
         return net, loss_fn, net
 
     def _export(self, net: nn.Module, data: Interactions) -> None:
+        assert isinstance(net, _MFNet)  # built by _build
         self.user_factors_ = _numpy(net.user_factors)
         self.item_factors_ = _numpy(net.item_factors)
         self.user_bias_ = _numpy(net.user_bias)

@@ -83,11 +83,13 @@ class _NeuMFNet(nn.Module):
     lets :meth:`score_grid` score every item for a user without materialising concatenations.
     """
 
+    offset: torch.Tensor  # registered buffer: the global mean in rating mode
+
     def __init__(self, n_users: int, n_items: int, n_factors: int, layers: list[int],
                  with_bias: bool, dropout: float) -> None:
         super().__init__()
         half = layers[0] // 2
-        self.half = half
+        self.mlp_half = half  # not ``half``: that would shadow ``nn.Module.half()``
         self.user_gmf = nn.Embedding(n_users, n_factors)
         self.item_gmf = nn.Embedding(n_items, n_factors)
         self.user_mlp = nn.Embedding(n_users, half)
@@ -136,8 +138,10 @@ class _NeuMFNet(nn.Module):
 
     def first_layer_parts(self, mlp_user: torch.Tensor, mlp_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Split first-layer contributions: ``(m_u W_u^T, m_i W_i^T + b)``."""
-        w = self.tower[0].weight
-        return mlp_user @ w[:, :self.half].T, mlp_item @ w[:, self.half:].T + self.tower[0].bias
+        first = self.tower[0]
+        assert isinstance(first, nn.Linear)  # the tower holds only Linear layers
+        w = first.weight
+        return mlp_user @ w[:, :self.mlp_half].T, mlp_item @ w[:, self.mlp_half:].T + first.bias
 
     def forward_parts(self, gmf_u: torch.Tensor, mlp_u: torch.Tensor, bias_u: torch.Tensor,
                       items: torch.Tensor) -> torch.Tensor:
@@ -477,7 +481,7 @@ class NeuMF(Recommender):
         self._check_fitted()
         idx, r = self._known_ratings(items, ratings)
         net = self.net_
-        k, half = net.user_gmf.embedding_dim, net.half
+        k, half = net.user_gmf.embedding_dim, net.mlp_half
         if not len(idx):
             return FoldedUser(0.0, np.zeros(k + half, np.float32), np.zeros(0, np.int32), 0, state=None)
         lam = float(reg if reg is not None else (self.fold_in_reg if self.fold_in_reg is not None else self.reg))

@@ -121,6 +121,8 @@ class _SVDppLoss(torch.autograd.Function):
 
 
 class _SVDppNet(nn.Module):
+    global_bias: torch.Tensor  # registered buffer
+
     def __init__(self, init: dict[str, torch.Tensor], y: torch.Tensor, global_mean: float,
                  n_norm: torch.Tensor) -> None:
         super().__init__()
@@ -243,6 +245,7 @@ class SVDpp(TorchFactorModel):
         return net, loss_fn, net
 
     def _export(self, net: nn.Module, data: Interactions) -> None:
+        assert isinstance(net, _SVDppNet)  # built by _build
         with torch.no_grad():
             self.user_factors_ = _numpy(net.effective_users())
         self.user_explicit_ = _numpy(net.user_factors)
