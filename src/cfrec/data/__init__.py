@@ -6,11 +6,33 @@ Names are imported lazily so ``import cfrec.data`` stays fast.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cfrec.data.idmap import IdMap
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import ColdStartReport, Split
+
+if TYPE_CHECKING:  # the lazy names below, as type checkers should see them
+    from cfrec.data.datasets import load_dataset  # noqa: F401
+    from cfrec.data.io import LoadReport, load_ratings  # noqa: F401
+    from cfrec.data.movielens import (  # noqa: F401
+        MOVIELENS,
+        MovieLensSpec,
+        data_home,
+        download_movielens,
+        is_cached,
+        load_movielens,
+    )
+    from cfrec.data.split import (  # noqa: F401
+        kfold_splits,
+        make_splits,
+        predefined_split,
+        random_split,
+        temporal_split,
+        user_temporal_split,
+    )
+    from cfrec.data.stats import DatasetStats, compute_statistics, format_dataset_info  # noqa: F401
+    from cfrec.data.synthetic import SyntheticTruth, make_synthetic, synthetic_like  # noqa: F401
 
 _LAZY = {
     # loaders (movielens.py, io.py, datasets.py)

@@ -32,7 +32,7 @@ class IdMap:
         if values.dtype.kind in "iuf":
             arr = np.unique(values)
         else:
-            arr = np.sort(pd.unique(pd.Series(values.astype(str))).astype(object))
+            arr = np.sort(np.asarray(pd.unique(pd.Series(values.astype(str))), dtype=object))
         if arr.dtype.kind in "iu":
             arr = arr.astype(np.int64)
         elif arr.dtype.kind in "OUS":

@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Literal, overload
+from typing import IO, Any, Literal, cast, overload
 
 import numpy as np
 import pandas as pd
@@ -250,8 +250,8 @@ def load_ratings(
                 f"{'has' if reader.has_header else 'are'} {available}{reader.header_hint(available)}",
                 path=path, line=1 if reader.has_header else None, field=col,
             )
-    use_time = time_col is not None and time_col in available
-    frame = reader.read(wanted + ([time_col] if use_time else []))
+    used_time_col = time_col if time_col is not None and time_col in available else None
+    frame = reader.read(wanted + ([used_time_col] if used_time_col is not None else []))
     n_rows = len(frame)
     if n_rows == 0:
         raise DataError("no rating rows after the header", path=path)
@@ -259,7 +259,8 @@ def load_ratings(
     users_raw = _ids(frame[user_col], user_col, reader)
     items_raw = _ids(frame[item_col], item_col, reader)
     ratings = _ratings(frame[rating_col], rating_col, rating_scale, reader)
-    ts = _timestamps(frame[time_col], time_col, reader) if use_time else None
+    ts = (_timestamps(frame[used_time_col], used_time_col, reader)
+          if used_time_col is not None else None)
     del frame
     _release_arrow_memory()
     if rating_scale is None:
@@ -520,7 +521,8 @@ def _open_bytes(path: Path) -> Iterator[IO[bytes]]:
         import gzip
 
         with gzip.open(path, "rb") as fh:
-            yield fh
+            # typeshed's GzipFile is a BufferedIOBase but, unlike BZ2File/LZMAFile, not IO[bytes]
+            yield cast(IO[bytes], fh)
     elif suffix == ".bz2":
         import bz2
 

@@ -553,8 +553,9 @@ def _read_items_csv(src: _Source) -> pd.DataFrame:
     frame = _item_frame(raw["movieId"], titles, _years(titles), _genre_lists(raw["genres"]))
     if src.has("links.csv"):
         with src.open("links.csv") as fh:
-            links = pd.read_csv(fh, dtype={"movieId": np.int64, "imdbId": "Int64",
-                                           "tmdbId": "Int64"})
+            link_dtypes: dict[str, str | type[np.int64]] = {
+                "movieId": np.int64, "imdbId": "Int64", "tmdbId": "Int64"}
+            links = pd.read_csv(fh, dtype=link_dtypes)
         links = links.set_index("movieId")
         frame["imdb_id"] = links["imdbId"].reindex(frame.index).astype("Int64")
         frame["tmdb_id"] = links["tmdbId"].reindex(frame.index).astype("Int64")

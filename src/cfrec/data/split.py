@@ -111,7 +111,7 @@ def _round_half_up(x: np.ndarray | float) -> np.ndarray:
 
 
 def _n_test(n: int, frac: float) -> int:
-    return int(min(n, _round_half_up(n * frac)))
+    return min(n, int(_round_half_up(n * frac)))
 
 
 def _lex_order(keys: Sequence[np.ndarray]) -> np.ndarray:
@@ -408,16 +408,20 @@ def predefined_split(
     base, test = _read_part(base_path), _read_part(test_path)
     if data is not None:
         umap, imap = data.user_map, data.item_map
-        meta = {"rating_scale": data.rating_scale, "item_info": data.item_info,
-                "user_info": data.user_info, "name": data.name}
+        scale, item_info, user_info = data.rating_scale, data.item_info, data.user_info
+        data_name = data.name
     else:
         umap = IdMap(np.concatenate([base["user_id"].to_numpy(), test["user_id"].to_numpy()]))
         imap = IdMap(np.concatenate([base["item_id"].to_numpy(), test["item_id"].to_numpy()]))
-        meta = {"rating_scale": (1.0, 5.0), "name": "ml-100k"}
+        scale, item_info, user_info = (1.0, 5.0), None, None
+        data_name = "ml-100k"
     parts = []
     for df, path in ((base, base_path), (test, test_path)):
         try:
-            parts.append(Interactions.from_frame(df, user_map=umap, item_map=imap, **meta))
+            parts.append(Interactions.from_frame(
+                df, user_map=umap, item_map=imap, rating_scale=scale, item_info=item_info,
+                user_info=user_info, name=data_name,
+            ))
         except UnknownIdError as exc:
             raise DataError(
                 f"{exc}; the given data ({data.name if data is not None else '?'}) is not the full "

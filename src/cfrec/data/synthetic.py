@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, overload
@@ -125,17 +126,33 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-def synthetic_like(name: str, seed: int = 0, **overrides: object) -> Interactions:
+@overload
+def synthetic_like(
+    name: str, seed: int = ..., *, return_truth: Literal[False] = ..., **overrides: object,
+) -> Interactions: ...
+
+
+@overload
+def synthetic_like(
+    name: str, seed: int = ..., *, return_truth: Literal[True], **overrides: object,
+) -> tuple[Interactions, SyntheticTruth]: ...
+
+
+def synthetic_like(
+    name: str, seed: int = 0, *, return_truth: bool = False, **overrides: object,
+) -> Interactions | tuple[Interactions, SyntheticTruth]:
     """Synthetic data with the size, rating scale and time window of a MovieLens variant.
 
-    ``name`` is ``"ml-100k"``, ``"ml-1m"``, ``"ml-10m"`` or ``"ml-25m"``; ``overrides`` go to
-    :func:`make_synthetic` (e.g. ``n_factors=16`` or ``return_truth=True``).
+    ``name`` is ``"ml-100k"``, ``"ml-1m"``, ``"ml-10m"`` or ``"ml-25m"``; ``return_truth`` and
+    ``overrides`` go to :func:`make_synthetic` (e.g. ``n_factors=16`` or ``return_truth=True``).
     """
     key = str(name).strip().lower()
     if key not in PRESETS:
         raise CfrecError(f"no synthetic preset {name!r}; expected one of {', '.join(PRESETS)}")
     params = {**PRESETS[key], "name": f"synthetic-{key}", **overrides}
-    return make_synthetic(seed=seed, **params)  # type: ignore[arg-type]
+    # the presets and overrides are untyped keyword values, checked by make_synthetic at run time
+    generate: Callable[..., Interactions | tuple[Interactions, SyntheticTruth]] = make_synthetic
+    return generate(seed=seed, return_truth=return_truth, **params)
 
 
 # ---------------------------------------------------------------------------------- generator
@@ -324,11 +341,11 @@ def make_synthetic(
 
 # ---------------------------------------------------------------------------------- pieces
 def _positive_int(value: object, field: str, *, allow_zero: bool = False) -> int:
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not ok or int(value) < (0 if allow_zero else 1):  # type: ignore[arg-type]
+    if (not isinstance(value, int | np.integer) or isinstance(value, bool)
+            or int(value) < (0 if allow_zero else 1)):
         kind = "non-negative" if allow_zero else "positive"
         raise DataError(f"expected a {kind} integer, got {value!r}", field=field)
-    return int(value)  # type: ignore[arg-type]
+    return int(value)
 
 
 def _unix(value: int | str | datetime, field: str) -> int:

@@ -309,9 +309,9 @@ def resolve_model(model: ModelLike) -> tuple[Callable[[], Recommender], str]:
 
                 return PopularityRecommender(**params)
             if name in ("mf-lab", "lab"):
-                from cfrec.models.registry import model_class
+                from cfrec.models.mf import BiasedMF  # the registry's "mf"
 
-                m = model_class("mf").lab()
+                m = BiasedMF.lab()
                 return m.set_params(**params) if params else m
             from cfrec.models.registry import make_model
 

@@ -23,7 +23,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,9 @@ from cfrec._io import to_jsonable, write_text_atomic
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
 from cfrec.errors import CfrecError
+
+if TYPE_CHECKING:
+    from cfrec.models.base import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +128,7 @@ def preset_space(preset: TunePreset | str) -> tuple[dict[str, Any], dict[str, li
 
 
 # ---------------------------------------------------------------------- typed parameters
-def _param_spec(model_cls: type, name: str) -> tuple[tuple[Any, ...], bool, tuple[Any, ...] | None, Any]:
+def _param_spec(model_cls: type[Recommender], name: str) -> tuple[tuple[Any, ...], bool, tuple[Any, ...] | None, Any]:
     """(accepted types, None allowed, Literal choices or None, default) of one ``__init__`` parameter."""
     import inspect
 
@@ -167,23 +170,23 @@ def _param_spec(model_cls: type, name: str) -> tuple[tuple[Any, ...], bool, tupl
     return tuple(types_), allow_none, choices, default
 
 
-def model_param_names(model_cls: type) -> list[str]:
+def model_param_names(model_cls: type[Recommender]) -> list[str]:
     """Hyperparameter names of a model class (its ``__init__`` keywords)."""
     return list(model_cls._param_names())
 
 
-def _check_name(model_cls: type, name: str) -> None:
+def _check_name(model_cls: type[Recommender], name: str) -> None:
     valid = model_param_names(model_cls)
     if name not in valid:
         raise CfrecError(f"{_label(model_cls)} has no hyperparameter {name!r}; valid: {', '.join(valid)}")
 
 
-def _label(model_cls: type) -> str:
+def _label(model_cls: type[Recommender]) -> str:
     short = getattr(model_cls, "name", "")
     return f"{short} ({model_cls.__name__})" if short else model_cls.__name__
 
 
-def coerce_param(model_cls: type, name: str, value: Any) -> Any:
+def coerce_param(model_cls: type[Recommender], name: str, value: Any) -> Any:
     """Convert ``value`` (often command-line text) to the type ``model_cls.__init__`` expects for ``name``.
 
     Types come from the annotation (``int``, ``float | None``, ``Literal["adam", "sgd"]``) or
@@ -280,7 +283,7 @@ def _split_assignment(text: str) -> tuple[str, str]:
     return name, raw.strip()
 
 
-def parse_param_assignments(model_cls: type, assignments: Sequence[str]) -> dict[str, Any]:
+def parse_param_assignments(model_cls: type[Recommender], assignments: Sequence[str]) -> dict[str, Any]:
     """Parse ``["n_factors=64", "lr=0.01"]`` into typed hyperparameters of ``model_cls``."""
     out: dict[str, Any] = {}
     for text in assignments:
@@ -289,12 +292,12 @@ def parse_param_assignments(model_cls: type, assignments: Sequence[str]) -> dict
     return out
 
 
-def check_params(model_cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
+def check_params(model_cls: type[Recommender], params: Mapping[str, Any]) -> dict[str, Any]:
     """Validate names and coerce values of a hyperparameter dict (for example from JSON)."""
     return {name: coerce_param(model_cls, name, value) for name, value in params.items()}
 
 
-def parse_space(model_cls: type, specs: Sequence[str]) -> tuple[dict[str, SpaceValue], dict[str, Any]]:
+def parse_space(model_cls: type[Recommender], specs: Sequence[str]) -> tuple[dict[str, SpaceValue], dict[str, Any]]:
     """Parse ``NAME=v1,v2,...`` (values to try), ``NAME=low:high[:log]`` (a range) and
     ``NAME=value`` (a fixed setting) into ``(space, fixed_params)``.
     """
@@ -327,7 +330,7 @@ def parse_space(model_cls: type, specs: Sequence[str]) -> tuple[dict[str, SpaceV
     return space, fixed
 
 
-def _normalise_space(model_cls: type, space: Space) -> dict[str, SpaceValue]:
+def _normalise_space(model_cls: type[Recommender], space: Space) -> dict[str, SpaceValue]:
     out: dict[str, SpaceValue] = {}
     for name, dim in space.items():
         _check_name(model_cls, name)
@@ -546,9 +549,10 @@ def tune(
             bad = [k for k, d in dims.items() if isinstance(d, Range)]
             raise CfrecError(f"grid search needs value lists, but {', '.join(bad)} is a range; "
                              f"use sampler 'tpe' or list values")
-        grid_size = math.prod(len(d) for d in dims.values())  # type: ignore[arg-type]
+        grid = {k: list(d) for k, d in dims.items() if not isinstance(d, Range)}  # no ranges here
+        grid_size = math.prod(len(values) for values in grid.values())
         n = grid_size if n_trials is None else min(int(n_trials), grid_size)
-        optuna_sampler = optuna.samplers.GridSampler({k: list(v) for k, v in dims.items()}, seed=seed)
+        optuna_sampler = optuna.samplers.GridSampler(grid, seed=seed)
     elif kind == "tpe":
         n = 20 if n_trials is None else int(n_trials)
         optuna_sampler = optuna.samplers.TPESampler(seed=seed)
@@ -586,7 +590,8 @@ def tune(
     done = table[table["state"] == "complete"]
     if done.empty:
         raise CfrecError(f"all {len(table)} trials failed; first error: {table['error'].iloc[0]}")
-    best_row = done.loc[done["valid_rmse"].idxmin()]
+    # pandas-stubs types idxmin() as Hashable, which no .loc overload takes; it is a row label
+    best_row = done.loc[done["valid_rmse"].idxmin()]  # type: ignore[call-overload]
     best_tuned = tried[int(best_row["trial"])]
     best_params = cls(**{**base, **best_tuned}).get_params()
 
@@ -617,7 +622,7 @@ def tune(
 
 
 def _run_trial(
-    cls: type,
+    cls: type[Recommender],
     params: dict[str, Any],
     fit_part: Interactions,
     valid_part: Interactions,

@@ -106,7 +106,7 @@ def recall_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int | None = None) 
 def hit_rate_at_k(hits: np.ndarray, k: int | None = None) -> np.ndarray:
     """Per-user hit rate@k: 1.0 when at least one of the first ``k`` items is relevant."""
     h, _ = _cut(hits, k)
-    return h.any(axis=1).astype(np.float64)
+    return np.asarray(h.any(axis=1), dtype=np.float64)
 
 
 def _discounts(k: int) -> np.ndarray:
