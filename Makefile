@@ -48,8 +48,10 @@ bench: $(STAMP)
 	$(PIP) install --quiet -e ".[bench]"
 	$(PY) benchmarks/surprise_folds.py
 
+# Static checks: ruff (style, bugs) and mypy (types). CI runs them after the tests.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info

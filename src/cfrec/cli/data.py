@@ -133,8 +133,8 @@ def stats_cmd(
     hist.add_column("share", justify="right")
     hist.add_column("", justify="left")
     peak = max(stats.rating_histogram.values(), default=1)
-    for value, count in stats.rating_histogram.items():
+    for rating, count in stats.rating_histogram.items():
         share = count / stats.ratings if stats.ratings else 0.0
-        hist.add_row(f"{value:g}", f"{count:,}", f"{share:.1%}",
+        hist.add_row(f"{rating:g}", f"{count:,}", f"{share:.1%}",
                      "[cyan]" + "█" * max(1, round(30 * count / peak)) + "[/]")
     console.print(hist)

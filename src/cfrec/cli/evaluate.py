@@ -14,7 +14,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -22,6 +22,9 @@ from rich.table import Table
 
 from cfrec.cli._app import app, console, err_console
 from cfrec.errors import CfrecError
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 #: Specs tried, in order, when neither --split nor the model names its split.
 SEARCH_SPECS = ("temporal", "user-temporal", "random:0.2", "u1", "u2", "u3", "u4", "u5", "ua", "ub",
@@ -189,9 +192,10 @@ def evaluate_cmd(
         console.print("rating error by whether the user/item was in training:", highlight=False,
                       soft_wrap=True, markup=False)
         bt = Table()
-        for col, just in (("test ratings", "left"), ("n", "right"), ("share", "right"),
-                          ("RMSE", "right"), ("MAE", "right")):
-            bt.add_column(col, justify=just)  # type: ignore[arg-type]
+        columns: tuple[tuple[str, JustifyMethod], ...] = (
+            ("test ratings", "left"), ("n", "right"), ("share", "right"), ("RMSE", "right"), ("MAE", "right"))
+        for col, just in columns:
+            bt.add_column(col, justify=just)
         for g in bd.groups:
             bt.add_row(g.group, str(g.n), f"{g.share:.1%}", _cell("rmse", g.rmse), _cell("mae", g.mae))
         console.print(bt)

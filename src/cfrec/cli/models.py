@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -33,6 +33,9 @@ from cfrec._io import to_jsonable
 from cfrec.cli._app import app, console, err_console, fail
 from cfrec.errors import CfrecError
 from cfrec.models.registry import model_names
+
+if TYPE_CHECKING:
+    from cfrec.models.base import Recommender
 
 _MODEL_CHOICES = ", ".join(model_names())
 
@@ -93,7 +96,7 @@ def _source_ref(dataset: str) -> str:
 
 
 def build_params(
-    model_cls: type,
+    model_cls: type[Recommender],
     *,
     preset: str | None = None,
     json_params: dict[str, Any] | None = None,
@@ -128,7 +131,7 @@ def build_params(
     return params
 
 
-def preset_params(model_cls: type, preset: str) -> dict[str, Any]:
+def preset_params(model_cls: type[Recommender], preset: str) -> dict[str, Any]:
     """Hyperparameters of a model preset (``BiasedMF.lab()`` for ``lab``)."""
     maker = getattr(model_cls, preset, None) if preset in MODEL_PRESETS else None
     if maker is None or not callable(maker):
@@ -226,7 +229,7 @@ def train(
             fail(f"{params_json} holds parameters for {file_model!r}, not {model!r}")
     if model is None:
         fail(f"choose a model with --model ({_MODEL_CHOICES})")
-    cls = model_class(model)
+    cls: type[Recommender] = model_class(model)
     flags = {"epochs": epochs, "lr": lr, "factors": factors, "weight_decay": weight_decay,
              "batch_size": batch_size, "seed": seed, "device": device}
     params = build_params(cls, preset=preset, json_params=json_params, assignments=param or [], flags=flags)

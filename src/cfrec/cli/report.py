@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import typer
 
@@ -167,7 +167,7 @@ def export(
     if fmt not in ("parquet", "csv"):
         fail(f"--format must be parquet or csv, not {format!r}")
     model = _load_model(model_dir)
-    result = export_embeddings(model, out, format=fmt)  # type: ignore[arg-type]
+    result = export_embeddings(model, out, format=cast(Literal["parquet", "csv"], fmt))  # checked above
     _say(f"exported {result.n_items:,} item and {result.n_users:,} user embeddings "
          f"(dimension {result.n_factors}) to {result.out_dir.resolve()}:")
     for path in result.files.values():

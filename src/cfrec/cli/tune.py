@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import typer
 from rich.markup import escape
@@ -18,6 +18,9 @@ from rich.table import Table
 from cfrec.cli._app import app, console, err_console, fail
 from cfrec.cli.models import _MODEL_CHOICES, _echo_json, _fmt_fallback, build_params, resolve_split
 from cfrec.errors import CfrecError
+
+if TYPE_CHECKING:
+    from cfrec.models.base import Recommender
 
 
 def _fmt(v: Any) -> str:
@@ -63,15 +66,17 @@ def tune(
         if preset not in PRESETS:
             fail(f"unknown tuning preset {preset!r}; choose one of {', '.join(PRESETS)}")
         p = PRESETS[preset]
-        if model is not None and model_class(model).name != p.model:
-            fail(f"preset {preset!r} tunes {p.model!r}, not {model!r}")
+        if model is not None:
+            chosen_cls: type[Recommender] = model_class(model)
+            if chosen_cls.name != p.model:
+                fail(f"preset {preset!r} tunes {p.model!r}, not {model!r}")
         model = p.model
         base, space = preset_space(p)
         if split == "auto":
             split = p.split
     if model is None:
         fail("choose a model with --model (or a --preset)")
-    cls = model_class(model)
+    cls: type[Recommender] = model_class(model)
     extra_space, fixed = parse_space(cls, param or [])
     for name in extra_space:
         base.pop(name, None)
@@ -105,7 +110,9 @@ def tune(
         )
 
     try:
-        result = run_tune(target, cls.name, space, n_trials=trials, sampler=sampler,  # type: ignore[arg-type]
+        # typer has no Literal choices; tune() itself rejects an unknown sampler with a CfrecError
+        result = run_tune(target, cls.name, space, n_trials=trials,
+                          sampler=cast(Literal["auto", "grid", "tpe"], sampler),
                           seed=seed, base_params=base, valid_fraction=valid_fraction, on_trial=on_trial)
     except ValueError as exc:
         if isinstance(exc, CfrecError):

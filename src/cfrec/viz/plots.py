@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -73,8 +73,7 @@ def new_figure(figsize: tuple[float, float] = (6.4, 4.0)) -> Figure:
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.4, 4.0)) -> tuple[Figure, Axes]:
     """``ax`` and its figure, or a new single-axes figure when ``ax`` is None."""
     if ax is not None:
-        fig = ax.figure
-        return getattr(fig, "figure", fig), ax  # the root figure when ax lives in a subfigure
+        return ax.figure.figure, ax  # the root figure (also when ax lives in a subfigure)
     fig = new_figure(figsize)
     return fig, fig.add_subplot()
 
@@ -165,7 +164,7 @@ def _plot_counts(counts: np.ndarray, *, what: str, per: str, name: str, log: boo
             bins = np.unique(np.round(np.geomspace(lo, hi + 1, 40))) - 0.5
         else:
             bins = np.histogram_bin_edges(counts, bins=min(50, max(hi - lo + 1, 1)))
-        ax.hist(counts, bins=bins, color=MAIN_COLOR, alpha=0.9)
+        ax.hist(counts, bins=bins.tolist(), color=MAIN_COLOR, alpha=0.9)
         if log:
             ax.set_xscale("log")
             _plain_log_ticks(ax.xaxis)
@@ -400,7 +399,7 @@ def _param_curve(results: pd.DataFrame, *, param: str | None, default: str, xlab
         ax.errorbar(stats.index.to_numpy(), stats["mean"].to_numpy(), yerr=yerr, color=color,
                     marker=marker, ms=5, capsize=3, label=label + (" (mean \u00b1 sd)" if yerr is not None else ""))
     valid_means = grouped["valid_rmse"].mean()
-    best_x = float(valid_means.idxmin())
+    best_x = float(cast(float, valid_means.idxmin()))  # the group keys are the numeric x positions
     best_label = "0" if zero_at is not None and best_x == zero_at else f"{frame[col].to_numpy()[x_plot == best_x][0]:g}"
     ax.scatter([best_x], [valid_means.min()], s=160, marker="*", color="black", zorder=5,
                label=f"best: {best_label} ({valid_means.min():.4f})")

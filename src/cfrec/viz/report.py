@@ -357,8 +357,8 @@ def evaluate_model(model: Recommender, test: Interactions, *, train: Interaction
     try:
         from cfrec.evaluation import evaluate
     except ImportError:
-        evaluate = None
-    if evaluate is not None:
+        pass
+    else:
         return {str(key): float(v) for key, v in evaluate(model, test, train=train, k=k).items()}
     logger.info("cfrec.evaluation.evaluate unavailable: reporting RMSE and MAE only")
     pred = model.predict(test.raw_users(), test.raw_items()).astype(np.float64)
@@ -609,7 +609,7 @@ def build_report(
 
     # -- split and metrics
     say("metrics")
-    cs_rows = [["test ratings", cold["test_ratings"]],
+    cs_rows: list[list[Any]] = [["test ratings", cold["test_ratings"]],
                ["from users with no training rating", f"{cold['unknown_user']:,} ({cold['unknown_user_share']:.1%})"],
                ["of items with no training rating", f"{cold['unknown_item']:,} ({cold['unknown_item_share']:.1%})"],
                ["either (predicted by a bias fallback)", f"{cold['unknown_either']:,} ({cold['cold_start_share']:.1%})"]]

@@ -20,6 +20,7 @@ from cfrec.viz.plots import _axes, _short
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap
     from matplotlib.figure import Figure
 
     from cfrec.models.base import Recommender
@@ -151,14 +152,14 @@ def _place_labels(fig: Figure, ax: Axes, tmap: TsneMap, rows: list[int]) -> None
     """Name the chosen points, trying offsets per label so labels neither overlap each other nor
     leave the axes (greedy in display coordinates; the least-overlapping spot when none is free).
     Labels placed away from their point get a thin leader line."""
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg canvases have it; FigureCanvasBase's stub lacks it
     frame = ax.get_window_extent(renderer)
     placed: list[Any] = []
     offsets = ((6, 5, "left"), (6, -13, "left"), (-6, 5, "right"), (-6, -13, "right"),
                (0, 12, "center"), (0, -20, "center"), (10, 18, "left"), (10, -26, "left"),
                (-10, 18, "right"), (-10, -26, "right"), (0, 26, "center"), (0, -34, "center"))
-    style = {"textcoords": "offset points", "fontsize": 8, "zorder": 5,
-             "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75}}
+    style: dict[str, Any] = {"textcoords": "offset points", "fontsize": 8, "zorder": 5,
+                             "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75}}
     for r in rows:
         x, y = tmap.coords[r]
         label = _short(tmap.titles[r], 40)
@@ -180,6 +181,16 @@ def _place_labels(fig: Figure, ax: Axes, tmap: TsneMap, rows: list[int]) -> None
         ax.annotate(label, (x, y), xytext=(dx, dy), ha=ha,
                     arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.35"} if far else None, **style)
         placed.append(best_box)
+
+
+def _listed_colors(cmap: Colormap) -> list[Any]:
+    """The colours of a qualitative (listed) colormap such as ``tab20``."""
+    from matplotlib.colors import ListedColormap
+
+    colors = cmap.colors if isinstance(cmap, ListedColormap) else None
+    if not isinstance(colors, (list, tuple)):  # pragma: no cover - tab20/tab20b hold a tuple of RGB tuples
+        raise TypeError(f"colormap {cmap.name!r} is not a ListedColormap with a list of colours")
+    return list(colors)
 
 
 def plot_tsne(
@@ -206,8 +217,8 @@ def plot_tsne(
     fig, ax = _axes(ax, figsize=(10.0, 7.5))
     genres = pd.Series(tmap.genres)
     order = genres.value_counts()
-    tab20 = colormaps["tab20"].colors  # strong shades first, then their light partners
-    palette = [tab20[i] for i in (*range(0, 20, 2), *range(1, 20, 2))] + list(colormaps["tab20b"].colors)
+    tab20 = _listed_colors(colormaps["tab20"])  # strong shades first, then their light partners
+    palette = [tab20[i] for i in (*range(0, 20, 2), *range(1, 20, 2))] + _listed_colors(colormaps["tab20b"])
     for n, (genre, count) in enumerate(order.items()):
         sel = (genres == genre).to_numpy()
         color = "#b0b0b0" if genre == NO_GENRE else palette[n % len(palette)]
