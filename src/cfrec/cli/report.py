@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
@@ -120,6 +121,8 @@ def quickstart(
     recommendations, similar items and an HTML report."""
     from cfrec.viz.quickstart import run_quickstart
 
+    # The progress lines below already say when synthetic data stands in; skip the log copy.
+    logging.getLogger("cfrec.viz.quickstart").setLevel(logging.ERROR)
     start = time.perf_counter()
 
     def progress(message: str) -> None:
