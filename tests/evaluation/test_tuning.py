@@ -282,3 +282,26 @@ def test_none_values_survive_as_best_params(split, monkeypatch):
     result = tune(split, "nonebest", {"patience": [3, None], "reg_user": [1.0, 50.0]}, seed=0)
     assert len(result.trials) == 4
     assert result.best_params["patience"] is None  # not NaN from the table's float column
+
+
+def test_tuning_refuses_ranking_only_models() -> None:
+    from cfrec.data import make_synthetic
+    from cfrec.evaluation.tuning import tune
+
+    data = make_synthetic(60, 40, 1200, seed=3)
+    with pytest.raises(CfrecError, match="not ratings"):
+        tune(data, "neumf", {"n_factors": [4]}, base_params={"mode": "implicit", "epochs": 1})
+
+
+def test_test_scores_reports_ranking_for_ranking_only_models() -> None:
+    from cfrec.data import make_splits, make_synthetic
+    from cfrec.evaluation.tuning import test_scores
+    from cfrec.models.neumf import NeuMF
+
+    split = make_splits(make_synthetic(80, 50, 2000, seed=4), "random:0.2", seed=0)[0]
+    scores = test_scores(NeuMF(mode="implicit", epochs=1, n_factors=4, mlp_layers=(8, 4)).fit(split.train),
+                         split.test)
+    assert scores["rmse"] is None and scores["mae"] is None
+    assert 0.0 <= scores["ndcg@10"] <= 1.0 and 0.0 <= scores["recall@10"] <= 1.0
+    rating = test_scores(NeuMF(epochs=1, n_factors=4, mlp_layers=(8, 4)).fit(split.train), split.test)
+    assert rating["rmse"] is not None and "ndcg@10" not in rating

@@ -294,7 +294,13 @@ def train(
         _echo_json(summary)
         return
     console.print(f"fitted in {seconds:.1f} s", highlight=False, soft_wrap=True, markup=False)
-    if test is not None:
+    if test is not None and test["rmse"] is None:
+        console.print(
+            f"test NDCG@10 {test['ndcg@10']:.4f}  Recall@10 {test['recall@10']:.4f} (full ranking; "
+            f"{type(estimator).__name__} scores preferences, not ratings, so no RMSE)",
+            highlight=False, soft_wrap=True, markup=False,
+        )
+    elif test is not None:
         console.print(
             f"test RMSE {test['rmse']:.4f}  MAE {test['mae']:.4f}  on {test['n']:,} ratings; "
             f"cold-start fallbacks: {_fmt_fallback(test['fallback'])} "
@@ -403,7 +409,7 @@ def recommend(
     titled = _has_titles(model)
     if titled:
         table.add_column("title")
-    table.add_column("predicted", justify="right")
+    table.add_column("predicted" if model.predicts_ratings else "score", justify="right")
     if include_seen:
         table.add_column("rated", justify="center")
     for rank, row in enumerate(rows, 1):

@@ -632,8 +632,12 @@ def _run_trial(
     from cfrec.metrics import rmse
 
     t0 = time.perf_counter()
+    model = cls(**params)
+    if not model.predicts_ratings:
+        raise CfrecError(f"{cls.__name__} with {params} scores preferences, not ratings: tuning picks "
+                         "settings by validation RMSE, which means nothing for it; use "
+                         "'cfrec benchmark' to compare its ranking metrics")
     try:
-        model = cls(**params)
         model.fit(fit_part)
     except (CfrecError, ValueError, FloatingPointError) as exc:
         logger.info("trial with %s failed: %s", params, exc)
@@ -650,18 +654,27 @@ def _run_trial(
 
 
 def test_scores(model: Any, test: Interactions) -> dict[str, Any]:
-    """RMSE/MAE of a fitted model on a test part, with how many predictions used a fallback."""
+    """RMSE/MAE of a fitted model on a test part, with how many predictions used a fallback.
+
+    For ranking-only models (``predicts_ratings`` is False) RMSE/MAE are None and NDCG@10 and
+    Recall@10 over the full item ranking are reported instead.
+    """
+    from cfrec.evaluation import evaluate
     from cfrec.metrics import mae, rmse
 
     pred = model.predict_detailed(test.raw_users(), test.raw_items())
     counts = pred.counts()
-    return {
+    out: dict[str, Any] = {
         "rmse": float(rmse(test.ratings, pred.ratings)),
         "mae": float(mae(test.ratings, pred.ratings)),
         "n": int(len(test)),
         "fallback": counts,
         "fallback_share": float(1 - counts["personalised"] / len(test)) if len(test) else 0.0,
     }
+    if not getattr(model, "predicts_ratings", True):
+        ranking = evaluate(model, test, k=10, metrics=["ndcg@10", "recall@10"])
+        out.update(rmse=None, mae=None, **{key: float(ranking[key]) for key in ("ndcg@10", "recall@10")})
+    return out
 
 
 test_scores.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name
