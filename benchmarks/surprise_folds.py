@@ -95,18 +95,15 @@ def run_cfrec(name: str, train: Any, test: Any, device: str | None) -> dict[str,
 
 
 def available_cfrec_models(wanted: list[str] | None) -> list[str]:
-    """Registered cfrec models that import (a model still being written is skipped with a note)."""
+    """The cfrec models to run: those asked for, else every registered model that predicts
+    ratings (ranking-only models such as pop and ials have no meaningful RMSE)."""
     from cfrec.models.registry import model_class, model_names
 
-    out = []
-    for name in wanted or model_names():
-        try:
-            model_class(name)
-        except ImportError as exc:
-            print(f"note: cfrec model {name!r} not available ({exc}); skipped", file=sys.stderr)
-            continue
-        out.append(name)
-    return out
+    if wanted:
+        for name in wanted:
+            model_class(name)  # an unknown name fails here, with the list of known ones
+        return wanted
+    return [name for name in model_names() if model_class(name)().predicts_ratings]
 
 
 # ---------------------------------------------------------------------- report
@@ -212,7 +209,7 @@ def environment(device: str | None, with_surprise: bool) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", help="cfrec models, comma-separated (default: every registered one)")
+    ap.add_argument("--models", help="cfrec models, comma-separated (default: every registered model that predicts ratings)")
     ap.add_argument("--folds", default=",".join(FOLDS), help="folds to run (default: u1,u2,u3,u4,u5)")
     ap.add_argument("--no-surprise", action="store_true", help="run cfrec only")
     ap.add_argument("--skip-surprise-svdpp", action="store_true",

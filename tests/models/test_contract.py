@@ -118,7 +118,13 @@ class RecommenderContract:
         pred = fitted.predict(planted.raw_users(), planted.raw_items())
         assert pred.dtype == np.float32 and pred.shape == (len(planted),)
         assert pred.min() >= RATING_SCALE[0] and pred.max() <= RATING_SCALE[1]
-        assert _rmse(pred, planted.ratings) < _rmse(np.full(len(planted), planted.ratings.mean()), planted.ratings)
+        if fitted.predicts_ratings:
+            assert _rmse(pred, planted.ratings) < _rmse(np.full(len(planted), planted.ratings.mean()),
+                                                        planted.ratings)
+        else:  # preferences mapped onto the scale, not ratings: rated pairs outscore random pairs
+            rng = np.random.default_rng(0)
+            other = fitted.predict(planted.raw_users(), rng.choice(fitted.item_map_.ids, len(planted)))
+            assert pred.mean() > other.mean()
 
     def test_predict_matches_known_scores_clipped(self, fitted: Recommender, planted: Interactions) -> None:
         u = planted.user_map.to_raw(planted.users[:50])
@@ -163,8 +169,8 @@ class RecommenderContract:
         for user, rec in zip(users, recs, strict=True):
             seen = set(frame.loc[frame["user_id"] == user, "item_id"])
             assert len(rec.ids) == 5 and not seen & set(rec.ids.tolist())
-        # the unknown user gets the bias-ranked popular list
-        top = np.argsort(-(fitted.global_mean_ + fitted.item_bias_), kind="stable")[:5]
+        # the unknown user gets the model's cold-user list (bias-ranked popular items by default)
+        top = np.argsort(-fitted._cold_user_scores(), kind="stable")[:5]
         assert set(recs[3].ids.tolist()) == set(fitted.item_map_.to_raw(top).tolist())
 
     def test_recommend_exclude_seen_false_and_candidates(self, fitted: Recommender,
@@ -341,13 +347,9 @@ class TestNeuMFImplicitContract(RecommenderContract):
         return NeuMF(mode="implicit", n_factors=8, mlp_layers=(16, 8), epochs=5, batch_size=256,
                      lr=3e-3, reg=0.0, seed=0, device="cpu")
 
-    def test_predict_raw_ids_within_scale_and_better_than_mean(self, fitted: Recommender,
-                                                                planted: Interactions) -> None:
-        """Implicit scores are preferences mapped onto the scale, not ratings: scale only, and
-        rated pairs outscore random pairs."""
-        pred = fitted.predict(planted.raw_users(), planted.raw_items())
-        assert pred.dtype == np.float32 and pred.shape == (len(planted),)
-        assert pred.min() >= RATING_SCALE[0] and pred.max() <= RATING_SCALE[1]
-        rng = np.random.default_rng(0)
-        other = fitted.predict(planted.raw_users(), rng.choice(fitted.item_map_.ids, len(planted)))
-        assert pred.mean() > other.mean()
+
+class TestIALSContract(RecommenderContract):
+    def make_model(self) -> Recommender:
+        from cfrec.models.ials import IALS
+
+        return IALS(n_factors=8, iterations=5, seed=0)

@@ -230,9 +230,10 @@ def benchmark_cmd(
     protocol: Annotated[str, typer.Option(
         help="folds (ML-100K u1..u5), cv5, temporal, user-temporal, online (temporal 80/20 with "
              "prequential fold-in), or any split spec.")] = "folds",
-    models: Annotated[str, typer.Option(
+    models: Annotated[str | None, typer.Option(
         help="Comma-separated models; hyperparameters as mf:n_factors=64,epochs=20; mf-lab is the "
-             "course lab's recipe.")] = "baseline,mf,als,svdpp,neumf",
+             "course lab's recipe. Default: baseline,mf,als,svdpp,neumf,ials (without neumf for "
+             "the online protocol, whose replay would fold NeuMF in once per test rating).")] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON to this file (atomically).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the splits and the models.")] = 0,
     k: Annotated[int, typer.Option(help="Ranking cut-off.")] = 10,
@@ -245,6 +246,8 @@ def benchmark_cmd(
     from cfrec.evaluation.benchmark import run_benchmark, write_json_atomic
 
     data = load_dataset(dataset)
+    if models is None:
+        models = "baseline,mf,als,svdpp,ials" if protocol == "online" else "baseline,mf,als,svdpp,neumf,ials"
 
     def progress(row: Any) -> None:
         m = row.mean

@@ -17,6 +17,7 @@ _MODELS: dict[str, tuple[str, str]] = {
     "als": ("cfrec.models.als", "ALS"),
     "svdpp": ("cfrec.models.svdpp", "SVDpp"),
     "neumf": ("cfrec.models.neumf", "NeuMF"),
+    "ials": ("cfrec.models.ials", "IALS"),
     "pop": ("cfrec.models.popularity", "PopularityRecommender"),
 }
 

@@ -1,0 +1,327 @@
+"""Implicit-feedback alternating least squares (Hu, Koren & Volinsky 2008) for top-K ranking.
+
+Every training rating is a positive interaction: preference ``p_ui = 1`` for a rated pair and
+``0`` for every unrated one, with confidence ``c_ui = 1 + alpha * f(r_ui)`` on rated pairs
+(``f(r) = r`` for ``confidence="linear"``, ``log(1 + r / eps)`` for ``"log"``) and ``1`` on the
+rest. The objective, over *all* users x items pairs, is::
+
+    sum_{u,i} c_ui (p_ui - x_u . y_i)^2  +  sum_u reg_u |x_u|^2  +  sum_i reg_i |y_i|^2
+
+with ``reg_row = reg`` (or ``reg * n_row`` with ``weighted_reg=True``, Zhou et al.'s weighted
+lambda). With the items fixed, user ``u``'s vector solves::
+
+    (Y'Y + Y_u' (C_u - I) Y_u + reg_u I) x_u = Y_u' c_u
+
+where ``Y_u`` are the factors of the items ``u`` rated: the unrated items only enter through the
+shared Gram matrix ``Y'Y``, so the work per half-step is ``ratings x k^2 + rows x k^3`` and no
+users x items matrix is ever formed. All rows of one side are assembled at once (a sparse
+confidence matrix times packed outer products, as in :mod:`cfrec.models.als`) and solved by
+batched LAPACK calls on CPU, or batched Cholesky with torch on CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from cfrec.data.interactions import Interactions
+from cfrec.errors import CfrecError, TrainingDiverged
+from cfrec.models._torch import resolve_device
+from cfrec.models.als import _chunk_rows, _Side, _torch_csr
+from cfrec.models.base import EpochCallback, FactorRecommender, FoldedUser
+
+logger = logging.getLogger(__name__)
+
+#: Ratings per chunk when evaluating the objective (bounds the gathered (chunk, k) blocks).
+_EVAL_CHUNK = 1 << 18
+_CONFIDENCE = ("linear", "log")
+
+
+def _confidence_minus_one(ratings: np.ndarray, alpha: float, kind: str, eps: float) -> np.ndarray:
+    """``c - 1`` for rated pairs: ``alpha * r`` (linear) or ``alpha * log(1 + r / eps)`` (log)."""
+    r = np.asarray(ratings, dtype=np.float64)
+    f = r if kind == "linear" else np.log1p(r / eps)
+    return (alpha * f).astype(np.float32)
+
+
+def _solve_side_numpy(side: _Side, fixed: np.ndarray, weight: np.ndarray, reg_diag: np.ndarray) -> np.ndarray:
+    """Every row's ``x`` solving ``(F'F + F_r' W_r F_r + reg_r I) x = F_r' (1 + w_r)``.
+
+    ``weight`` holds ``c - 1`` in the side's CSR order and ``reg_diag`` the per-row L2 strength.
+    """
+    k = fixed.shape[1]
+    tri_r, tri_c = np.triu_indices(k)
+    packed = fixed[:, tri_r] * fixed[:, tri_c]  # (n_other, k(k+1)/2) packed outer products
+    shared = fixed.T.astype(np.float64) @ fixed.astype(np.float64)
+    n_rows = len(side.counts)
+    out = np.empty((n_rows, k), dtype=np.float32)
+    eye = np.arange(k)
+    step = _chunk_rows(k)
+    for start in range(0, n_rows, step):
+        stop = min(start + step, n_rows)
+        lo, hi = int(side.indptr[start]), int(side.indptr[stop])
+        ptr = side.indptr[start:stop + 1] - lo
+        idx = side.indices[lo:hi]
+        shape = (stop - start, side.n_other)
+        w = weight[lo:hi]
+        gram = sp.csr_array((w, idx, ptr), shape=shape) @ packed
+        rhs = sp.csr_array((w + np.float32(1.0), idx, ptr), shape=shape) @ fixed
+        a = np.empty((stop - start, k, k), dtype=np.float32)
+        a[:] = shared.astype(np.float32)
+        a[:, tri_r, tri_c] += gram
+        off = tri_r != tri_c
+        a[:, tri_c[off], tri_r[off]] += gram[:, off]
+        a[:, eye, eye] += reg_diag[start:stop, None]
+        out[start:stop] = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
+    return out
+
+
+def _solve_side_torch(side: _Side, fixed: torch.Tensor, weight: torch.Tensor, reg_diag: torch.Tensor) -> torch.Tensor:
+    """:func:`_solve_side_numpy` with torch sparse products and batched Cholesky (for CUDA)."""
+    dev = fixed.device
+    k = fixed.shape[1]
+    tri = torch.triu_indices(k, k, device=dev)
+    packed = fixed[:, tri[0]] * fixed[:, tri[1]]
+    shared = (fixed.double().T @ fixed.double()).float()
+    off = tri[0] != tri[1]
+    eye = torch.arange(k, device=dev)
+    n_rows = len(side.counts)
+    out = torch.empty((n_rows, k), dtype=torch.float32, device=dev)
+    step = _chunk_rows(k)
+    for start in range(0, n_rows, step):
+        stop = min(start + step, n_rows)
+        lo, hi = int(side.indptr[start]), int(side.indptr[stop])
+        ptr = torch.as_tensor(side.indptr[start:stop + 1] - lo, device=dev)
+        idx = torch.as_tensor(side.indices[lo:hi], device=dev)
+        shape = (stop - start, side.n_other)
+        w = weight[lo:hi].contiguous()
+        gram = _torch_csr(ptr, idx, w, shape) @ packed
+        rhs = _torch_csr(ptr, idx, w + 1.0, shape) @ fixed
+        a = shared.expand(stop - start, k, k).clone()
+        a[:, tri[0], tri[1]] += gram
+        a[:, tri[1][off], tri[0][off]] += gram[:, off]
+        a[:, eye, eye] += reg_diag[start:stop, None]
+        chol, info = torch.linalg.cholesky_ex(a)
+        if bool((info != 0).any()):
+            raise CfrecError("iALS normal equations are not positive definite (non-finite factors?); "
+                             "try a larger reg")
+        out[start:stop] = torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
+    return out
+
+
+def _objective(users: np.ndarray, items: np.ndarray, weight: np.ndarray, x: np.ndarray, y: np.ndarray,
+               reg_u: np.ndarray, reg_i: np.ndarray) -> float:
+    """The full iALS objective over all users x items pairs, without forming them.
+
+    ``sum_all c (p - s)^2 = sum_all s^2 + sum_rated [(1 + w)(1 - s)^2 - s^2]`` with
+    ``sum_all s^2 = <X'X, Y'Y>`` and ``w = c - 1``; plus the L2 terms.
+    """
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    total = float(np.sum((x64.T @ x64) * (y64.T @ y64)))
+    for s in range(0, len(users), _EVAL_CHUNK):
+        u, i = users[s:s + _EVAL_CHUNK], items[s:s + _EVAL_CHUNK]
+        score = np.einsum("ij,ij->i", x[u], y[i]).astype(np.float64)
+        total += float(np.sum((1.0 + weight[s:s + _EVAL_CHUNK]) * (1.0 - score) ** 2 - score ** 2))
+    total += float(np.dot(reg_u, np.einsum("ij,ij->i", x64, x64)))
+    total += float(np.dot(reg_i, np.einsum("ij,ij->i", y64, y64)))
+    return total
+
+
+class IALS(FactorRecommender):
+    """Implicit-feedback ALS (Hu, Koren & Volinsky 2008): a top-K ranking model.
+
+    Every training rating counts as an interaction (preference 1) with confidence
+    ``1 + alpha * rating`` (``confidence="linear"``) or ``1 + alpha * log(1 + rating / eps)``
+    (``"log"``); every unrated pair has preference 0 and confidence 1. Each iteration solves all
+    users' vectors exactly given the items, then all items' given the users; the weighted squared
+    error plus L2 penalty over all users x items pairs never increases, and ``history_`` records
+    it per iteration (``train_loss``: the objective divided by the number of training ratings,
+    with ``seconds``). ``valid`` is ignored (there is nothing to early-stop on).
+
+    Scores are preferences ``x_u . y_i`` (no biases; ``user_bias_`` and ``item_bias_`` are zeros).
+    ``predicts_ratings`` is False: ``predict`` maps the preference linearly onto the rating scale
+    (``low + s * (high - low)``, so 1..5 -> ``1 + 4 s``) and clips it, like implicit
+    :class:`~cfrec.models.neumf.NeuMF`: a monotone preference score, not a rating estimate (RMSE
+    against ratings means nothing). ``recommend`` ranks by it. An unknown user is ranked by item
+    popularity (training interactions per item); ``predict`` for an unknown id falls back to the
+    global mean as in every model.
+
+    Defaults were chosen by NDCG@10 (ratings >= 4 relevant) on two random 20% validation carves
+    of ML-100K's ``u1.base`` (no test file used). On the official folds u1..u5 (ranking all
+    unrated items) they give NDCG@10 0.450, 0.416, 0.364, 0.367, 0.359 (mean 0.391) and
+    Recall@10 mean 0.275, against 0.198 / 0.136 for popularity and 0.314 / 0.221 for implicit
+    NeuMF, in about 0.13 s per fold on a shared 2-core CPU.
+
+    Parameters
+    ----------
+    n_factors
+        Latent dimension ``k``. Cost per iteration grows with ``ratings x k^2 + rows x k^3``.
+    reg
+        L2 strength on every factor vector (per rating of the row with ``weighted_reg``).
+    alpha
+        Confidence slope: a rated pair weighs ``1 + alpha * f(r)`` against 1 for an unrated one.
+    iterations
+        Alternating sweeps (users then items).
+    confidence
+        ``"linear"`` (``f(r) = r``) or ``"log"`` (``f(r) = log(1 + r / eps)``).
+    eps
+        Scale of the log confidence.
+    weighted_reg
+        Scale each row's L2 strength by its number of ratings (weighted lambda).
+    init_std
+        Standard deviation of the random initial item factors.
+    seed
+        Seed of the initial item factors (``None``: fresh entropy).
+    device
+        ``None``/``"cpu"`` (numpy, scipy and LAPACK; the default, fastest for small data),
+        ``"auto"`` (CUDA when available) or ``"cuda"`` (torch sparse products and batched
+        Cholesky). Both solve the same systems and agree to float32 rounding.
+    """
+
+    name = "ials"
+
+    def __init__(
+        self,
+        *,
+        n_factors: int = 16,
+        reg: float = 30.0,
+        alpha: float = 1.0,
+        iterations: int = 10,
+        confidence: str = "linear",
+        eps: float = 1.0,
+        weighted_reg: bool = False,
+        init_std: float = 0.1,
+        seed: int | None = 0,
+        device: str | None = None,
+    ) -> None:
+        self.n_factors = n_factors
+        self.reg = reg
+        self.alpha = alpha
+        self.iterations = iterations
+        self.confidence = confidence
+        self.eps = eps
+        self.weighted_reg = weighted_reg
+        self.init_std = init_std
+        self.seed = seed
+        self.device = device
+
+    @property
+    def predicts_ratings(self) -> bool:
+        """False: scores are implicit preferences mapped onto the rating scale, not ratings."""
+        return False
+
+    # ------------------------------------------------------------------ fitting
+    def _check_params(self) -> None:
+        if self.confidence not in _CONFIDENCE:
+            raise CfrecError(f"iALS confidence must be one of {_CONFIDENCE}, got {self.confidence!r}")
+        if int(self.n_factors) < 1 or int(self.iterations) < 1:
+            raise CfrecError(f"iALS needs n_factors >= 1 and iterations >= 1 "
+                             f"(got n_factors={self.n_factors}, iterations={self.iterations})")
+        if not float(self.reg) > 0:
+            raise CfrecError(f"iALS needs reg > 0, got {self.reg}")
+        if not float(self.alpha) >= 0:
+            raise CfrecError(f"iALS needs alpha >= 0, got {self.alpha}")
+        if not float(self.eps) > 0:
+            raise CfrecError(f"iALS needs eps > 0, got {self.eps}")
+
+    def _weights(self, ratings: np.ndarray) -> np.ndarray:
+        r = np.asarray(ratings, dtype=np.float64)
+        if len(r) and (not np.all(np.isfinite(r)) or r.min() < 0):
+            raise CfrecError("iALS needs finite ratings >= 0 (they set the confidence 1 + alpha * f(r))")
+        return _confidence_minus_one(r, float(self.alpha), self.confidence, float(self.eps))
+
+    def _reg_diag(self, counts: np.ndarray) -> np.ndarray:
+        n = np.maximum(np.asarray(counts, dtype=np.float32), 1.0)
+        return (float(self.reg) * n if self.weighted_reg else np.full(len(n), float(self.reg))).astype(np.float32)
+
+    def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
+        self._check_params()
+        k, iterations = int(self.n_factors), int(self.iterations)
+        dev = resolve_device("cpu" if self.device is None else self.device)
+        n_users, n_items = train.n_users, train.n_items
+        weight = self._weights(train.ratings)
+        by_user = _Side.build(train.users, train.items, n_users, n_items)
+        by_item = _Side.build(train.items, train.users, n_items, n_users)
+        reg_u, reg_i = self._reg_diag(by_user.counts), self._reg_diag(by_item.counts)
+        users, items = train.users.astype(np.int64), train.items.astype(np.int64)
+        rng = np.random.default_rng(self.seed)
+        q = rng.normal(0.0, float(self.init_std), (n_items, k)).astype(np.float32)
+        if dev.type == "cpu":
+            w_user, w_item = weight[by_user.order], weight[by_item.order]
+        else:
+            tw_user = torch.as_tensor(weight[by_user.order], device=dev)
+            tw_item = torch.as_tensor(weight[by_item.order], device=dev)
+            treg_u, treg_i = torch.as_tensor(reg_u, device=dev), torch.as_tensor(reg_i, device=dev)
+            tq = torch.as_tensor(q, device=dev)
+        for it in range(1, iterations + 1):
+            start = time.perf_counter()
+            if dev.type == "cpu":
+                p = _solve_side_numpy(by_user, q, w_user, reg_u)
+                q = _solve_side_numpy(by_item, p, w_item, reg_i)
+            else:
+                tp = _solve_side_torch(by_user, tq, tw_user, treg_u)
+                tq = _solve_side_torch(by_item, tp, tw_item, treg_i)
+                p, q = tp.cpu().numpy(), tq.cpu().numpy()
+            loss = _objective(users, items, weight, p, q, reg_u, reg_i)
+            if not np.isfinite(loss):
+                raise TrainingDiverged("iALS", it, None, loss)
+            record: dict[str, Any] = {"epoch": it, "train_loss": loss / len(train),
+                                      "seconds": time.perf_counter() - start}
+            self.history_.append(record)
+            logger.debug("iALS iteration %d: %s", it, record)
+            if on_epoch is not None:
+                on_epoch(dict(record, epochs=iterations))
+        self.user_factors_ = np.ascontiguousarray(p, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(q, dtype=np.float32)
+        self.user_bias_ = np.zeros(n_users, dtype=np.float32)
+        self.item_bias_ = np.zeros(n_items, dtype=np.float32)
+
+    # ------------------------------------------------------------------ scoring
+    def _to_scale(self, scores: np.ndarray) -> np.ndarray:
+        lo, hi = self.rating_scale_
+        return (np.float32(lo) + np.float32(hi - lo) * np.asarray(scores, dtype=np.float32)).astype(np.float32)
+
+    def _predict_known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self._to_scale(np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items]))
+
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        return self._to_scale(self.user_factors_[users] @ self.item_factors_.T)
+
+    def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
+        return self._to_scale(self.item_factors_[items] @ user.factors)
+
+    def _cold_user_scores(self) -> np.ndarray:
+        """Unknown users get the most popular items: training interactions per item, mapped onto
+        the rating scale (the most popular item at the top of the scale)."""
+        counts = np.bincount(self.seen_.indices, minlength=len(self.item_map_)).astype(np.float64)
+        return self._to_scale(counts / max(float(counts.max(initial=0.0)), 1.0))
+
+    # ------------------------------------------------------------------ cold start
+    def fold_in(self, items: Any, ratings: Any, *, reg: float | None = None) -> FoldedUser:
+        """Solve a new user's vector as a training half-step would, against the fixed items.
+
+        ``(Y'Y + Y_u' (C_u - I) Y_u + reg_u I) x = Y_u' c_u`` with the model's confidence rule
+        applied to ``ratings`` and its ``reg`` (times the number of known items with
+        ``weighted_reg``); ``reg`` overrides the model's. Folding in a training user's own
+        ratings gives back (close to) that user's learned vector. Unknown items are ignored; the
+        bias is 0.
+        """
+        self._check_fitted()
+        idx, r = self._known_ratings(items, ratings)
+        y = self.item_factors_.astype(np.float64)
+        k = y.shape[1]
+        seen = np.unique(idx).astype(np.int32)
+        if not len(idx):
+            return FoldedUser(0.0, np.zeros(k, dtype=np.float32), seen, 0)
+        w = self._weights(r).astype(np.float64)
+        lam = float(self._reg_diag(np.array([len(idx)]))[0]) if reg is None else float(reg) * (
+            len(idx) if self.weighted_reg else 1.0)
+        yu = y[idx]
+        a = y.T @ y + (yu * w[:, None]).T @ yu + lam * np.eye(k)
+        x = np.linalg.solve(a, yu.T @ (1.0 + w))
+        return FoldedUser(0.0, x.astype(np.float32), seen, len(idx))
