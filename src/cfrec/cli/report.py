@@ -92,11 +92,12 @@ def report(
     path = rep.write(out)
     for note in rep.notes:
         err_console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
-    rmse = rep.metrics.get("rmse")
-    if rmse is not None:
-        line = f"test RMSE {rmse:.4f} on split {rep.split_name}"
-        if rep.baseline_metrics and rep.baseline_metrics.get("rmse") is not None:
-            line += f" (baseline {rep.baseline_metrics['rmse']:.4f})"
+    key = "rmse" if model.predicts_ratings else f"ndcg@{k}"
+    value = rep.metrics.get(key)
+    if value is not None:
+        line = f"test {key.upper() if key == 'rmse' else key.replace('ndcg', 'NDCG')} {value:.4f} on split {rep.split_name}"
+        if rep.baseline_metrics and rep.baseline_metrics.get(key) is not None:
+            line += f" (baseline {rep.baseline_metrics[key]:.4f})"
         _say(line)
     _say(f"report written to {path.resolve()} ({path.stat().st_size / 1e6:.1f} MB, "
          f"{time.perf_counter() - start:.1f} s)")
