@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cfrec.data import IdMap, Interactions
+from cfrec.data import Interactions
 from cfrec.errors import CfrecError
 from cfrec.models import Recommender
 from cfrec.models import als as als_mod
 from cfrec.models.als import ALS
+from tests.models.conftest import large_sparse_ratings
 
 
 def planted(n_users: int = 300, n_items: int = 200, k: int = 3, density: float = 0.3,
@@ -204,13 +205,7 @@ def test_fold_in_reproduces_training_user(planted_data) -> None:
 # ---------------------------------------------------------------------- scale
 def test_large_sparse_never_densifies() -> None:
     """200k users x 50k items (10^10 cells) with 1M ratings: seconds and well under 1 GB."""
-    rng = np.random.default_rng(0)
-    n_users, n_items = 200_000, 50_000
-    cells = np.unique(rng.integers(0, n_users * n_items, 1_000_000, dtype=np.int64))
-    users, items = (cells // n_items).astype(np.int32), (cells % n_items).astype(np.int32)
-    ratings = rng.integers(1, 6, len(cells)).astype(np.float32)
-    data = Interactions(users, items, ratings, np.zeros(len(cells), np.int64),
-                        IdMap(np.arange(n_users)), IdMap(np.arange(n_items)), (1.0, 5.0), name="big")
+    data = large_sparse_ratings()
     tracemalloc.start()
     start = time.perf_counter()
     try:
@@ -219,24 +214,18 @@ def test_large_sparse_never_densifies() -> None:
     finally:
         tracemalloc.stop()
     elapsed = time.perf_counter() - start
-    assert model.user_factors_.shape[1] == 8 and len(model.item_factors_) == len(np.unique(items))
+    assert model.user_factors_.shape[1] == 8 and len(model.item_factors_) == len(data.present_items())
     assert peak < 1 << 30, f"peak {peak / 2**20:.0f} MiB"
     assert elapsed < 60, elapsed
     assert np.isfinite(model.history_[-1]["train_loss"])
 
 
 # ---------------------------------------------------------------------- real data
-def _ml100k_fold(ml100k_dir: Path, k: int) -> tuple[Interactions, Interactions]:
-    cols = ["user_id", "item_id", "rating", "timestamp"]
-    train = pd.read_csv(ml100k_dir / f"u{k}.base", sep="\t", names=cols)
-    test = pd.read_csv(ml100k_dir / f"u{k}.test", sep="\t", names=cols)
-    return (Interactions.from_frame(train, rating_scale=(1.0, 5.0)),
-            Interactions.from_frame(test, rating_scale=(1.0, 5.0)))
 
 
 @pytest.mark.slow
-def test_ml100k_u1_rmse(ml100k_dir: Path) -> None:
-    train, test = _ml100k_fold(ml100k_dir, 1)
+def test_ml100k_u1_rmse(ml100k_u1) -> None:
+    train, test = ml100k_u1
     model = ALS().fit(train)
     # Measured 0.921 on u1 (mean 0.910 over u1..u5); Surprise SVD gets about 0.95 on u1.
     assert rmse(model, test) < 0.926

@@ -13,13 +13,13 @@ import torch
 
 import cfrec.models.ials as ials_mod
 from cfrec.data import Interactions, load_dataset, make_splits
-from cfrec.data.idmap import IdMap
 from cfrec.errors import CfrecError
 from cfrec.evaluation import evaluate
 from cfrec.models import FoldedUser, Recommender
 from cfrec.models.als import _Side
 from cfrec.models.ials import IALS
 from cfrec.models.popularity import PopularityRecommender
+from tests.models.conftest import large_sparse_ratings
 
 
 def two_blocks(n_per_group: int = 20, block: int = 10, per_user: int = 6, seed: int = 0) -> Interactions:
@@ -196,13 +196,7 @@ def test_save_load_identity(fitted: IALS, blocks: Interactions, tmp_path: Path) 
 # ---------------------------------------------------------------------- scale
 def test_large_sparse_never_densifies() -> None:
     """200k users x 50k items (10^10 cells) with 1M interactions: seconds and well under 1 GB."""
-    rng = np.random.default_rng(0)
-    n_users, n_items = 200_000, 50_000
-    cells = np.unique(rng.integers(0, n_users * n_items, 1_000_000, dtype=np.int64))
-    users, items = (cells // n_items).astype(np.int32), (cells % n_items).astype(np.int32)
-    ratings = rng.integers(1, 6, len(cells)).astype(np.float32)
-    data = Interactions(users, items, ratings, np.zeros(len(cells), np.int64),
-                        IdMap(np.arange(n_users)), IdMap(np.arange(n_items)), (1.0, 5.0), name="big")
+    data = large_sparse_ratings()
     tracemalloc.start()
     start = time.perf_counter()
     try:
@@ -211,7 +205,7 @@ def test_large_sparse_never_densifies() -> None:
     finally:
         tracemalloc.stop()
     elapsed = time.perf_counter() - start
-    assert model.user_factors_.shape == (len(np.unique(users)), 8) and len(model.item_factors_) == len(np.unique(items))
+    assert model.user_factors_.shape == (len(data.present_users()), 8) and len(model.item_factors_) == len(data.present_items())
     assert peak < 1 << 30, f"peak {peak / 2**20:.0f} MiB"
     assert elapsed < 60, elapsed
     losses = [h["train_loss"] for h in model.history_]

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -182,25 +181,10 @@ def test_registry_and_persisted_params(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- ML-100K
-def _ml100k(ml100k_dir: Path) -> tuple[pd.DataFrame, dict]:
-    cols = ["user_id", "item_id", "rating", "timestamp"]
-    full = pd.read_csv(ml100k_dir / "u.data", sep="\t", names=cols)
-    from cfrec.data import IdMap
-
-    return full, {"user_map": IdMap(full["user_id"].to_numpy()), "item_map": IdMap(full["item_id"].to_numpy())}
-
-
-def _fold(ml100k_dir: Path, k: int) -> tuple[Interactions, Interactions]:
-    cols = ["user_id", "item_id", "rating", "timestamp"]
-    _, vocab = _ml100k(ml100k_dir)
-    parts = [pd.read_csv(ml100k_dir / f"u{k}.{p}", sep="\t", names=cols) for p in ("base", "test")]
-    return tuple(Interactions.from_frame(p, rating_scale=(1.0, 5.0), **vocab) for p in parts)  # type: ignore[return-value]
-
-
 @pytest.mark.slow
-def test_ml100k_u1_accuracy(ml100k_dir: Path) -> None:
+def test_ml100k_u1_accuracy(ml100k_u1) -> None:
     """Defaults on the official u1 fold (measured 0.924-0.925; Surprise SVD: ~0.95 on u1)."""
-    train, test = _fold(ml100k_dir, 1)
+    train, test = ml100k_u1
     rmse = _rmse(BiasedMF().fit(train), test)
     baseline = _rmse(Baseline().fit(train), test)
     assert rmse < 0.930, rmse
@@ -210,9 +194,9 @@ def test_ml100k_u1_accuracy(ml100k_dir: Path) -> None:
 @pytest.mark.slow
 def test_ml100k_lab_preset_on_global_temporal_split(ml100k_dir: Path) -> None:
     """The course lab: ~1.07 RMSE, because most test ratings come from users absent in train."""
-    full, vocab = _ml100k(ml100k_dir)
-    data = Interactions.from_frame(full, rating_scale=(1.0, 5.0), **vocab)
-    from cfrec.data import temporal_split
+    from cfrec.data import load_movielens, temporal_split
+
+    data = load_movielens(ml100k_dir)
 
     split = temporal_split(data, 0.2)
     train, test = split.train, split.test

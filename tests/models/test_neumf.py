@@ -243,25 +243,19 @@ def test_fold_in_implicit_mode_recommends_the_users_group(cluster_data, implicit
 
 
 # ---------------------------------------------------------------------- real data
-def _ml100k_fold(ml100k_dir: Path, k: int) -> tuple[Interactions, Interactions]:
-    cols = ["user_id", "item_id", "rating", "timestamp"]
-    train = pd.read_csv(ml100k_dir / f"u{k}.base", sep="\t", names=cols)
-    test = pd.read_csv(ml100k_dir / f"u{k}.test", sep="\t", names=cols)
-    return (Interactions.from_frame(train, rating_scale=(1.0, 5.0)),
-            Interactions.from_frame(test, rating_scale=(1.0, 5.0)))
 
 
 @pytest.mark.slow
-def test_ml100k_u1_rating_rmse(ml100k_dir: Path) -> None:
-    train, test = _ml100k_fold(ml100k_dir, 1)
+def test_ml100k_u1_rating_rmse(ml100k_u1) -> None:
+    train, test = ml100k_u1
     model = NeuMF(device="cpu").fit(train)
     # Measured 0.930 on u1 (mean 0.919 over u1..u5).
     assert rmse(model, test) < 0.940
 
 
 @pytest.mark.slow
-def test_ml100k_u1_implicit_auc(ml100k_dir: Path) -> None:
-    train, test = _ml100k_fold(ml100k_dir, 1)
+def test_ml100k_u1_implicit_auc(ml100k_u1) -> None:
+    train, test = ml100k_u1
     model = NeuMF(mode="implicit", batch_size=2048, lr=3e-3, epochs=8, n_negatives=2, device="cpu").fit(train)
     known = np.isin(test.raw_users(), model.user_map_.ids) & np.isin(test.raw_items(), model.item_map_.ids)
     u, i = test.raw_users()[known], test.raw_items()[known]

@@ -14,7 +14,7 @@ from cfrec.models import Recommender, make_model
 from cfrec.models.mf import BiasedMF
 from cfrec.models.svdpp import SVDpp, _implicit_matrix, _SVDppLoss, _torch_csr
 from tests.models.test_contract import make_ratings
-from tests.models.test_mf import _fold, _rmse
+from tests.models.test_mf import _rmse
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +141,9 @@ def test_registry_and_validation_history(data: Interactions) -> None:
 
 # ---------------------------------------------------------------------- ML-100K
 @pytest.mark.slow
-def test_ml100k_u1_accuracy_beats_biased_mf(ml100k_dir: Path) -> None:
+def test_ml100k_u1_accuracy_beats_biased_mf(ml100k_u1) -> None:
     """Defaults on u1 (measured ~0.912; BiasedMF ~0.925; Surprise SVD++ ~0.94 on u1)."""
-    train, test = _fold(ml100k_dir, 1)
+    train, test = ml100k_u1
     svdpp = _rmse(SVDpp().fit(train), test)
     mf = _rmse(BiasedMF().fit(train), test)
     assert svdpp < 0.920, svdpp
