@@ -1,0 +1,560 @@
+#!/usr/bin/env python
+"""Speed and memory at scale: cfrec against implicit and Surprise on the same synthetic arrays.
+
+For each size (``ml-10m`` and ``ml-25m`` by default; ``ml-1m`` for quick runs) the script draws
+``synthetic_like(size, seed=0)`` once and caches its arrays (int32 user and item indices,
+float32 ratings) as ``.npy`` files under ``--cache``. Every measurement then runs in its own
+child process, which loads those arrays, builds its library's input and fits one model, so
+that each peak RSS is that fit's alone (the child's ``VmHWM``; sampled from ``/proc`` by the
+parent when the child is killed before it can report):
+
+* cfrec models through the public API (``make_model(name, **params).fit(data)``): ``mf``
+  (BiasedMF, ``n_factors=100``), ``svdpp`` and ``neumf`` (their defaults), ``als`` and ``ials``
+  (``n_factors=64``; iALS on all ratings), ``baseline``, ``pop``, or any registered model;
+* ``implicit-als``: implicit's ``AlternatingLeastSquares(factors=64)`` on the users x items CSR
+  whose values are cfrec iALS' confidences ``c = 1 + alpha * r`` (``log`` confidence: ``1 +
+  alpha * log(1 + r / eps)``) for every rating, with ``regularization`` = cfrec iALS' ``reg``:
+  both minimise the same objective; implicit solves it with its default conjugate gradient;
+* ``surprise-svd``: Surprise's ``SVD(n_factors=100)`` on ``Dataset.load_from_df`` of the same
+  (user, item, rating) rows.
+
+Per model: seconds per epoch or iteration (cfrec: the ``seconds`` of ``history_``; implicit:
+its per-iteration callback; Surprise: ``(fit with n epochs - fit with 0 epochs) / n``, i.e.
+without its factor initialisation), full ``fit`` seconds, the seconds to load the arrays and to
+build the library's input (Surprise's trainset included; both excluded from fit seconds), RSS
+before ``fit`` and the peak RSS of the whole process (which does include the loaded data). A
+model that fails, runs past ``--timeout`` or is killed (out of memory) becomes a row saying so.
+
+Usage::
+
+    python benchmarks/scale.py                                   # ml-10m and ml-25m, every model
+    python benchmarks/scale.py --sizes ml-10m --epochs 1 --iterations 1 --json scale.json
+    python benchmarks/scale.py --sizes ml-1m --models mf,surprise-svd,ials,implicit-als
+    python benchmarks/scale.py --param svdpp.n_factors=100 --threads 1
+
+Threading is left at each library's default unless ``--threads N`` is given (then
+``OMP_NUM_THREADS``/``MKL_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` are set for the children,
+cfrec's children call ``torch.set_num_threads(N)`` and implicit gets ``num_threads=N``).
+implicit and scikit-surprise are benchmark-only dependencies (``pip install -e ".[bench]"``).
+The Markdown goes to stdout, progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.fspath(Path(__file__).resolve().parent))
+from _bench_util import (  # noqa: E402  (the helper module sits next to this script)
+    GB,
+    current_rss,
+    default_cache,
+    environment,
+    fmt_gb,
+    fmt_seconds,
+    markdown_table,
+    peak_rss,
+    read_json,
+    run_child,
+    write_json_atomic,
+)
+
+SCRIPT = Path(__file__).resolve()
+SIZES = ("ml-1m", "ml-10m", "ml-25m")
+DEFAULT_SIZES = ("ml-10m", "ml-25m")
+PEERS = ("implicit-als", "surprise-svd")
+#: Run order: each cfrec model next to the peer it is compared with, so load changes hit both.
+DEFAULT_MODELS = ("mf", "surprise-svd", "ials", "implicit-als", "als", "svdpp", "neumf",
+                  "baseline", "pop")
+#: Hyperparameters the issue's comparisons fix; everything else stays at the model's default.
+CFREC_PARAMS: dict[str, dict[str, Any]] = {"mf": {"n_factors": 100}, "als": {"n_factors": 64},
+                                           "ials": {"n_factors": 64}}
+PEER_PARAMS: dict[str, dict[str, Any]] = {"implicit-als": {"factors": 64},
+                                          "surprise-svd": {"n_factors": 100}}
+EPOCH_PARAMS = ("epochs", "n_epochs", "max_epochs")
+ITERATION_PARAMS = ("iterations", "n_iterations", "n_iter", "max_iter")
+#: Hidden --tiny sizes, for tests of the harness itself (structure, not speed).
+TINY = {"n_users": 300, "n_items": 200, "n_ratings": 6000}
+SEED = 0
+
+
+# ====================================================================== data cache
+def dataset_dir(cache: Path, size: str, tiny: bool) -> Path:
+    return cache / f"synthetic-{size}-seed{SEED}{'-tiny' if tiny else ''}"
+
+
+def ensure_dataset(cache: Path, size: str, *, tiny: bool, timeout: float | None) -> dict[str, Any]:
+    """Generate and cache the arrays of ``synthetic_like(size, seed=0)`` (in a child process,
+    so that this process stays small); return the cached metadata."""
+    folder = dataset_dir(cache, size, tiny)
+    meta = read_json(folder / "meta.json")
+    if meta is not None and all((folder / f"{a}.npy").is_file() for a in ("users", "items", "ratings")):
+        return dict(meta, cached=True)
+    log(f"[{size}] generating synthetic_like({size!r}, seed={SEED}) into {folder}")
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=cache))
+    spec = {"kind": "generate", "size": size, "tiny": tiny, "folder": os.fspath(work / "data"),
+            "result": os.fspath(work / "result.json")}
+    run = run_child(SCRIPT, spec, workdir=work, timeout=timeout)
+    result = read_json(work / "result.json")
+    if run.status != "ok" or not result or result.get("status") != "ok":
+        why = (result or {}).get("error") or run.describe()
+        raise SystemExit(f"generating synthetic {size} failed: {why}")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(work / "data", folder)
+    shutil.rmtree(work, ignore_errors=True)
+    meta = dict(result["meta"], generation_peak_rss=result.get("peak_rss_self", run.peak_rss))
+    write_json_atomic(folder / "meta.json", meta)
+    return dict(meta, cached=False)
+
+
+def child_generate(spec: dict[str, Any]) -> dict[str, Any]:
+    from cfrec.data import synthetic_like
+
+    start = time.perf_counter()
+    overrides = TINY if spec["tiny"] else {}
+    data = synthetic_like(spec["size"], seed=SEED, **overrides)
+    seconds = time.perf_counter() - start
+    folder = Path(spec["folder"])
+    folder.mkdir(parents=True)
+    np.save(folder / "users.npy", data.users)
+    np.save(folder / "items.npy", data.items)
+    np.save(folder / "ratings.npy", data.ratings)
+    values = np.unique(data.ratings)
+    meta = {"size": spec["size"], "tiny": spec["tiny"], "seed": SEED, "name": data.name,
+            "n_ratings": len(data), "n_users": data.n_users, "n_items": data.n_items,
+            "rating_scale": list(data.rating_scale), "rating_values": values.tolist(),
+            "generation_seconds": seconds,
+            "note": "raw user id = index + 1, raw item id = index + 1 (synthetic vocabularies)"}
+    return {"meta": meta, "peak_rss_self": peak_rss()}
+
+
+def load_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.load(folder / "users.npy"), np.load(folder / "items.npy"),
+            np.load(folder / "ratings.npy"))
+
+
+# ====================================================================== child: one fit
+def child_cfrec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fit one cfrec model on the cached arrays through the public API."""
+    t0 = time.perf_counter()
+    users, items, ratings = load_arrays(Path(spec["data"]))
+    load_s = time.perf_counter() - t0
+    import torch
+
+    from cfrec.data import IdMap, Interactions
+    from cfrec.models import make_model
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    meta = spec["meta"]
+    t0 = time.perf_counter()
+    data = Interactions(
+        users, items, ratings, np.zeros(len(users), dtype=np.int64),
+        IdMap.from_sorted_unique(np.arange(1, meta["n_users"] + 1, dtype=np.int64)),
+        IdMap.from_sorted_unique(np.arange(1, meta["n_items"] + 1, dtype=np.int64)),
+        (float(meta["rating_scale"][0]), float(meta["rating_scale"][1])), name=meta["name"],
+    )
+    build_s = time.perf_counter() - t0
+    model = make_model(spec["model"], **spec["params"])
+    rss_before = current_rss()
+    t0 = time.perf_counter()
+    model.fit(data)
+    fit_s = time.perf_counter() - t0
+    history = list(getattr(model, "history_", None) or [])
+    epochs = [float(h["seconds"]) for h in history if isinstance(h, dict) and "seconds" in h]
+    return {"load_seconds": load_s, "build_seconds": build_s, "fit_seconds": fit_s,
+            "epoch_seconds": epochs, "epochs_run": len(history),
+            "rss_before_fit": rss_before, "peak_rss_self": peak_rss(),
+            "torch_threads": torch.get_num_threads(), "params": model.get_params()}
+
+
+def child_implicit(spec: dict[str, Any]) -> dict[str, Any]:
+    """implicit's ALS on the users x items CSR of cfrec iALS' confidences."""
+    t0 = time.perf_counter()
+    users, items, ratings = load_arrays(Path(spec["data"]))
+    load_s = time.perf_counter() - t0
+    import scipy.sparse as sp
+    from implicit.als import AlternatingLeastSquares
+
+    conf = spec["confidence"]
+    t0 = time.perf_counter()
+    r = ratings.astype(np.float32)
+    if conf["kind"] == "log":
+        values = 1.0 + conf["alpha"] * np.log1p(r / conf["eps"])
+    else:
+        values = 1.0 + conf["alpha"] * r
+    meta = spec["meta"]
+    user_items = sp.csr_matrix((values.astype(np.float32), (users, items)),
+                               shape=(meta["n_users"], meta["n_items"]))
+    del r, values, users, items, ratings
+    build_s = time.perf_counter() - t0
+    params = dict(spec["params"])
+    if spec.get("threads"):
+        params["num_threads"] = int(spec["threads"])
+    epochs: list[float] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = AlternatingLeastSquares(**params)
+        rss_before = current_rss()
+        t0 = time.perf_counter()
+        model.fit(user_items, show_progress=False,
+                  callback=lambda _it, elapsed, _loss: epochs.append(float(elapsed)))
+        fit_s = time.perf_counter() - t0
+    notes = sorted({str(w.message).splitlines()[0][:200] for w in caught})
+    return {"load_seconds": load_s, "build_seconds": build_s, "fit_seconds": fit_s,
+            "epoch_seconds": epochs, "epochs_run": len(epochs), "rss_before_fit": rss_before,
+            "peak_rss_self": peak_rss(), "params": params, "warnings": notes,
+            "input": "users x items CSR, values c = 1 + alpha*f(r) for every rating"}
+
+
+def child_surprise(spec: dict[str, Any]) -> dict[str, Any]:
+    """Surprise SVD; its epoch time excludes the factor initialisation (a 0-epoch fit)."""
+    t0 = time.perf_counter()
+    users, items, ratings = load_arrays(Path(spec["data"]))
+    load_s = time.perf_counter() - t0
+    import pandas as pd
+    import surprise
+
+    meta = spec["meta"]
+    t0 = time.perf_counter()
+    frame = pd.DataFrame({"user": users.astype(np.int64) + 1, "item": items.astype(np.int64) + 1,
+                          "rating": ratings.astype(np.float64)})
+    del users, items, ratings
+    reader = surprise.Reader(rating_scale=tuple(meta["rating_scale"]))
+    trainset = surprise.Dataset.load_from_df(frame, reader).build_full_trainset()
+    del frame
+    build_s = time.perf_counter() - t0
+    params = dict(spec["params"])
+    n_epochs = int(params.get("n_epochs", 20))
+    rss_before = current_rss()
+    t0 = time.perf_counter()
+    surprise.SVD(**dict(params, n_epochs=0)).fit(trainset)
+    init_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    surprise.SVD(**params).fit(trainset)
+    fit_s = time.perf_counter() - t0
+    per = (fit_s - init_s) / n_epochs if n_epochs else None
+    return {"load_seconds": load_s, "build_seconds": build_s, "fit_seconds": fit_s,
+            "init_seconds": init_s, "epoch_seconds": [] if per is None else [per] * n_epochs,
+            "epochs_run": n_epochs, "rss_before_fit": rss_before, "peak_rss_self": peak_rss(),
+            "params": params, "epoch_method": "(fit with n_epochs - fit with 0 epochs) / n_epochs"}
+
+
+def child_main(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    runners = {"generate": child_generate, "cfrec": child_cfrec, "implicit": child_implicit,
+               "surprise": child_surprise}
+    try:
+        out = {"status": "ok", **runners[spec["kind"]](spec)}
+    except MemoryError:
+        out = {"status": "error", "error": "out of memory (MemoryError)"}
+    except Exception as exc:  # a failed fit is a result row, not a crash of the benchmark
+        traceback.print_exc()
+        out = {"status": "error", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    write_json_atomic(spec["result"], out)
+    return 0
+
+
+# ====================================================================== parent: plan and run
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["svdpp.n_factors=100", ...]`` -> ``{"svdpp": {"n_factors": 100}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        head, sep, value = item.partition("=")
+        model, dot, key = head.partition(".")
+        if not (sep and dot and model and key):
+            raise SystemExit(f"--param {item!r}: expected MODEL.KEY=VALUE, e.g. svdpp.n_factors=100")
+        out.setdefault(model.strip(), {})[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def bound_params(defaults: dict[str, Any], epochs: int, iterations: int) -> tuple[dict[str, Any], str | None]:
+    """The epoch- or iteration-count parameter of a model set to the run's bound."""
+    for key in EPOCH_PARAMS:
+        if key in defaults:
+            return {key: epochs}, key
+    for key in ITERATION_PARAMS:
+        if key in defaults:
+            return {key: iterations}, key
+    return {}, None
+
+
+def plan(models: Sequence[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One entry per measurement: library, model key, label, params (validated here)."""
+    from cfrec.models import make_model, model_names
+
+    overrides = parse_overrides(args.param or [])
+    known = set(model_names()) | set(PEERS)
+    unknown = [m for m in [*models, *overrides] if m not in known]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join([*model_names(), *PEERS])}")
+    ials = make_model("ials", **{**CFREC_PARAMS["ials"], **overrides.get("ials", {})}).get_params()
+    entries = []
+    for name in models:
+        if name == "implicit-als":
+            params = {**PEER_PARAMS[name], "regularization": float(ials["reg"]), "alpha": 1.0,
+                      "iterations": args.iterations, "random_state": SEED,
+                      **overrides.get(name, {})}
+            conf = {"kind": ials.get("confidence", "linear"), "alpha": float(ials.get("alpha", 1.0)),
+                    "eps": float(ials.get("eps", 1.0))}
+            note = None if not ials.get("weighted_reg") else "cfrec iALS uses weighted_reg: objectives differ"
+            entries.append({"library": "implicit", "model": name, "label": "AlternatingLeastSquares",
+                            "params": params, "confidence": conf, "bound": "iterations",
+                            "factors": params["factors"], "note": note})
+        elif name == "surprise-svd":
+            params = {**PEER_PARAMS[name], "n_epochs": args.epochs, "random_state": SEED,
+                      **overrides.get(name, {})}
+            entries.append({"library": "surprise", "model": name, "label": "SVD", "params": params,
+                            "bound": "n_epochs", "factors": params["n_factors"], "note": None})
+        else:
+            defaults = make_model(name).get_params()
+            bound, key = bound_params(defaults, args.epochs, args.iterations)
+            params = {**CFREC_PARAMS.get(name, {}), **bound}
+            if args.device is not None and "device" in defaults:
+                params["device"] = args.device
+            params.update(overrides.get(name, {}))
+            entry = {"library": "cfrec", "model": name, "params": params, "bound": key,
+                     "factors": params.get("n_factors", defaults.get("n_factors")), "note": None}
+            try:
+                entry["label"] = type(make_model(name, **params)).__name__
+            except Exception as exc:  # bad hyperparameters: a row that says so
+                entry["label"] = name
+                entry["invalid"] = f"{type(exc).__name__}: {exc}"
+            entries.append(entry)
+    return entries
+
+
+def measure(entry: dict[str, Any], size: str, meta: dict[str, Any], data_dir: Path,
+            args: argparse.Namespace, work_root: Path) -> dict[str, Any]:
+    """Run one entry in a child process; return its result row."""
+    row: dict[str, Any] = {"size": size, "library": entry["library"], "model": entry["model"],
+                           "label": entry["label"], "factors": entry["factors"],
+                           "bound_param": entry["bound"], "requested_params": entry["params"],
+                           "note": entry.get("note")}
+    if "invalid" in entry:
+        return dict(row, status="error", error=entry["invalid"])
+    work = work_root / f"{size}-{entry['model']}"
+    spec = {"kind": entry["library"], "model": entry["model"], "params": entry["params"],
+            "data": os.fspath(data_dir), "meta": meta, "threads": args.threads,
+            "confidence": entry.get("confidence"), "result": os.fspath(work / "result.json")}
+    run = run_child(SCRIPT, spec, workdir=work, timeout=args.timeout, threads=args.threads)
+    result = read_json(work / "result.json") or {}
+    # the child's own VmHWM when it reported, else the last one sampled while it ran
+    row.update({"wall_seconds": run.seconds, "peak_rss": result.get("peak_rss_self", run.peak_rss),
+                "peak_rss_sampled": run.peak_rss, "rusage_maxrss_upper_bound": run.rusage_maxrss,
+                "returncode": run.returncode})
+    if run.status != "ok":
+        return dict(row, status=run.status, error=run.describe())
+    if result.get("status") != "ok":
+        return dict(row, status="error", error=result.get("error", "no result written"))
+    epochs = result.get("epoch_seconds") or []
+    row.update({key: value for key, value in result.items() if key not in ("status", "peak_rss_self")})
+    row["status"] = "ok"
+    row["seconds_per_epoch"] = float(np.mean(epochs)) if epochs else None
+    return row
+
+
+# ====================================================================== report
+def find(rows: list[dict[str, Any]], size: str, model: str) -> dict[str, Any] | None:
+    for row in rows:
+        if row["size"] == size and row["model"] == model and row.get("status") == "ok":
+            return row
+    return None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b or not (math.isfinite(a) and math.isfinite(b)):
+        return None
+    return a / b
+
+
+def ratios(rows: list[dict[str, Any]], size: str) -> list[dict[str, Any]]:
+    """The comparisons the scale issue sets targets for (None where a side is missing)."""
+    def spe(model: str) -> float | None:
+        row = find(rows, size, model)
+        return None if row is None else row.get("seconds_per_epoch")
+
+    def rss(model: str) -> float | None:
+        row = find(rows, size, model)
+        return None if row is None else row.get("peak_rss")
+
+    out = [
+        {"comparison": "BiasedMF s/epoch ÷ Surprise SVD s/epoch", "value": ratio(spe("mf"), spe("surprise-svd")),
+         "target": 1.0, "kind": "ratio"},
+        {"comparison": "iALS s/iteration ÷ implicit ALS s/iteration",
+         "value": ratio(spe("ials"), spe("implicit-als")), "target": 1.0, "kind": "ratio"},
+        {"comparison": "ALS s/iteration ÷ implicit ALS s/iteration",
+         "value": ratio(spe("als"), spe("implicit-als")), "target": 1.5, "kind": "ratio"},
+        {"comparison": "SVD++ s/epoch ÷ BiasedMF s/epoch", "value": ratio(spe("svdpp"), spe("mf")),
+         "target": 2.0, "kind": "ratio"},
+        {"comparison": "iALS peak RSS ÷ implicit ALS peak RSS", "value": ratio(rss("ials"), rss("implicit-als")),
+         "target": None, "kind": "ratio"},
+    ]
+    a, b = rss("ials"), rss("implicit-als")
+    out.append({"comparison": "iALS peak RSS − implicit ALS peak RSS (GB)",
+                "value": None if a is None or b is None else (a - b) / GB, "target": 0.6, "kind": "GB"})
+    neumf = spe("neumf")
+    out.append({"comparison": "NeuMF s/epoch (reported, no target)", "value": neumf, "target": None,
+                "kind": "seconds"})
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], datasets: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+    parts = []
+    for size, meta in datasets.items():
+        parts.append(f"### synthetic {size}{' (tiny)' if meta.get('tiny') else ''}: "
+                     f"{meta['n_ratings']:,} ratings, {meta['n_users']:,} users, "
+                     f"{meta['n_items']:,} items\n")
+        table = []
+        for row in (r for r in rows if r["size"] == size):
+            ok = row.get("status") == "ok"
+            epochs = row.get("epoch_seconds") or []
+            per = fmt_seconds(row.get("seconds_per_epoch")) if epochs else "–"
+            table.append([
+                row["label"] if row["library"] == "cfrec" else f"{row['label']} ({row['library']})",
+                row["model"], row.get("factors") or "–",
+                row.get("epochs_run", "–") if ok else "–", per,
+                fmt_seconds(row.get("fit_seconds")) if ok else "–",
+                fmt_seconds(row.get("load_seconds")) if ok else "–",
+                fmt_seconds(row.get("build_seconds")) if ok else "–",
+                fmt_gb(row.get("rss_before_fit")) if ok else "–",
+                fmt_gb(row.get("peak_rss")),
+                "ok" if ok else f"**{row.get('status')}**: {row.get('error', '')}",
+            ])
+        parts.append(markdown_table(
+            ["model", "name", "factors", "epochs / iters", "s / epoch or iter", "fit s", "load s",
+             "input build s", "RSS before fit GB", "peak RSS GB", "status"],
+            table, ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "l"]))
+        comp = []
+        for item in ratios(rows, size):
+            value, target = item["value"], item["target"]
+            if item["kind"] == "GB":
+                shown, goal = ("–" if value is None else f"{value:+.2f}"), f"≤ +{target}"
+            elif item["kind"] == "seconds":
+                shown, goal = fmt_seconds(value), "–"
+            else:
+                shown = "–" if value is None else f"{value:.2f}"
+                goal = "–" if target is None else f"≤ {target:g}"
+            met = "–" if value is None or target is None else ("yes" if value <= target else "no")
+            comp.append([item["comparison"], shown, goal, met])
+        parts.append("\n" + markdown_table(["comparison", "value", "issue's target", "met"], comp,
+                                           ["l", "r", "r", "l"]) + "\n")
+    threads = f"{args.threads} (set for every child)" if args.threads else "library defaults (nothing set)"
+    parts.append(
+        "One fit per child process. *s / epoch or iter*: mean of cfrec's `history_` seconds, of "
+        "implicit's per-iteration callback, and for Surprise `(fit with n epochs - fit with 0 "
+        "epochs) / n`. *fit s*: wall-clock `fit` (no data loading). *load s* / *input build s*: "
+        "reading the cached arrays and building each library's input (cfrec `Interactions`, "
+        "implicit's CSR of confidences `1 + alpha*r`, Surprise's `load_from_df` + "
+        "`build_full_trainset`), excluded from fit s. *peak RSS*: the whole child process "
+        f"(its `VmHWM`), loaded data and imports included. Threads: {threads}; "
+        f"{os.cpu_count()} CPUs. Timings depend on the machine's load.")
+    return "\n".join(parts)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default=",".join(DEFAULT_SIZES),
+                   help=f"comma-separated synthetic sizes among {', '.join(SIZES)} (default: %(default)s)")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help="comma-separated cfrec model names and peers implicit-als, surprise-svd "
+                        "(default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=1,
+                   help="epochs for epoch-based models (mf, svdpp, neumf, Surprise SVD; default 1)")
+    p.add_argument("--iterations", type=int, default=2,
+                   help="iterations for ALS-type models (als, ials, baseline, implicit; default 2)")
+    p.add_argument("--param", action="append", metavar="MODEL.KEY=VALUE",
+                   help="override a hyperparameter, e.g. svdpp.n_factors=100 (repeatable; JSON values)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for every library (default: leave each library's default)")
+    p.add_argument("--device", default=None, help="cfrec device for models that take one (cpu, cuda, auto)")
+    p.add_argument("--timeout", type=float, default=1800.0,
+                   help="seconds per measurement before it is killed (default %(default)s)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="folder for the cached synthetic arrays and child logs "
+                        "(default: ~/.cache/cfrec-bench/scale)")
+    p.add_argument("--json", type=Path, default=None, help="also write everything as JSON (atomic)")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests of the harness
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.epochs < 1 or args.iterations < 1:
+        p.error("--epochs and --iterations must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args.child)
+    sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
+    bad = [s for s in sizes if s not in SIZES]
+    if bad or not sizes:
+        raise SystemExit(f"--sizes: unknown {', '.join(bad) or '(none)'}; choose from {', '.join(SIZES)}")
+    models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
+    entries = plan(models, args)
+    cache = (args.cache or default_cache("scale")).expanduser().resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    work_root = Path(tempfile.mkdtemp(prefix="runs-", dir=cache))
+    env = environment({"args": {k: (os.fspath(v) if isinstance(v, Path) else v)
+                                for k, v in vars(args).items() if k != "child"}})
+    rows: list[dict[str, Any]] = []
+    datasets: dict[str, dict[str, Any]] = {}
+
+    def save() -> None:
+        if args.json is not None:
+            write_json_atomic(args.json, {
+                "benchmark": "scale", "environment": env, "datasets": datasets, "results": rows,
+                "ratios": {size: ratios(rows, size) for size in datasets},
+                "logs": os.fspath(work_root)})
+
+    for size in sizes:
+        meta = ensure_dataset(cache, size, tiny=args.tiny, timeout=args.timeout)
+        datasets[size] = meta
+        data_dir = dataset_dir(cache, size, args.tiny)
+        for entry in entries:
+            log(f"[{size}] {entry['model']} ({entry['library']}) ...")
+            row = measure(entry, size, meta, data_dir, args, work_root)
+            rows.append(row)
+            log(f"[{size}] {entry['model']}: {row['status']}"
+                + (f", fit {fmt_seconds(row.get('fit_seconds'))} s, "
+                   f"{fmt_seconds(row.get('seconds_per_epoch'))} s/epoch, "
+                   f"peak {fmt_gb(row.get('peak_rss'))} GB" if row["status"] == "ok"
+                   else f": {row.get('error')}"))
+            save()
+    save()
+    print(markdown(rows, datasets, args))
+    log(f"child logs and specs: {work_root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
