@@ -129,9 +129,40 @@ def test_round_trip_property(ids: list) -> None:
     m = IdMap(ids)
     assert len(m) == len(set(map(str, ids)) if ids and isinstance(ids[0], str) else set(ids))
     if ids:
-        idx = m.to_index(np.asarray(ids))
+        idx = m.to_index(ids)  # the list itself: np.asarray(ids) would already drop trailing NULs
         assert idx.dtype == np.int32 and idx.min() >= 0 and idx.max() < len(m)
         assert m.to_raw(idx).tolist() == list(ids)
     np.testing.assert_array_equal(m.to_index(m.ids), np.arange(len(m)))
     # indices follow the sorted order of the raw ids
     assert list(m.ids) == sorted(m.ids)
+
+
+@pytest.mark.parametrize("ids", [["\x00"], ["a\x00", "a"], ["\x00\x00", "", "\x00"]])
+def test_trailing_nul_characters_survive(ids: list) -> None:
+    m = IdMap(ids)
+    assert len(m) == len(set(ids)) and all(type(v) is str for v in m.ids)
+    idx = m.to_index(ids)
+    assert m.to_raw(idx).tolist() == ids
+    assert m.to_index(np.array(ids, dtype=object)).tolist() == idx.tolist()
+    assert all(v in m for v in ids)
+    back = IdMap.from_list(json.loads(json.dumps(m.to_list())))
+    assert back == m and back.to_raw(back.to_index(ids)).tolist() == ids
+    vocab, codes = IdMap.encode(np.array(ids * 40, dtype=object))  # long enough for the Arrow path
+    assert vocab == m and vocab.to_raw(codes).tolist() == ids * 40
+
+
+def test_large_string_lookups_take_the_arrow_path_and_agree() -> None:
+    rng = np.random.default_rng(0)
+    vocab = np.array([f"u{k}" for k in range(500)] + ["\x00", "é\x00"], dtype=object)
+    raw = vocab[rng.integers(0, len(vocab), 5000)]
+    m = IdMap(raw)
+    assert m.ids.tolist() == sorted(set(raw.tolist()))
+    idx = m.to_index(raw)
+    assert (m.to_raw(idx) == raw).all()
+    small = [m.to_index(v) for v in raw[:50]]  # scalar lookups go through the hash index
+    assert small == idx[:50].tolist()
+    probe = np.array(["u1", "nope", "\x00"], dtype=object).repeat(30)
+    assert set(m.to_index(probe, missing="-1").tolist()) == {int(m.to_index("u1")), -1,
+                                                             int(m.to_index("\x00"))}
+    enc_vocab, codes = IdMap.encode(raw)
+    assert enc_vocab == m and codes.dtype == np.int32 and codes.tolist() == idx.tolist()

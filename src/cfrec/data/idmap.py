@@ -17,47 +17,74 @@ class IdMap:
     """A frozen, sorted vocabulary of raw ids (ints or strings).
 
     Raw ids are what users see (MovieLens ``userId``); indices ``0..n-1`` are what models use.
-    Lookups are vectorised through a pandas hash index.
+    Integer ids are kept as int64 and looked up through a pandas hash index. String ids are kept
+    as an object array of Python ``str`` (never numpy's fixed-width unicode, which drops trailing
+    NUL characters, so ``"\\x00"`` would come back as ``""``) and looked up through pyarrow's
+    hash kernels, which are several times faster than hashing Python objects.
 
     Parameters
     ----------
     raw_ids
-        Any iterable of raw ids; duplicates are removed and the rest sorted.
+        Any iterable of raw ids; duplicates are removed and the rest sorted (strings by code
+        point).
     """
 
-    __slots__ = ("_ids", "_index")
+    __slots__ = ("_arrow", "_ids", "_index")
 
     def __init__(self, raw_ids: Iterable[Any] | np.ndarray) -> None:
-        values = raw_ids if isinstance(raw_ids, np.ndarray) else np.asarray(list(raw_ids))
-        if values.dtype.kind in "iuf":
-            arr = np.unique(values)
-        else:
-            arr = np.sort(np.asarray(pd.unique(pd.Series(values.astype(str))), dtype=object))
-        if arr.dtype.kind in "iu":
-            arr = arr.astype(np.int64)
-        elif arr.dtype.kind in "OUS":
-            arr = arr.astype(str).astype(object)
-        elif arr.dtype.kind == "f":
+        values = raw_ids if isinstance(raw_ids, np.ndarray) else _from_iterable(raw_ids)
+        if values.dtype.kind in "iub":
+            arr = np.sort(pd.unique(values.astype(np.int64, copy=False)))
+        elif values.dtype.kind == "f":
+            arr = np.sort(pd.unique(values))
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
                 raise DataError("float ids must be whole numbers (and not missing)")
             arr = arr.astype(np.int64)
-        self._ids: np.ndarray = arr
-        self._index = pd.Index(arr)
+        else:
+            arr = _sorted_unique_strings(_as_str_objects(values))
+        self._set(arr)
+
+    def _set(self, ids: np.ndarray) -> None:
+        self._ids: np.ndarray = ids
+        self._index: pd.Index | None = None
+        self._arrow: Any = None
 
     @classmethod
     def from_sorted_unique(cls, ids: np.ndarray) -> IdMap:
         """Build from ids already sorted and unique (skips the sort)."""
         obj = cls.__new__(cls)
-        obj._ids = ids
-        obj._index = pd.Index(ids)
+        obj._set(ids)
         return obj
+
+    @classmethod
+    def encode(cls, raw: np.ndarray, *, what: str = "id") -> tuple[IdMap, np.ndarray]:
+        """The vocabulary of ``raw`` and the int32 index of every element, in one pass.
+
+        String ids are converted to Arrow once and reused for both steps; other ids go through
+        the constructor and :meth:`to_index`.
+        """
+        raw = np.asarray(raw) if not isinstance(raw, np.ndarray) else raw
+        if raw.dtype.kind in "OUS" and len(raw):
+            strings = _as_str_objects(raw)
+            arrow = _to_arrow(strings)
+            if arrow is not None:
+                import pyarrow.compute as pc
+
+                uniques = pc.unique(arrow)
+                uniques = uniques.take(pc.sort_indices(uniques))
+                vocab = cls.from_sorted_unique(uniques.to_numpy(zero_copy_only=False))
+                vocab._arrow = uniques
+                idx = pc.index_in(arrow, value_set=uniques).to_numpy(zero_copy_only=False)
+                return vocab, idx.astype(INDEX_DTYPE, copy=False)
+        vocab = cls(raw)
+        return vocab, vocab.to_index(raw, what=what)
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def __contains__(self, raw: object) -> bool:
         try:
-            return raw in self._index
+            return raw in self._hash_index()
         except TypeError:
             return False
 
@@ -72,6 +99,11 @@ class IdMap:
     def __repr__(self) -> str:
         head = ", ".join(map(str, self._ids[:3]))
         return f"IdMap(n={len(self)}, ids=[{head}{', ...' if len(self) > 3 else ''}])"
+
+    def _hash_index(self) -> pd.Index:
+        if self._index is None:
+            self._index = pd.Index(self._ids, dtype=self._ids.dtype)
+        return self._index
 
     @property
     def ids(self) -> np.ndarray:
@@ -91,25 +123,46 @@ class IdMap:
 
         Parameters
         ----------
+        raw
+            One raw id or a sequence/array of them. Integer ids given as strings (``"12"``) or
+            whole floats are found in an integer vocabulary, and integers in a string one.
         missing
             ``"raise"`` raises :class:`UnknownIdError` naming the first unknown id;
             ``"-1"`` marks unknown ids with -1.
         what
             Word used in the error message ("user", "item").
         """
-        scalar = np.ndim(raw) == 0
-        values = np.atleast_1d(np.asarray(raw))
-        if self._ids.dtype == object and values.dtype != object:
-            values = values.astype(str).astype(object)
-        elif self._ids.dtype.kind in "iu" and values.dtype.kind not in "iu":
-            values = _coerce_numeric(values)
-        idx = self._index.get_indexer(values).astype(INDEX_DTYPE, copy=False)
+        scalar = np.ndim(raw) == 0 if not isinstance(raw, str) else True
+        if self._ids.dtype == object:
+            values = _query_strings(raw)
+            idx = self._string_lookup(values)
+        else:
+            values = np.atleast_1d(np.asarray(raw))
+            if self._ids.dtype.kind in "iu" and values.dtype.kind not in "iu":
+                values = _coerce_numeric(values)
+            idx = self._hash_index().get_indexer(_as_index(values)).astype(INDEX_DTYPE, copy=False)
         if missing == "raise" and (idx < 0).any():
             bad = values[np.flatnonzero(idx < 0)[0]]
             bad = bad.item() if isinstance(bad, np.generic) else bad  # 42, not np.int64(42)
             label = "id" if what == "id" else f"{what} id"
             raise UnknownIdError(f"unknown {label} {bad!r}")
         return idx[0] if scalar else idx
+
+    def _string_lookup(self, values: np.ndarray) -> np.ndarray:
+        """int32 indices of string ``values`` (object array of str); -1 where unknown."""
+        if len(self._ids) == 0 or len(values) == 0:
+            return np.full(len(values), -1, dtype=INDEX_DTYPE)
+        query = _to_arrow(values) if len(values) > 64 else None
+        if query is not None:
+            if self._arrow is None:
+                self._arrow = _to_arrow(self._ids)
+            if self._arrow is not None:
+                import pyarrow.compute as pc
+
+                found = pc.index_in(query, value_set=self._arrow)
+                return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(
+                    INDEX_DTYPE, copy=False)
+        return self._hash_index().get_indexer(_as_index(values)).astype(INDEX_DTYPE, copy=False)
 
     def to_raw(self, idx: Any) -> np.ndarray:
         """Map indices back to raw ids."""
@@ -121,24 +174,101 @@ class IdMap:
 
     @classmethod
     def from_list(cls, values: list[Any]) -> IdMap:
-        arr = np.asarray(values)
-        if arr.dtype.kind in "iu":
+        """Rebuild a vocabulary from :meth:`to_list` output (skips the sort when already sorted)."""
+        arr = _from_iterable(values)
+        if arr.dtype.kind in "iub":
             arr = arr.astype(np.int64)
         else:
-            arr = arr.astype(str).astype(object)
+            arr = _as_str_objects(arr)
         if len(arr) > 1 and not bool(np.all(arr[1:] > arr[:-1])):
             return cls(arr)
         return cls.from_sorted_unique(arr)
 
 
+def _from_iterable(raw_ids: Iterable[Any]) -> np.ndarray:
+    """An array of ``raw_ids`` that keeps strings as Python objects (never fixed-width unicode).
+
+    Lists of ints become int64 and lists of floats float64; anything holding a string (or a mix)
+    becomes an object array.
+    """
+    items = raw_ids if isinstance(raw_ids, list) else list(raw_ids)
+    if not items:
+        return np.array([], dtype=np.int64)
+    kind = pd.api.types.infer_dtype(items, skipna=False)
+    if kind == "integer":
+        return np.asarray(items, dtype=np.int64)
+    if kind == "boolean":
+        return np.asarray(items, dtype=np.int64)
+    if kind in ("floating", "mixed-integer-float"):
+        return np.asarray(items, dtype=np.float64)
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def _as_str_objects(values: np.ndarray) -> np.ndarray:
+    """``values`` as an object array of Python ``str`` (numbers become their text)."""
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values
+    return pd.Series(values, dtype=object).astype(str).to_numpy(dtype=object)
+
+
+def _sorted_unique_strings(values: np.ndarray) -> np.ndarray:
+    """Sorted unique strings of an object array (code-point order, as Python sorts)."""
+    arrow = _to_arrow(values) if len(values) > 64 else None
+    if arrow is not None:
+        import pyarrow.compute as pc
+
+        uniques = pc.unique(arrow)
+        # UTF-8 byte order is code-point order, so Arrow's sort agrees with Python's
+        return uniques.take(pc.sort_indices(uniques)).to_numpy(zero_copy_only=False)
+    uniq = pd.unique(values)
+    out = np.empty(len(uniq), dtype=object)
+    out[:] = sorted(uniq)
+    return out
+
+
+def _to_arrow(values: np.ndarray) -> Any:
+    """An Arrow string array of ``values`` (object array of str), or None when Arrow refuses it.
+
+    Strings with lone surrogates cannot be UTF-8 encoded; those take the pandas path.
+    """
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, type=pa.large_string(), from_pandas=False)
+    except (pa.ArrowException, UnicodeEncodeError, TypeError, ValueError):
+        return None
+
+
+def _query_strings(raw: Any) -> np.ndarray:
+    """Lookup keys for a string vocabulary, keeping every character of ``str`` inputs."""
+    if isinstance(raw, str):
+        out = np.empty(1, dtype=object)
+        out[0] = raw
+        return out
+    if isinstance(raw, np.ndarray):
+        values = np.atleast_1d(raw)
+    elif np.ndim(raw) == 0:
+        values = np.empty(1, dtype=object)
+        values[0] = raw
+    else:
+        values = _from_iterable(raw)
+    return _as_str_objects(values)
+
+
 def _coerce_numeric(values: np.ndarray) -> np.ndarray:
     """Turn strings like "12" or floats like 12.0 into int64 where possible; keep others (they miss)."""
-    out = np.full(len(values), np.iinfo(np.int64).min, dtype=np.int64)
-    for i, v in enumerate(values):  # only reached for non-integer input, typically a handful of ids
-        try:
-            f = float(v)
-            if f == int(f):
-                out[i] = int(f)
-        except (TypeError, ValueError):
-            pass
-    return out
+    if values.dtype.kind == "f":
+        out = np.full(len(values), np.iinfo(np.int64).min, dtype=np.int64)
+        whole = np.isfinite(values) & (values == np.round(values))
+        out[whole] = values[whole].astype(np.int64)
+        return out
+    numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan)
+    return _coerce_numeric(numbers)
+
+
+def _as_index(values: np.ndarray) -> pd.Index:
+    """``values`` as a pandas Index of the same dtype (no copy for numeric arrays)."""
+    return pd.Index(values, dtype=values.dtype, copy=False)

@@ -97,8 +97,7 @@ def encode_ids(raw: np.ndarray, *, what: str = "id") -> tuple[IdMap, np.ndarray]
             lut = np.full(hi + 1, -1, dtype=INDEX_DTYPE)
             lut[ids] = np.arange(len(ids), dtype=INDEX_DTYPE)
             return IdMap.from_sorted_unique(ids), lut[raw]
-    vocab = IdMap(raw)
-    return vocab, vocab.to_index(raw, what=what)
+    return IdMap.encode(raw, what=what)
 
 
 def _release_arrow_memory() -> None:
