@@ -289,6 +289,8 @@ def markdown(release: dict[str, Any], rows: list[dict[str, Any]], args: argparse
         ["writing the data", "seconds", "peak RSS GB", "RSS after GB"],
         [[s["stage"], fmt_seconds(s["seconds"]), fmt_gb(s["peak_rss"]), fmt_gb(s["rss_after"])]
          for s in release.get("stages", [])], ["l", "r", "r", "r"]))
+    if not rows:
+        return "\n".join(parts)
     stage_rows = []
     for row in rows:
         for s in row.get("stages", []):
