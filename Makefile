@@ -48,6 +48,18 @@ bench: $(STAMP)
 	$(PIP) install --quiet -e ".[bench]"
 	$(PY) benchmarks/surprise_folds.py
 
+# Speed and memory at scale (synthetic ML-10M and ML-25M, cfrec vs implicit and Surprise, one fit
+# per process) and the ML-25M-size pipeline (load, split, fit, evaluate, save); options via ARGS,
+# e.g. make bench-scale ARGS="--sizes ml-10m --json scale.json".
+.PHONY: bench-scale bench-e2e
+bench-scale: $(STAMP)
+	$(PIP) install --quiet -e ".[bench]"
+	$(PY) benchmarks/scale.py $(ARGS)
+
+bench-e2e: $(STAMP)
+	$(PIP) install --quiet -e ".[bench]"
+	$(PY) benchmarks/ml25m_end_to_end.py $(ARGS)
+
 # Static checks: ruff (style, bugs) and mypy (types). CI runs them after the tests.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
