@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cfrec.data import load_dataset
+from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError, DataError
 from tests.data.test_movielens import ML1M_RATINGS, write_ml1m, write_ml20m, zip_folder
 
@@ -48,8 +49,13 @@ def test_single_movielens_file_is_a_generic_file(ml100k_dir: Path) -> None:
 
 
 def test_options_do_not_apply_to_movielens(ml100k_dir: Path) -> None:
-    with pytest.raises(TypeError, match="apply to rating files"):
+    # a DataError (issue 10), so the command line prints one line instead of a traceback
+    with pytest.raises(DataError, match="apply to rating files") as err:
         load_dataset("ml-100k", data_home=ml100k_dir.parent, sep=",")
+    assert "drop sep=" in str(err.value) and "drop --sep" in err.value.render("cli")
+    with pytest.raises(DataError, match="not to the MovieLens release at") as err:
+        load_dataset(ml100k_dir, options=DataOptions(rating_scale=(1, 5), user_col="u"))
+    assert "drop --user-col, --rating-scale" in err.value.render("cli")
 
 
 def test_folder_without_ratings(tmp_path: Path) -> None:

@@ -134,18 +134,21 @@ def test_header_only(tmp_path: Path) -> None:
 
 
 def test_missing_column_names_it_and_lists_the_header(tmp_path: Path) -> None:
-    f = write(tmp_path / "m.csv", "user,item_id,rating\n1,2,3\n")
+    # "user" is recognised since issue 10; "person" is not a user column name
+    f = write(tmp_path / "m.csv", "person,item_id,rating\n1,2,3\n")
     with pytest.raises(DataError) as err:
         load_ratings(f)
-    assert err.value.field == "user_id" and err.value.line == 1
-    assert "m.csv, line 1, field 'user_id': missing column" in str(err.value)
-    assert "['user', 'item_id', 'rating']" in str(err.value)
+    assert err.value.field == "user" and err.value.line == 1
+    assert "m.csv, line 1, field 'user': no user id column" in str(err.value)
+    assert "['person', 'item_id', 'rating']" in str(err.value)
+    assert 'user_col="NAME"' in str(err.value) and "--user-col NAME" in err.value.render("cli")
 
 
-def test_headerless_file_without_columns_gets_a_hint(tmp_path: Path) -> None:
-    f = write(tmp_path / "u.data", "1\t2\t3\t4\n")
-    with pytest.raises(DataError, match=r"looks like data: for a file without a header pass columns="):
+def test_headerless_file_with_too_many_fields_gets_a_hint(tmp_path: Path) -> None:
+    f = write(tmp_path / "u.data", "1\t2\t3\t4\t5\n")
+    with pytest.raises(DataError, match=r"line 1: the first line has 5 fields and no header") as err:
         load_ratings(f)
+    assert "--columns c1,c2,c3,c4,c5" in err.value.render("cli")
 
 
 def test_explicit_time_column_must_exist(tmp_path: Path) -> None:
@@ -159,7 +162,8 @@ def test_non_numeric_rating_names_line_and_field(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load_ratings(f)
     assert (err.value.line, err.value.field) == (4, "rating")
-    assert str(err.value) == f"{f}, line 4, field 'rating': rating 'four' is not a finite number"
+    assert str(err.value) == f"{f}, line 4, field 'rating': 'four' is not a rating; expected a number"
+    assert err.value.value == "four"
 
 
 def test_empty_rating_field(tmp_path: Path) -> None:
@@ -228,8 +232,11 @@ def test_undecodable_byte_deep_in_a_large_file(tmp_path: Path) -> None:
 
 def test_ragged_row(tmp_path: Path) -> None:
     f = write(tmp_path / "r.csv", "user_id,item_id,rating\n1,1,4\n1,2,5,9,9\n")
-    with pytest.raises(DataError, match=r"line 3: malformed row"):
+    with pytest.raises(DataError) as err:
         load_ratings(f)
+    assert str(err.value) == (f"{f}, line 3: found 5 fields, expected 3 like the header "
+                              "(user_id, item_id, rating); separator ','")
+    assert "C error" not in str(err.value)
 
 
 def test_parquet_errors_name_the_row(tmp_path: Path) -> None:
@@ -268,7 +275,11 @@ def test_duplicate_policies(tmp_path: Path, policy: str, expected: list[tuple],
     with caplog.at_level(logging.WARNING, logger="cfrec.data.io"):
         data, report = load_ratings(f, duplicates=policy, return_report=True)
     assert frame_rows(data) == expected
-    assert report == LoadReport(str(f), 6, 3, 3, policy, 2, 2)
+    assert report == LoadReport(str(f), 6, 3, 3, policy, 2, 2,
+                                columns={"user": "user_id", "item": "item_id", "rating": "rating",
+                                         "time": "timestamp"},
+                                header=True, sep=",", rating_scale=(1.0, 5.0),
+                                scale_source="inferred")
     assert "resolved 3 duplicate (user, item) ratings" in caplog.text
 
 
@@ -289,10 +300,14 @@ def test_no_duplicates_report(tmp_path: Path) -> None:
 
 def test_bad_arguments(tmp_path: Path) -> None:
     f = write(tmp_path / "r.csv", "user_id,item_id,rating\n1,1,4\n")
-    with pytest.raises(ValueError, match="duplicates must be one of"):
+    with pytest.raises(DataError, match="duplicates policy 'newest' is not one of first, last, "
+                                        "mean, error") as err:
         load_ratings(f, duplicates="newest")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="low < high"):
+    assert "--duplicates last" in err.value.render("cli")
+    with pytest.raises(DataError, match="low < high"):
         load_ratings(f, rating_scale=(5, 1))
+    with pytest.raises(DataError, match="unknown text encoding 'latin-99'"):
+        load_ratings(f, encoding="latin-99")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,10 +359,10 @@ def test_fast_and_fallback_readers_agree(tmp_path: Path, monkeypatch: pytest.Mon
     real = cio._TextReader._read_arrow
     used = []
     monkeypatch.setattr(cio._TextReader, "_read_arrow",
-                        lambda self, cols: used.append(real(self, cols) is not None) or real(self, cols))
+                        lambda self, *a: used.append(real(self, *a) is not None) or real(self, *a))
     fast = load_ratings(f)
     assert used == [True]  # pyarrow read this one
-    monkeypatch.setattr(cio._TextReader, "_read_arrow", lambda self, cols: None)
+    monkeypatch.setattr(cio._TextReader, "_read_arrow", lambda self, *a: None)
     slow = load_ratings(f)
     assert frame_rows(fast) == frame_rows(slow) == [
         ("1", "10", 4.5, 978307200), ("u2", "10", 3.0, 978393600), ("3", "x11", 0.5, 978523200)]
@@ -367,7 +382,7 @@ def test_compressed_files(tmp_path: Path, ext: str) -> None:
             zf.writestr("ratings.tsv", text)
     else:
         path.write_bytes({"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[ext](text))
-    with pytest.raises(DataError, match=r"line 4, field 'rating': rating 'bad'"):
+    with pytest.raises(DataError, match=r"line 4, field 'rating': 'bad' is not a rating"):
         load_ratings(path)
     good = text.replace(b"bad", b"5")
     if ext == "zip":
@@ -387,5 +402,5 @@ def test_columns_must_name_every_field(tmp_path: Path) -> None:
 
 def test_every_row_longer_than_the_header(tmp_path: Path) -> None:
     f = write(tmp_path / "r.csv", "user_id,item_id,rating\n1,2,3,4\n5,6,7,8\n")
-    with pytest.raises(DataError, match=r"r\.csv, line 2: rows have 4 fields but the header names 3"):
+    with pytest.raises(DataError, match=r"r\.csv, line 2: found 4 fields, expected 3 like the header"):
         load_ratings(f)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -57,25 +58,32 @@ class IdMap:
         return obj
 
     @classmethod
-    def encode(cls, raw: np.ndarray, *, what: str = "id") -> tuple[IdMap, np.ndarray]:
+    def encode(cls, raw: Any, *, what: str = "id") -> tuple[IdMap, np.ndarray]:
         """The vocabulary of ``raw`` and the int32 index of every element, in one pass.
 
         String ids are converted to Arrow once and reused for both steps; other ids go through
         the constructor and :meth:`to_index`.
         """
-        raw = np.asarray(raw) if not isinstance(raw, np.ndarray) else raw
-        if raw.dtype.kind in "OUS" and len(raw):
-            strings = _as_str_objects(raw)
-            arrow = _to_arrow(strings)
-            if arrow is not None:
-                import pyarrow.compute as pc
+        arrow = None
+        if _is_arrow(raw):  # a pyarrow string array straight from a parser: no Python objects
+            import pyarrow as pa
 
-                uniques = pc.unique(arrow)
-                uniques = uniques.take(pc.sort_indices(uniques))
-                vocab = cls.from_sorted_unique(uniques.to_numpy(zero_copy_only=False))
-                vocab._arrow = uniques
-                idx = pc.index_in(arrow, value_set=uniques).to_numpy(zero_copy_only=False)
-                return vocab, idx.astype(INDEX_DTYPE, copy=False)
+            if isinstance(raw, pa.ChunkedArray):
+                raw = raw.combine_chunks()
+            arrow = raw.cast(pa.large_string())
+        else:
+            raw = np.asarray(raw) if not isinstance(raw, np.ndarray) else raw
+            if raw.dtype.kind in "OUS" and len(raw):
+                arrow = _to_arrow(_as_str_objects(raw))
+        if arrow is not None:
+            import pyarrow.compute as pc
+
+            uniques = pc.unique(arrow)
+            uniques = uniques.take(pc.sort_indices(uniques))
+            vocab = cls.from_sorted_unique(uniques.to_numpy(zero_copy_only=False))
+            vocab._arrow = uniques
+            idx = pc.index_in(arrow, value_set=uniques).to_numpy(zero_copy_only=False)
+            return vocab, idx.astype(INDEX_DTYPE, copy=False)
         vocab = cls(raw)
         return vocab, vocab.to_index(raw, what=what)
 
@@ -183,6 +191,11 @@ class IdMap:
         if len(arr) > 1 and not bool(np.all(arr[1:] > arr[:-1])):
             return cls(arr)
         return cls.from_sorted_unique(arr)
+
+
+def _is_arrow(values: Any) -> bool:
+    pa = sys.modules.get("pyarrow")
+    return pa is not None and isinstance(values, (pa.Array, pa.ChunkedArray))
 
 
 def _from_iterable(raw_ids: Iterable[Any]) -> np.ndarray:

@@ -594,8 +594,7 @@ def _read_users(src: _Source, layout: Layout) -> pd.DataFrame | None:
 
 def _load_source(src: _Source, *, name: str, layout: Layout) -> Interactions:
     users, items, ratings, timestamps = _read_ratings(src, layout)
-    spec = MOVIELENS.get(name)
-    scale = spec.rating_scale if spec is not None else (1.0, 5.0) if layout == "100k" else (0.5, 5.0)
+    scale = _scale_of(name, layout)
     if len(ratings):
         out = (ratings < scale[0]) | (ratings > scale[1]) | ~np.isfinite(ratings)
         if out.any():
@@ -648,6 +647,37 @@ def is_movielens_path(path: str | os.PathLike[str]) -> bool:
     finally:
         src.close()
     return True
+
+
+def release_scale(path: str | os.PathLike[str]) -> tuple[str, tuple[float, float]] | None:
+    """``(variant, rating scale)`` of the MovieLens release at folder or zip ``path``, else None.
+
+    Used to keep a release's known scale when one of its files is loaded by path.
+    """
+    p = Path(path).expanduser()
+    if not is_movielens_path(p):
+        return None
+    src = _Source.open_path(p)
+    try:
+        layout = _layout_of(src)
+        name = _variant_of(src, layout)
+    finally:
+        src.close()
+    return name, _scale_of(name, layout)
+
+
+def _scale_of(name: str, layout: Layout) -> tuple[float, float]:
+    """The release's scale; a release folder of unknown name gets its layout's usual scale."""
+    spec = MOVIELENS.get(name)
+    return spec.rating_scale if spec is not None else (1.0, 5.0) if layout == "100k" else (0.5, 5.0)
+
+
+def release_ratings_file(path: str | os.PathLike[str]) -> str | None:
+    """The ratings file name (``u.data`` ...) of the MovieLens release folder ``path``, else None."""
+    p = Path(path).expanduser()
+    if not (p.is_dir() and is_movielens_path(p)):
+        return None
+    return _layout_file(_layout_of(_Source(p)))
 
 
 def load_movielens(

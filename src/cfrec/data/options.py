@@ -1,0 +1,240 @@
+"""The options for reading a ratings file, defined once for the library and the command line.
+
+:class:`DataOptions` holds them (``None`` everywhere means "detect"), :data:`DATA_OPTIONS`
+describes each one (its command-line flag, metavar and help text), and the ``parse_*`` helpers
+turn command-line text into values. Errors name the option through
+:class:`~cfrec.errors.OptionHint`, so a Python caller reads ``rating_scale=(1, 5)`` and a
+command-line user reads ``--rating-scale 1,5``.
+
+This module imports no command-line library: a CLI builds its options from :data:`DATA_OPTIONS`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Literal, get_args
+
+from cfrec.errors import DataError, OptionHint
+
+DuplicatePolicy = Literal["first", "last", "mean", "error"]
+DUPLICATE_POLICIES: tuple[str, ...] = get_args(DuplicatePolicy)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One data option: its keyword, command-line flag, metavar and help text."""
+
+    name: str
+    flag: str
+    metavar: str
+    help: str
+
+    def hint(self, python_value: str | None = None, cli_value: str | None = None,
+             purpose: str = "") -> OptionHint:
+        """An :class:`OptionHint` for this option with example values for each audience.
+
+        Without values the metavar stands in (``--user-col NAME`` / ``user_col="NAME"``).
+        """
+        py = python_value if python_value is not None else f'"{self.metavar}"'
+        cli = cli_value if cli_value is not None else self.metavar
+        return OptionHint(self.name, f"{self.name}={py}", f"{self.flag} {cli}", purpose)
+
+
+DATA_OPTIONS: dict[str, OptionSpec] = {
+    spec.name: spec
+    for spec in (
+        OptionSpec("sep", "--sep", "SEP",
+                   "Field separator of a ratings file, e.g. ',' ';' '|' '::' or 'tab' "
+                   "(default: detected from the first lines)."),
+        OptionSpec("columns", "--columns", "NAMES",
+                   "Comma-separated names of every field of a file without a header line, e.g. "
+                   "user,item,rating,timestamp (default: a header line, or user, item, "
+                   "rating[, timestamp] when the first line is all numbers)."),
+        OptionSpec("user_col", "--user-col", "NAME",
+                   "Column holding the user id (default: detected from the header: user, "
+                   "user_id, userId, uid, customer_id ...)."),
+        OptionSpec("item_col", "--item-col", "NAME",
+                   "Column holding the item id (default: detected: item, item_id, movieId, "
+                   "product_id, iid ...)."),
+        OptionSpec("rating_col", "--rating-col", "NAME",
+                   "Column holding the rating (default: detected: rating, ratings, score, "
+                   "stars)."),
+        OptionSpec("time_col", "--time-col", "NAME",
+                   "Column holding Unix seconds or ISO dates (default: detected: timestamp, "
+                   "time, ts, date, datetime; none means no time)."),
+        OptionSpec("rating_scale", "--rating-scale", "LOW,HIGH",
+                   "The rating scale, e.g. 1,5; ratings outside it are an error (default: the "
+                   "known scale of a MovieLens file, else the observed range)."),
+        OptionSpec("encoding", "--encoding", "ENCODING",
+                   "Text encoding of a ratings file, e.g. latin-1 (default: utf-8)."),
+        OptionSpec("duplicates", "--duplicates", "first|last|mean|error",
+                   "What to do with repeated (user, item) pairs: keep the first or last by "
+                   "time, average them, or stop with an error (default: last)."),
+    )
+}
+
+
+def option(name: str) -> OptionSpec:
+    """The :class:`OptionSpec` of data option ``name`` (``"rating_scale"`` ...)."""
+    return DATA_OPTIONS[name]
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How to read a ratings file; every field ``None`` means "detect" (or the default).
+
+    Attributes
+    ----------
+    sep
+        Field separator (``","``, ``"\\t"``, ``"::"`` ...).
+    columns
+        Names of every field of a file without a header line.
+    user_col, item_col, rating_col
+        Column names for the user id, item id and rating.
+    time_col
+        Column name for time; ``False`` reads no time even when the file has a time column.
+    rating_scale
+        ``(low, high)``; ratings outside it are an error.
+    encoding
+        Text encoding.
+    duplicates
+        Policy for repeated ``(user, item)`` pairs: ``first``, ``last``, ``mean`` or ``error``.
+    """
+
+    sep: str | None = None
+    columns: tuple[str, ...] | None = None
+    user_col: str | None = None
+    item_col: str | None = None
+    rating_col: str | None = None
+    time_col: str | Literal[False] | None = None
+    rating_scale: tuple[float, float] | None = None
+    encoding: str | None = None
+    duplicates: DuplicatePolicy | None = None
+
+    def __post_init__(self) -> None:
+        if self.columns is not None and not isinstance(self.columns, tuple):
+            object.__setattr__(self, "columns", tuple(self.columns))
+        if self.rating_scale is not None:
+            object.__setattr__(self, "rating_scale", check_rating_scale(self.rating_scale))
+        if self.duplicates is not None:
+            check_duplicates(self.duplicates)
+
+    @classmethod
+    def from_strings(cls, **values: str | None) -> DataOptions:
+        """Options from command-line text (``rating_scale="1,5"``, ``columns="u,i,r"``, ...).
+
+        ``None`` values are left to detection; unknown names raise ``TypeError``.
+        """
+        unknown = sorted(set(values) - set(DATA_OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown data option(s) {unknown}; known: {list(DATA_OPTIONS)}")
+        out: dict[str, Any] = {}
+        for name, text in values.items():
+            if text is None:
+                continue
+            if name == "sep":
+                out[name] = parse_sep(text)
+            elif name == "columns":
+                out[name] = parse_columns(text)
+            elif name == "rating_scale":
+                out[name] = parse_rating_scale(text)
+            elif name == "duplicates":
+                out[name] = check_duplicates(text.strip().lower())
+            elif name == "time_col" and text.strip().lower() == "none":
+                out[name] = False
+            else:
+                out[name] = text.strip()
+        return cls(**out)
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """The options that are set, as keyword arguments of ``load_ratings``/``load_dataset``."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            out[f.name] = list(value) if f.name == "columns" else value
+        return out
+
+    def is_default(self) -> bool:
+        """Whether no option is set (everything detected)."""
+        return not self.to_kwargs()
+
+
+def parse_sep(text: str) -> str:
+    """A separator from command-line text: ``tab``/``\\t`` -> tab, ``space`` -> whitespace runs."""
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|",
+             "space": r"\s+", "whitespace": r"\s+"}
+    if text.lower() in named:
+        return named[text.lower()]
+    if text == "":
+        raise DataError("empty separator", field="sep", value=text,
+                        expected="a separator such as , ; | :: or tab",
+                        hints=(option("sep").hint('"\\t"', "tab"),))
+    return text
+
+
+def parse_columns(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Field names from ``"user, item,rating"`` (or a list): stripped, non-empty, distinct."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    names = tuple(str(p).strip() for p in parts)
+    spec = option("columns")
+    example = spec.hint('["user", "item", "rating", "timestamp"]', "user,item,rating,timestamp")
+    if len(names) < 3 or any(not n for n in names):
+        raise DataError(f"columns {text!r} must name every field, at least user, item and "
+                        "rating, separated by commas", field="columns", value=text,
+                        expected="names such as user,item,rating,timestamp", hints=(example,))
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"columns {text!r} repeat {', '.join(dupes)}; every field needs its own "
+                        "name", field="columns", value=text, hints=(example,))
+    return names
+
+
+def parse_rating_scale(text: str | tuple[float, float] | list[float]) -> tuple[float, float]:
+    """``"1,5"`` (or ``"1-5"``, ``"0.5..5"``, ``(1, 5)``) -> ``(1.0, 5.0)``, low < high."""
+    if isinstance(text, str):
+        raw = text.strip().strip("[]()")
+        for sep in (",", "..", ":", " "):
+            if sep in raw:
+                parts = [p for p in raw.split(sep) if p.strip()]
+                break
+        else:
+            parts = raw.rsplit("-", 1) if raw.count("-") == 1 and not raw.startswith("-") else [raw]
+        if len(parts) != 2:
+            raise DataError(f"rating scale {text!r} is not LOW,HIGH", field="rating_scale",
+                            value=text, expected="two numbers such as 1,5",
+                            hints=(option("rating_scale").hint("(1, 5)", "1,5"),))
+        try:
+            pair = (float(parts[0]), float(parts[1]))
+        except ValueError:
+            raise DataError(f"rating scale {text!r} is not two numbers", field="rating_scale",
+                            value=text, expected="two numbers such as 1,5",
+                            hints=(option("rating_scale").hint("(1, 5)", "1,5"),)) from None
+        return check_rating_scale(pair)
+    return check_rating_scale(text)
+
+
+def check_rating_scale(scale: Any) -> tuple[float, float]:
+    """``scale`` as ``(low, high)`` floats, finite with low < high, else a :class:`DataError`."""
+    hint = option("rating_scale").hint("(1, 5)", "1,5")
+    try:
+        low, high = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise DataError(f"rating scale {scale!r} is not (low, high)", field="rating_scale",
+                        value=scale, expected="two numbers, low < high", hints=(hint,)) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise DataError(f"rating scale {scale!r} needs finite low < high", field="rating_scale",
+                        value=scale, expected="two numbers, low < high", hints=(hint,))
+    return low, high
+
+
+def check_duplicates(policy: str) -> DuplicatePolicy:
+    """``policy`` if it is one of :data:`DUPLICATE_POLICIES`, else a :class:`DataError`."""
+    if policy not in DUPLICATE_POLICIES:
+        raise DataError(f"duplicates policy {policy!r} is not one of "
+                        f"{', '.join(DUPLICATE_POLICIES)}", field="duplicates", value=policy,
+                        expected="first, last, mean or error",
+                        hints=(option("duplicates").hint('"last"', "last"),))
+    return policy  # type: ignore[return-value]
