@@ -684,11 +684,7 @@ class _TextReader:
             return self.path
         with self.source.open() as fh:
             raw = fh.read()
-        if self.codec == "utf-8":
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise self._decode_error(exc) from exc
+        if self.codec == "utf-8":  # bad bytes surface in the parsers, which locate them
             data = raw[3:] if raw.startswith(codecs.BOM_UTF8) else raw
         else:
             try:
@@ -1116,6 +1112,10 @@ def _ids(col: Any, name: str, role: str, reader: Any) -> Any:
         arr = arr.dictionary_decode()
         kind = arr.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        if not arr.null_count:
+            as_int = _canonical_ints(arr)  # the common case: plain integers, no spaces
+            if as_int is not None:
+                return as_int
         arr = pc.utf8_trim_whitespace(arr)
         empty = pc.or_kleene(pc.is_null(arr), pc.equal(pc.binary_length(arr), 0))
         if pc.any(empty).as_py():
@@ -1143,21 +1143,38 @@ _POW10 = 10 ** np.arange(19, dtype=np.int64)
 
 
 def _canonical_ints(arr: Any) -> np.ndarray | None:
-    """int64 values of a string array when every string is a plain integer (no ``+``, ``007``)."""
+    """int64 values of a string array when every string is a plain integer (no ``+``, ``007``).
+
+    The check is arithmetic: each string's byte length must equal its number's digit count
+    (plus one for a minus sign), which rules out signs, leading zeros and spaces.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     try:
+        # a failing cast of a whole column is slow (seconds for 1M strings): try a slice first
+        pc.cast(arr.slice(0, 1024), pa.int64())
         values = pc.cast(arr, pa.int64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    mag = np.abs(values)
-    if (values == np.iinfo(np.int64).min).any():
+    if not len(values):
+        return values.astype(np.int64)
+    lo = int(values.min())
+    if lo == np.iinfo(np.int64).min:
         return None
-    digits = np.maximum(np.searchsorted(_POW10, mag, side="right"), 1) + (values < 0)
-    if not np.array_equal(digits, pc.binary_length(arr).to_numpy(zero_copy_only=False)):
+    mag = values if lo >= 0 else np.abs(values)
+    digits = np.ones(len(values), dtype=np.int64)  # digit count, one comparison per decimal place
+    top = int(mag.max())
+    for power in _POW10[1:]:
+        if power > top:
+            break
+        digits += mag >= power
+    if lo < 0:
+        digits += values < 0
+    lengths = pc.binary_length(arr).to_numpy(zero_copy_only=False)
+    if not np.array_equal(digits, lengths):
         return None
-    return values.astype(np.int64, copy=False)
+    return values
 
 
 def _ratings(col: Any, name: str, scale: tuple[float, float] | None, scale_source: str,
