@@ -1,0 +1,923 @@
+"""Bayesian matrix factorisation by Gibbs sampling, optionally with SVD++-style implicit features.
+
+Model
+-----
+For a rating of item ``i`` by user ``u``::
+
+    r_ui = mu + w_0 + b_u + b_i + x_u . q_i + eps,        eps ~ N(0, 1 / alpha)
+
+where ``mu`` is the mean training rating (a fixed offset) and ``w_0`` a sampled global offset.
+With ``implicit=True`` the user vector is Koren's SVD++ vector
+``x_u = p_u + |N(u)|^-1/2 sum_{j in N(u)} y_j``: ``N(u)`` is the set of items ``u`` rated in the
+training data (see ``implicit_include_valid`` for the one documented exception) and every item
+``j`` carries an implicit factor ``y_j`` that is sampled with the rest.
+
+Priors and hyperpriors follow the MCMC formulation of libFM and myFM (Freudenthaler,
+Schmidt-Thieme & Rendle 2011), i.e. Salakhutdinov & Mnih's Bayesian PMF (2008) with a
+Normal-Gamma hyperprior per factor dimension instead of a Normal-Wishart over all of them:
+
+* ``b_u ~ N(mu_bu, 1/lam_bu)``, ``b_i ~ N(mu_bi, 1/lam_bi)``, and per dimension ``f``:
+  ``p_uf ~ N(mu_pf, 1/lam_pf)``, ``q_if ~ N(mu_qf, 1/lam_qf)``;
+* each ``(mu, lam)`` pair is Normal-Gamma: ``lam ~ Gamma(alpha_0/2, rate=beta_0/2)``,
+  ``mu | lam ~ N(0, 1/(gamma_0 lam))``; the noise precision ``alpha ~ Gamma(alpha_0/2,
+  rate=beta_0/2)``; ``w_0 ~ N(0, 1/reg_0)``;
+* implicit factors ``y_jf ~ N(0, 1/(beta_y lam_pf))`` with ``beta_y ~ Gamma(alpha_0/2,
+  rate=beta_0/2)``. Scaling the prior of ``y_.f`` by ``lam_pf`` (as Macau does for its link
+  matrix, Simm et al. 2015) makes every dimension's implicit step solve the same linear system.
+
+Sampler
+-------
+The sampler works with the user vectors ``x_u`` themselves (the centred parametrisation of
+SVD++: ``x_u ~ N(mu_p + |N(u)|^-1/2 sum_j y_j, 1/lam_p)`` per dimension). One sweep draws, in turn,
+``alpha``; the Normal-Gamma hyperparameters (exact joint draws); ``w_0``; all user biases at once;
+for each dimension ``f`` all users' ``x_uf`` at once (given the items and the other dimensions
+users are independent and each ``x_uf`` is Gaussian); with implicit features ``Y`` given the user
+vectors, then ``beta_y``; then item biases and, dimension by dimension, all items' ``q_if``.
+Residuals are kept per rating and updated after each block, so a sweep costs
+``O(ratings x k)`` plus, with implicit features, ``O(ratings x k)`` per conjugate-gradient
+iteration; nothing of size users x items is ever formed.
+
+``Y`` given the user vectors is a Bayesian linear regression of ``x_.f - mu_pf`` on the
+normalised rated-items matrix ``N`` (users x items). It is drawn exactly by perturbation
+(Papandreou & Yuille 2010; as Macau and SMURFF sample side-information links): the solution of
+``(N'N + beta_y I) y_f = N'(x_f - mu_pf) + (N' e_1 + sqrt(beta_y) e_2) / sqrt(lam_pf)`` with
+standard normal ``e_1`` (users) and ``e_2`` (items) is a draw from the conditional. The system is
+solved for all dimensions at once by Jacobi-preconditioned conjugate gradients warm-started from
+the previous draw, to relative residual ``cg_tol`` (at most ``cg_max_iter`` iterations): the
+draw is exact up to that tolerance. ``history_`` records the iterations used.
+
+Predictions
+-----------
+Predictions are posterior predictive means: the average over kept samples ``s`` of
+``mu + w_0^s + b_u^s + b_i^s + x_u^s . q_i^s`` (never the score of averaged factors). The
+sweeps after ``burn_in`` are thinned evenly to at most ``max_samples`` kept samples ``S``; since
+``(1/S) sum_s x^s . q^s = [x^1 .. x^S]/sqrt(S) . [q^1 .. q^S]/sqrt(S)``, ``user_factors_`` and
+``item_factors_`` hold the concatenated, scaled samples (``S * n_factors`` columns) and every
+factor-model path (predict, recommend, the top-k engine) computes that average exactly. Biases
+are the sample averages. :meth:`BayesianMF.item_embeddings` and
+:meth:`BayesianMF.user_embeddings` are the posterior-mean vectors (``n_factors`` columns), for
+``similar_items``, t-SNE maps and export.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from cfrec.data.interactions import Interactions
+from cfrec.errors import CfrecError, ModelFileError, TrainingDiverged
+from cfrec.models.base import EpochCallback, FactorRecommender, FoldedUser, RidgeFoldIn
+from cfrec.models.torch_engine import resolve_device
+
+logger = logging.getLogger(__name__)
+
+#: Ratings per chunk when dotting gathered factor columns (bounds the (k, chunk) temporaries).
+_CHUNK = 1 << 20
+
+
+# ---------------------------------------------------------------------- backends
+class _Backend(Protocol):
+    """The arithmetic the sampler needs over one array type (numpy arrays or torch tensors).
+
+    Ratings are held in user-major order; ``resid`` is the per-rating residual
+    ``r - mu - w_0 - b_u - b_i - x_u . q_i``. Factor matrices are (k, rows): row ``f`` of a
+    matrix is dimension ``f`` of every user (or item), contiguous. The implicit step works on
+    (rows, k) blocks: ``implicit_apply`` maps (n_items, k) to (n_users, k) through the normalised
+    rated-items matrix ``N``, ``implicit_adjoint`` maps back through ``N'``.
+    """
+
+    n_users: int
+    n_items: int
+    resid: Any
+    user_counts: Any  # float32 (n_users,)
+    item_counts: Any  # float32 (n_items,)
+    implicit_diag: Any  # float32 (n_items,): diagonal of N'N, or None
+
+    def randn(self, *shape: int) -> Any: ...
+
+    def zeros(self, *shape: int) -> Any: ...
+
+    def asarray(self, a: np.ndarray) -> Any: ...
+
+    def index(self, a: np.ndarray) -> Any: ...
+
+    def to_numpy(self, a: Any) -> np.ndarray: ...
+
+    def resid_by_user(self, v_items: Any) -> Any: ...
+
+    def resid_by_item(self, v_users: Any) -> Any: ...
+
+    def count_by_user(self, m_items: Any) -> Any: ...
+
+    def count_by_item(self, m_users: Any) -> Any: ...
+
+    def at_users(self, v: Any) -> Any: ...
+
+    def at_items(self, v: Any) -> Any: ...
+
+    def sub_resid(self, delta: Any) -> None: ...
+
+    def sum64(self, a: Any) -> float: ...
+
+    def sqsum64(self, a: Any) -> float: ...
+
+    def row_moments(self, m: Any) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def row_sqsum(self, m: Any) -> np.ndarray: ...
+
+    def col_sqsum(self, m: Any) -> np.ndarray: ...
+
+    def transpose(self, m: Any) -> Any: ...
+
+    def pair_dot(self, xt: Any, qt: Any, users: Any, items: Any) -> Any: ...
+
+    def implicit_apply(self, v: Any) -> Any: ...
+
+    def implicit_adjoint(self, m: Any) -> Any: ...
+
+
+class _NumpyBackend:
+    """CPU arithmetic with numpy and scipy.sparse.
+
+    The residuals are the data array of a users x items CSR matrix ``E`` (and of its transpose,
+    a CSC view of the same memory), so the per-user sums ``sum_i e_ui v_i`` and per-item sums
+    ``sum_u e_ui v_u`` are single-threaded sparse matrix-vector products: on a shared CPU they
+    beat torch's sparse kernels and scatter-adds by about 2x (and never stall on torch's thread
+    barrier when the cores are busy).
+    """
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, resid: np.ndarray, n_users: int,
+                 n_items: int, implicit: sp.csr_array | None, seed: np.random.SeedSequence) -> None:
+        self.n_users, self.n_items = n_users, n_items
+        self.rng = np.random.default_rng(seed)
+        counts = np.bincount(users, minlength=n_users)
+        indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        idx = items.astype(np.int32)
+        self._repeat = counts.astype(np.int64)
+        self._items = items.astype(np.intp)
+        self.resid = np.array(resid, dtype=np.float32)  # a copy: updated in place
+        self._e = sp.csr_array((self.resid, idx, indptr), shape=(n_users, n_items))
+        self._et = sp.csc_array((self.resid, idx, indptr), shape=(n_items, n_users))
+        if not (np.shares_memory(self._e.data, self.resid) and np.shares_memory(self._et.data, self.resid)):
+            raise RuntimeError("scipy copied the residual array; the sampler needs it shared")
+        ones = np.ones(len(idx), dtype=np.float32)
+        self._b = sp.csr_array((ones, idx, indptr), shape=(n_users, n_items))
+        self._bt = self._b.T.tocsr()
+        self.user_counts = counts.astype(np.float32)
+        self.item_counts = np.bincount(items, minlength=n_items).astype(np.float32)
+        self._n, self._nt = implicit, None
+        self.implicit_diag = None
+        if implicit is not None:
+            self._nt = implicit.T.tocsr()
+            self.implicit_diag = np.asarray(implicit.multiply(implicit).sum(axis=0), dtype=np.float32).ravel()
+
+    def randn(self, *shape: int) -> np.ndarray:
+        return self.rng.standard_normal(shape, dtype=np.float32)
+
+    def zeros(self, *shape: int) -> np.ndarray:
+        return np.zeros(shape, dtype=np.float32)
+
+    def asarray(self, a: np.ndarray) -> np.ndarray:
+        return np.array(a, dtype=np.float32)
+
+    def index(self, a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, dtype=np.intp)
+
+    def to_numpy(self, a: np.ndarray) -> np.ndarray:
+        return np.array(a, dtype=np.float32)
+
+    def resid_by_user(self, v_items: np.ndarray) -> np.ndarray:
+        return np.asarray(self._e @ v_items)
+
+    def resid_by_item(self, v_users: np.ndarray) -> np.ndarray:
+        return np.asarray(self._et @ v_users)
+
+    def count_by_user(self, m_items: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((self._b @ m_items.T).T)
+
+    def count_by_item(self, m_users: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((self._bt @ m_users.T).T)
+
+    def at_users(self, v: np.ndarray) -> np.ndarray:
+        return np.repeat(v, self._repeat)
+
+    def at_items(self, v: np.ndarray) -> np.ndarray:
+        return np.take(v, self._items)
+
+    def sub_resid(self, delta: Any) -> None:
+        self.resid -= delta  # in place: E and its transpose see the new values
+
+    def sum64(self, a: np.ndarray) -> float:
+        return float(np.sum(a, dtype=np.float64))
+
+    def sqsum64(self, a: np.ndarray) -> float:
+        return float(sum(float(np.dot(c, c)) for c in np.array_split(a, max(1, len(a) // 65536))))
+
+    def row_moments(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = m.mean(axis=1, dtype=np.float64)
+        dev = m - mean[:, None].astype(np.float32)
+        return mean, np.einsum("ij,ij->i", dev, dev, dtype=np.float64)
+
+    def row_sqsum(self, m: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", m, m, dtype=np.float64)
+
+    def col_sqsum(self, m: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->j", m, m, dtype=np.float64)
+
+    def transpose(self, m: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(m.T)
+
+    def pair_dot(self, xt: np.ndarray, qt: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        out = np.empty(len(users), dtype=np.float32)
+        for s in range(0, len(users), _CHUNK):
+            u, i = users[s:s + _CHUNK], items[s:s + _CHUNK]
+            out[s:s + _CHUNK] = np.einsum("kn,kn->n", xt[:, u], qt[:, i])
+        return out
+
+    def implicit_apply(self, v: np.ndarray) -> np.ndarray:
+        assert self._n is not None
+        return np.asarray(self._n @ v)
+
+    def implicit_adjoint(self, m: np.ndarray) -> np.ndarray:
+        assert self._nt is not None
+        return np.asarray(self._nt @ m)
+
+
+class _TorchBackend:
+    """The same arithmetic with torch (used on CUDA): gathers, ``index_add_`` and sparse CSR
+    products of the rated-items matrix."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, resid: np.ndarray, n_users: int,
+                 n_items: int, implicit: sp.csr_array | None, seed: np.random.SeedSequence,
+                 device: torch.device) -> None:
+        self.n_users, self.n_items = n_users, n_items
+        self.device = device
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(int(seed.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+        self._users = torch.as_tensor(users.astype(np.int64), device=device)
+        self._items = torch.as_tensor(items.astype(np.int64), device=device)
+        self.resid = torch.as_tensor(np.array(resid, dtype=np.float32), device=device)
+        self.user_counts = torch.as_tensor(np.bincount(users, minlength=n_users).astype(np.float32),
+                                           device=device)
+        self.item_counts = torch.as_tensor(np.bincount(items, minlength=n_items).astype(np.float32),
+                                           device=device)
+        self._n: torch.Tensor | None = None
+        self._nt: torch.Tensor | None = None
+        self.implicit_diag = None
+        if implicit is not None:
+            self._n = _torch_csr(implicit, device)
+            self._nt = _torch_csr(implicit.T.tocsr(), device)
+            diag = np.asarray(implicit.multiply(implicit).sum(axis=0), dtype=np.float32).ravel()
+            self.implicit_diag = torch.as_tensor(diag, device=device)
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=self.gen, device=self.device)
+
+    def zeros(self, *shape: int) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.float32, device=self.device)
+
+    def asarray(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.array(a, dtype=np.float32), device=self.device)
+
+    def index(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.int64), device=self.device)
+
+    def to_numpy(self, a: torch.Tensor) -> np.ndarray:
+        return np.array(a.detach().cpu().numpy(), dtype=np.float32)
+
+    def resid_by_user(self, v_items: torch.Tensor) -> torch.Tensor:
+        return self.zeros(self.n_users).index_add_(0, self._users, self.resid * v_items[self._items])
+
+    def resid_by_item(self, v_users: torch.Tensor) -> torch.Tensor:
+        return self.zeros(self.n_items).index_add_(0, self._items, self.resid * v_users[self._users])
+
+    def count_by_user(self, m_items: torch.Tensor) -> torch.Tensor:
+        return self.zeros(m_items.shape[0], self.n_users).index_add_(1, self._users, m_items[:, self._items])
+
+    def count_by_item(self, m_users: torch.Tensor) -> torch.Tensor:
+        return self.zeros(m_users.shape[0], self.n_items).index_add_(1, self._items, m_users[:, self._users])
+
+    def at_users(self, v: torch.Tensor) -> torch.Tensor:
+        return v[self._users]
+
+    def at_items(self, v: torch.Tensor) -> torch.Tensor:
+        return v[self._items]
+
+    def sub_resid(self, delta: Any) -> None:
+        self.resid.sub_(delta)
+
+    def sum64(self, a: torch.Tensor) -> float:
+        return float(a.sum(dtype=torch.float64))
+
+    def sqsum64(self, a: torch.Tensor) -> float:
+        d = a.double()
+        return float(torch.dot(d, d))
+
+    def row_moments(self, m: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        d = m.double()
+        mean = d.mean(dim=1)
+        dev = d - mean[:, None]
+        return mean.cpu().numpy(), (dev * dev).sum(dim=1).cpu().numpy()
+
+    def row_sqsum(self, m: torch.Tensor) -> np.ndarray:
+        d = m.double()
+        return (d * d).sum(dim=1).cpu().numpy()
+
+    def col_sqsum(self, m: torch.Tensor) -> np.ndarray:
+        d = m.double()
+        return (d * d).sum(dim=0).cpu().numpy()
+
+    def transpose(self, m: torch.Tensor) -> torch.Tensor:
+        return m.T.contiguous()
+
+    def pair_dot(self, xt: torch.Tensor, qt: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(users), dtype=torch.float32, device=self.device)
+        for s in range(0, len(users), _CHUNK):
+            u, i = users[s:s + _CHUNK], items[s:s + _CHUNK]
+            out[s:s + _CHUNK] = (xt[:, u] * qt[:, i]).sum(dim=0)
+        return out
+
+    def implicit_apply(self, v: torch.Tensor) -> torch.Tensor:
+        assert self._n is not None
+        return self._n @ v
+
+    def implicit_adjoint(self, m: torch.Tensor) -> torch.Tensor:
+        assert self._nt is not None
+        return self._nt @ m
+
+
+def _torch_csr(mat: sp.csr_array, device: torch.device) -> torch.Tensor:
+    """A torch CSR tensor from a valid scipy CSR matrix (silences torch's beta-feature warning)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(
+            torch.as_tensor(mat.indptr.astype(np.int64)), torch.as_tensor(mat.indices.astype(np.int64)),
+            torch.as_tensor(mat.data.astype(np.float32)), size=mat.shape, device=device,
+            check_invariants=False)
+
+
+def _implicit_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_array:
+    """Users x items CSR with ``|N(u)|^-1/2`` in each cell of the set ``N(u)`` (duplicates merged)."""
+    mat = sp.csr_array((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
+    mat.sum_duplicates()
+    counts = np.diff(mat.indptr)
+    inv = np.zeros(n_users, dtype=np.float64)
+    inv[counts > 0] = counts[counts > 0] ** -0.5
+    mat.data = np.repeat(inv, counts).astype(np.float32)
+    return mat
+
+
+def _block_cg(apply: Any, rhs: Any, x0: Any, precond: Any, tol: float, max_iter: int) -> tuple[Any, int]:
+    """Solve ``A x_f = rhs_f`` for every column ``f`` at once (A symmetric positive definite, given
+    as ``apply`` on (n, k) blocks) by Jacobi-preconditioned conjugate gradients from ``x0``.
+
+    ``precond`` is (n, 1), the inverse diagonal of ``A``. Stops when every column's residual norm
+    is at most ``tol`` times its right-hand side's, or after ``max_iter`` iterations; returns the
+    solution and the iterations used.
+    """
+    x = x0
+    r = rhs - apply(x)
+    z = precond * r
+    p = z
+    rz = (r * z).sum(0)
+    bnorm = (rhs * rhs).sum(0) ** 0.5 + 1e-30
+    for it in range(max_iter):
+        if float(((r * r).sum(0) ** 0.5 / bnorm).max()) <= tol:
+            return x, it
+        ap = apply(p)
+        step = rz / ((p * ap).sum(0) + 1e-30)
+        x = x + step[None, :] * p
+        r = r - step[None, :] * ap
+        z = precond * r
+        rz_new = (r * z).sum(0)
+        p = z + (rz_new / (rz + 1e-30))[None, :] * p
+        rz = rz_new
+    return x, max_iter
+
+
+# ---------------------------------------------------------------------- the sampler
+@dataclass(frozen=True)
+class _Priors:
+    """Hyperprior constants (libFM / myFM names)."""
+
+    alpha_0: float
+    beta_0: float
+    gamma_0: float
+    reg_0: float
+
+    def normal_gamma(self, rng: np.random.Generator, n: int, mean: np.ndarray, ss: np.ndarray,
+                     extra_shape: float = 0.0, extra_rate: Any = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Exact draw of ``(mu, lam)`` given ``n`` values with sample mean ``mean`` and centred
+        sum of squares ``ss`` (arrays: one group per entry).
+
+        Prior ``lam ~ Gamma(alpha_0/2, rate=beta_0/2)``, ``mu | lam ~ N(0, 1/(gamma_0 lam))``;
+        ``extra_shape``/``extra_rate`` add the terms of other values whose prior precision is
+        proportional to ``lam`` (the implicit factors).
+        """
+        g0 = self.gamma_0
+        shape = self.alpha_0 / 2 + n / 2 + extra_shape
+        rate = self.beta_0 / 2 + ss / 2 + g0 * n * mean**2 / (2 * (g0 + n)) + extra_rate
+        lam = rng.gamma(shape, 1.0 / rate)
+        mu = n * mean / (g0 + n) + rng.standard_normal(np.shape(mean)) / np.sqrt((g0 + n) * lam)
+        return mu, lam
+
+    def gamma(self, rng: np.random.Generator, n: float, ss: float) -> float:
+        """Draw a precision with ``Gamma(alpha_0/2, rate=beta_0/2)`` prior given ``n`` Gaussian
+        values whose squared deviations (times the other factor of their precision) sum to ``ss``."""
+        return float(rng.gamma(self.alpha_0 / 2 + n / 2, 1.0 / (self.beta_0 / 2 + ss / 2)))
+
+
+class _Gibbs:
+    """State and one-sweep update of the chain (see the module docstring for the order)."""
+
+    def __init__(self, be: _Backend, ratings: np.ndarray, k: int, priors: _Priors, init_std: float,
+                 implicit: bool, cg_tol: float, cg_max_iter: int, rng: np.random.Generator) -> None:
+        self.be, self.k, self.priors, self.rng = be, k, priors, rng
+        self.implicit, self.cg_tol, self.cg_max_iter = implicit, cg_tol, cg_max_iter
+        self.n = len(ratings)
+        n_u, n_i = be.n_users, be.n_items
+        self.w0 = 0.0
+        self.bu, self.bi = be.zeros(n_u), be.zeros(n_i)
+        self.xt = be.randn(k, n_u) * init_std
+        self.qt = be.randn(k, n_i) * init_std
+        self.y = be.zeros(n_i, k) if implicit else None  # implicit factors, (n_items, k)
+        self.zt = be.zeros(k, n_u) if implicit else None  # their sum per user, (k, n_users)
+        self.beta_y = 1.0
+        self.cg_iterations = 0
+        for f in range(k):
+            be.sub_resid(be.at_users(self.xt[f]) * be.at_items(self.qt[f]))
+        self.sse = be.sqsum64(be.resid)
+        self.alpha = 1.0
+        self.mu_bu = self.lam_bu = 0.0
+        self.mu_x, self.lam_x = np.zeros(k), np.ones(k)
+        self.mu_q, self.lam_q = np.zeros(k), np.ones(k)
+        self._ones_items = be.zeros(n_i) + 1.0
+        self._ones_users = be.zeros(n_u) + 1.0
+
+    def sweep(self) -> None:
+        be, pr, rng = self.be, self.priors, self.rng
+        self.alpha = pr.gamma(rng, self.n, self.sse)
+        a = self.alpha
+        # global offset
+        prec = pr.reg_0 + a * self.n
+        w0 = a * (be.sum64(be.resid) + self.n * self.w0) / prec + float(rng.standard_normal()) / math.sqrt(prec)
+        be.sub_resid(w0 - self.w0)
+        self.w0 = w0
+        # users: biases, then factors dimension by dimension
+        self.mu_bu, self.lam_bu = self._bias_step(True)
+        d = self.xt if self.zt is None else self.xt - self.zt
+        mean, ss = be.row_moments(d)
+        extra_shape, extra_rate = 0.0, np.zeros(self.k)
+        if self.y is not None:
+            extra_shape, extra_rate = be.n_items / 2, self.beta_y * be.col_sqsum(self.y) / 2
+        self.mu_x, self.lam_x = pr.normal_gamma(rng, be.n_users, mean, ss, extra_shape, extra_rate)
+        self.user_factor_step()
+        if self.y is not None:
+            self.implicit_step()
+        # items
+        self._bias_step(False)
+        mean, ss = be.row_moments(self.qt)
+        self.mu_q, self.lam_q = pr.normal_gamma(rng, be.n_items, mean, ss)
+        self.item_factor_step()
+        self.sse = be.sqsum64(be.resid)
+
+    def user_factor_step(self) -> None:
+        """Draw every user's vector, one dimension at a time, given the items and the prior
+        ``N(mu_x + z_u, 1/lam_x)`` (``z_u`` the implicit term)."""
+        be = self.be
+        sq = be.count_by_user(self.qt * self.qt)
+        for f in range(self.k):
+            prior_mean: Any = float(self.mu_x[f]) if self.zt is None else self.zt[f] + float(self.mu_x[f])
+            qf = self.qt[f]
+            new = self._draw(be.resid_by_user(qf), self.xt[f], sq[f], prior_mean, float(self.lam_x[f]))
+            be.sub_resid(be.at_users(new - self.xt[f]) * be.at_items(qf))
+            self.xt[f] = new
+
+    def item_factor_step(self) -> None:
+        """Draw every item's vector, one dimension at a time, given the user vectors and the prior
+        ``N(mu_q, 1/lam_q)``."""
+        be = self.be
+        sx = be.count_by_item(self.xt * self.xt)
+        for f in range(self.k):
+            xf = self.xt[f]
+            new = self._draw(be.resid_by_item(xf), self.qt[f], sx[f], float(self.mu_q[f]), float(self.lam_q[f]))
+            be.sub_resid(be.at_users(xf) * be.at_items(new - self.qt[f]))
+            self.qt[f] = new
+
+    def _draw(self, resid_dot: Any, old: Any, h2: Any, prior_mean: Any, lam: float) -> Any:
+        """All rows' new value of one coordinate: Gaussian with precision ``lam + alpha sum h^2``
+        and mean ``(lam m + alpha sum h (e + old h)) / precision``."""
+        a = self.alpha
+        prec = h2 * a + lam
+        mean = ((resid_dot + old * h2) * a + prior_mean * lam) / prec
+        return mean + self.be.randn(len(old)) / prec**0.5
+
+    def _bias_step(self, users: bool) -> tuple[float, float]:
+        be, pr = self.be, self.priors
+        b = self.bu if users else self.bi
+        mean, ss = be.row_moments(b[None, :])
+        mu, lam = pr.normal_gamma(self.rng, len(b), mean, ss)
+        mu_f, lam_f = float(mu[0]), float(lam[0])
+        if users:
+            new = self._draw(be.resid_by_user(self._ones_items), b, be.user_counts, mu_f, lam_f)
+            be.sub_resid(be.at_users(new - b))
+            self.bu = new
+        else:
+            new = self._draw(be.resid_by_item(self._ones_users), b, be.item_counts, mu_f, lam_f)
+            be.sub_resid(be.at_items(new - b))
+            self.bi = new
+        return mu_f, lam_f
+
+    def implicit_step(self) -> None:
+        """Draw ``Y`` given the user vectors (perturbation + CG), then ``beta_y`` given ``Y``."""
+        be = self.be
+        assert self.y is not None and be.implicit_diag is not None
+        beta = self.beta_y
+        inv_sd = be.asarray(1.0 / np.sqrt(self.lam_x)[None, :])  # (1, k)
+        target = be.transpose(self.xt) - be.asarray(self.mu_x[None, :]) + be.randn(be.n_users, self.k) * inv_sd
+        rhs = be.implicit_adjoint(target) + be.randn(be.n_items, self.k) * (inv_sd * math.sqrt(beta))
+        precond = (1.0 / (be.implicit_diag + beta))[:, None]
+
+        def apply(v: Any) -> Any:
+            return be.implicit_adjoint(be.implicit_apply(v)) + v * beta
+
+        self.y, self.cg_iterations = _block_cg(apply, rhs, self.y, precond, self.cg_tol, self.cg_max_iter)
+        self.zt = be.transpose(be.implicit_apply(self.y))
+        ss = float(np.dot(self.lam_x, be.col_sqsum(self.y)))
+        self.beta_y = self.priors.gamma(self.rng, be.n_items * self.k, ss)
+
+
+def _kept_sweeps(n_sweeps: int, burn_in: int, max_samples: int) -> np.ndarray:
+    """Sweeps (1-based) whose samples are kept: the post-burn-in sweeps thinned evenly to at most
+    ``max_samples``, always ending with the last sweep."""
+    post = n_sweeps - burn_in
+    n_kept = min(max_samples, post)
+    return burn_in + np.ceil(np.arange(1, n_kept + 1) * (post / n_kept) - 1e-9).astype(np.int64)
+
+
+# ---------------------------------------------------------------------- the model
+class BayesianMF(FactorRecommender):
+    """Bayesian (SVD++-style, with ``implicit=True``) matrix factorisation fitted by Gibbs sampling.
+
+    See the module docstring for the model, the priors and the sampler. No learning rate, no
+    regularisation to tune and no early stopping: the hyperpriors adapt every prior precision and
+    the noise level to the data, and predictions average the model over posterior samples.
+
+    Defaults were chosen on validation carves of ML-100K's ``u1.base`` (never on a test file);
+    measured results are in the project's documentation and ``benchmarks/myfm_folds.py``.
+
+    Parameters
+    ----------
+    n_factors
+        Latent dimension ``k``. A sweep costs ``O(ratings x k)`` (plus the implicit step).
+    n_sweeps
+        Gibbs sweeps in all, burn-in included.
+    burn_in
+        Sweeps discarded before samples are kept (``0 <= burn_in < n_sweeps``).
+    max_samples
+        At most this many post-burn-in samples are kept (evenly thinned). Prediction cost and the
+        size of ``user_factors_``/``item_factors_`` grow as ``max_samples * n_factors``.
+    implicit
+        Bayesian SVD++: add implicit factors of the items each user rated to the user vector.
+    implicit_include_valid
+        With ``implicit=True``, also count the items each user rated in ``valid`` (the pairs
+        passed to ``fit``, never their ratings) in ``N(u)``. Published ML-100K results with
+        implicit feedback (myFM's examples; Rendle, Zhang & Koren 2019) use the test-time rated
+        set this way; it tells the model which held-out items a user rated, so it is off by
+        default and must be asked for explicitly.
+    alpha_0, beta_0
+        Shape and rate (halved, as in libFM/myFM) of the Gamma hyperprior on every precision.
+    gamma_0
+        Prior strength of the Normal hyperprior on every group mean (in units of ``lam``).
+    reg_0
+        Prior precision of the global offset ``w_0``.
+    init_std
+        Standard deviation of the random initial factors.
+    cg_tol, cg_max_iter
+        Relative tolerance and iteration cap of the conjugate-gradient solve in the implicit step.
+    seed
+        Seeds every draw (``None``: fresh entropy). Same seed, data and device: same model.
+    device
+        ``None``/``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. CPU runs on numpy and
+        scipy.sparse; CUDA on torch. Both run the same sampler (with different random streams).
+
+    Attributes
+    ----------
+    user_factors_, item_factors_
+        Concatenated kept samples ``[v^1 .. v^S] / sqrt(S)``: (n_users, S * k), (n_items, S * k).
+    user_mean_factors_, item_mean_factors_
+        Posterior-mean vectors (n_users, k), (n_items, k): the embeddings.
+    sample_global_
+        ``mu + w_0`` per kept sample (S,).
+    sample_noise_precision_
+        ``alpha`` per kept sample (S,).
+    sample_item_bias_
+        Item biases per kept sample (S, n_items).
+    sample_user_prior_
+        Per kept sample ``[mu_bu, lam_bu, mu_p (k), lam_p (k)]`` (S, 2 + 2k): the prior a new
+        user's bias and vector get in :meth:`fold_in`.
+    sample_implicit_
+        Implicit factors per kept sample (S, n_items, k), with ``implicit=True`` only.
+    """
+
+    name = "bmf"
+
+    def __init__(
+        self,
+        *,
+        n_factors: int = 10,
+        n_sweeps: int = 200,
+        burn_in: int = 50,
+        max_samples: int = 50,
+        implicit: bool = True,
+        implicit_include_valid: bool = False,
+        alpha_0: float = 1.0,
+        beta_0: float = 1.0,
+        gamma_0: float = 1.0,
+        reg_0: float = 1.0,
+        init_std: float = 0.1,
+        cg_tol: float = 1e-3,
+        cg_max_iter: int = 100,
+        seed: int | None = 0,
+        device: str | None = None,
+    ) -> None:
+        self.n_factors = n_factors
+        self.n_sweeps = n_sweeps
+        self.burn_in = burn_in
+        self.max_samples = max_samples
+        self.implicit = implicit
+        self.implicit_include_valid = implicit_include_valid
+        self.alpha_0 = alpha_0
+        self.beta_0 = beta_0
+        self.gamma_0 = gamma_0
+        self.reg_0 = reg_0
+        self.init_std = init_std
+        self.cg_tol = cg_tol
+        self.cg_max_iter = cg_max_iter
+        self.seed = seed
+        self.device = device
+
+    # ------------------------------------------------------------------ validation
+    def _check_params(self) -> None:
+        """Raise :class:`CfrecError` naming the first hyperparameter that is out of range."""
+
+        def fail(name: str, expected: str) -> CfrecError:
+            return CfrecError(f"BayesianMF: {name} must be {expected}, got {getattr(self, name)!r}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+        def is_num(v: Any) -> bool:
+            return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+        for name in ("n_factors", "n_sweeps", "max_samples", "cg_max_iter"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise fail(name, "an integer >= 1")
+        if not is_int(self.burn_in) or not 0 <= self.burn_in < self.n_sweeps:
+            raise fail("burn_in", f"an integer with 0 <= burn_in < n_sweeps ({self.n_sweeps})")
+        for name in ("implicit", "implicit_include_valid"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise fail(name, "True or False")
+        if self.implicit_include_valid and not self.implicit:
+            raise CfrecError("BayesianMF: implicit_include_valid=True needs implicit=True (it adds the "
+                             "items rated in valid to the implicit feedback)")
+        for name in ("alpha_0", "beta_0", "gamma_0"):
+            v = getattr(self, name)
+            if not is_num(v) or not (math.isfinite(v) and v > 0):
+                raise fail(name, "a finite number > 0")
+        for name in ("reg_0", "init_std"):
+            v = getattr(self, name)
+            if not is_num(v) or not (math.isfinite(v) and v >= 0):
+                raise fail(name, "a finite number >= 0")
+        if not is_num(self.cg_tol) or not 0 < self.cg_tol < 1:
+            raise fail("cg_tol", "a number with 0 < cg_tol < 1")
+        if self.seed is not None and not is_int(self.seed):
+            raise fail("seed", "an integer or None")
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
+        self._check_params()
+        dev = resolve_device(self.device)
+        k = int(self.n_factors)
+        n_users, n_items = train.n_users, train.n_items
+        order = np.argsort(train.users, kind="stable")
+        users, items = train.users[order], train.items[order]
+        resid = train.ratings[order].astype(np.float32) - np.float32(self.global_mean_)
+        implicit = None
+        if self.implicit:
+            iu, ii = users, items
+            if self.implicit_include_valid and valid is not None and len(valid):
+                iu = np.concatenate([iu, valid.users])
+                ii = np.concatenate([ii, valid.items])
+            implicit = _implicit_matrix(iu, ii, n_users, n_items)
+        seeds = np.random.SeedSequence(self.seed).spawn(2)
+        be: _Backend
+        if dev.type == "cpu":
+            be = _NumpyBackend(users, items, resid, n_users, n_items, implicit, seeds[1])
+        else:
+            be = _TorchBackend(users, items, resid, n_users, n_items, implicit, seeds[1], dev)
+        priors = _Priors(float(self.alpha_0), float(self.beta_0), float(self.gamma_0), float(self.reg_0))
+        chain = _Gibbs(be, resid, k, priors, float(self.init_std), bool(self.implicit), float(self.cg_tol),
+                       int(self.cg_max_iter), np.random.default_rng(seeds[0]))
+        self._run(chain, be, valid, on_epoch)
+
+    def _run(self, chain: _Gibbs, be: _Backend, valid: Interactions | None,
+             on_epoch: EpochCallback | None) -> None:
+        """Run the sweeps, keep the thinned samples and set the learned state."""
+        k, n_sweeps = chain.k, int(self.n_sweeps)
+        n_users, n_items = be.n_users, be.n_items
+        kept = _kept_sweeps(n_sweeps, int(self.burn_in), int(self.max_samples))
+        slot_of = {int(s): j for j, s in enumerate(kept)}
+        n_kept = len(kept)
+        user_samples = np.empty((n_users, n_kept * k), dtype=np.float32)
+        item_samples = np.empty((n_items, n_kept * k), dtype=np.float32)
+        bu_sum, bi_sum = np.zeros(n_users), np.zeros(n_items)
+        self.sample_global_ = np.empty(n_kept, dtype=np.float32)
+        self.sample_noise_precision_ = np.empty(n_kept, dtype=np.float32)
+        self.sample_item_bias_ = np.empty((n_kept, n_items), dtype=np.float32)
+        self.sample_user_prior_ = np.empty((n_kept, 2 + 2 * k), dtype=np.float32)
+        self.sample_implicit_ = np.empty((n_kept, n_items, k), dtype=np.float32) if self.implicit else None
+        v_sum = None
+        if valid is not None:
+            v_u, v_i = be.index(valid.users), be.index(valid.items)
+            v_r = valid.ratings.astype(np.float64)
+            v_sum = np.zeros(len(v_r))
+        v_rmse = math.nan
+        lo, hi = self.rating_scale_
+        n = chain.n
+        for sweep in range(1, n_sweeps + 1):
+            start = time.perf_counter()
+            chain.sweep()
+            if not math.isfinite(chain.sse):
+                raise TrainingDiverged("BayesianMF", sweep, None, chain.sse)
+            slot = slot_of.get(sweep)
+            if slot is not None:
+                cols = slice(slot * k, (slot + 1) * k)
+                user_samples[:, cols] = be.to_numpy(chain.xt).T
+                item_samples[:, cols] = be.to_numpy(chain.qt).T
+                bu, bi = be.to_numpy(chain.bu), be.to_numpy(chain.bi)
+                bu_sum += bu
+                bi_sum += bi
+                self.sample_global_[slot] = self.global_mean_ + chain.w0
+                self.sample_noise_precision_[slot] = chain.alpha
+                self.sample_item_bias_[slot] = bi
+                self.sample_user_prior_[slot] = np.concatenate(
+                    [[chain.mu_bu, chain.lam_bu], chain.mu_x, chain.lam_x])
+                if self.sample_implicit_ is not None and chain.y is not None:
+                    self.sample_implicit_[slot] = be.to_numpy(chain.y)
+            record: dict[str, Any] = {"epoch": sweep, "train_loss": chain.sse / n,
+                                      "train_rmse": math.sqrt(chain.sse / n),
+                                      "noise_std": 1.0 / math.sqrt(chain.alpha),
+                                      "kept_samples": int(np.searchsorted(kept, sweep, side="right"))}
+            if chain.y is not None:
+                record["cg_iterations"] = chain.cg_iterations
+            if v_sum is not None:
+                # the posterior predictive mean of the samples kept so far (the current sample's
+                # prediction during burn-in)
+                if slot is not None or sweep <= kept[0]:
+                    pred = (self.global_mean_ + chain.w0 + be.to_numpy(chain.bu[v_u] + chain.bi[v_i])
+                            + be.to_numpy(be.pair_dot(chain.xt, chain.qt, v_u, v_i))).astype(np.float64)
+                    if slot is not None:
+                        v_sum += pred
+                        pred = v_sum / (slot + 1)
+                    v_rmse = float(np.sqrt(np.mean((np.clip(pred, lo, hi) - v_r) ** 2)))
+                record["valid_rmse"] = v_rmse
+            record["seconds"] = time.perf_counter() - start
+            self.history_.append(record)
+            logger.debug("BayesianMF sweep %d: %s", sweep, record)
+            if on_epoch is not None:
+                on_epoch(dict(record, epochs=n_sweeps))
+        scale = np.float32(1.0 / math.sqrt(n_kept))
+        self.user_factors_ = user_samples * scale
+        self.item_factors_ = item_samples * scale
+        self.user_mean_factors_ = user_samples.reshape(n_users, n_kept, k).mean(axis=1)
+        self.item_mean_factors_ = item_samples.reshape(n_items, n_kept, k).mean(axis=1)
+        self.user_bias_ = (bu_sum / n_kept).astype(np.float32)
+        self.item_bias_ = (bi_sum / n_kept).astype(np.float32)
+        # Fallbacks and scores build on mu + mean(w_0): the linear terms average exactly.
+        self.global_mean_ = float(np.mean(self.sample_global_, dtype=np.float64))
+
+    # ------------------------------------------------------------------ embeddings and scoring
+    def item_embeddings(self) -> np.ndarray:
+        """Posterior-mean item vectors (n_items, n_factors)."""
+        self._check_fitted()
+        return self.item_mean_factors_
+
+    def user_embeddings(self) -> np.ndarray:
+        """Posterior-mean user vectors (n_users, n_factors); with ``implicit=True`` the SVD++
+        vectors ``x_u`` (explicit part plus implicit term)."""
+        self._check_fitted()
+        return self.user_mean_factors_
+
+    def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
+        """Posterior predictive mean for a folded-in user: its ``factors`` are concatenated per-sample
+        vectors, scored against the concatenated item samples like a training user."""
+        score = self.global_mean_ + user.bias + self.item_bias_[items]
+        if user.factors.size:
+            score = score + self.item_factors_[items] @ user.factors
+        return np.asarray(score, dtype=np.float32)
+
+    # ------------------------------------------------------------------ cold start
+    def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
+        """A new user, solved against every kept posterior sample of the item side.
+
+        For each kept sample ``s`` the user's ``[b_u, x_u]`` is the mean of its conditional
+        posterior given that sample: a ridge regression of the ratings minus ``mu + w_0^s + b_i^s``
+        on ``[1, q_i^s]`` with noise precision ``alpha^s`` and the sample's prior for a user
+        (``N(mu_bu^s, 1/lam_bu^s)`` and ``N(mu_p^s + |N|^-1/2 sum_j y_j^s, 1/lam_p^s)``, the
+        implicit term over the given known items). The folded user then scores like a training
+        user (an average over the same samples), so folding in a training user's own ratings
+        gives back (close to) their learned predictions. ``reg`` replaces the sampled prior
+        precisions by ``reg * alpha^s`` (an L2 strength in rating units, as the ridge fold-in of
+        other models); prior means are kept. Unknown items are ignored and reported.
+        """
+        self._check_fitted()
+        given = self._fold_in_input(items, ratings)
+        if reg is not None and not (math.isfinite(float(reg)) and float(reg) > 0):
+            raise CfrecError(f"fold-in regularisation must be a positive number, got {reg!r}")
+        idx, r = given.items, given.ratings
+        n_kept = len(self.sample_global_)
+        k = self.item_mean_factors_.shape[1]
+        if not len(idx):
+            return self._empty_folded(given, n_kept * k)
+        q = self.item_factors_[idx].astype(np.float64).reshape(len(idx), n_kept, k) * math.sqrt(n_kept)
+        h = np.concatenate([np.ones((n_kept, len(idx), 1)), q.transpose(1, 0, 2)], axis=2)  # (S, n, 1+k)
+        y = r[None, :] - self.sample_global_[:, None].astype(np.float64) - self.sample_item_bias_[:, idx]
+        prior = self.sample_user_prior_.astype(np.float64)
+        alpha = self.sample_noise_precision_.astype(np.float64)
+        mean0 = np.concatenate([prior[:, :1], prior[:, 2:2 + k]], axis=1)  # (S, 1+k)
+        if self.sample_implicit_ is not None:
+            mean0[:, 1:] += self.sample_implicit_[:, idx].sum(axis=1) / math.sqrt(len(idx))
+        prec0 = (np.concatenate([prior[:, 1:2], prior[:, 2 + k:]], axis=1) if reg is None
+                 else np.full((n_kept, 1 + k), float(reg)) * alpha[:, None])
+        a = alpha[:, None, None] * np.einsum("snj,snl->sjl", h, h)
+        a[:, np.arange(k + 1), np.arange(k + 1)] += prec0
+        rhs = alpha[:, None] * np.einsum("snj,sn->sj", h, y) + prec0 * mean0
+        theta = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]  # (S, 1+k)
+        factors = (theta[:, 1:].reshape(-1) / math.sqrt(n_kept)).astype(np.float32)
+        return FoldedUser(float(theta[:, 0].mean()), factors, idx.astype(np.int32), len(idx),
+                          unknown_items=given.unknown, duplicate_items=given.duplicates)
+
+    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
+        """None: the fold-in is a per-sample posterior solve, not one ridge on fixed item factors."""
+        return None
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, np.ndarray]:
+        state = super()._state()
+        state.update({
+            "user_mean_factors": self.user_mean_factors_.astype(np.float32),
+            "item_mean_factors": self.item_mean_factors_.astype(np.float32),
+            "sample_global": self.sample_global_.astype(np.float32),
+            "sample_noise_precision": self.sample_noise_precision_.astype(np.float32),
+            "sample_item_bias": self.sample_item_bias_.astype(np.float32),
+            "sample_user_prior": self.sample_user_prior_.astype(np.float32),
+        })
+        if self.sample_implicit_ is not None:
+            state["sample_implicit"] = self.sample_implicit_.astype(np.float32)
+        return state
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        super()._set_state(arrays, meta)
+        try:
+            self.user_mean_factors_ = arrays["user_mean_factors"]
+            self.item_mean_factors_ = arrays["item_mean_factors"]
+            self.sample_global_ = arrays["sample_global"]
+            self.sample_noise_precision_ = arrays["sample_noise_precision"]
+            self.sample_item_bias_ = arrays["sample_item_bias"]
+            self.sample_user_prior_ = arrays["sample_user_prior"]
+            self.sample_implicit_ = arrays.get("sample_implicit")
+        except KeyError as exc:
+            raise ModelFileError(f"BayesianMF weights lack the array {exc.args[0]!r}") from None
+        n_u, n_i = len(self.user_map_), len(self.item_map_)
+        k, s = int(self.n_factors), len(self.sample_global_)
+        expected = {
+            "user_factors": (self.user_factors_.shape, (n_u, s * k)),
+            "item_factors": (self.item_factors_.shape, (n_i, s * k)),
+            "user_mean_factors": (self.user_mean_factors_.shape, (n_u, k)),
+            "item_mean_factors": (self.item_mean_factors_.shape, (n_i, k)),
+            "sample_global": (self.sample_global_.shape, (s,)),
+            "sample_noise_precision": (self.sample_noise_precision_.shape, (s,)),
+            "sample_item_bias": (self.sample_item_bias_.shape, (s, n_i)),
+            "sample_user_prior": (self.sample_user_prior_.shape, (s, 2 + 2 * k)),
+        }
+        if self.implicit or self.sample_implicit_ is not None:
+            got = None if self.sample_implicit_ is None else self.sample_implicit_.shape
+            expected["sample_implicit"] = (got, (s, n_i, k))
+        for key, (got_shape, want) in expected.items():
+            if got_shape != want:
+                raise ModelFileError(f"BayesianMF array {key!r} has shape {got_shape}, expected {want} "
+                                     f"({n_u} users, {n_i} items, {s} kept samples of {k} factors)")
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {"kept_sweeps": _kept_sweeps(int(self.n_sweeps), int(self.burn_in),
+                                            int(self.max_samples)).tolist()}
