@@ -83,3 +83,87 @@ def test_unknown_name_lists_known_names() -> None:
 def test_missing_path() -> None:
     with pytest.raises(CfrecError, match="no such file or dataset 'data/ratings.csv'"):
         load_dataset("data/ratings.csv")
+
+
+# ---------------------------------------------------------------------------------------------
+# files by path (issue 10): detection, MovieLens files keep their scale, options, reports
+# ---------------------------------------------------------------------------------------------
+def test_release_ratings_file_by_path_loads_the_release(ml100k_dir: Path) -> None:
+    data, report = load_dataset(ml100k_dir / "u.data", return_report=True)
+    assert data.name == "ml-100k" and len(data) == 100_000 and data.rating_scale == (1.0, 5.0)
+    assert data.item_info is not None and report.scale_source == "movielens"
+    assert (report.header, report.sep) == (False, "\t")
+
+
+def test_other_file_of_a_release_keeps_the_known_scale(ml100k_dir: Path) -> None:
+    data, report = load_dataset(ml100k_dir / "u1.test", return_report=True)
+    assert len(data) == 20_000 and data.rating_scale == (1.0, 5.0)
+    assert report.scale_source == "movielens" and not report.header
+
+
+def test_ml1m_files_by_path(tmp_path: Path) -> None:
+    folder = write_ml1m(tmp_path / "ml-1m")
+    data = load_dataset(folder / "ratings.dat")
+    assert data.name == "ml-1m" and data.item_info is not None and len(data) == len(ML1M_RATINGS)
+    # with options it is read as a ratings file, still on the release's scale
+    data2, report = load_dataset(folder / "ratings.dat", duplicates="error", return_report=True)
+    assert len(data2) == len(ML1M_RATINGS) and data2.rating_scale == (1.0, 5.0)
+    assert report.scale_source == "movielens" and report.sep == "::"
+    (folder / "extra.dat").write_text("1::1193::5::978300760\n2::661::9::978300761\n")
+    with pytest.raises(DataError) as err:
+        load_dataset(folder / "extra.dat")
+    assert str(err.value) == (f"{folder / 'extra.dat'}, line 2, field 'rating': rating 9 is "
+                              "outside the MovieLens scale [1, 5]")
+
+
+def test_movielens_format_files_need_no_options(tmp_path: Path) -> None:
+    texts = {"ratings.dat": "1::1193::5::978300760\n1::661::3::978302109\n",
+             "u.data": "196\t242\t3\t881250949\n186\t302\t3\t891717742\n",
+             "ratings.csv": "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
+                            "1,3,4.5,964981247\n"}
+    for k, (name, text) in enumerate(texts.items()):
+        # under its own name, the file makes its folder a release: the known scale applies
+        own = tmp_path / f"release{k}"
+        own.mkdir()
+        (own / name).write_text(text)
+        data, report = load_dataset(own / name, return_report=True)
+        assert len(data) == 2 and report.scale_source == "movielens", name
+        # u.data is ML-100K (1-5); ratings.dat without users.dat is ML-10M and ratings.csv a
+        # later release (half stars 0.5-5)
+        assert data.rating_scale == ((1.0, 5.0) if name == "u.data" else (0.5, 5.0))
+        # under another name it is any ratings file: columns detected, scale inferred
+        other = tmp_path / f"other{k}"
+        other.mkdir()
+        renamed = other / f"mine{Path(name).suffix}"
+        renamed.write_text(text)
+        data, report = load_dataset(renamed, return_report=True)
+        assert len(data) == 2 and report.scale_source == "inferred", name
+
+
+def test_crlf_and_semicolon_files_by_path(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_bytes(b"user,item,rating\r\n1,2,3\r\n2,2,5\r\n")
+    (tmp_path / "b.csv").write_bytes(b"user;item;rating\n1;2;3\n2;2;5\n")
+    for name in ("a.csv", "b.csv"):
+        data = load_dataset(tmp_path / name)
+        assert list(data.to_frame().itertuples(index=False, name=None)) == [
+            (1, 2, 3.0, 0), (2, 2, 5.0, 0)], name
+
+
+def test_data_options_object_for_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "mine.txt"
+    f.write_text("a|b|c\n1|2|3\n1|2|5\n")
+    opts = DataOptions(sep="|", user_col="a", item_col="b", rating_col="c", rating_scale=(1, 5),
+                       duplicates="mean")
+    data, report = load_dataset(f, options=opts, return_report=True)
+    assert data.ratings.tolist() == [4.0] and report.duplicates_resolved == 1
+    assert report.scale_source == "given"
+    assert len(load_dataset(f, options=DataOptions(sep="|", user_col="a"), item_col="b",
+                            rating_col="c")) == 1
+    with pytest.raises(TypeError, match="user_col is given both"):
+        load_dataset(f, options=DataOptions(user_col="a"), user_col="b")
+
+
+def test_report_for_a_named_release(ml100k_dir: Path) -> None:
+    data, report = load_dataset("ml-100k", data_home=ml100k_dir.parent, return_report=True)
+    assert report.rows == report.ratings == len(data) and report.rating_scale == (1.0, 5.0)
+    assert report.scale_source == "movielens" and report.duplicates_resolved == 0

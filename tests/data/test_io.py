@@ -404,3 +404,411 @@ def test_every_row_longer_than_the_header(tmp_path: Path) -> None:
     f = write(tmp_path / "r.csv", "user_id,item_id,rating\n1,2,3,4\n5,6,7,8\n")
     with pytest.raises(DataError, match=r"r\.csv, line 2: found 4 fields, expected 3 like the header"):
         load_ratings(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# column detection (issue 10, item 1)
+# ---------------------------------------------------------------------------------------------
+ALIASES = {
+    "user": ["user", "user_id", "userid", "userId", "uid", "UserID", "customer_id"],
+    "item": ["item", "item_id", "itemid", "movieId", "movie_id", "MovieID", "product_id", "iid"],
+    "rating": ["rating", "ratings", "score", "stars", "Rating"],
+    "time": ["timestamp", "time", "ts", "date", "datetime"],
+}
+
+
+@pytest.mark.parametrize("role", list(ALIASES))
+def test_every_header_alias_is_recognised(tmp_path: Path, role: str) -> None:
+    for k, alias in enumerate(ALIASES[role]):
+        names = {"user": "user", "item": "item", "rating": "rating", "time": "timestamp"}
+        names[role] = f"  {alias.upper() if k % 2 else alias} "  # any case, spaces around
+        header = ",".join(names[r] for r in ("user", "item", "rating", "time"))
+        f = write(tmp_path / f"{role}{k}.csv", f"{header}\n1,10,4,100\n2,10,3,200\n")
+        data, report = load_ratings(f, return_report=True)
+        assert report.columns[role] == names[role].strip(), alias
+        assert frame_rows(data) == [(1, 10, 4.0, 100), (2, 10, 3.0, 200)]
+
+
+def test_header_with_spaces_and_crlf(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "user_id, item_id, rating\r\n1, 2, 3\r\n2, 2, 4.5\r\n")
+    data = load_ratings(f)
+    assert frame_rows(data) == [(1, 2, 3.0, 0), (2, 2, 4.5, 0)]
+    assert data.user_map.is_numeric and data.item_map.is_numeric
+
+
+def test_semicolon_separated_with_user_item_rating_header(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.txt", "User;Item;Rating\r\nann;x;4\r\nbob;y;2\r\n")
+    _, report = load_ratings(f, return_report=True)
+    assert report.sep == ";" and report.columns == {"user": "User", "item": "Item",
+                                                    "rating": "Rating"}
+
+
+@pytest.mark.parametrize(("name", "text", "sep"), [
+    ("ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n", "::"),
+    ("u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t377\t1\t878887116\n", "\t"),
+    ("ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n"
+                    "2,1,0.5,964982224\n", ","),
+])
+def test_movielens_format_files_load_with_no_options(tmp_path: Path, name: str, text: str,
+                                                     sep: str) -> None:
+    f = write(tmp_path / name, text)
+    data, report = load_ratings(f, return_report=True)
+    rows = [tuple(line.split(sep)) for line in text.splitlines()]
+    if report.header:
+        rows = rows[1:]
+    assert frame_rows(data) == [(int(u), int(i), float(r), int(t)) for u, i, r, t in rows]
+    assert report.sep == sep and report.header == (name == "ratings.csv")
+
+
+def test_headerless_file_is_read_in_order_and_said_once(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    f = write(tmp_path / "r.csv", "1,10,4\n2,10,3.5\n")
+    with caplog.at_level(logging.INFO, logger="cfrec.data.io"):
+        data, report = load_ratings(f, return_report=True)
+    assert frame_rows(data) == [(1, 10, 4.0, 0), (2, 10, 3.5, 0)] and not report.header
+    headerless = [r for r in caplog.records if "no header line" in r.getMessage()]
+    assert len(headerless) == 1 and headerless[0].levelno == logging.WARNING
+    assert "user, item, rating" in headerless[0].getMessage()
+
+
+def test_headerless_iso_dates(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.tsv", "1\t10\t4\t1970-01-02\n2\t10\t3\t1970-01-03T00:00:00Z\n")
+    assert load_ratings(f).timestamps.tolist() == [86400, 172800]
+
+
+def test_ambiguous_header_lists_the_candidates_and_the_option(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "user,UserID,item,rating\n1,7,10,4\n")
+    with pytest.raises(DataError) as err:
+        load_ratings(f)
+    assert err.value.line == 1 and err.value.field == "user"
+    assert "2 columns could hold the user id: 'user', 'UserID'" in str(err.value)
+    assert 'user_col="user"' in str(err.value)
+    assert "--user-col user" in err.value.render("cli") and "user_col" not in err.value.render("cli")
+    assert err.value.value == ["user", "UserID"]
+    # the explicit name resolves it, in any case
+    data = load_ratings(f, user_col="userid")
+    assert data.raw_users().tolist() == [7]
+
+
+def test_explicit_columns_win_over_detection(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "user,item,rating,score\n1,10,4,0.25\n")
+    with pytest.raises(DataError, match="2 columns could hold the rating"):
+        load_ratings(f)
+    assert load_ratings(f, rating_col="score").ratings.tolist() == [0.25]
+    # a role may name a column that detection would give another role
+    swapped = load_ratings(f, user_col="item", item_col="user", rating_col="rating")
+    assert frame_rows(swapped) == [(10, 1, 4.0, 0)]
+    with pytest.raises(DataError, match="given for both the user and the item"):
+        load_ratings(f, user_col="user", item_col="USER", rating_col="rating")
+
+
+def test_time_col_false_ignores_time(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "user,item,rating,date\n1,10,4,not a date\n")
+    with pytest.raises(DataError, match="timestamp 'not a date' is neither"):
+        load_ratings(f)
+    data, report = load_ratings(f, time_col=False, return_report=True)
+    assert data.timestamps.tolist() == [0] and "time" not in report.columns
+
+
+def test_columns_option_names_a_headerless_file(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "10,1,4,5\n11,2,3,6\n")
+    data = load_ratings(f, columns=["movie", "who", "stars", "x"], user_col="who",
+                        item_col="movie")
+    assert frame_rows(data) == [(1, 10, 4.0, 0), (2, 11, 3.0, 0)]
+
+
+def test_ids_written_with_leading_zeros_stay_text(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "user,item,rating\n007,1,4\n7,1,3\n")
+    data = load_ratings(f)
+    assert data.raw_users().tolist() == ["007", "7"] and len(data) == 2  # two users, no merge
+    g = write(tmp_path / "s.csv", "user,item,rating\n7,1,4\n-3,1,3\n")
+    assert load_ratings(g).raw_users().tolist() == [7, -3]
+
+
+# ---------------------------------------------------------------------------------------------
+# errors a person can act on (issue 10, item 3)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("content", "label"), [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "PNG"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "JPEG"),
+    (b"GIF89a\x01\x00", "GIF"),
+    (b"%PDF-1.7\n%\xe2\xe3", "PDF"),
+    (b"\x7fELF\x02\x01\x01\x00", "ELF executable"),
+    (b"SQLite format 3\x00\x10\x00", "SQLite database"),
+])
+def test_binary_files_are_named_not_blamed_on_the_encoding(tmp_path: Path, content: bytes,
+                                                           label: str) -> None:
+    f = tmp_path / "ratings.csv"
+    f.write_bytes(content + bytes(range(256)) * 4)
+    with pytest.raises(DataError) as err:
+        load_ratings(f)
+    assert str(err.value) == f"{f}: not a text file (looks like {label})"
+    assert "encoding" not in str(err.value)
+
+
+def test_nul_bytes_and_control_bytes_are_binary(tmp_path: Path) -> None:
+    f = tmp_path / "r.csv"
+    f.write_bytes(b"user,item,rating\n1,2,3\n\x00\x01\x02")
+    with pytest.raises(DataError, match=r"line 3: not a text file \(a NUL byte at byte offset 23"):
+        load_ratings(f)
+    f.write_bytes(bytes([1, 2, 3, 4, 5, 6, 7, 8, 14, 15]) * 20)
+    with pytest.raises(DataError, match="control bytes"):
+        load_ratings(f)
+
+
+def test_archives_that_are_not_a_ratings_file(tmp_path: Path) -> None:
+    import gzip
+    import zipfile
+
+    two = tmp_path / "two.csv"
+    with zipfile.ZipFile(two, "w") as zf:
+        zf.writestr("a.csv", "user,item,rating\n1,2,3\n")
+        zf.writestr("b.csv", "x")
+    with pytest.raises(DataError, match=r"not a text file \(looks like a ZIP archive holding 2 "
+                                        r"files, e\.g\. a\.csv, b\.csv\)"):
+        load_ratings(two)
+    xlsx = tmp_path / "r.xlsx"
+    with zipfile.ZipFile(xlsx, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(DataError, match=r"looks like an Excel workbook\); save the sheet as CSV"):
+        load_ratings(xlsx)
+    broken = tmp_path / "r.csv.gz"
+    broken.write_bytes(gzip.compress(b"user,item,rating\n" * 100)[:25])
+    with pytest.raises(DataError, match=r"not a text file \(looks like gzip, but it does not "
+                                        r"decompress"):
+        load_ratings(broken)
+    png_inside = tmp_path / "img.csv.gz"
+    png_inside.write_bytes(gzip.compress(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50))
+    with pytest.raises(DataError, match=r"not a text file once decompressed \(looks like PNG\)"):
+        load_ratings(png_inside)
+    single = tmp_path / "one.bin"  # a single-file zip is read whatever its suffix
+    with zipfile.ZipFile(single, "w") as zf:
+        zf.writestr("r.csv", "user,item,rating\n1,2,3\n")
+    assert len(load_ratings(single)) == 1
+
+
+def test_utf16_file_gets_the_encoding_option(tmp_path: Path) -> None:
+    f = tmp_path / "r.csv"
+    f.write_bytes("user,item,rating\n1,2,3\n2,2,4\n".encode("utf-16"))
+    with pytest.raises(DataError, match="UTF-16 text") as err:
+        load_ratings(f)
+    assert "--encoding utf-16" in err.value.render("cli")
+    assert frame_rows(load_ratings(f, encoding="utf-16")) == [(1, 2, 3.0, 0), (2, 2, 4.0, 0)]
+
+
+@pytest.mark.parametrize("literal", ["nan", "NaN", "NA", "five", "inf", "-inf", "null", "N/A"])
+def test_non_numbers_in_the_rating_column_are_named(tmp_path: Path, literal: str) -> None:
+    f = write(tmp_path / "r.csv", f"user,item,rating\n1,1,4\n1,2,{literal}\n")
+    with pytest.raises(DataError) as err:
+        load_ratings(f)
+    assert str(err.value) == (f"{f}, line 3, field 'rating': {literal!r} is not a rating; "
+                              "expected a number")
+    assert "empty" not in str(err.value) and err.value.value == literal
+
+
+def test_empty_rating_on_line_3_says_empty(tmp_path: Path) -> None:
+    for sep in (",", "\t", "::"):
+        f = write(tmp_path / "r.txt", f"1{sep}1{sep}4\n1{sep}2{sep}5\n1{sep}3{sep}\n")
+        with pytest.raises(DataError) as err:
+            load_ratings(f)
+        assert (err.value.line, err.value.field) == (3, "rating"), sep
+        assert "missing rating (the field is empty)" in str(err.value)
+
+
+def test_short_row_names_the_field_counts(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "user,item,rating,timestamp\n1,1,4,5\n1,2\n2,2,3,3\n")
+    with pytest.raises(DataError) as err:
+        load_ratings(f)
+    assert str(err.value) == (f"{f}, line 3: found 2 fields, expected 4 like the header "
+                              "(user, item, rating, timestamp); separator ','")
+    assert (err.value.value, err.value.expected) == (2, "4 fields")
+
+
+def test_ragged_row_found_by_the_fallback_parser(tmp_path: Path) -> None:
+    # a quoted newline sends the file to pandas; its ragged row is still named by line
+    f = write(tmp_path / "r.csv", 'user,note,item,rating\n1,"a\nb",1,4\n2,x,1,3,3\n')
+    with pytest.raises(DataError, match=r"line 4: found 5 fields, expected 4 like the header"):
+        load_ratings(f)
+
+
+def test_declared_scale_is_enforced_and_inferred_scale_is_reported(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    f = write(tmp_path / "r.csv", "user,item,rating\n1,1,4\n1,2,9\n")
+    with pytest.raises(DataError) as err:
+        load_ratings(f, rating_scale=(1, 5))
+    assert (err.value.line, err.value.field) == (3, "rating")
+    assert "rating 9 is outside the rating scale [1, 5]" in str(err.value)
+    assert "--rating-scale 1,9" in err.value.render("cli")
+    with caplog.at_level(logging.INFO, logger="cfrec.data.io"):
+        data, report = load_ratings(f, return_report=True)
+    assert data.rating_scale == (4.0, 9.0) and report.scale_source == "inferred"
+    assert report.rating_scale == (4.0, 9.0)
+    assert sum("observed range [4, 9]" in r.getMessage() for r in caplog.records) == 1
+    _, given = load_ratings(f, rating_scale=(1, 10), return_report=True)
+    assert given.scale_source == "given" and given.rating_scale == (1.0, 10.0)
+
+
+def test_wrong_encoding_names_the_line_and_the_option(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "user,item,rating\nAna,1,5\nJosé,2,4\n", encoding="latin-1")
+    with pytest.raises(DataError) as err:
+        load_ratings(f)
+    assert err.value.line == 3 and "cannot decode byte 0xe9" in str(err.value)
+    assert 'encoding="latin-1"' in str(err.value)
+    assert "--encoding latin-1" in err.value.render("cli")
+    assert load_ratings(f, encoding="latin-1").raw_users().tolist() == ["Ana", "José"]
+    with pytest.raises(DataError, match=r"line 3: cannot decode byte 0xe9 .* as ascii"):
+        load_ratings(f, encoding="ascii")
+
+
+def test_decimal_comma_is_pointed_out(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "user;item;rating\n1;2;3,5\n2;2;4\n")
+    with pytest.raises(DataError, match=r"line 2, field 'rating': '3,5' is not a rating; expected "
+                                        r"a number \(a decimal comma"):
+        load_ratings(f)
+
+
+def test_only_blank_lines(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "\n  \r\n\n")
+    with pytest.raises(DataError, match="file is empty"):
+        load_ratings(f)
+    g = write(tmp_path / "h.csv", "user,item,rating\r\n\r\n\r\n")
+    with pytest.raises(DataError, match="no rating rows after the header"):
+        load_ratings(g)
+
+
+def test_no_rating_column_lists_the_recognised_names(tmp_path: Path) -> None:
+    f = write(tmp_path / "tags.csv", "userId,movieId,tag,timestamp\n1,2,funny,3\n")
+    with pytest.raises(DataError) as err:
+        load_ratings(f)
+    msg = err.value.render("cli")
+    assert "line 1, field 'rating': no rating column: the header has ['userId', 'movieId', " in msg
+    assert "rating, ratings, score, stars" in msg and "--rating-col NAME" in msg
+
+
+def test_duplicates_error_hint_and_counts(tmp_path: Path) -> None:
+    f = write(tmp_path / "d.csv", DUPES)
+    with pytest.raises(DataError) as err:
+        load_ratings(f, duplicates="error")
+    assert "--duplicates last" in err.value.render("cli")
+    assert 'duplicates="last"' in str(err.value)
+    for policy, kept in (("first", 3), ("last", 3), ("mean", 3)):
+        data, report = load_ratings(f, duplicates=policy, return_report=True)
+        assert (report.rows, report.ratings, report.duplicates_resolved) == (6, kept, 3)
+        assert len(data) == kept and report.to_dict()["policy"] == policy
+
+
+def test_data_error_carries_what_the_cli_needs(tmp_path: Path) -> None:
+    f = write(tmp_path / "r.csv", "user,item,rating\n1,1,4\n1,2,five\n")
+    with pytest.raises(DataError) as err:
+        load_ratings(f)
+    e = err.value
+    assert (e.path, e.line, e.field, e.value, e.expected) == (str(f), 3, "rating", "five",
+                                                              "a number")
+    assert e.reason == "'five' is not a rating; expected a number" and e.location() == (
+        f"{f}, line 3, field 'rating'")
+    assert isinstance(e, ValueError) and e.render("python") == str(e)
+
+
+# ---------------------------------------------------------------------------------------------
+# data options defined once (issue 10, item 2, data half)
+# ---------------------------------------------------------------------------------------------
+def test_every_data_option_has_one_flag() -> None:
+    from dataclasses import fields
+
+    from cfrec.data.options import DATA_OPTIONS, DataOptions
+
+    assert [f.name for f in fields(DataOptions)] == list(DATA_OPTIONS)
+    assert {k: v.flag for k, v in DATA_OPTIONS.items()} == {
+        "sep": "--sep", "columns": "--columns", "user_col": "--user-col",
+        "item_col": "--item-col", "rating_col": "--rating-col", "time_col": "--time-col",
+        "rating_scale": "--rating-scale", "encoding": "--encoding", "duplicates": "--duplicates"}
+    assert DATA_OPTIONS["rating_scale"].metavar == "LOW,HIGH"
+    assert DATA_OPTIONS["duplicates"].metavar == "first|last|mean|error"
+    assert all(spec.help for spec in DATA_OPTIONS.values())
+
+
+def test_data_options_from_command_line_text(tmp_path: Path) -> None:
+    from cfrec.data.options import DataOptions
+
+    opts = DataOptions.from_strings(sep="tab", columns="u, i ,r", user_col="u", item_col="i",
+                                    rating_col="r", time_col="none", rating_scale="1,5",
+                                    encoding="latin-1", duplicates="MEAN")
+    assert opts == DataOptions(sep="\t", columns=("u", "i", "r"), user_col="u", item_col="i",
+                               rating_col="r", time_col=False, rating_scale=(1.0, 5.0),
+                               encoding="latin-1", duplicates="mean")
+    assert opts.to_kwargs()["columns"] == ["u", "i", "r"] and not opts.is_default()
+    assert DataOptions().to_kwargs() == {} and DataOptions().is_default()
+    assert DataOptions.from_strings(sep=None, rating_scale=None) == DataOptions()
+    f = write(tmp_path / "r.tsv", "1\t10\t4\n2\t10\t2\n1\t10\t2\n", encoding="latin-1")
+    data = load_ratings(f, **opts.to_kwargs())
+    assert frame_rows(data) == [(1, 10, 3.0, 0), (2, 10, 2.0, 0)]
+    with pytest.raises(TypeError, match="unknown data option"):
+        DataOptions.from_strings(seperator=",")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1,5", (1.0, 5.0)), (" 0.5 , 5 ", (0.5, 5.0)), ("1-5", (1.0, 5.0)), ("0.5..5", (0.5, 5.0)),
+    ("[1, 10]", (1.0, 10.0)), ("-1,1", (-1.0, 1.0)), ((1, 5), (1.0, 5.0)),
+])
+def test_parse_rating_scale(text: object, expected: tuple[float, float]) -> None:
+    from cfrec.data.options import parse_rating_scale
+
+    assert parse_rating_scale(text) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["5", "5,1", "1,1", "a,b", "1,5,9", "", "1,inf"])
+def test_parse_rating_scale_rejects_with_the_flag(text: str) -> None:
+    from cfrec.data.options import parse_rating_scale
+
+    with pytest.raises(DataError) as err:
+        parse_rating_scale(text)
+    assert err.value.field == "rating_scale" and "--rating-scale 1,5" in err.value.render("cli")
+    assert "rating_scale=(1, 5)" in str(err.value)
+
+
+def test_parse_columns_and_sep() -> None:
+    from cfrec.data.options import parse_columns, parse_sep
+
+    assert parse_columns("user, item,rating ,timestamp") == ("user", "item", "rating",
+                                                            "timestamp")
+    for bad in ("user,item", "user,,rating", "a,b,a"):
+        with pytest.raises(DataError, match="columns") as err:
+            parse_columns(bad)
+        assert "--columns user,item,rating,timestamp" in err.value.render("cli")
+    assert parse_sep("\\t") == "\t" and parse_sep("TAB") == "\t" and parse_sep("::") == "::"
+    assert parse_sep("space") == r"\s+"
+    with pytest.raises(DataError, match="empty separator"):
+        parse_sep("")
+
+
+def test_options_module_has_no_command_line_imports() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, cfrec.data.options; "
+            "bad = [m for m in ('typer', 'click', 'rich') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_hints_are_spelled_for_each_audience() -> None:
+    from cfrec.data.options import option
+    from cfrec.errors import OptionHint
+
+    hint = option("rating_scale").hint("(1, 5)", "1,5", "declare the scale")
+    assert hint == OptionHint("rating_scale", "rating_scale=(1, 5)", "--rating-scale 1,5",
+                              "declare the scale")
+    err = DataError("rating 9 is outside", path="r.csv", line=3, field="rating",
+                    hints=(hint, option("duplicates").hint('"last"', "last")))
+    assert str(err) == ("r.csv, line 3, field 'rating': rating 9 is outside; pass "
+                        'rating_scale=(1, 5) to declare the scale, or pass duplicates="last"')
+    assert err.render("cli") == ("r.csv, line 3, field 'rating': rating 9 is outside; pass "
+                                 "--rating-scale 1,5 to declare the scale, or pass "
+                                 "--duplicates last")
+    import copy
+
+    assert copy.copy(err).render("cli") == err.render("cli")
+    from cfrec.errors import CfrecError
+
+    assert CfrecError("plain").render("cli") == "plain"
