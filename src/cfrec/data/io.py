@@ -610,9 +610,13 @@ class _TextReader:
         if sep is not None and sep == "":
             raise DataError("empty separator", field="sep",
                             hints=(option("sep").hint('","', ","),))
-        self.sep = sep if sep is not None else _sniff_sep(path, self.lines)
+        cut = len(source.head) == _SNIFF_BYTES
+        self.sep = sep if sep is not None else _sniff_sep(path, head_text, self.lines, cut=cut)
         self.sep_label = self.sep
-        first_line, first = self.lines[0][0], self._split(self.lines[0][1])
+        if len(self.sep) == 1:
+            first_line, first = _head_records(head_text, self.sep, cut=cut, limit=1)[0]
+        else:
+            first_line, first = self.lines[0][0], self._split(self.lines[0][1])
         if first:
             first[0] = first[0].lstrip("\ufeff")
         self.first_line = first_line
@@ -733,9 +737,11 @@ class _TextReader:
                                        strings_can_be_null=True, quoted_strings_can_be_null=True,
                                        column_types={c: pa.string() for c in id_cols})
         try:
-            src = pa.BufferReader(source) if isinstance(source, bytes) else source
-            table = pacsv.read_csv(src, read_options=read, parse_options=parse,
-                                   convert_options=convert)
+            # a stream, not a path: pyarrow would guess a compression from a ".gz" suffix
+            with (pa.BufferReader(source) if isinstance(source, bytes)
+                  else pa.memory_map(str(source))) as src:
+                table = pacsv.read_csv(src, read_options=read, parse_options=parse,
+                                       convert_options=convert)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             if "Expected" in str(exc) and "columns" in str(exc):
                 ragged = self._first_ragged()
@@ -752,6 +758,7 @@ class _TextReader:
             "sep": sep, "encoding": "utf-8-sig", "engine": "c", "names": self.unique_names,
             "header": 0 if self.has_header else None, "dtype": {c: str for c in id_cols},
             "keep_default_na": False, "na_values": [""], "skip_blank_lines": True,
+            "compression": None,  # already decompressed; never guessed from the suffix
         }
         if sep == _UNIT_SEP:
             options["quoting"] = csv.QUOTE_NONE
@@ -929,11 +936,34 @@ def _find_undecodable(source: _Source, encoding: str, chunk: int = 1 << 20
     return None, None, None
 
 
-def _sniff_sep(path: Path, lines: list[tuple[int, str]]) -> str:
-    """Pick the separator that splits the first lines of ``path`` into equal field counts.
+def _head_records(text: str, sep: str, *, cut: bool, limit: int = 50
+                  ) -> list[tuple[int, list[str]]]:
+    """The first non-empty CSV records of ``text`` (quote-aware) with their first line numbers.
 
-    A candidate scores by how many lines share its most common field count (at least 2 fields);
-    one ragged line among fifty does not hide the separator, so the ragged line can be named.
+    When ``text`` is a cut prefix of the file its last record may be partial and is dropped.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    out: list[tuple[int, list[str]]] = []
+    last = 0
+    try:
+        for record in reader:
+            start, last = last + 1, reader.line_num
+            if record and any(f.strip() for f in record):
+                out.append((start, record))
+            if len(out) > limit:
+                break
+    except csv.Error:
+        pass
+    if cut and len(out) > 1 and len(out) <= limit:
+        out = out[:-1]
+    return out[:limit]
+
+
+def _sniff_sep(path: Path, text: str, lines: list[tuple[int, str]], *, cut: bool) -> str:
+    """Pick the separator that splits the first records of ``path`` into equal field counts.
+
+    A candidate scores by how many records share its most common field count (at least 2
+    fields); one ragged record among fifty does not hide the separator, so it can be named.
     """
     texts = [t for _, t in lines]
     if "::" in texts[0]:
@@ -943,10 +973,7 @@ def _sniff_sep(path: Path, lines: list[tuple[int, str]]) -> str:
         c for c in _SNIFF_CANDIDATES if c != preferred]
     best: tuple[int, int, str] | None = None
     for cand in order:
-        try:
-            counts = [len(rec) for rec in csv.reader(texts, delimiter=cand)]
-        except csv.Error:
-            continue
+        counts = [len(rec) for _, rec in _head_records(text, cand, cut=cut)]
         if not counts:
             continue
         values, freq = np.unique(np.asarray(counts), return_counts=True)
