@@ -83,6 +83,14 @@ def bmf_implicit(planted_data: tuple[Interactions, Interactions, dict[str, Any]]
 
 
 # ---------------------------------------------------------------------- exact conditionals
+def assert_cov_close(draws: np.ndarray, cov: np.ndarray, effective: float | None = None) -> None:
+    """The sample covariance of ``draws`` (n, d) matches ``cov`` within 4 standard errors
+    (Gaussian: ``se_ij^2 = (s_ii s_jj + s_ij^2) / n``, n the effective number of draws)."""
+    n = len(draws) if effective is None else effective
+    se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
+    np.testing.assert_array_less(np.abs(np.cov(draws.T) - cov), 4 * se)
+
+
 def tiny_chain(implicit: bool, seed: int = 0) -> tuple[bmf._Gibbs, np.ndarray, np.ndarray, np.ndarray]:
     """A 3-user x 6-item chain (every pair rated once) with k = 2, for checking conditionals."""
     rng = np.random.default_rng(seed)
@@ -117,18 +125,20 @@ def test_user_factor_sweeps_sample_the_exact_conditional() -> None:
         cov = np.linalg.inv(prec)
         mean = cov @ (lam @ chain.mu_x + chain.alpha * qu.T @ r)
         np.testing.assert_allclose(x[:, u].mean(0), mean, atol=4 * np.sqrt(np.diag(cov).max() * 4 / len(x)))
-        np.testing.assert_allclose(np.cov(x[:, u].T), cov, rtol=0.12, atol=0.01 * np.abs(cov).max())
+        assert_cov_close(x[:, u], cov, effective=len(x) / 4)  # successive Gibbs draws correlate
     # the per-rating residuals still equal r - x_u . q_i
     recomputed = ratings - np.einsum("ij,ij->i", chain.xt.T[users], chain.qt.T[items])
     np.testing.assert_allclose(chain.be.resid, recomputed, atol=1e-5)
 
 
 def test_implicit_step_samples_the_exact_conditional() -> None:
-    """``Y | x`` by perturbation + CG is the Gaussian ``N(A^-1 N'(x - mu), (lam A)^-1)`` per
-    dimension, ``A = N'N + beta I``."""
+    """``[w, Y] | b, x`` by perturbation + CG: column ``f`` (the bias, then each factor) is the
+    Gaussian ``N(A^-1 N'(v_f - mu_f), (lam_f A)^-1)``, ``A = N'N + beta I``."""
     chain, _, _, _ = tiny_chain(True)
     be = chain.be
     assert isinstance(be, bmf._NumpyBackend)
+    chain.bu = np.array([0.5, -0.4, 0.2], dtype=np.float32)
+    chain.mu_bu, chain.lam_bu = 0.05, 3.0
     chain.mu_x, chain.lam_x = np.array([0.1, -0.3]), np.array([2.0, 0.5])
     n = bmf._implicit_matrix(np.repeat([0, 1], [6, 4]), np.r_[np.arange(6), np.arange(4)], 3, 6).toarray()
     beta = 0.8
@@ -137,16 +147,18 @@ def test_implicit_step_samples_the_exact_conditional() -> None:
         chain.beta_y = beta
         chain.implicit_step()
         draws.append(np.array(chain.y, dtype=np.float64))
-    y = np.asarray(draws)  # (n, items, k)
+    y = np.asarray(draws)  # (draws, items, 1 + k)
     a = n.T @ n + beta * np.eye(6)
-    x = chain.xt.astype(np.float64)
-    for f in range(2):
-        cov = np.linalg.inv(chain.lam_x[f] * a)
-        mean = np.linalg.solve(a, n.T @ (x[f] - chain.mu_x[f]))
+    values = np.vstack([chain.bu[None, :], chain.xt]).astype(np.float64)  # (1 + k, users)
+    lam, mu = np.r_[chain.lam_bu, chain.lam_x], np.r_[chain.mu_bu, chain.mu_x]
+    for f in range(3):
+        cov = np.linalg.inv(lam[f] * a)
+        mean = np.linalg.solve(a, n.T @ (values[f] - mu[f]))
         np.testing.assert_allclose(y[:, :, f].mean(0), mean, atol=4 * np.sqrt(np.diag(cov).max() / len(y)))
-        np.testing.assert_allclose(np.cov(y[:, :, f].T), cov, rtol=0.1, atol=0.02 * np.abs(cov).max())
+        assert_cov_close(y[:, :, f], cov)
     # the users' implicit terms follow the draw
-    np.testing.assert_allclose(chain.zt, (n @ y[-1]).T, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(chain.zb, n @ y[-1, :, 0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(chain.zt, (n @ y[-1, :, 1:]).T, rtol=1e-4, atol=1e-5)
 
 
 def test_block_cg_solves_spd_systems_to_tolerance() -> None:
@@ -154,11 +166,32 @@ def test_block_cg_solves_spd_systems_to_tolerance() -> None:
     m = rng.normal(size=(40, 30))
     a = m.T @ m + 0.5 * np.eye(30)
     b = rng.normal(size=(30, 4))
-    x, its = bmf._block_cg(lambda v: a @ v, b, np.zeros_like(b), 1 / np.diag(a)[:, None], 1e-8, 500)
+    jacobi = 1 / np.diag(a)[:, None]
+    x, its = bmf._block_cg(lambda v: a @ v, b, np.zeros_like(b), lambda r: jacobi * r, 1e-8, 500)
     np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-6, atol=1e-8)
     assert 0 < its < 500
-    _, capped = bmf._block_cg(lambda v: a @ v, b, np.zeros_like(b), 1 / np.diag(a)[:, None], 1e-12, 3)
+    _, capped = bmf._block_cg(lambda v: a @ v, b, np.zeros_like(b), lambda r: jacobi * r, 1e-12, 3)
     assert capped == 3
+    exact = np.linalg.inv(a)  # the exact inverse as preconditioner: one step
+    _, one = bmf._block_cg(lambda v: a @ v, b, np.zeros_like(b), lambda r: exact @ r, 1e-8, 500)
+    assert one == 1
+
+
+def test_spectral_basis_dense_and_lanczos_agree() -> None:
+    """The top eigenpairs of N'N behind the implicit step's preconditioner, both ways."""
+    rng = np.random.default_rng(0)
+    n_u, n_i = 400, 300
+    u, i = np.nonzero(rng.random((n_u, n_i)) < 0.05)
+    mat = bmf._implicit_matrix(u.astype(np.int32), i.astype(np.int32), n_u, n_i)
+    vals, vecs = bmf._spectral_basis(mat, rank=8)  # Lanczos (300 > 8 * 8 items)
+    dense = np.linalg.eigvalsh((mat.T @ mat).toarray())[::-1][:8]
+    np.testing.assert_allclose(vals, dense, rtol=1e-3)
+    g = (mat.T @ mat).toarray()
+    np.testing.assert_allclose(g @ vecs[:, 0], vals[0] * vecs[:, 0], atol=1e-2 * vals[0])
+    small_vals, small_vecs = bmf._spectral_basis(mat[:, :40].tocsr(), rank=8)  # dense path
+    np.testing.assert_allclose(small_vals, np.linalg.eigvalsh((mat[:, :40].T @ mat[:, :40]).toarray())[::-1][:8],
+                               rtol=1e-6, atol=1e-9)
+    assert small_vecs.shape == (40, 8) and vecs.dtype == np.float32
 
 
 def test_kept_sweeps_are_thinned_evenly() -> None:
@@ -252,7 +285,7 @@ def test_implicit_model_fits_and_samples_implicit_factors(planted_data, bmf_impl
     train, test, truth = planted_data
     model = bmf_implicit
     assert model.sample_implicit_ is not None
-    assert model.sample_implicit_.shape == (40, len(model.item_map_), 3)
+    assert model.sample_implicit_.shape == (40, len(model.item_map_), 1 + 3)
     assert np.abs(model.sample_implicit_).max() > 0
     assert all(0 <= r["cg_iterations"] <= model.cg_max_iter for r in model.history_)
     pred = model.predict(test.raw_users(), test.raw_items())
@@ -386,7 +419,8 @@ def test_torch_backend_matches_numpy_backend() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-6)
     np.testing.assert_allclose(nb.col_sqsum(mi.T), tb.col_sqsum(tb.asarray(mi.T)), rtol=1e-6)
     assert nb.sqsum64(nb.resid) == pytest.approx(tb.sqsum64(tb.resid), rel=1e-6)
-    np.testing.assert_allclose(nb.implicit_diag, tb.to_numpy(tb.implicit_diag), rtol=1e-6)
+    np.testing.assert_allclose(nb.implicit_eigenvalues, tb.implicit_eigenvalues)
+    np.testing.assert_array_equal(nb.implicit_basis, tb.to_numpy(tb.implicit_basis))
 
 
 def test_torch_backend_chain_fits_like_numpy(planted_data) -> None:
