@@ -812,3 +812,16 @@ def test_hints_are_spelled_for_each_audience() -> None:
     from cfrec.errors import CfrecError
 
     assert CfrecError("plain").render("cli") == "plain"
+
+
+def test_carriage_return_lines_and_whitespace_fields(tmp_path: Path) -> None:
+    f = tmp_path / "cr.csv"
+    f.write_bytes(b"user,item,rating\r1,2,3\r2,2,4\r")
+    assert frame_rows(load_ratings(f)) == [(1, 2, 3.0, 0), (2, 2, 4.0, 0)]
+    g = tmp_path / "ws.txt"
+    g.write_bytes(b"1  2   3\n2 2 4\n3\t2  five\n")
+    with pytest.raises(DataError, match=r"line 3, field 'rating': 'five' is not a rating"):
+        load_ratings(g)
+    g.write_bytes(b"1  2   3\n2 2 4\n3\t2  5\n")
+    data, report = load_ratings(g, return_report=True)
+    assert report.sep == r"\s+" and len(data) == 3
