@@ -825,3 +825,26 @@ def test_carriage_return_lines_and_whitespace_fields(tmp_path: Path) -> None:
     g.write_bytes(b"1  2   3\n2 2 4\n3\t2  5\n")
     data, report = load_ratings(g, return_report=True)
     assert report.sep == r"\s+" and len(data) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["csv", "dat"])
+def test_million_rows_parse_in_seconds_with_detection(tmp_path: Path, fmt: str) -> None:
+    import time
+
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    cols = np.c_[rng.integers(1, 6041, n), rng.integers(1, 3953, n), rng.integers(1, 6, n),
+                 rng.integers(956703932, 1046454590, n)]
+    path = tmp_path / f"big.{fmt}"
+    with open(path, "w") as fh:
+        if fmt == "csv":
+            fh.write("userId,movieId,rating,timestamp\n")
+        np.savetxt(fh, cols, fmt="%d", delimiter="," if fmt == "csv" else "::")
+    start = time.perf_counter()
+    data, report = load_ratings(path, rating_scale=(1, 5), duplicates="first", return_report=True)
+    elapsed = time.perf_counter() - start
+    assert report.rows == n and report.header == (fmt == "csv")
+    assert data.users.dtype == np.int32 and data.user_map.is_numeric
+    assert report.duplicates_resolved == n - len(np.unique(cols[:, 0] * 10_000 + cols[:, 1]))
+    assert elapsed < 4.0, f"parsing {n} {fmt} lines took {elapsed:.2f} s"
