@@ -32,7 +32,7 @@ ALS, with a paired t-test. Markdown goes to stdout, progress to stderr, ``--json
 
 Usage::
 
-    python benchmarks/ranking_folds.py                          # all five folds (about 30 s)
+    python benchmarks/ranking_folds.py                          # all five folds (about a minute)
     python benchmarks/ranking_folds.py --folds u1,u2 --json ranking.json
     python benchmarks/ranking_folds.py --implicit-params factors=64,regularization=10
 

@@ -13,7 +13,7 @@ The price is memory: ``G``, ``P`` and ``B`` are dense items x items matrices. Fi
 ``G`` (factored and inverted in place, so ``P`` shares its memory) and ``B``: about
 ``12 x n_items^2`` bytes with the default float64 solve and ``4 x n_items^2`` with
 ``dtype="float32"`` (``B`` is then computed in place of ``P``); the fitted model keeps ``B`` in
-float32 (``4 x n_items^2`` bytes: 0.45 GB for ML-10M's 10,677 items, 13.9 GB for ML-25M's
+float32 (``4 x n_items^2`` bytes: 0.46 GB for ML-10M's 10,677 items, 13.9 GB for ML-25M's
 59,047). :class:`EASE` refuses a catalogue above ``max_items`` before allocating anything.
 """
 
@@ -47,7 +47,7 @@ _PAIR_CHUNK = 1 << 22
 #: Columns of ``G (I - B)`` checked after the solve (see :func:`ease_residual`), and the largest
 #: relative off-diagonal entry accepted per solve dtype.
 _RESIDUAL_COLUMNS = 16
-_RESIDUAL_TOL = {"float64": 1e-6, "float32": 1e-2}
+_RESIDUAL_TOL = {"float64": 1e-6, "float32": 1e-3}
 
 
 def ease_memory_bytes(n_items: int, dtype: str = "float64") -> tuple[int, int]:
@@ -211,7 +211,10 @@ class EASE(Recommender):
     random 20% validation carves of ML-100K's ``u1.base`` (no test file used): rating-weighted
     input with ``rating_power=1.5`` and ``lam=200`` (0.285) beat binary input on ratings >= 4
     (0.270 at its best, ``lam=300``), on ratings >= 3 (0.277) and on every rating (0.264), and
-    powers 1 (0.281) and 2 (0.281).
+    powers 1 (0.281) and 2 (0.281). On the official folds u1..u5 (every unrated item ranked)
+    they give NDCG@10 0.486, 0.441, 0.390, 0.394, 0.385 (mean 0.419), Recall@10 0.288 and
+    MAP@10 0.287 on average, against 0.391 / 0.275 / 0.259 for ``ials`` and 0.400 / 0.271 / 0.270
+    for binary ratings >= 4 with ``lam=300`` (``benchmarks/ranking_folds.py``).
 
     Parameters
     ----------
@@ -228,8 +231,8 @@ class EASE(Recommender):
         Largest catalogue accepted (items in the training data); see the memory note above.
     dtype
         ``"float64"`` (default) or ``"float32"`` for the Gram matrix and its inverse. float32
-        needs a third of the memory; its solve is checked (see ``residual_``) and an inaccurate
-        one raises (use float64 or a larger ``lam`` then).
+        needs a third of the memory; its solve is checked (see ``residual_``: 2e-5 on ML-10M's
+        size) and one above 1e-3 raises (use float64 or a larger ``lam`` then).
 
     Attributes
     ----------
