@@ -231,7 +231,11 @@ def broken_files(draw: st.DrawFn) -> tuple[str, int | None, str, dict]:
     elif kind == "missing_field":
         values = values[:-1]
     sep = written.sep
-    record = sep.join(values)
+
+    def quote(v: str) -> str:  # as the file's writer did: a separator inside needs quotes
+        return f'"{v}"' if sep != "::" and (sep in v or '"' in v) else v
+
+    record = sep.join(quote(v) for v in values)
     # replace the row's physical line (rows never contain newlines)
     newline = "\r\n" if "\r\n" in written.text else "\n"
     text_lines = written.text.split(newline)

@@ -379,7 +379,7 @@ def load_ratings(
                                         "rating": rating_col, "time": time_col or None}
     roles = _resolve_roles(reader, explicit, use_time=time_col is not False)
     table = reader.read(roles)
-    n_rows = _num_rows(table[roles["user"]])
+    n_rows = len(table[roles["user"]])
     if n_rows == 0:
         raise DataError("no rating rows after the header" if reader.has_header else
                         "no rating rows", path=path)
@@ -716,8 +716,7 @@ class _TextReader:
         frame = self._read_pandas(source, cols, id_cols)
         import pyarrow as pa
 
-        return {c: pa.chunked_array([pa.Array.from_pandas(frame[c].to_numpy(
-            dtype=object) if frame[c].dtype == object else frame[c])]) for c in cols}
+        return {c: pa.Array.from_pandas(frame[c]) for c in cols}
 
     def _read_arrow(self, source: Any, cols: list[str], id_cols: set[str]) -> Any:
         if self.sep == r"\s+" or (self.has_header and self.first_line != 1):
@@ -794,14 +793,16 @@ class _TextReader:
                                    newline="") as fh:
             skip = self.has_header
             if sep == r"\s+" or sep == _UNIT_SEP:
+                whitespace = sep == r"\s+"
                 for lineno, line in enumerate(fh, start=1):
                     text = line.rstrip("\r\n")
-                    if text.strip() == "" if sep == r"\s+" else text == "":
+                    blank = not text.strip() if whitespace else not text
+                    if blank:
                         continue
                     if skip:
                         skip = False
                         continue
-                    yield lineno, (text.split() if sep == r"\s+" else text.split(sep))
+                    yield lineno, (text.split() if whitespace else text.split(sep))
                 return
             reader = csv.reader(fh, delimiter=sep)
             last = 0
@@ -1096,10 +1097,6 @@ def _cli_quote(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # column validation (vectorised; Python only formats the first offender)
 # ---------------------------------------------------------------------------------------------
-def _num_rows(col: Any) -> int:
-    return len(col)
-
-
 def _fail(reader: Any, row: int, col: str, role: str, describe: Any) -> DataError:
     """The DataError for data row ``row``: a ragged row if it is one, else ``describe(text)``.
 
