@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from cfrec.data import Interactions
+from tests.clustered import clustered, planted  # noqa: F401  (fixtures for every test folder)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO.parent / "shared" / "datasets"

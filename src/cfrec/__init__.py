@@ -19,6 +19,7 @@ from cfrec.errors import (
     NotFittedError,
     TrainingDiverged,
 )
+from cfrec.models.registry import specs as _model_specs
 
 _LAZY = {
     "load_movielens": "cfrec.data",
@@ -34,14 +35,13 @@ _LAZY = {
     "make_splits": "cfrec.data",
     "Recommender": "cfrec.models",
     "FoldedUser": "cfrec.models",
-    "Recs": "cfrec.models",
     "make_model": "cfrec.models",
-    "Baseline": "cfrec.models.baseline",
-    "BiasedMF": "cfrec.models.mf",
-    "ALS": "cfrec.models.als",
-    "SVDpp": "cfrec.models.svdpp",
-    "NeuMF": "cfrec.models.neumf",
+    "register_model": "cfrec.models",
+    "Recs": "cfrec.ranking",
+    "RecsBatch": "cfrec.ranking",
     "evaluate": "cfrec.evaluation",
+    # every built-in model class, from the registry (BiasedMF, ALS, IALS, ...)
+    **{spec.class_name: spec.module for spec in _model_specs()},
 }
 
 __all__ = [

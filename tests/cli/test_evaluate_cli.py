@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from cfrec.cli import main
-from cfrec.cli.evaluate import spec_from_split_name
 from cfrec.data import load_dataset, make_splits, make_synthetic
 from cfrec.models.baseline import Baseline
 
@@ -27,15 +26,6 @@ def _train_and_save(source: str, spec: str, out: Path, *, seed: int = 0, record:
     if record:  # what `cfrec train` adds
         model.fit_info_.update({"source": source, "split": split.name, "split_seed": seed})
     return model.save(out)
-
-
-def test_split_names_round_trip() -> None:
-    assert spec_from_split_name("temporal-0.2") == ("temporal:0.2", None)
-    assert spec_from_split_name("user-temporal-n5") == ("user-temporal:n=5", None)
-    assert spec_from_split_name("random-0.25") == ("random:0.25", None)
-    assert spec_from_split_name("kfold5-3") == ("kfold:5", 3)
-    assert spec_from_split_name("u3") == ("u3", None)
-    assert spec_from_split_name("something") is None
 
 
 def test_evaluate_json_on_a_ratings_file(ratings_file, tmp_path, capsys) -> None:

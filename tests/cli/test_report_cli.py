@@ -14,7 +14,7 @@ from cfrec.data import load_dataset, make_splits
 from cfrec.errors import DatasetUnavailable
 from cfrec.models.base import Recommender
 from cfrec.models.registry import make_model
-from tests.viz.conftest import clustered_frame
+from tests.clustered import clustered_frame
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_quickstart_offline_then_report(tmp_path: Path, monkeypatch: pytest.Monk
         raise DatasetUnavailable(f"{name}: not cached and no network")
 
     monkeypatch.setattr("cfrec.data.datasets.load_dataset", unavailable)
-    monkeypatch.setattr("cfrec.viz.quickstart.ML100K_SHAPE", (120, 150, 4000))
+    monkeypatch.setattr("cfrec.app.quickstart.ML100K_SHAPE", (120, 150, 4000))
     monkeypatch.chdir(tmp_path)
     assert main(["quickstart", "--epochs", "2"]) == 0
     out = capsys.readouterr().out

@@ -96,17 +96,7 @@ def test_tune_errors_are_one_line(args, fragment, capsys, tmp_path, ml100k_dir):
     assert not (tmp_path / "run").exists()
 
 
-def _lab_available() -> bool:
-    from cfrec.models.registry import model_class
-
-    try:
-        return callable(getattr(model_class("mf"), "lab", None))
-    except ImportError:
-        return False
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _lab_available(), reason="BiasedMF.lab() not available")
 def test_lab_presets_on_the_lab_split(tmp_path, capsys, ml100k_dir):
     from cfrec.models.mf import BiasedMF
 

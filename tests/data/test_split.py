@@ -15,6 +15,7 @@ from cfrec.data import Interactions, Split
 from cfrec.data.split import (
     SPEC_FORMS,
     _lex_order,
+    carve_validation,
     kfold_splits,
     make_splits,
     predefined_split,
@@ -410,3 +411,89 @@ def test_predefined_rejects_data_that_is_not_ml100k(tmp_path: Path) -> None:
         predefined_split("ua", data_home=tmp_path, data=other)
     split = predefined_split("ua", data_home=tmp_path)  # vocabulary from the two files
     assert split.test.raw_users().tolist() == [999] and split.train.n_users == 3
+
+
+# ---------------------------------------------------------------------- recovering a model's split
+@pytest.mark.parametrize("name, spec", [
+    ("temporal-0.2", "temporal:0.2"), ("user-temporal-0.25", "user-temporal:0.25"),
+    ("user-temporal-n5", "user-temporal:n=5"), ("random-0.1", "random:0.1"), ("kfold5-3", "kfold:5"),
+    ("u1", "u1"), ("UB", "ub"), ("something", None),
+])
+def test_split_spec_inverts_split_names(name: str, spec: str | None) -> None:
+    from cfrec.data.split import split_spec
+
+    assert split_spec(name) == spec
+    if spec is not None and not spec.startswith(("u", "kfold")):
+        assert make_splits(_frame_data(), spec, seed=0)[0].name == name
+
+
+def _frame_data() -> Interactions:
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"user_id": rng.integers(0, 30, 600), "item_id": rng.integers(0, 40, 600),
+                       "rating": rng.integers(1, 6, 600).astype(float),
+                       "timestamp": rng.integers(0, 10_000, 600)})
+    df = df.drop_duplicates(["user_id", "item_id"])
+    return Interactions.from_frame(df, rating_scale=(1.0, 5.0), name="frame")
+
+
+def test_find_training_split_recovers_recorded_and_searched_splits() -> None:
+    from cfrec.data.split import find_training_split
+
+    data = _frame_data()
+    folds = make_splits(data, "kfold:5", seed=2)
+    fp = folds[3].train.fingerprint()
+    chosen, ok = find_training_split(data, fp, spec="kfold:5", seed=2)
+    assert ok and chosen.name == folds[3].name
+    chosen, ok = find_training_split(data, fp, recorded=folds[3].name, seed=2)
+    assert ok and chosen.name == folds[3].name
+    temporal = make_splits(data, "user-temporal:0.3")[0]
+    chosen, ok = find_training_split(data, temporal.train.fingerprint(), recorded="user-temporal-0.3")
+    assert ok and chosen.train.fingerprint() == temporal.train.fingerprint()
+    # nothing matches: the first split made, unverified (predefined ML-100K folds are not tried)
+    chosen, ok = find_training_split(data, "0" * 64)
+    assert not ok and chosen.name == "temporal-0.2"
+
+
+def test_single_split_auto_none_and_multifold() -> None:
+    from cfrec.data.split import single_split
+
+    data = _frame_data()
+    assert single_split(data, "none") is None
+    assert single_split(data, "auto", seed=1).name == "random-0.2"
+    with pytest.raises(CfrecError, match="yields 5 folds"):
+        single_split(data, "cv5")
+
+
+def _carve_data(n_users: int = 40, n_items: int = 30, per_user: int = 10, seed: int = 0) -> Interactions:
+    rng = np.random.default_rng(seed)
+    rows = [(u, i, float(rng.integers(1, 6))) for u in range(n_users)
+            for i in rng.choice(n_items, per_user, replace=False)]
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
+    return Interactions.from_frame(df, rating_scale=(1.0, 5.0))
+
+
+# ---------------------------------------------------------------------- validation carve
+def test_carve_validation_properties() -> None:
+    data = _carve_data()
+    fit, valid = carve_validation(data, 0.1, seed=3)
+    assert valid is not None
+    assert len(fit) + len(valid) == len(data)
+    assert abs(len(valid) - 0.1 * len(data)) <= 2
+    # disjoint and complete: the multiset of (user, item) pairs is preserved
+    pairs = lambda d: sorted(zip(d.users.tolist(), d.items.tolist(), strict=True))  # noqa: E731
+    assert sorted(pairs(fit) + pairs(valid)) == pairs(data)
+    # every validation user and item keeps a training rating (no cold start in validation)
+    assert (fit.user_counts()[valid.users] > 0).all()
+    assert (fit.item_counts()[valid.items] > 0).all()
+    # deterministic for a seed, different for another
+    _, again = carve_validation(data, 0.1, seed=3)
+    _, other = carve_validation(data, 0.1, seed=4)
+    assert pairs(again) == pairs(valid)
+    assert pairs(other) != pairs(valid)
+
+
+def test_carve_validation_off_or_too_small() -> None:
+    data = _carve_data()
+    assert carve_validation(data, 0.0, seed=0) == (data, None)
+    small = data.subset(np.arange(10))
+    assert carve_validation(small, 0.2, seed=0) == (small, None)

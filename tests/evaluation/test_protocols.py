@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -100,9 +99,9 @@ def test_rating_only_skips_ranking(hand_case, monkeypatch) -> None:
     model, _, test = hand_case
 
     def boom(*a, **k):
-        raise AssertionError("top_k must not run without ranking metrics")
+        raise AssertionError("scoring all items must not run without ranking metrics")
 
-    monkeypatch.setattr(model, "top_k", boom)
+    monkeypatch.setattr(model, "score_rows", boom)
     res = evaluate(model, test, metrics="rmse")
     assert "rmse" in res and "ranking_users" not in res and "mae" not in res
 
@@ -189,7 +188,7 @@ def test_resolve_model() -> None:
     assert isinstance(resolve_model("pop")[0](), PopularityRecommender)
     with pytest.raises(CfrecError, match="unknown model"):
         resolve_model("nosuchmodel")
-    with pytest.raises(CfrecError, match="expected key=value"):
+    with pytest.raises(CfrecError, match="expected NAME=VALUE"):
         resolve_model("baseline:reg_user")
     with pytest.raises(CfrecError, match="baseline:bogus=1"):
         resolve_model("baseline:bogus=1")
@@ -205,17 +204,15 @@ def test_popularity_ranks_by_count_and_excludes_seen(tiny) -> None:
     assert all(counts[tiny.item_map.to_index(recs.ids)][:-1] >= counts[tiny.item_map.to_index(recs.ids)][1:])
     new = pop.recommend("nobody", k=5)  # unknown users get the same popularity list
     assert list(new.ids) == list(order[:5])
-    assert pop.item_embeddings  # API exists; no factors
     with pytest.raises(NotImplementedError):
-        pop.item_embeddings()
+        pop.item_embeddings()  # no factors
+    with pytest.raises(CfrecError, match="no item embeddings"):
+        pop.similar_items(10)
 
 
-def test_popularity_persistence_if_registered(tiny, tmp_path) -> None:
+def test_popularity_persistence(tiny, tmp_path) -> None:
     from cfrec.models.base import Recommender
-    from cfrec.models.registry import model_names
 
-    if "pop" not in model_names():
-        pytest.skip("'pop' is not registered yet (the lead registers PopularityRecommender)")
     pop = PopularityRecommender().fit(tiny)
     back = Recommender.load(pop.save(tmp_path / "pop"))
     np.testing.assert_array_equal(back.item_counts_, pop.item_counts_)
@@ -239,13 +236,10 @@ def test_ranking_ml1m_sized_is_fast() -> None:
     model = Baseline().fit(split.train)
     model.user_factors_ = rng.normal(0, 0.3, (len(model.user_map_), 32)).astype(np.float32)
     model.item_factors_ = rng.normal(0, 0.3, (len(model.item_map_), 32)).astype(np.float32)
-    t0 = time.perf_counter()
     ev = evaluate_detailed(model, split.test)
-    seconds = time.perf_counter() - t0
     assert ev.metrics["ranking_users"] + ev.metrics["ranking_users_excluded"] == len(np.unique(split.test.users))
     assert data.n_users == n_users and data.n_items == n_items
     assert ev.metrics["ranking_users"] > 6000 and len(split.test) == 200_000
-    assert seconds < 30, f"ranking + scoring took {seconds:.1f}s"  # ~1-2 s on a free core
 
 
 @pytest.mark.slow
@@ -307,3 +301,17 @@ def test_evaluate_matches_brute_force_per_user(seed) -> None:
     assert res["recall@5"] == pytest.approx(np.mean(recalls))
     assert res["hit_rate@5"] == pytest.approx(np.mean(hits))
     assert res["ndcg@5"] == pytest.approx(np.mean(ndcgs))
+
+
+def test_summarize_test_reports_ranking_for_ranking_only_models() -> None:
+    from cfrec.data import make_splits, make_synthetic
+    from cfrec.evaluation.protocols import summarize_test
+    from cfrec.models.neumf import NeuMF
+
+    split = make_splits(make_synthetic(80, 50, 2000, seed=4), "random:0.2", seed=0)[0]
+    scores = summarize_test(NeuMF(mode="implicit", epochs=1, n_factors=4, mlp_layers=(8, 4)).fit(split.train),
+                         split.test)
+    assert scores["rmse"] is None and scores["mae"] is None
+    assert 0.0 <= scores["ndcg@10"] <= 1.0 and 0.0 <= scores["recall@10"] <= 1.0
+    rating = summarize_test(NeuMF(epochs=1, n_factors=4, mlp_layers=(8, 4)).fit(split.train), split.test)
+    assert rating["rmse"] is not None and "ndcg@10" not in rating

@@ -15,40 +15,16 @@ from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.evaluation.tuning import (
     PRESETS,
     Range,
-    coerce_param,
     load_best_params,
-    parse_param_assignments,
     parse_space,
     preset_space,
     tune,
 )
 from cfrec.models import registry
 from cfrec.models.baseline import Baseline
+from tests.models.test_registry import Knobs
 
 pytest.importorskip("optuna")
-
-
-class Knobs(Baseline):
-    """A Baseline with every kind of annotation the parser must handle."""
-
-    name = "knobs"
-
-    def __init__(
-        self,
-        *,
-        reg_user: float = 5.0,
-        reg_item: float = 5.0,
-        iterations: int = 15,
-        optimizer: Literal["adam", "sgd"] = "adam",
-        patience: int | None = None,
-        device: str | None = None,
-        verbose: bool = False,
-    ) -> None:
-        super().__init__(reg_user=reg_user, reg_item=reg_item, iterations=iterations)
-        self.optimizer = optimizer
-        self.patience = patience
-        self.device = device
-        self.verbose = verbose
 
 
 class Spy(Baseline):
@@ -66,10 +42,11 @@ class Spy(Baseline):
 
 
 @pytest.fixture
-def spy_registered(monkeypatch):
-    monkeypatch.setitem(registry._MODELS, "spy", (__name__, "Spy"))
+def spy_registered():
+    registry.register_model("spy")(Spy)
     Spy.calls = []
-    return Spy
+    yield Spy
+    registry.unregister_model("spy")
 
 
 @pytest.fixture(scope="module")
@@ -78,41 +55,7 @@ def split() -> Split:
     return random_split(data, 0.2, seed=1)
 
 
-# ---------------------------------------------------------------------- typed parameters
-def test_coerce_param_uses_annotations():
-    assert coerce_param(Knobs, "reg_user", "3") == 3.0 and isinstance(coerce_param(Knobs, "reg_user", "3"), float)
-    assert coerce_param(Knobs, "iterations", "20") == 20
-    assert coerce_param(Knobs, "iterations", "1e2") == 100
-    assert coerce_param(Knobs, "optimizer", "sgd") == "sgd"
-    assert coerce_param(Knobs, "patience", "none") is None
-    assert coerce_param(Knobs, "patience", "3") == 3
-    assert coerce_param(Knobs, "device", "cuda") == "cuda"
-    assert coerce_param(Knobs, "verbose", "yes") is True
-    assert coerce_param(Knobs, "verbose", "0") is False
-    assert coerce_param(Knobs, "reg_item", 2) == 2.0  # JSON ints widen to floats
-
-
-@pytest.mark.parametrize(("name", "value", "fragment"), [
-    ("iterations", "2.5", "expected an integer"),
-    ("reg_user", "abc", "expected a number"),
-    ("optimizer", "adagrad", "one of 'adam', 'sgd'"),
-    ("reg_user", "none", "expected a number"),
-    ("verbose", "maybe", "true/false"),
-])
-def test_coerce_param_rejects_bad_values(name, value, fragment):
-    with pytest.raises(CfrecError, match=fragment):
-        coerce_param(Knobs, name, value)
-
-
-def test_unknown_parameter_lists_valid_ones():
-    with pytest.raises(CfrecError) as info:
-        parse_param_assignments(Baseline, ["n_factors=8"])
-    assert "no hyperparameter 'n_factors'" in str(info.value)
-    assert "reg_user, reg_item, iterations" in str(info.value)
-    with pytest.raises(CfrecError, match="NAME=VALUE"):
-        parse_param_assignments(Baseline, ["reg_user"])
-
-
+# ---------------------------------------------------------------------- search spaces
 def test_parse_space_lists_ranges_and_fixed_values():
     space, fixed = parse_space(Knobs, ["reg_user=1,2,5", "reg_item=0.1:10:log", "iterations=2:30",
                                        "optimizer=sgd"])
@@ -254,12 +197,7 @@ def test_lab_presets_match_the_course_exercises():
     assert PRESETS["lab-dim"].space == {"n_factors": [16, 32, 64, 128, 256]}
     assert PRESETS["lab-wd"].space == {"weight_decay": [0.0, 1e-5, 1e-4, 1e-3]}
     assert PRESETS["lab-dim"].split == PRESETS["lab-wd"].split == "temporal:0.2"
-    try:
-        mf = registry.model_class("mf")
-    except ImportError:
-        pytest.skip("BiasedMF not written yet")
-    if not callable(getattr(mf, "lab", None)):
-        pytest.skip("BiasedMF.lab() not written yet")
+    mf = registry.model_class("mf")
     base, space = preset_space("lab-dim")
     assert "n_factors" not in base and space == {"n_factors": [16, 32, 64, 128, 256]}
     lab = mf.lab().get_params()
@@ -277,9 +215,12 @@ class NoneBest(Knobs):
             self.user_bias_ = self.user_bias_ * 0 + 1.0
 
 
-def test_none_values_survive_as_best_params(split, monkeypatch):
-    monkeypatch.setitem(registry._MODELS, "nonebest", (__name__, "NoneBest"))
-    result = tune(split, "nonebest", {"patience": [3, None], "reg_user": [1.0, 50.0]}, seed=0)
+def test_none_values_survive_as_best_params(split):
+    registry.register_model("nonebest")(NoneBest)
+    try:
+        result = tune(split, "nonebest", {"patience": [3, None], "reg_user": [1.0, 50.0]}, seed=0)
+    finally:
+        registry.unregister_model("nonebest")
     assert len(result.trials) == 4
     assert result.best_params["patience"] is None  # not NaN from the table's float column
 
@@ -291,17 +232,3 @@ def test_tuning_refuses_ranking_only_models() -> None:
     data = make_synthetic(60, 40, 1200, seed=3)
     with pytest.raises(CfrecError, match="not ratings"):
         tune(data, "neumf", {"n_factors": [4]}, base_params={"mode": "implicit", "epochs": 1})
-
-
-def test_test_scores_reports_ranking_for_ranking_only_models() -> None:
-    from cfrec.data import make_splits, make_synthetic
-    from cfrec.evaluation.tuning import test_scores
-    from cfrec.models.neumf import NeuMF
-
-    split = make_splits(make_synthetic(80, 50, 2000, seed=4), "random:0.2", seed=0)[0]
-    scores = test_scores(NeuMF(mode="implicit", epochs=1, n_factors=4, mlp_layers=(8, 4)).fit(split.train),
-                         split.test)
-    assert scores["rmse"] is None and scores["mae"] is None
-    assert 0.0 <= scores["ndcg@10"] <= 1.0 and 0.0 <= scores["recall@10"] <= 1.0
-    rating = test_scores(NeuMF(epochs=1, n_factors=4, mlp_layers=(8, 4)).fit(split.train), split.test)
-    assert rating["rmse"] is not None and "ndcg@10" not in rating

@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 
 from cfrec.data import Interactions
-from cfrec.errors import ModelFileError
+from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import FoldedUser, Recommender
 from cfrec.models.baseline import Baseline
+from cfrec.models.persistence import current_version
 from cfrec.models.mf import BiasedMF
 from cfrec.models.svdpp import SVDpp
+from cfrec.ranking import rank
 from tests.models.test_contract import make_ratings
 
 
@@ -60,9 +62,13 @@ def test_recommend_ranks_by_score_and_pads() -> None:
     # user a has seen 1 and 2: left are 3 and 4, ranked by item bias; k larger than what is left
     recs = model.recommend("a", k=10)
     assert recs.ids.tolist() == [3, 4]
-    idx, scores = model.top_k(model.user_map_.to_index(np.array(["a"])), k=4)
+    idx, scores = rank(model.score_rows, model.user_map_.to_index(np.array(["a"])), 4, k=4,
+                       exclude=model.seen_)
     assert idx[0, 2:].tolist() == [-1, -1] and np.isneginf(scores[0, 2:]).all()
-    with pytest.raises(ValueError, match="k must be"):
+    batch = model.recommend(["a", "b"], k=3)
+    assert batch.lengths.tolist() == [2, 2] and batch.ids[0].tolist() == [3, 4, None]
+    assert np.isnan(batch.ratings[0, 2]) and np.isneginf(batch.scores[0, 2])
+    with pytest.raises(CfrecError, match="k must be"):
         model.recommend("a", k=0)
 
 
@@ -179,7 +185,8 @@ def test_item_metadata_survives_persistence(tmp_path: Path) -> None:
 
 
 def test_newer_format_version_is_refused(tmp_path: Path) -> None:
-    path = Baseline().fit(make_ratings()).save(tmp_path / "m")
+    path = current_version(Baseline().fit(make_ratings()).save(tmp_path / "m"))
+    assert path is not None
     meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
     meta["format_version"] = 999
     (path / "model.json").write_text(json.dumps(meta), encoding="utf-8")

@@ -12,9 +12,10 @@ import torch
 from cfrec.data import Interactions
 from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.models import make_model
-from cfrec.models._torch import make_generator
+from cfrec.models.torch_engine import make_generator
 from cfrec.models.baseline import Baseline
 from cfrec.models.mf import BiasedMF, _BiasedMFLoss
+from cfrec.models.persistence import current_version
 from tests.models.test_contract import make_ratings
 
 
@@ -175,7 +176,7 @@ def test_registry_and_persisted_params(tmp_path: Path) -> None:
     model = make_model("mf", n_factors=4, epochs=2)
     assert isinstance(model, BiasedMF)
     model.fit(make_ratings())
-    meta = json.loads((model.save(tmp_path / "m") / "model.json").read_text(encoding="utf-8"))
+    meta = json.loads((current_version(model.save(tmp_path / "m")) / "model.json").read_text(encoding="utf-8"))
     assert meta["model_name"] == "mf" and meta["params"]["n_factors"] == 4
     assert len(meta["history"]) == 2
 

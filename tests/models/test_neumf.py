@@ -14,7 +14,8 @@ from cfrec.data import Interactions
 from cfrec.errors import CfrecError, ModelFileError, TrainingDiverged
 from cfrec.models import Recommender
 from cfrec.models.baseline import Baseline
-from cfrec.models.neumf import NeuMF, _parse_layers, _sample_negatives
+from cfrec.models.neumf import NeuMF, _NegativeSampler, _pair_keys, _parse_layers
+from cfrec.models.persistence import current_version
 
 
 def planted(n_users: int = 200, n_items: int = 120, k: int = 2, density: float = 0.3,
@@ -109,7 +110,10 @@ def test_scoring_paths_match_the_paper_architecture(rating_model, implicit_model
         uu, ii = np.repeat(users, n_items), np.tile(np.arange(n_items), 5)
         expected = reference_scores(model, uu, ii)
         np.testing.assert_allclose(model._predict_known(uu, ii), expected, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(model._score_users(users).ravel(), expected, rtol=1e-5, atol=1e-5)
+        # ranking scores are the network's own outputs (logits in implicit mode), unmapped
+        np.testing.assert_allclose(model._score_users(users).ravel(), model._score_pairs(uu, ii),
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(model._as_ratings(model._score_pairs(uu, ii)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_fallback_biases_are_learned_biases(rating_model) -> None:
@@ -181,11 +185,13 @@ def test_negative_sampler_avoids_seen_pairs() -> None:
     n_items = 10
     seen = np.array([0 * n_items + i for i in range(9)] + [1 * n_items + 3], dtype=np.int64)
     users = np.array([0] * 50 + [1] * 50, dtype=np.int64)
-    items = _sample_negatives(users, np.sort(seen), n_items, rng)
+    items = _NegativeSampler(np.sort(seen), 2, n_items).draw(users, rng)
     assert np.all(items[:50] == 9)  # user 0 has only item 9 left
     assert np.all(items[50:] != 3) and np.all((items[50:] >= 0) & (items[50:] < n_items))
     full = np.arange(n_items, dtype=np.int64)  # user 0 rated everything: nothing to draw
-    assert np.all(_sample_negatives(np.zeros(5, np.int64), full, n_items, rng) == -1)
+    assert np.all(_NegativeSampler(full, 1, n_items).draw(np.zeros(5, np.int64), rng) == -1)
+    keys = _pair_keys(np.array([1, 0, 1]), np.array([3, 2, 3]), n_items)
+    assert keys.tolist() == [2, 13]  # sorted, unique user * n_items + item
 
 
 # ---------------------------------------------------------------------- persistence
@@ -205,9 +211,10 @@ def test_save_load_identity(which: str, request: pytest.FixtureRequest, tmp_path
 
 def test_load_rejects_weights_that_do_not_match_params(rating_model, tmp_path: Path) -> None:
     path = rating_model.save(tmp_path / "m")
-    meta = json.loads((path / "model.json").read_text())
+    folder = current_version(path)
+    meta = json.loads((folder / "model.json").read_text())
     meta["params"]["mlp_layers"] = [32, 16]
-    (path / "model.json").write_text(json.dumps(meta))
+    (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="do not match"):
         Recommender.load(path)
 

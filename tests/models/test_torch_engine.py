@@ -1,4 +1,4 @@
-"""The shared PyTorch training engine (cfrec.models._torch)."""
+"""The shared PyTorch training engine (cfrec.models.torch_engine)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,11 @@ from torch import nn
 
 from cfrec.data import Interactions
 from cfrec.errors import CfrecError, TrainingDiverged
-from cfrec.models._torch import (
+from cfrec.models.torch_engine import (
     SGD,
     Adam,
     TrainConfig,
     batched_rmse,
-    carve_validation,
-    gather_rows,
     make_generator,
     make_optimizer,
     resolve_device,
@@ -111,54 +109,11 @@ def test_make_optimizer_does_not_import_dynamo() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, torch; from cfrec.models._torch import make_optimizer;"
+    code = ("import sys, torch; from cfrec.models.torch_engine import make_optimizer;"
             "p=[torch.nn.Parameter(torch.zeros(3))]; o=make_optimizer('adam', p, lr=0.1);"
             "p[0].sum().backward(); o.step(); print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-# ---------------------------------------------------------------------- gather_rows
-def test_gather_rows_matches_indexing_values_and_gradient() -> None:
-    torch.manual_seed(0)
-    w1 = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
-    w2 = w1.detach().clone().requires_grad_(True)
-    idx = torch.tensor([0, 3, 3, 6, 0, 0, 2])  # duplicates accumulate
-    g = torch.randn(len(idx), 3, dtype=torch.float64)
-    out1 = gather_rows(w1, idx)
-    out2 = w2[idx]
-    torch.testing.assert_close(out1, out2)
-    out1.backward(g)
-    out2.backward(g)
-    torch.testing.assert_close(w1.grad, w2.grad)
-    assert w1.grad[1].abs().sum() == 0  # untouched row gets zero gradient
-
-
-# ---------------------------------------------------------------------- validation carve
-def test_carve_validation_properties() -> None:
-    data = _ratings()
-    fit, valid = carve_validation(data, 0.1, seed=3)
-    assert valid is not None
-    assert len(fit) + len(valid) == len(data)
-    assert abs(len(valid) - 0.1 * len(data)) <= 2
-    # disjoint and complete: the multiset of (user, item) pairs is preserved
-    pairs = lambda d: sorted(zip(d.users.tolist(), d.items.tolist(), strict=True))  # noqa: E731
-    assert sorted(pairs(fit) + pairs(valid)) == pairs(data)
-    # every validation user and item keeps a training rating (no cold start in validation)
-    assert (fit.user_counts()[valid.users] > 0).all()
-    assert (fit.item_counts()[valid.items] > 0).all()
-    # deterministic for a seed, different for another
-    _, again = carve_validation(data, 0.1, seed=3)
-    _, other = carve_validation(data, 0.1, seed=4)
-    assert pairs(again) == pairs(valid)
-    assert pairs(other) != pairs(valid)
-
-
-def test_carve_validation_off_or_too_small() -> None:
-    data = _ratings()
-    assert carve_validation(data, 0.0, seed=0) == (data, None)
-    small = data.subset(np.arange(10))
-    assert carve_validation(small, 0.2, seed=0) == (small, None)
 
 
 # ---------------------------------------------------------------------- train_loop

@@ -272,7 +272,7 @@ def test_importing_viz_does_not_import_matplotlib() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, cfrec.viz, cfrec.viz.plots, cfrec.viz.report, cfrec.viz.export, cfrec.cli; "
+    code = ("import sys, cfrec.viz, cfrec.viz.plots, cfrec.app.report, cfrec.models.export, cfrec.cli; "
             "print(sorted(m for m in ('matplotlib', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ from cfrec.data import Interactions
 from cfrec.errors import CfrecError
 from cfrec.viz.tsne import NO_GENRE, item_counts, plot_tsne, primary_genres, tsne_item_embeddings
 
-from .conftest import GENRES, PlantedFactors, clustered_frame
+from tests.clustered import GENRES, PlantedFactors, clustered_frame
 
 FAST = 500  # t-SNE iterations (half the default) to keep these tests quick
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,90 +19,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cfrec._io import to_jsonable
 from cfrec.cli._app import app, console, err_console
 from cfrec.errors import CfrecError
 
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
-
-#: Specs tried, in order, when neither --split nor the model names its split.
-SEARCH_SPECS = ("temporal", "user-temporal", "random:0.2", "u1", "u2", "u3", "u4", "u5", "ua", "ub",
-                "kfold:5")
-
-
-# ---------------------------------------------------------------------- split resolution
-def spec_from_split_name(name: str) -> tuple[str, int | None] | None:
-    """Turn a split's name (``temporal-0.2``, ``kfold5-3``, ``u1``) back into ``(spec, fold)``.
-
-    ``fold`` is the 1-based fold number for k-fold names, else ``None``; unknown names -> None.
-    """
-    s = name.strip().lower()
-    if re.fullmatch(r"u[1-5]|ua|ub", s):
-        return s, None
-    if m := re.fullmatch(r"user-temporal-n(\d+)", s):
-        return f"user-temporal:n={m.group(1)}", None
-    if m := re.fullmatch(r"(temporal|user-temporal|random)-([0-9.e-]+)", s):
-        return f"{m.group(1)}:{m.group(2)}", None
-    if m := re.fullmatch(r"kfold(\d+)-(\d+)", s):
-        return f"kfold:{m.group(1)}", int(m.group(2))
-    return None
-
-
-def _data_home_for(source: str) -> Path | None:
-    """The data home holding an extracted ML-100K folder given as a path (its parent), else None."""
-    path = Path(source)
-    if path.is_dir() and (path / "u1.base").is_file():
-        return path.resolve().parent
-    return None
-
-
-def find_split(data: Any, fingerprint: str | None, *, spec: str | None, seed: int,
-               recorded: str | None, data_home: Path | None) -> tuple[Any, bool]:
-    """The split to evaluate on and whether its train part matches ``fingerprint``.
-
-    With ``spec``: the fold of ``make_splits(data, spec)`` whose train part matches (or the first
-    one, with ``False``). Without: the recorded split, else the first matching search spec.
-    """
-    from cfrec.data import make_splits
-
-    def splits_of(s: str) -> list[Any]:
-        kwargs: dict[str, Any] = {"seed": seed}
-        if data_home is not None:
-            kwargs["data_home"] = data_home
-        return make_splits(data, s, **kwargs)
-
-    if spec is not None:
-        splits = splits_of(spec)
-        if fingerprint is None:
-            return splits[0], False
-        for sp in splits:
-            if sp.train.fingerprint() == fingerprint:
-                return sp, True
-        return splits[0], False
-    candidates: list[str] = []
-    if recorded:
-        if recorded.strip().lower() == "none":
-            raise CfrecError("this model was trained on every rating (--split none): there is no held-out "
-                             "test part to evaluate it on; retrain it with a split")
-        parsed = spec_from_split_name(recorded)
-        if parsed is not None:
-            candidates.append(parsed[0])
-    candidates += [c for c in SEARCH_SPECS if c not in candidates]
-    if fingerprint is None:
-        raise CfrecError("the model does not record the fingerprint of its training data; pass --split "
-                         "(and --seed) to say which split it was trained on")
-    for cand in candidates:
-        try:
-            splits = splits_of(cand)
-        except CfrecError:
-            continue  # e.g. u1 on a dataset that is not ML-100K
-        for sp in splits:
-            if sp.train.fingerprint() == fingerprint:
-                return sp, True
-    raise CfrecError(f"none of the usual splits ({', '.join(candidates)}; seed {seed}) has the train part "
-                     f"this model was trained on; pass the split it was trained with as --split SPEC "
-                     f"(and --seed), or check --dataset")
-
 
 # ---------------------------------------------------------------------- evaluate
 @app.command("evaluate")
@@ -129,6 +50,7 @@ def evaluate_cmd(
 ) -> None:
     """Score a saved model on the test part of the split it was trained on."""
     from cfrec.data import load_dataset
+    from cfrec.data.split import find_training_split, folds_home
     from cfrec.evaluation.protocols import evaluate_detailed, metric_names
     from cfrec.models.base import Recommender
 
@@ -141,9 +63,19 @@ def evaluate_cmd(
     data = load_dataset(source)
     used_seed = seed if seed is not None else int(info.get("split_seed", 0) or 0)
     fingerprint = info.get("fingerprint")
-    chosen, matches = find_split(data, fingerprint, spec=split, seed=used_seed,
-                                 recorded=None if split else info.get("split"),
-                                 data_home=_data_home_for(source))
+    recorded = None if split else info.get("split")
+    if isinstance(recorded, str) and recorded.strip().lower() == "none":
+        raise CfrecError("this model was trained on every rating (--split none): there is no held-out "
+                         "test part to evaluate it on; retrain it with a split")
+    if split is None and fingerprint is None:
+        raise CfrecError("the model does not record the fingerprint of its training data; pass --split "
+                         "(and --seed) to say which split it was trained on")
+    chosen, matches = find_training_split(data, fingerprint, spec=split, seed=used_seed,
+                                          recorded=recorded, data_home=folds_home(source))
+    if not matches and split is None:
+        raise CfrecError(f"none of the usual splits (seed {used_seed}) has the train part this model was "
+                         f"trained on; pass the split it was trained with as --split SPEC (and --seed), "
+                         f"or check --dataset")
     if not matches:
         msg = (f"the train part of split {chosen.name!r} of {data.name} is not the data this model was "
                f"trained on (fingerprint differs): its test part may overlap the model's training data "
@@ -161,7 +93,7 @@ def evaluate_cmd(
 
         online_res = online_evaluate(model, chosen.test, train=chosen.train, name=model.name)
     if json_out:
-        typer.echo(json.dumps(_clean({
+        typer.echo(json.dumps(to_jsonable({
             "model_dir": str(Path(model_dir).resolve()),
             "model": model.name,
             "params": model.get_params(),
@@ -211,18 +143,6 @@ def _cell(key: str, value: Any) -> str:
     return f"{value:.4f}"
 
 
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "item") and not isinstance(obj, str | bytes):
-        return obj.item()
-    return obj
-
-
 # ---------------------------------------------------------------------- benchmark
 @app.command("benchmark")
 def benchmark_cmd(
@@ -242,12 +162,15 @@ def benchmark_cmd(
         "--popularity/--no-popularity", help="Include the most-popular baseline row.")] = True,
 ) -> None:
     """Fit and score several models under one protocol; print one Markdown table."""
+    from cfrec._io import write_json_atomic
     from cfrec.data import load_dataset
-    from cfrec.evaluation.benchmark import run_benchmark, write_json_atomic
+    from cfrec.data.split import folds_home
+    from cfrec.evaluation.benchmark import run_benchmark
+    from cfrec.models.registry import default_models
 
     data = load_dataset(dataset)
     if models is None:
-        models = "baseline,mf,als,svdpp,ials" if protocol == "online" else "baseline,mf,als,svdpp,neumf,ials"
+        models = ",".join(default_models(protocol))
 
     def progress(row: Any) -> None:
         m = row.mean
@@ -258,7 +181,7 @@ def benchmark_cmd(
     err_console.print(f"benchmark on {data.name}, protocol {protocol}: {models}", highlight=False,
                       soft_wrap=True, markup=False)
     result = run_benchmark(data, protocol=protocol, models=models, seed=seed, k=k, relevance=relevance,
-                           data_home=_data_home_for(dataset), popularity=popularity, on_row=progress)
+                           data_home=folds_home(dataset), popularity=popularity, on_row=progress)
     console.print(result.to_markdown(), highlight=False, soft_wrap=True, markup=False)
     if json_file is not None:
         path = write_json_atomic(json_file, result.to_dict())

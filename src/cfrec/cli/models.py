@@ -39,9 +39,6 @@ if TYPE_CHECKING:
 
 _MODEL_CHOICES = ", ".join(model_names())
 
-#: Model presets ``--preset`` may name: class methods returning a configured model instance.
-MODEL_PRESETS = ("lab",)
-
 #: Flags mapped to hyperparameter names.
 _FLAG_PARAMS = {
     "epochs": "epochs",
@@ -55,40 +52,6 @@ _FLAG_PARAMS = {
 
 
 # ---------------------------------------------------------------------- shared helpers
-def resolve_split(data: Any, spec: str, *, seed: int | None, source: str | None = None) -> Any:
-    """One :class:`~cfrec.data.Split` for ``spec`` (``auto`` -> ``u1`` on ML-100K, else ``random:0.2``).
-
-    Returns ``None`` for ``none``. Specs yielding several folds raise a one-line error.
-    """
-    from cfrec.data import make_splits
-
-    spec = spec.strip()
-    if spec.lower() == "none":
-        return None
-    if spec.lower() == "auto":
-        spec = "u1" if data.name == "ml-100k" else "random:0.2"
-    kwargs: dict[str, Any] = {"seed": 0 if seed is None else seed}
-    home = _data_home_of(source)
-    if home is not None:
-        kwargs["data_home"] = home
-    splits = make_splits(data, spec, **kwargs)
-    if len(splits) != 1:
-        raise CfrecError(f"split {spec!r} yields {len(splits)} folds but this command uses one train/test "
-                         f"split; pick one fold (e.g. u1) or a single split (random:0.2, temporal:0.2), "
-                         f"or cross-validate with 'cfrec evaluate'")
-    return splits[0]
-
-
-def _data_home_of(source: str | None) -> Path | None:
-    """The data home of an extracted ML-100K folder given as a path (its parent), else None."""
-    if not source:
-        return None
-    path = Path(source)
-    if path.is_dir() and (path / "u1.base").is_file():
-        return path.resolve().parent
-    return None
-
-
 def _source_ref(dataset: str) -> str:
     """How to find the dataset again later: an absolute path for a path, else the name."""
     path = Path(dataset)
@@ -104,16 +67,16 @@ def build_params(
     flags: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Layer hyperparameters: preset < JSON file < ``NAME=VALUE`` assignments < flags; all checked."""
-    from cfrec.evaluation.tuning import check_params, model_param_names, parse_param_assignments
+    from cfrec.models.registry import check_params, get_spec, param_names, parse_param_assignments, preset_params
 
     params: dict[str, Any] = {}
     if preset:
-        params.update(preset_params(model_cls, preset))
+        params.update(preset_params(get_spec(model_cls.name or model_cls.__name__), preset))
     if json_params:
         params.update(check_params(model_cls, json_params))
     if assignments:
         params.update(parse_param_assignments(model_cls, assignments))
-    names = set(model_param_names(model_cls))
+    names = set(param_names(model_cls))
     for flag, value in (flags or {}).items():
         if value is None:
             continue
@@ -129,16 +92,6 @@ def build_params(
                              f"hyperparameter {name!r}; valid: {', '.join(sorted(names))}")
         params.update(check_params(model_cls, {name: value}))
     return params
-
-
-def preset_params(model_cls: type[Recommender], preset: str) -> dict[str, Any]:
-    """Hyperparameters of a model preset (``BiasedMF.lab()`` for ``lab``)."""
-    maker = getattr(model_cls, preset, None) if preset in MODEL_PRESETS else None
-    if maker is None or not callable(maker):
-        have = [p for p in MODEL_PRESETS if callable(getattr(model_cls, p, None))]
-        raise CfrecError(f"{model_cls.name} ({model_cls.__name__}) has no preset {preset!r}; "
-                         f"available: {', '.join(have) or 'none'}")
-    return dict(maker().get_params())
 
 
 def load_model(path: Path) -> Any:
@@ -217,8 +170,11 @@ def train(
 ) -> None:
     """Train a model on the train part of a split, score the test part and save the model."""
     from cfrec.data import load_dataset
-    from cfrec.evaluation.tuning import load_best_params, test_scores
-    from cfrec.models.registry import model_class
+    from cfrec.data.split import folds_home, single_split
+    from cfrec.evaluation.protocols import summarize_test
+    from cfrec.evaluation.tuning import load_best_params
+    from cfrec.models.persistence import check_writable
+    from cfrec.models.registry import model_class, resolve_name
 
     json_params: dict[str, Any] | None = None
     if params_json is not None:
@@ -229,7 +185,9 @@ def train(
             fail(f"{params_json} holds parameters for {file_model!r}, not {model!r}")
     if model is None:
         fail(f"choose a model with --model ({_MODEL_CHOICES})")
-    cls: type[Recommender] = model_class(model)
+    spec, alias_preset = resolve_name(model)
+    cls: type[Recommender] = spec.cls()
+    preset = preset or alias_preset
     flags = {"epochs": epochs, "lr": lr, "factors": factors, "weight_decay": weight_decay,
              "batch_size": batch_size, "seed": seed, "device": device}
     params = build_params(cls, preset=preset, json_params=json_params, assignments=param or [], flags=flags)
@@ -238,9 +196,10 @@ def train(
     except (TypeError, ValueError) as exc:
         fail(f"invalid hyperparameters for {cls.name}: {exc}")
 
+    check_writable(out)  # before a long fit, not after it
     out_console = err_console if json_out else console
     data = load_dataset(dataset)
-    chosen = resolve_split(data, split, seed=seed, source=dataset)
+    chosen = single_split(data, split, seed=seed, data_home=folds_home(dataset))
     train_part = data if chosen is None else chosen.train
     split_name = "none" if chosen is None else chosen.name
     cold = chosen.cold_start() if chosen is not None else None
@@ -269,7 +228,7 @@ def train(
 
     test = None
     if chosen is not None and len(chosen.test):
-        test = test_scores(estimator, chosen.test)
+        test = summarize_test(estimator, chosen.test)
     estimator.fit_info_.update({
         "source": _source_ref(dataset),
         "split": split_name,
@@ -359,7 +318,8 @@ def recommend(
                                                      "(default: the one the model was trained on).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Top-k items for a user with predicted ratings; a new user gets the bias-ranked popular list."""
+    """Top-k items for a user, ranked by the model's score (with predicted ratings for rating
+    models); a new user gets the model's cold-start (popular) list."""
     model = load_model(model_dir)
     u_idx = int(model.user_map_.to_index(np.asarray([user]), missing="-1")[0])
     known = u_idx >= 0
@@ -373,8 +333,10 @@ def recommend(
     if known:
         seen = model.seen_
         seen_set = set(model.item_map_.to_raw(seen.indices[seen.indptr[u_idx]:seen.indptr[u_idx + 1]]).tolist())
-    rows = [{**meta, "score": float(s), "seen": meta["item_id"] in seen_set}
-            for meta, s in zip(_item_meta(model, recs.ids), recs.scores, strict=True)]
+    ratings = recs.ratings if recs.ratings is not None else [None] * len(recs)
+    rows = [{**meta, "score": float(s), "predicted_rating": None if r is None else float(r),
+             "seen": meta["item_id"] in seen_set}
+            for meta, s, r in zip(_item_meta(model, recs.ids), recs.scores, ratings, strict=True)]
     n_train = len(seen_set)
     if json_out:
         _echo_json({
@@ -400,8 +362,9 @@ def recommend(
         elif note:
             console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     else:
+        how = "item bias (mu + b_i)" if model.predicts_ratings else "popularity"
         console.print(f"user {user!r} is not in the model (a new user): showing the most popular items by "
-                      f"item bias (mu + b_i), not personalised recommendations", highlight=False, soft_wrap=True, markup=False)
+                      f"{how}, not personalised recommendations", highlight=False, soft_wrap=True, markup=False)
     table = Table(title=escape(("recommended" if known else "popular (new-user fallback)") + f" for user {user_raw}"),
                   title_justify="left")
     table.add_column("#", justify="right")
@@ -409,13 +372,17 @@ def recommend(
     titled = _has_titles(model)
     if titled:
         table.add_column("title")
-    table.add_column("predicted" if model.predicts_ratings else "score", justify="right")
+    table.add_column("score", justify="right")
+    if model.predicts_ratings:
+        table.add_column("predicted rating", justify="right")
     if include_seen:
         table.add_column("rated", justify="center")
     for rank, row in enumerate(rows, 1):
         cells = [str(rank), escape(str(row["item_id"]))]
         cells += [escape(_title(row))] if titled else []
-        cells.append(f"{row['score']:.2f}")
+        cells.append(f"{row['score']:.3f}")
+        if model.predicts_ratings:
+            cells.append(f"{row['predicted_rating']:.2f}")
         cells += (["yes" if row["seen"] else ""] if include_seen else [])
         table.add_row(*cells)
     console.print(table)
@@ -485,11 +452,7 @@ def similar(
     counts = _item_counts(model)
     n_items = len(model.item_map_)
     want = k if min_ratings == 0 else n_items - 1
-    try:
-        recs = model.similar_items(raw, want)
-    except NotImplementedError:
-        raise CfrecError(f"{type(model).__name__} has no item vectors to compare; use a factor model "
-                         f"(mf, als, svdpp)") from None
+    recs = model.similar_items(raw, want)
     ids, sims = recs.ids, recs.scores
     if min_ratings:
         keep = counts[model.item_map_.to_index(ids)] >= min_ratings

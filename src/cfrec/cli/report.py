@@ -73,7 +73,7 @@ def report(
     """Write a self-contained HTML report: data, split, metrics, plots, recommendations, similar items."""
     import pandas as pd
 
-    from cfrec.viz.report import build_report
+    from cfrec.app.report import build_report
 
     start = time.perf_counter()
     model = _load_model(model_dir)
@@ -106,8 +106,8 @@ def report(
 @app.command()
 def quickstart(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("cfrec-quickstart"),
-    model: Annotated[str | None, typer.Option(help="Model to train (default: the best available: "
-                                                   "mf, else als, else baseline).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model to train (default: mf, the lab's BiasedMF "
+                                                   "family).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (or ALS iterations) override.")] = None,
     split: Annotated[str, typer.Option(help="Split spec (default: each user's latest 20% held out).")]
     = "user-temporal:0.2",
@@ -120,10 +120,10 @@ def quickstart(
 ) -> None:
     """The whole pipeline on ML-100K in under two minutes: statistics, training, evaluation,
     recommendations, similar items and an HTML report."""
-    from cfrec.viz.quickstart import run_quickstart
+    from cfrec.app.quickstart import run_quickstart
 
     # The progress lines below already say when synthetic data stands in; skip the log copy.
-    logging.getLogger("cfrec.viz.quickstart").setLevel(logging.ERROR)
+    logging.getLogger("cfrec.app.quickstart").setLevel(logging.ERROR)
     start = time.perf_counter()
 
     def progress(message: str) -> None:
@@ -165,7 +165,7 @@ def export(
     format: Annotated[str, typer.Option("--format", "-f", help="Table format: parquet or csv.")] = "parquet",
 ) -> None:
     """Write item and user embeddings with raw ids and titles (tables plus .npy matrices)."""
-    from cfrec.viz.export import export_embeddings
+    from cfrec.models.export import export_embeddings
 
     fmt = format.lower()
     if fmt not in ("parquet", "csv"):

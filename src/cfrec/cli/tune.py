@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cfrec.cli._app import app, console, err_console, fail
-from cfrec.cli.models import _MODEL_CHOICES, _echo_json, _fmt_fallback, build_params, resolve_split
+from cfrec.cli.models import _MODEL_CHOICES, _echo_json, _fmt_fallback, build_params
 from cfrec.errors import CfrecError
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ def tune(
 ) -> None:
     """Search hyperparameters by validation RMSE, then refit the best and score the test part once."""
     from cfrec.data import load_dataset
+    from cfrec.data.split import folds_home, single_split
     from cfrec.evaluation.tuning import PRESETS, parse_space, preset_space
     from cfrec.evaluation.tuning import tune as run_tune
     from cfrec.models.registry import model_class
@@ -90,7 +91,7 @@ def tune(
 
     progress = err_console if json_out else console
     data = load_dataset(dataset)
-    chosen = resolve_split(data, split, seed=seed, source=dataset)
+    chosen = single_split(data, split, seed=seed, data_home=folds_home(dataset))
     target = data if chosen is None else chosen
     progress.print(
         f"tuning {cls.name} ({cls.__name__}) on {data.name}, split {'none' if chosen is None else chosen.name}: "

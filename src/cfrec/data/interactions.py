@@ -186,8 +186,8 @@ class Interactions:
             return a if a.flags.writeable else a.copy()
 
         return {
-            "users": torch.as_tensor(self.users, dtype=torch.int64, device=device),
-            "items": torch.as_tensor(self.items, dtype=torch.int64, device=device),
+            "users": torch.as_tensor(own(self.users), dtype=torch.int64, device=device),
+            "items": torch.as_tensor(own(self.items), dtype=torch.int64, device=device),
             "ratings": torch.as_tensor(own(self.ratings), dtype=torch.float32, device=device),
             "timestamps": torch.as_tensor(own(self.timestamps), dtype=torch.int64, device=device),
         }

@@ -504,3 +504,148 @@ def make_splits(
             raise _spec_error(raw, f"k must be at least 2, got {k}")
         return kfold_splits(data, k, seed=seed)
     raise _spec_error(raw)
+
+
+# ---------------------------------------------------------------------------------- validation
+def carve_validation(
+    train: Interactions, fraction: float, seed: int | None
+) -> tuple[Interactions, Interactions | None]:
+    """Hold out a random ``fraction`` of the training rows for validation (never the test part).
+
+    Only rows whose user and item keep at least one other training rating are eligible, so the
+    validation part measures rating prediction rather than cold start.
+    """
+    if fraction <= 0 or len(train) < 20:
+        return train, None
+    rng = np.random.default_rng(seed)
+    n_valid = int(round(fraction * len(train)))
+    order = rng.permutation(len(train))
+    u_left = train.user_counts().copy()
+    i_left = train.item_counts().copy()
+    chosen = np.zeros(len(train), dtype=bool)
+    users, items = train.users, train.items
+    # Vectorised greedy pass: take candidates in random order while both ends keep >= 1 rating.
+    cand = order[: min(len(order), n_valid * 2)]
+    for _ in range(3):
+        cu, ci = users[cand], items[cand]
+        # rank of each candidate among earlier candidates of the same user / item
+        ru = _occurrence_rank(cu)
+        ri = _occurrence_rank(ci)
+        ok = (ru < u_left[cu] - 1) & (ri < i_left[ci] - 1) & ~chosen[cand]
+        take = cand[ok][: n_valid - int(chosen.sum())]
+        chosen[take] = True
+        np.subtract.at(u_left, users[take], 1)
+        np.subtract.at(i_left, items[take], 1)
+        if chosen.sum() >= n_valid:
+            break
+        cand = order[~chosen[order]][: n_valid * 2]
+    if not chosen.any():
+        return train, None
+    return train.subset(~chosen), train.subset(chosen)
+
+
+def _occurrence_rank(keys: np.ndarray) -> np.ndarray:
+    """For each position, how many earlier positions hold the same key."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[order] = np.arange(len(keys)) - run_start
+    return rank
+
+
+# ---------------------------------------------------------------------------------- recovering splits
+#: Specs tried, in order, when looking for the split a model was trained on.
+SEARCH_SPECS = ("temporal", "user-temporal", "random:0.2", "u1", "u2", "u3", "u4", "u5", "ua", "ub",
+                "kfold:5")
+
+
+def split_spec(name: str) -> str | None:
+    """The spec that makes a split of this name (``temporal-0.2`` -> ``temporal:0.2``,
+    ``user-temporal-n5`` -> ``user-temporal:n=5``, ``kfold5-3`` -> ``kfold:5``, ``u1`` -> ``u1``);
+    ``None`` for a name no spec produces."""
+    s = name.strip().lower()
+    if re.fullmatch(r"u[1-5]|ua|ub", s):
+        return s
+    if m := re.fullmatch(r"user-temporal-n(\d+)", s):
+        return f"user-temporal:n={m.group(1)}"
+    if m := re.fullmatch(r"(temporal|user-temporal|random)-([0-9.e-]+)", s):
+        return f"{m.group(1)}:{m.group(2)}"
+    if m := re.fullmatch(r"kfold(\d+)-\d+", s):
+        return f"kfold:{m.group(1)}"
+    return None
+
+
+def folds_home(source: str | os.PathLike[str] | None) -> Path | None:
+    """The data home of an extracted ML-100K folder given as a path (its parent), else None:
+    where :func:`predefined_split` finds ``u1.base`` ... for data loaded from that folder."""
+    if not source:
+        return None
+    path = Path(source)
+    if path.is_dir() and (path / "u1.base").is_file():
+        return path.resolve().parent
+    return None
+
+
+def single_split(data: Interactions, spec: str, *, seed: int | None = 0,
+                 data_home: str | Path | None = None) -> Split | None:
+    """One train/test split for commands that train one model.
+
+    ``auto`` is ML-100K's official ``u1`` fold for ML-100K and a seeded random 80/20 split
+    otherwise; ``none`` returns None (train on everything). Specs yielding several folds are
+    refused with a message saying what to do instead.
+    """
+    text = spec.strip()
+    if text.lower() == "none":
+        return None
+    if text.lower() == "auto":
+        text = "u1" if data.name == "ml-100k" else "random:0.2"
+    splits = make_splits(data, text, seed=0 if seed is None else seed, data_home=data_home)
+    if len(splits) != 1:
+        raise CfrecError(f"split {text!r} yields {len(splits)} folds but this command uses one train/test "
+                         f"split; pick one fold (e.g. u1) or a single split (random:0.2, temporal:0.2), "
+                         f"or cross-validate with 'cfrec benchmark'")
+    return splits[0]
+
+
+def find_training_split(
+    data: Interactions,
+    fingerprint: str | None,
+    *,
+    spec: str | None = None,
+    recorded: str | None = None,
+    seed: int | None = 0,
+    data_home: str | Path | None = None,
+) -> tuple[Split, bool]:
+    """The split whose train part a model was fitted on, and whether that is verified.
+
+    With ``spec``: the fold of ``make_splits(data, spec)`` whose train part has ``fingerprint``
+    (else its first fold, unverified). Without: the recorded split name (``fit_info_["split"]``),
+    then :data:`SEARCH_SPECS`, until a train part matches. Returns ``(split, True)`` on a match
+    and ``(first split made, False)`` otherwise.
+    """
+    if spec is not None:
+        candidates = [spec]
+    else:
+        parsed = split_spec(recorded) if recorded and recorded.lower() != "none" else None
+        ml100k = data.name.lower().startswith("ml-100k")
+        candidates = [c for c in (parsed, *SEARCH_SPECS)
+                      if c and (ml100k or c == parsed or c not in PREDEFINED)]
+    first: Split | None = None
+    for cand in dict.fromkeys(candidates):
+        try:
+            splits = make_splits(data, cand, seed=seed, data_home=data_home)
+        except CfrecError:
+            if spec is not None:
+                raise
+            continue  # e.g. u1 on a dataset that is not ML-100K
+        first = first or splits[0]
+        if fingerprint is None:
+            break
+        for part in splits:
+            if part.train.fingerprint() == fingerprint:
+                return part, True
+    if first is None:
+        raise CfrecError(f"could not make any split of {data.name!r} (tried {', '.join(candidates)})")
+    return first, False

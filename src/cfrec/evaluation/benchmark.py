@@ -23,20 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cfrec._io import to_jsonable, write_json_atomic  # noqa: F401  (write_json_atomic re-exported)
+from cfrec._io import to_jsonable
 from cfrec._version import __version__
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
 from cfrec.errors import CfrecError
 from cfrec.evaluation.protocols import (
-    FoldResult,
     ModelLike,
-    _fmt,
     cross_validate,
-    evaluate_detailed,
+    fit_and_score,
+    format_value,
     resolve_model,
 )
 from cfrec.models.base import Recommender
+from cfrec.models.registry import resolve_name, split_model_list
 
 logger = logging.getLogger(__name__)
 
@@ -135,9 +135,9 @@ class BenchmarkResult:
                     continue
                 m = r.mean.get(key, math.nan)
                 s = r.std.get(key, math.nan)
-                cell = _fmt(m, key)
+                cell = format_value(m, key)
                 if r.n_folds > 1 and s is not None and math.isfinite(s) and cell != "n/a":
-                    cell += f" ± {_fmt(s, key)}"
+                    cell += f" ± {format_value(s, key)}"
                 cells.append(cell)
             body.append(cells)
         return header, body
@@ -160,38 +160,21 @@ class BenchmarkResult:
         return "\n".join(lines)
 
 
-def _is_personalised(model: Recommender) -> bool:
-    """Whether the model's rankings differ between users beyond excluding seen items."""
-    from cfrec.models.popularity import PopularityRecommender
-
-    if isinstance(model, PopularityRecommender):
-        return False
-    try:
-        return model.item_embeddings().shape[1] > 0
-    except NotImplementedError:
-        return True
-
-
 def _parse_models(models: Sequence[ModelLike] | str) -> list[ModelLike]:
     if isinstance(models, str):
-        models = [m.strip() for m in _split_top_level(models) if m.strip()]
+        models = split_model_list(models)
     if not models:
         raise CfrecError("no model to benchmark; pass e.g. --models baseline,mf")
     return list(models)
 
 
-def _split_top_level(text: str) -> list[str]:
-    """Split ``"baseline,mf:n_factors=64,epochs=20,als"`` on commas that start a new model.
-
-    A comma followed by ``key=value`` continues the previous model's hyperparameters.
-    """
-    out: list[str] = []
-    for part in text.split(","):
-        if out and ":" in out[-1] and "=" in part and ":" not in part:
-            out[-1] += "," + part
-        else:
-            out.append(part)
-    return out
+def _is_popularity(model: ModelLike) -> bool:
+    if not isinstance(model, str):
+        return False
+    try:
+        return resolve_name(model.split(":")[0])[0].name == POPULARITY
+    except CfrecError:
+        return False
 
 
 def run_benchmark(
@@ -230,8 +213,7 @@ def run_benchmark(
     if isinstance(data, str):
         data = load_dataset(data, data_home=data_home)
     specs = _parse_models(models)
-    if popularity and not any(isinstance(m, str) and m.split(":")[0].strip().lower() in
-                              ("pop", "popularity", "most-popular") for m in specs):
+    if popularity and not any(_is_popularity(m) for m in specs):
         specs = [POPULARITY, *specs]
     factories = [(_seeded(*resolve_model(m), seed)) for m in specs]
     online = protocol.strip().lower() == "online"
@@ -273,7 +255,7 @@ def _offline_row(factory: Callable[[], Recommender], name: str, splits: list[Spl
     rating: list[bool] = []
 
     def inspect(model: Recommender, _split: Split) -> None:
-        personal.append(_is_personalised(model))
+        personal.append(model.personalised)
         rating.append(model.predicts_ratings)
 
     res = cross_validate(factory, splits, k=k, relevance=relevance, metrics=metrics, protocol=protocol,
@@ -287,18 +269,13 @@ def _online_row(factory: Callable[[], Recommender], name: str, split: Split, met
                 k: int, relevance: float | None) -> BenchmarkRow:
     from cfrec.evaluation.online import online_evaluate
 
-    est = factory()
-    t0 = time.perf_counter()
-    est.fit(split.train)
-    fit_s = time.perf_counter() - t0
-    ev = evaluate_detailed(est, split.test, k=k, relevance=relevance, metrics=metrics)
-    fold = FoldResult(split.name, ev.metrics, fit_s, ev.predict_seconds, ev.rank_seconds,
-                      split.cold_start().to_dict(), ev.breakdown)
-    mean = dict(ev.metrics)
+    est, fold = fit_and_score(factory, split, k=k, relevance=relevance, metrics=metrics)
+    fit_s = fold.fit_seconds
+    mean = dict(fold.metrics)
     if not est.predicts_ratings:
         # Ranking-only models (popularity, implicit NeuMF): no rating replay, ranking metrics only.
-        mean.update({"fit_seconds": fit_s, "predict_seconds": math.nan, "rank_seconds": ev.rank_seconds})
-        return BenchmarkRow(name, _is_personalised(est), mean, {key: math.nan for key in mean}, 1,
+        mean.update({"fit_seconds": fit_s, "predict_seconds": math.nan, "rank_seconds": fold.rank_seconds})
+        return BenchmarkRow(name, est.personalised, mean, {key: math.nan for key in mean}, 1,
                             to_jsonable(est.get_params()), {"offline": fold.to_dict()},
                             predicts_ratings=False)
     from cfrec.evaluation.online import supports_fast
@@ -314,7 +291,7 @@ def _online_row(factory: Callable[[], Recommender], name: str, split: Split, met
         "offline_rmse_known_users": on.group("known users").offline_rmse,
         "offline_rmse_new_users": on.group("new users").offline_rmse,
         "fit_seconds": fit_s, "predict_seconds": on.replay_seconds,
-        "offline_predict_seconds": ev.predict_seconds, "rank_seconds": ev.rank_seconds,
+        "offline_predict_seconds": fold.predict_seconds, "rank_seconds": fold.rank_seconds,
     })
-    return BenchmarkRow(name, _is_personalised(est), mean, {key: math.nan for key in mean}, 1,
+    return BenchmarkRow(name, est.personalised, mean, {key: math.nan for key in mean}, 1,
                         to_jsonable(est.get_params()), {"online": on.to_dict(), "offline": fold.to_dict()})

@@ -23,14 +23,13 @@ Implementation
 --------------
 A user's predictions depend only on that user's own earlier ratings, so users are independent
 and the global replay decomposes into per-user sequences. For linear factor models (the base
-class's fold-in, which includes every :class:`~cfrec.models.base.FactorRecommender`) the
+declared by :meth:`~cfrec.models.base.Recommender.fold_in_ridge`: every
+:class:`~cfrec.models.base.FactorRecommender` but SVD++) the
 ``"fast"`` method keeps, for all users at once, the inverse of the ridge Gram matrix and the
 right-hand side, and applies a Sherman-Morrison rank-one update per revealed rating: step ``j``
 predicts and then reveals every user's ``j``-th test rating, vectorised across users, in
-``O(n_test * d^2)`` total. Models whose own ``fold_in`` is a ridge with a penalty that depends on
-the number of rated items (ALS's weighted lambda) get the same vectorised path by declaring that
-penalty as ``_fold_in_diagonal(n_items, reg=None)``; the Gram matrices are then re-solved per
-step. The ``"replay"`` method literally replays the events one at a time through the public
+``O(n_test * d^2)`` total. When the ridge penalty depends on the number of rated items (ALS's
+weighted lambda) the Gram matrices are re-solved per step instead. The ``"replay"`` method literally replays the events one at a time through the public
 ``fold_in``/``predict`` API (the reference, and the path for any other model).
 """
 
@@ -50,7 +49,7 @@ import pandas as pd
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
 from cfrec.errors import CfrecError
-from cfrec.evaluation.protocols import ModelLike, _fmt, _num, resolve_model
+from cfrec.evaluation.protocols import ModelLike, format_value, plain_number, resolve_model
 from cfrec.metrics.rating import mae, rmse
 from cfrec.models.base import KNOWN, UNKNOWN_ITEM, UNKNOWN_USER, Recommender
 
@@ -85,7 +84,7 @@ class OnlineGroup:
     offline_mae: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _num(v) for k, v in self.__dict__.items()}
+        return {k: plain_number(v) for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -132,10 +131,10 @@ class OnlineResult:
             "method": self.method,
             "fold_in_reg": self.reg,
             "n_test": self.n_test,
-            "rmse": _num(self.rmse),
-            "mae": _num(self.mae),
-            "offline_rmse": _num(self.offline_rmse),
-            "offline_mae": _num(self.offline_mae),
+            "rmse": plain_number(self.rmse),
+            "mae": plain_number(self.mae),
+            "offline_rmse": plain_number(self.offline_rmse),
+            "offline_mae": plain_number(self.offline_mae),
             "fit_seconds": self.fit_seconds,
             "replay_seconds": self.replay_seconds,
             "groups": [g.to_dict() for g in self.groups],
@@ -144,15 +143,15 @@ class OnlineResult:
     def to_markdown(self) -> str:
         lines = [
             f"**{self.model}** on {self.dataset}, online (prequential) replay of {self.n_test} test "
-            f"ratings, fold-in reg {_reg_text(self.reg)}: RMSE {_fmt(self.rmse)} online vs "
-            f"{_fmt(self.offline_rmse)} offline",
+            f"ratings, fold-in reg {_reg_text(self.reg)}: RMSE {format_value(self.rmse)} online vs "
+            f"{format_value(self.offline_rmse)} offline",
             "",
             "| test ratings | n | share | RMSE online | RMSE offline | MAE online | MAE offline |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for g in self.groups:
-            lines.append(f"| {g.group} | {g.n} | {g.share:.1%} | {_fmt(g.online_rmse)} | "
-                         f"{_fmt(g.offline_rmse)} | {_fmt(g.online_mae)} | {_fmt(g.offline_mae)} |")
+            lines.append(f"| {g.group} | {g.n} | {g.share:.1%} | {format_value(g.online_rmse)} | "
+                         f"{format_value(g.offline_rmse)} | {format_value(g.online_mae)} | {format_value(g.offline_mae)} |")
         return "\n".join(lines)
 
 
@@ -168,26 +167,19 @@ def replay_order(test: Interactions) -> np.ndarray:
 
 
 def supports_fast(model: Recommender) -> bool:
-    """Whether the fast path reproduces ``model``'s fold-in exactly.
-
-    True for the base class's ridge fold-in, and for models that override ``fold_in`` with a
-    ridge on ``[b_u, p_u]`` whose diagonal depends only on the number of rated known items and
-    that declare it by defining ``_fold_in_diagonal(n_items, reg=None) -> (len(n_items), 1 + k)``
-    (for example ALS's weighted-lambda penalty). Scoring of folded users must be the base class's.
-    """
-    cls = type(model)
-    linear_score = (cls._score_folded is Recommender._score_folded
-                    and cls._predict_folded is Recommender._predict_folded
-                    and cls._fold_in_offset is Recommender._fold_in_offset)
-    return linear_score and (cls.fold_in is Recommender.fold_in or hasattr(cls, "_fold_in_diagonal"))
+    """Whether the fast path reproduces ``model``'s fold-in exactly: its fold-in is a plain ridge
+    on ``[b_u, p_u]`` against the fixed item side (see ``Recommender.fold_in_ridge``)."""
+    ridge = model.fold_in_ridge()
+    return ridge is not None and not ridge.item_set_offset
 
 
 def _diagonal_fn(model: Recommender, reg: float | None) -> DiagonalFn | None:
-    """The model's count-dependent fold-in ridge diagonal, or None for the base constant ridge."""
-    if type(model).fold_in is Recommender.fold_in:
+    """The model's count-dependent fold-in ridge diagonal, or None for a constant ridge."""
+    ridge = model.fold_in_ridge(reg)
+    if ridge is None or ridge.constant:
         return None
-    hook = model._fold_in_diagonal  # type: ignore[attr-defined]
-    return lambda n: np.asarray(hook(np.asarray(n), reg=reg), dtype=np.float64)
+    k = np.asarray(model.item_embeddings()).shape[1]
+    return lambda n: ridge.diagonal(np.asarray(n), k)
 
 
 def online_predictions(
@@ -227,14 +219,15 @@ def online_predictions(
         raise CfrecError(f"unknown online method {method!r}; choose auto, fast or replay")
     fast_ok = supports_fast(model)
     if method == "fast" and not fast_ok:
-        raise CfrecError(f"{type(model).__name__} overrides fold_in without declaring its ridge "
-                         f"(_fold_in_diagonal); use method='replay'")
+        raise CfrecError(f"{type(model).__name__}'s fold-in is not a ridge on [b_u, p_u] "
+                         f"(fold_in_ridge() is None); use method='replay'")
     use_fast = fast_ok if method == "auto" else method == "fast"
     if reg is not None and not float(reg) > 0:
         raise CfrecError(f"fold-in regularisation must be positive, got {reg}")
-    # The fast path implements the base class's ridge, whose strength is the model's _fold_in_reg();
-    # the replay path passes ``reg`` through, so a model with its own fold_in keeps its own default.
-    lam = float(model._fold_in_reg() if reg is None else reg)
+    # The fast path solves the ridge the model declares; the replay path passes ``reg`` through to
+    # fold_in, so a model keeps its own default either way.
+    ridge = model.fold_in_ridge(reg)
+    lam = ridge.const if ridge is not None else math.nan
     order = replay_order(test)
     # Dense id of each test row's user, and that user's training ratings.
     row_users, g_of_row = np.unique(test.users, return_inverse=True)
@@ -253,8 +246,8 @@ def online_predictions(
                       _diagonal_fn(model, reg), trace)
     else:
         preds = _replay(model, test, train, order, g_of_row, raw_users, g_train, keep, reg, trace)
-    base_ridge = type(model).fold_in is Recommender.fold_in
-    reg_used = float(reg) if reg is not None else (lam if base_ridge else None)
+    constant = ridge is not None and ridge.constant
+    reg_used = float(reg) if reg is not None else (lam if constant else None)
     return OnlinePredictions(preds, order, pos, pos + n_train_of_g[g_of_row],
                              "fast" if use_fast else "replay", reg_used)
 
@@ -392,12 +385,15 @@ def _replay(model: Recommender, test: Interactions, train: Interactions, order: 
     n_groups = len(raw_users)
     hist_items: list[list[Any]] = [[] for _ in range(n_groups)]
     hist_ratings: list[list[float]] = [[] for _ in range(n_groups)]
+    # Items the model does not know never inform a user (fold_in would ignore them anyway).
     tr_raw_items = train.raw_items()
-    for row in np.flatnonzero(keep):
+    tr_known = model.item_map_.to_index(tr_raw_items, missing="-1") >= 0
+    for row in np.flatnonzero(keep & tr_known):
         g = g_train[row]
         hist_items[g].append(tr_raw_items[row])
         hist_ratings[g].append(float(train.ratings[row]))
     t_raw_items = test.raw_items()
+    t_known = model.item_map_.to_index(t_raw_items, missing="-1") >= 0
     preds = np.empty(len(test), dtype=np.float32)
     for row in order:
         g = g_of_row[row]
@@ -409,8 +405,9 @@ def _replay(model: Recommender, test: Interactions, train: Interactions, order: 
             preds[row] = model.predict([raw_users[g]], [item])[0]
         if trace is not None:
             trace.append(("predict", np.array([row])))
-        hist_items[g].append(item)
-        hist_ratings[g].append(float(test.ratings[row]))
+        if t_known[row]:
+            hist_items[g].append(item)
+            hist_ratings[g].append(float(test.ratings[row]))
         if trace is not None:
             trace.append(("reveal", np.array([row])))
     return preds

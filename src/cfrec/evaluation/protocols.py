@@ -19,7 +19,6 @@ plus the mean and the sample standard deviation (``ddof=1``) across folds.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -44,6 +43,7 @@ from cfrec.models.base import (
     Prediction,
     Recommender,
 )
+from cfrec.ranking import rank
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class GroupError:
 
     def to_dict(self) -> dict[str, Any]:
         return {"group": self.group, "n": self.n, "share": self.share,
-                "rmse": _num(self.rmse), "mae": _num(self.mae)}
+                "rmse": plain_number(self.rmse), "mae": plain_number(self.mae)}
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class ErrorBreakdown:
     def to_markdown(self) -> str:
         lines = ["| test ratings | n | share | RMSE | MAE |", "|---|---:|---:|---:|---:|"]
         for g in self.groups:
-            lines.append(f"| {g.group} | {g.n} | {g.share:.1%} | {_fmt(g.rmse)} | {_fmt(g.mae)} |")
+            lines.append(f"| {g.group} | {g.n} | {g.share:.1%} | {format_value(g.rmse)} | {format_value(g.mae)} |")
         return "\n".join(lines)
 
 
@@ -265,7 +265,7 @@ def _ranking(model: Recommender, test: Interactions, names: list[str],
     n_relevant = np.bincount(p_rows, minlength=len(row_users))
     i_model = model.item_map_.to_index(test.item_map.to_raw(p_items_test), missing="-1").astype(np.int64)
     rankable = i_model >= 0
-    top, _ = model.top_k(u_model, max(ks), exclude_seen=True)
+    top, _ = rank(model.score_rows, u_model, len(model.item_map_), max(ks), exclude=model.seen_)
     res = ranking_metrics(top, p_rows[rankable], i_model[rankable], n_relevant,
                           n_items=len(model.item_map_), ks=ks, names=families)
     out = {n: res[n] for n in names}
@@ -291,31 +291,20 @@ def _check_train(model: Recommender, train: Interactions) -> None:
 def resolve_model(model: ModelLike) -> tuple[Callable[[], Recommender], str]:
     """A factory making fresh unfitted models, and a display name.
 
-    Strings: a registry name, ``"pop"``/``"popularity"`` (:class:`PopularityRecommender`),
-    ``"mf-lab"`` (the course lab's recipe, ``BiasedMF.lab()``), optionally with
-    hyperparameters ``"name:key=value,key=value"`` (values parsed as JSON when they can be).
+    Strings are registry specs (:func:`cfrec.models.registry.parse_model_spec`): a name or alias
+    (``"pop"``, ``"mf-lab"`` for the course lab's recipe), optionally with typed hyperparameters
+    ``"name:key=value,key=value"``.
     """
     if isinstance(model, Recommender):
         proto = model
-        return (lambda: type(proto)(**proto.get_params())), type(proto).name or type(proto).__name__
+        return proto.clone, type(proto).name or type(proto).__name__
     if isinstance(model, str):
-        name, _, arg_text = model.partition(":")
-        name = name.strip().lower()
-        params = _parse_params(arg_text, model)
+        from cfrec.models.registry import parse_model_spec
+
+        spec, preset, params = parse_model_spec(model)
 
         def make() -> Recommender:
-            if name in ("pop", "popularity", "most-popular"):
-                from cfrec.models.popularity import PopularityRecommender
-
-                return PopularityRecommender(**params)
-            if name in ("mf-lab", "lab"):
-                from cfrec.models.mf import BiasedMF  # the registry's "mf"
-
-                m = BiasedMF.lab()
-                return m.set_params(**params) if params else m
-            from cfrec.models.registry import make_model
-
-            return make_model(name, **params)
+            return spec.make(preset, **params)
 
         try:
             make()
@@ -331,19 +320,46 @@ def resolve_model(model: ModelLike) -> tuple[Callable[[], Recommender], str]:
     raise CfrecError(f"cannot evaluate {model!r}: expected a model name, a Recommender or a factory")
 
 
-def _parse_params(text: str, spec: str) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip():
-            raise CfrecError(f"model {spec!r}: expected key=value, got {part!r}")
-        try:
-            params[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key.strip()] = value.strip()
-    return params
+def summarize_test(model: Recommender, test: Interactions, *, k: int = 10) -> dict[str, Any]:
+    """What ``cfrec train`` and tuning report about a test part, from :func:`evaluate_detailed`.
+
+    ``rmse``, ``mae``, ``n``, the fallback counts and their share; ranking-only models (whose
+    RMSE means nothing) get ``rmse``/``mae`` None and ``ndcg@k``/``recall@k`` over the full item
+    ranking instead.
+    """
+    rating = model.predicts_ratings
+    names = ["rmse", "mae"] if rating else ["rmse", "mae", f"ndcg@{k}", f"recall@{k}"]
+    metrics = evaluate_detailed(model, test, k=k, metrics=names).metrics
+    counts = {key: int(metrics[key]) for key in ("personalised", "unknown_user", "unknown_item",
+                                                  "unknown_both")}
+    out: dict[str, Any] = {
+        "rmse": float(metrics["rmse"]) if rating else None,
+        "mae": float(metrics["mae"]) if rating else None,
+        "n": int(len(test)),
+        "fallback": counts,
+        "fallback_share": float(1 - counts["personalised"] / len(test)) if len(test) else 0.0,
+    }
+    if not rating:
+        out.update({key: float(metrics[key]) for key in (f"ndcg@{k}", f"recall@{k}")})
+    return out
+
+
+def fit_and_score(
+    factory: Callable[[], Recommender],
+    split: Split,
+    *,
+    k: int = 10,
+    relevance: float | None = 4.0,
+    metrics: Sequence[str] | str | None = None,
+) -> tuple[Recommender, FoldResult]:
+    """Fit a fresh model on ``split.train`` and score it on ``split.test`` (timed)."""
+    est = factory()
+    t0 = time.perf_counter()
+    est.fit(split.train)
+    fit_s = time.perf_counter() - t0
+    ev = evaluate_detailed(est, split.test, k=k, relevance=relevance, metrics=metrics)
+    return est, FoldResult(split.name, ev.metrics, fit_s, ev.predict_seconds, ev.rank_seconds,
+                           split.cold_start().to_dict(), ev.breakdown)
 
 
 # ---------------------------------------------------------------------- protocols
@@ -362,7 +378,7 @@ class FoldResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "split": self.split,
-            "metrics": {k: _num(v) for k, v in self.metrics.items()},
+            "metrics": {k: plain_number(v) for k, v in self.metrics.items()},
             "fit_seconds": self.fit_seconds,
             "predict_seconds": self.predict_seconds,
             "rank_seconds": self.rank_seconds,
@@ -423,8 +439,8 @@ class ProtocolResult:
             "dataset": self.dataset,
             "protocol": self.protocol,
             "params": self.params,
-            "mean": {k: _num(v) for k, v in self.mean().items()},
-            "std": {k: _num(v) for k, v in self.std().items()},
+            "mean": {k: plain_number(v) for k, v in self.mean().items()},
+            "std": {k: plain_number(v) for k, v in self.std().items()},
             "folds": [f.to_dict() for f in self.folds],
             "breakdown": bd.to_dict() if bd is not None else None,
         }
@@ -441,8 +457,8 @@ class ProtocolResult:
         for key, values in table.items():
             if key in ("n_test",):
                 continue
-            row = f"| {key} | " + " | ".join(_fmt(v, key) for v in values)
-            row += f" | {_fmt(mean[key], key)} | {_fmt(std[key], key)} |" if several else " |"
+            row = f"| {key} | " + " | ".join(format_value(v, key) for v in values)
+            row += f" | {format_value(mean[key], key)} | {format_value(std[key], key)} |" if several else " |"
             lines.append(row)
         bd = self.breakdown()
         if bd is not None and bd["all"].n != bd["known user & item"].n:
@@ -451,7 +467,8 @@ class ProtocolResult:
         return "\n".join(lines)
 
 
-def _fmt(v: float, key: str = "") -> str:
+def format_value(v: float, key: str = "") -> str:
+    """A metric or timing as the tables print it (``n/a`` for missing)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     if key in ("personalised", "unknown_user", "unknown_item", "unknown_both", "ranking_users",
@@ -462,7 +479,8 @@ def _fmt(v: float, key: str = "") -> str:
     return f"{v:.4f}"
 
 
-def _num(v: Any) -> Any:
+def plain_number(v: Any) -> Any:
+    """A value fit for strict JSON: numpy scalars unwrapped, NaN and inf as None."""
     if isinstance(v, float | np.floating) and not math.isfinite(float(v)):
         return None
     if isinstance(v, np.generic):
@@ -492,16 +510,10 @@ def cross_validate(
     folds: list[FoldResult] = []
     params: dict[str, Any] = {}
     for split in splits:
-        est = factory()
+        est, fold = fit_and_score(factory, split, k=k, relevance=relevance, metrics=metrics)
         params = est.get_params()
-        t0 = time.perf_counter()
-        est.fit(split.train)
-        fit_s = time.perf_counter() - t0
-        ev = evaluate_detailed(est, split.test, k=k, relevance=relevance, metrics=metrics)
-        fold = FoldResult(split.name, ev.metrics, fit_s, ev.predict_seconds, ev.rank_seconds,
-                          split.cold_start().to_dict(), ev.breakdown)
         logger.info("%s on %s: %s", display, split.name,
-                    ", ".join(f"{k}={v:.4f}" for k, v in ev.metrics.items() if isinstance(v, float)))
+                    ", ".join(f"{k}={v:.4f}" for k, v in fold.metrics.items() if isinstance(v, float)))
         folds.append(fold)
         if on_model is not None:
             on_model(est, split)

@@ -6,9 +6,9 @@ the training part minus a validation part and records train and validation RMSE,
 between them (over-fitting) is visible next to the score that picks the winner. The best
 parameters are then refitted on the whole training part and measured once on the test part.
 
-The helpers :func:`coerce_param`, :func:`parse_param_assignments` and :func:`parse_space` turn
-command-line text (``n_factors=64``, ``lr=1e-4:1e-1:log``) into typed hyperparameters using the
-model's ``__init__`` signature; the CLI commands ``train`` and ``tune`` share them.
+:func:`parse_space` turns command-line text (``n_factors=64,128``, ``lr=1e-4:1e-1:log``) into a
+search space, with values typed from the model's ``__init__`` signature by the registry's
+:func:`~cfrec.models.registry.coerce_param`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import json
 import logging
 import math
 import time
-import types
-import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,15 @@ from cfrec._io import to_jsonable, write_text_atomic
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
 from cfrec.errors import CfrecError
+from cfrec.models.registry import (
+    check_params,
+    coerce_param,
+    get_spec,
+    param_names,
+    param_spec,
+    preset_params,
+    split_assignment,
+)
 
 if TYPE_CHECKING:
     from cfrec.models.base import Recommender
@@ -46,10 +53,6 @@ HARDWARE_PARAMS = frozenset({"device"})
 
 #: Rows of the training part scored for the per-trial train RMSE (a seeded sample above this).
 TRAIN_RMSE_ROWS = 200_000
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-_NONE = {"none", "null"}
 
 
 # ---------------------------------------------------------------------- search space
@@ -111,190 +114,15 @@ def preset_space(preset: TunePreset | str) -> tuple[dict[str, Any], dict[str, li
 
     The base parameters come from the model preset (``BiasedMF.lab()``), minus the searched ones.
     """
-    from cfrec.models.registry import model_class
-
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise CfrecError(f"unknown tuning preset {preset!r}; choose one of {', '.join(PRESETS)}")
         preset = PRESETS[preset]
-    cls = model_class(preset.model)
     base: dict[str, Any] = {}
     if preset.model_preset:
-        maker = getattr(cls, preset.model_preset, None)
-        if not callable(maker):
-            raise CfrecError(f"{cls.__name__} has no {preset.model_preset!r} preset")
-        base = {k: v for k, v in maker().get_params().items() if k not in preset.space}
+        base = {k: v for k, v in preset_params(preset.model, preset.model_preset).items()
+                if k not in preset.space}
     return base, {k: list(v) for k, v in preset.space.items()}
-
-
-# ---------------------------------------------------------------------- typed parameters
-def _param_spec(model_cls: type[Recommender], name: str) -> tuple[tuple[Any, ...], bool, tuple[Any, ...] | None, Any]:
-    """(accepted types, None allowed, Literal choices or None, default) of one ``__init__`` parameter."""
-    import inspect
-
-    sig = inspect.signature(model_cls.__init__)
-    param = sig.parameters[name]
-    default = param.default if param.default is not inspect.Parameter.empty else None
-    try:
-        hint = typing.get_type_hints(model_cls.__init__).get(name)
-    except Exception:  # unresolvable annotation: fall back to the default's type
-        hint = None
-    types_: list[Any] = []
-    choices: tuple[Any, ...] | None = None
-    allow_none = default is None and param.default is not inspect.Parameter.empty
-
-    def visit(h: Any) -> None:
-        nonlocal allow_none, choices
-        origin = typing.get_origin(h)
-        if h is type(None):
-            allow_none = True
-        elif origin is typing.Union or isinstance(h, types.UnionType):
-            for arg in typing.get_args(h):
-                visit(arg)
-        elif origin is Literal:
-            choices = tuple(typing.get_args(h))
-            for c in choices:
-                if c is None:
-                    allow_none = True
-        elif h in (bool, int, float, str):
-            types_.append(h)
-        else:
-            types_.append(Any)
-
-    if hint is not None:
-        visit(hint)
-    elif default is not None and type(default) in (bool, int, float, str):
-        types_.append(type(default))
-    if not types_ and choices is None:
-        types_.append(Any)
-    return tuple(types_), allow_none, choices, default
-
-
-def model_param_names(model_cls: type[Recommender]) -> list[str]:
-    """Hyperparameter names of a model class (its ``__init__`` keywords)."""
-    return list(model_cls._param_names())
-
-
-def _check_name(model_cls: type[Recommender], name: str) -> None:
-    valid = model_param_names(model_cls)
-    if name not in valid:
-        raise CfrecError(f"{_label(model_cls)} has no hyperparameter {name!r}; valid: {', '.join(valid)}")
-
-
-def _label(model_cls: type[Recommender]) -> str:
-    short = getattr(model_cls, "name", "")
-    return f"{short} ({model_cls.__name__})" if short else model_cls.__name__
-
-
-def coerce_param(model_cls: type[Recommender], name: str, value: Any) -> Any:
-    """Convert ``value`` (often command-line text) to the type ``model_cls.__init__`` expects for ``name``.
-
-    Types come from the annotation (``int``, ``float | None``, ``Literal["adam", "sgd"]``) or
-    else from the default. Non-string values are checked and passed through (ints widen to
-    floats). Raises :class:`~cfrec.errors.CfrecError` naming the parameter and what was expected.
-    """
-    _check_name(model_cls, name)
-    accepted, allow_none, choices, _ = _param_spec(model_cls, name)
-    expected = _describe(accepted, allow_none, choices)
-
-    def bad() -> CfrecError:
-        return CfrecError(f"bad value {value!r} for hyperparameter {name!r} of {_label(model_cls)}: "
-                          f"expected {expected}")
-
-    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
-        if allow_none:
-            return None
-        raise bad()
-    if choices is not None:
-        for c in choices:
-            if c is not None and (value == c or str(c) == str(value).strip()):
-                return c
-        if not accepted:
-            raise bad()
-    if not isinstance(value, str):
-        if isinstance(value, bool):
-            if bool in accepted or Any in accepted:
-                return value
-            raise bad()
-        if isinstance(value, int | np.integer) and (int in accepted or Any in accepted):
-            return int(value)
-        if isinstance(value, int | float | np.integer | np.floating) and float in accepted:
-            return float(value)
-        if isinstance(value, float | np.floating) and int in accepted and float(value).is_integer():
-            return int(value)
-        if Any in accepted or (str in accepted and isinstance(value, str)):
-            return value
-        raise bad()
-    text = value.strip()
-    for t in accepted:
-        if t is bool:
-            low = text.lower()
-            if low in _TRUE:
-                return True
-            if low in _FALSE:
-                return False
-        elif t is int:
-            with contextlib.suppress(ValueError):
-                return int(text)
-            with contextlib.suppress(ValueError, OverflowError):
-                f = float(text)
-                if f.is_integer():
-                    return int(f)
-        elif t is float:
-            with contextlib.suppress(ValueError):
-                f = float(text)
-                if math.isfinite(f):
-                    return f
-        elif t is str:
-            return text
-        elif t is Any:
-            return _guess(text)
-    raise bad()
-
-
-def _guess(text: str) -> Any:
-    """Best-effort typing of text for an unannotated parameter: int, float, bool, else the string."""
-    with contextlib.suppress(ValueError):
-        return int(text)
-    with contextlib.suppress(ValueError):
-        return float(text)
-    low = text.lower()
-    if low in {"true", "false"}:
-        return low == "true"
-    return text
-
-
-def _describe(accepted: tuple[Any, ...], allow_none: bool, choices: tuple[Any, ...] | None) -> str:
-    parts = []
-    if choices is not None:
-        parts.append("one of " + ", ".join(repr(c) for c in choices if c is not None))
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "text", Any: "a value"}
-    parts += [names[t] for t in accepted]
-    if allow_none:
-        parts.append("none")
-    return " or ".join(dict.fromkeys(parts))
-
-
-def _split_assignment(text: str) -> tuple[str, str]:
-    name, sep, raw = text.partition("=")
-    name = name.strip()
-    if not sep or not name:
-        raise CfrecError(f"bad parameter {text!r}: expected NAME=VALUE (for example n_factors=64)")
-    return name, raw.strip()
-
-
-def parse_param_assignments(model_cls: type[Recommender], assignments: Sequence[str]) -> dict[str, Any]:
-    """Parse ``["n_factors=64", "lr=0.01"]`` into typed hyperparameters of ``model_cls``."""
-    out: dict[str, Any] = {}
-    for text in assignments:
-        name, raw = _split_assignment(text)
-        out[name] = coerce_param(model_cls, name, raw)
-    return out
-
-
-def check_params(model_cls: type[Recommender], params: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate names and coerce values of a hyperparameter dict (for example from JSON)."""
-    return {name: coerce_param(model_cls, name, value) for name, value in params.items()}
 
 
 def parse_space(model_cls: type[Recommender], specs: Sequence[str]) -> tuple[dict[str, SpaceValue], dict[str, Any]]:
@@ -304,11 +132,11 @@ def parse_space(model_cls: type[Recommender], specs: Sequence[str]) -> tuple[dic
     space: dict[str, SpaceValue] = {}
     fixed: dict[str, Any] = {}
     for text in specs:
-        name, raw = _split_assignment(text)
-        _check_name(model_cls, name)
+        name, raw = split_assignment(text)
+        _checked(model_cls, name)
         if name in space or name in fixed:
             raise CfrecError(f"hyperparameter {name!r} given twice")
-        accepted, _, choices, _ = _param_spec(model_cls, name)
+        accepted, _, choices, _ = param_spec(model_cls, name)
         numeric = choices is None and (int in accepted or float in accepted)
         if "," in raw:
             values = [coerce_param(model_cls, name, v) for v in raw.split(",") if v.strip()]
@@ -330,10 +158,17 @@ def parse_space(model_cls: type[Recommender], specs: Sequence[str]) -> tuple[dic
     return space, fixed
 
 
+def _checked(model_cls: type[Recommender], name: str) -> str:
+    if name not in param_names(model_cls):
+        raise CfrecError(f"{model_cls.name or model_cls.__name__} has no hyperparameter {name!r}; "
+                         f"valid: {', '.join(param_names(model_cls))}")
+    return name
+
+
 def _normalise_space(model_cls: type[Recommender], space: Space) -> dict[str, SpaceValue]:
     out: dict[str, SpaceValue] = {}
     for name, dim in space.items():
-        _check_name(model_cls, name)
+        _checked(model_cls, name)
         if isinstance(dim, Range):
             out[name] = dim
         elif isinstance(dim, tuple) and len(dim) in (2, 3) and all(
@@ -510,19 +345,18 @@ def tune(
     on_trial
         Called with each finished trial's row (a dict) for progress display.
     """
-    from cfrec.models._torch import carve_validation
-    from cfrec.models.registry import model_class
+    from cfrec.data.split import carve_validation
 
     optuna = _import_optuna()
     start = time.perf_counter()
-    cls = model_class(model_name)
+    cls = get_spec(model_name).cls()
     short = getattr(cls, "name", "") or model_name
     dims = _normalise_space(cls, space)
     base = check_params(cls, dict(base_params or {}))
     overlap = sorted(set(base) & set(dims))
     if overlap:
         raise CfrecError(f"{', '.join(overlap)} both fixed and searched; give each hyperparameter once")
-    if seed is not None and "seed" in model_param_names(cls) and "seed" not in base and "seed" not in dims:
+    if seed is not None and "seed" in param_names(cls) and "seed" not in base and "seed" not in dims:
         base["seed"] = int(seed)
     if not 0 < valid_fraction < 1:
         raise CfrecError(f"valid_fraction must be between 0 and 1, got {valid_fraction}")
@@ -601,7 +435,9 @@ def tune(
         best_model = cls(**best_params)
         best_model.fit(train)
         if split is not None and len(split.test):
-            test_metrics = test_scores(best_model, split.test)
+            from cfrec.evaluation.protocols import summarize_test
+
+            test_metrics = summarize_test(best_model, split.test)
     return TuningResult(
         model=short,
         space=dims,
@@ -651,33 +487,6 @@ def _run_trial(
     return {"train_rmse": train_rmse, "valid_rmse": valid_rmse, "gap": valid_rmse - train_rmse,
             "epochs_run": len(history), "fit_seconds": seconds,
             "state": "complete" if math.isfinite(valid_rmse) else "fail", "error": ""}
-
-
-def test_scores(model: Any, test: Interactions) -> dict[str, Any]:
-    """RMSE/MAE of a fitted model on a test part, with how many predictions used a fallback.
-
-    For ranking-only models (``predicts_ratings`` is False) RMSE/MAE are None and NDCG@10 and
-    Recall@10 over the full item ranking are reported instead.
-    """
-    from cfrec.evaluation import evaluate
-    from cfrec.metrics import mae, rmse
-
-    pred = model.predict_detailed(test.raw_users(), test.raw_items())
-    counts = pred.counts()
-    out: dict[str, Any] = {
-        "rmse": float(rmse(test.ratings, pred.ratings)),
-        "mae": float(mae(test.ratings, pred.ratings)),
-        "n": int(len(test)),
-        "fallback": counts,
-        "fallback_share": float(1 - counts["personalised"] / len(test)) if len(test) else 0.0,
-    }
-    if not getattr(model, "predicts_ratings", True):
-        ranking = evaluate(model, test, k=10, metrics=["ndcg@10", "recall@10"])
-        out.update(rmse=None, mae=None, **{key: float(ranking[key]) for key in ("ndcg@10", "recall@10")})
-    return out
-
-
-test_scores.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name
 
 
 def _sample_rows(n: int, cap: int, seed: int | None) -> np.ndarray:

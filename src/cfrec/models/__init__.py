@@ -1,7 +1,25 @@
-"""Recommender models. Import a model by name through :func:`make_model` or directly."""
+"""Recommender models. Make one by name with :func:`make_model` or import its class.
 
-from cfrec.models.base import FactorRecommender, FoldedUser, Prediction, Recommender, Recs
-from cfrec.models.registry import make_model, model_class, model_names
+Every model honours the :class:`Recommender` interface (``fit``, ``predict``, ``recommend``,
+``similar_items``, ``fold_in``, ``save``, ``load``); :mod:`cfrec.models.registry` lists them.
+"""
+
+from cfrec.models.base import (
+    FactorRecommender,
+    FoldedUser,
+    Prediction,
+    Recommender,
+    RidgeFoldIn,
+    hyperparameters,
+)
+from cfrec.models.registry import (
+    make_model,
+    model_class,
+    model_names,
+    register_model,
+    unregister_model,
+)
+from cfrec.ranking import Recs, RecsBatch
 
 __all__ = [
     "FactorRecommender",
@@ -9,7 +27,12 @@ __all__ = [
     "Prediction",
     "Recommender",
     "Recs",
+    "RecsBatch",
+    "RidgeFoldIn",
+    "hyperparameters",
     "make_model",
     "model_class",
     "model_names",
+    "register_model",
+    "unregister_model",
 ]

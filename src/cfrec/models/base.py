@@ -1,43 +1,35 @@
 """The model interface every cfrec recommender implements.
 
-Conventions (scikit-learn / implicit): hyperparameters are keyword arguments of ``__init__``,
-stored verbatim; learned state lives in attributes ending in ``_``; ``fit`` returns ``self``.
-Raw ids go in and out of every public method; the id vocabulary is kept with the model.
+Conventions (scikit-learn / implicit): hyperparameters are keyword-only fields declared with
+:func:`hyperparameters` and stored verbatim; learned state lives in attributes ending in ``_``;
+``fit`` returns ``self``. Raw ids go in and out of every public method; the id vocabulary is kept
+with the model. Data flows one way: raw ids -> vocabulary -> arrays -> scores (the model) ->
+ranking (:mod:`cfrec.ranking`) -> raw ids.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import inspect
-import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Self, overload
+from typing import Any, ClassVar, NamedTuple, Self, TypeVar, overload
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cfrec._io import to_jsonable
-from cfrec._version import __version__
 from cfrec.data.idmap import IdMap
 from cfrec.data.interactions import Interactions
-from cfrec.errors import CfrecError, ModelFileError, NotFittedError
+from cfrec.errors import CfrecError, NotFittedError
+from cfrec.models import persistence
+from cfrec.ranking import Recs, RecsBatch, rank
 
 logger = logging.getLogger(__name__)
-
-FORMAT_NAME = "cfrec-model"
-FORMAT_VERSION = 1
-META_FILE = "model.json"
-WEIGHTS_FILE = "weights.safetensors"
-ITEMS_FILE = "items.json"
 
 #: Fallback codes returned by :meth:`Recommender.predict_detailed`.
 KNOWN, UNKNOWN_USER, UNKNOWN_ITEM, UNKNOWN_BOTH = 0, 1, 2, 3
@@ -46,12 +38,21 @@ EpochCallback = Callable[[dict[str, Any]], None]
 #: A raw user or item id as it appears in the data (MovieLens ids are ints; any string works).
 RawId = int | str | np.integer
 
+_M = TypeVar("_M", bound="type[Recommender]")
 
-class Recs(NamedTuple):
-    """Recommendations or neighbours for one query: raw ids with descending scores."""
 
-    ids: np.ndarray
-    scores: np.ndarray
+def hyperparameters(cls: _M) -> _M:
+    """Declare a model's hyperparameters as keyword-only dataclass fields.
+
+    The generated ``__init__`` stores every argument verbatim and does nothing else (validation
+    happens in ``fit``), so ``get_params`` and the command line read them from the signature.
+    Learned state must not be declared as a field (its names end in ``_``).
+    """
+    for name in cls.__dict__.get("__annotations__", {}):
+        if name.endswith("_") and not name.startswith("__"):
+            raise TypeError(f"{cls.__name__}.{name}: learned state is not a hyperparameter; "
+                            "assign it in fit instead of declaring it in the class body")
+    return dataclasses.dataclass(kw_only=True, eq=False, repr=False)(cls)  # type: ignore[return-value]
 
 
 class Prediction(NamedTuple):
@@ -75,7 +76,8 @@ class FoldedUser:
     """A user not seen in training, represented against the fixed item side of a fitted model.
 
     Made by :meth:`Recommender.fold_in`; accepted by ``predict`` and ``recommend`` in place of a
-    raw user id.
+    raw user id. A user with no known item (``n_ratings == 0``) is treated like an unknown user:
+    the model's cold-start list and fallbacks.
     """
 
     bias: float
@@ -83,16 +85,62 @@ class FoldedUser:
     seen: np.ndarray  # model item indices the user rated (excluded from recommendations)
     n_ratings: int
     state: Any = None  # model-specific extras (e.g. a network embedding)
+    unknown_items: tuple[Any, ...] = ()  # raw ids the model does not know (ignored)
+    duplicate_items: tuple[Any, ...] = ()  # raw ids given more than once (the last rating kept)
+
+
+@dataclass(frozen=True)
+class RidgeFoldIn:
+    """A fold-in that is a ridge regression of ``[b_u, p_u]`` on ``[1, q_i]`` with the item side
+    fixed (plus the model's offset): the L2 diagonal is ``[bias, const + per_rating * n, ...]``
+    for a user with ``n`` known ratings.
+
+    Models declare it through :meth:`Recommender.fold_in_ridge`; the online protocol then replays
+    many users at once with rank-one updates instead of calling ``fold_in`` per rating.
+    """
+
+    bias: float
+    const: float
+    per_rating: float = 0.0
+    #: The folded vector adds a term that depends on which items were rated (SVD++'s implicit
+    #: factors), so it is not a plain ridge solution: online evaluation then replays fold_in.
+    item_set_offset: bool = False
+
+    def diagonal(self, n: np.ndarray, k: int) -> np.ndarray:
+        """(len(n), 1 + k) float64 diagonals for users with ``n`` known ratings."""
+        n = np.asarray(n, dtype=np.float64).reshape(-1)
+        out = np.empty((len(n), k + 1))
+        out[:, 0] = self.bias
+        out[:, 1:] = (self.const + self.per_rating * n)[:, None]
+        return out
+
+    @property
+    def constant(self) -> bool:
+        return self.per_rating == 0.0 and self.bias == self.const
+
+
+@dataclass(frozen=True)
+class FoldInInput:
+    """Checked fold-in input: unique known item indices with their ratings, and what was dropped."""
+
+    items: np.ndarray  # int64 model item indices, unique
+    ratings: np.ndarray  # float64, aligned with items
+    unknown: tuple[Any, ...]
+    duplicates: tuple[Any, ...]
 
 
 class Recommender(ABC):
     """Base class of every cfrec model: ``fit``, ``predict``, ``recommend``, ``similar_items``,
     ``fold_in``, ``save`` and ``load``.
 
-    Subclasses implement :meth:`_fit`, :meth:`_predict_known` and, where it differs from the
-    generic version, :meth:`_score_users`. The base class handles id vocabularies, cold-start
-    fallbacks (``mu + b_i`` for an unknown user, ``mu + b_u`` for an unknown item, ``mu`` for
-    both), clipping to the rating scale, top-k selection and persistence.
+    Subclasses declare hyperparameters with :func:`hyperparameters` and implement :meth:`_fit`
+    and :meth:`_score_pairs` (the model's own scores of user-item pairs) and, for speed,
+    :meth:`_score_users` (every item for many users). Rating predictions derive from the scores
+    through :meth:`_as_ratings` (the identity for rating models). The base class handles id
+    vocabularies, cold-start fallbacks (``mu + b_i`` for an unknown user, ``mu + b_u`` for an
+    unknown item, ``mu`` for both), clipping of predicted ratings to the rating scale and fold-in;
+    ranking goes through :mod:`cfrec.ranking` and persistence through
+    :mod:`cfrec.models.persistence`.
 
     Attributes
     ----------
@@ -104,7 +152,7 @@ class Recommender(ABC):
     user_bias_, item_bias_
         Regularised biases (float32), used for cold-start fallbacks.
     rating_scale_
-        ``(low, high)`` of the training data; predictions are clipped to it.
+        ``(low, high)`` of the training data; predicted ratings are clipped to it.
     seen_
         Binary users x items CSR matrix of training ratings (excluded by ``recommend``).
     item_info_
@@ -148,6 +196,10 @@ class Recommender(ABC):
                 raise ValueError(f"{type(self).__name__} has no hyperparameter {key!r}; valid: {sorted(valid)}")
             setattr(self, key, value)
         return self
+
+    def clone(self) -> Self:
+        """A new, unfitted model with the same hyperparameters."""
+        return type(self)(**self.get_params())
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -203,8 +255,14 @@ class Recommender(ABC):
 
     @property
     def predicts_ratings(self) -> bool:
-        """Whether ``predict`` estimates ratings (False for ranking-only models such as
-        popularity or implicit-feedback NeuMF, whose RMSE is then not meaningful)."""
+        """Whether ``predict`` estimates ratings. Ranking-only models (popularity, iALS, EASE,
+        implicit NeuMF ...) say False: their RMSE means nothing and reports show none."""
+        return True
+
+    @property
+    def personalised(self) -> bool:
+        """Whether rankings differ between users beyond excluding what each one rated (False for
+        popularity and for bias-only models)."""
         return True
 
     @property
@@ -217,27 +275,56 @@ class Recommender(ABC):
 
     # ------------------------------------------------------------------ scoring hooks
     @abstractmethod
-    def _predict_known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Unclipped scores for known model indices (equal-length int arrays)."""
+    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The model's own scores (unclipped) of known model-index pairs (equal-length arrays)."""
 
     def _score_users(self, users: np.ndarray) -> np.ndarray:
-        """Unclipped scores of every item for each user index: shape (len(users), n_items)."""
+        """Scores of every item for each user index: a new (len(users), n_items) float32 array."""
         n_items = len(self.item_map_)
         uu = np.repeat(users, n_items)
         ii = np.tile(np.arange(n_items, dtype=np.int64), len(users))
-        return self._predict_known(uu, ii).reshape(len(users), n_items)
+        return self._score_pairs(uu, ii).reshape(len(users), n_items)
+
+    def _cold_user_scores(self) -> np.ndarray:
+        """Item scores for a user the model does not know: ``mu + b_i`` (a bias-ranked popular list)."""
+        return (self.global_mean_ + self.item_bias_).astype(np.float32)
 
     def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
-        """Unclipped scores of item indices for a folded-in user."""
-        factors = self.item_embeddings()
+        """Scores of item indices for a folded-in user (linear factor models by default)."""
         score = self.global_mean_ + user.bias + self.item_bias_[items]
         if user.factors.size:
-            score = score + factors[items] @ user.factors
-        return score.astype(np.float32)
+            score = score + self.item_embeddings()[items] @ user.factors
+        return np.asarray(score, dtype=np.float32)
 
-    def _clip(self, scores: np.ndarray) -> np.ndarray:
+    def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
+        """Map scores onto the rating scale (before clipping): the identity for rating models."""
+        return scores
+
+    def _predict_known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Unclipped rating estimates of known pairs (from the scores unless a model knows better)."""
+        return self._as_ratings(self._score_pairs(users, items))
+
+    def _predict_folded_known(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
+        """Unclipped rating estimates of known items for a folded-in user."""
+        return self._as_ratings(self._score_folded(user, items))
+
+    def score_rows(self, users: np.ndarray) -> np.ndarray:
+        """Scores of every item for model user indices (-1: an unknown user, who gets the cold-start
+        scores): the scorer half of ranking (see :mod:`cfrec.ranking`). Returns a new
+        (len(users), n_items) float32 array."""
+        users = np.asarray(users, dtype=np.int64)
+        known = users >= 0
+        if known.all():
+            return np.asarray(self._score_users(users), dtype=np.float32)
+        out = np.empty((len(users), len(self.item_map_)), dtype=np.float32)
+        if known.any():
+            out[known] = self._score_users(users[known])
+        out[~known] = self._cold_user_scores()
+        return out
+
+    def _clip(self, ratings: np.ndarray) -> np.ndarray:
         lo, hi = self.rating_scale_
-        return np.clip(scores, lo, hi).astype(np.float32, copy=False)
+        return np.clip(ratings, lo, hi).astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------ prediction
     def predict(self, users: Any, items: Any) -> np.ndarray:
@@ -279,16 +366,15 @@ class Recommender(ABC):
         out[only_u] += self.user_bias_[u_idx[only_u]]
         fallback = np.where(both, KNOWN, np.where(only_i, UNKNOWN_USER,
                                                   np.where(only_u, UNKNOWN_ITEM, UNKNOWN_BOTH)))
-        n_fb = int((~both).sum())
-        if n_fb:
-            logger.debug("%d of %d predictions used a cold-start fallback", n_fb, len(out))
         return Prediction(self._clip(out), fallback.astype(np.int8))
 
     def _predict_folded(self, user: FoldedUser, i_idx: np.ndarray) -> Prediction:
+        if user.n_ratings == 0:  # nothing known about the user: the unknown-user fallbacks
+            return self._predict_indices(np.full(len(i_idx), -1, dtype=np.int64), i_idx)
         known = i_idx >= 0
         out = np.full(len(i_idx), self.global_mean_ + user.bias, dtype=np.float32)
         if known.any():
-            out[known] = self._score_folded(user, i_idx[known])
+            out[known] = self._predict_folded_known(user, i_idx[known])
         fallback = np.where(known, KNOWN, UNKNOWN_ITEM).astype(np.int8)
         return Prediction(self._clip(out), fallback)
 
@@ -298,8 +384,8 @@ class Recommender(ABC):
                   candidates: Any = ...) -> Recs: ...
 
     @overload
-    def recommend(self, users: list[Any] | tuple[Any, ...] | np.ndarray, k: int = ..., *, exclude_seen: bool = ...,
-                  candidates: Any = ...) -> list[Recs]: ...
+    def recommend(self, users: list[Any] | tuple[Any, ...] | np.ndarray, k: int = ..., *,
+                  exclude_seen: bool = ..., candidates: Any = ...) -> RecsBatch: ...
 
     def recommend(
         self,
@@ -308,101 +394,60 @@ class Recommender(ABC):
         *,
         exclude_seen: bool = True,
         candidates: Any = None,
-    ) -> Recs | list[Recs]:
-        """Top-``k`` items by predicted rating for one user (-> :class:`Recs`) or many (-> list).
+    ) -> Recs | RecsBatch:
+        """Top-``k`` items for one user (-> :class:`~cfrec.ranking.Recs`) or many (->
+        :class:`~cfrec.ranking.RecsBatch`), ranked by the model's own score.
 
         ``users`` are raw ids or a :class:`FoldedUser`. Items the user rated in training are
-        excluded unless ``exclude_seen=False``. An unknown user gets the items with the highest
-        ``mu + b_i`` (a bias-ranked popular list). ``candidates`` restricts the ranking to those
-        raw item ids.
+        excluded unless ``exclude_seen=False``. An unknown user gets the model's cold-start list
+        (``mu + b_i`` for rating models, popularity for ranking models). ``candidates`` restricts
+        the ranking to those raw item ids. For models that predict ratings, the result also
+        carries the predicted (clipped) rating of every recommended item.
         """
         self._check_fitted()
-        if k < 1:
-            raise ValueError("k must be >= 1")
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise CfrecError(f"k must be a positive integer, got {k!r}")
         cand_idx = None
         if candidates is not None:
             cand_idx = self.item_map_.to_index(np.atleast_1d(np.asarray(candidates)), missing="-1")
             cand_idx = np.unique(cand_idx[cand_idx >= 0]).astype(np.int64)
+        n_items = len(self.item_map_)
         if isinstance(users, FoldedUser):
-            scores = self._score_folded(users, np.arange(len(self.item_map_)))[None, :]
-            seen = [users.seen] if exclude_seen else None
-            idx, top = self._top_k_from_scores(scores, k, seen, cand_idx)
-            return self._to_recs(idx[0], top[0])
+            folded = users
+            scores = (self._score_folded(folded, np.arange(n_items)) if folded.n_ratings
+                      else self._cold_user_scores())
+
+            def score_one(_rows: np.ndarray) -> np.ndarray:
+                return np.array(scores, dtype=np.float32)[None, :]
+
+            exclude = None
+            if exclude_seen and len(folded.seen):
+                exclude = sp.csr_array((np.ones(len(folded.seen), dtype=np.float32), folded.seen,
+                                        [0, len(folded.seen)]), shape=(1, n_items))
+            idx, top = rank(score_one, np.zeros(1, dtype=np.int64), n_items, int(k), exclude=exclude,
+                            candidates=cand_idx)
+            ratings = None
+            if self.predicts_ratings:
+                ratings = self._predict_folded(folded, np.maximum(idx[0], 0)).ratings[None, :]
+            return _one(RecsBatch(np.array([None], dtype=object), idx, top,
+                                  _mask(ratings, idx), self.item_map_))
         users_arr = np.asarray(users)
         scalar = users_arr.ndim == 0
-        u_idx = self.user_map_.to_index(np.atleast_1d(users_arr), missing="-1").astype(np.int64)
-        idx, top = self.top_k(u_idx, k, exclude_seen=exclude_seen, candidates=cand_idx)
-        recs = [self._to_recs(idx[r], top[r]) for r in range(len(u_idx))]
-        return recs[0] if scalar else recs
+        raw = np.atleast_1d(users_arr)
+        u_idx = self.user_map_.to_index(raw, missing="-1").astype(np.int64)
+        idx, top = rank(self.score_rows, u_idx, n_items, int(k),
+                        exclude=self.seen_ if exclude_seen else None, candidates=cand_idx)
+        batch = RecsBatch(raw, idx, top, self._ratings_of(u_idx, idx), self.item_map_)
+        return _one(batch) if scalar else batch
 
-    def top_k(
-        self,
-        u_idx: np.ndarray,
-        k: int,
-        *,
-        exclude_seen: bool = True,
-        candidates: np.ndarray | None = None,
-        chunk: int = 2048,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k model item indices and scores for model user indices (-1 = unknown user).
-
-        Returns arrays of shape (len(u_idx), k); slots without a candidate hold index -1 and
-        score -inf. Used by ``recommend`` and by the evaluation protocols.
-        """
-        self._check_fitted()
-        k = min(k, len(self.item_map_))
-        out_idx = np.full((len(u_idx), k), -1, dtype=np.int64)
-        out_score = np.full((len(u_idx), k), -np.inf, dtype=np.float32)
-        seen_csr = self.seen_
-        for start in range(0, len(u_idx), chunk):
-            block = u_idx[start:start + chunk]
-            scores = np.empty((len(block), len(self.item_map_)), dtype=np.float32)
-            known = block >= 0
-            if known.any():
-                scores[known] = self._score_users(block[known])
-            if (~known).any():
-                scores[~known] = self._cold_user_scores()
-            seen = None
-            if exclude_seen:
-                seen = [seen_csr.indices[seen_csr.indptr[u]:seen_csr.indptr[u + 1]] if u >= 0
-                        else np.empty(0, dtype=np.int32) for u in block]
-            idx, top = self._top_k_from_scores(scores, k, seen, candidates)
-            out_idx[start:start + len(block)] = idx
-            out_score[start:start + len(block)] = top
-        return out_idx, out_score
-
-    def _cold_user_scores(self) -> np.ndarray:
-        """Item scores for a user unknown to the model: ``mu + b_i`` (a bias-ranked popular list)."""
-        return (self.global_mean_ + self.item_bias_).astype(np.float32)
-
-    def _top_k_from_scores(
-        self,
-        scores: np.ndarray,
-        k: int,
-        seen: list[np.ndarray] | None,
-        candidates: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        scores = np.asarray(scores, dtype=np.float32)
-        if seen is not None:
-            rows = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
-            if len(rows):
-                scores[rows, np.concatenate(seen)] = -np.inf
-        if candidates is not None:
-            mask = np.ones(scores.shape[1], dtype=bool)
-            mask[candidates] = False
-            scores[:, mask] = -np.inf
-        k = min(k, scores.shape[1])
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        idx = np.take_along_axis(part, order, axis=1)
-        top = np.take_along_axis(part_scores, order, axis=1)
-        idx = np.where(np.isneginf(top), -1, idx)
-        return idx, top
-
-    def _to_recs(self, idx: np.ndarray, scores: np.ndarray) -> Recs:
-        keep = idx >= 0
-        return Recs(self.item_map_.to_raw(idx[keep]), self._clip(scores[keep]))
+    def _ratings_of(self, u_idx: np.ndarray, idx: np.ndarray) -> np.ndarray | None:
+        """Predicted ratings (clipped; NaN in padded slots) of ranked item indices, or None for
+        ranking-only models."""
+        if not self.predicts_ratings:
+            return None
+        users = np.repeat(u_idx, idx.shape[1])
+        pred = self._predict_indices(users, np.maximum(idx.reshape(-1), 0)).ratings
+        return _mask(pred.reshape(idx.shape), idx)
 
     # ------------------------------------------------------------------ embeddings
     def item_embeddings(self) -> np.ndarray:
@@ -418,86 +463,144 @@ class Recommender(ABC):
     def similar_items(self, items: RawId, k: int = ...) -> Recs: ...
 
     @overload
-    def similar_items(self, items: list[Any] | tuple[Any, ...] | np.ndarray, k: int = ...) -> list[Recs]: ...
+    def similar_items(self, items: list[Any] | tuple[Any, ...] | np.ndarray, k: int = ...) -> RecsBatch: ...
 
-    def similar_items(self, items: Any, k: int = 10) -> Recs | list[Recs]:
+    def similar_items(self, items: Any, k: int = 10) -> Recs | RecsBatch:
         """The ``k`` items closest by cosine similarity of item embeddings (the query excluded).
 
-        One raw id -> :class:`Recs`; an array of ids -> a list of them.
+        One raw id -> :class:`~cfrec.ranking.Recs`; an array of ids -> a
+        :class:`~cfrec.ranking.RecsBatch`. Items with a zero vector are never neighbours.
         """
         self._check_fitted()
-        emb = self.item_embeddings().astype(np.float32)
-        if emb.shape[1] == 0:
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise CfrecError(f"k must be a positive integer, got {k!r}")
+        try:
+            emb = np.asarray(self.item_embeddings(), dtype=np.float32)
+        except NotImplementedError:
+            raise CfrecError(f"{type(self).__name__} has no item embeddings to compare; "
+                             "use a factor model (mf, als, svdpp, ials ...)") from None
+        if emb.ndim != 2 or emb.shape[1] == 0:
             raise CfrecError(f"{type(self).__name__} has no item embeddings to compare; use a factor model")
         norms = np.linalg.norm(emb, axis=1)
         unit = emb / np.maximum(norms, 1e-12)[:, None]
         arr = np.asarray(items)
         scalar = arr.ndim == 0
-        idx = self.item_map_.to_index(np.atleast_1d(arr), what="item").astype(np.int64)
-        sims = unit[idx] @ unit.T
-        sims[np.arange(len(idx)), idx] = -np.inf
-        sims[:, norms == 0] = -np.inf
-        k = min(k, len(self.item_map_) - 1)
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        ps = np.take_along_axis(sims, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        out = []
-        for r in range(len(idx)):
-            top_i = part[r, order[r]]
-            top_s = ps[r, order[r]]
-            keep = np.isfinite(top_s)
-            out.append(Recs(self.item_map_.to_raw(top_i[keep]), top_s[keep].astype(np.float32)))
-        return out[0] if scalar else out
+        raw = np.atleast_1d(arr)
+        idx = self.item_map_.to_index(raw, what="item").astype(np.int64)
+        nonzero = np.flatnonzero(norms > 0)
+        itself = sp.eye_array(len(unit), dtype=np.float32, format="csr")  # row i excludes item i
+        top_idx, top = rank(lambda rows: unit[rows] @ unit.T, idx, len(unit), int(k),
+                            exclude=itself, candidates=nonzero)
+        batch = RecsBatch(raw, top_idx, top, None, self.item_map_)
+        return _one(batch) if scalar else batch
 
     # ------------------------------------------------------------------ cold start
-    def fold_in(self, items: Any, ratings: Any, *, reg: float | None = None) -> FoldedUser:
+    def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
         """Represent a new user from a few ``(item, rating)`` pairs without retraining.
 
         Solves a small regularised least-squares problem for the user's bias and factor vector
-        against the fixed item biases and factors. Unknown items are ignored.
+        against the fixed item biases and factors (:meth:`fold_in_ridge` says with which L2
+        diagonal). Unknown items are ignored and duplicates keep their last rating; both are
+        reported on the result (and logged). A user with no known item gets the cold-start list.
 
         Parameters
         ----------
         items, ratings
-            Raw item ids and the user's ratings of them (equal length).
+            Raw item ids and the user's ratings of them (equal length, on the model's scale).
         reg
-            L2 strength; defaults to the model's ``fold_in_reg`` attribute or 0.1 x n_factors
-            heuristics chosen per model.
+            L2 strength; defaults to the model's ``fold_in_reg`` (or its own rule, see
+            :meth:`fold_in_ridge`).
         """
         self._check_fitted()
-        idx, r = self._known_ratings(items, ratings)
-        lam = self._fold_in_reg() if reg is None else float(reg)
+        given = self._fold_in_input(items, ratings)
+        # a subclass whose own fold_in is not a ridge (it declares None) may still build on this one
+        ridge = self.fold_in_ridge(reg) or Recommender.fold_in_ridge(self, reg)
+        assert ridge is not None
         try:
-            q = self.item_embeddings().astype(np.float64)[idx]
+            q = np.asarray(self.item_embeddings(), dtype=np.float64)
         except NotImplementedError:
-            q = np.zeros((len(idx), 0))
-        seen = np.unique(idx)
-        offset = self._fold_in_offset(seen) if q.shape[1] else np.zeros(0)
-        resid = r - self.global_mean_ - self.item_bias_[idx] - q @ offset
-        # Unknowns: [b_u, p_u]. Bias regularised like the factors.
-        x = np.hstack([np.ones((len(idx), 1)), q])
-        a = x.T @ x + lam * np.eye(x.shape[1])
-        sol = np.linalg.solve(a, x.T @ resid) if len(idx) else np.zeros(x.shape[1])
-        return FoldedUser(float(sol[0]), (sol[1:] + offset).astype(np.float32), seen.astype(np.int32), len(idx))
+            q = np.zeros((len(self.item_map_), 0))
+        k = q.shape[1]
+        idx, r = given.items, given.ratings
+        if not len(idx):
+            return self._empty_folded(given, k)
+        qi = q[idx]
+        offset = self._fold_in_offset(idx) if k else np.zeros(0)
+        resid = r - self.global_mean_ - self.item_bias_[idx] - qi @ offset
+        x = np.hstack([np.ones((len(idx), 1)), qi])  # unknowns: [b_u, p_u]
+        a = x.T @ x + np.diag(ridge.diagonal(np.array([len(idx)]), k)[0])
+        sol = np.linalg.solve(a, x.T @ resid)
+        return FoldedUser(float(sol[0]), (sol[1:] + offset).astype(np.float32), idx.astype(np.int32),
+                          len(idx), unknown_items=given.unknown, duplicate_items=given.duplicates)
 
-    def _known_ratings(self, items: Any, ratings: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Validate fold-in input; return model item indices and float64 ratings of known items."""
-        items_arr = np.atleast_1d(np.asarray(items))
-        r = np.atleast_1d(np.asarray(ratings, dtype=np.float64))
-        if len(items_arr) != len(r):
-            raise ValueError(f"items ({len(items_arr)}) and ratings ({len(r)}) differ in length")
-        if not np.all(np.isfinite(r)):
-            raise ValueError("fold-in ratings must be finite numbers")
+    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
+        """The ridge :meth:`fold_in` solves, or ``None`` when the model's fold-in is not a ridge on
+        ``[b_u, p_u]`` (models that override ``fold_in`` must override this too).
+
+        The default is a constant L2 ``reg`` (or the model's ``fold_in_reg``) on the bias and the
+        factors.
+        """
+        lam = self._fold_in_reg() if reg is None else float(reg)
+        if not lam > 0:
+            raise CfrecError(f"fold-in regularisation must be positive, got {lam}")
+        return RidgeFoldIn(lam, lam)
+
+    def _fold_in_input(self, items: Any, ratings: Any) -> FoldInInput:
+        """Validate fold-in input: known unique items (last rating wins) and their ratings.
+
+        Ratings must be finite and on the model's rating scale; ``None`` (allowed for ranking-only
+        models) counts every item as liked, rated at the top of the scale.
+        """
+        items_arr = np.atleast_1d(np.asarray(items, dtype=object if _mixed(items) else None))
+        lo, hi = self.rating_scale_
+        if ratings is None:
+            if self.predicts_ratings:
+                raise CfrecError(f"{type(self).__name__} folds a new user in from ratings: give one "
+                                 "rating per item")
+            r = np.full(len(items_arr), hi, dtype=np.float64)
+        else:
+            try:
+                r = np.atleast_1d(np.asarray(ratings, dtype=np.float64))
+            except (TypeError, ValueError):
+                raise CfrecError(f"fold-in ratings must be numbers, got {ratings!r}") from None
+        if items_arr.ndim != 1 or len(items_arr) != len(r):
+            raise CfrecError(f"fold-in: items ({len(items_arr)}) and ratings ({len(r)}) differ in length")
+        bad = np.flatnonzero(~np.isfinite(r) | (r < lo) | (r > hi))
+        if len(bad):
+            j = int(bad[0])
+            raise CfrecError(f"fold-in rating {r[j]:g} for item {_plain(items_arr[j])!r} is outside the "
+                             f"model's rating scale {lo:g}..{hi:g}")
         idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
-        keep = idx >= 0
-        return idx[keep], r[keep]
+        unknown = tuple(_plain(v) for v in items_arr[idx < 0])
+        known = np.flatnonzero(idx >= 0)
+        # last occurrence of each item wins
+        rev = known[::-1]
+        _, first_in_rev = np.unique(idx[rev], return_index=True)
+        keep = np.sort(rev[first_in_rev])
+        dup_mask = np.ones(len(known), dtype=bool)
+        dup_mask[np.searchsorted(known, keep)] = False
+        duplicates = tuple(dict.fromkeys(_plain(v) for v in items_arr[known[dup_mask]]))
+        if unknown or duplicates:
+            parts = []
+            if unknown:
+                parts.append(f"{len(unknown)} unknown item(s) ignored ({_preview(unknown)})")
+            if duplicates:
+                parts.append(f"{len(duplicates)} item(s) given more than once, last rating kept "
+                             f"({_preview(duplicates)})")
+            logger.warning("fold-in: %s", "; ".join(parts))
+        return FoldInInput(idx[keep], r[keep], unknown, duplicates)
+
+    def _empty_folded(self, given: FoldInInput, k: int) -> FoldedUser:
+        """A folded user with no known item: ranked and predicted like an unknown user."""
+        return FoldedUser(0.0, np.zeros(k, dtype=np.float32), np.zeros(0, dtype=np.int32), 0,
+                          unknown_items=given.unknown, duplicate_items=given.duplicates)
 
     def _fold_in_offset(self, seen: np.ndarray) -> np.ndarray:
         """A fixed part of a new user's vector that depends only on which items they rated.
 
         Zero for plain factor models; SVD++ returns its implicit term ``|N|^-1/2 sum_j y_j``.
         """
-        return np.zeros(self.item_embeddings().shape[1])
+        return np.zeros(np.asarray(self.item_embeddings()).shape[1])
 
     def _fold_in_reg(self) -> float:
         return float(getattr(self, "fold_in_reg", None) or 1.0)
@@ -511,132 +614,28 @@ class Recommender(ABC):
         """Restore what :meth:`_state` saved (nothing for models without own arrays)."""
         return None
 
-    def save(self, path: str | Path) -> Path:
-        """Write the model to a folder: ``weights.safetensors`` + ``model.json`` (+ ``items.json``).
-
-        The folder is written beside the target and renamed into place, so a crash never leaves
-        a half-written model and an existing model is only replaced by a complete one.
-        """
-        from safetensors.numpy import save_file
-
-        self._check_fitted()
-        path = Path(path)
-        arrays = {f"model.{k}": np.ascontiguousarray(v) for k, v in self._state().items()}
-        arrays["base.user_bias"] = np.ascontiguousarray(self.user_bias_, dtype=np.float32)
-        arrays["base.item_bias"] = np.ascontiguousarray(self.item_bias_, dtype=np.float32)
-        arrays["base.seen_indptr"] = self.seen_.indptr.astype(np.int64)
-        arrays["base.seen_indices"] = self.seen_.indices.astype(np.int32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            save_file(arrays, str(tmp / WEIGHTS_FILE))
-            digest = _sha256(tmp / WEIGHTS_FILE)
-            meta = {
-                "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "cfrec_version": __version__,
-                "model_class": type(self).__name__,
-                "model_name": self.name,
-                "params": to_jsonable(self.get_params()),
-                "global_mean": self.global_mean_,
-                "rating_scale": list(self.rating_scale_),
-                "user_ids": self.user_map_.to_list(),
-                "item_ids": self.item_map_.to_list(),
-                "fit_info": to_jsonable(getattr(self, "fit_info_", {})),
-                "history": to_jsonable(getattr(self, "history_", [])),
-                "extra": to_jsonable(self._extra_meta()),
-                "weights_sha256": digest,
-            }
-            _write_json(tmp / META_FILE, meta)
-            if self.item_info_ is not None:
-                _write_json(tmp / ITEMS_FILE, _items_to_json(self.item_info_))
-            os.chmod(tmp, 0o755)
-            if path.exists():
-                if not (path / META_FILE).exists() and any(path.iterdir()):
-                    raise ModelFileError(f"{path} exists and is not a cfrec model folder; refusing to replace it")
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return path
-
     def _extra_meta(self) -> dict[str, Any]:
         """Model-specific JSON metadata to save."""
         return {}
 
+    def save(self, path: str | Path) -> Path:
+        """Write the model to the folder ``path`` (safetensors weights + JSON metadata).
+
+        The previous model at ``path``, if any, is replaced without a moment in which neither is
+        complete (see :mod:`cfrec.models.persistence`).
+        """
+        self._check_fitted()
+        return persistence.save_model(self, path)
+
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
+    def load(cls, path: str | Path) -> Self:
         """Load a model folder written by :meth:`save` (no pickle: safetensors + JSON).
 
-        Called on the base class it returns whatever model the folder holds; called on a
-        subclass it also checks the folder holds that class.
+        Called on the base class it returns whatever registered model the folder holds; called on
+        a model class it returns that class (a user's own subclass included).
         """
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
-        from cfrec.models.registry import model_class
-
-        path = Path(path)
-        meta_path = path / META_FILE
-        if not path.is_dir():
-            raise ModelFileError(f"{path}: not a model folder (no such directory)")
-        if not meta_path.is_file():
-            raise ModelFileError(f"{path}: not a cfrec model folder (missing {META_FILE})")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{meta_path}: corrupted metadata ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise ModelFileError(f"{meta_path}: not written by cfrec (format field is not {FORMAT_NAME!r})")
-        if int(meta.get("format_version", -1)) > FORMAT_VERSION:
-            raise ModelFileError(f"{meta_path}: format version {meta.get('format_version')} is newer "
-                                 f"than this cfrec ({__version__}) understands")
-        try:
-            klass = model_class(meta["model_class"])
-        except (KeyError, CfrecError) as exc:
-            raise ModelFileError(f"{meta_path}: unknown model class ({exc})") from None
-        if cls is not Recommender and not issubclass(klass, cls):
-            raise ModelFileError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
-        weights = path / WEIGHTS_FILE
-        if not weights.is_file():
-            raise ModelFileError(f"{path}: missing {WEIGHTS_FILE}")
-        if meta.get("weights_sha256") and _sha256(weights) != meta["weights_sha256"]:
-            raise ModelFileError(f"{weights}: checksum mismatch (file corrupted or truncated)")
-        try:
-            arrays = load_file(str(weights))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelFileError(f"{weights}: unreadable weights ({exc})") from None
-        try:
-            model = klass(**meta["params"])
-            model.user_map_ = IdMap.from_list(meta["user_ids"])
-            model.item_map_ = IdMap.from_list(meta["item_ids"])
-            model.global_mean_ = float(meta["global_mean"])
-            lo, hi = meta["rating_scale"]
-            model.rating_scale_ = (float(lo), float(hi))
-            model.user_bias_ = arrays["base.user_bias"]
-            model.item_bias_ = arrays["base.item_bias"]
-            n_u, n_i = len(model.user_map_), len(model.item_map_)
-            if len(model.user_bias_) != n_u or len(model.item_bias_) != n_i:
-                raise ModelFileError(f"{path}: weights do not match the id vocabularies")
-            indptr, indices = arrays["base.seen_indptr"], arrays["base.seen_indices"]
-            model.seen_ = sp.csr_array((np.ones(len(indices), dtype=np.float32), indices, indptr),
-                                       shape=(n_u, n_i))
-            model.fit_info_ = meta.get("fit_info", {})
-            model.history_ = meta.get("history", [])
-            items_path = path / ITEMS_FILE
-            model.item_info_ = (_items_from_json(json.loads(items_path.read_text(encoding="utf-8")))
-                                if items_path.is_file() else None)
-            own = {k.removeprefix("model."): v for k, v in arrays.items() if k.startswith("model.")}
-            model._set_state(own, meta.get("extra", {}))
-        except ModelFileError:
-            raise
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{path}: incomplete or inconsistent model files ({exc!r})") from None
+        model = persistence.load_model(path, cls)
+        assert isinstance(model, cls)  # load_model checks the class
         return model
 
 
@@ -650,11 +649,15 @@ class FactorRecommender(Recommender):
     user_factors_: np.ndarray
     item_factors_: np.ndarray
 
-    def _predict_known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    @property
+    def personalised(self) -> bool:
+        return self.user_factors_.shape[1] > 0
+
+    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         out = self.global_mean_ + self.user_bias_[users] + self.item_bias_[items]
         if self.user_factors_.shape[1]:
             out = out + np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items])
-        return out.astype(np.float32, copy=False)
+        return np.asarray(out, dtype=np.float32)
 
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         scores = self.user_factors_[users] @ self.item_factors_.T
@@ -675,27 +678,44 @@ class FactorRecommender(Recommender):
                 "item_factors": self.item_factors_.astype(np.float32)}
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        from cfrec.errors import ModelFileError
+
         self.user_factors_ = arrays["user_factors"]
         self.item_factors_ = arrays["item_factors"]
         if len(self.user_factors_) != len(self.user_map_) or len(self.item_factors_) != len(self.item_map_):
-            raise ModelFileError("factor matrices do not match the id vocabularies")
+            raise ModelFileError(f"factor matrices ({self.user_factors_.shape}, {self.item_factors_.shape}) "
+                                 f"do not match the id vocabularies ({len(self.user_map_)} users, "
+                                 f"{len(self.item_map_)} items)")
 
 
 # ---------------------------------------------------------------------- helpers
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _one(batch: RecsBatch) -> Recs:
+    return batch[0]
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, ensure_ascii=False, allow_nan=False)
-        fh.flush()
-        os.fsync(fh.fileno())
+def _mask(ratings: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    if ratings is None:
+        return None
+    out = np.asarray(ratings, dtype=np.float32).copy()
+    out[idx < 0] = np.nan
+    return out
 
+
+def _mixed(values: Any) -> bool:
+    """Whether a list mixes strings and numbers (numpy would turn the numbers into strings)."""
+    if isinstance(values, list | tuple) and values:
+        kinds = {isinstance(v, str) for v in values}
+        return len(kinds) > 1
+    return False
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _preview(values: tuple[Any, ...], n: int = 5) -> str:
+    shown = ", ".join(repr(v) for v in values[:n])
+    return shown + (f", ... ({len(values) - n} more)" if len(values) > n else "")
 
 
 def _item_info_for(data: Interactions) -> pd.DataFrame | None:
@@ -706,22 +726,3 @@ def _item_info_for(data: Interactions) -> pd.DataFrame | None:
     if not cols:
         return None
     return info.reindex(data.item_map.ids)[cols]
-
-
-def _items_to_json(info: pd.DataFrame) -> dict[str, Any]:
-    out: dict[str, Any] = {"ids": to_jsonable(info.index.tolist())}
-    for col in info.columns:
-        values = []
-        for v in info[col].tolist():
-            if isinstance(v, np.ndarray):
-                v = v.tolist()
-            if v is pd.NA or v is pd.NaT or (isinstance(v, float) and not np.isfinite(v)):
-                v = None
-            values.append(to_jsonable(v))
-        out[col] = values
-    return out
-
-
-def _items_from_json(obj: dict[str, Any]) -> pd.DataFrame:
-    ids = obj.pop("ids")
-    return pd.DataFrame(obj, index=pd.Index(ids, name="item_id"))

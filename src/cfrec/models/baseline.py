@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from cfrec.data.interactions import Interactions
+from cfrec.errors import CfrecError
 from cfrec.models._bias import fit_biases
-from cfrec.models.base import EpochCallback, FactorRecommender
+from cfrec.models.base import EpochCallback, FactorRecommender, hyperparameters
 
 
+@hyperparameters
 class Baseline(FactorRecommender):
     """``r = mu + b_u + b_i`` with L2-regularised biases, solved in closed form.
 
@@ -19,27 +21,32 @@ class Baseline(FactorRecommender):
     ----------
     reg_user, reg_item
         L2 strength of user and item biases (in rating-count units: a user with ``reg_user``
-        ratings gets half the raw deviation).
+        ratings gets half the raw deviation); 0 or more.
     iterations
         Alternating sweeps; each is exact given the other side.
     """
 
     name = "baseline"
 
-    def __init__(self, *, reg_user: float = 5.0, reg_item: float = 5.0, iterations: int = 15) -> None:
-        self.reg_user = reg_user
-        self.reg_item = reg_item
-        self.iterations = iterations
+    reg_user: float = 5.0
+    reg_item: float = 5.0
+    iterations: int = 15
 
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
+        if not (float(self.reg_user) >= 0 and float(self.reg_item) >= 0):
+            raise CfrecError(f"Baseline regularisation must be >= 0 (reg_user={self.reg_user}, "
+                             f"reg_item={self.reg_item})")
+        if int(self.iterations) < 1:
+            raise CfrecError(f"Baseline needs iterations >= 1, got {self.iterations}")
         self.user_bias_, self.item_bias_ = fit_biases(
             train.users, train.items, train.ratings, train.n_users, train.n_items,
-            global_mean=self.global_mean_, reg_user=self.reg_user, reg_item=self.reg_item,
-            iterations=self.iterations,
+            global_mean=self.global_mean_, reg_user=float(self.reg_user), reg_item=float(self.reg_item),
+            iterations=int(self.iterations),
         )
         self.user_factors_ = np.zeros((train.n_users, 0), dtype=np.float32)
         self.item_factors_ = np.zeros((train.n_items, 0), dtype=np.float32)
 
     def _fold_in_reg(self) -> float:
-        # A new user's bias is shrunk exactly as in training.
-        return float(self.reg_user)
+        # A new user's bias is shrunk exactly as in training (a user with no rating: reg 0 -> tiny
+        # ridge so the system stays solvable).
+        return float(self.reg_user) or 1e-9

@@ -26,112 +26,26 @@ import time
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, TrainingDiverged
-from cfrec.models._torch import resolve_device
-from cfrec.models.als import _chunk_rows, _Side, _torch_csr
-from cfrec.models.base import EpochCallback, FactorRecommender, FoldedUser
+from cfrec.models.als_solvers import (
+    RatingSide,
+    confidence_minus_one,
+    implicit_objective,
+    implicit_solve_numpy,
+    implicit_solve_torch,
+)
+from cfrec.models.base import EpochCallback, FactorRecommender, FoldedUser, RidgeFoldIn, hyperparameters
+from cfrec.models.torch_engine import resolve_device
 
 logger = logging.getLogger(__name__)
 
-#: Ratings per chunk when evaluating the objective (bounds the gathered (chunk, k) blocks).
-_EVAL_CHUNK = 1 << 18
 _CONFIDENCE = ("linear", "log")
 
 
-def _confidence_minus_one(ratings: np.ndarray, alpha: float, kind: str, eps: float) -> np.ndarray:
-    """``c - 1`` for rated pairs: ``alpha * r`` (linear) or ``alpha * log(1 + r / eps)`` (log)."""
-    r = np.asarray(ratings, dtype=np.float64)
-    f = r if kind == "linear" else np.log1p(r / eps)
-    return (alpha * f).astype(np.float32)
-
-
-def _solve_side_numpy(side: _Side, fixed: np.ndarray, weight: np.ndarray, reg_diag: np.ndarray) -> np.ndarray:
-    """Every row's ``x`` solving ``(F'F + F_r' W_r F_r + reg_r I) x = F_r' (1 + w_r)``.
-
-    ``weight`` holds ``c - 1`` in the side's CSR order and ``reg_diag`` the per-row L2 strength.
-    """
-    k = fixed.shape[1]
-    tri_r, tri_c = np.triu_indices(k)
-    packed = fixed[:, tri_r] * fixed[:, tri_c]  # (n_other, k(k+1)/2) packed outer products
-    shared = fixed.T.astype(np.float64) @ fixed.astype(np.float64)
-    n_rows = len(side.counts)
-    out = np.empty((n_rows, k), dtype=np.float32)
-    eye = np.arange(k)
-    step = _chunk_rows(k)
-    for start in range(0, n_rows, step):
-        stop = min(start + step, n_rows)
-        lo, hi = int(side.indptr[start]), int(side.indptr[stop])
-        ptr = side.indptr[start:stop + 1] - lo
-        idx = side.indices[lo:hi]
-        shape = (stop - start, side.n_other)
-        w = weight[lo:hi]
-        gram = sp.csr_array((w, idx, ptr), shape=shape) @ packed
-        rhs = sp.csr_array((w + np.float32(1.0), idx, ptr), shape=shape) @ fixed
-        a = np.empty((stop - start, k, k), dtype=np.float32)
-        a[:] = shared.astype(np.float32)
-        a[:, tri_r, tri_c] += gram
-        off = tri_r != tri_c
-        a[:, tri_c[off], tri_r[off]] += gram[:, off]
-        a[:, eye, eye] += reg_diag[start:stop, None]
-        out[start:stop] = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
-    return out
-
-
-def _solve_side_torch(side: _Side, fixed: torch.Tensor, weight: torch.Tensor, reg_diag: torch.Tensor) -> torch.Tensor:
-    """:func:`_solve_side_numpy` with torch sparse products and batched Cholesky (for CUDA)."""
-    dev = fixed.device
-    k = fixed.shape[1]
-    tri = torch.triu_indices(k, k, device=dev)
-    packed = fixed[:, tri[0]] * fixed[:, tri[1]]
-    shared = (fixed.double().T @ fixed.double()).float()
-    off = tri[0] != tri[1]
-    eye = torch.arange(k, device=dev)
-    n_rows = len(side.counts)
-    out = torch.empty((n_rows, k), dtype=torch.float32, device=dev)
-    step = _chunk_rows(k)
-    for start in range(0, n_rows, step):
-        stop = min(start + step, n_rows)
-        lo, hi = int(side.indptr[start]), int(side.indptr[stop])
-        ptr = torch.as_tensor(side.indptr[start:stop + 1] - lo, device=dev)
-        idx = torch.as_tensor(side.indices[lo:hi], device=dev)
-        shape = (stop - start, side.n_other)
-        w = weight[lo:hi].contiguous()
-        gram = _torch_csr(ptr, idx, w, shape) @ packed
-        rhs = _torch_csr(ptr, idx, w + 1.0, shape) @ fixed
-        a = shared.expand(stop - start, k, k).clone()
-        a[:, tri[0], tri[1]] += gram
-        a[:, tri[1][off], tri[0][off]] += gram[:, off]
-        a[:, eye, eye] += reg_diag[start:stop, None]
-        chol, info = torch.linalg.cholesky_ex(a)
-        if bool((info != 0).any()):
-            raise CfrecError("iALS normal equations are not positive definite (non-finite factors?); "
-                             "try a larger reg")
-        out[start:stop] = torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
-    return out
-
-
-def _objective(users: np.ndarray, items: np.ndarray, weight: np.ndarray, x: np.ndarray, y: np.ndarray,
-               reg_u: np.ndarray, reg_i: np.ndarray) -> float:
-    """The full iALS objective over all users x items pairs, without forming them.
-
-    ``sum_all c (p - s)^2 = sum_all s^2 + sum_rated [(1 + w)(1 - s)^2 - s^2]`` with
-    ``sum_all s^2 = <X'X, Y'Y>`` and ``w = c - 1``; plus the L2 terms.
-    """
-    x64, y64 = x.astype(np.float64), y.astype(np.float64)
-    total = float(np.sum((x64.T @ x64) * (y64.T @ y64)))
-    for s in range(0, len(users), _EVAL_CHUNK):
-        u, i = users[s:s + _EVAL_CHUNK], items[s:s + _EVAL_CHUNK]
-        score = np.einsum("ij,ij->i", x[u], y[i]).astype(np.float64)
-        total += float(np.sum((1.0 + weight[s:s + _EVAL_CHUNK]) * (1.0 - score) ** 2 - score ** 2))
-    total += float(np.dot(reg_u, np.einsum("ij,ij->i", x64, x64)))
-    total += float(np.dot(reg_i, np.einsum("ij,ij->i", y64, y64)))
-    return total
-
-
+@hyperparameters
 class IALS(FactorRecommender):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008): a top-K ranking model.
 
@@ -178,41 +92,26 @@ class IALS(FactorRecommender):
     seed
         Seed of the initial item factors (``None``: fresh entropy).
     device
-        ``None``/``"cpu"`` (numpy, scipy and LAPACK; the default, fastest for small data),
-        ``"auto"`` (CUDA when available) or ``"cuda"`` (torch sparse products and batched
-        Cholesky). Both solve the same systems and agree to float32 rounding.
+        ``None``/``"auto"`` (CUDA when available, as in every cfrec model), ``"cpu"`` (numpy,
+        scipy and LAPACK) or ``"cuda"`` (torch sparse products and batched Cholesky). Both solve the same systems and agree to float32 rounding.
     """
 
     name = "ials"
 
-    def __init__(
-        self,
-        *,
-        n_factors: int = 16,
-        reg: float = 30.0,
-        alpha: float = 1.0,
-        iterations: int = 10,
-        confidence: str = "linear",
-        eps: float = 1.0,
-        weighted_reg: bool = False,
-        init_std: float = 0.1,
-        seed: int | None = 0,
-        device: str | None = None,
-    ) -> None:
-        self.n_factors = n_factors
-        self.reg = reg
-        self.alpha = alpha
-        self.iterations = iterations
-        self.confidence = confidence
-        self.eps = eps
-        self.weighted_reg = weighted_reg
-        self.init_std = init_std
-        self.seed = seed
-        self.device = device
+    n_factors: int = 16
+    reg: float = 30.0
+    alpha: float = 1.0
+    iterations: int = 10
+    confidence: str = "linear"
+    eps: float = 1.0
+    weighted_reg: bool = False
+    init_std: float = 0.1
+    seed: int | None = 0
+    device: str | None = None
 
     @property
     def predicts_ratings(self) -> bool:
-        """False: scores are implicit preferences mapped onto the rating scale, not ratings."""
+        """False: scores are implicit preferences, not ratings."""
         return False
 
     # ------------------------------------------------------------------ fitting
@@ -233,7 +132,7 @@ class IALS(FactorRecommender):
         r = np.asarray(ratings, dtype=np.float64)
         if len(r) and (not np.all(np.isfinite(r)) or r.min() < 0):
             raise CfrecError("iALS needs finite ratings >= 0 (they set the confidence 1 + alpha * f(r))")
-        return _confidence_minus_one(r, float(self.alpha), self.confidence, float(self.eps))
+        return confidence_minus_one(r, float(self.alpha), self.confidence, float(self.eps))
 
     def _reg_diag(self, counts: np.ndarray) -> np.ndarray:
         n = np.maximum(np.asarray(counts, dtype=np.float32), 1.0)
@@ -242,11 +141,11 @@ class IALS(FactorRecommender):
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
         self._check_params()
         k, iterations = int(self.n_factors), int(self.iterations)
-        dev = resolve_device("cpu" if self.device is None else self.device)
+        dev = resolve_device(self.device)
         n_users, n_items = train.n_users, train.n_items
         weight = self._weights(train.ratings)
-        by_user = _Side.build(train.users, train.items, n_users, n_items)
-        by_item = _Side.build(train.items, train.users, n_items, n_users)
+        by_user = RatingSide.build(train.users, train.items, n_users, n_items)
+        by_item = RatingSide.build(train.items, train.users, n_items, n_users)
         reg_u, reg_i = self._reg_diag(by_user.counts), self._reg_diag(by_item.counts)
         users, items = train.users.astype(np.int64), train.items.astype(np.int64)
         rng = np.random.default_rng(self.seed)
@@ -261,13 +160,13 @@ class IALS(FactorRecommender):
         for it in range(1, iterations + 1):
             start = time.perf_counter()
             if dev.type == "cpu":
-                p = _solve_side_numpy(by_user, q, w_user, reg_u)
-                q = _solve_side_numpy(by_item, p, w_item, reg_i)
+                p = implicit_solve_numpy(by_user, q, w_user, reg_u)
+                q = implicit_solve_numpy(by_item, p, w_item, reg_i)
             else:
-                tp = _solve_side_torch(by_user, tq, tw_user, treg_u)
-                tq = _solve_side_torch(by_item, tp, tw_item, treg_i)
+                tp = implicit_solve_torch(by_user, tq, tw_user, treg_u)
+                tq = implicit_solve_torch(by_item, tp, tw_item, treg_i)
                 p, q = tp.cpu().numpy(), tq.cpu().numpy()
-            loss = _objective(users, items, weight, p, q, reg_u, reg_i)
+            loss = implicit_objective(users, items, weight, p, q, reg_u, reg_i)
             if not np.isfinite(loss):
                 raise TrainingDiverged("iALS", it, None, loss)
             record: dict[str, Any] = {"epoch": it, "train_loss": loss / len(train),
@@ -282,46 +181,53 @@ class IALS(FactorRecommender):
         self.item_bias_ = np.zeros(n_items, dtype=np.float32)
 
     # ------------------------------------------------------------------ scoring
-    def _to_scale(self, scores: np.ndarray) -> np.ndarray:
+    def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
+        """``predict`` maps a preference ``s`` linearly onto the rating scale (``low + s * (high -
+        low)``): a monotone score, not a rating estimate."""
         lo, hi = self.rating_scale_
         return (np.float32(lo) + np.float32(hi - lo) * np.asarray(scores, dtype=np.float32)).astype(np.float32)
 
-    def _predict_known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return self._to_scale(np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items]))
+    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items]).astype(np.float32)
 
     def _score_users(self, users: np.ndarray) -> np.ndarray:
-        return self._to_scale(self.user_factors_[users] @ self.item_factors_.T)
+        return (self.user_factors_[users] @ self.item_factors_.T).astype(np.float32, copy=False)
 
     def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
-        return self._to_scale(self.item_factors_[items] @ user.factors)
+        return (self.item_factors_[items] @ user.factors).astype(np.float32)
 
     def _cold_user_scores(self) -> np.ndarray:
-        """Unknown users get the most popular items: training interactions per item, mapped onto
-        the rating scale (the most popular item at the top of the scale)."""
+        """Unknown users get the most popular items: training interactions per item, divided by
+        the largest count (the most popular item scores 1)."""
         counts = np.bincount(self.seen_.indices, minlength=len(self.item_map_)).astype(np.float64)
-        return self._to_scale(counts / max(float(counts.max(initial=0.0)), 1.0))
+        return (counts / max(float(counts.max(initial=0.0)), 1.0)).astype(np.float32)
 
     # ------------------------------------------------------------------ cold start
-    def fold_in(self, items: Any, ratings: Any, *, reg: float | None = None) -> FoldedUser:
+    def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
         """Solve a new user's vector as a training half-step would, against the fixed items.
 
         ``(Y'Y + Y_u' (C_u - I) Y_u + reg_u I) x = Y_u' c_u`` with the model's confidence rule
         applied to ``ratings`` and its ``reg`` (times the number of known items with
         ``weighted_reg``); ``reg`` overrides the model's. Folding in a training user's own
-        ratings gives back (close to) that user's learned vector. Unknown items are ignored; the
-        bias is 0.
+        ratings gives back (close to) that user's learned vector. Without ratings every item counts
+        as rated at the top of the scale. Unknown items are ignored and reported; the bias is 0; a
+        user with no known item gets the popularity list.
         """
         self._check_fitted()
-        idx, r = self._known_ratings(items, ratings)
+        given = self._fold_in_input(items, ratings)
+        idx, r = given.items, given.ratings
         y = self.item_factors_.astype(np.float64)
         k = y.shape[1]
-        seen = np.unique(idx).astype(np.int32)
         if not len(idx):
-            return FoldedUser(0.0, np.zeros(k, dtype=np.float32), seen, 0)
+            return self._empty_folded(given, k)
         w = self._weights(r).astype(np.float64)
         lam = float(self._reg_diag(np.array([len(idx)]))[0]) if reg is None else float(reg) * (
             len(idx) if self.weighted_reg else 1.0)
         yu = y[idx]
         a = y.T @ y + (yu * w[:, None]).T @ yu + lam * np.eye(k)
         x = np.linalg.solve(a, yu.T @ (1.0 + w))
-        return FoldedUser(0.0, x.astype(np.float32), seen, len(idx))
+        return FoldedUser(0.0, x.astype(np.float32), idx.astype(np.int32), len(idx),
+                          unknown_items=given.unknown, duplicate_items=given.duplicates)
+
+    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
+        return None  # confidence-weighted against every item, not a ridge on [b_u, p_u]

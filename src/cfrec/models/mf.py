@@ -6,171 +6,20 @@ The loss, its per-observation L2 penalty and the gradient are fused in one autog
 (:class:`_BiasedMFLoss`), which makes a step a handful of vectorised kernels: on ML-100K a fit
 takes well under a second on two CPU cores.
 
-:class:`TorchFactorModel` holds the fitting pipeline shared with :class:`~cfrec.models.svdpp.SVDpp`:
-device choice, seeding, validation carve, early stopping, optional refit and export of the
-learned tensors to numpy.
+:class:`~cfrec.models.torch_engine.TorchFactorModel` holds the fitting pipeline shared with
+:class:`~cfrec.models.svdpp.SVDpp`.
 """
 
 from __future__ import annotations
 
-import logging
-from abc import abstractmethod
-from collections.abc import Callable
 from typing import Any, Self
 
-import numpy as np
 import torch
 from torch import nn
 
 from cfrec.data.interactions import Interactions
-from cfrec.errors import CfrecError
-from cfrec.models._bias import fit_biases
-from cfrec.models._torch import (
-    TrainConfig,
-    batched_rmse,
-    carve_validation,
-    make_generator,
-    make_optimizer,
-    resolve_device,
-    train_loop,
-)
-from cfrec.models.base import EpochCallback, FactorRecommender
-
-logger = logging.getLogger(__name__)
-
-#: L2 (user, item) of the closed-form biases that start training when ``init_biases`` is on
-#: (in rating-count units, as in :func:`~cfrec.models._bias.fit_biases`).
-_BIAS_INIT_REG = (25.0, 25.0)
-
-PredictFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-# ---------------------------------------------------------------------- shared pipeline
-class TorchFactorModel(FactorRecommender):
-    """Fitting pipeline of the PyTorch factor models (BiasedMF, SVD++).
-
-    Subclasses build a network for the training data (:meth:`_build`), and copy its learned
-    tensors into the numpy attributes of :class:`FactorRecommender` (:meth:`_export`). This
-    class does the rest:
-
-    * device (``device=None`` -> CUDA when available) and a seeded generator for initialisation
-      and shuffling, so a fixed ``seed`` reproduces a CPU fit bit for bit;
-    * validation: ``fit(train, valid)`` uses ``valid``; otherwise, with ``valid_fraction > 0``, a
-      random part of ``train`` is carved off (never the test part);
-    * early stopping after ``patience`` epochs without a validation improvement, restoring the
-      best epoch; with ``refit=True`` the carve only picks the epoch count and the model is then
-      trained again on all of ``train`` for that many epochs;
-    * the per-epoch history in ``history_`` (``train_loss`` is the minibatch objective, penalties
-      included; ``valid_rmse`` is on clipped predictions) and the ``on_epoch`` callback.
-    """
-
-    # hyperparameters every subclass accepts (set by its __init__)
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str
-    weight_decay: float
-    patience: int | None
-    valid_fraction: float
-    refit: bool
-    device: str | None
-    seed: int | None
-
-    def _check_params(self) -> None:
-        if int(self.epochs) < 1:
-            raise CfrecError(f"{type(self).__name__}: epochs must be >= 1, got {self.epochs!r}")
-        if int(self.batch_size) < 1:
-            raise CfrecError(f"{type(self).__name__}: batch_size must be >= 1, got {self.batch_size!r}")
-        if not 0.0 <= float(self.valid_fraction) < 1.0:
-            raise CfrecError(f"{type(self).__name__}: valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
-        if self.patience is not None and int(self.patience) < 1:
-            raise CfrecError(f"{type(self).__name__}: patience must be >= 1 or None, got {self.patience!r}")
-
-    def _fit(self, train: Interactions, valid: Interactions | None,
-             on_epoch: EpochCallback | None) -> None:
-        self._check_params()
-        device = resolve_device(self.device)
-        fit_part, carved = train, None
-        if valid is None and self.valid_fraction > 0:
-            fit_part, carved = carve_validation(train, float(self.valid_fraction), self.seed)
-            valid = carved
-        early = self.patience is not None and valid is not None and len(valid) > 0
-        history, net = self._train(fit_part, valid, int(self.epochs), device, on_epoch, early)
-        if carved is not None and self.refit:
-            best = _best_epoch(history)
-            logger.info("%s: refitting on all %d ratings for %d epochs (best epoch on the carve)",
-                        type(self).__name__, len(train), best)
-            for rec in history:
-                rec["phase"] = "select"
-            refit_hist, net = self._train(train, None, best, device, on_epoch, False)
-            for rec in refit_hist:
-                rec["phase"] = "refit"
-            history = history + refit_hist
-        self.history_.extend(history)
-        self._export(net, train)
-
-    def _train(self, data: Interactions, valid: Interactions | None, epochs: int,
-               device: torch.device, on_epoch: EpochCallback | None,
-               early: bool) -> tuple[list[dict[str, Any]], nn.Module]:
-        gen = make_generator(self.seed, "cpu")
-        net, loss_fn, predict = self._build(data, device, gen)
-        opt = make_optimizer(self.optimizer, list(net.parameters()), lr=float(self.lr),
-                             weight_decay=float(self.weight_decay))
-        validate = None
-        if valid is not None and len(valid):
-            vt = valid.to_tensors(device)
-            lo, hi = self.rating_scale_
-            scale = (float(lo), float(hi))
-
-            def validate() -> float:
-                return batched_rmse(predict, vt["users"], vt["items"], vt["ratings"], scale)
-
-        config = TrainConfig(type(self).__name__, epochs, int(self.batch_size), float(self.lr),
-                             patience=int(self.patience) if early and self.patience is not None else None)
-        history = train_loop(net, opt, len(data), loss_fn, config, generator=gen, device=device,
-                             validate=validate, on_epoch=on_epoch)
-        return history, net
-
-    @abstractmethod
-    def _build(self, data: Interactions, device: torch.device,
-               gen: torch.Generator) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor], PredictFn]:
-        """Network, minibatch loss (row positions -> scalar) and predictor for ``data``."""
-
-    @abstractmethod
-    def _export(self, net: nn.Module, data: Interactions) -> None:
-        """Copy learned tensors into ``user_bias_``, ``item_bias_``, factors (numpy float32)."""
-
-
-def _best_epoch(history: list[dict[str, Any]]) -> int:
-    """The epoch early stopping restored (else the one with the lowest validation RMSE)."""
-    flagged = [r["epoch"] for r in history if r.get("best")]
-    if flagged:
-        return int(flagged[0])
-    scored = [r for r in history if "valid_rmse" in r]
-    if not scored:
-        return len(history)
-    return int(min(scored, key=lambda r: (r["valid_rmse"], r["epoch"]))["epoch"])
-
-
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float32).numpy().copy()
-
-
-def _init_tensors(data: Interactions, n_factors: int, init_std: float, init_biases: bool,
-                  global_mean: float, gen: torch.Generator,
-                  bias_reg: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
-    """Initial user/item factors ~ N(0, init_std^2) and biases (closed form or zeros), on CPU."""
-    p = torch.randn(data.n_users, n_factors, generator=gen) * float(init_std)
-    q = torch.randn(data.n_items, n_factors, generator=gen) * float(init_std)
-    if init_biases:
-        bias_reg = bias_reg or _BIAS_INIT_REG
-        bu, bi = fit_biases(data.users, data.items, data.ratings, data.n_users, data.n_items,
-                            global_mean=global_mean, reg_user=bias_reg[0], reg_item=bias_reg[1])
-        b_u, b_i = torch.from_numpy(bu), torch.from_numpy(bi)
-    else:
-        b_u, b_i = torch.zeros(data.n_users), torch.zeros(data.n_items)
-    return {"p": p, "q": q, "bu": b_u, "bi": b_i}
-
+from cfrec.models.base import hyperparameters
+from cfrec.models.torch_engine import TorchFactorModel, export_numpy, init_tensors, reg_grad
 
 # ---------------------------------------------------------------------- fused loss
 class _BiasedMFLoss(torch.autograd.Function):
@@ -212,10 +61,10 @@ class _BiasedMFLoss(torch.autograd.Function):
         # The reg term is folded into one addcmul (g = pu + e qi / reg) and the scale applied to
         # the (rows x k) gradient, not the larger (batch x k) one: fewer full passes per step.
         if need[0]:
-            dp = pu.new_zeros(p_shape).index_add_(0, u, _reg_grad(pu, e, qi, reg))
+            dp = pu.new_zeros(p_shape).index_add_(0, u, reg_grad(pu, e, qi, reg))
             dp.mul_(scale * (reg or 1.0))
         if need[1]:
-            dq = qi.new_zeros(q_shape).index_add_(0, i, _reg_grad(qi, e, pu, reg))
+            dq = qi.new_zeros(q_shape).index_add_(0, i, reg_grad(qi, e, pu, reg))
             dq.mul_(scale * (reg or 1.0))
         if need[2]:
             gb = err + bias_reg * bu_b if bias_reg else err
@@ -226,11 +75,6 @@ class _BiasedMFLoss(torch.autograd.Function):
         if need[4]:
             dmu = (err.sum() * scale).reshape(())
         return dp, dq, dbu, dbi, dmu, None, None, None, None, None
-
-
-def _reg_grad(own: torch.Tensor, e: torch.Tensor, other: torch.Tensor, reg: float) -> torch.Tensor:
-    """``own + e * other / reg`` (or ``e * other`` when ``reg`` is 0): the factor gradient / reg."""
-    return torch.addcmul(own, e, other, value=1.0 / reg) if reg else e * other
 
 
 class _MFNet(nn.Module):
@@ -256,6 +100,7 @@ class _MFNet(nn.Module):
 
 
 # ---------------------------------------------------------------------- the model
+@hyperparameters
 class BiasedMF(TorchFactorModel):
     """Biased matrix factorisation: ``r = mu + b_u + b_i + p_u . q_i``, trained by minibatch
     Adam (or SGD) in PyTorch.
@@ -316,44 +161,7 @@ class BiasedMF(TorchFactorModel):
 
     name = "mf"
 
-    def __init__(
-        self,
-        *,
-        n_factors: int = 128,
-        epochs: int = 8,
-        batch_size: int = 4096,
-        lr: float = 0.01,
-        reg: float = 0.1,
-        bias_reg: float = 0.01,
-        weight_decay: float = 0.0,
-        optimizer: str = "adam",
-        init_std: float = 0.1,
-        init_biases: bool = True,
-        learn_global_bias: bool = False,
-        patience: int | None = 2,
-        valid_fraction: float = 0.0,
-        refit: bool = False,
-        device: str | None = None,
-        seed: int | None = 0,
-        fold_in_reg: float = 10.0,
-    ) -> None:
-        self.n_factors = n_factors
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.reg = reg
-        self.bias_reg = bias_reg
-        self.weight_decay = weight_decay
-        self.optimizer = optimizer
-        self.init_std = init_std
-        self.init_biases = init_biases
-        self.learn_global_bias = learn_global_bias
-        self.patience = patience
-        self.valid_fraction = valid_fraction
-        self.refit = refit
-        self.device = device
-        self.seed = seed
-        self.fold_in_reg = fold_in_reg
+    learn_global_bias: bool = False
 
     @classmethod
     def lab(cls, **overrides: Any) -> Self:
@@ -372,16 +180,8 @@ class BiasedMF(TorchFactorModel):
         params.update(overrides)
         return cls(**params)
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        if int(self.n_factors) < 1:
-            raise CfrecError(f"BiasedMF: n_factors must be >= 1, got {self.n_factors!r}")
-        for name in ("reg", "bias_reg", "weight_decay", "init_std"):
-            if float(getattr(self, name)) < 0:
-                raise CfrecError(f"BiasedMF: {name} must be >= 0, got {getattr(self, name)!r}")
-
     def _build(self, data: Interactions, device: torch.device, gen: torch.Generator):
-        init = _init_tensors(data, int(self.n_factors), float(self.init_std), bool(self.init_biases),
+        init = init_tensors(data, int(self.n_factors), float(self.init_std), bool(self.init_biases),
                              self.global_mean_, gen)
         net = _MFNet(init, self.global_mean_, bool(self.learn_global_bias)).to(device)
         t = data.to_tensors(device)
@@ -398,8 +198,8 @@ class BiasedMF(TorchFactorModel):
 
     def _export(self, net: nn.Module, data: Interactions) -> None:
         assert isinstance(net, _MFNet)  # built by _build
-        self.user_factors_ = _numpy(net.user_factors)
-        self.item_factors_ = _numpy(net.item_factors)
-        self.user_bias_ = _numpy(net.user_bias)
-        self.item_bias_ = _numpy(net.item_bias)
+        self.user_factors_ = export_numpy(net.user_factors)
+        self.item_factors_ = export_numpy(net.item_factors)
+        self.user_bias_ = export_numpy(net.user_bias)
+        self.item_bias_ = export_numpy(net.item_bias)
         self.global_mean_ = float(net.global_bias.detach().cpu())

@@ -38,18 +38,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfrec.data.interactions import Interactions
+from cfrec.data.split import carve_validation
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models._bias import fit_biases
-from cfrec.models._torch import (
+from cfrec.models.base import EpochCallback, FoldedUser, Recommender, RidgeFoldIn, hyperparameters
+from cfrec.models.torch_engine import (
     TrainConfig,
     batched_rmse,
-    carve_validation,
     make_generator,
     make_optimizer,
     resolve_device,
     train_loop,
 )
-from cfrec.models.base import EpochCallback, FoldedUser, Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +177,7 @@ class _NeuMFNet(nn.Module):
         return total + sum(m(items).square().sum(-1).mean() for m in item_side)
 
 
+@hyperparameters
 class NeuMF(Recommender):
     """Neural matrix factorisation: GMF and MLP towers fused (He et al. 2017).
 
@@ -225,45 +226,28 @@ class NeuMF(Recommender):
 
     name = "neumf"
 
-    def __init__(
-        self,
-        *,
-        mode: Mode = "rating",
-        n_factors: int = 16,
-        mlp_layers: str | Sequence[int] = (64, 32, 16),
-        dropout: float = 0.0,
-        epochs: int = 40,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        optimizer: Literal["adam", "sgd"] = "adam",
-        reg: float = 0.02,
-        weight_decay: float = 1e-5,
-        patience: int | None = 3,
-        valid_fraction: float = 0.1,
-        n_negatives: int = 4,
-        fold_in_reg: float | None = None,
-        fold_in_steps: int = 100,
-        device: str | None = None,
-        seed: int | None = 0,
-    ) -> None:
-        self.mode = mode
-        self.n_factors = n_factors
+    mode: Mode = "rating"
+    n_factors: int = 16
+    mlp_layers: str | Sequence[int] = (64, 32, 16)
+    dropout: float = 0.0
+    epochs: int = 40
+    batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: Literal["adam", "sgd"] = "adam"
+    reg: float = 0.02
+    weight_decay: float = 1e-5
+    patience: int | None = 3
+    valid_fraction: float = 0.1
+    n_negatives: int = 4
+    fold_in_reg: float | None = None
+    fold_in_steps: int = 100
+    device: str | None = None
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
         # a tuple is kept as a list so the value survives the JSON round trip of save/load
-        self.mlp_layers = list(mlp_layers) if isinstance(mlp_layers, tuple) else mlp_layers
-        self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.reg = reg
-        self.weight_decay = weight_decay
-        self.patience = patience
-        self.valid_fraction = valid_fraction
-        self.n_negatives = n_negatives
-        self.fold_in_reg = fold_in_reg
-        self.fold_in_steps = fold_in_steps
-        self.device = device
-        self.seed = seed
+        if isinstance(self.mlp_layers, tuple):
+            self.mlp_layers = list(self.mlp_layers)
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -417,21 +401,24 @@ class NeuMF(Recommender):
         return validate
 
     # ------------------------------------------------------------------ scoring
-    def _output(self, raw: torch.Tensor) -> np.ndarray:
-        """Network output -> scores on the rating scale (implicit: ``low + p * (high - low)``)."""
-        if self._implicit:
-            lo, hi = self.rating_scale_
-            raw = lo + torch.sigmoid(raw) * (hi - lo)
-        return raw.numpy().astype(np.float32, copy=False)
+    def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
+        """Rating mode: the output is the rating. Implicit mode: ``low + p * (high - low)`` with
+        ``p`` the predicted interaction probability (a preference, not a rating)."""
+        if not self._implicit:
+            return scores
+        lo, hi = self.rating_scale_
+        p = 1.0 / (1.0 + np.exp(-np.asarray(scores, dtype=np.float64)))
+        return (lo + p * (hi - lo)).astype(np.float32)
 
-    def _predict_known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Network outputs (rating, or logit in implicit mode) of pairs, in chunks."""
         out = np.empty(len(users), dtype=np.float32)
         u_t = torch.as_tensor(np.asarray(users, dtype=np.int64))
         i_t = torch.as_tensor(np.asarray(items, dtype=np.int64))
         with torch.no_grad():
             for s in range(0, len(out), _PAIRS_PER_CHUNK):
-                out[s:s + _PAIRS_PER_CHUNK] = self._output(self.net_(u_t[s:s + _PAIRS_PER_CHUNK],
-                                                                     i_t[s:s + _PAIRS_PER_CHUNK]))
+                out[s:s + _PAIRS_PER_CHUNK] = self.net_(u_t[s:s + _PAIRS_PER_CHUNK],
+                                                        i_t[s:s + _PAIRS_PER_CHUNK]).numpy()
         return out
 
     def _score_vectors(self, gmf: torch.Tensor, mlp: torch.Tensor, bias: torch.Tensor,
@@ -442,8 +429,8 @@ class NeuMF(Recommender):
         step = max(1, _PAIRS_PER_CHUNK // max(len(i_t), 1))
         with torch.no_grad():
             for s in range(0, len(gmf), step):
-                out[s:s + step] = self._output(self.net_.score_grid(gmf[s:s + step], mlp[s:s + step],
-                                                                    bias[s:s + step], i_t))
+                out[s:s + step] = self.net_.score_grid(gmf[s:s + step], mlp[s:s + step],
+                                                       bias[s:s + step], i_t).numpy()
         return out
 
     def _score_users(self, users: np.ndarray) -> np.ndarray:
@@ -468,22 +455,25 @@ class NeuMF(Recommender):
         return torch.cat([net.user_gmf.weight, net.user_mlp.weight], 1).detach().numpy().astype(np.float32)
 
     # ------------------------------------------------------------------ cold start
-    def fold_in(self, items: Any, ratings: Any, *, reg: float | None = None) -> FoldedUser:
+    def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
         """Fit a new user's GMF and MLP embeddings (and bias, in rating mode) to a few ratings.
 
         The network and item side stay fixed; L-BFGS minimises the mean squared error (rating
         mode) or the binary cross-entropy against the rated items as positives and
         ``n_negatives`` seeded unrated items per positive (implicit mode; ratings are then
         ignored) plus ``reg`` (default ``fold_in_reg``, else the training ``reg``) times the
-        squared norm of the new vectors. Deterministic. Unknown items are ignored.
-        ``FoldedUser.factors`` holds the concatenated embeddings (like :meth:`user_embeddings`).
+        squared norm of the new vectors. Deterministic, and pure: the shared network is only read
+        (gradients are taken with respect to the new vectors alone), so concurrent fold-ins are
+        safe. Unknown items are ignored and reported. ``FoldedUser.factors`` holds the
+        concatenated embeddings (like :meth:`user_embeddings`).
         """
         self._check_fitted()
-        idx, r = self._known_ratings(items, ratings)
+        given = self._fold_in_input(items, ratings)
+        idx, r = given.items, given.ratings
         net = self.net_
         k, half = net.user_gmf.embedding_dim, net.mlp_half
         if not len(idx):
-            return FoldedUser(0.0, np.zeros(k + half, np.float32), np.zeros(0, np.int32), 0, state=None)
+            return self._empty_folded(given, k + half)
         lam = float(reg if reg is not None else (self.fold_in_reg if self.fold_in_reg is not None else self.reg))
         if self._implicit:
             pos = np.unique(idx)
@@ -500,34 +490,31 @@ class NeuMF(Recommender):
         mlp = torch.zeros((1, half), requires_grad=True)
         bias = torch.zeros(1, requires_grad=True)
         params = [gmf, mlp] + ([bias] if net.with_bias else [])
-        for p in net.parameters():
-            p.requires_grad_(False)
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=int(self.fold_in_steps), line_search_fn="strong_wolfe")
 
         def closure() -> torch.Tensor:
-            opt.zero_grad()
             out = net.score_grid(gmf, mlp, bias, target_items)[0]
             if self._implicit:
                 loss = F.binary_cross_entropy_with_logits(out, target)
             else:
                 loss = F.mse_loss(out, target)
             loss = loss + lam * sum(p.square().sum() for p in params)
-            loss.backward()
-            return loss
+            # gradients of the new vectors only: nothing is accumulated into the network
+            for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+                p.grad = g
+            return loss.detach()
 
-        try:
-            opt.step(closure)
-        finally:
-            for p in net.parameters():
-                p.requires_grad_(True)
+        opt.step(closure)
         g, m = gmf.detach()[0].numpy().copy(), mlp.detach()[0].numpy().copy()
         b = float(bias.detach()[0]) if net.with_bias else 0.0
-        return FoldedUser(b, np.concatenate([g, m]).astype(np.float32), np.unique(idx).astype(np.int32),
-                          len(idx), state={"gmf": g, "mlp": m, "bias": b})
+        return FoldedUser(b, np.concatenate([g, m]).astype(np.float32), idx.astype(np.int32),
+                          len(idx), state={"gmf": g, "mlp": m, "bias": b},
+                          unknown_items=given.unknown, duplicate_items=given.duplicates)
+
+    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
+        return None  # a non-linear fit through the network
 
     def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
-        if user.state is None:  # nothing known about the user: the unknown-user fallback
-            return (self.global_mean_ + self.item_bias_[items]).astype(np.float32)
         gmf = torch.as_tensor(np.asarray(user.state["gmf"], np.float32))[None]
         mlp = torch.as_tensor(np.asarray(user.state["mlp"], np.float32))[None]
         bias = torch.tensor([float(user.state["bias"])])
@@ -582,16 +569,6 @@ class _NegativeSampler:
         j = np.floor(rng.random(len(users)) * np.maximum(free, 1)).astype(np.int64)
         below = np.searchsorted(self.adjusted, users * (self.n_items + 1) + j, side="right") - self.start[users]
         return np.where(free > 0, j + below, -1)
-
-
-def _sample_negatives(users: np.ndarray, seen_keys: np.ndarray, n_items: int,
-                      rng: np.random.Generator) -> np.ndarray:
-    """For each entry of ``users``, a uniform item whose pair is not in ``seen_keys`` (sorted,
-    unique ``user * n_items + item``); -1 for users who have seen every item."""
-    n_users = int(users.max()) + 1 if len(users) else 0
-    if len(seen_keys):
-        n_users = max(n_users, int(seen_keys[-1] // n_items) + 1)
-    return _NegativeSampler(seen_keys, n_users, n_items).draw(users, rng)
 
 
 def _rename_valid(record: dict[str, Any]) -> None:

@@ -11,8 +11,7 @@ as a biased-MF step.
 
 from __future__ import annotations
 
-import logging
-import warnings
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -22,9 +21,14 @@ from torch import nn
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.mf import TorchFactorModel, _init_tensors, _numpy, _reg_grad
-
-logger = logging.getLogger(__name__)
+from cfrec.models.base import RidgeFoldIn, hyperparameters
+from cfrec.models.torch_engine import (
+    TorchFactorModel,
+    export_numpy,
+    init_tensors,
+    reg_grad,
+    torch_csr,
+)
 
 
 def _implicit_matrix(data: Interactions) -> sp.csr_array:
@@ -36,19 +40,6 @@ def _implicit_matrix(data: Interactions) -> sp.csr_array:
     inv[counts > 0] = counts[counts > 0] ** -0.5
     seen.data = np.repeat(inv, np.diff(seen.indptr)).astype(np.float32)
     return seen
-
-
-def _torch_csr(mat: sp.csr_array, device: torch.device) -> torch.Tensor:
-    mat = sp.csr_array(mat)
-    mat.sort_indices()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        return torch.sparse_csr_tensor(
-            torch.as_tensor(mat.indptr, dtype=torch.int64),
-            torch.as_tensor(mat.indices, dtype=torch.int64),
-            torch.as_tensor(mat.data, dtype=torch.float32),
-            size=mat.shape, device=device, check_invariants=False,
-        )
 
 
 class _SVDppLoss(torch.autograd.Function):
@@ -107,7 +98,7 @@ class _SVDppLoss(torch.autograd.Function):
                 dp = pu.new_zeros(p_shape).index_add_(0, u, gp)
                 dp.mul_(scale)
         if need[1]:
-            dq = qi.new_zeros(q_shape).index_add_(0, i, _reg_grad(qi, e, x, reg))
+            dq = qi.new_zeros(q_shape).index_add_(0, i, reg_grad(qi, e, x, reg))
             dq.mul_(scale * (reg or 1.0))
         if need[2]:
             gb = err + bias_reg * bu_b if bias_reg else err
@@ -144,6 +135,7 @@ class _SVDppNet(nn.Module):
         return self.global_bias + self.user_bias[users] + self.item_bias[items] + dot
 
 
+@hyperparameters
 class SVDpp(TorchFactorModel):
     """Koren's SVD++: biased MF plus implicit feedback from which items each user rated.
 
@@ -172,59 +164,25 @@ class SVDpp(TorchFactorModel):
 
     name = "svdpp"
 
-    def __init__(
-        self,
-        *,
-        n_factors: int = 32,
-        epochs: int = 20,
-        batch_size: int = 16384,
-        lr: float = 0.007,
-        reg: float = 0.1,
-        implicit_reg: float = 0.01,
-        bias_reg: float = 0.0,
-        weight_decay: float = 0.0,
-        optimizer: str = "adam",
-        init_std: float = 0.01,
-        init_biases: bool = True,
-        patience: int | None = 2,
-        valid_fraction: float = 0.0,
-        refit: bool = False,
-        device: str | None = None,
-        seed: int | None = 0,
-        fold_in_reg: float = 10.0,
-    ) -> None:
-        self.n_factors = n_factors
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.reg = reg
-        self.implicit_reg = implicit_reg
-        self.bias_reg = bias_reg
-        self.weight_decay = weight_decay
-        self.optimizer = optimizer
-        self.init_std = init_std
-        self.init_biases = init_biases
-        self.patience = patience
-        self.valid_fraction = valid_fraction
-        self.refit = refit
-        self.device = device
-        self.seed = seed
-        self.fold_in_reg = fold_in_reg
+    n_factors: int = 32
+    epochs: int = 20
+    batch_size: int = 16384
+    lr: float = 0.007
+    implicit_reg: float = 0.01
+    bias_reg: float = 0.0
+    init_std: float = 0.01
 
     def _check_params(self) -> None:
         super()._check_params()
-        if int(self.n_factors) < 1:
-            raise CfrecError(f"SVDpp: n_factors must be >= 1, got {self.n_factors!r}")
-        for name in ("reg", "implicit_reg", "bias_reg", "weight_decay", "init_std"):
-            if float(getattr(self, name)) < 0:
-                raise CfrecError(f"SVDpp: {name} must be >= 0, got {getattr(self, name)!r}")
+        if float(self.implicit_reg) < 0:
+            raise CfrecError(f"SVDpp: implicit_reg must be >= 0, got {self.implicit_reg!r}")
 
     def _build(self, data: Interactions, device: torch.device, gen: torch.Generator):
-        init = _init_tensors(data, int(self.n_factors), float(self.init_std), bool(self.init_biases),
+        init = init_tensors(data, int(self.n_factors), float(self.init_std), bool(self.init_biases),
                              self.global_mean_, gen)
         norm = _implicit_matrix(data)
-        n_norm = _torch_csr(norm, device)
-        n_norm_t = _torch_csr(norm.T.tocsr(), device)
+        n_norm = torch_csr(norm, device)
+        n_norm_t = torch_csr(norm.T.tocsr(), device)
         # Koren's SGD shrinks y_j once for every rating of every user who rated j; per batch row
         # that is sum_{u: j in N(u)} |N(u)| / n_ratings on average. Its mean over the items, spread
         # evenly, works better than the per-item weights (it spares the y of popular items).
@@ -247,12 +205,12 @@ class SVDpp(TorchFactorModel):
     def _export(self, net: nn.Module, data: Interactions) -> None:
         assert isinstance(net, _SVDppNet)  # built by _build
         with torch.no_grad():
-            self.user_factors_ = _numpy(net.effective_users())
-        self.user_explicit_ = _numpy(net.user_factors)
-        self.implicit_factors_ = _numpy(net.implicit_factors)
-        self.item_factors_ = _numpy(net.item_factors)
-        self.user_bias_ = _numpy(net.user_bias)
-        self.item_bias_ = _numpy(net.item_bias)
+            self.user_factors_ = export_numpy(net.effective_users())
+        self.user_explicit_ = export_numpy(net.user_factors)
+        self.implicit_factors_ = export_numpy(net.implicit_factors)
+        self.item_factors_ = export_numpy(net.item_factors)
+        self.user_bias_ = export_numpy(net.user_bias)
+        self.item_bias_ = export_numpy(net.item_bias)
 
     # ------------------------------------------------------------------ cold start
     def _fold_in_offset(self, seen: np.ndarray) -> np.ndarray:
@@ -263,6 +221,10 @@ class SVDpp(TorchFactorModel):
         """
         y = self.implicit_factors_.astype(np.float64)
         return y[seen].sum(0) / np.sqrt(len(seen)) if len(seen) else np.zeros(y.shape[1])
+
+    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
+        ridge = super().fold_in_ridge(reg)
+        return None if ridge is None else dataclasses.replace(ridge, item_set_offset=True)
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:

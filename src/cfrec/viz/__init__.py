@@ -1,6 +1,7 @@
-"""Looking at data and models: plots, the t-SNE map, the HTML report, the quickstart, exports.
+"""Drawing: matplotlib figures of data, training and tuning, and t-SNE maps of item embeddings.
 
 Names are imported lazily, so ``import cfrec.viz`` does not import matplotlib or scikit-learn.
+The report and the quickstart that use these figures live in :mod:`cfrec.app`.
 """
 
 from __future__ import annotations
@@ -24,16 +25,6 @@ _LAZY = {
     "TsneMap": "cfrec.viz.tsne",
     "tsne_item_embeddings": "cfrec.viz.tsne",
     "plot_tsne": "cfrec.viz.tsne",
-    # report.py
-    "Report": "cfrec.viz.report",
-    "build_report": "cfrec.viz.report",
-    "write_report": "cfrec.viz.report",
-    # quickstart.py
-    "QuickstartResult": "cfrec.viz.quickstart",
-    "run_quickstart": "cfrec.viz.quickstart",
-    # export.py
-    "export_embeddings": "cfrec.viz.export",
-    "load_embeddings": "cfrec.viz.export",
 }
 
 __all__ = list(_LAZY)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
-from cfrec._io import atomic_path, write_bytes_atomic
+from cfrec._io import atomic_path
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError
 
@@ -78,7 +78,6 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.4, 4.0)) -> tuple[F
     return fig, fig.add_subplot()
 
 
-atomic_write_bytes = write_bytes_atomic
 
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:

@@ -10,7 +10,6 @@ the same shape, and says so in every output.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -18,36 +17,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cfrec._io import to_jsonable
+from cfrec._io import to_jsonable, write_json_atomic
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, DatasetUnavailable
-from cfrec.viz.plots import atomic_write_bytes
+from cfrec.models.registry import QUICKSTART_MODEL, QUICKSTART_PARAMS, model_class
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from cfrec.data.split import Split
     from cfrec.models.base import Recommender
-    from cfrec.viz.report import SimilarItems, UserRecs
+    from cfrec.app.report import SimilarItems, UserRecs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_OUT", "ML100K_SHAPE", "MODEL_PREFERENCE", "QuickstartResult", "pick_model", "run_lab_exercises",
-           "run_quickstart"]
+__all__ = ["DEFAULT_OUT", "ML100K_SHAPE", "QuickstartResult", "run_lab_exercises", "run_quickstart"]
 
 DEFAULT_OUT = "cfrec-quickstart"
 #: (users, items, ratings) of ML-100K: the shape of the synthetic stand-in.
 ML100K_SHAPE: tuple[int, int, int] = (943, 1682, 100_000)
-#: Models tried in order; the first one installed is trained.
-MODEL_PREFERENCE: tuple[str, ...] = ("mf", "als", "svdpp", "baseline")
-#: Settings the quickstart gives each model on top of its own defaults (only those it accepts).
-GOOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    # early stopping on a 10% carve picks the epoch count, then a refit on all training ratings
-    "mf": {"seed": 0, "epochs": 20, "valid_fraction": 0.1, "patience": 2, "refit": True},
-    "als": {"n_factors": 32, "seed": 0},
-    "svdpp": {"seed": 0},
-    "baseline": {},
-}
 SYNTHETIC_NAME = "synthetic (ML-100K-shaped)"
 
 Progress = Callable[[str], None]
@@ -96,28 +84,13 @@ class QuickstartResult:
         })
 
 
-def pick_model(name: str | None = None) -> str:
-    """``name`` if given (checked), else the first model of :data:`MODEL_PREFERENCE` installed."""
-    from cfrec.models.registry import model_class
-
-    if name is not None:
-        model_class(name)  # raises CfrecError for an unknown name
-        return name
-    for candidate in MODEL_PREFERENCE:
-        try:
-            model_class(candidate)
-        except (ImportError, AttributeError):
-            logger.info("model %r not available; trying the next one", candidate)
-            continue
-        return candidate
-    raise CfrecError("no model is available")  # pragma: no cover - baseline always exists
-
-
 def _model_params(name: str, params: Mapping[str, Any] | None, epochs: int | None) -> dict[str, Any]:
-    from cfrec.models.registry import model_class
-
+    """The quickstart's settings for its own model (registry ``QUICKSTART_PARAMS``), an epoch or
+    iteration override, then ``params``; checked against the model's hyperparameters."""
     accepted = set(model_class(name)._param_names())
-    out = {k: v for k, v in GOOD_DEFAULTS.get(name, {}).items() if k in accepted}
+    out = dict(QUICKSTART_PARAMS) if name == QUICKSTART_MODEL else {}
+    if "seed" in accepted:
+        out.setdefault("seed", 0)
     if epochs is not None:
         for key in ("epochs", "iterations"):
             if key in accepted:
@@ -191,7 +164,7 @@ def run_quickstart(
         Force the synthetic stand-in, and its (users, items, ratings) when it is used (default
         :data:`ML100K_SHAPE`).
     model, params, epochs
-        Model name (default: the first of :data:`MODEL_PREFERENCE` installed), extra
+        Model name (default: the registry's quickstart model, BiasedMF), extra
         hyperparameters, and an epoch/iteration count override (for quick runs).
     split
         Split spec for ``make_splits``. The default holds out each user's latest 20% of ratings:
@@ -205,8 +178,8 @@ def run_quickstart(
         Called with one human-readable line per step (the CLI prints them).
     """
     from cfrec.data import make_splits
-    from cfrec.models.registry import make_model
-    from cfrec.viz.report import (
+    from cfrec.models.registry import get_spec, make_model
+    from cfrec.app.report import (
         build_report,
         compare_to_baseline,
         dataset_statistics,
@@ -239,7 +212,7 @@ def run_quickstart(
     say(f"split {the_split.name}: {len(the_split.train):,} training / {len(the_split.test):,} test "
         f"ratings ({cold.share:.1%} of test ratings have an unseen user or item)")
 
-    name = pick_model(model)
+    name = get_spec(model or QUICKSTART_MODEL).name
     hyper = _model_params(name, params, epochs)
     estimator: Recommender = make_model(name, **hyper)
     say(f"training {type(estimator).__name__} ({', '.join(f'{k_}={v}' for k_, v in hyper.items()) or 'defaults'})")
@@ -296,8 +269,7 @@ def run_quickstart(
         stats=stats, cold_start=cold.to_dict(), metrics=metrics, baseline_metrics=baseline,
         recommendations=report.users, similar=report.similar, seconds=seconds,
     )
-    atomic_write_bytes(result.summary_path, (json.dumps(result.summary(), indent=2, allow_nan=False) + "\n")
-                       .encode("utf-8"))
+    write_json_atomic(result.summary_path, result.summary())
     return result
 
 

@@ -1,9 +1,14 @@
-"""The training engine shared by the PyTorch models.
+"""The training engine of cfrec's PyTorch models, and the pipeline shared by its factor models.
 
 Minibatches are index slices of tensors held whole on the device (no per-sample Dataset or
 DataLoader on the hot path). The engine picks the device, seeds everything it draws from,
 validates each epoch, stops early and restores the best epoch, records a per-epoch history and
 raises :class:`~cfrec.errors.TrainingDiverged` when the loss stops being finite.
+
+:class:`TorchFactorModel` is the fitting pipeline of the factor models trained this way
+(:class:`~cfrec.models.mf.BiasedMF`, :class:`~cfrec.models.svdpp.SVDpp`): their shared
+hyperparameters, device choice, seeding, validation carve, early stopping, optional refit and
+export of the learned tensors to numpy.
 """
 
 from __future__ import annotations
@@ -12,16 +17,22 @@ import copy
 import logging
 import math
 import time
+import warnings
+from abc import abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
 from cfrec.data.interactions import Interactions
+from cfrec.data.split import carve_validation
 from cfrec.errors import CfrecError, TrainingDiverged
+from cfrec.models._bias import fit_biases
+from cfrec.models.base import EpochCallback, FactorRecommender, hyperparameters
 
 logger = logging.getLogger(__name__)
 
@@ -146,82 +157,6 @@ def make_optimizer(
     raise CfrecError(f"unknown optimizer {name!r}; choose 'adam' or 'sgd'")
 
 
-class _GatherRows(torch.autograd.Function):
-    """``weight[idx]`` whose backward is one ``index_add_`` into a dense gradient."""
-
-    @staticmethod
-    def forward(ctx: Any, weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(idx)
-        ctx.weight_shape = weight.shape
-        return weight.index_select(0, idx)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (idx,) = ctx.saved_tensors
-        out = grad.new_zeros(ctx.weight_shape)
-        out.index_add_(0, idx, grad)
-        return out, None
-
-
-def gather_rows(weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows ``weight[idx]`` for an embedding table, with a fast dense backward.
-
-    Same values and gradient as ``weight[idx]`` or ``F.embedding(idx, weight)``, but the
-    backward accumulates with ``index_add_``, which on CPU is 3-10x faster than the
-    ``index_put_``/``embedding_dense_backward`` kernels PyTorch uses for those (it dominates a
-    matrix-factorisation step). Deterministic on CPU.
-    """
-    return _GatherRows.apply(weight, idx)
-
-
-def carve_validation(
-    train: Interactions, fraction: float, seed: int | None
-) -> tuple[Interactions, Interactions | None]:
-    """Hold out a random ``fraction`` of the training rows for validation (never the test part).
-
-    Only rows whose user and item keep at least one other training rating are eligible, so the
-    validation part measures rating prediction rather than cold start.
-    """
-    if fraction <= 0 or len(train) < 20:
-        return train, None
-    rng = np.random.default_rng(seed)
-    n_valid = int(round(fraction * len(train)))
-    order = rng.permutation(len(train))
-    u_left = train.user_counts().copy()
-    i_left = train.item_counts().copy()
-    chosen = np.zeros(len(train), dtype=bool)
-    users, items = train.users, train.items
-    # Vectorised greedy pass: take candidates in random order while both ends keep >= 1 rating.
-    cand = order[: min(len(order), n_valid * 2)]
-    for _ in range(3):
-        cu, ci = users[cand], items[cand]
-        # rank of each candidate among earlier candidates of the same user / item
-        ru = _occurrence_rank(cu)
-        ri = _occurrence_rank(ci)
-        ok = (ru < u_left[cu] - 1) & (ri < i_left[ci] - 1) & ~chosen[cand]
-        take = cand[ok][: n_valid - int(chosen.sum())]
-        chosen[take] = True
-        np.subtract.at(u_left, users[take], 1)
-        np.subtract.at(i_left, items[take], 1)
-        if chosen.sum() >= n_valid:
-            break
-        cand = order[~chosen[order]][: n_valid * 2]
-    if not chosen.any():
-        return train, None
-    return train.subset(~chosen), train.subset(chosen)
-
-
-def _occurrence_rank(keys: np.ndarray) -> np.ndarray:
-    """For each position, how many earlier positions hold the same key."""
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1]
-    run_start = np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
-    rank = np.empty(len(keys), dtype=np.int64)
-    rank[order] = np.arange(len(keys)) - run_start
-    return rank
-
-
 @dataclass
 class TrainConfig:
     """Loop settings for :func:`train_loop` (the model's hyperparameters feed it)."""
@@ -320,3 +255,168 @@ def batched_rmse(
         pred = predict(users[s:s + batch_size], items[s:s + batch_size]).clamp(*scale)
         sq += ((pred - ratings[s:s + batch_size]).double() ** 2).sum()
     return float(torch.sqrt(sq / max(len(users), 1)).item())
+
+
+#: L2 (user, item) of the closed-form biases that start training when ``init_biases`` is on
+#: (in rating-count units, as in :func:`~cfrec.models._bias.fit_biases`).
+_BIAS_INIT_REG = (25.0, 25.0)
+
+PredictFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ---------------------------------------------------------------------- shared pipeline
+@hyperparameters
+class TorchFactorModel(FactorRecommender):
+    """Fitting pipeline of the PyTorch factor models (BiasedMF, SVD++).
+
+    Subclasses build a network for the training data (:meth:`_build`), and copy its learned
+    tensors into the numpy attributes of :class:`FactorRecommender` (:meth:`_export`). This
+    class does the rest:
+
+    * device (``device=None`` -> CUDA when available) and a seeded generator for initialisation
+      and shuffling, so a fixed ``seed`` reproduces a CPU fit bit for bit;
+    * validation: ``fit(train, valid)`` uses ``valid``; otherwise, with ``valid_fraction > 0``, a
+      random part of ``train`` is carved off (never the test part);
+    * early stopping after ``patience`` epochs without a validation improvement, restoring the
+      best epoch; with ``refit=True`` the carve only picks the epoch count and the model is then
+      trained again on all of ``train`` for that many epochs;
+    * the per-epoch history in ``history_`` (``train_loss`` is the minibatch objective, penalties
+      included; ``valid_rmse`` is on clipped predictions) and the ``on_epoch`` callback.
+    """
+
+    # hyperparameters shared by every subclass (which may change their defaults)
+    n_factors: int = 128
+    epochs: int = 8
+    batch_size: int = 4096
+    lr: float = 0.01
+    reg: float = 0.1
+    bias_reg: float = 0.01
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    init_std: float = 0.1
+    init_biases: bool = True
+    patience: int | None = 2
+    valid_fraction: float = 0.0
+    refit: bool = False
+    device: str | None = None
+    seed: int | None = 0
+    fold_in_reg: float = 10.0
+
+    def _check_params(self) -> None:
+        if int(self.epochs) < 1:
+            raise CfrecError(f"{type(self).__name__}: epochs must be >= 1, got {self.epochs!r}")
+        if int(self.batch_size) < 1:
+            raise CfrecError(f"{type(self).__name__}: batch_size must be >= 1, got {self.batch_size!r}")
+        if not 0.0 <= float(self.valid_fraction) < 1.0:
+            raise CfrecError(f"{type(self).__name__}: valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
+        if self.patience is not None and int(self.patience) < 1:
+            raise CfrecError(f"{type(self).__name__}: patience must be >= 1 or None, got {self.patience!r}")
+        if int(self.n_factors) < 1:
+            raise CfrecError(f"{type(self).__name__}: n_factors must be >= 1, got {self.n_factors!r}")
+        for name in ("reg", "bias_reg", "weight_decay", "init_std"):
+            if float(getattr(self, name)) < 0:
+                raise CfrecError(f"{type(self).__name__}: {name} must be >= 0, got {getattr(self, name)!r}")
+
+    def _fit(self, train: Interactions, valid: Interactions | None,
+             on_epoch: EpochCallback | None) -> None:
+        self._check_params()
+        device = resolve_device(self.device)
+        fit_part, carved = train, None
+        if valid is None and self.valid_fraction > 0:
+            fit_part, carved = carve_validation(train, float(self.valid_fraction), self.seed)
+            valid = carved
+        early = self.patience is not None and valid is not None and len(valid) > 0
+        history, net = self._train(fit_part, valid, int(self.epochs), device, on_epoch, early)
+        if carved is not None and self.refit:
+            best = _best_epoch(history)
+            logger.info("%s: refitting on all %d ratings for %d epochs (best epoch on the carve)",
+                        type(self).__name__, len(train), best)
+            for rec in history:
+                rec["phase"] = "select"
+            refit_hist, net = self._train(train, None, best, device, on_epoch, False)
+            for rec in refit_hist:
+                rec["phase"] = "refit"
+            history = history + refit_hist
+        self.history_.extend(history)
+        self._export(net, train)
+
+    def _train(self, data: Interactions, valid: Interactions | None, epochs: int,
+               device: torch.device, on_epoch: EpochCallback | None,
+               early: bool) -> tuple[list[dict[str, Any]], nn.Module]:
+        gen = make_generator(self.seed, "cpu")
+        net, loss_fn, predict = self._build(data, device, gen)
+        opt = make_optimizer(self.optimizer, list(net.parameters()), lr=float(self.lr),
+                             weight_decay=float(self.weight_decay))
+        validate = None
+        if valid is not None and len(valid):
+            vt = valid.to_tensors(device)
+            lo, hi = self.rating_scale_
+            scale = (float(lo), float(hi))
+
+            def validate() -> float:
+                return batched_rmse(predict, vt["users"], vt["items"], vt["ratings"], scale)
+
+        config = TrainConfig(type(self).__name__, epochs, int(self.batch_size), float(self.lr),
+                             patience=int(self.patience) if early and self.patience is not None else None)
+        history = train_loop(net, opt, len(data), loss_fn, config, generator=gen, device=device,
+                             validate=validate, on_epoch=on_epoch)
+        return history, net
+
+    @abstractmethod
+    def _build(self, data: Interactions, device: torch.device,
+               gen: torch.Generator) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor], PredictFn]:
+        """Network, minibatch loss (row positions -> scalar) and predictor for ``data``."""
+
+    @abstractmethod
+    def _export(self, net: nn.Module, data: Interactions) -> None:
+        """Copy learned tensors into ``user_bias_``, ``item_bias_``, factors (numpy float32)."""
+
+
+def _best_epoch(history: list[dict[str, Any]]) -> int:
+    """The epoch early stopping restored (else the one with the lowest validation RMSE)."""
+    flagged = [r["epoch"] for r in history if r.get("best")]
+    if flagged:
+        return int(flagged[0])
+    scored = [r for r in history if "valid_rmse" in r]
+    if not scored:
+        return len(history)
+    return int(min(scored, key=lambda r: (r["valid_rmse"], r["epoch"]))["epoch"])
+
+
+def export_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).numpy().copy()
+
+
+def init_tensors(data: Interactions, n_factors: int, init_std: float, init_biases: bool,
+                  global_mean: float, gen: torch.Generator,
+                  bias_reg: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
+    """Initial user/item factors ~ N(0, init_std^2) and biases (closed form or zeros), on CPU."""
+    p = torch.randn(data.n_users, n_factors, generator=gen) * float(init_std)
+    q = torch.randn(data.n_items, n_factors, generator=gen) * float(init_std)
+    if init_biases:
+        bias_reg = bias_reg or _BIAS_INIT_REG
+        bu, bi = fit_biases(data.users, data.items, data.ratings, data.n_users, data.n_items,
+                            global_mean=global_mean, reg_user=bias_reg[0], reg_item=bias_reg[1])
+        b_u, b_i = torch.from_numpy(bu), torch.from_numpy(bi)
+    else:
+        b_u, b_i = torch.zeros(data.n_users), torch.zeros(data.n_items)
+    return {"p": p, "q": q, "bu": b_u, "bi": b_i}
+
+
+def reg_grad(own: torch.Tensor, e: torch.Tensor, other: torch.Tensor, reg: float) -> torch.Tensor:
+    """``own + e * other / reg`` (or ``e * other`` when ``reg`` is 0): the factor gradient / reg."""
+    return torch.addcmul(own, e, other, value=1.0 / reg) if reg else e * other
+
+
+def torch_csr(mat: sp.csr_array | sp.csr_matrix, device: torch.device | str) -> torch.Tensor:
+    """A torch CSR tensor of a scipy CSR matrix (sorted indices; torch's beta warning silenced)."""
+    mat = sp.csr_array(mat)
+    mat.sort_indices()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(
+            torch.as_tensor(mat.indptr, dtype=torch.int64),
+            torch.as_tensor(mat.indices, dtype=torch.int64),
+            torch.as_tensor(mat.data, dtype=torch.float32),
+            size=mat.shape, device=device, check_invariants=False,
+        )

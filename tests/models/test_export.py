@@ -10,9 +10,9 @@ import pytest
 
 from cfrec.data import Interactions
 from cfrec.errors import CfrecError
-from cfrec.viz.export import export_embeddings, load_embeddings
+from cfrec.models.export import export_embeddings, load_embeddings
 
-from .conftest import PlantedFactors
+from tests.clustered import PlantedFactors
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])

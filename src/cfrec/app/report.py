@@ -22,11 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from cfrec._io import write_bytes_atomic
 from cfrec._version import __version__
 from cfrec.data.interactions import Interactions
-from cfrec.data.split import Split
+from cfrec.data.split import Split, find_training_split, split_spec
+from cfrec.data.stats import compute_statistics
 from cfrec.errors import CfrecError
-from cfrec.viz.plots import atomic_write_bytes, figure_to_png
+from cfrec.evaluation.protocols import evaluate
+from cfrec.viz.plots import figure_to_png
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -49,16 +52,12 @@ __all__ = [
     "pick_users",
     "resolve_split",
     "similar_items_table",
-    "spec_from_name",
     "user_recommendations",
     "write_report",
 ]
 
 #: Title substrings of the films whose neighbours the report lists (MovieLens).
 DEFAULT_FILMS: tuple[str, ...] = ("Toy Story", "Star Wars", "Pulp Fiction")
-#: Split specs tried, in order, to find the split a model was trained on.
-_CANDIDATE_SPECS: tuple[str, ...] = ("temporal", "user-temporal", "random")
-_PREDEFINED_SPECS: tuple[str, ...] = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 
 #: The page's Content-Security-Policy: inline styles and data: images, nothing else.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -232,49 +231,8 @@ def _has_embeddings(model: Recommender) -> bool:
 
 # ---------------------------------------------------------------------- data, split, metrics
 def dataset_statistics(data: Interactions) -> dict[str, Any]:
-    """``compute_statistics(data).to_dict()`` when the statistics module is available, else the
-    basic counts computed here."""
-    try:
-        from cfrec.data import compute_statistics
-
-        return dict(compute_statistics(data).to_dict())
-    except (ImportError, AttributeError) as exc:
-        logger.debug("compute_statistics unavailable (%s); using basic statistics", exc)
-    uc, ic = data.user_counts(), data.item_counts()
-    n_u, n_i = int((uc > 0).sum()), int((ic > 0).sum())
-    return {
-        "name": data.name,
-        "n_ratings": len(data),
-        "n_users": n_u,
-        "n_items": n_i,
-        "density": len(data) / max(n_u * n_i, 1),
-        "rating_scale": list(data.rating_scale),
-        "rating_mean": float(np.mean(data.ratings, dtype=np.float64)) if len(data) else math.nan,
-        "ratings_per_user_median": float(np.median(uc[uc > 0])) if n_u else math.nan,
-        "ratings_per_item_median": float(np.median(ic[ic > 0])) if n_i else math.nan,
-    }
-
-
-def _make_splits(data: Interactions, spec: str, data_home: str | Path | None, seed: int | None = 0) -> list[Split]:
-    try:
-        from cfrec.data import make_splits
-    except (ImportError, AttributeError):
-        raise CfrecError("splitting needs cfrec.data.make_splits, which is not available in this "
-                         "installation") from None
-    return list(make_splits(data, spec, seed=seed, data_home=data_home))
-
-
-def spec_from_name(name: str) -> str:
-    """The split spec that makes a split of this name (``temporal-0.2`` -> ``temporal:0.2``,
-    ``user-temporal-n5`` -> ``user-temporal:n=5``, ``kfold5-3`` -> ``kfold:5``); other names
-    (``u1``, specs) are returned unchanged."""
-    if m := re.fullmatch(r"(user-temporal)-n(\d+)", name):
-        return f"{m.group(1)}:n={m.group(2)}"
-    if m := re.fullmatch(r"(temporal|user-temporal|random)-([0-9.]+)", name):
-        return f"{m.group(1)}:{m.group(2)}"
-    if m := re.fullmatch(r"kfold(\d+)-\d+", name):
-        return f"kfold:{m.group(1)}"
-    return name
+    """``compute_statistics(data).to_dict()``: the figures of the report's dataset table."""
+    return dict(compute_statistics(data).to_dict())
 
 
 def resolve_split(
@@ -284,56 +242,35 @@ def resolve_split(
     *,
     data_home: str | Path | None = None,
 ) -> tuple[Split, bool, list[str]]:
-    """The split whose test part the report evaluates on.
+    """The split whose test part the report evaluates on, whether it is verified, and notes.
 
-    A :class:`Split` is used as given; a spec is made with ``make_splits`` (for multi-fold specs
-    the fold whose training part the model was fitted on is picked); with ``None`` the spec the
-    model recorded (``fit_info_["split"]``), then common specs, are tried until one's training
-    part has the model's training fingerprint. Returns ``(split, verified, notes)`` where
-    ``verified`` says the fingerprints matched.
+    A :class:`Split` is used as given; a spec or ``None`` goes to
+    :func:`cfrec.data.split.find_training_split` (the split the model recorded, then the usual
+    ones, until a train part has the model's training fingerprint). When none matches, the first
+    split is used and a note says why its metrics may be optimistic.
     """
     fit_info = getattr(model, "fit_info_", {}) or {}
     fp = fit_info.get("fingerprint")
-    seed = fit_info.get("split_seed", 0)
     notes: list[str] = []
     if isinstance(split, Split):
-        verified = fp is not None and split.train.fingerprint() == fp
-        return split, verified, notes
-    if split is not None:
-        specs = [spec_from_name(split)]
-    else:
-        recorded = fit_info.get("split")
-        recorded = spec_from_name(recorded) if isinstance(recorded, str) and recorded != "none" else None
-        specs = [s for s in (recorded, *_CANDIDATE_SPECS) if s]
-        if data.name.lower().startswith("ml-100k"):
-            specs += list(_PREDEFINED_SPECS)
-    first: Split | None = None
-    for spec in dict.fromkeys(specs):
-        try:
-            parts = _make_splits(data, spec, data_home, seed)
-        except CfrecError as exc:
-            if split is not None:
-                raise
-            logger.debug("split %s unavailable: %s", spec, exc)
-            continue
-        if not parts:
-            continue
-        first = first or parts[0]
-        for part in parts:
-            if fp is not None and part.train.fingerprint() == fp:
-                return part, True, notes
-    if first is None:
-        raise CfrecError(f"could not make any split of {data.name!r} to evaluate on")
+        return split, fp is not None and split.train.fingerprint() == fp, notes
+    spec = (split_spec(split) or split) if split is not None else None
+    recorded = fit_info.get("split")
+    chosen, verified = find_training_split(data, fp, spec=spec,
+                                           recorded=recorded if isinstance(recorded, str) else None,
+                                           seed=fit_info.get("split_seed", 0), data_home=data_home)
+    if verified:
+        return chosen, True, notes
     if fp is not None and data.fingerprint() == fp:
         notes.append("The model was trained on the whole dataset, so there is no held-out part: "
-                     f"the metrics below use the test part of the {first.name!r} split, which the "
+                     f"the metrics below use the test part of the {chosen.name!r} split, which the "
                      "model has seen, and are optimistic.")
     else:
         tried = "" if split is not None else " (nor of any other split tried)"
         notes.append(f"The model's training data does not match the training part of the "
-                     f"{first.name!r} split{tried}; its test part may overlap what the model saw, "
+                     f"{chosen.name!r} split{tried}; its test part may overlap what the model saw, "
                      "so the metrics may be optimistic.")
-    return first, False, notes
+    return chosen, False, notes
 
 
 def _overlap_share(model: Recommender, test: Interactions) -> float:
@@ -353,17 +290,8 @@ def _overlap_share(model: Recommender, test: Interactions) -> float:
 
 def evaluate_model(model: Recommender, test: Interactions, *, train: Interactions | None = None,
                    k: int = 10) -> dict[str, float]:
-    """``cfrec.evaluation.evaluate`` when available, else RMSE and MAE computed here."""
-    try:
-        from cfrec.evaluation import evaluate
-    except ImportError:
-        pass
-    else:
-        return {str(key): float(v) for key, v in evaluate(model, test, train=train, k=k).items()}
-    logger.info("cfrec.evaluation.evaluate unavailable: reporting RMSE and MAE only")
-    pred = model.predict(test.raw_users(), test.raw_items()).astype(np.float64)
-    err = pred - test.ratings.astype(np.float64)
-    return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
+    """:func:`cfrec.evaluation.evaluate` as floats (the report's metrics table)."""
+    return {str(key): float(v) for key, v in evaluate(model, test, train=train, k=k).items()}
 
 
 def compare_to_baseline(train: Interactions, test: Interactions, *, k: int = 10) -> dict[str, float]:
@@ -493,7 +421,7 @@ class Report:
 
     def write(self, path: str | Path) -> Path:
         """Write the page atomically; returns the path."""
-        out = atomic_write_bytes(path, self.html.encode("utf-8"))
+        out = write_bytes_atomic(path, self.html.encode("utf-8"))
         logger.info("report written to %s (%d bytes)", out, len(self.html))
         return out
 

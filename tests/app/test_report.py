@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from cfrec.data import Interactions, make_splits
-from cfrec.viz import report as rp
+from cfrec.app import report as rp
 from tests.conftest import artifact_dir
 
-from .conftest import PlantedFactors, clustered_frame
+from tests.clustered import PlantedFactors, clustered_frame
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 IMG_SRC = re.compile(r'<img src="([^"]*)"')
@@ -137,15 +137,6 @@ def test_write_is_atomic(tmp_path, built: rp.Report) -> None:
 
 
 # ---------------------------------------------------------------------- helpers
-@pytest.mark.parametrize("name, spec", [
-    ("temporal-0.2", "temporal:0.2"), ("user-temporal-0.25", "user-temporal:0.25"),
-    ("user-temporal-n5", "user-temporal:n=5"), ("random-0.1", "random:0.1"), ("kfold5-3", "kfold:5"),
-    ("u1", "u1"), ("temporal:0.3", "temporal:0.3"),
-])
-def test_spec_from_name(name: str, spec: str) -> None:
-    assert rp.spec_from_name(name) == spec
-
-
 def test_resolve_split_picks_the_matching_fold(clustered: Interactions) -> None:
     folds = make_splits(clustered, "kfold:3", seed=0)
     model = PlantedFactors().fit(folds[2].train)

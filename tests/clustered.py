@@ -1,4 +1,6 @@
-"""Small data with known structure for the viz tests, and a factor model with planted embeddings."""
+"""Small data with known structure (genre clusters with MovieLens-like titles) and a factor model
+with planted embeddings, for the drawing, report and export tests (fixtures ``clustered`` and
+``planted``, made available to every test by the root conftest)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,381 @@
+"""Saving and loading models: safetensors weights plus JSON metadata, never pickle.
+
+A model is saved into a folder ``PATH`` that holds complete versions and a pointer to the
+current one::
+
+    PATH/
+      CURRENT                      one line: the name of the current version folder
+      v-20261201T221500-1234-a1b2/ model.json  weights.safetensors  items.json
+
+A save writes a new version folder beside the others, flushes it to disk, then atomically
+replaces ``CURRENT`` (``os.replace``) and only then removes leftovers of interrupted saves and
+versions older than the one it replaced (which stays, for readers that opened it just before). At every instant ``PATH`` therefore holds either the previous complete model or
+the new complete one: a crash (even ``SIGKILL``) between any two steps never loses a model.
+Folders written by earlier cfrec releases (the files directly in ``PATH``) still load, and are
+upgraded in the same crash-safe way on the next save.
+
+``model.json`` holds the format tag and version, the class, hyperparameters, raw id
+vocabularies, rating scale, training-data fingerprint, history and the weights' SHA-256;
+``weights.safetensors`` the arrays (the model's own, from its ``_state()`` hook, plus biases and
+the seen-items matrix); ``items.json`` titles, years and genres. Loading checks all of it and
+raises :class:`~cfrec.errors.ModelFileError` naming the file at fault.
+
+Which class a folder holds is resolved as scikit-learn's ``skops`` does with trusted types: the
+class a caller names (``MyModel.load(path)``), or a class known to the model registry (the
+built-in models, and any decorated with :func:`cfrec.models.register_model`). Nothing is
+imported because a file says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cfrec._io import file_mode, to_jsonable, write_json_atomic
+from cfrec._version import __version__
+from cfrec.data.idmap import IdMap
+from cfrec.errors import ModelFileError
+
+if TYPE_CHECKING:
+    from cfrec.models.base import Recommender
+
+FORMAT_NAME = "cfrec-model"
+FORMAT_VERSION = 1
+META_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+ITEMS_FILE = "items.json"
+POINTER_FILE = "CURRENT"
+_VERSION_RE = re.compile(r"^v-\d{8}T\d{6}-\d+-[0-9a-f]{8}$")
+_TMP_PREFIX = ".tmp-"
+
+#: Steps of :func:`save_model`, in order (a test kills the writer after each of them).
+SAVE_STEPS = ("started", "weights_written", "meta_written", "version_written", "pointer_written",
+              "pointer_replaced", "cleaned")
+
+StepHook = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------- writing
+def check_writable(path: str | Path) -> Path:
+    """Fail early (before a long fit) when a model cannot be saved at ``path``.
+
+    ``path`` may be missing, an empty folder or a cfrec model folder; anything else is refused so
+    that a save never replaces a folder that is not a model.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ModelFileError(f"{path} exists and is a file, not a model folder")
+    if path.is_dir() and any(path.iterdir()) and current_version(path) is None:
+        raise ModelFileError(f"{path} exists and is not a cfrec model folder; refusing to replace it "
+                             "(choose another --out or remove it)")
+    parent = _existing_ancestor(path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ModelFileError(f"cannot write a model at {path}: {parent} is not writable")
+    return path
+
+
+def save_model(model: Recommender, path: str | Path, *, on_step: StepHook | None = None) -> Path:
+    """Write ``model`` to the model folder ``path`` without a window in which no model is there.
+
+    ``on_step`` is called with each name of :data:`SAVE_STEPS` after that step is durable (tests
+    use it to interrupt a save at every point).
+    """
+    from safetensors.numpy import save_file
+
+    path = check_writable(path)
+    path.mkdir(parents=True, exist_ok=True)
+    mode = file_mode()
+    version = _new_version_name()
+    tmp = path / f"{_TMP_PREFIX}{version}"
+    tmp.mkdir()
+    _step(on_step, "started")
+    try:
+        arrays = {f"model.{k}": np.ascontiguousarray(v) for k, v in model._state().items()}
+        arrays["base.user_bias"] = np.ascontiguousarray(model.user_bias_, dtype=np.float32)
+        arrays["base.item_bias"] = np.ascontiguousarray(model.item_bias_, dtype=np.float32)
+        arrays["base.seen_indptr"] = model.seen_.indptr.astype(np.int64)
+        arrays["base.seen_indices"] = model.seen_.indices.astype(np.int32)
+        weights = tmp / WEIGHTS_FILE
+        save_file(arrays, str(weights))
+        _fsync_file(weights)
+        _step(on_step, "weights_written")
+        meta = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "cfrec_version": __version__,
+            "model_class": type(model).__name__,
+            "model_module": type(model).__module__,
+            "model_name": model.name,
+            "params": to_jsonable(model.get_params()),
+            "global_mean": model.global_mean_,
+            "rating_scale": list(model.rating_scale_),
+            "user_ids": model.user_map_.to_list(),
+            "item_ids": model.item_map_.to_list(),
+            "fit_info": to_jsonable(getattr(model, "fit_info_", {})),
+            "history": to_jsonable(getattr(model, "history_", [])),
+            "extra": to_jsonable(model._extra_meta()),
+            "weights_sha256": _sha256(weights),
+        }
+        write_json_atomic(tmp / META_FILE, meta, indent=None)
+        if model.item_info_ is not None:
+            write_json_atomic(tmp / ITEMS_FILE, _items_to_json(model.item_info_), indent=None)
+        _step(on_step, "meta_written")
+        for child in tmp.iterdir():
+            os.chmod(child, mode)
+        os.chmod(tmp, mode | 0o111)
+        final = path / version
+        os.replace(tmp, final)
+        _fsync_dir(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _step(on_step, "version_written")
+    pointer_tmp = path / f"{_TMP_PREFIX}{POINTER_FILE}-{version}"
+    with open(pointer_tmp, "w", encoding="utf-8") as fh:
+        fh.write(version + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(pointer_tmp, mode)
+    _step(on_step, "pointer_written")
+    os.replace(pointer_tmp, path / POINTER_FILE)
+    _fsync_dir(path)
+    _step(on_step, "pointer_replaced")
+    clean_model_folder(path)
+    _step(on_step, "cleaned")
+    return path
+
+
+def clean_model_folder(path: str | Path) -> list[Path]:
+    """Remove what the current version does not need: versions older than the previous one,
+    interrupted saves and the files of the pre-versioned layout. Returns the removed paths.
+
+    The version replaced last is kept, so a reader that followed ``CURRENT`` just before a save
+    replaced it (a service reloading its model, say) can still read every file of it.
+    """
+    path = Path(path)
+    keep = current_version(path)
+    if keep is None or keep == path:
+        return []
+    versions = sorted((c for c in path.iterdir() if c.is_dir() and _VERSION_RE.match(c.name) and c != keep),
+                      key=lambda c: c.stat().st_mtime_ns)
+    previous = versions[-1] if versions else None
+    removed = []
+    for child in path.iterdir():
+        if child in (keep, previous) or child.name == POINTER_FILE:
+            continue
+        stale = (child.name.startswith(_TMP_PREFIX) or _VERSION_RE.match(child.name)
+                 or child.name in (META_FILE, WEIGHTS_FILE, ITEMS_FILE))
+        if stale:
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    child.unlink()
+            removed.append(child)
+    # leftovers of the sibling temporary folders older releases wrote
+    for sibling in path.parent.glob(f".{path.name}.*"):
+        if re.fullmatch(rf"\.{re.escape(path.name)}\.(tmp|old)-.*", sibling.name) and sibling.is_dir():
+            shutil.rmtree(sibling, ignore_errors=True)
+            removed.append(sibling)
+    return removed
+
+
+def current_version(path: str | Path) -> Path | None:
+    """The folder holding the current model files of ``path`` (``None``: not a model folder).
+
+    Follows ``CURRENT``; a folder with ``model.json`` directly inside (the earlier layout) is its
+    own current version.
+    """
+    path = Path(path)
+    pointer = path / POINTER_FILE
+    if pointer.is_file():
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if _VERSION_RE.match(name) and (path / name / META_FILE).is_file():
+            return path / name
+        return None
+    if (path / META_FILE).is_file():
+        return path
+    return None
+
+
+# ---------------------------------------------------------------------- reading
+def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """``(version folder, model.json content)`` of a model folder, checked for format and version."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelFileError(f"{path}: not a model folder (no such directory)")
+    folder = current_version(path)
+    if folder is None:
+        if (path / POINTER_FILE).is_file():
+            raise ModelFileError(f"{path / POINTER_FILE}: points to no complete model version")
+        raise ModelFileError(f"{path}: not a cfrec model folder (missing {META_FILE})")
+    meta_path = folder / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{meta_path}: corrupted metadata ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{meta_path}: not written by cfrec (format field is not {FORMAT_NAME!r})")
+    try:
+        version = int(meta.get("format_version", -1))
+    except (TypeError, ValueError):
+        version = -1
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{meta_path}: format version {meta.get('format_version')} is newer "
+                             f"than this cfrec ({__version__}) understands")
+    return folder, meta
+
+
+def load_model(path: str | Path, cls: type[Recommender]) -> Recommender:
+    """Load a model folder written by :func:`save_model` as ``cls`` (or a subclass of it).
+
+    ``cls`` is used itself when the folder holds exactly that class (so a user's own subclass
+    round-trips through ``MyModel.load``); otherwise the class is looked up in the model registry
+    and must be a subclass of ``cls``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    from cfrec.models.registry import find_class
+
+    folder, meta = read_meta(path)
+    meta_path = folder / META_FILE
+    stored, module = meta.get("model_class"), meta.get("model_module")
+    if not isinstance(stored, str):
+        raise ModelFileError(f"{meta_path}: no model class recorded")
+    klass: type[Recommender] | None
+    if cls.__name__ == stored and not inspect.isabstract(cls):
+        klass = cls  # the caller vouches for the class: a user's own subclass round-trips
+    else:
+        klass = find_class(stored, module)
+        if klass is None:
+            where = f" (module {module})" if module else ""
+            raise ModelFileError(
+                f"{meta_path}: holds a {stored}{where}, which is not a registered model class; load it "
+                f"with {stored}.load(path) from the code that defines it, or decorate that class with "
+                "@cfrec.models.register_model")
+        if not issubclass(klass, cls):
+            raise ModelFileError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelFileError(f"{folder}: missing {WEIGHTS_FILE}")
+    if meta.get("weights_sha256") and _sha256(weights) != meta["weights_sha256"]:
+        raise ModelFileError(f"{weights}: checksum mismatch (file corrupted or truncated)")
+    try:
+        arrays = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{weights}: unreadable weights ({exc})") from None
+    try:
+        model = klass(**meta["params"])
+        model.user_map_ = IdMap.from_list(meta["user_ids"])
+        model.item_map_ = IdMap.from_list(meta["item_ids"])
+        model.global_mean_ = float(meta["global_mean"])
+        lo, hi = meta["rating_scale"]
+        model.rating_scale_ = (float(lo), float(hi))
+        model.user_bias_ = arrays["base.user_bias"]
+        model.item_bias_ = arrays["base.item_bias"]
+        n_u, n_i = len(model.user_map_), len(model.item_map_)
+        if len(model.user_bias_) != n_u or len(model.item_bias_) != n_i:
+            raise ModelFileError(f"{weights}: biases do not match the id vocabularies in {META_FILE} "
+                                 f"({len(model.user_bias_)} user biases for {n_u} users, "
+                                 f"{len(model.item_bias_)} item biases for {n_i} items)")
+        indptr, indices = arrays["base.seen_indptr"], arrays["base.seen_indices"]
+        if len(indptr) != n_u + 1 or (len(indices) and int(indices.max()) >= n_i):
+            raise ModelFileError(f"{weights}: seen-items matrix does not match the id vocabularies")
+        model.seen_ = sp.csr_array((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                                   shape=(n_u, n_i))
+        model.fit_info_ = meta.get("fit_info", {})
+        model.history_ = meta.get("history", [])
+        items_path = folder / ITEMS_FILE
+        model.item_info_ = (_items_from_json(json.loads(items_path.read_text(encoding="utf-8")))
+                            if items_path.is_file() else None)
+        own = {k.removeprefix("model."): v for k, v in arrays.items() if k.startswith("model.")}
+        try:
+            model._set_state(own, meta.get("extra", {}))
+        except ModelFileError as exc:
+            raise ModelFileError(f"{weights}: {exc}") from None
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{folder}: incomplete or inconsistent model files ({exc!r})") from None
+    return model
+
+
+# ---------------------------------------------------------------------- helpers
+def _step(hook: StepHook | None, name: str) -> None:
+    if hook is not None:
+        hook(name)
+
+
+def _new_version_name() -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"v-{stamp}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _existing_ancestor(path: Path) -> Path:
+    probe = path.resolve() if path.exists() else path.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    return probe
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _items_to_json(info: pd.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {"ids": to_jsonable(info.index.tolist())}
+    for col in info.columns:
+        values = []
+        for v in info[col].tolist():
+            if isinstance(v, np.ndarray):
+                v = v.tolist()
+            if v is pd.NA or v is pd.NaT or (isinstance(v, float) and not np.isfinite(v)):
+                v = None
+            values.append(to_jsonable(v))
+        out[col] = values
+    return out
+
+
+def _items_from_json(obj: dict[str, Any]) -> pd.DataFrame:
+    ids = obj.pop("ids")
+    return pd.DataFrame(obj, index=pd.Index(ids, name="item_id"))
