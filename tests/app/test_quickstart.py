@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from cfrec.app import quickstart as qs
 from cfrec.errors import CfrecError, DatasetUnavailable
 from cfrec.models.base import Recommender
-from cfrec.app import quickstart as qs
 
 SMALL = (120, 150, 4000)  # users, items, ratings of the synthetic stand-in in fast tests
 

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cfrec.data import Interactions, make_splits
 from cfrec.app import report as rp
-from tests.conftest import artifact_dir
-
+from cfrec.data import Interactions, make_splits
 from tests.clustered import PlantedFactors, clustered_frame
+from tests.conftest import artifact_dir
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 IMG_SRC = re.compile(r'<img src="([^"]*)"')

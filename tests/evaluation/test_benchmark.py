@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from cfrec._io import write_json_atomic
 from cfrec.data import Interactions, make_synthetic
 from cfrec.errors import CfrecError
-from cfrec._io import write_json_atomic
 from cfrec.evaluation.benchmark import BenchmarkResult, run_benchmark
 from cfrec.models.base import EpochCallback, FactorRecommender
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Literal
 
 import numpy as np
 import pandas as pd

@@ -15,8 +15,8 @@ from cfrec.errors import CfrecError
 from cfrec.models import Recommender
 from cfrec.models import als as als_mod
 from cfrec.models import als_solvers as solvers
-from cfrec.models.als_solvers import RatingSide
 from cfrec.models.als import ALS
+from cfrec.models.als_solvers import RatingSide
 from tests.models.conftest import large_sparse_ratings
 
 

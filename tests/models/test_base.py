@@ -14,8 +14,8 @@ from cfrec.data import Interactions
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import FoldedUser, Recommender
 from cfrec.models.baseline import Baseline
-from cfrec.models.persistence import current_version
 from cfrec.models.mf import BiasedMF
+from cfrec.models.persistence import current_version
 from cfrec.models.svdpp import SVDpp
 from cfrec.ranking import rank
 from tests.models.test_contract import make_ratings

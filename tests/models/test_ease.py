@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +15,7 @@ from cfrec.evaluation import evaluate
 from cfrec.models import FoldedUser, Recommender
 from cfrec.models.ease import EASE, ease_memory_bytes
 from cfrec.models.popularity import PopularityRecommender
-from cfrec.models.registry import find_class, register_model, unregister_model
 from tests.models.test_contract import RecommenderContract, fitted, planted  # noqa: F401  (fixtures)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _registered() -> Iterator[None]:
-    """``Recommender.load`` resolves saved classes through the registry; until EASE has its
-    built-in entry there, register it (through the public API) for these tests only."""
-    if find_class("EASE") is not None:
-        yield
-        return
-    register_model("ease", ranking=True)(EASE)
-    try:
-        yield
-    finally:
-        unregister_model("ease")
 
 
 def random_ratings(n_users: int = 30, n_items: int = 12, per_user: int = 5, seed: int = 0) -> Interactions:

@@ -11,7 +11,6 @@ import pytest
 from cfrec.data import Interactions
 from cfrec.errors import CfrecError
 from cfrec.models.export import export_embeddings, load_embeddings
-
 from tests.clustered import PlantedFactors
 
 

@@ -12,10 +12,10 @@ import torch
 from cfrec.data import Interactions
 from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.models import make_model
-from cfrec.models.torch_engine import make_generator
 from cfrec.models.baseline import Baseline
 from cfrec.models.mf import BiasedMF, _BiasedMFLoss
 from cfrec.models.persistence import current_version
+from cfrec.models.torch_engine import make_generator
 from tests.models.test_contract import make_ratings
 
 

@@ -8,7 +8,6 @@ import pytest
 from cfrec.data import Interactions
 from cfrec.errors import CfrecError
 from cfrec.viz.tsne import NO_GENRE, item_counts, plot_tsne, primary_genres, tsne_item_embeddings
-
 from tests.clustered import GENRES, PlantedFactors, clustered_frame
 
 FAST = 500  # t-SNE iterations (half the default) to keep these tests quick

@@ -25,9 +25,9 @@ from cfrec.models.registry import QUICKSTART_MODEL, QUICKSTART_PARAMS, model_cla
 if TYPE_CHECKING:
     import pandas as pd
 
+    from cfrec.app.report import SimilarItems, UserRecs
     from cfrec.data.split import Split
     from cfrec.models.base import Recommender
-    from cfrec.app.report import SimilarItems, UserRecs
 
 logger = logging.getLogger(__name__)
 
@@ -177,14 +177,14 @@ def run_quickstart(
     progress
         Called with one human-readable line per step (the CLI prints them).
     """
-    from cfrec.data import make_splits
-    from cfrec.models.registry import get_spec, make_model
     from cfrec.app.report import (
         build_report,
         compare_to_baseline,
         dataset_statistics,
         evaluate_model,
     )
+    from cfrec.data import make_splits
+    from cfrec.models.registry import get_spec, make_model
 
     say = progress or (lambda _msg: None)
     seconds: dict[str, float] = {}

@@ -11,7 +11,6 @@ import base64
 import html
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field

@@ -67,7 +67,13 @@ def build_params(
     flags: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Layer hyperparameters: preset < JSON file < ``NAME=VALUE`` assignments < flags; all checked."""
-    from cfrec.models.registry import check_params, get_spec, param_names, parse_param_assignments, preset_params
+    from cfrec.models.registry import (
+        check_params,
+        get_spec,
+        param_names,
+        parse_param_assignments,
+        preset_params,
+    )
 
     params: dict[str, Any] = {}
     if preset:

@@ -25,7 +25,15 @@ import numpy as np
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, TrainingDiverged
-from cfrec.models.als_solvers import NumpyOps, Ops, Penalty, RatingSide, TorchOps, penalty_value, valid_rmse
+from cfrec.models.als_solvers import (
+    NumpyOps,
+    Ops,
+    Penalty,
+    RatingSide,
+    TorchOps,
+    penalty_value,
+    valid_rmse,
+)
 from cfrec.models.base import EpochCallback, FactorRecommender, RidgeFoldIn, hyperparameters
 from cfrec.models.torch_engine import resolve_device
 

@@ -37,7 +37,13 @@ from cfrec.models.als_solvers import (
     implicit_solve_numpy,
     implicit_solve_torch,
 )
-from cfrec.models.base import EpochCallback, FactorRecommender, FoldedUser, RidgeFoldIn, hyperparameters
+from cfrec.models.base import (
+    EpochCallback,
+    FactorRecommender,
+    FoldedUser,
+    RidgeFoldIn,
+    hyperparameters,
+)
 from cfrec.models.torch_engine import resolve_device
 
 logger = logging.getLogger(__name__)

@@ -104,6 +104,8 @@ _BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec("neumf", "cfrec.models.neumf:NeuMF", "neural matrix factorisation (GMF + MLP towers)"),
     ModelSpec("ials", "cfrec.models.ials:IALS", "implicit-feedback ALS for top-K ranking",
               ranking=True),
+    ModelSpec("ease", "cfrec.models.ease:EASE",
+              "EASE: closed-form item-item autoencoder for top-K ranking (Steck 2019)", ranking=True),
     ModelSpec("pop", "cfrec.models.popularity:PopularityRecommender",
               "most popular items (the non-personalised ranking yardstick)",
               aliases={"popularity": None, "most-popular": None}, ranking=True),
@@ -111,9 +113,9 @@ _BUILTIN: tuple[ModelSpec, ...] = (
 
 #: Models compared by ``cfrec benchmark`` when none are named, per protocol.
 DEFAULT_BENCHMARK: dict[str, tuple[str, ...]] = {
-    "offline": ("baseline", "mf", "als", "svdpp", "neumf", "ials"),
+    "offline": ("baseline", "mf", "als", "svdpp", "neumf", "ials", "ease"),
     # the online replay folds NeuMF in once per test rating (tens of minutes on ML-100K)
-    "online": ("baseline", "mf", "als", "svdpp", "ials"),
+    "online": ("baseline", "mf", "als", "svdpp", "ials", "ease"),
 }
 #: The model the quickstart trains (the lab's model family) and its settings.
 QUICKSTART_MODEL = "mf"
