@@ -166,3 +166,18 @@ def test_large_string_lookups_take_the_arrow_path_and_agree() -> None:
                                                              int(m.to_index("\x00"))}
     enc_vocab, codes = IdMap.encode(raw)
     assert enc_vocab == m and codes.dtype == np.int32 and codes.tolist() == idx.tolist()
+
+
+@pytest.mark.slow
+def test_ml25m_sized_vocabulary_builds_and_looks_up_in_seconds() -> None:
+    import time
+
+    rng = np.random.default_rng(0)
+    raw = rng.integers(1, 162_542, 25_000_000)  # ML-25M: 25M ratings by 162,541 users
+    start = time.perf_counter()
+    m = IdMap(raw)
+    idx = m.to_index(raw)
+    elapsed = time.perf_counter() - start
+    assert len(m) == 162_541  # every user id occurs among 25M draws (seeded)
+    assert idx.dtype == np.int32 and (m.to_raw(idx[:1000]) == raw[:1000]).all()
+    assert elapsed < 10.0, f"IdMap on 25M ids took {elapsed:.2f} s"

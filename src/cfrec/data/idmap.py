@@ -31,6 +31,9 @@ class IdMap:
     """
 
     __slots__ = ("_arrow", "_ids", "_index")
+    _ids: np.ndarray            # sorted unique raw ids: int64, or object (Python str)
+    _index: pd.Index | None     # pandas hash index, built on the first lookup that needs it
+    _arrow: Any                 # the string ids as an Arrow array, for Arrow hash lookups
 
     def __init__(self, raw_ids: Iterable[Any] | np.ndarray) -> None:
         values = raw_ids if isinstance(raw_ids, np.ndarray) else _from_iterable(raw_ids)
@@ -42,13 +45,23 @@ class IdMap:
                 raise DataError("float ids must be whole numbers (and not missing)")
             arr = arr.astype(np.int64)
         else:
+            arrow = _strings_to_arrow(values) if len(values) > 64 else None
+            if arrow is not None:
+                import pyarrow.compute as pc
+
+                uniques = pc.unique(arrow)
+                # UTF-8 byte order is code-point order, so Arrow's sort agrees with Python's
+                uniques = uniques.take(pc.sort_indices(uniques))
+                self._set(uniques.to_numpy(zero_copy_only=False))
+                self._arrow = uniques
+                return
             arr = _sorted_unique_strings(_as_str_objects(values))
         self._set(arr)
 
     def _set(self, ids: np.ndarray) -> None:
-        self._ids: np.ndarray = ids
-        self._index: pd.Index | None = None
-        self._arrow: Any = None
+        self._ids = ids
+        self._index = None
+        self._arrow = None
 
     @classmethod
     def from_sorted_unique(cls, ids: np.ndarray) -> IdMap:
@@ -68,22 +81,25 @@ class IdMap:
         if _is_arrow(raw):  # a pyarrow string array straight from a parser: no Python objects
             import pyarrow as pa
 
-            if isinstance(raw, pa.ChunkedArray):
-                raw = raw.combine_chunks()
-            arrow = raw.cast(pa.large_string())
+            arrow = _single_array(raw.cast(pa.string()) if len(raw) else raw)
         else:
             raw = np.asarray(raw) if not isinstance(raw, np.ndarray) else raw
             if raw.dtype.kind in "OUS" and len(raw):
-                arrow = _to_arrow(_as_str_objects(raw))
+                arrow = _strings_to_arrow(raw)
         if arrow is not None:
             import pyarrow.compute as pc
 
-            uniques = pc.unique(arrow)
-            uniques = uniques.take(pc.sort_indices(uniques))
+            # one hash pass gives the distinct ids and each row's code; sorting the (small)
+            # dictionary and relabelling the codes is cheaper than a second hash lookup
+            encoded = pc.dictionary_encode(arrow)
+            order = pc.sort_indices(encoded.dictionary)
+            uniques = encoded.dictionary.take(order)
+            rank = np.empty(len(order), dtype=INDEX_DTYPE)
+            rank[order.to_numpy(zero_copy_only=False)] = np.arange(len(order), dtype=INDEX_DTYPE)
             vocab = cls.from_sorted_unique(uniques.to_numpy(zero_copy_only=False))
             vocab._arrow = uniques
-            idx = pc.index_in(arrow, value_set=uniques).to_numpy(zero_copy_only=False)
-            return vocab, idx.astype(INDEX_DTYPE, copy=False)
+            codes = encoded.indices.to_numpy(zero_copy_only=False)
+            return vocab, rank[codes]
         vocab = cls(raw)
         return vocab, vocab.to_index(raw, what=what)
 
@@ -142,7 +158,7 @@ class IdMap:
         """
         scalar = np.ndim(raw) == 0 if not isinstance(raw, str) else True
         if self._ids.dtype == object:
-            values = _query_strings(raw)
+            values = _query_values(raw)
             idx = self._string_lookup(values)
         else:
             values = np.atleast_1d(np.asarray(raw))
@@ -157,20 +173,23 @@ class IdMap:
         return idx[0] if scalar else idx
 
     def _string_lookup(self, values: np.ndarray) -> np.ndarray:
-        """int32 indices of string ``values`` (object array of str); -1 where unknown."""
+        """int32 indices of ``values`` (an array; non-strings are looked up as their text)."""
         if len(self._ids) == 0 or len(values) == 0:
             return np.full(len(values), -1, dtype=INDEX_DTYPE)
-        query = _to_arrow(values) if len(values) > 64 else None
+        query = _strings_to_arrow(values) if len(values) > 64 else None
         if query is not None:
             if self._arrow is None:
-                self._arrow = _to_arrow(self._ids)
+                self._arrow = _strings_to_arrow(self._ids)
             if self._arrow is not None:
                 import pyarrow.compute as pc
 
+                if query.type != self._arrow.type:
+                    query = query.cast(self._arrow.type)
                 found = pc.index_in(query, value_set=self._arrow)
                 return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(
                     INDEX_DTYPE, copy=False)
-        return self._hash_index().get_indexer(_as_index(values)).astype(INDEX_DTYPE, copy=False)
+        keys = _as_str_objects(values)
+        return self._hash_index().get_indexer(_as_index(keys)).astype(INDEX_DTYPE, copy=False)
 
     def to_raw(self, idx: Any) -> np.ndarray:
         """Map indices back to raw ids."""
@@ -227,47 +246,61 @@ def _as_str_objects(values: np.ndarray) -> np.ndarray:
 
 
 def _sorted_unique_strings(values: np.ndarray) -> np.ndarray:
-    """Sorted unique strings of an object array (code-point order, as Python sorts)."""
-    arrow = _to_arrow(values) if len(values) > 64 else None
-    if arrow is not None:
-        import pyarrow.compute as pc
-
-        uniques = pc.unique(arrow)
-        # UTF-8 byte order is code-point order, so Arrow's sort agrees with Python's
-        return uniques.take(pc.sort_indices(uniques)).to_numpy(zero_copy_only=False)
+    """Sorted unique strings of an object array of str (code-point order, as Python sorts)."""
     uniq = pd.unique(values)
     out = np.empty(len(uniq), dtype=object)
     out[:] = sorted(uniq)
     return out
 
 
-def _to_arrow(values: np.ndarray) -> Any:
-    """An Arrow string array of ``values`` (object array of str), or None when Arrow refuses it.
+def _strings_to_arrow(values: np.ndarray) -> Any:
+    """An Arrow string array of ``values``, or None when Arrow cannot hold them as text.
 
-    Strings with lone surrogates cannot be UTF-8 encoded; those take the pandas path.
+    An object array of ``str`` converts directly (no type inference pass over Python objects);
+    numbers and other objects are first turned into their text, as the pandas path does. Strings
+    with lone surrogates cannot be UTF-8 encoded; those return None and take the pandas path.
     """
     import pyarrow as pa
 
+    errors = (pa.ArrowException, UnicodeEncodeError, TypeError, ValueError)
+    if values.dtype == object:
+        try:
+            arrow = pa.array(values, type=pa.string(), from_pandas=False)
+            if not arrow.null_count:
+                return _single_array(arrow)
+        except errors:
+            pass
     try:
-        return pa.array(values, type=pa.large_string(), from_pandas=False)
-    except (pa.ArrowException, UnicodeEncodeError, TypeError, ValueError):
+        return _single_array(pa.array(_as_str_objects(values), type=pa.string(),
+                                      from_pandas=False))
+    except errors:
         return None
 
 
-def _query_strings(raw: Any) -> np.ndarray:
-    """Lookup keys for a string vocabulary, keeping every character of ``str`` inputs."""
-    if isinstance(raw, str):
+def _single_array(arrow: Any) -> Any:
+    """One contiguous Arrow array: ``string`` (32-bit offsets, faster to hash) when the text
+    fits in 2 GiB, else ``large_string``."""
+    import pyarrow as pa
+
+    if isinstance(arrow, pa.ChunkedArray):
+        if arrow.num_chunks == 1:
+            return arrow.chunk(0)
+        try:
+            return arrow.combine_chunks()
+        except pa.ArrowException:  # offsets overflow: more than 2 GiB of text
+            return arrow.cast(pa.large_string()).combine_chunks()
+    return arrow
+
+
+def _query_values(raw: Any) -> np.ndarray:
+    """Lookup keys for a string vocabulary as an array, keeping every character of ``str``s."""
+    if isinstance(raw, str) or (not isinstance(raw, np.ndarray) and np.ndim(raw) == 0):
         out = np.empty(1, dtype=object)
         out[0] = raw
         return out
     if isinstance(raw, np.ndarray):
-        values = np.atleast_1d(raw)
-    elif np.ndim(raw) == 0:
-        values = np.empty(1, dtype=object)
-        values[0] = raw
-    else:
-        values = _from_iterable(raw)
-    return _as_str_objects(values)
+        return np.atleast_1d(raw)
+    return _from_iterable(raw)
 
 
 def _coerce_numeric(values: np.ndarray) -> np.ndarray:
