@@ -16,6 +16,7 @@ from cfrec.cli import models as _models  # noqa: E402,F401  isort: skip
 from cfrec.cli import evaluate as _evaluate  # noqa: E402,F401  isort: skip
 from cfrec.cli import report as _report  # noqa: E402,F401  isort: skip
 from cfrec.cli import tune as _tune  # noqa: E402,F401  isort: skip
+from cfrec.cli import serve as _serve  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 
