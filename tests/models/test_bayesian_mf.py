@@ -61,7 +61,7 @@ def rmse(a: np.ndarray, b: np.ndarray) -> float:
 
 def small(**params: Any) -> BayesianMF:
     base: dict[str, Any] = {"n_factors": 3, "n_sweeps": 60, "burn_in": 20, "max_samples": 40,
-                            "implicit": False, "seed": 0, "device": "cpu"}
+                            "implicit": False, "implicit_items": False, "seed": 0, "device": "cpu"}
     return BayesianMF(**{**base, **params})
 
 
@@ -79,7 +79,7 @@ def bmf_fitted(planted_data: tuple[Interactions, Interactions, dict[str, Any]]) 
 @pytest.fixture(scope="module")
 def bmf_implicit(planted_data: tuple[Interactions, Interactions, dict[str, Any]]) -> BayesianMF:
     train, _, _ = planted_data
-    return small(implicit=True).fit(train)
+    return small(implicit=True, implicit_items=True).fit(train)
 
 
 # ---------------------------------------------------------------------- exact conditionals
@@ -98,9 +98,9 @@ def tiny_chain(implicit: bool, seed: int = 0) -> tuple[bmf._Gibbs, np.ndarray, n
     items = np.tile(np.arange(6), 3).astype(np.int32)
     ratings = rng.normal(0, 1, len(users)).astype(np.float32)
     mat = bmf._implicit_matrix(users[:10], items[:10], 3, 6) if implicit else None  # users 0-1 only
-    be = bmf._NumpyBackend(users, items, ratings, 3, 6, mat, np.random.SeedSequence(seed))
+    be = bmf._NumpyBackend(users, items, ratings, 3, 6, np.random.SeedSequence(seed))
     priors = bmf._Priors(1.0, 1.0, 1.0, 1.0)
-    chain = bmf._Gibbs(be, ratings, 2, priors, 0.5, implicit, 1e-6, 200, np.random.default_rng(seed))
+    chain = bmf._Gibbs(be, len(ratings), 2, priors, 0.5, mat, None, 1e-6, 200, np.random.default_rng(seed))
     return chain, users, items, ratings
 
 
@@ -113,7 +113,7 @@ def test_user_factor_sweeps_sample_the_exact_conditional() -> None:
     q = chain.qt.T.astype(np.float64)  # fixed item side (biases stay 0)
     draws = []
     for it in range(6000):
-        chain.user_factor_step()
+        chain.factor_step(True)
         if it >= 100:
             draws.append(chain.xt.T.copy())
     x = np.asarray(draws, dtype=np.float64)  # (n, users, k)
@@ -135,8 +135,8 @@ def test_implicit_step_samples_the_exact_conditional() -> None:
     """``[w, Y] | b, x`` by perturbation + CG: column ``f`` (the bias, then each factor) is the
     Gaussian ``N(A^-1 N'(v_f - mu_f), (lam_f A)^-1)``, ``A = N'N + beta I``."""
     chain, _, _, _ = tiny_chain(True)
-    be = chain.be
-    assert isinstance(be, bmf._NumpyBackend)
+    side = chain.user_side
+    assert side is not None
     chain.bu = np.array([0.5, -0.4, 0.2], dtype=np.float32)
     chain.mu_bu, chain.lam_bu = 0.05, 3.0
     chain.mu_x, chain.lam_x = np.array([0.1, -0.3]), np.array([2.0, 0.5])
@@ -144,9 +144,9 @@ def test_implicit_step_samples_the_exact_conditional() -> None:
     beta = 0.8
     draws = []
     for _ in range(3000):
-        chain.beta_y = beta
-        chain.implicit_step()
-        draws.append(np.array(chain.y, dtype=np.float64))
+        side.beta = beta
+        chain.implicit_step(True)
+        draws.append(np.array(side.params, dtype=np.float64))
     y = np.asarray(draws)  # (draws, items, 1 + k)
     a = n.T @ n + beta * np.eye(6)
     values = np.vstack([chain.bu[None, :], chain.xt]).astype(np.float64)  # (1 + k, users)
@@ -157,8 +157,8 @@ def test_implicit_step_samples_the_exact_conditional() -> None:
         np.testing.assert_allclose(y[:, :, f].mean(0), mean, atol=4 * np.sqrt(np.diag(cov).max() / len(y)))
         assert_cov_close(y[:, :, f], cov)
     # the users' implicit terms follow the draw
-    np.testing.assert_allclose(chain.zb, n @ y[-1, :, 0], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(chain.zt, (n @ y[-1, :, 1:]).T, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(side.bias_sum, n @ y[-1, :, 0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(side.factor_sum, (n @ y[-1, :, 1:]).T, rtol=1e-4, atol=1e-5)
 
 
 def test_block_cg_solves_spd_systems_to_tolerance() -> None:
@@ -287,7 +287,8 @@ def test_implicit_model_fits_and_samples_implicit_factors(planted_data, bmf_impl
     assert model.sample_implicit_ is not None
     assert model.sample_implicit_.shape == (40, len(model.item_map_), 1 + 3)
     assert np.abs(model.sample_implicit_).max() > 0
-    assert all(0 <= r["cg_iterations"] <= model.cg_max_iter for r in model.history_)
+    assert all(0 <= r[key] <= model.cg_max_iter for r in model.history_
+               for key in ("cg_iterations_users", "cg_iterations_items"))
     pred = model.predict(test.raw_users(), test.raw_items())
     assert rmse(pred, test.ratings) < truth["noise"] * 1.3
 
@@ -295,11 +296,17 @@ def test_implicit_model_fits_and_samples_implicit_factors(planted_data, bmf_impl
 def test_valid_set_only_feeds_implicit_sets_when_asked(planted_data) -> None:
     train, test, _ = planted_data
     users, items = test.raw_users(), test.raw_items()
-    plain = small(implicit=True, n_sweeps=15, burn_in=5).fit(train).predict(users, items)
-    monitored = small(implicit=True, n_sweeps=15, burn_in=5).fit(train, test).predict(users, items)
+    both = {"implicit": True, "implicit_items": True, "n_sweeps": 15, "burn_in": 5}
+    plain = small(**both).fit(train).predict(users, items)
+    monitored = small(**both).fit(train, test).predict(users, items)
     np.testing.assert_array_equal(plain, monitored)  # valid was only monitored
-    with_test_sets = small(implicit=True, implicit_include_valid=True, n_sweeps=15, burn_in=5)
+    with_test_sets = small(**both, implicit_include_valid=True)
     assert not np.array_equal(with_test_sets.fit(train, test).predict(users, items), plain)
+    for side in ({"implicit": True}, {"implicit_items": True}):  # either side alone uses them too
+        alone = small(**side, n_sweeps=15, burn_in=5)
+        assert not np.array_equal(alone.fit(train, test).predict(users, items),
+                                  small(**side, n_sweeps=15, burn_in=5, implicit_include_valid=True)
+                                  .fit(train, test).predict(users, items))
 
 
 # ---------------------------------------------------------------------- fold-in
@@ -375,7 +382,8 @@ def test_load_checks_array_shapes(bmf_fitted, tmp_path: Path) -> None:
     ({"n_factors": 0}, "n_factors"), ({"n_factors": 2.5}, "n_factors"), ({"n_sweeps": 0}, "n_sweeps"),
     ({"burn_in": -1}, "burn_in"), ({"n_sweeps": 10, "burn_in": 10}, "burn_in"),
     ({"max_samples": 0}, "max_samples"), ({"implicit": "yes"}, "implicit"),
-    ({"implicit": False, "implicit_include_valid": True}, "implicit_include_valid"),
+    ({"implicit_items": 1}, "implicit_items"),
+    ({"implicit": False, "implicit_items": False, "implicit_include_valid": True}, "implicit_include_valid"),
     ({"alpha_0": 0.0}, "alpha_0"), ({"beta_0": -1.0}, "beta_0"), ({"gamma_0": float("inf")}, "gamma_0"),
     ({"reg_0": -1.0}, "reg_0"), ({"init_std": float("nan")}, "init_std"), ({"cg_tol": 1.0}, "cg_tol"),
     ({"cg_max_iter": 0}, "cg_max_iter"), ({"seed": "zero"}, "seed"), ({"device": "tpu"}, "device"),
@@ -397,8 +405,9 @@ def test_torch_backend_matches_numpy_backend() -> None:
     resid = rng.normal(size=n).astype(np.float32)
     mat = bmf._implicit_matrix(users, items, n_u, n_i)
     seed = np.random.SeedSequence(0)
-    nb = bmf._NumpyBackend(users, items, resid, n_u, n_i, mat, seed)
-    tb = bmf._TorchBackend(users, items, resid, n_u, n_i, mat, seed, torch.device("cpu"))
+    nb = bmf._NumpyBackend(users, items, resid, n_u, n_i, seed)
+    tb = bmf._TorchBackend(users, items, resid, n_u, n_i, seed, torch.device("cpu"))
+    nop, top = nb.sparse(mat), tb.sparse(mat)
     vi, vu = rng.normal(size=n_i).astype(np.float32), rng.normal(size=n_u).astype(np.float32)
     mi, mu = rng.normal(size=(3, n_i)).astype(np.float32), rng.normal(size=(3, n_u)).astype(np.float32)
     pairs = (
@@ -408,8 +417,8 @@ def test_torch_backend_matches_numpy_backend() -> None:
         (nb.count_by_item(mu), tb.count_by_item(tb.asarray(mu))),
         (nb.at_users(vu), tb.at_users(tb.asarray(vu))),
         (nb.at_items(vi), tb.at_items(tb.asarray(vi))),
-        (nb.implicit_apply(mi.T.copy()), tb.implicit_apply(tb.asarray(mi.T))),
-        (nb.implicit_adjoint(mu.T.copy()), tb.implicit_adjoint(tb.asarray(mu.T))),
+        (nop.apply(mi.T.copy()), top.apply(tb.asarray(mi.T))),
+        (nop.adjoint(mu.T.copy()), top.adjoint(tb.asarray(mu.T))),
         (nb.pair_dot(mu, mi, nb.index(users), nb.index(items)),
          tb.pair_dot(tb.asarray(mu), tb.asarray(mi), tb.index(users), tb.index(items))),
     )
@@ -419,8 +428,6 @@ def test_torch_backend_matches_numpy_backend() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-6)
     np.testing.assert_allclose(nb.col_sqsum(mi.T), tb.col_sqsum(tb.asarray(mi.T)), rtol=1e-6)
     assert nb.sqsum64(nb.resid) == pytest.approx(tb.sqsum64(tb.resid), rel=1e-6)
-    np.testing.assert_allclose(nb.implicit_eigenvalues, tb.implicit_eigenvalues)
-    np.testing.assert_array_equal(nb.implicit_basis, tb.to_numpy(tb.implicit_basis))
 
 
 def test_torch_backend_chain_fits_like_numpy(planted_data) -> None:
@@ -429,7 +436,7 @@ def test_torch_backend_chain_fits_like_numpy(planted_data) -> None:
     train, test, truth = planted_data
     results = {}
     for name in ("numpy", "torch"):
-        model = small(n_sweeps=30, burn_in=10, implicit=True)
+        model = small(implicit=True, implicit_items=True)
         if name == "torch":
             model._fit = _torch_fit.__get__(model)  # type: ignore[method-assign]
         model.fit(train)
@@ -442,18 +449,19 @@ def _torch_fit(self: BayesianMF, train: Interactions, valid: Interactions | None
     order = np.argsort(train.users, kind="stable")
     users, items = train.users[order], train.items[order]
     resid = train.ratings[order] - np.float32(self.global_mean_)
-    mat = bmf._implicit_matrix(users, items, train.n_users, train.n_items) if self.implicit else None
+    user_sets = bmf._implicit_matrix(users, items, train.n_users, train.n_items) if self.implicit else None
+    item_sets = bmf._implicit_matrix(items, users, train.n_items, train.n_users) if self.implicit_items else None
     seeds = np.random.SeedSequence(self.seed).spawn(2)
-    be = bmf._TorchBackend(users, items, resid, train.n_users, train.n_items, mat, seeds[1], torch.device("cpu"))
-    chain = bmf._Gibbs(be, resid, self.n_factors, bmf._Priors(1.0, 1.0, 1.0, 1.0), self.init_std, self.implicit,
-                       self.cg_tol, self.cg_max_iter, np.random.default_rng(seeds[0]))
+    be = bmf._TorchBackend(users, items, resid, train.n_users, train.n_items, seeds[1], torch.device("cpu"))
+    chain = bmf._Gibbs(be, len(resid), self.n_factors, bmf._Priors(1.0, 1.0, 1.0, 1.0), self.init_std,
+                       user_sets, item_sets, self.cg_tol, self.cg_max_iter, np.random.default_rng(seeds[0]))
     self._run(chain, be, valid, on_epoch)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_fit_matches_cpu_accuracy(planted_data) -> None:
     train, test, truth = planted_data
-    errs = [rmse(small(implicit=True, device=d).fit(train).predict(test.raw_users(), test.raw_items()),
+    errs = [rmse(small(implicit=True, implicit_items=True, device=d).fit(train).predict(test.raw_users(), test.raw_items()),
                  clean_scores(truth, test)) for d in ("cpu", "cuda")]
     assert errs[1] == pytest.approx(errs[0], abs=0.03), errs
 
