@@ -63,7 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchem
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cfrec._version import __version__
-from cfrec.catalog import Catalog
+from cfrec.catalog import Catalog, IdIndex
 from cfrec.errors import CfrecError, ModelFileError, UnknownIdError
 from cfrec.models.base import FoldedUser, Recommender
 from cfrec.models.persistence import read_meta
@@ -203,8 +203,8 @@ class FoldInRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     ratings: list[RatingIn] = Field(default_factory=list, max_length=MAX_RATINGS)
-    k: int = Field(10, ge=1, description="List length (at most the catalogue size).")
-    exclude_rated: bool = Field(True, description="Leave the rated items out of the list.")
+    k: int = Field(10, ge=1, strict=True, description="List length (at most the catalogue size).")
+    exclude_rated: bool = Field(True, strict=True, description="Leave the rated items out of the list.")
 
 
 class ItemOut(BaseModel):
@@ -365,6 +365,7 @@ class ServedModel:
     card: dict[str, Any]
     inline: bool
     has_similar: bool
+    users: IdIndex
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -457,7 +458,8 @@ def load_served(path: str | Path, *, inline: bool | None = None) -> ServedModel:
     logger.info("loaded %s (%s, %d users, %d items) from %s; check %s; scoring on the %s",
                 card["model_version"], card["model_class"], card["n_users"], n_items, folder,
                 ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in timings.items()), card["scoring"])
-    return ServedModel(model, catalog, path, card["model_version"], card, inline, has_similar, timings)
+    return ServedModel(model, catalog, path, card["model_version"], card, inline, has_similar,
+                       IdIndex(model.user_map_), timings)
 
 
 def _require_finite(values: np.ndarray, folder: Path, what: str) -> None:
@@ -676,7 +678,7 @@ class Service:
                        exclude_seen: bool) -> dict[str, Any]:
         model = served.model
         self.check_k(served, k)
-        u = int(model.user_map_.to_index(np.asarray([user_id], dtype=object), missing="-1")[0])
+        u = served.users.get(user_id)
         known = u >= 0
         user: Any = _plain(model.user_map_.to_raw(u)) if known else user_id
         # an unknown user is ranked as one: the model's cold-start list
@@ -697,7 +699,12 @@ class Service:
                 name = f"ratings[{j}].rating"
                 raise ApiError(422, "rating_off_scale", f"{name}: {entry.rating:g} is outside the "
                                                         f"model's rating scale {lo:g}..{hi:g}", name)
-        items = [e.item for e in body.ratings]
+        given = [e.item for e in body.ratings]
+        idx = served.catalog.index_of(given) if given else np.zeros(0, dtype=np.int64)
+        # known items as the model spells them (one typed array: the vocabulary's fast path);
+        # unknown ones as given, for the model to report
+        items = [served.catalog.raw_id(i) if i >= 0 else g
+                 for i, g in zip(idx.tolist(), given, strict=True)]
         ratings = [e.rating for e in body.ratings]
         folded: FoldedUser = model.fold_in(_id_array(items), np.asarray(ratings, dtype=np.float64))
         recs = model.recommend(folded, body.k, exclude_seen=body.exclude_rated)
@@ -710,7 +717,7 @@ class Service:
 
     def similar(self, served: ServedModel, item_id: str, k: int) -> dict[str, Any]:
         self.check_k(served, k)
-        i = int(served.catalog.index_of([item_id])[0])
+        i = int(served.catalog.index_of(item_id)[0])
         if i < 0:
             raise ApiError(404, "unknown_item", f"unknown item id {item_id!r}", "item_id")
         if not served.has_similar:
@@ -729,8 +736,8 @@ class Service:
 
     def predict(self, served: ServedModel, user_id: str, item_id: str) -> dict[str, Any]:
         model = served.model
-        u = int(model.user_map_.to_index(np.asarray([user_id], dtype=object), missing="-1")[0])
-        i = int(served.catalog.index_of([item_id])[0])
+        u = served.users.get(user_id)
+        i = int(served.catalog.index_of(item_id)[0])
         user: Any = _plain(model.user_map_.to_raw(u)) if u >= 0 else user_id
         item: Any = served.catalog.raw_id(i) if i >= 0 else item_id
         fallback = ("none" if u >= 0 and i >= 0 else "unknown_user" if i >= 0
@@ -772,11 +779,12 @@ def _plain(v: Any) -> Any:
 
 
 def _id_array(items: list[Any]) -> np.ndarray:
-    """Raw ids from a request as an object array (keeps ints and strings as they came)."""
+    """Raw ids as one array: int64 when all are integers, str objects when all are strings,
+    else an object array (ints and strings as they came)."""
+    if items and all(isinstance(v, int) for v in items):
+        return np.asarray(items, dtype=np.int64)
     out = np.empty(len(items), dtype=object)
     out[:] = items
-    if len(items) and all(isinstance(v, int) for v in items):
-        return out.astype(np.int64)
     return out
 
 

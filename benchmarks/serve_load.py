@@ -1,0 +1,297 @@
+"""Load test for ``cfrec serve``: throughput and latency percentiles per endpoint.
+
+Starts ``cfrec serve`` on a free loopback port (127.0.0.1 only), waits until ``/readyz`` says
+ready, then drives it with a fixed number of requests at a fixed concurrency (one keep-alive
+connection per concurrent client) and stops the service. For each endpoint it prints the
+requests, errors (non-2xx answers and failed connections), throughput and the p50/p95/p99/max
+latency seen by the client, plus the machine's load average before and after (the service and
+this load generator share the machine, so other work there shows in the figures).
+
+    python benchmarks/serve_load.py --build mf-ml100k            # BiasedMF of ML-100K (u1 train)
+    python benchmarks/serve_load.py --build ials-ml1m            # iALS of synthetic_like("ml-1m")
+    python benchmarks/serve_load.py --model models/mf --requests 5000 --json load.json
+
+The load generator speaks HTTP/1.1 over asyncio streams itself: a general-purpose client (httpx)
+costs several times more CPU per request than the service's own work, and here both share two
+cores, so the client would measure itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HOST = "127.0.0.1"  # loopback only, always
+
+
+# ---------------------------------------------------------------------- models to serve
+def build_model(name: str, out: Path, seed: int = 0) -> Path:
+    """Train and save one of the benchmark's models into ``out``."""
+    from cfrec.data import load_dataset, make_splits
+    from cfrec.data.synthetic import synthetic_like
+    from cfrec.models import make_model
+
+    if name == "mf-ml100k":  # what `cfrec train ml-100k --model mf` trains: fold u1's train part
+        data = load_dataset("ml-100k")
+        train = make_splits(data, "u1")[0].train
+        model = make_model("mf", seed=seed).fit(train)
+    elif name == "ials-ml1m":
+        data = synthetic_like("ml-1m", seed=seed)
+        model = make_model("ials", seed=seed).fit(data)
+    else:
+        raise SystemExit(f"unknown --build {name!r}; expected mf-ml100k or ials-ml1m")
+    model.save(out)
+    return out
+
+
+# ---------------------------------------------------------------------- the service
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def start_service(model_dir: Path, port: int, log_path: Path, workers: int,
+                  access_log: bool) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "cfrec", "serve", str(model_dir), "--host", HOST, "--port", str(port),
+           "--workers", str(workers), "--log-level", "info"]
+    if not access_log:
+        cmd.append("--no-access-log")
+    log = open(log_path, "wb")  # noqa: SIM115 - closed by the child's exit
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the service exited with status {proc.returncode} before it was ready")
+        try:
+            status, _ = asyncio.run(_one_request(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"))
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit("the service was not ready in time")
+
+
+def stop_service(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+# ---------------------------------------------------------------------- HTTP client
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:].strip())
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+async def _one_request(port: int, raw: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        return await _read_response(reader)
+    finally:
+        writer.close()
+
+
+def get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+
+
+def post_json(path: str, payload: Any) -> bytes:
+    body = json.dumps(payload).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+@dataclass
+class Result:
+    name: str
+    concurrency: int
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies) * 1e3
+        n = len(self.latencies) + self.errors
+        pct = (np.percentile(lat, [50, 95, 99]).tolist() if len(lat) else [float("nan")] * 3)
+        return {"endpoint": self.name, "requests": n, "concurrency": self.concurrency,
+                "errors": self.errors, "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+                "seconds": self.seconds, "throughput_rps": n / self.seconds if self.seconds else 0.0,
+                "p50_ms": pct[0], "p95_ms": pct[1], "p99_ms": pct[2],
+                "max_ms": float(lat.max()) if len(lat) else float("nan")}
+
+
+async def drive(port: int, name: str, requests: list[bytes], concurrency: int) -> Result:
+    """Send every request once, ``concurrency`` at a time (one keep-alive connection each)."""
+    result = Result(name, concurrency)
+    todo = iter(range(len(requests)))
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        try:
+            for i in todo:
+                start = time.perf_counter()
+                try:
+                    writer.write(requests[i])
+                    status, _ = await _read_response(reader)
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    result.errors += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(HOST, port)
+                    continue
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+                if 200 <= status < 300:
+                    result.latencies.append(time.perf_counter() - start)
+                else:
+                    result.errors += 1
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# ---------------------------------------------------------------------- scenarios
+def scenarios(model_dir: Path, n: int, n_post: int, seed: int) -> dict[str, list[bytes]]:
+    """Request lists per endpoint: random known users, random 5-rating new users, similar items
+    and title searches, all drawn with ``seed``."""
+    from urllib.parse import quote
+
+    from cfrec.catalog import Catalog
+    from cfrec.models.base import Recommender
+
+    model = Recommender.load(model_dir)
+    catalog = Catalog.from_model(model)
+    rng = np.random.default_rng(seed)
+    users = model.user_map_.to_list()
+    lo, hi = model.rating_scale_
+    popular = catalog.popular(min(500, len(catalog)))
+    out: dict[str, list[bytes]] = {}
+    picks = rng.integers(0, len(users), n)
+    out["GET /v1/recommend/{user}"] = [get(f"/v1/recommend/{quote(str(users[u]))}?k=10") for u in picks.tolist()]
+    posts = []
+    for _ in range(n_post):
+        items = rng.choice(popular, size=min(5, len(popular)), replace=False)
+        stars = rng.integers(1, 6, len(items))
+        ratings = lo + (stars - 1) * (hi - lo) / 4
+        posts.append(post_json("/v1/recommend", {
+            "ratings": [{"item": catalog.raw_id(i), "rating": float(r)}
+                        for i, r in zip(items.tolist(), ratings.tolist(), strict=True)], "k": 10}))
+    out["POST /v1/recommend (5 ratings)"] = posts
+    sims = rng.choice(popular, size=n_post)
+    out["GET /v1/similar/{item}"] = [get(f"/v1/similar/{quote(str(catalog.raw_id(i)))}?k=10")
+                                     for i in sims.tolist()]
+    if catalog.has_titles:
+        words = [(catalog.title(i) or "").split(" (")[0].split()[0] for i in popular[:200].tolist()]
+        queries = rng.choice(np.asarray(words, dtype=object), size=n_post)
+        out["GET /v1/items?q="] = [get(f"/v1/items?q={quote(str(q))}&limit=20") for q in queries.tolist()]
+    return out
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = f"{'endpoint':<34}{'requests':>9}{'conc':>6}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['endpoint']:<34}{r['requests']:>9}{r['concurrency']:>6}{r['errors']:>8}"
+              f"{r['throughput_rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+              f"{r['max_ms']:>9.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", type=Path, help="model folder to serve")
+    src.add_argument("--build", choices=["mf-ml100k", "ials-ml1m"], help="train this model first")
+    parser.add_argument("--requests", type=int, default=20_000, help="GET /v1/recommend requests")
+    parser.add_argument("--other-requests", type=int, default=5_000,
+                        help="requests for each other endpoint (POST /v1/recommend, similar, search)")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=500, help="uncounted requests first")
+    parser.add_argument("--workers", type=int, default=1, help="service worker processes")
+    parser.add_argument("--no-access-log", action="store_true", help="serve without access log lines")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="cfrec-serve-load-") as tmp:
+        tmp_path = Path(tmp)
+        if args.build:
+            t0 = time.perf_counter()
+            model_dir = build_model(args.build, tmp_path / "model", seed=args.seed)
+            print(f"trained {args.build} in {time.perf_counter() - t0:.1f} s", flush=True)
+        else:
+            model_dir = args.model
+        plan = scenarios(model_dir, args.requests, args.other_requests, args.seed)
+        port = free_port()
+        log_path = tmp_path / "service.log"
+        proc = start_service(model_dir, port, log_path, args.workers, not args.no_access_log)
+        rows: list[dict[str, Any]] = []
+        load_before = os.getloadavg()
+        try:
+            t0 = time.perf_counter()
+            wait_ready(port, proc)
+            print(f"service ready on {HOST}:{port} after {time.perf_counter() - t0:.1f} s "
+                  f"({args.workers} worker(s), access log {'off' if args.no_access_log else 'on'})",
+                  flush=True)
+            first = next(iter(plan.values()))
+            asyncio.run(drive(port, "warmup", first[:args.warmup], args.concurrency))
+            for name, reqs in plan.items():
+                res = asyncio.run(drive(port, name, reqs, args.concurrency))
+                rows.append(res.summary())
+                print(f"  {name}: {rows[-1]['throughput_rps']:.0f} req/s, p99 {rows[-1]['p99_ms']:.1f} ms, "
+                      f"{rows[-1]['errors']} errors", flush=True)
+        finally:
+            load_after = os.getloadavg()
+            code = stop_service(proc)
+            log_tail = log_path.read_text(errors="replace").splitlines()[-5:]
+        print()
+        print_table(rows)
+        print(f"\nload average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/"
+              f"{load_before[2]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} "
+              f"on {os.cpu_count()} CPUs; service exit status {code}")
+        if code != 0:
+            print("service log tail:\n" + "\n".join(log_tail))
+        if args.json:
+            args.json.write_text(json.dumps({
+                "model": str(args.model or args.build), "workers": args.workers,
+                "access_log": not args.no_access_log, "load_before": load_before,
+                "load_after": load_after, "cpus": os.cpu_count(), "results": rows}, indent=2))
+    total_errors = sum(r["errors"] for r in rows)
+    return 1 if total_errors or code != 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
