@@ -61,6 +61,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse as _StarletteJSON
 
 from cfrec._version import __version__
 from cfrec.catalog import Catalog, IdIndex
@@ -107,10 +108,8 @@ def _error_body(status: int, code: str, message: str, field: str | None = None,
     return {"error": err}
 
 
-class JSONResponse(Response):
+class JSONResponse(_StarletteJSON):
     """Strict JSON: ASCII-escaped (any string, even one with a lone surrogate, encodes), no NaN."""
-
-    media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=True, allow_nan=False,
