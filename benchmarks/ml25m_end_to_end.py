@@ -75,6 +75,8 @@ SEED = 0
 #: The issue's goal for the ML-25M size, per model: whole pipeline time and peak memory.
 TARGET_SECONDS, TARGET_GB = 600.0, 8.0
 MARKER = "synthetic.json"
+#: The stages of the pipeline child, in order.
+PIPELINE = ("import cfrec", "load", "split", "fit", "evaluate", "save")
 
 
 # ====================================================================== stages inside a child
@@ -213,7 +215,7 @@ def ensure_release(cache: Path, size: str, *, tiny: bool, timeout: float | None,
     os.replace(staging / size, folder)
     shutil.rmtree(staging, ignore_errors=True)
     marker = {**result["meta"], "stages": result["stages"], "folder": os.fspath(folder),
-              "process_peak_rss": run.peak_rss}
+              "last_sampled_peak_rss": run.peak_rss}
     write_json_atomic(folder / MARKER, marker)  # written last: the folder is complete
     return dict(marker, cached=False)
 
@@ -267,11 +269,20 @@ def run_model(name: str, params: dict[str, Any], folder: Path, args: argparse.Na
             "result": os.fspath(work / "result.json")}
     run = run_child(SCRIPT, spec, workdir=work, timeout=args.timeout, threads=args.threads)
     result = read_json(work / "result.json") or {"stages": []}
-    row = {"model": name, **result, "wall_seconds": run.seconds, "process_peak_rss": run.peak_rss}
+    # the child resets its peak mark per stage, so the parent's last sample of VmHWM is the
+    # peak of the stage that was running last: the unfinished one when the child was killed
+    row = {"model": name, **result, "wall_seconds": run.seconds,
+           "last_sampled_peak_rss": run.peak_rss}
     if run.status != "ok":
         row.update(status=run.status, error=run.describe())
     elif result.get("status") != "ok":
         row.update(status="error", error=result.get("error", "no result written"))
+    done = len(row.get("stages", []))
+    if row["status"] != "ok" and done < len(PIPELINE):
+        row["unfinished_stage"] = {
+            "stage": PIPELINE[done],
+            "seconds": max(run.seconds - sum(s["seconds"] for s in row.get("stages", [])), 0.0),
+            "peak_rss": run.peak_rss}
     return row
 
 
@@ -298,6 +309,10 @@ def markdown(release: dict[str, Any], rows: list[dict[str, Any]], args: argparse
             stage_rows.append([row["model"], s["stage"], fmt_seconds(s["seconds"]), peak,
                                fmt_gb(s["rss_after"])])
         if row.get("status") != "ok":
+            late = row.get("unfinished_stage")
+            if late:
+                stage_rows.append([row["model"], f"{late['stage']} (unfinished)",
+                                   f"≥ {fmt_seconds(late['seconds'])}", fmt_gb(late["peak_rss"]), "–"])
             stage_rows.append([row["model"], f"**{row.get('status')}**", row.get("error", ""), "", ""])
     parts.append("\n" + markdown_table(["model", "stage", "seconds", "peak RSS GB (stage)",
                                         "RSS after GB"], stage_rows, ["l", "l", "r", "r", "r"]))
@@ -307,8 +322,9 @@ def markdown(release: dict[str, Any], rows: list[dict[str, Any]], args: argparse
         stages = row.get("stages", [])
         total = sum(s["seconds"] for s in stages)
         peak = max((s["peak_rss"] for s in stages), default=None)
-        if row.get("process_peak_rss") is not None:
-            peak = max(peak or 0, row["process_peak_rss"])
+        late = row.get("unfinished_stage") or {}
+        if late.get("peak_rss") is not None:
+            peak = max(peak or 0, late["peak_rss"])
         per = row.get("iteration_seconds") or []
         metrics = row.get("metrics", {})
         line = [row["model"], (row.get("params") or {}).get("n_factors", "–"),

@@ -163,10 +163,12 @@ def child_cfrec(spec: dict[str, Any]) -> dict[str, Any]:
     meta = spec["meta"]
     t0 = time.perf_counter()
     data = Interactions(
-        users, items, ratings, np.zeros(len(users), dtype=np.int64),
-        IdMap.from_sorted_unique(np.arange(1, meta["n_users"] + 1, dtype=np.int64)),
-        IdMap.from_sorted_unique(np.arange(1, meta["n_items"] + 1, dtype=np.int64)),
-        (float(meta["rating_scale"][0]), float(meta["rating_scale"][1])), name=meta["name"],
+        users=users, items=items, ratings=ratings,
+        timestamps=np.zeros(len(users), dtype=np.int64),
+        user_map=IdMap.from_sorted_unique(np.arange(1, meta["n_users"] + 1, dtype=np.int64)),
+        item_map=IdMap.from_sorted_unique(np.arange(1, meta["n_items"] + 1, dtype=np.int64)),
+        rating_scale=(float(meta["rating_scale"][0]), float(meta["rating_scale"][1])),
+        name=meta["name"],
     )
     build_s = time.perf_counter() - t0
     model = make_model(spec["model"], **spec["params"])
@@ -218,6 +220,7 @@ def child_implicit(spec: dict[str, Any]) -> dict[str, Any]:
     return {"load_seconds": load_s, "build_seconds": build_s, "fit_seconds": fit_s,
             "epoch_seconds": epochs, "epochs_run": len(epochs), "rss_before_fit": rss_before,
             "peak_rss_self": peak_rss(), "params": params, "warnings": notes,
+            "implementation": f"{type(model).__module__}.{type(model).__name__}",
             "input": "users x items CSR, values c = 1 + alpha*f(r) for every rating"}
 
 
@@ -237,7 +240,13 @@ def child_surprise(spec: dict[str, Any]) -> dict[str, Any]:
     reader = surprise.Reader(rating_scale=tuple(meta["rating_scale"]))
     trainset = surprise.Dataset.load_from_df(frame, reader).build_full_trainset()
     del frame
-    build_s = time.perf_counter() - t0
+    trainset_s = time.perf_counter() - t0
+    # Surprise computes the global mean lazily, in Python, on the first fit, and caches it on the
+    # trainset; computing it here keeps it out of both fits below (else the 0-epoch fit would
+    # absorb it and the difference would undercount the epochs). It is reported on its own.
+    t0 = time.perf_counter()
+    _ = trainset.global_mean
+    mean_s = time.perf_counter() - t0
     params = dict(spec["params"])
     n_epochs = int(params.get("n_epochs", 20))
     rss_before = current_rss()
@@ -248,10 +257,13 @@ def child_surprise(spec: dict[str, Any]) -> dict[str, Any]:
     surprise.SVD(**params).fit(trainset)
     fit_s = time.perf_counter() - t0
     per = (fit_s - init_s) / n_epochs if n_epochs else None
-    return {"load_seconds": load_s, "build_seconds": build_s, "fit_seconds": fit_s,
-            "init_seconds": init_s, "epoch_seconds": [] if per is None else [per] * n_epochs,
-            "epochs_run": n_epochs, "rss_before_fit": rss_before, "peak_rss_self": peak_rss(),
-            "params": params, "epoch_method": "(fit with n_epochs - fit with 0 epochs) / n_epochs"}
+    return {"load_seconds": load_s, "build_seconds": trainset_s + mean_s,
+            "trainset_seconds": trainset_s, "global_mean_seconds": mean_s,
+            "fit_seconds": fit_s, "init_seconds": init_s,
+            "epoch_seconds": [] if per is None else [per] * n_epochs, "epochs_run": n_epochs,
+            "rss_before_fit": rss_before, "peak_rss_self": peak_rss(), "params": params,
+            "epoch_method": "(fit with n_epochs - fit with 0 epochs) / n_epochs, global mean "
+                            "computed beforehand"}
 
 
 def child_main(spec_path: str) -> int:
@@ -376,6 +388,34 @@ def measure(entry: dict[str, Any], size: str, meta: dict[str, Any], data_dir: Pa
     return row
 
 
+# ====================================================================== reuse
+def load_previous(path: Path, sizes: Sequence[str]) -> dict[str, Any]:
+    """Rows of an earlier ``--json`` file for these sizes (this run's rows replace some)."""
+    doc = read_json(path)
+    if not isinstance(doc, dict) or doc.get("benchmark") != "scale":
+        raise SystemExit(f"--reuse {path}: not a JSON file written by scale.py --json")
+    rows = [dict(r, reused_from=os.fspath(path)) for r in doc.get("results", [])
+            if r.get("size") in sizes]
+    return {"rows": rows, "datasets": doc.get("datasets", {}),
+            "environment": doc.get("environment")}
+
+
+def check_same_data(old: dict[str, Any] | None, new: dict[str, Any], size: str) -> None:
+    """Refuse to mix rows measured on different arrays."""
+    keys = ("n_ratings", "n_users", "n_items", "seed", "tiny")
+    if old is not None and any(old.get(k) != new.get(k) for k in keys):
+        raise SystemExit(f"--reuse: the earlier {size} rows were measured on other data "
+                         f"({ {k: old.get(k) for k in keys} } vs { {k: new.get(k) for k in keys} })")
+
+
+def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The earlier rows in their order, each replaced by this run's row for the same size and
+    model when there is one; this run's other rows after them."""
+    fresh = {(r["size"], r["model"]): r for r in new}
+    out = [fresh.pop((r["size"], r["model"]), r) for r in old]
+    return out + [r for r in new if (r["size"], r["model"]) in fresh]
+
+
 # ====================================================================== report
 def find(rows: list[dict[str, Any]], size: str, model: str) -> dict[str, Any] | None:
     for row in rows:
@@ -421,6 +461,16 @@ def ratios(rows: list[dict[str, Any]], size: str) -> list[dict[str, Any]]:
     return out
 
 
+def _epochs_cell(row: dict[str, Any]) -> str:
+    """Epochs or iterations run: from the history, else the bound set (model keeps none)."""
+    bound = row.get("bound_param")
+    if not bound:
+        return "–"
+    if row.get("epochs_run"):
+        return str(row["epochs_run"])
+    return f"{row.get('requested_params', {}).get(bound, '–')} (no history)"
+
+
 def markdown(rows: list[dict[str, Any]], datasets: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     parts = []
     for size, meta in datasets.items():
@@ -432,10 +482,11 @@ def markdown(rows: list[dict[str, Any]], datasets: dict[str, dict[str, Any]], ar
             ok = row.get("status") == "ok"
             epochs = row.get("epoch_seconds") or []
             per = fmt_seconds(row.get("seconds_per_epoch")) if epochs else "–"
+            label = row["label"] if row["library"] == "cfrec" else f"{row['label']} ({row['library']})"
             table.append([
-                row["label"] if row["library"] == "cfrec" else f"{row['label']} ({row['library']})",
+                label + (" †" if row.get("reused_from") else ""),
                 row["model"], row.get("factors") or "–",
-                row.get("epochs_run", "–") if ok else "–", per,
+                _epochs_cell(row) if ok else "–", per,
                 fmt_seconds(row.get("fit_seconds")) if ok else "–",
                 fmt_seconds(row.get("load_seconds")) if ok else "–",
                 fmt_seconds(row.get("build_seconds")) if ok else "–",
@@ -462,13 +513,18 @@ def markdown(rows: list[dict[str, Any]], datasets: dict[str, dict[str, Any]], ar
         parts.append("\n" + markdown_table(["comparison", "value", "issue's target", "met"], comp,
                                            ["l", "r", "r", "l"]) + "\n")
     threads = f"{args.threads} (set for every child)" if args.threads else "library defaults (nothing set)"
+    reused = sorted({r["reused_from"] for r in rows if r.get("reused_from")})
+    if reused:
+        parts.append(f"† measured by an earlier run ({', '.join(f'`{p}`' for p in reused)}) and "
+                     "kept with `--reuse`; the other rows by this run.\n")
     parts.append(
         "One fit per child process. *s / epoch or iter*: mean of cfrec's `history_` seconds, of "
         "implicit's per-iteration callback, and for Surprise `(fit with n epochs - fit with 0 "
         "epochs) / n`. *fit s*: wall-clock `fit` (no data loading). *load s* / *input build s*: "
         "reading the cached arrays and building each library's input (cfrec `Interactions`, "
         "implicit's CSR of confidences `1 + alpha*r`, Surprise's `load_from_df` + "
-        "`build_full_trainset`), excluded from fit s. *peak RSS*: the whole child process "
+        "`build_full_trainset` + its global mean, which it would otherwise compute lazily in "
+        "its first fit), excluded from fit s. *peak RSS*: the whole child process "
         f"(its `VmHWM`), loaded data and imports included. Threads: {threads}; "
         f"{os.cpu_count()} CPUs. Timings depend on the machine's load.")
     return "\n".join(parts)
@@ -501,6 +557,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="folder for the cached synthetic arrays and child logs "
                         "(default: ~/.cache/cfrec-bench/scale)")
     p.add_argument("--json", type=Path, default=None, help="also write everything as JSON (atomic)")
+    p.add_argument("--reuse", type=Path, default=None, metavar="JSON",
+                   help="keep the rows of an earlier --json file (same sizes and data) for the "
+                        "models this run does not measure, marked as such: to redo one model "
+                        "of a long run")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests of the harness
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -528,16 +588,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 for k, v in vars(args).items() if k != "child"}})
     rows: list[dict[str, Any]] = []
     datasets: dict[str, dict[str, Any]] = {}
+    previous = load_previous(args.reuse, sizes) if args.reuse else None
+    if previous is not None:
+        env["reused"] = {"file": os.fspath(args.reuse), "environment": previous["environment"]}
+
+    def merged() -> list[dict[str, Any]]:
+        return rows if previous is None else merge_rows(previous["rows"], rows)
 
     def save() -> None:
         if args.json is not None:
+            out = merged()
             write_json_atomic(args.json, {
-                "benchmark": "scale", "environment": env, "datasets": datasets, "results": rows,
-                "ratios": {size: ratios(rows, size) for size in datasets},
+                "benchmark": "scale", "environment": env, "datasets": datasets, "results": out,
+                "ratios": {size: ratios(out, size) for size in datasets},
                 "logs": os.fspath(work_root)})
 
     for size in sizes:
         meta = ensure_dataset(cache, size, tiny=args.tiny, timeout=args.timeout)
+        if previous is not None:
+            check_same_data(previous["datasets"].get(size), meta, size)
         datasets[size] = meta
         data_dir = dataset_dir(cache, size, args.tiny)
         for entry in entries:
@@ -551,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    else f": {row.get('error')}"))
             save()
     save()
-    print(markdown(rows, datasets, args))
+    print(markdown(merged(), datasets, args))
     log(f"child logs and specs: {work_root}")
     return 0
 

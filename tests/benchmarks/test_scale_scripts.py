@@ -212,6 +212,23 @@ def test_scale_ratios_and_table() -> None:
     assert "| iALS s/iteration ÷ implicit ALS s/iteration | 0.50 | ≤ 1 | yes |" in text
 
 
+def test_scale_reuse_keeps_earlier_rows_for_models_not_rerun(tmp_path: Path) -> None:
+    earlier = [_row("mf", 10.0, 1.0), _row("surprise-svd", 99.0, 2.0), _row("ials", 3.0, 1.0)]
+    path = util.write_json_atomic(tmp_path / "old.json", {"benchmark": "scale", "results": earlier,
+                                                          "datasets": {}, "environment": {}})
+    previous = scale.load_previous(path, ["ml-10m"])
+    merged = scale.merge_rows(previous["rows"], [_row("surprise-svd", 5.0, 2.0), _row("pop", 0.1, 1.0)])
+    assert [r["model"] for r in merged] == ["mf", "surprise-svd", "ials", "pop"]
+    assert [bool(r.get("reused_from")) for r in merged] == [True, False, True, False]
+    assert merged[1]["seconds_per_epoch"] == 5.0
+    text = scale.markdown(merged, {"ml-10m": {"n_ratings": 1, "n_users": 1, "n_items": 1}},
+                          scale.parse_args([]))
+    assert "| mf (x) † | mf |" in text and "kept with `--reuse`" in text
+    scale.check_same_data({"n_ratings": 5, "seed": 0}, {"n_ratings": 5, "seed": 0}, "ml-10m")
+    with pytest.raises(SystemExit, match="other data"):
+        scale.check_same_data({"n_ratings": 5}, {"n_ratings": 6}, "ml-10m")
+
+
 def test_scale_bounds_the_epoch_parameter_each_model_has() -> None:
     assert scale.bound_params({"epochs": 20, "lr": 1}, 1, 2) == ({"epochs": 1}, "epochs")
     assert scale.bound_params({"iterations": 15}, 1, 2) == ({"iterations": 2}, "iterations")
@@ -332,3 +349,14 @@ def test_end_to_end_driver_runs_every_stage(tmp_path: Path) -> None:
                            text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(out.read_text())["data"]["cached"] is True
+
+
+def test_end_to_end_timeout_names_the_unfinished_stage(tmp_path: Path) -> None:
+    args = e2e.parse_args(["--size", "ml-1m", "--timeout", "0.3"])
+    row = e2e.run_model("ials", {"n_factors": 4}, tmp_path / "ml-1m", args, tmp_path / "models",
+                        tmp_path / "logs")
+    assert row["status"] == "timeout" and row["unfinished_stage"]["stage"] in e2e.PIPELINE
+    release = {"size": "ml-1m", "layout": "ml-1m", "n_ratings": 1, "n_users": 1, "n_items": 1,
+               "rating_values": [1.0, 5.0], "stages": []}
+    text = e2e.markdown(release, [row], args)
+    assert "(unfinished)" in text and "**timeout**" in text
