@@ -58,6 +58,6 @@ def ml100k_als_dir(ml100k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     """ALS of ML-100K's u1 train part (real titles: the page's search finds "star wars")."""
     from cfrec.data import load_dataset, make_splits
 
-    data = load_dataset(ml100k_dir)
-    train = make_splits(data, "u1")[0].train
+    data = load_dataset("ml-100k", data_home=ml100k_dir.parent, download=False)
+    train = make_splits(data, "u1", data_home=ml100k_dir.parent)[0].train
     return save("als", train, tmp_path_factory.mktemp("serve") / "ml100k-als")
