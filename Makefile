@@ -48,6 +48,12 @@ bench: $(STAMP)
 	$(PIP) install --quiet -e ".[bench]"
 	$(PY) benchmarks/surprise_folds.py
 
+# Load test of `cfrec serve` on a loopback port (trains the model first): a BiasedMF of ML-100K by
+# default; ARGS="--build ials-ml1m" for iALS of synthetic ML-1M, or ARGS="--model DIR".
+.PHONY: bench-serve
+bench-serve: $(STAMP)
+	$(PY) benchmarks/serve_load.py $(if $(ARGS),$(ARGS),--build mf-ml100k)
+
 # Speed and memory at scale (synthetic ML-10M and ML-25M, cfrec vs implicit and Surprise, one fit
 # per process) and the ML-25M-size pipeline (load, split, fit, evaluate, save); options via ARGS,
 # e.g. make bench-scale ARGS="--sizes ml-10m --json scale.json".

@@ -90,12 +90,15 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 300.0)
 
 
 def stop_service(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then the exit status; 0 for a graceful stop (uvicorn re-raises the SIGTERM it
+    handled once it has shut down, so the process ends by that signal)."""
     proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait(timeout=30)
+        code = proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+    return 0 if code == -signal.SIGTERM else code
 
 
 # ---------------------------------------------------------------------- HTTP client
