@@ -20,7 +20,8 @@ parent when the child is killed before it can report):
 
 Per model: seconds per epoch or iteration (cfrec: the ``seconds`` of ``history_``; implicit:
 its per-iteration callback; Surprise: ``(fit with n epochs - fit with 0 epochs) / n``, i.e.
-without its factor initialisation), full ``fit`` seconds, the seconds to load the arrays and to
+without its factor initialisation, its global mean being computed beforehand, with its
+trainset), full ``fit`` seconds, the seconds to load the arrays and to
 build the library's input (Surprise's trainset included; both excluded from fit seconds), RSS
 before ``fit`` and the peak RSS of the whole process (which does include the loaded data). A
 model that fails, runs past ``--timeout`` or is killed (out of memory) becomes a row saying so.
