@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cfrec._io import to_jsonable, write_json_atomic
 from cfrec.data.interactions import Interactions
+from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError, DatasetUnavailable
 from cfrec.models.registry import QUICKSTART_MODEL, QUICKSTART_PARAMS, model_class
 
@@ -106,6 +107,7 @@ def _model_params(name: str, params: Mapping[str, Any] | None, epochs: int | Non
 def load_or_synthesize(
     dataset: str = "ml-100k",
     *,
+    data_options: DataOptions | None = None,
     data_home: str | Path | None = None,
     download: bool = True,
     synthetic: bool = False,
@@ -126,7 +128,7 @@ def load_or_synthesize(
         from cfrec.data import load_dataset
 
         try:
-            return load_dataset(dataset, data_home=data_home, download=download), None
+            return load_dataset(dataset, data_home=data_home, download=download, options=data_options), None
         except DatasetUnavailable as exc:
             reason = f"could not get {dataset}: {exc}"
             logger.warning("%s; using synthetic data instead", reason)
@@ -139,6 +141,7 @@ def run_quickstart(
     out_dir: str | Path = DEFAULT_OUT,
     *,
     dataset: str = "ml-100k",
+    data_options: DataOptions | None = None,
     data_home: str | Path | None = None,
     download: bool = True,
     synthetic: bool = False,
@@ -158,8 +161,8 @@ def run_quickstart(
     ----------
     out_dir
         Output folder (created; files in it are replaced atomically).
-    dataset, data_home, download
-        What to load (a MovieLens name or a path) and from where.
+    dataset, data_options, data_home, download
+        What to load (a MovieLens name or a path, read with the data options) and from where.
     synthetic, synthetic_shape
         Force the synthetic stand-in, and its (users, items, ratings) when it is used (default
         :data:`ML100K_SHAPE`).
@@ -193,7 +196,7 @@ def run_quickstart(
 
     t = time.perf_counter()
     say(f"loading {dataset}")
-    data, reason = load_or_synthesize(dataset, data_home=data_home, download=download,
+    data, reason = load_or_synthesize(dataset, data_options=data_options, data_home=data_home, download=download,
                                       synthetic=synthetic, synthetic_shape=synthetic_shape, seed=seed)
     is_synthetic = reason is not None
     if is_synthetic:

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
     except CfrecError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(exc.render('cli'))}", highlight=False, soft_wrap=True)
         return 1
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}: {escape(str(exc.filename))}", highlight=False)

@@ -14,9 +14,32 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cfrec._version import __version__
+
+        typer.echo(f"cfrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """cfrec: collaborative filtering on MovieLens and any rating file."""
+
+
+def say(message: str, *, stderr: bool = False, style: str | None = None) -> None:
+    """Print one plain line (no markup, no highlighting) to stdout or stderr."""
+    (err_console if stderr else console).print(message, style=style, highlight=False, soft_wrap=True,
+                                               markup=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

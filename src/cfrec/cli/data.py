@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from cfrec.cli._app import app, console
+from cfrec.cli._options import load_data, with_data_options
+from cfrec.data.options import DataOptions
 
 _DataHome = Annotated[
     Path | None,
@@ -72,36 +74,20 @@ def download_cmd(
 
 
 @app.command("stats")
+@with_data_options
 def stats_cmd(
     dataset: Annotated[str, typer.Argument(help="A MovieLens name (ml-100k ...) or a path: ratings "
                                            "file, MovieLens folder or zip.")],
+    data_options: DataOptions,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     data_home: _DataHome = None,
     no_download: Annotated[bool, typer.Option("--no-download",
                                               help="Fail instead of downloading.")] = False,
-    sep: Annotated[str | None, typer.Option(help="Field separator of a ratings file "
-                                            "(default: detected).")] = None,
-    columns: Annotated[str | None, typer.Option(help="Comma-separated names for a file without a "
-                                                "header, e.g. user_id,item_id,rating,timestamp.")] = None,
-    user_col: Annotated[str | None, typer.Option(help="User id column (default user_id).")] = None,
-    item_col: Annotated[str | None, typer.Option(help="Item id column (default item_id).")] = None,
-    rating_col: Annotated[str | None, typer.Option(help="Rating column (default rating).")] = None,
-    time_col: Annotated[str | None, typer.Option(help="Time column (default timestamp).")] = None,
 ) -> None:
     """Statistics of a dataset: sizes, sparsity, rating histogram, activity, time span."""
-    from cfrec.data.datasets import load_dataset
     from cfrec.data.stats import compute_statistics
 
-    kwargs: dict[str, Any] = {}
-    if sep is not None:
-        kwargs["sep"] = "\t" if sep in ("\\t", "tab") else sep
-    if columns is not None:
-        kwargs["columns"] = [c.strip() for c in columns.split(",") if c.strip()]
-    for key, value in (("user_col", user_col), ("item_col", item_col),
-                       ("rating_col", rating_col), ("time_col", time_col)):
-        if value is not None:
-            kwargs[key] = value
-    data = load_dataset(dataset, data_home=data_home, download=not no_download, **kwargs)
+    data = load_data(dataset, data_options, data_home=data_home, download=not no_download)
     stats = compute_statistics(data)
     if json_out:
         sys.stdout.write(json.dumps(stats.to_dict(), indent=2) + "\n")

@@ -20,7 +20,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from cfrec._io import to_jsonable
-from cfrec.cli._app import app, console, err_console
+from cfrec.cli._app import app, console, err_console, say
+from cfrec.cli._options import load_data, with_data_options
+from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError
 
 if TYPE_CHECKING:
@@ -28,8 +30,10 @@ if TYPE_CHECKING:
 
 # ---------------------------------------------------------------------- evaluate
 @app.command("evaluate")
+@with_data_options
 def evaluate_cmd(
     model_dir: Annotated[Path, typer.Argument(help="A model folder written by 'cfrec train' (or Recommender.save).")],
+    data_options: DataOptions,
     dataset: Annotated[str | None, typer.Option(
         help="MovieLens name or ratings file/folder (default: the one the model was trained on).")] = None,
     split: Annotated[str | None, typer.Option(
@@ -49,9 +53,8 @@ def evaluate_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Score a saved model on the test part of the split it was trained on."""
-    from cfrec.data import load_dataset
     from cfrec.data.split import find_training_split, folds_home
-    from cfrec.evaluation.protocols import evaluate_detailed, metric_names
+    from cfrec.evaluation.protocols import RATING_METRICS, evaluate_detailed, metric_names
     from cfrec.models.base import Recommender
 
     names = metric_names(metrics, k)  # validate before loading anything
@@ -60,7 +63,7 @@ def evaluate_cmd(
     source = dataset or info.get("source") or info.get("dataset")
     if not source:
         raise CfrecError(f"{model_dir}: the model does not record its dataset; pass --dataset")
-    data = load_dataset(source)
+    data = load_data(source, data_options)
     used_seed = seed if seed is not None else int(info.get("split_seed", 0) or 0)
     fingerprint = info.get("fingerprint")
     recorded = None if split else info.get("split")
@@ -87,6 +90,9 @@ def evaluate_cmd(
                           "warning: the model records no training fingerprint; cannot check the split",
                           highlight=False, soft_wrap=True, markup=False)
     ev = evaluate_detailed(model, chosen.test, k=k, relevance=relevance, metrics=names)
+    if not model.predicts_ratings:  # its scores are preferences: an RMSE against ratings means nothing
+        ev.metrics.update({m: math.nan for m in RATING_METRICS if m in ev.metrics})
+        ev.breakdown = None
     online_res = None
     if online:
         from cfrec.evaluation.online import online_evaluate
@@ -116,6 +122,9 @@ def evaluate_cmd(
     for key, value in ev.metrics.items():
         table.add_row(escape(key), escape(_cell(key, value)))
     console.print(table)
+    if not model.predicts_ratings:
+        say(f"{type(model).__name__} ranks items by preference and does not predict ratings: RMSE and "
+            "MAE are n/a")
     console.print(f"ranking: all items unrated in training are candidates; relevant = test rating >= "
                   f"{relevance:g}; users without a relevant test item are excluded from the averages",
                   highlight=False, soft_wrap=True, markup=False)
@@ -145,11 +154,13 @@ def _cell(key: str, value: Any) -> str:
 
 # ---------------------------------------------------------------------- benchmark
 @app.command("benchmark")
+@with_data_options
 def benchmark_cmd(
     dataset: Annotated[str, typer.Argument(help="MovieLens name (ml-100k ...) or a ratings file/folder.")],
+    data_options: DataOptions,
     protocol: Annotated[str, typer.Option(
-        help="folds (ML-100K u1..u5), cv5, temporal, user-temporal, online (temporal 80/20 with "
-             "prequential fold-in), or any split spec.")] = "folds",
+        help="auto (ML-100K's official folds u1..u5 for ML-100K, else cv5), folds, cv5, temporal, "
+             "user-temporal, online (temporal 80/20 with prequential fold-in), or any split spec.")] = "auto",
     models: Annotated[str | None, typer.Option(
         help="Comma-separated models; hyperparameters as mf:n_factors=64,epochs=20; mf-lab is the "
              "course lab's recipe. Default: baseline,mf,als,svdpp,neumf,ials (without neumf for "
@@ -163,25 +174,34 @@ def benchmark_cmd(
 ) -> None:
     """Fit and score several models under one protocol; print one Markdown table."""
     from cfrec._io import write_json_atomic
-    from cfrec.data import load_dataset
     from cfrec.data.split import folds_home
     from cfrec.evaluation.benchmark import run_benchmark
     from cfrec.models.registry import default_models
 
-    data = load_dataset(dataset)
+    data = load_data(dataset, data_options)
+    if protocol.strip().lower() == "auto":
+        protocol = "folds" if data.name == "ml-100k" else "cv5"
+        say(f"protocol {protocol} ({'ML-100K' if protocol == 'folds' else 'not ML-100K'}: "
+            f"{'its official folds u1..u5' if protocol == 'folds' else '5-fold cross-validation'}; "
+            "--protocol chooses another)", stderr=True)
     if models is None:
         models = ",".join(default_models(protocol))
 
-    def progress(row: Any) -> None:
-        m = row.mean
-        err_console.print(f"  {row.model}: NDCG@{k} {m.get(f'ndcg@{k}', math.nan):.4f}, fit "
-                          f"{m.get('fit_seconds', math.nan):.1f} s", highlight=False, soft_wrap=True,
-                          markup=False)
+    def on_fold(name: str, fold: Any) -> None:
+        m = fold.metrics
+        rating = f"RMSE {m['rmse']:.4f}, " if isinstance(m.get("rmse"), float) and not math.isnan(m["rmse"]) else ""
+        say(f"  {name} {fold.split}: {rating}NDCG@{k} {m.get(f'ndcg@{k}', math.nan):.4f} "
+            f"(fit {fold.fit_seconds:.1f} s)", stderr=True)
 
-    err_console.print(f"benchmark on {data.name}, protocol {protocol}: {models}", highlight=False,
-                      soft_wrap=True, markup=False)
+    def on_row(row: Any) -> None:
+        m = row.mean
+        say(f"{row.model}: NDCG@{k} {m.get(f'ndcg@{k}', math.nan):.4f}, fit "
+            f"{m.get('fit_seconds', math.nan):.1f} s a fold", stderr=True)
+
+    say(f"benchmark on {data.name}, protocol {protocol}: {models}", stderr=True)
     result = run_benchmark(data, protocol=protocol, models=models, seed=seed, k=k, relevance=relevance,
-                           data_home=folds_home(dataset), popularity=popularity, on_row=progress)
+                           data_home=folds_home(dataset), popularity=popularity, on_row=on_row,
+                           on_fold=on_fold)
     console.print(result.to_markdown(), highlight=False, soft_wrap=True, markup=False)
     if json_file is not None:
         path = write_json_atomic(json_file, result.to_dict())

@@ -20,7 +20,6 @@ Choices made here (also in each command's help):
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,8 +29,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from cfrec._io import to_jsonable
-from cfrec.cli._app import app, console, err_console, fail
+from cfrec.cli._app import app, console, err_console, fail, say
+from cfrec.cli._options import load_data, with_data_options
+from cfrec.cli._stages import StageLog
+from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError
+from cfrec.explain import because_rated
 from cfrec.models.registry import model_names
 
 if TYPE_CHECKING:
@@ -149,9 +152,11 @@ def _fmt_fallback(counts: dict[str, int]) -> str:
 
 # ---------------------------------------------------------------------- train
 @app.command()
+@with_data_options
 def train(
     dataset: Annotated[str, typer.Argument(help="MovieLens name (ml-100k, ml-1m ...) or a ratings file/folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to save the model into (replaced atomically).")],
+    data_options: DataOptions,
     model: Annotated[str | None, typer.Option("--model", "-m", help=f"{_MODEL_CHOICES} (default: the one in "
                                                                     "--params-json).")] = None,
     preset: Annotated[str | None, typer.Option(help="Model preset, e.g. 'lab' (the course lab's BiasedMF).")] = None,
@@ -172,13 +177,19 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Minibatch size.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seeds the split and the model (default 0).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto (default: cuda when available).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Fail (and save nothing) when the model's test RMSE is worse than the bias "
+                         "baseline's on the same split, instead of warning.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary (progress goes to stderr).")] = False,
 ) -> None:
-    """Train a model on the train part of a split, score the test part and save the model."""
-    from cfrec.data import load_dataset
+    """Train a model on the train part of a split, score the test part and save the model.
+
+    Each stage (load, split, fit, evaluate, save) is timed with its peak memory.
+    """
     from cfrec.data.split import folds_home, single_split
     from cfrec.evaluation.protocols import summarize_test
     from cfrec.evaluation.tuning import load_best_params
+    from cfrec.models.baseline import Baseline
     from cfrec.models.persistence import check_writable
     from cfrec.models.registry import model_class, resolve_name
 
@@ -203,45 +214,58 @@ def train(
         fail(f"invalid hyperparameters for {cls.name}: {exc}")
 
     check_writable(out)  # before a long fit, not after it
-    out_console = err_console if json_out else console
-    data = load_dataset(dataset)
-    chosen = single_split(data, split, seed=seed, data_home=folds_home(dataset))
+    to_err = json_out
+    stages = StageLog()
+    with stages.stage("load"):
+        data = load_data(dataset, data_options)
+    with stages.stage("split"):
+        chosen = single_split(data, split, seed=seed, data_home=folds_home(dataset))
     train_part = data if chosen is None else chosen.train
     split_name = "none" if chosen is None else chosen.name
     cold = chosen.cold_start() if chosen is not None else None
-    out_console.print(
-        f"training {cls.name} ({cls.__name__}) on {data.name}, split {split_name}: "
-        f"{len(train_part):,} train / {0 if chosen is None else len(chosen.test):,} test ratings",
-        highlight=False, soft_wrap=True, markup=False,
-    )
+    say(f"training {cls.name} ({cls.__name__}) on {data.name}, split {split_name}: "
+        f"{len(train_part):,} train / {0 if chosen is None else len(chosen.test):,} test ratings", stderr=to_err)
 
     def on_epoch(rec: dict[str, Any]) -> None:
         total = rec.get("epochs", "?")
         line = f"  epoch {rec['epoch']:>3}/{total}  train_loss {rec['train_loss']:.4f}"
         if rec.get("valid_rmse") is not None:
             line += f"  valid_rmse {rec['valid_rmse']:.4f}"
-        line += f"  ({rec.get('seconds', 0.0):.1f} s)"
-        out_console.print(line, highlight=False, soft_wrap=True, markup=False)
+        say(line + f"  ({rec.get('seconds', 0.0):.1f} s)", stderr=to_err)
 
-    start = time.perf_counter()
-    try:
-        estimator.fit(train_part, on_epoch=on_epoch)
-    except ValueError as exc:
-        if isinstance(exc, CfrecError):
-            raise
-        fail(f"{cls.name} training failed: {exc}")
-    seconds = time.perf_counter() - start
+    with stages.stage("fit"):
+        try:
+            estimator.fit(train_part, on_epoch=on_epoch)
+        except ValueError as exc:
+            if isinstance(exc, CfrecError):
+                raise
+            fail(f"{cls.name} training failed: {exc}")
+    seconds = stages.stages[-1].seconds
 
-    test = None
+    test = baseline_rmse = None
     if chosen is not None and len(chosen.test):
-        test = summarize_test(estimator, chosen.test)
+        with stages.stage("evaluate"):
+            test = summarize_test(estimator, chosen.test)
+            if estimator.predicts_ratings and cls is not Baseline:
+                baseline_rmse = summarize_test(Baseline().fit(chosen.train), chosen.test)["rmse"]
+    worse = baseline_rmse is not None and test is not None and test["rmse"] > baseline_rmse
+    if worse:
+        assert test is not None and baseline_rmse is not None
+        message = (f"{cls.name}'s test RMSE {test['rmse']:.4f} is worse than the bias baseline's "
+                   f"{baseline_rmse:.4f} on the same split: the fit failed to learn (learning rate, "
+                   f"epochs or regularisation?)")
+        if strict:
+            fail(message + "; nothing saved (--strict)")
+        err_console.print(f"[bold red]WARNING:[/] {escape(message)}; saved anyway (--strict refuses)",
+                          highlight=False, soft_wrap=True)
     estimator.fit_info_.update({
         "source": _source_ref(dataset),
         "split": split_name,
         "split_seed": 0 if seed is None else seed,
         "test": test,
     })
-    saved = estimator.save(out)
+    with stages.stage("save"):
+        saved = estimator.save(out)
 
     summary = {
         "model": cls.name,
@@ -252,29 +276,28 @@ def train(
         "fit_seconds": seconds,
         "epochs_run": len(estimator.history_),
         "test": test,
+        "baseline_test_rmse": baseline_rmse,
+        "worse_than_baseline": worse,
         "cold_start": cold.to_dict() if cold is not None else None,
+        "stages": stages.to_dict(),
         "out": str(saved.resolve()),
     }
     if json_out:
         _echo_json(summary)
         return
-    console.print(f"fitted in {seconds:.1f} s", highlight=False, soft_wrap=True, markup=False)
+    say(f"fitted in {seconds:.1f} s")
     if test is not None and test["rmse"] is None:
-        console.print(
-            f"test NDCG@10 {test['ndcg@10']:.4f}  Recall@10 {test['recall@10']:.4f} (full ranking; "
-            f"{type(estimator).__name__} scores preferences, not ratings, so no RMSE)",
-            highlight=False, soft_wrap=True, markup=False,
-        )
+        say(f"test NDCG@10 {test['ndcg@10']:.4f}  Recall@10 {test['recall@10']:.4f} (full ranking; "
+            f"{type(estimator).__name__} scores preferences, not ratings, so no RMSE)")
     elif test is not None:
-        console.print(
-            f"test RMSE {test['rmse']:.4f}  MAE {test['mae']:.4f}  on {test['n']:,} ratings; "
+        base = f" (bias baseline {baseline_rmse:.4f})" if baseline_rmse is not None else ""
+        say(f"test RMSE {test['rmse']:.4f}{base}  MAE {test['mae']:.4f}  on {test['n']:,} ratings; "
             f"cold-start fallbacks: {_fmt_fallback(test['fallback'])} "
-            f"({test['fallback_share']:.1%} of test predictions)",
-            highlight=False, soft_wrap=True, markup=False,
-        )
+            f"({test['fallback_share']:.1%} of test predictions)")
     else:
-        console.print("no test part (--split none): trained on every rating", highlight=False, soft_wrap=True, markup=False)
-    console.print(f"saved to {saved.resolve()}", highlight=False, soft_wrap=True, markup=False)
+        say("no test part (--split none): trained on every rating")
+    say(f"stages: {stages.summary()}")
+    say(f"saved to {saved.resolve()}")
 
 
 # ---------------------------------------------------------------------- recommend
@@ -312,21 +335,63 @@ def _user_history(model: Any, user_raw: Any, u_idx: int, dataset: str | None) ->
     return None, "dataset unavailable (" + "; ".join(reasons) + "); pass --dataset to show the user's ratings"
 
 
+def _read_user_ids(path: Path) -> list[str]:
+    """Raw user ids from a file, one a line (a first line ``user``/``user_id``/``userId`` is a header)."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines()]
+    except FileNotFoundError:
+        raise CfrecError(f"{path}: no such file (--users expects a file of user ids, one a line)") from None
+    except UnicodeDecodeError:
+        raise CfrecError(f"{path}: not a UTF-8 text file of user ids, one a line (--users)") from None
+    ids = [ln.split(",")[0].strip() for ln in lines if ln]
+    if ids and ids[0].lower().replace("_", "") in ("user", "userid", "uid"):
+        ids = ids[1:]
+    if not ids:
+        raise CfrecError(f"{path}: holds no user id (--users expects one a line)")
+    return ids
+
+
+def _recommend_all(model: Any, users_file: Path | None, out: Path | None, k: int, include_seen: bool) -> None:
+    from cfrec.models.export import write_recommendations
+
+    if out is None:
+        fail("--all writes every user's list to a file: give --out FILE.csv or FILE.parquet")
+    users = _read_user_ids(users_file) if users_file is not None else None
+    written = write_recommendations(model, out, users=users, k=k, exclude_seen=not include_seen)
+    unknown = written.users - written.known_users
+    say(f"wrote {written.rows:,} recommendations for {written.users:,} users to {written.path.resolve()}"
+        + (f" ({unknown:,} unknown to the model got its cold-start list)" if unknown else ""))
+
+
 @app.command()
 def recommend(
     model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'cfrec train'.")],
-    user: Annotated[str, typer.Option("--user", "-u", help="Raw user id.")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Raw user id.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many recommendations.")] = 10,
     include_seen: Annotated[bool, typer.Option(help="Also rank items the user rated in training.")] = False,
     history: Annotated[int, typer.Option(min=0, help="How many of the user's top-rated training items "
                                                      "to show (0: skip loading the dataset).")] = 5,
     dataset: Annotated[str | None, typer.Option(help="Dataset to read the user's ratings from "
                                                      "(default: the one the model was trained on).")] = None,
+    all_users: Annotated[bool, typer.Option("--all", help="Every user's list (or those of --users), "
+                                                          "streamed to --out.")] = False,
+    users_file: Annotated[Path | None, typer.Option("--users", help="With --all: a file of user ids, one "
+                                                                   "a line.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="With --all: the .csv or .parquet file "
+                                                                 "to write (replaced atomically).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Top-k items for a user, ranked by the model's score (with predicted ratings for rating
-    models); a new user gets the model's cold-start (popular) list."""
+    """Top-k items for a user, ranked by the model's score (with predicted ratings for rating models); a new user gets the model's cold-start (popular) list."""
     model = load_model(model_dir)
+    if all_users or users_file is not None:
+        if user is not None:
+            fail("give either --user or --all (with --users FILE), not both")
+        _recommend_all(model, users_file, out, k, include_seen)
+        return
+    if user is None:
+        fail("give --user ID (or --all --out FILE for every user)")
+    if out is not None:
+        fail("--out goes with --all; one user's list is printed")
     u_idx = int(model.user_map_.to_index(np.asarray([user]), missing="-1")[0])
     known = u_idx >= 0
     user_raw: Any = model.user_map_.to_raw(u_idx) if known else user
@@ -340,13 +405,22 @@ def recommend(
         seen = model.seen_
         seen_set = set(model.item_map_.to_raw(seen.indices[seen.indptr[u_idx]:seen.indptr[u_idx + 1]]).tolist())
     ratings = recs.ratings if recs.ratings is not None else [None] * len(recs)
+    liked = [r["item_id"] for r in rated] if rated else sorted(seen_set)
+    hi = model.rating_scale_[1]
+    if rated:  # explain by what the user liked most when their ratings are at hand
+        top = [r["item_id"] for r in rated if r["rating"] >= hi - 1]
+        liked = top or liked
+    because = because_rated(model, recs.ids, liked) if known else None
+    reasons = because.items if because is not None else [None] * len(recs)
     rows = [{**meta, "score": float(s), "predicted_rating": None if r is None else float(r),
-             "seen": meta["item_id"] in seen_set}
-            for meta, s, r in zip(_item_meta(model, recs.ids), recs.scores, ratings, strict=True)]
+             "seen": meta["item_id"] in seen_set,
+             "because": None if b is None else _item_meta(model, [b])[0]}
+            for meta, s, r, b in zip(_item_meta(model, recs.ids), recs.scores, ratings, reasons, strict=True)]
     n_train = len(seen_set)
     if json_out:
         _echo_json({
             "user": to_jsonable(user_raw),
+            "model": model.name,
             "known": known,
             "fallback": None if known else "popular",
             "n_train_ratings": n_train,
@@ -354,8 +428,10 @@ def recommend(
             "recommendations": rows,
         })
         return
+    ranked_by = (f"ranked by {type(model).__name__} ({model.name})" + ("; scores are predicted ratings "
+                 "before clipping" if model.predicts_ratings else "; scores are preferences, not ratings"))
     if known:
-        console.print(f"user {user_raw}: {n_train} ratings in training", highlight=False, soft_wrap=True, markup=False)
+        say(f"user {user_raw}: {n_train} ratings in training; {ranked_by}")
         if rated:
             table = Table(title=escape(f"top-rated by user {user_raw} (training)"), title_justify="left")
             table.add_column("rating", justify="right")
@@ -383,6 +459,9 @@ def recommend(
         table.add_column("predicted rating", justify="right")
     if include_seen:
         table.add_column("rated", justify="center")
+    explained = any(row["because"] is not None for row in rows)
+    if explained:
+        table.add_column("because you rated")
     for rank, row in enumerate(rows, 1):
         cells = [str(rank), escape(str(row["item_id"]))]
         cells += [escape(_title(row))] if titled else []
@@ -390,7 +469,49 @@ def recommend(
         if model.predicts_ratings:
             cells.append(f"{row['predicted_rating']:.2f}")
         cells += (["yes" if row["seen"] else ""] if include_seen else [])
+        if explained:
+            cells.append(escape(_name(row["because"])) if row["because"] is not None else "")
         table.add_row(*cells)
+    console.print(table)
+    if not known:
+        return
+    say(ranked_by + ("; 'because you rated' is the rated item with the most similar item vector"
+                     if explained else ""))
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'cfrec train'.")],
+    user: Annotated[str, typer.Option("--user", "-u", help="Raw user id.")],
+    item: Annotated[list[str], typer.Option("--item", "-i", help="Raw item id (repeatable).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Predicted rating of items for a user (and, for ranking models, their ranking score)."""
+    model = load_model(model_dir)
+    u_idx = int(model.user_map_.to_index(np.asarray([user]), missing="-1")[0])
+    user_raw: Any = model.user_map_.to_raw(u_idx) if u_idx >= 0 else user
+    i_idx = model.item_map_.to_index(np.asarray(item), missing="-1")
+    items_raw = [model.item_map_.to_raw(i) if i >= 0 else v for i, v in zip(i_idx.tolist(), item, strict=True)]
+    pred = model.predict_detailed(np.asarray([user_raw] * len(items_raw), dtype=object), np.asarray(items_raw, dtype=object))
+    how = {0: "personalised", 1: "unknown user: mu + b_i", 2: "unknown item: mu + b_u", 3: "both unknown: mu"}
+    rows = [{**meta, "prediction": float(p), "how": how[int(f)]}
+            for meta, p, f in zip(_item_meta(model, items_raw), pred.ratings, pred.fallback, strict=True)]
+    if json_out:
+        _echo_json({"user": to_jsonable(user_raw), "model": model.name, "predicts_ratings": model.predicts_ratings,
+                    "predictions": rows})
+        return
+    if not model.predicts_ratings:
+        say(f"note: {type(model).__name__} ranks by preference; its predictions are preferences mapped onto "
+            f"the rating scale {model.rating_scale_[0]:g}..{model.rating_scale_[1]:g}, not rating estimates")
+    table = Table(title=escape(f"predicted for user {user_raw} by {type(model).__name__}"), title_justify="left")
+    table.add_column("item", justify="right")
+    if _has_titles(model):
+        table.add_column("title")
+    table.add_column("prediction", justify="right")
+    table.add_column("how")
+    for row in rows:
+        cells = [escape(str(row["item_id"]))] + ([escape(_title(row))] if _has_titles(model) else [])
+        table.add_row(*cells, f"{row['prediction']:.3f}", row["how"])
     console.print(table)
 
 

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, cast
 import typer
 
 from cfrec.cli._app import app, console, err_console, fail
+from cfrec.cli._options import load_data, with_data_options
+from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError
 
 
@@ -31,13 +33,13 @@ def _load_model(model_dir: Path) -> Any:
     return Recommender.load(model_dir)
 
 
-def _dataset_for(model: Any, dataset: str | None) -> Any:
+def _dataset_for(model: Any, dataset: str | None, options: DataOptions) -> Any:
     """The dataset to report on: ``--dataset``, else the model's recorded source or name."""
     from cfrec.data import load_dataset
 
     info = getattr(model, "fit_info_", {}) or {}
     if dataset:
-        return load_dataset(dataset)
+        return load_data(dataset, options)
     synth = info.get("synthetic")
     if isinstance(synth, dict):
         from cfrec.data import make_synthetic
@@ -50,15 +52,17 @@ def _dataset_for(model: Any, dataset: str | None) -> Any:
     errors = []
     for ref in dict.fromkeys(candidates):
         try:
-            return load_dataset(ref)
+            return load_data(ref, options) if not options.is_default() else load_dataset(ref)
         except CfrecError as exc:
             errors.append(f"{ref}: {exc}")
     raise CfrecError("cannot reload the model's dataset (" + "; ".join(errors) + "); pass --dataset")
 
 
 @app.command()
+@with_data_options
 def report(
     model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'cfrec train' or 'cfrec quickstart'.")],
+    data_options: DataOptions,
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
     dataset: Annotated[str | None, typer.Option(help="Dataset name or path (default: the one the model "
                                                      "was trained on).")] = None,
@@ -77,7 +81,7 @@ def report(
 
     start = time.perf_counter()
     model = _load_model(model_dir)
-    data = _dataset_for(model, dataset)
+    data = _dataset_for(model, dataset, data_options)
     trials = []
     for table in tuning or []:
         if not table.is_file():
@@ -104,6 +108,7 @@ def report(
 
 
 @app.command()
+@with_data_options
 def quickstart(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("cfrec-quickstart"),
     model: Annotated[str | None, typer.Option(help="Model to train (default: mf, the lab's BiasedMF "
@@ -113,7 +118,9 @@ def quickstart(
     = "user-temporal:0.2",
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Use the built-in synthetic dataset "
                                                                 "instead of ML-100K.")] = False,
-    dataset: Annotated[str, typer.Option(help="Dataset to load instead of ML-100K.")] = "ml-100k",
+    dataset: Annotated[str, typer.Option("--data", "--dataset", help="Dataset to load instead of ML-100K "
+                                                                      "(a MovieLens name or a ratings file).")] = "ml-100k",
+    data_options: DataOptions = DataOptions(),
     exercises: Annotated[bool, typer.Option("--exercises/--no-exercises", help="Run the course lab's "
                                             "seed exercises (embedding size, weight decay) for the "
                                             "report's tuning plots (about 20 s).")] = True,
@@ -132,7 +139,7 @@ def quickstart(
         else:
             _say(f"[{time.perf_counter() - start:5.1f}s] {message}")
 
-    result = run_quickstart(out, dataset=dataset, synthetic=synthetic, model=model, epochs=epochs,
+    result = run_quickstart(out, dataset=dataset, data_options=data_options, synthetic=synthetic, model=model, epochs=epochs,
                             split=split, exercises=exercises, progress=progress)
     tag = " [SYNTHETIC DATA]" if result.synthetic else ""
     _say("")

@@ -16,7 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from cfrec.cli._app import app, console, err_console, fail
+from cfrec.cli._options import load_data, with_data_options
 from cfrec.cli.models import _MODEL_CHOICES, _echo_json, _fmt_fallback, build_params
+from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError
 
 if TYPE_CHECKING:
@@ -30,8 +32,10 @@ def _fmt(v: Any) -> str:
 
 
 @app.command()
+@with_data_options
 def tune(
     dataset: Annotated[str, typer.Argument(help="MovieLens name (ml-100k ...) or a ratings file/folder.")],
+    data_options: DataOptions,
     model: Annotated[str | None, typer.Option("--model", "-m", help=_MODEL_CHOICES + ".")] = None,
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-p",
@@ -55,7 +59,6 @@ def tune(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON (progress to stderr).")] = False,
 ) -> None:
     """Search hyperparameters by validation RMSE, then refit the best and score the test part once."""
-    from cfrec.data import load_dataset
     from cfrec.data.split import folds_home, single_split
     from cfrec.evaluation.tuning import PRESETS, parse_space, preset_space
     from cfrec.evaluation.tuning import tune as run_tune
@@ -90,7 +93,7 @@ def tune(
         fail("nothing to tune: give --param NAME=v1,v2,... or NAME=low:high[:log], or a --preset")
 
     progress = err_console if json_out else console
-    data = load_dataset(dataset)
+    data = load_data(dataset, data_options)
     chosen = single_split(data, split, seed=seed, data_home=folds_home(dataset))
     target = data if chosen is None else chosen
     progress.print(

@@ -15,6 +15,7 @@ ranking columns measured offline on the same split.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -29,6 +30,7 @@ from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
 from cfrec.errors import CfrecError
 from cfrec.evaluation.protocols import (
+    FoldResult,
     ModelLike,
     cross_validate,
     fit_and_score,
@@ -188,6 +190,7 @@ def run_benchmark(
     data_home: str | Path | None = None,
     popularity: bool = True,
     on_row: Callable[[BenchmarkRow], None] | None = None,
+    on_fold: Callable[[str, FoldResult], None] | None = None,
 ) -> BenchmarkResult:
     """Fit and score every model under ``protocol`` on the same splits; see the module docstring.
 
@@ -206,6 +209,8 @@ def run_benchmark(
         Add the most-popular baseline row (ranking metrics only) and flag the models below it.
     on_row
         Called with each finished row (progress reporting).
+    on_fold
+        Called with a model's name and each of its finished folds (progress reporting).
     """
     from cfrec.data import load_dataset, make_splits
 
@@ -225,7 +230,8 @@ def run_benchmark(
         if online:
             row = _online_row(factory, name, splits[0], metrics, k, relevance)
         else:
-            row = _offline_row(factory, name, splits, metrics, k, relevance, protocol)
+            row = _offline_row(factory, name, splits, metrics, k, relevance, protocol,
+                               None if on_fold is None else functools.partial(on_fold, name))
         rows.append(row)
         logger.info("benchmark %s: %s", name, {m: row.mean.get(m) for m in ("rmse", f"ndcg@{k}")})
         if on_row is not None:
@@ -250,7 +256,8 @@ def _seeded(factory: Callable[[], Recommender], name: str, seed: int) -> tuple[C
 
 
 def _offline_row(factory: Callable[[], Recommender], name: str, splits: list[Split],
-                 metrics: list[str], k: int, relevance: float | None, protocol: str) -> BenchmarkRow:
+                 metrics: list[str], k: int, relevance: float | None, protocol: str,
+                 on_fold: Callable[[FoldResult], None] | None = None) -> BenchmarkRow:
     personal: list[bool] = []
     rating: list[bool] = []
 
@@ -259,7 +266,7 @@ def _offline_row(factory: Callable[[], Recommender], name: str, splits: list[Spl
         rating.append(model.predicts_ratings)
 
     res = cross_validate(factory, splits, k=k, relevance=relevance, metrics=metrics, protocol=protocol,
-                         on_model=inspect)
+                         on_model=inspect, on_fold=on_fold)
     res.model = name
     return BenchmarkRow(name, all(personal), res.mean(), res.std(), len(res.folds), res.params,
                         {"folds": [f.to_dict() for f in res.folds]}, predicts_ratings=all(rating))

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPORT_FORMAT", "ExportResult", "ExportedEmbeddings", "export_embeddings", "load_embeddings"]
+__all__ = ["EXPORT_FORMAT", "ExportResult", "ExportedEmbeddings", "RecommendationsWritten", "export_embeddings",
+           "load_embeddings", "write_recommendations"]
 
 EXPORT_FORMAT = "cfrec-embeddings"
 MANIFEST = "manifest.json"
@@ -201,3 +202,86 @@ def load_embeddings(out_dir: str | Path) -> ExportedEmbeddings:
                             path=out / files[key])
     return ExportedEmbeddings(tables["items"], tables["users"], vectors["item_embeddings"],
                               vectors["user_embeddings"], manifest)
+
+
+# ---------------------------------------------------------------------- recommendations
+@dataclass(frozen=True)
+class RecommendationsWritten:
+    """What :func:`write_recommendations` wrote."""
+
+    path: Path
+    users: int
+    known_users: int
+    rows: int
+
+
+def write_recommendations(
+    model: Recommender,
+    path: str | Path,
+    *,
+    users: Any = None,
+    k: int = 10,
+    exclude_seen: bool = True,
+    budget: int | None = None,
+) -> RecommendationsWritten:
+    """Stream the top-``k`` list of many users to a CSV or Parquet file, in bounded memory.
+
+    Columns: ``user_id``, ``rank`` (1-based), ``item_id``, ``score`` (the model's ranking score),
+    ``rating`` (predicted, for models that predict ratings) and ``known`` (False: a user the model
+    does not know, given its cold-start list). Users are processed in chunks sized to a memory
+    budget (see :mod:`cfrec.ranking`), each chunk appended to the file as it is ranked; the file
+    appears at ``path`` only when complete (written beside it, then renamed).
+
+    Parameters
+    ----------
+    users
+        Raw user ids (default: every user the model knows, in vocabulary order).
+    k
+        List length.
+    budget
+        Score elements ranked at once (default :data:`cfrec.ranking.CHUNK_ELEMENTS`).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cfrec.ranking import CHUNK_ELEMENTS, RecsBatch, iter_rank
+
+    model._check_fitted()
+    if not isinstance(k, int | np.integer) or k < 1:
+        raise CfrecError(f"k must be a positive integer, got {k!r}")
+    path = Path(path)
+    fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv" if path.suffix.lower() == ".csv" else None
+    if fmt is None:
+        raise CfrecError(f"{path}: write recommendations to a .csv or .parquet file")
+    raw = model.user_map_.ids if users is None else np.atleast_1d(np.asarray(users))
+    u_idx = model.user_map_.to_index(raw, missing="-1").astype(np.int64)
+    n_items = len(model.item_map_)
+    rows = 0
+    with atomic_path(path) as tmp:
+        writer: Any = None
+        try:
+            for start, idx, top in iter_rank(model.score_rows, u_idx, n_items, int(k),
+                                             exclude=model.seen_ if exclude_seen else None,
+                                             budget=budget or CHUNK_ELEMENTS):
+                block = u_idx[start:start + len(idx)]
+                batch = RecsBatch(raw[start:start + len(idx)], idx, top, model._ratings_of(block, idx),
+                                  model.item_map_)
+                frame = batch.to_frame("user_id")
+                frame["known"] = np.repeat(block >= 0, batch.lengths)
+                rows += len(frame)
+                if fmt == "csv":
+                    frame.to_csv(tmp, mode="a", header=writer is None, index=False)
+                    writer = True
+                else:
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, table.schema)
+                    writer.write_table(table)
+            if writer is None:  # no user at all: an empty table with the columns
+                empty = pd.DataFrame({"user_id": raw[:0], "rank": np.zeros(0, np.int32), "item_id": model.item_map_.ids[:0],
+                                      "score": np.zeros(0, np.float32), "known": np.zeros(0, bool)})
+                (empty.to_csv(tmp, index=False) if fmt == "csv" else empty.to_parquet(tmp, index=False))
+        finally:
+            if fmt == "parquet" and writer not in (None, True):
+                writer.close()
+    return RecommendationsWritten(path, len(raw), int((u_idx >= 0).sum()), rows)

@@ -1,0 +1,90 @@
+"""The options every command that reads a dataset takes, defined once (from
+:data:`cfrec.data.options.DATA_OPTIONS`), and the one loader those commands call.
+
+``@with_data_options`` adds ``--sep``, ``--columns``, ``--user-col``, ``--item-col``,
+``--rating-col``, ``--time-col``, ``--rating-scale``, ``--encoding`` and ``--duplicates`` to a
+command (in their own help panel) and passes them to it as one ``data_options`` argument.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from cfrec.cli._app import err_console
+from cfrec.data.interactions import Interactions
+from cfrec.data.options import DATA_OPTIONS, DataOptions
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+PANEL = "Data file options (a ratings file; MovieLens releases need none)"
+
+
+def with_data_options(func: _F) -> _F:
+    """Add the data options to a typer command that has a ``data_options: DataOptions`` parameter."""
+    sig = inspect.signature(func)
+    if "data_options" not in sig.parameters:
+        raise TypeError(f"{func.__name__} needs a data_options parameter")
+    # resolve the command's (string) annotations where it was defined, keeping typer's metadata
+    hints = typing.get_type_hints(func, include_extras=True)
+    kept = [p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in sig.parameters.values() if p.name != "data_options"]
+    added = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[str | None, typer.Option(spec.flag, help=spec.help, metavar=spec.metavar,
+                                                          rich_help_panel=PANEL, show_default=False)],
+        )
+        for name, spec in DATA_OPTIONS.items()
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name, None) for name in DATA_OPTIONS}
+        return func(*args, data_options=DataOptions.from_strings(**values), **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in kept + added}
+    if "return" in hints:
+        wrapper.__annotations__["return"] = hints["return"]
+    return wrapper  # type: ignore[return-value]
+
+
+def load_data(
+    dataset: str,
+    options: DataOptions,
+    *,
+    data_home: str | Path | None = None,
+    download: bool = True,
+    quiet: bool = False,
+) -> Interactions:
+    """Load a dataset for a command, saying on stderr what was detected or resolved.
+
+    Notes (unless ``quiet``): the columns read when the file had no header or used other names,
+    an inferred rating scale (with the flag that declares one) and duplicates resolved.
+    """
+    from cfrec.data.datasets import load_dataset
+
+    data, report = load_dataset(dataset, data_home=data_home, download=download, options=options,
+                                return_report=True)
+    if quiet or report is None or report.scale_source == "movielens":
+        return data  # a MovieLens release: its format is known, nothing was guessed
+    notes = []
+    if not report.header:
+        roles = ", ".join(f"{role}" for role in report.columns)
+        notes.append(f"{report.path} has no header line: its fields were read as {roles}")
+    if report.scale_source == "inferred":
+        lo, hi = report.rating_scale
+        notes.append(f"rating scale {lo:g}..{hi:g} inferred from the ratings; pass --rating-scale LOW,HIGH "
+                     "to declare it (out-of-scale ratings are then errors)")
+    if report.duplicates_resolved:
+        notes.append(f"{report.duplicates_resolved:,} repeated (user, item) rating(s) resolved with "
+                     f"--duplicates {report.policy}")
+    for note in notes:
+        err_console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+    return data

@@ -1,0 +1,250 @@
+"""Two-stage recommendations: retrieve candidates with a ranking model, order them with a rating
+model (retrieve, then rank, as production recommenders do).
+
+A rating model such as the lab's BiasedMF ranks badly on its own (its top predicted ratings are
+obscure items few people rated: on ML-100K's folds it scores below most-popular on NDCG@10),
+while a ranking model such as EASE or iALS finds what a user will rate but says nothing of how
+much they will like it. :class:`TwoStage` combines them:
+
+1. the **retriever** scores every item for the user; its ``candidates`` best unseen items are
+   kept;
+2. the **rater** predicts the user's rating of each candidate;
+3. candidates are ordered by ``weight * z(retrieval score) + (1 - weight) * z(predicted
+   rating)``, where ``z`` standardises each signal over the user's candidates (so the two are on
+   one scale whatever the models): ``weight=0`` orders the candidates by predicted rating alone,
+   ``weight=1`` keeps the retriever's order and only adds the predicted ratings.
+
+``predict`` is the rater's, so a two-stage model predicts ratings and every recommendation
+carries the rater's predicted rating. An unknown user gets the retriever's cold-start list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cfrec.data.interactions import Interactions
+from cfrec.errors import CfrecError, ModelFileError
+from cfrec.models.base import EpochCallback, FoldedUser, Recommender, RidgeFoldIn, hyperparameters
+from cfrec.ranking import top_k
+
+_PARTS = ("retriever", "rater")
+
+
+@hyperparameters
+class TwoStage(Recommender):
+    """Candidates from a ranking model, ordered with a rating model's predicted ratings.
+
+    Parameters
+    ----------
+    retriever
+        Registry spec of the ranking model that proposes candidates (``"ease"``, ``"ials"``,
+        ``"ials:n_factors=32"`` ...).
+    rater
+        Registry spec of the rating model whose predicted ratings order them (``"mf"``,
+        ``"mf-lab"`` for the course lab's recipe, ``"svdpp"`` ...).
+    candidates
+        How many of the retriever's best unseen items each user's list is drawn from.
+    weight
+        Share of the retrieval score in the final order, in ``[0, 1]`` (see the module
+        docstring). The default was chosen by NDCG@10 on validation carves of ML-100K's
+        ``u1.base`` with EASE and BiasedMF.
+    """
+
+    name = "two-stage"
+
+    retriever: str = "ease"
+    rater: str = "mf"
+    candidates: int = 100
+    weight: float = 0.8
+
+    # ------------------------------------------------------------------ fitting
+    def _parts(self) -> tuple[Recommender, Recommender]:
+        from cfrec.models.registry import make_model
+
+        if not 0.0 <= float(self.weight) <= 1.0:
+            raise CfrecError(f"TwoStage weight must be in [0, 1], got {self.weight!r}")
+        if int(self.candidates) < 1:
+            raise CfrecError(f"TwoStage candidates must be >= 1, got {self.candidates!r}")
+        retriever, rater = make_model(str(self.retriever)), make_model(str(self.rater))
+        if not rater.predicts_ratings:
+            raise CfrecError(f"TwoStage rater {self.rater!r} does not predict ratings; choose a rating "
+                             "model (mf, als, svdpp, neumf ...)")
+        return retriever, rater
+
+    def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
+        retriever, rater = self._parts()
+        retriever.fit(train)
+        rater.fit(train, valid, on_epoch=on_epoch)
+        for part in (retriever, rater):  # both saw exactly the compacted training data
+            assert part.user_map_ == self.user_map_ and part.item_map_ == self.item_map_
+        self.retriever_, self.rater_ = retriever, rater
+        self._adopt_rater()
+        self.history_.extend(dict(rec, phase="rater") for rec in rater.history_)
+
+    def _adopt_rater(self) -> None:
+        """Predictions and their cold-start fallbacks are the rater's."""
+        self.global_mean_ = self.rater_.global_mean_
+        self.user_bias_ = self.rater_.user_bias_
+        self.item_bias_ = self.rater_.item_bias_
+
+    # ------------------------------------------------------------------ scoring
+    def _blend(self, retrieval: np.ndarray, rated_users: np.ndarray | None,
+               folded: FoldedUser | None) -> np.ndarray:
+        """Final scores (n, n_items): blended on each row's candidates, ``-inf`` elsewhere.
+
+        ``retrieval`` is modified (the rows' seen items are removed before choosing candidates).
+        """
+        n, m = retrieval.shape
+        if folded is not None and len(folded.seen):
+            retrieval[0, folded.seen] = -np.inf
+        elif rated_users is not None:
+            known = rated_users >= 0
+            rows = np.flatnonzero(known)
+            if len(rows):
+                sub = self.seen_[rated_users[rows]]
+                counts = np.diff(sub.indptr)
+                retrieval[np.repeat(rows, counts), sub.indices] = -np.inf
+        cand, cand_scores = top_k(retrieval, int(self.candidates))
+        ok = cand >= 0
+        safe = np.maximum(cand, 0)
+        if folded is not None:
+            state = folded.state or {}
+            rater_user = state.get("rater")
+            ratings = (self.rater_._predict_folded_known(rater_user, safe.reshape(-1)) if rater_user is not None
+                       and rater_user.n_ratings else self.rater_._cold_user_scores()[safe.reshape(-1)])
+        else:
+            assert rated_users is not None
+            users = np.repeat(rated_users, cand.shape[1])
+            ratings = np.empty(users.shape, dtype=np.float32)
+            known = users >= 0
+            ratings[known] = self.rater_._predict_known(users[known], safe.reshape(-1)[known])
+            ratings[~known] = (self.rater_.global_mean_ + self.rater_.item_bias_)[safe.reshape(-1)[~known]]
+        ratings = ratings.reshape(cand.shape).astype(np.float64)
+        w = float(self.weight)
+        blended = w * _standardise(cand_scores.astype(np.float64), ok) + (1 - w) * _standardise(ratings, ok)
+        out = np.full((n, m), -np.inf, dtype=np.float32)
+        rows = np.broadcast_to(np.arange(n)[:, None], cand.shape)
+        out[rows[ok], cand[ok]] = blended[ok]
+        return out
+
+    def score_rows(self, users: np.ndarray) -> np.ndarray:
+        """Blended scores of each user's candidates (``-inf`` elsewhere); unknown users (-1) are
+        blended from the retriever's cold-start list and the rater's ``mu + b_i``."""
+        users = np.asarray(users, dtype=np.int64)
+        return self._blend(self.retriever_.score_rows(users), users, None)
+
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        return self.score_rows(users)
+
+    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        uniq, row = np.unique(np.asarray(users, dtype=np.int64), return_inverse=True)
+        return self._score_users(uniq)[row, np.asarray(items, dtype=np.int64)]
+
+    def _predict_known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.rater_._predict_known(users, items)
+
+    def _cold_user_scores(self) -> np.ndarray:
+        return self.retriever_._cold_user_scores()
+
+    def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
+        state = user.state or {}
+        retriever_user = state.get("retriever")
+        n_items = len(self.item_map_)
+        retrieval = (self.retriever_._score_folded(retriever_user, np.arange(n_items))
+                     if retriever_user is not None and retriever_user.n_ratings
+                     else self.retriever_._cold_user_scores())
+        blended = self._blend(np.array(retrieval, dtype=np.float32)[None, :], None, user)[0]
+        return blended[np.asarray(items, dtype=np.int64)]
+
+    def _predict_folded_known(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
+        rater_user = (user.state or {}).get("rater")
+        return self.rater_._predict_folded_known(rater_user, items)
+
+    @property
+    def personalised(self) -> bool:
+        return True
+
+    def item_embeddings(self) -> np.ndarray:
+        """The rater's item vectors if it has any, else the retriever's."""
+        self._check_fitted()
+        for part in (self.rater_, self.retriever_):
+            try:
+                emb = np.asarray(part.item_embeddings())
+            except NotImplementedError:
+                continue
+            if emb.ndim == 2 and emb.shape[1]:
+                return emb
+        raise NotImplementedError("neither stage of this TwoStage model has item embeddings")
+
+    # ------------------------------------------------------------------ cold start
+    def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
+        """Fold the new user into both stages; the result ranks and predicts like a trained user."""
+        self._check_fitted()
+        given = self._fold_in_input(items, ratings)
+        if not len(given.items):
+            return self._empty_folded(given, 0)
+        raw_items = self.item_map_.to_raw(given.items)
+        parts = {"retriever": self.retriever_.fold_in(raw_items, given.ratings),
+                 "rater": self.rater_.fold_in(raw_items, given.ratings, reg=reg)}
+        return FoldedUser(0.0, np.zeros(0, dtype=np.float32), given.items.astype(np.int32), len(given.items),
+                          state=parts, unknown_items=given.unknown, duplicate_items=given.duplicates)
+
+    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
+        return None
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for label, part in zip(_PARTS, (self.retriever_, self.rater_), strict=True):
+            out.update({f"{label}.{k}": v for k, v in part._state().items()})
+            out[f"{label}.__user_bias"] = np.asarray(part.user_bias_, dtype=np.float32)
+            out[f"{label}.__item_bias"] = np.asarray(part.item_bias_, dtype=np.float32)
+        return out
+
+    def _extra_meta(self) -> dict[str, Any]:
+        return {label: {"class": type(part).__name__, "module": type(part).__module__,
+                        "params": part.get_params(), "global_mean": part.global_mean_,
+                        "history": part.history_, "extra": part._extra_meta()}
+                for label, part in zip(_PARTS, (self.retriever_, self.rater_), strict=True)}
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        from cfrec.models.registry import find_class
+
+        parts = []
+        for label in _PARTS:
+            info = meta.get(label)
+            if not isinstance(info, dict):
+                raise ModelFileError(f"the {label} stage's metadata is missing")
+            klass = find_class(str(info.get("class")), info.get("module"))
+            if klass is None:
+                raise ModelFileError(f"the {label} stage is a {info.get('class')}, not a registered model")
+            part = klass(**info["params"])
+            part.user_map_, part.item_map_ = self.user_map_, self.item_map_
+            part.rating_scale_, part.seen_ = self.rating_scale_, self.seen_
+            part.item_info_, part.fit_info_ = self.item_info_, {}
+            part.global_mean_ = float(info["global_mean"])
+            part.history_ = list(info.get("history", []))
+            try:
+                part.user_bias_ = arrays[f"{label}.__user_bias"]
+                part.item_bias_ = arrays[f"{label}.__item_bias"]
+            except KeyError:
+                raise ModelFileError(f"the {label} stage's biases are missing") from None
+            prefix = f"{label}."
+            own = {k[len(prefix):]: v for k, v in arrays.items()
+                   if k.startswith(prefix) and not k.startswith(prefix + "__")}
+            part._set_state(own, info.get("extra", {}))
+            parts.append(part)
+        self.retriever_, self.rater_ = parts
+        self._adopt_rater()
+
+
+def _standardise(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Per row, ``(v - mean) / std`` over the entries where ``ok`` (a constant row: zeros)."""
+    count = np.maximum(ok.sum(axis=1, keepdims=True), 1)
+    v = np.where(ok, values, 0.0)
+    mean = v.sum(axis=1, keepdims=True) / count
+    var = (np.where(ok, (values - mean) ** 2, 0.0)).sum(axis=1, keepdims=True) / count
+    std = np.sqrt(var)
+    return np.where(ok, (values - mean) / np.where(std > 0, std, 1.0), 0.0)
