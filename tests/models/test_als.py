@@ -1,4 +1,5 @@
-"""ALS: exact half-steps, planted low-rank recovery, persistence, devices, scale, real data."""
+"""ALS: exact and conjugate-gradient half-steps, planted low-rank recovery, persistence, devices,
+threads, scale, real data."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from cfrec.models import Recommender
 from cfrec.models import als as als_mod
 from cfrec.models import als_solvers as solvers
 from cfrec.models.als import ALS
-from cfrec.models.als_solvers import RatingSide
+from cfrec.models.als_solvers import NumpyCG, RatingSide, cg_half_step
 from tests.models.conftest import large_sparse_ratings
 
 
@@ -124,6 +125,89 @@ def test_history_records_objective_rmse_and_validation(planted_data, fitted) -> 
     assert hist[-1]["train_rmse"] == pytest.approx(float(np.sqrt(np.mean((pred - data.ratings) ** 2))), rel=1e-3)
 
 
+@pytest.mark.parametrize("steps", [1, 3])
+def test_cg_half_steps_never_increase_objective(planted_data, steps: int) -> None:
+    """Each CG step minimises every row's objective exactly along its direction, so even one step
+    per half-step never increases the regularised objective (measured directly on the ratings)."""
+    train, _, _ = planted_data
+    data = train.compact()
+    pen = solvers.Penalty(reg=0.05, reg_const=2.0, reg_bias=1.0)
+    ops = solvers.NumpyOps()
+    k = 4
+    engine = NumpyCG(data.users, data.items, data.n_users, data.n_items, width=k + 1, chunk=3000)
+    us, its = engine.user_side, engine.item_side
+    users, items = data.users.astype(np.int64), data.items.astype(np.int64)
+    resid = data.ratings - np.float32(data.ratings.mean())
+    rng = np.random.default_rng(1)
+    user = np.zeros((data.n_users, k + 1), np.float32)
+    item = np.zeros((data.n_items, k + 1), np.float32)
+    item[:, 1:] = rng.normal(0, 0.1, (data.n_items, k))
+
+    def objective() -> float:
+        return solvers.explicit_objective(ops, users, items, resid, user[:, 0], item[:, 0], user[:, 1:],
+                                          item[:, 1:], us.counts, its.counts, pen)[0]
+
+    values = [objective()]
+    with engine:
+        for _ in range(5):
+            user, _ = cg_half_step(engine, us, engine.with_ones(item), user,
+                                   target=resid[us.order] - item[:, 0][us.other], weight=None, gram=None,
+                                   diag=pen.diagonal(us.counts, k), steps=steps)
+            values.append(objective())
+            target = resid[its.order] - user[:, 0][its.other]
+            item, f = cg_half_step(engine, its, engine.with_ones(user), item, target=target, weight=None,
+                                   gram=None, diag=pen.diagonal(its.counts, k), steps=steps)
+            values.append(objective())
+            # the tracked value: sum t^2 + 2 f is the item half-step's objective (+ user penalties)
+            user_pen = solvers.penalty_value(ops, pen, us.counts, user[:, 0], user[:, 1:],
+                                             np.zeros(0, np.float32), np.zeros(0, np.float32),
+                                             np.zeros((0, k), np.float32))
+            assert float(np.sum(target.astype(np.float64) ** 2)) + 2 * f + user_pen == \
+                pytest.approx(values[-1], rel=1e-5)
+    diffs = np.diff(values)
+    assert np.all(diffs <= 1e-6 * values[0]), values
+    assert values[-1] < 0.5 * values[0]
+
+
+@pytest.mark.parametrize("k", [3, 10])
+def test_cg_fit_matches_exact_fit(planted_data, k: int) -> None:
+    train, test, _ = planted_data
+    exact = ALS(n_factors=k, iterations=30, solver="exact", device="cpu").fit(train, test)
+    cg = ALS(n_factors=k, iterations=30, solver="cg", cg_steps=3, device="cpu").fit(train, test)
+    assert cg.history_[-1]["train_loss"] == pytest.approx(exact.history_[-1]["train_loss"], rel=1e-3)
+    assert rmse(cg, test) == pytest.approx(rmse(exact, test), abs=2e-3)
+    many = ALS(n_factors=k, iterations=30, solver="cg", cg_steps=k + 1, device="cpu").fit(train)
+    np.testing.assert_allclose(many.user_bias_, exact.user_bias_, atol=5e-3)
+    np.testing.assert_allclose(many.predict(test.raw_users(), test.raw_items()),
+                               exact.predict(test.raw_users(), test.raw_items()), atol=5e-3)
+
+
+def test_cg_history_is_the_direct_objective(planted_data) -> None:
+    """train_loss / train_rmse come from CG's own bookkeeping; they equal the objective and the
+    training RMSE computed from the ratings."""
+    train, _, _ = planted_data
+    model = ALS(n_factors=3, iterations=4, cg_steps=2, device="cpu").fit(train)
+    data = train.compact()
+    users, items = data.users.astype(np.int64), data.items.astype(np.int64)
+    pen = model._penalty()
+    counts_u = np.bincount(users, minlength=data.n_users).astype(np.float32)
+    counts_i = np.bincount(items, minlength=data.n_items).astype(np.float32)
+    loss, train_rmse = solvers.explicit_objective(
+        solvers.NumpyOps(), users, items, data.ratings - np.float32(model.global_mean_), model.user_bias_,
+        model.item_bias_, model.user_factors_, model.item_factors_, counts_u, counts_i, pen)
+    assert model.history_[-1]["train_loss"] * len(data) == pytest.approx(loss, rel=1e-5)
+    assert model.history_[-1]["train_rmse"] == pytest.approx(train_rmse, rel=1e-4)
+
+
+def test_threads_do_not_change_the_fit(planted_data, monkeypatch: pytest.MonkeyPatch) -> None:
+    train, _, _ = planted_data
+    monkeypatch.setattr(solvers, "CG_CHUNK_MIN", 500)  # several chunks on this small set
+    one = ALS(n_factors=4, iterations=3, device="cpu", threads=1).fit(train)
+    two = ALS(n_factors=4, iterations=3, device="cpu", threads=2).fit(train)
+    np.testing.assert_array_equal(one.user_factors_, two.user_factors_)
+    np.testing.assert_array_equal(one.item_bias_, two.item_bias_)
+
+
 def test_on_epoch_called_each_iteration(tiny) -> None:
     seen: list[dict] = []
     ALS(n_factors=2, iterations=3, device="cpu").fit(tiny, on_epoch=seen.append)
@@ -138,6 +222,13 @@ def test_invalid_hyperparameters_raise(tiny) -> None:
         ALS(n_factors=0).fit(tiny)
     with pytest.raises(CfrecError, match=">= 0"):
         ALS(reg_bias=-1.0).fit(tiny)
+    with pytest.raises(CfrecError, match="solver"):
+        ALS(solver="lu").fit(tiny)
+    for bad in (0, True, -2):
+        with pytest.raises(CfrecError, match="cg_steps"):
+            ALS(cg_steps=bad).fit(tiny)
+    with pytest.raises(CfrecError, match="threads"):
+        ALS(threads=0).fit(tiny)
 
 
 # ---------------------------------------------------------------------- determinism and devices
@@ -152,22 +243,32 @@ def test_seed_reproducible_and_seed_matters(planted_data) -> None:
     assert rmse(a, test) == pytest.approx(rmse(c, test), abs=0.01)
 
 
-def test_torch_solver_matches_numpy_solver(planted_data, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CUDA code path (torch sparse + batched Cholesky), run on CPU, gives the same model."""
+def torch_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ALS's CUDA code paths (torch sparse products, batched Cholesky) on the CPU."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(als_mod, "NumpyOps", lambda: solvers.TorchOps(cpu))
+    monkeypatch.setattr(als_mod, "cg_engine",
+                        lambda _dev, *args, **kw: solvers.TorchCG(*args, device=cpu, **kw))
+
+
+@pytest.mark.parametrize("solver", ["cg", "exact"])
+def test_torch_solver_matches_numpy_solver(planted_data, monkeypatch: pytest.MonkeyPatch, solver: str) -> None:
+    """The CUDA code path, run on CPU, gives the same model."""
     train, test, _ = planted_data
-    ref = ALS(n_factors=3, iterations=6, device="cpu").fit(train)
-    monkeypatch.setattr(als_mod, "NumpyOps", lambda: solvers.TorchOps(torch.device("cpu")))
-    alt = ALS(n_factors=3, iterations=6, device="cpu").fit(train)
+    ref = ALS(n_factors=3, iterations=6, solver=solver, device="cpu").fit(train)
+    torch_on_cpu(monkeypatch)
+    alt = ALS(n_factors=3, iterations=6, solver=solver, device="cpu").fit(train)
     np.testing.assert_allclose(alt.item_factors_, ref.item_factors_, atol=2e-3)
     np.testing.assert_allclose(alt.user_bias_, ref.user_bias_, atol=2e-3)
     assert alt.history_[-1]["train_loss"] == pytest.approx(ref.history_[-1]["train_loss"], rel=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
-def test_cuda_matches_cpu(planted_data) -> None:
+@pytest.mark.parametrize("solver", ["cg", "exact"])
+def test_cuda_matches_cpu(planted_data, solver: str) -> None:
     train, test, _ = planted_data
-    cpu = ALS(n_factors=3, iterations=6, device="cpu").fit(train)
-    gpu = ALS(n_factors=3, iterations=6, device="cuda").fit(train)
+    cpu = ALS(n_factors=3, iterations=6, solver=solver, device="cpu").fit(train)
+    gpu = ALS(n_factors=3, iterations=6, solver=solver, device="cuda").fit(train)
     np.testing.assert_allclose(gpu.item_factors_, cpu.item_factors_, atol=2e-3)
     assert rmse(gpu, test) == pytest.approx(rmse(cpu, test), abs=1e-4)
 
@@ -204,12 +305,13 @@ def test_fold_in_reproduces_training_user(planted_data) -> None:
 
 
 # ---------------------------------------------------------------------- scale
-def test_large_sparse_never_densifies() -> None:
-    """200k users x 50k items (10^10 cells) with 1M ratings: seconds and well under 1 GB."""
+@pytest.mark.parametrize("solver", ["cg", "exact"])
+def test_large_sparse_never_densifies(solver: str) -> None:
+    """200k users x 50k items (10^10 cells) with 1M ratings: well under 1 GB with either solver."""
     data = large_sparse_ratings()
     tracemalloc.start()
     try:
-        model = ALS(n_factors=8, iterations=2, device="cpu").fit(data)
+        model = ALS(n_factors=8, iterations=2, solver=solver, device="cpu").fit(data)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

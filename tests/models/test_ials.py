@@ -1,4 +1,5 @@
-"""Implicit-feedback ALS: exact half-steps, the objective, block structure, scale, persistence."""
+"""Implicit-feedback ALS: exact and conjugate-gradient half-steps, the objective, block structure,
+devices, threads, scale, persistence."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from cfrec.data import Interactions, load_dataset, make_splits
 from cfrec.errors import CfrecError
 from cfrec.evaluation import evaluate
 from cfrec.models import FoldedUser, Recommender
-from cfrec.models.als_solvers import RatingSide
+from cfrec.models import ials as ials_mod
+from cfrec.models.als_solvers import NumpyCG, RatingSide, cg_half_step
 from cfrec.models.ials import IALS
 from cfrec.models.popularity import PopularityRecommender
 from tests.models.conftest import large_sparse_ratings
@@ -63,8 +65,9 @@ def test_recommendations_come_from_the_users_block(fitted: IALS) -> None:
         assert len(recs.ids) == 3 and set(recs.ids.tolist()) <= set(block), (user, recs.ids)
 
 
-def test_loss_decreases_every_iteration_and_matches_dense_objective(blocks: Interactions) -> None:
-    model = IALS(n_factors=4, reg=0.5, alpha=2.0, iterations=8, seed=1).fit(blocks)
+@pytest.mark.parametrize("solver", ["cg", "exact"])
+def test_loss_decreases_every_iteration_and_matches_dense_objective(blocks: Interactions, solver: str) -> None:
+    model = IALS(n_factors=4, reg=0.5, alpha=2.0, iterations=8, seed=1, solver=solver).fit(blocks)
     losses = [h["train_loss"] for h in model.history_]
     assert len(losses) == 8 and all("seconds" in h for h in model.history_)
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
@@ -96,6 +99,85 @@ def test_half_step_is_the_exact_minimiser(blocks: Interactions) -> None:
         xt = solvers.implicit_solve_torch(side, torch.as_tensor(q), torch.as_tensor(w[side.order]),
                                           torch.as_tensor(reg))
         np.testing.assert_allclose(xt.numpy(), x, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_cg_half_steps_never_increase_objective(blocks: Interactions, steps: int) -> None:
+    """Every CG step is an exact line minimisation of each row's objective: the full objective
+    over all users x items (written out densely) never increases, even with one step."""
+    data = blocks.compact()
+    k, alpha, reg = 3, 2.0, 0.5
+    engine = NumpyCG(data.users, data.items, data.n_users, data.n_items, width=k, chunk=50)
+    us, its = engine.user_side, engine.item_side
+    w = solvers.confidence_minus_one(data.ratings, alpha, "linear", 1.0)[us.order]
+    reg_u, reg_i = np.full((data.n_users, 1), reg, np.float32), np.full((data.n_items, 1), reg, np.float32)
+    rng = np.random.default_rng(5)
+    p = np.zeros((data.n_users, k), np.float32)
+    q = rng.normal(0, 0.3, (data.n_items, k)).astype(np.float32)
+
+    def objective() -> float:
+        return _dense_objective(data, p, q, alpha, reg_u[:, 0], reg_i[:, 0])
+
+    values = [objective()]
+    with engine:
+        for _ in range(6):
+            p, _ = cg_half_step(engine, us, q, p, target=None, weight=w, gram=engine.gram(q), diag=reg_u,
+                                steps=steps)
+            values.append(objective())
+            q, f = cg_half_step(engine, its, p, q, target=None, weight=w, gram=engine.gram(p), diag=reg_i,
+                                steps=steps)
+            values.append(objective())
+            tracked = len(w) + float(w.sum(dtype=np.float64)) + 2 * f + reg * float((p.astype(np.float64) ** 2).sum())
+            assert tracked == pytest.approx(values[-1], rel=1e-5)
+    assert np.all(np.diff(values) <= 1e-6 * values[0]), values
+    assert values[-1] < 0.8 * values[0]
+
+
+def test_cg_fit_matches_exact_fit(blocks: Interactions) -> None:
+    kw = dict(n_factors=4, reg=0.5, alpha=2.0, iterations=15, seed=1)
+    exact = IALS(solver="exact", **kw).fit(blocks)  # type: ignore[arg-type]
+    cg = IALS(solver="cg", cg_steps=3, **kw).fit(blocks)  # type: ignore[arg-type]
+    assert cg.history_[-1]["train_loss"] == pytest.approx(exact.history_[-1]["train_loss"], rel=1e-3)
+    many = IALS(solver="cg", cg_steps=8, **kw).fit(blocks)  # type: ignore[arg-type]
+    scores = exact.user_factors_ @ exact.item_factors_.T
+    np.testing.assert_allclose(many.user_factors_ @ many.item_factors_.T, scores, atol=2e-3)
+    for user in ("a02", "b13"):
+        assert set(cg.recommend(user, k=3).ids.tolist()) == set(exact.recommend(user, k=3).ids.tolist())
+
+
+def torch_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run iALS's CUDA CG code path (torch sparse products) on the CPU."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(ials_mod, "cg_engine", lambda _dev, *args, **kw: solvers.TorchCG(*args, device=cpu, **kw))
+
+
+def test_torch_cg_matches_numpy_cg(blocks: Interactions, monkeypatch: pytest.MonkeyPatch) -> None:
+    kw = dict(n_factors=4, reg=0.5, alpha=2.0, iterations=5, seed=1)
+    ref = IALS(**kw).fit(blocks)  # type: ignore[arg-type]
+    torch_on_cpu(monkeypatch)
+    alt = IALS(**kw).fit(blocks)  # type: ignore[arg-type]
+    np.testing.assert_allclose(alt.user_factors_, ref.user_factors_, atol=1e-4)
+    np.testing.assert_allclose(alt.item_factors_, ref.item_factors_, atol=1e-4)
+    assert alt.history_[-1]["train_loss"] == pytest.approx(ref.history_[-1]["train_loss"], rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+@pytest.mark.parametrize("solver", ["cg", "exact"])
+def test_cuda_matches_cpu(blocks: Interactions, solver: str) -> None:
+    kw = dict(n_factors=4, reg=0.5, alpha=2.0, iterations=5, seed=1, solver=solver)
+    cpu = IALS(device="cpu", **kw).fit(blocks)  # type: ignore[arg-type]
+    gpu = IALS(device="cuda", **kw).fit(blocks)  # type: ignore[arg-type]
+    np.testing.assert_allclose(gpu.item_factors_, cpu.item_factors_, atol=1e-3)
+    assert gpu.history_[-1]["train_loss"] == pytest.approx(cpu.history_[-1]["train_loss"], rel=1e-4)
+
+
+def test_threads_do_not_change_the_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = two_blocks(n_per_group=60, block=30, per_user=12, seed=2)
+    monkeypatch.setattr(solvers, "CG_CHUNK_MIN", 100)  # several chunks on this small set
+    one = IALS(n_factors=4, iterations=3, threads=1).fit(data)
+    two = IALS(n_factors=4, iterations=3, threads=2).fit(data)
+    np.testing.assert_array_equal(one.user_factors_, two.user_factors_)
+    np.testing.assert_array_equal(one.item_factors_, two.item_factors_)
 
 
 def test_weighted_reg_and_log_confidence_fit(blocks: Interactions) -> None:
@@ -161,7 +243,8 @@ def test_unknown_user_gets_the_popular_items() -> None:
 
 
 def test_bad_parameters_and_ratings_raise(blocks: Interactions) -> None:
-    for bad in ({"confidence": "exp"}, {"reg": 0.0}, {"alpha": -1.0}, {"n_factors": 0}, {"eps": 0.0}):
+    for bad in ({"confidence": "exp"}, {"reg": 0.0}, {"alpha": -1.0}, {"n_factors": 0}, {"eps": 0.0},
+                {"solver": "lu"}, {"cg_steps": 0}, {"cg_steps": True}, {"threads": 0}):
         with pytest.raises(CfrecError):
             IALS(**bad).fit(blocks)  # type: ignore[arg-type]
     neg = Interactions(blocks.users, blocks.items, blocks.ratings - 3.0, blocks.timestamps,
@@ -196,12 +279,13 @@ def test_save_load_identity(fitted: IALS, blocks: Interactions, tmp_path: Path) 
 
 
 # ---------------------------------------------------------------------- scale
-def test_large_sparse_never_densifies() -> None:
-    """200k users x 50k items (10^10 cells) with 1M interactions: well under 1 GB."""
+@pytest.mark.parametrize("solver", ["cg", "exact"])
+def test_large_sparse_never_densifies(solver: str) -> None:
+    """200k users x 50k items (10^10 cells) with 1M interactions: well under 1 GB with either solver."""
     data = large_sparse_ratings()
     tracemalloc.start()
     try:
-        model = IALS(n_factors=8, iterations=2).fit(data)
+        model = IALS(n_factors=8, iterations=2, solver=solver).fit(data)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -1,24 +1,44 @@
 """Solvers shared by the alternating-least-squares models (:mod:`cfrec.models.als`, explicit
 ratings, and :mod:`cfrec.models.ials`, implicit feedback).
 
-Both alternate exact half-steps: with one side fixed, every row of the other side solves a small
-ridge regression. :class:`RatingSide` groups the ratings by row (CSR order); the normal
-equations of all rows are assembled at once from a sparse (rows x others) matrix times the fixed
-side's packed outer products and solved in chunks by batched LAPACK (numpy) or batched Cholesky
-(torch, for CUDA), so memory grows with rows x d^2 per chunk, never with users x items.
+Both alternate half-steps: with one side fixed, every row ``r`` of the other side solves a small
+ridge regression ``A_r x_r = b_r`` with ``A_r = G + F_r' W_r F_r + D_r``, where ``F_r`` are the
+fixed side's vectors of the row's ratings, ``W_r`` their weights (1 for explicit ALS,
+``c - 1`` for iALS), ``G`` a Gram matrix every row shares (``F'F`` for iALS, none for ALS) and
+``D_r`` the row's L2 diagonal. Two ways to solve them:
+
+* **Conjugate gradient** (:func:`cg_half_step`; Takacs, Pilaszy & Tikk 2011, as implicit and
+  Spark do): a few CG steps per half-step, warm-started from the current vectors, for every row
+  at once. One CG step needs ``A_r v_r`` for every row: a sampled dense-dense product (``f_o .
+  v_r`` at every rating), a sparse-dense product back (``sum_o w_o (f_o . v_r) f_o``), ``v_r G``
+  and ``D_r v_r``. That is ``ratings x d`` work per step and ``O((rows + others) x d)`` memory
+  plus one chunk's buffers. :class:`NumpyCG` runs the products on CPU over one user-major
+  layout, in chunks of ratings spread over a few threads; :class:`TorchCG` runs them with torch
+  (for CUDA).
+* **Exact** (:class:`NumpyOps`, :class:`TorchOps`, :func:`implicit_solve_numpy`,
+  :func:`implicit_solve_torch`): :class:`RatingSide` groups the ratings by row (CSR order); the
+  normal equations of all rows are assembled from a sparse (rows x others) matrix times the
+  fixed side's packed outer products and solved in chunks by batched LAPACK (numpy) or batched
+  Cholesky (torch), so work grows with ``ratings x d^2`` and memory with rows x d^2 per chunk,
+  never with users x items.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from cfrec.errors import CfrecError
+from cfrec.threads import threads_for, using_threads
 
 #: Upper bound on the float32 elements of one chunk of normal equations (rows x d x d): 64 MiB.
 _CHUNK_ELEMENTS = 1 << 24
@@ -339,3 +359,431 @@ def implicit_objective(users: np.ndarray, items: np.ndarray, weight: np.ndarray,
     total += float(np.dot(reg_u, np.einsum("ij,ij->i", x64, x64)))
     total += float(np.dot(reg_i, np.einsum("ij,ij->i", y64, y64)))
     return total
+
+
+# ====================================================================== conjugate gradient
+#: The CG products run in chunks of about 1/CG_CHUNKS of the ratings, within these bounds: few
+#: enough chunks that adding up the per-chunk parts of a column-side product stays cheap, small
+#: enough buffers (a chunk's ratings, never times d) and enough chunks to share out over threads.
+CG_CHUNKS = 16
+CG_CHUNK_MIN = 1 << 17
+CG_CHUNK_MAX = 1 << 21
+#: Chunks of a torch (CUDA) side: one kernel launch covers many more ratings.
+TORCH_CG_CHUNK = 1 << 23
+
+
+@dataclass(frozen=True)
+class CGSide:
+    """One side of the CG half-steps as an engine lays it out.
+
+    ``order`` maps this side's rating order to positions in the rating arrays the engine was
+    built from (per-rating inputs such as targets and weights must be given in that order) and
+    ``other[j]`` is the fixed side's row of rating ``j`` in that order. ``kind`` says whether the
+    side's rows are the rows (``"rows"``) or the columns (``"cols"``) of the engine's layout
+    ``layout``.
+    """
+
+    kind: Literal["rows", "cols"]
+    layout: int
+    n_rows: int
+    counts: np.ndarray  # float32 (n_rows,): ratings per row
+    order: np.ndarray  # int64 (nnz,)
+    other: np.ndarray  # int32 or int64 (nnz,)
+
+
+def cg_chunk_bounds(indptr: np.ndarray, target: int) -> np.ndarray:
+    """Row boundaries splitting CSR rows into chunks of about ``target`` ratings each.
+
+    A row is never split, so a chunk holds more than ``target`` ratings only when one row does.
+    The bounds depend on the data alone (not on the thread count), so sums over chunks are
+    added in the same order on any number of threads.
+    """
+    n_rows, nnz = len(indptr) - 1, int(indptr[-1])
+    if n_rows == 0 or nnz == 0:
+        return np.array([0, n_rows], dtype=np.int64)
+    cuts = np.searchsorted(indptr, np.arange(target, nnz, target, dtype=np.int64), side="left")
+    return np.unique(np.concatenate([[0], cuts, [n_rows]])).astype(np.int64)
+
+
+def cg_chunk_size(nnz: int) -> int:
+    """Ratings per CPU chunk: ``nnz / CG_CHUNKS`` clipped to ``[CG_CHUNK_MIN, CG_CHUNK_MAX]``."""
+    return int(min(max(nnz // CG_CHUNKS, CG_CHUNK_MIN), CG_CHUNK_MAX))
+
+
+def _csr_layout(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, counts, indptr)`` of the CSR layout of ``rows`` (stable within a row)."""
+    order = np.argsort(rows, kind="stable").astype(np.int64)
+    counts = np.bincount(rows, minlength=n_rows)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return order, counts, indptr
+
+
+def _index_dtype(n: int) -> type[np.signedinteger[Any]]:
+    return np.int32 if n < np.iinfo(np.int32).max else np.int64
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Rows ``start:stop`` of a CSR layout, ratings ``lo:hi``, with their own index arrays."""
+
+    start: int
+    stop: int
+    lo: int
+    hi: int
+    ptr: np.ndarray  # int32 (stop - start + 1,), local to the chunk
+    idx: np.ndarray  # column of each rating (a view into the layout's indices)
+    template: torch.Tensor  # CSR pattern of the chunk with zero values, for sampled products
+
+
+class CGEngine(Protocol):
+    """The products and vector arithmetic :func:`cg_half_step` needs, over one array type.
+
+    ``residual`` returns, for every row ``r`` of ``side``, ``sum_o (t_o - w_o s_o) f_o`` with
+    ``s_o = f_o . v_r`` over the row's ratings ``o`` (``t`` = ``target``, or ``1 + w`` when
+    ``target`` is None; ``w`` = ``weight``, or 1 when None), plus the scalars ``sum t s`` and
+    ``sum w s^2``; ``apply`` returns ``sum_o w_o s_o f_o``.
+    """
+
+    user_side: CGSide
+    item_side: CGSide
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def asarray(self, a: np.ndarray, dtype: Any) -> Any: ...
+
+    def to_numpy(self, a: Any) -> np.ndarray: ...
+
+    def sum64(self, a: Any) -> float: ...
+
+    def rowdot(self, a: Any, b: Any) -> Any: ...
+
+    def ratio(self, num: Any, den: Any) -> Any: ...
+
+    def zeros(self, shape: tuple[int, int]) -> Any: ...
+
+    def with_ones(self, z: Any) -> Any: ...
+
+    def gram(self, f: Any) -> Any: ...
+
+    def residual(self, side: CGSide, v: Any, fixed: Any, weight: Any, target: Any) -> tuple[Any, float, float]: ...
+
+    def apply(self, side: CGSide, v: Any, fixed: Any, weight: Any) -> Any: ...
+
+
+class NumpyCG:
+    """CPU products for CG over one user-major CSR layout, on a few threads.
+
+    Both half-steps read the ratings in user-major order: the user side's products gather the
+    (smaller) item table, and the item side's are the transposed products of the same chunks,
+    each chunk adding its part to every item's sum. Reading a 10M-rating matrix item-major
+    instead gathers the user table at random and was about 3x slower here. The sampled product
+    is torch's ``sampled_addmm`` (CSR), the sparse-dense products are scipy's.
+
+    Threads: chunks are handed out one at a time to :func:`~cfrec.threads.threads_for` workers
+    (the work of one chunk's product), each running single-threaded kernels, so a core that
+    another process holds only slows the chunks it runs instead of stalling every operation at a
+    barrier. Per-chunk results are combined in chunk order, so the result does not depend on the
+    thread count. Use as a context manager: it owns the worker pool and pins the libraries'
+    own pools to one thread while it is open.
+    """
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *, width: int,
+                 threads: int | None = None, chunk: int | None = None) -> None:
+        rows = np.asarray(rows)
+        cols = np.asarray(cols)
+        order, counts, indptr = _csr_layout(rows, cols, n_rows)
+        self.n_rows, self.n_cols = int(n_rows), int(n_cols)
+        self.indices = cols[order].astype(_index_dtype(n_cols))
+        row_of = rows[order].astype(_index_dtype(n_rows))
+        col_counts = np.bincount(cols, minlength=n_cols).astype(np.float32)
+        self.user_side = CGSide("rows", 0, self.n_rows, counts.astype(np.float32), order, self.indices)
+        self.item_side = CGSide("cols", 0, self.n_cols, col_counts, order, row_of)
+        size = int(chunk) if chunk is not None else cg_chunk_size(len(order))
+        bounds = cg_chunk_bounds(indptr, size)
+        longest = int(np.diff(indptr[bounds]).max(initial=0))
+        self._zeros = np.zeros(longest, dtype=np.float32)
+        self.chunks = [self._chunk(indptr, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        work = longest * int(width)
+        self.n_workers = max(1, min(threads_for(work, threads), len(self.chunks)))
+        self._stack: ExitStack | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _chunk(self, indptr: np.ndarray, start: int, stop: int) -> _Chunk:
+        lo, hi = int(indptr[start]), int(indptr[stop])
+        ptr = (indptr[start:stop + 1] - lo).astype(np.int32)
+        idx = self.indices[lo:hi]
+        template = torch_csr_from_arrays(torch.from_numpy(ptr), torch.from_numpy(idx),
+                                         torch.from_numpy(self._zeros[:hi - lo]), (stop - start, self.n_cols))
+        return _Chunk(start, stop, lo, hi, ptr, idx, template)
+
+    # ------------------------------------------------------------------ context
+    def __enter__(self) -> Self:
+        stack = ExitStack()
+        stack.enter_context(using_threads(1))
+        if self.n_workers > 1:
+            self._pool = stack.enter_context(ThreadPoolExecutor(self.n_workers, thread_name_prefix="cfrec-cg"))
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack, self._pool = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+    def _map(self, fn: Callable[[_Chunk], Any]) -> Iterator[Any]:
+        """``fn`` of every chunk, yielded in chunk order; at most ``2 x workers`` in flight."""
+        pool = self._pool
+        if pool is None:
+            yield from map(fn, self.chunks)
+            return
+        pending: deque[Future[Any]] = deque()
+        try:
+            for ch in self.chunks:
+                pending.append(pool.submit(fn, ch))
+                if len(pending) >= 2 * self.n_workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    # ------------------------------------------------------------------ arithmetic
+    def asarray(self, a: np.ndarray, dtype: Any) -> np.ndarray:
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def to_numpy(self, a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    def sum64(self, a: np.ndarray) -> float:
+        return float(np.sum(a, dtype=np.float64))
+
+    def rowdot(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", a, b)
+
+    def ratio(self, num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+    def zeros(self, shape: tuple[int, int]) -> np.ndarray:
+        return np.zeros(shape, dtype=np.float32)
+
+    def with_ones(self, z: np.ndarray) -> np.ndarray:
+        out = np.array(z, dtype=np.float32, order="C")
+        out[:, 0] = 1.0
+        return out
+
+    def gram(self, f: np.ndarray) -> np.ndarray:
+        f64 = f.astype(np.float64)
+        return (f64.T @ f64).astype(np.float32)
+
+    # ------------------------------------------------------------------ products
+    def _sampled(self, ch: _Chunk, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """``left[r] . right[o]`` at every rating of the chunk (``left``: the chunk's rows)."""
+        out = torch.sparse.sampled_addmm(ch.template, torch.from_numpy(left), torch.from_numpy(right).T, beta=0.0)
+        return out.values().numpy()
+
+    def _products(self, side: CGSide, v: np.ndarray, fixed: np.ndarray, weight: np.ndarray | None,
+                  target: np.ndarray | None, residual: bool) -> tuple[np.ndarray, float, float]:
+        v = np.ascontiguousarray(v, dtype=np.float32)
+        fixed = np.ascontiguousarray(fixed, dtype=np.float32)
+        by_rows = side.kind == "rows"
+        out = np.empty((self.n_rows, v.shape[1]), dtype=np.float32) if by_rows else None
+
+        def one(ch: _Chunk) -> tuple[np.ndarray | None, float, float]:
+            if by_rows:
+                s = self._sampled(ch, v[ch.start:ch.stop], fixed)
+            else:
+                s = self._sampled(ch, fixed[ch.start:ch.stop], v)
+            w = None if weight is None else weight[ch.lo:ch.hi]
+            ws = s if w is None else w * s
+            t_s = w_ss = 0.0
+            if residual:
+                t = (np.float32(1.0) + w if w is not None else np.ones_like(s)) if target is None \
+                    else target[ch.lo:ch.hi]
+                t_s, w_ss = float(np.dot(t, s)), float(np.dot(ws, s))
+                vals = t - ws
+            else:
+                vals = ws
+            mat = sp.csr_array((vals, ch.idx, ch.ptr), shape=(ch.stop - ch.start, self.n_cols))
+            if by_rows:
+                assert out is not None
+                out[ch.start:ch.stop] = mat @ fixed
+                return None, t_s, w_ss
+            return mat.T @ fixed[ch.start:ch.stop], t_s, w_ss
+
+        total: np.ndarray | None = out
+        sum_ts = sum_wss = 0.0
+        for part, t_s, w_ss in self._map(one):
+            sum_ts += t_s
+            sum_wss += w_ss
+            if part is not None:
+                if total is None:
+                    total = np.array(part, dtype=np.float32)
+                else:
+                    total += part
+        if total is None:
+            total = np.zeros((self.n_cols, v.shape[1]), dtype=np.float32)
+        return total, sum_ts, sum_wss
+
+    def residual(self, side: CGSide, v: np.ndarray, fixed: np.ndarray, weight: np.ndarray | None,
+                 target: np.ndarray | None) -> tuple[np.ndarray, float, float]:
+        return self._products(side, v, fixed, weight, target, True)
+
+    def apply(self, side: CGSide, v: np.ndarray, fixed: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+        return self._products(side, v, fixed, weight, None, False)[0]
+
+
+class TorchCG:
+    """The products of :class:`NumpyCG` with torch on ``device`` (for CUDA).
+
+    Each side gets its own CSR layout (users x items and items x users) on the device; rows are
+    processed in chunks of about :data:`TORCH_CG_CHUNK` ratings. The sampled product is
+    ``torch.sparse.sampled_addmm``, the sparse-dense product a CSR matmul.
+    """
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *, device: torch.device,
+                 width: int, threads: int | None = None, chunk: int | None = None) -> None:
+        self.device = device
+        self._threads = threads_for(int(len(rows)) * int(width), threads)
+        self._stack: ExitStack | None = None
+        size = int(chunk) if chunk is not None else TORCH_CG_CHUNK
+        self._layouts: list[tuple[int, list[_Chunk], torch.Tensor]] = []
+        sides = []
+        for layout, (r, c, n_r, n_c) in enumerate(((rows, cols, n_rows, n_cols), (cols, rows, n_cols, n_rows))):
+            r, c = np.asarray(r), np.asarray(c)
+            order, counts, indptr = _csr_layout(r, c, n_r)
+            idx = c[order].astype(np.int64)
+            bounds = cg_chunk_bounds(indptr, size)
+            zeros = torch.zeros(int(np.diff(indptr[bounds]).max(initial=0)), dtype=torch.float32, device=device)
+            t_idx = torch.as_tensor(idx, device=device)
+            chunks = []
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                lo, hi = int(indptr[a]), int(indptr[b])
+                ptr = torch.as_tensor(indptr[a:b + 1] - lo, device=device)
+                template = torch_csr_from_arrays(ptr, t_idx[lo:hi], zeros[:hi - lo], (int(b - a), int(n_c)))
+                chunks.append(_Chunk(int(a), int(b), lo, hi, indptr[a:b + 1] - lo, idx[lo:hi], template))
+            self._layouts.append((int(n_c), chunks, t_idx))
+            sides.append(CGSide("rows", layout, int(n_r), counts.astype(np.float32), order, idx))
+        self.user_side, self.item_side = sides
+
+    def __enter__(self) -> Self:
+        stack = ExitStack()
+        stack.enter_context(using_threads(self._threads))
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def asarray(self, a: np.ndarray, dtype: Any) -> torch.Tensor:
+        tdtype = torch.int64 if np.dtype(dtype).kind in "iu" else torch.float32
+        return torch.as_tensor(np.asarray(a, dtype=dtype), dtype=tdtype, device=self.device)
+
+    def to_numpy(self, a: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(a.detach().cpu().numpy(), dtype=np.float32)
+
+    def sum64(self, a: torch.Tensor) -> float:
+        return float(a.sum(dtype=torch.float64))
+
+    def rowdot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a * b).sum(1)
+
+    def ratio(self, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
+
+    def zeros(self, shape: tuple[int, int]) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.float32, device=self.device)
+
+    def with_ones(self, z: torch.Tensor) -> torch.Tensor:
+        out = z.clone()
+        out[:, 0] = 1.0
+        return out
+
+    def gram(self, f: torch.Tensor) -> torch.Tensor:
+        return (f.double().T @ f.double()).float()
+
+    def _products(self, side: CGSide, v: torch.Tensor, fixed: torch.Tensor, weight: torch.Tensor | None,
+                  target: torch.Tensor | None, residual: bool) -> tuple[torch.Tensor, float, float]:
+        if side.kind != "rows":
+            raise CfrecError("TorchCG lays out each side by its own rows")
+        n_cols, chunks, _ = self._layouts[side.layout]
+        v, fixed = v.contiguous(), fixed.contiguous()
+        out = torch.empty((side.n_rows, v.shape[1]), dtype=torch.float32, device=self.device)
+        sum_ts = torch.zeros((), dtype=torch.float64, device=self.device)
+        sum_wss = torch.zeros((), dtype=torch.float64, device=self.device)
+        for ch in chunks:
+            s = torch.sparse.sampled_addmm(ch.template, v[ch.start:ch.stop], fixed.T, beta=0.0).values()
+            w = None if weight is None else weight[ch.lo:ch.hi]
+            ws = s if w is None else w * s
+            if residual:
+                t = (1.0 + w if w is not None else torch.ones_like(s)) if target is None else target[ch.lo:ch.hi]
+                sum_ts += (t.double() * s.double()).sum()
+                sum_wss += (ws.double() * s.double()).sum()
+                vals = t - ws
+            else:
+                vals = ws
+            mat = torch_csr_from_arrays(ch.template.crow_indices(), ch.template.col_indices(), vals.contiguous(),
+                                        (ch.stop - ch.start, n_cols))
+            out[ch.start:ch.stop] = mat @ fixed
+        return out, float(sum_ts), float(sum_wss)
+
+    def residual(self, side: CGSide, v: torch.Tensor, fixed: torch.Tensor, weight: torch.Tensor | None,
+                 target: torch.Tensor | None) -> tuple[torch.Tensor, float, float]:
+        return self._products(side, v, fixed, weight, target, True)
+
+    def apply(self, side: CGSide, v: torch.Tensor, fixed: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        return self._products(side, v, fixed, weight, None, False)[0]
+
+
+def cg_engine(device: torch.device, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *,
+              width: int, threads: int | None = None) -> CGEngine:
+    """:class:`NumpyCG` on CPU, :class:`TorchCG` on any other device."""
+    if device.type == "cpu":
+        return NumpyCG(rows, cols, n_rows, n_cols, width=width, threads=threads)
+    return TorchCG(rows, cols, n_rows, n_cols, device=device, width=width, threads=threads)
+
+
+def cg_half_step(engine: CGEngine, side: CGSide, fixed: Any, x0: Any, *, target: Any, weight: Any,
+                 gram: Any, diag: Any, steps: int) -> tuple[Any, float]:
+    """``steps`` conjugate-gradient steps on every row's ``A_r x_r = b_r``, from ``x0``.
+
+    ``A_r = gram + sum_o w_o f_o f_o' + diag_r`` and ``b_r = sum_o t_o f_o`` over the row's
+    ratings ``o`` (``f_o`` = ``fixed[side.other[o]]``, ``w`` = ``weight`` or 1, ``t`` =
+    ``target`` or ``1 + w``; ``gram`` may be None; ``diag`` is (n_rows, d) or (n_rows, 1)).
+    Each step moves every row to the exact minimum of its quadratic ``f_r(x) = x'A_r x / 2 -
+    b_r'x`` along the search direction (step length ``p'r / p'Ap``), so ``f_r`` never increases,
+    and ``steps >= d`` solves the system up to rounding. Returns the new (n_rows, d) vectors and
+    ``sum_r f_r`` at them, tracked through the steps without another pass over the ratings
+    (so a half-step's objective is ``sum t^2 + 2 sum_r f_r`` plus what does not depend on it).
+    """
+    if steps < 1:
+        raise CfrecError(f"cg_steps must be >= 1, got {steps}")
+    r, t_s, w_ss = engine.residual(side, x0, fixed, weight, target)
+    rest = diag * x0
+    if gram is not None:
+        rest = rest + x0 @ gram
+    r = r - rest
+    # f(x0) = x0'A x0 / 2 - b'x0, with x0'A x0 = sum w s^2 + x0'(G + D) x0 and b'x0 = sum t s
+    f = 0.5 * (w_ss + engine.sum64(x0 * rest)) - t_s
+    x, p = x0, r
+    rs = engine.rowdot(r, r)
+    for step in range(steps):
+        ap = engine.apply(side, p, fixed, weight) + diag * p
+        if gram is not None:
+            ap = ap + p @ gram
+        pr = engine.rowdot(p, r)
+        alpha = engine.ratio(pr, engine.rowdot(p, ap))
+        x = x + alpha[:, None] * p
+        f -= 0.5 * engine.sum64(alpha * pr)
+        if step == steps - 1:
+            break
+        r = r - alpha[:, None] * ap
+        rs_new = engine.rowdot(r, r)
+        p = r + engine.ratio(rs_new, rs)[:, None] * p
+        rs = rs_new
+    return x, f

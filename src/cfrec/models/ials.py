@@ -13,16 +13,23 @@ lambda). With the items fixed, user ``u``'s vector solves::
     (Y'Y + Y_u' (C_u - I) Y_u + reg_u I) x_u = Y_u' c_u
 
 where ``Y_u`` are the factors of the items ``u`` rated: the unrated items only enter through the
-shared Gram matrix ``Y'Y``, so the work per half-step is ``ratings x k^2 + rows x k^3`` and no
-users x items matrix is ever formed. All rows of one side are assembled at once (a sparse
-confidence matrix times packed outer products, as in :mod:`cfrec.models.als`) and solved by
-batched LAPACK calls on CPU, or batched Cholesky with torch on CUDA.
+shared Gram matrix ``Y'Y``, so no users x items matrix is ever formed. By default every half-step
+takes a few conjugate-gradient steps warm-started from the current vectors (Takacs, Pilaszy &
+Tikk 2011, as implicit and Spark do): one step costs ``ratings x k`` (a sampled product
+``y_i . v_u`` at every rating and a sparse product back) plus ``rows x k^2`` for ``Y'Y``, with
+memory ``O((users + items) x k)`` plus one chunk's buffers
+(:func:`~cfrec.models.als_solvers.cg_half_step`). ``solver="exact"`` assembles every row's
+normal equations instead (a sparse confidence matrix times packed outer products,
+``ratings x k^2``) and solves them by batched LAPACK calls on CPU, or batched Cholesky with torch
+on CUDA.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Generator
+from contextlib import closing
 from typing import Any
 
 import numpy as np
@@ -32,6 +39,8 @@ from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.models.als_solvers import (
     RatingSide,
+    cg_engine,
+    cg_half_step,
     confidence_minus_one,
     implicit_objective,
     implicit_solve_numpy,
@@ -45,10 +54,19 @@ from cfrec.models.base import (
     hyperparameters,
 )
 from cfrec.models.torch_engine import resolve_device
+from cfrec.threads import check_threads, threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
 _CONFIDENCE = ("linear", "log")
+_SOLVERS = ("cg", "exact")
+
+
+def _as_numpy(a: Any) -> np.ndarray:
+    """A float32 numpy copy of a numpy array or (device) tensor."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 @hyperparameters
@@ -58,10 +76,12 @@ class IALS(FactorRecommender):
     Every training rating counts as an interaction (preference 1) with confidence
     ``1 + alpha * rating`` (``confidence="linear"``) or ``1 + alpha * log(1 + rating / eps)``
     (``"log"``); every unrated pair has preference 0 and confidence 1. Each iteration solves all
-    users' vectors exactly given the items, then all items' given the users; the weighted squared
-    error plus L2 penalty over all users x items pairs never increases, and ``history_`` records
-    it per iteration (``train_loss``: the objective divided by the number of training ratings,
-    with ``seconds``). ``valid`` is ignored (there is nothing to early-stop on).
+    users' vectors given the items (``cg_steps`` conjugate-gradient steps, or exactly), then all
+    items' given the users; the weighted squared error plus L2 penalty over all users x items
+    pairs never increases from one half-step to the next (every CG step minimises each row's
+    objective exactly along its search direction), and ``history_`` records it per iteration
+    (``train_loss``: the objective divided by the number of training ratings, with ``seconds``).
+    ``valid`` is ignored (there is nothing to early-stop on).
 
     Scores are preferences ``x_u . y_i`` (no biases; ``user_bias_`` and ``item_bias_`` are zeros).
     ``predicts_ratings`` is False: ``predict`` maps the preference linearly onto the rating scale
@@ -80,13 +100,20 @@ class IALS(FactorRecommender):
     Parameters
     ----------
     n_factors
-        Latent dimension ``k``. Cost per iteration grows with ``ratings x k^2 + rows x k^3``.
+        Latent dimension ``k``. Cost per iteration grows with ``(ratings + rows x k) x k x
+        cg_steps`` (CG) or ``ratings x k^2 + rows x k^3`` (exact).
     reg
         L2 strength on every factor vector (per rating of the row with ``weighted_reg``).
     alpha
         Confidence slope: a rated pair weighs ``1 + alpha * f(r)`` against 1 for an unrated one.
     iterations
         Alternating sweeps (users then items).
+    solver
+        ``"cg"``: ``cg_steps`` conjugate-gradient steps per half-step, warm-started from the
+        previous iteration; ``"exact"``: every row's normal equations formed and solved.
+    cg_steps
+        Conjugate-gradient steps per half-step (``solver="cg"``); ``k`` steps solve each row's
+        system up to rounding.
     confidence
         ``"linear"`` (``f(r) = r``) or ``"log"`` (``f(r) = log(1 + r / eps)``).
     eps
@@ -98,8 +125,12 @@ class IALS(FactorRecommender):
     seed
         Seed of the initial item factors (``None``: fresh entropy).
     device
-        ``None``/``"auto"`` (CUDA when available, as in every cfrec model), ``"cpu"`` (numpy,
-        scipy and LAPACK) or ``"cuda"`` (torch sparse products and batched Cholesky). Both solve the same systems and agree to float32 rounding.
+        ``None``/``"auto"`` (CUDA when available, as in every cfrec model), ``"cpu"`` (numpy and
+        scipy; LAPACK for ``"exact"``) or ``"cuda"`` (torch sparse products; batched Cholesky for
+        ``"exact"``). Both solve the same systems and agree to float32 rounding.
+    threads
+        CPU threads (``None``: :func:`~cfrec.threads.threads_for` the size of one chunk's
+        product, or ``CFREC_NUM_THREADS``). Results do not depend on it.
     """
 
     name = "ials"
@@ -108,12 +139,15 @@ class IALS(FactorRecommender):
     reg: float = 30.0
     alpha: float = 1.0
     iterations: int = 10
+    solver: str = "cg"
+    cg_steps: int = 3
     confidence: str = "linear"
     eps: float = 1.0
     weighted_reg: bool = False
     init_std: float = 0.1
     seed: int | None = 0
     device: str | None = None
+    threads: int | None = None
 
     @property
     def predicts_ratings(self) -> bool:
@@ -133,6 +167,11 @@ class IALS(FactorRecommender):
             raise CfrecError(f"iALS needs alpha >= 0, got {self.alpha}")
         if not float(self.eps) > 0:
             raise CfrecError(f"iALS needs eps > 0, got {self.eps}")
+        if self.solver not in _SOLVERS:
+            raise CfrecError(f"iALS solver must be one of {_SOLVERS}, got {self.solver!r}")
+        if isinstance(self.cg_steps, bool) or int(self.cg_steps) < 1:
+            raise CfrecError(f"iALS cg_steps must be a whole number >= 1, got {self.cg_steps!r}")
+        check_threads(self.threads, "iALS threads")
 
     def _weights(self, ratings: np.ndarray) -> np.ndarray:
         r = np.asarray(ratings, dtype=np.float64)
@@ -146,16 +185,67 @@ class IALS(FactorRecommender):
 
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
         self._check_params()
-        k, iterations = int(self.n_factors), int(self.iterations)
+        iterations = int(self.iterations)
+        weight = self._weights(train.ratings)
+        steps = self._cg_iterations(train, weight) if self.solver == "cg" else self._exact_iterations(train, weight)
+        factors: tuple[Any, Any] = (None, None)
+        with closing(steps):
+            start = time.perf_counter()
+            for it, (p, q, loss) in enumerate(steps, start=1):
+                if not np.isfinite(loss):
+                    raise TrainingDiverged("iALS", it, None, loss)
+                factors = (p, q)
+                record: dict[str, Any] = {"epoch": it, "train_loss": loss / len(train),
+                                          "seconds": time.perf_counter() - start}
+                self.history_.append(record)
+                logger.debug("iALS iteration %d: %s", it, record)
+                if on_epoch is not None:
+                    on_epoch(dict(record, epochs=iterations))
+                start = time.perf_counter()
+        self.user_factors_, self.item_factors_ = (_as_numpy(f) for f in factors)
+        self.user_bias_ = np.zeros(train.n_users, dtype=np.float32)
+        self.item_bias_ = np.zeros(train.n_items, dtype=np.float32)
+
+    def _initial_items(self, n_items: int) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        return rng.normal(0.0, float(self.init_std), (n_items, int(self.n_factors))).astype(np.float32)
+
+    def _cg_iterations(self, train: Interactions, weight: np.ndarray) -> Generator[tuple[Any, Any, float], None, None]:
+        """Conjugate-gradient sweeps; yields ``(user factors, item factors, objective)`` per
+        iteration (arrays of the engine's backend). The objective comes from the CG steps' own bookkeeping: after
+        the item half-step it is ``sum_rated c + 2 sum_i f_i + sum_u reg_u |x_u|^2``."""
+        k, steps = int(self.n_factors), int(self.cg_steps)
+        n_users, n_items = train.n_users, train.n_items
+        dev = resolve_device(self.device)
+        engine = cg_engine(dev, train.users, train.items, n_users, n_items, width=k, threads=self.threads)
+        with engine:
+            us, its = engine.user_side, engine.item_side
+            w_u = engine.asarray(weight[us.order], np.float32)  # each side's rating order
+            w_i = w_u if its.order is us.order else engine.asarray(weight[its.order], np.float32)
+            reg_u = engine.asarray(self._reg_diag(us.counts)[:, None], np.float32)
+            reg_i = engine.asarray(self._reg_diag(its.counts)[:, None], np.float32)
+            rated = float(len(weight)) + float(np.sum(weight, dtype=np.float64))  # sum of c over rated pairs
+            p = engine.zeros((n_users, k))
+            q = engine.asarray(self._initial_items(n_items), np.float32)
+            for _ in range(int(self.iterations)):
+                p, _ = cg_half_step(engine, us, q, p, target=None, weight=w_u, gram=engine.gram(q), diag=reg_u,
+                                    steps=steps)
+                q, f = cg_half_step(engine, its, p, q, target=None, weight=w_i, gram=engine.gram(p), diag=reg_i,
+                                    steps=steps)
+                loss = rated + 2.0 * f + engine.sum64(reg_u[:, 0] * engine.rowdot(p, p))
+                yield p, q, loss
+
+    def _exact_iterations(self, train: Interactions, weight: np.ndarray) -> Generator[tuple[Any, Any, float], None, None]:
+        """Exact sweeps (normal equations, batched LAPACK / Cholesky); yields as
+        :meth:`_cg_iterations`, with the objective computed from the ratings."""
+        k = int(self.n_factors)
         dev = resolve_device(self.device)
         n_users, n_items = train.n_users, train.n_items
-        weight = self._weights(train.ratings)
         by_user = RatingSide.build(train.users, train.items, n_users, n_items)
         by_item = RatingSide.build(train.items, train.users, n_items, n_users)
         reg_u, reg_i = self._reg_diag(by_user.counts), self._reg_diag(by_item.counts)
         users, items = train.users.astype(np.int64), train.items.astype(np.int64)
-        rng = np.random.default_rng(self.seed)
-        q = rng.normal(0.0, float(self.init_std), (n_items, k)).astype(np.float32)
+        q = self._initial_items(n_items)
         if dev.type == "cpu":
             w_user, w_item = weight[by_user.order], weight[by_item.order]
         else:
@@ -163,28 +253,17 @@ class IALS(FactorRecommender):
             tw_item = torch.as_tensor(weight[by_item.order], device=dev)
             treg_u, treg_i = torch.as_tensor(reg_u, device=dev), torch.as_tensor(reg_i, device=dev)
             tq = torch.as_tensor(q, device=dev)
-        for it in range(1, iterations + 1):
-            start = time.perf_counter()
-            if dev.type == "cpu":
-                p = implicit_solve_numpy(by_user, q, w_user, reg_u)
-                q = implicit_solve_numpy(by_item, p, w_item, reg_i)
-            else:
-                tp = implicit_solve_torch(by_user, tq, tw_user, treg_u)
-                tq = implicit_solve_torch(by_item, tp, tw_item, treg_i)
-                p, q = tp.cpu().numpy(), tq.cpu().numpy()
-            loss = implicit_objective(users, items, weight, p, q, reg_u, reg_i)
-            if not np.isfinite(loss):
-                raise TrainingDiverged("iALS", it, None, loss)
-            record: dict[str, Any] = {"epoch": it, "train_loss": loss / len(train),
-                                      "seconds": time.perf_counter() - start}
-            self.history_.append(record)
-            logger.debug("iALS iteration %d: %s", it, record)
-            if on_epoch is not None:
-                on_epoch(dict(record, epochs=iterations))
-        self.user_factors_ = np.ascontiguousarray(p, dtype=np.float32)
-        self.item_factors_ = np.ascontiguousarray(q, dtype=np.float32)
-        self.user_bias_ = np.zeros(n_users, dtype=np.float32)
-        self.item_bias_ = np.zeros(n_items, dtype=np.float32)
+        # one small dense system per row: the work of one LAPACK call is k^2
+        with using_threads(threads_for(k * k, self.threads)):
+            for _ in range(int(self.iterations)):
+                if dev.type == "cpu":
+                    p = implicit_solve_numpy(by_user, q, w_user, reg_u)
+                    q = implicit_solve_numpy(by_item, p, w_item, reg_i)
+                else:
+                    tp = implicit_solve_torch(by_user, tq, tw_user, treg_u)
+                    tq = implicit_solve_torch(by_item, tp, tw_item, treg_i)
+                    p, q = tp.cpu().numpy(), tq.cpu().numpy()
+                yield p, q, implicit_objective(users, items, weight, p, q, reg_u, reg_i)
 
     # ------------------------------------------------------------------ scoring
     def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
