@@ -174,13 +174,13 @@ def benchmark_cmd(
 ) -> None:
     """Fit and score several models under one protocol; print one Markdown table."""
     from cfrec._io import write_json_atomic
-    from cfrec.data.split import folds_home
+    from cfrec.data.split import folds_home, is_full_ml100k
     from cfrec.evaluation.benchmark import run_benchmark
     from cfrec.models.registry import default_models
 
     data = load_data(dataset, data_options)
     if protocol.strip().lower() == "auto":
-        protocol = "folds" if data.name == "ml-100k" else "cv5"
+        protocol = "folds" if is_full_ml100k(data) else "cv5"
         say(f"protocol {protocol} ({'ML-100K' if protocol == 'folds' else 'not ML-100K'}: "
             f"{'its official folds u1..u5' if protocol == 'folds' else '5-fold cross-validation'}; "
             "--protocol chooses another)", stderr=True)

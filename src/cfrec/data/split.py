@@ -588,19 +588,24 @@ def folds_home(source: str | os.PathLike[str] | None) -> Path | None:
     return None
 
 
+def is_full_ml100k(data: Interactions) -> bool:
+    """Whether ``data`` is the whole ML-100K release, whose official folds u1..u5 then apply."""
+    return data.name == "ml-100k" and len(data) == 100_000 and data.n_users == 943 and data.n_items == 1682
+
+
 def single_split(data: Interactions, spec: str, *, seed: int | None = 0,
                  data_home: str | Path | None = None) -> Split | None:
     """One train/test split for commands that train one model.
 
-    ``auto`` is ML-100K's official ``u1`` fold for ML-100K and a seeded random 80/20 split
-    otherwise; ``none`` returns None (train on everything). Specs yielding several folds are
+    ``auto`` is ML-100K's official ``u1`` fold for the whole ML-100K and a seeded random 80/20
+    split otherwise; ``none`` returns None (train on everything). Specs yielding several folds are
     refused with a message saying what to do instead.
     """
     text = spec.strip()
     if text.lower() == "none":
         return None
     if text.lower() == "auto":
-        text = "u1" if data.name == "ml-100k" else "random:0.2"
+        text = "u1" if is_full_ml100k(data) else "random:0.2"
     splits = make_splits(data, text, seed=0 if seed is None else seed, data_home=data_home)
     if len(splits) != 1:
         raise CfrecError(f"split {text!r} yields {len(splits)} folds but this command uses one train/test "
