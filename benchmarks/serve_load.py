@@ -3,9 +3,11 @@
 Starts ``cfrec serve`` on a free loopback port (127.0.0.1 only), waits until ``/readyz`` says
 ready, then drives it with a fixed number of requests at a fixed concurrency (one keep-alive
 connection per concurrent client) and stops the service. For each endpoint it prints the
-requests, errors (non-2xx answers and failed connections), throughput and the p50/p95/p99/max
-latency seen by the client, plus the machine's load average before and after (the service and
-this load generator share the machine, so other work there shows in the figures).
+requests, errors (non-2xx answers and failed connections), throughput, the p50/p95/p99/max
+latency seen by the client and the service's CPU time per request (user + system, all its
+processes), plus the machine's load average before and after: the service and this load
+generator share the machine, so other work there shows in the latencies, while CPU time per
+request says what the service itself spends.
 
     python benchmarks/serve_load.py --build mf-ml100k            # BiasedMF of ML-100K (u1 train)
     python benchmarks/serve_load.py --build ials-ml1m            # iALS of synthetic_like("ml-1m")
@@ -143,6 +145,9 @@ class Result:
     statuses: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
 
+    service_cpu: float = float("nan")
+    client_cpu: float = float("nan")
+
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies) * 1e3
         n = len(self.latencies) + self.errors
@@ -151,7 +156,9 @@ class Result:
                 "errors": self.errors, "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
                 "seconds": self.seconds, "throughput_rps": n / self.seconds if self.seconds else 0.0,
                 "p50_ms": pct[0], "p95_ms": pct[1], "p99_ms": pct[2],
-                "max_ms": float(lat.max()) if len(lat) else float("nan")}
+                "max_ms": float(lat.max()) if len(lat) else float("nan"),
+                "service_cpu_ms_per_request": self.service_cpu * 1e3 / n if n else float("nan"),
+                "client_cpu_ms_per_request": self.client_cpu * 1e3 / n if n else float("nan")}
 
 
 async def drive(port: int, name: str, requests: list[bytes], concurrency: int) -> Result:
@@ -223,14 +230,33 @@ def scenarios(model_dir: Path, n: int, n_post: int, seed: int) -> dict[str, list
     return out
 
 
+def service_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the service and its worker processes."""
+    try:
+        import psutil
+    except ImportError:  # Linux without psutil: the main process alone
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = f"{'endpoint':<34}{'requests':>9}{'conc':>6}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+    head = (f"{'endpoint':<34}{'requests':>9}{'conc':>6}{'errors':>8}{'req/s':>9}{'p50 ms':>9}"
+            f"{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{'svc cpu ms/req':>16}")
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['endpoint']:<34}{r['requests']:>9}{r['concurrency']:>6}{r['errors']:>8}"
               f"{r['throughput_rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-              f"{r['max_ms']:>9.1f}")
+              f"{r['max_ms']:>9.1f}{r['service_cpu_ms_per_request']:>16.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             first = next(iter(plan.values()))
             asyncio.run(drive(port, "warmup", first[:args.warmup], args.concurrency))
             for name, reqs in plan.items():
+                cpu0, own0 = service_cpu_seconds(proc.pid), time.process_time()
                 res = asyncio.run(drive(port, name, reqs, args.concurrency))
+                res.service_cpu = service_cpu_seconds(proc.pid) - cpu0
+                res.client_cpu = time.process_time() - own0
                 rows.append(res.summary())
                 print(f"  {name}: {rows[-1]['throughput_rps']:.0f} req/s, p99 {rows[-1]['p99_ms']:.1f} ms, "
                       f"{rows[-1]['errors']} errors", flush=True)

@@ -26,10 +26,9 @@ Design, and why:
   never race to build them) and only then swaps the holder's reference. Until then, and for
   good if the new version fails its check, the old model answers. Reloads are serialised.
 * **Scoring off the event loop when it is slow.** The load check times a recommendation and a
-  fold-in; a model whose calls take under :data:`INLINE_SECONDS` (a BiasedMF of ML-100K takes
-  well under a millisecond) is scored on the event loop, where a thread hop would cost more
-  than the work; slower models (large catalogues, NeuMF's L-BFGS fold-in) run in the worker
-  thread pool so the loop keeps answering.
+  fold-in; a model whose calls take under :data:`INLINE_SECONDS` is scored on the event loop,
+  where a thread hop would cost about as much as the work; slower models (large catalogues,
+  NeuMF's L-BFGS fold-in) run in the worker thread pool so the loop keeps answering.
 * **Errors are JSON.** Every 4xx body is ``{"error": {"status", "code", "message", "field"}}``
   naming the offending field (``"k"``, ``"ratings[2].rating"``, ``"body"``); unexpected
   exceptions become a generic 500 body (logged with their traceback, never sent).
@@ -952,7 +951,7 @@ def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bo
     async def items(q: Annotated[str | None, Query(max_length=200)] = None,
                     limit: Annotated[int, Query(ge=1, le=MAX_SEARCH)] = 20) -> Response:
         served = service.served()
-        return JSONResponse(service.items(served, q, limit))
+        return JSONResponse(await service.run(served, service.items, served, q, limit))
 
     @app.post("/v1/admin/reload", response_model=ReloadResult, tags=["admin"],
               summary="Load the model folder's current version and swap it in (the old model "
