@@ -481,8 +481,8 @@ class TestBayesianMFPlainContract(RecommenderContract):
 # ---------------------------------------------------------------------- real data
 @pytest.mark.slow
 def test_ml100k_u1_accuracy(ml100k_u1) -> None:
-    """Default hyperparameters on ML-100K u1 (the hardest of the five folds): RMSE below 0.91
-    (measured 0.903 on a shared 2-core CPU)."""
+    """Default hyperparameters on ML-100K u1 (the hardest of the five folds): RMSE below 0.895
+    (measured 0.889; myFM with the same features and sweeps 0.892)."""
     train, test = ml100k_u1
     model = BayesianMF(device="cpu").fit(train)
-    assert rmse(model.predict(test.raw_users(), test.raw_items()), test.ratings) < 0.91
+    assert rmse(model.predict(test.raw_users(), test.raw_items()), test.ratings) < 0.895

@@ -907,11 +907,12 @@ class BayesianMF(FactorRecommender):
             logger.debug("BayesianMF sweep %d: %s", sweep, record)
             if on_epoch is not None:
                 on_epoch(dict(record, epochs=n_sweeps))
-        scale = np.float32(1.0 / math.sqrt(n_kept))
-        self.user_factors_ = user_samples * scale
-        self.item_factors_ = item_samples * scale
         self.user_mean_factors_ = user_samples.reshape(n_users, n_kept, k).mean(axis=1)
         self.item_mean_factors_ = item_samples.reshape(n_items, n_kept, k).mean(axis=1)
+        scale = np.float32(1.0 / math.sqrt(n_kept))
+        user_samples *= scale  # in place: the sample matrices are the largest arrays of the model
+        item_samples *= scale
+        self.user_factors_, self.item_factors_ = user_samples, item_samples
         self.user_bias_ = (bu_sum / n_kept).astype(np.float32)
         self.item_bias_ = (bi_sum / n_kept).astype(np.float32)
         # Fallbacks and scores build on mu + mean(w_0): the linear terms average exactly.
