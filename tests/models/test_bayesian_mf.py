@@ -15,21 +15,8 @@ import torch
 from cfrec.data import Interactions
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import bayesian_mf as bmf
-from cfrec.models import registry
 from cfrec.models.bayesian_mf import BayesianMF
 from tests.models.test_contract import RecommenderContract, fitted, planted  # noqa: F401  (fixtures)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _registered() -> Any:
-    """``Recommender.load`` resolves saved classes through the registry: make sure ``bmf`` is in it
-    for these tests (a no-op once the registry lists it)."""
-    added = "bmf" not in registry.model_names()
-    if added:
-        registry.register_model("bmf")(BayesianMF)
-    yield
-    if added:
-        registry.unregister_model("bmf")
 
 
 def planted_ratings(n_users: int = 300, n_items: int = 200, k: int = 3, density: float = 0.3,

@@ -15,7 +15,8 @@ much they will like it. :class:`TwoStage` combines them:
    ``weight=1`` keeps the retriever's order and only adds the predicted ratings.
 
 ``predict`` is the rater's, so a two-stage model predicts ratings and every recommendation
-carries the rater's predicted rating. An unknown user gets the retriever's cold-start list.
+carries the rater's predicted rating. An unknown user gets the retriever's cold-start list
+(popularity, for EASE and iALS).
 """
 
 from __future__ import annotations
@@ -92,51 +93,46 @@ class TwoStage(Recommender):
     # ------------------------------------------------------------------ scoring
     def _blend(self, retrieval: np.ndarray, rated_users: np.ndarray | None,
                folded: FoldedUser | None) -> np.ndarray:
-        """Final scores (n, n_items): blended on each row's candidates, ``-inf`` elsewhere.
+        """Final scores (n, n_items) from the retriever's scores of every item.
 
-        ``retrieval`` is modified (the rows' seen items are removed before choosing candidates).
+        Each row's ``candidates`` best unseen items get the blend of the module docstring; every
+        other item (seen ones included) scores below all of them, in the retriever's order, so
+        the ranking stays total (``exclude_seen=False`` and long lists work).
         """
         n, m = retrieval.shape
+        unseen = retrieval.copy()
         if folded is not None and len(folded.seen):
-            retrieval[0, folded.seen] = -np.inf
+            unseen[0, folded.seen] = -np.inf
         elif rated_users is not None:
-            known = rated_users >= 0
-            rows = np.flatnonzero(known)
-            if len(rows):
-                sub = self.seen_[rated_users[rows]]
-                counts = np.diff(sub.indptr)
-                retrieval[np.repeat(rows, counts), sub.indices] = -np.inf
-        cand, cand_scores = top_k(retrieval, int(self.candidates))
+            sub = self.seen_[rated_users]
+            unseen[np.repeat(np.arange(n), np.diff(sub.indptr)), sub.indices] = -np.inf
+        cand, cand_scores = top_k(unseen, int(self.candidates))
         ok = cand >= 0
         safe = np.maximum(cand, 0)
         if folded is not None:
-            state = folded.state or {}
-            rater_user = state.get("rater")
-            ratings = (self.rater_._predict_folded_known(rater_user, safe.reshape(-1)) if rater_user is not None
-                       and rater_user.n_ratings else self.rater_._cold_user_scores()[safe.reshape(-1)])
+            rater_user = (folded.state or {}).get("rater")
+            ratings = (self.rater_._predict_folded_known(rater_user, safe.reshape(-1))
+                       if rater_user is not None and rater_user.n_ratings
+                       else self.rater_._cold_user_scores()[safe.reshape(-1)])
         else:
             assert rated_users is not None
-            users = np.repeat(rated_users, cand.shape[1])
-            ratings = np.empty(users.shape, dtype=np.float32)
-            known = users >= 0
-            ratings[known] = self.rater_._predict_known(users[known], safe.reshape(-1)[known])
-            ratings[~known] = (self.rater_.global_mean_ + self.rater_.item_bias_)[safe.reshape(-1)[~known]]
+            ratings = self.rater_._predict_known(np.repeat(rated_users, cand.shape[1]), safe.reshape(-1))
         ratings = ratings.reshape(cand.shape).astype(np.float64)
         w = float(self.weight)
         blended = w * _standardise(cand_scores.astype(np.float64), ok) + (1 - w) * _standardise(ratings, ok)
-        out = np.full((n, m), -np.inf, dtype=np.float32)
+        floor = np.where(ok, blended, np.inf).min(axis=1, keepdims=True)
+        floor = np.where(np.isfinite(floor), floor, 0.0)
+        everything = np.isfinite(retrieval)
+        out = (floor - 1.0 + np.tanh(_standardise(retrieval.astype(np.float64), everything))).astype(np.float32)
+        out[~everything] = -np.inf
         rows = np.broadcast_to(np.arange(n)[:, None], cand.shape)
         out[rows[ok], cand[ok]] = blended[ok]
         return out
 
-    def score_rows(self, users: np.ndarray) -> np.ndarray:
-        """Blended scores of each user's candidates (``-inf`` elsewhere); unknown users (-1) are
-        blended from the retriever's cold-start list and the rater's ``mu + b_i``."""
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        """Blended scores of each user's candidates, the retriever's order below them."""
         users = np.asarray(users, dtype=np.int64)
         return self._blend(self.retriever_.score_rows(users), users, None)
-
-    def _score_users(self, users: np.ndarray) -> np.ndarray:
-        return self.score_rows(users)
 
     def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         uniq, row = np.unique(np.asarray(users, dtype=np.int64), return_inverse=True)
@@ -168,15 +164,22 @@ class TwoStage(Recommender):
 
     def item_embeddings(self) -> np.ndarray:
         """The rater's item vectors if it has any, else the retriever's."""
+        return self._embeddings("item")
+
+    def user_embeddings(self) -> np.ndarray:
+        """The rater's user vectors if it has any, else the retriever's."""
+        return self._embeddings("user")
+
+    def _embeddings(self, side: str) -> np.ndarray:
         self._check_fitted()
         for part in (self.rater_, self.retriever_):
             try:
-                emb = np.asarray(part.item_embeddings())
+                emb = np.asarray(part.item_embeddings() if side == "item" else part.user_embeddings())
             except NotImplementedError:
                 continue
             if emb.ndim == 2 and emb.shape[1]:
                 return emb
-        raise NotImplementedError("neither stage of this TwoStage model has item embeddings")
+        raise NotImplementedError(f"neither stage of this TwoStage model has {side} embeddings")
 
     # ------------------------------------------------------------------ cold start
     def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
