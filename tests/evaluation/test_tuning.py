@@ -224,10 +224,41 @@ def test_none_values_survive_as_best_params(split):
     assert result.best_params["patience"] is None  # not NaN from the table's float column
 
 
-def test_tuning_refuses_ranking_only_models() -> None:
+def test_tuning_ranking_only_models_by_rmse_is_refused_and_by_ndcg_works() -> None:
     from cfrec.data import make_synthetic
     from cfrec.evaluation.tuning import tune
 
     data = make_synthetic(60, 40, 1200, seed=3)
     with pytest.raises(CfrecError, match="not ratings"):
         tune(data, "neumf", {"n_factors": [4]}, base_params={"mode": "implicit", "epochs": 1})
+    result = tune(data, "ials", {"n_factors": [2, 4]}, base_params={"iterations": 2}, metric="ndcg@10")
+    assert result.metric == "ndcg@10" and result.carve == "per-user"
+    assert result.trials["valid_rmse"].isna().all() and result.trials["valid_ndcg@10"].between(0, 1).all()
+    assert result.best_score == result.trials["valid_ndcg@10"].max()
+
+
+def test_tuning_by_ndcg_is_reproducible_and_carves_per_user(split) -> None:
+    space = {"reg_user": [1.0, 20.0], "reg_item": [1.0, 20.0]}
+    first = tune(split, "baseline", space, metric="ndcg@5", seed=4, refit=False)
+    again = tune(split, "baseline", space, metric="ndcg@5", seed=4, refit=False)
+    pd.testing.assert_frame_equal(first.trials.drop(columns="fit_seconds"), again.trials.drop(columns="fit_seconds"))
+    assert first.best_params == again.best_params and first.carve == "per-user"
+    # a rating model tuned by a ranking metric still shows the lab's train/validation RMSE columns
+    assert first.trials["valid_rmse"].notna().all() and "valid_ndcg@5" in first.trials
+    best = first.trials.loc[first.trials["trial"] == first.best_trial, "valid_ndcg@5"].iloc[0]
+    assert best == first.trials["valid_ndcg@5"].max() == first.best_score
+
+
+def test_validation_carves_match_the_protocol(split) -> None:
+    from cfrec.data.split import carve_validation
+
+    train = split.train
+    fit, valid = carve_validation(train, 0.2, 0, kind="per-user")
+    assert valid is not None and len(fit) + len(valid) == len(train)
+    per_user = np.bincount(valid.users, minlength=train.n_users)
+    counts = train.user_counts()
+    np.testing.assert_array_equal(per_user, np.minimum(np.floor(0.2 * counts + 0.5), np.maximum(counts - 1, 0)))
+    fit, valid = carve_validation(train, 0.2, 0, kind="temporal")
+    assert valid is not None and fit.timestamps.max() <= valid.timestamps.min()
+    with pytest.raises(CfrecError, match="unknown validation carve"):
+        carve_validation(train, 0.2, 0, kind="sideways")  # type: ignore[arg-type]

@@ -53,12 +53,18 @@ def tune(
     sampler: Annotated[str, typer.Option(help="auto (grid unless a range is given), grid or tpe.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seeds sampler, validation carve, split and model.")] = 0,
     valid_fraction: Annotated[float, typer.Option(help="Share of the train part held out for validation.")] = 0.1,
+    metric: Annotated[str, typer.Option(help="What picks the winner: rmse or mae (lower is better) or a "
+                                             "ranking metric such as ndcg@10, recall@10, map@10 (higher "
+                                             "is better; the way to tune ranking models).")] = "rmse",
+    carve: Annotated[str, typer.Option(help="Validation carve: auto (ranking metric: per-user holdout, or "
+                                            "the latest ratings on a temporal split; rmse/mae: random "
+                                            "rows), random, per-user or temporal.")] = "auto",
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for trials.csv, trials.json, "
                                                                  "best_params.json.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON (progress to stderr).")] = False,
 ) -> None:
-    """Search hyperparameters by validation RMSE, then refit the best and score the test part once."""
+    """Search hyperparameters by a validation metric (RMSE, or NDCG@10 ...), then refit the best and score the test part once."""
     from cfrec.data.split import folds_home, single_split
     from cfrec.evaluation.tuning import PRESETS, parse_space, preset_space
     from cfrec.evaluation.tuning import tune as run_tune
@@ -102,22 +108,33 @@ def tune(
         highlight=False, soft_wrap=True, markup=False,
     )
 
+    ranking_metric = metric.strip().lower() not in ("rmse", "mae")
+    score_key = f"valid_{metric.strip().lower()}"
+
+    def measures(row: dict[str, Any]) -> str:
+        parts = []
+        if isinstance(row.get("valid_rmse"), float) and not math.isnan(row["valid_rmse"]):
+            parts.append(f"train_rmse {row['train_rmse']:.4f}  valid_rmse {row['valid_rmse']:.4f}  "
+                         f"gap {row['gap']:+.4f}")
+        if ranking_metric and score_key in row:
+            parts.append(f"{score_key} {row[score_key]:.4f}")
+        return "  ".join(parts)
+
     def on_trial(row: dict[str, Any]) -> None:
         shown = "  ".join(f"{k}={_fmt(row[k])}" for k in space)
         if row["state"] != "complete":
             progress.print(f"  trial {row['trial']:>3}  {shown}  failed: {row['error']}", highlight=False, soft_wrap=True, markup=False)
             return
-        progress.print(
-            f"  trial {row['trial']:>3}  {shown}  train_rmse {row['train_rmse']:.4f}  "
-            f"valid_rmse {row['valid_rmse']:.4f}  gap {row['gap']:+.4f}  ({row['fit_seconds']:.1f} s)",
-            highlight=False, soft_wrap=True, markup=False,
-        )
+        progress.print(f"  trial {row['trial']:>3}  {shown}  {measures(row)}  ({row['fit_seconds']:.1f} s)",
+                       highlight=False, soft_wrap=True, markup=False)
 
     try:
         # typer has no Literal choices; tune() itself rejects an unknown sampler with a CfrecError
         result = run_tune(target, cls.name, space, n_trials=trials,
                           sampler=cast(Literal["auto", "grid", "tpe"], sampler),
-                          seed=seed, base_params=base, valid_fraction=valid_fraction, on_trial=on_trial)
+                          seed=seed, base_params=base, valid_fraction=valid_fraction, metric=metric,
+                          carve=cast(Literal["auto", "random", "per-user", "temporal"], carve),
+                          on_trial=on_trial)
     except ValueError as exc:
         if isinstance(exc, CfrecError):
             raise
@@ -130,31 +147,36 @@ def tune(
         _echo_json(obj)
         return
 
-    table = Table(title=f"{len(result.trials)} trials (sampler {result.sampler}, seed {result.seed})",
-                  title_justify="left")
+    table = Table(title=f"{len(result.trials)} trials (sampler {result.sampler}, seed {result.seed}, "
+                        f"validation carve {result.carve})", title_justify="left")
     table.add_column("trial", justify="right")
     for name in space:
         table.add_column(name, justify="right")
-    for col in ("train RMSE", "valid RMSE", "gap", "epochs", "fit s"):
-        table.add_column(col, justify="right")
+    rated = result.trials["valid_rmse"].notna().any()
+    columns = (["train_rmse", "valid_rmse", "gap"] if rated else []) + ([score_key] if ranking_metric else [])
+    for col in [*columns, "epochs", "fit s"]:
+        table.add_column(col.replace("_", " ").replace("rmse", "RMSE"), justify="right")
     for row in result.trials.sort_values("trial").to_dict(orient="records"):
         best = row["trial"] == result.best_trial
         cells = [str(row["trial"]) + (" *" if best else "")]
         cells += [escape(_fmt(row[n])) for n in space]
         if row["state"] == "complete":
-            cells += [f"{row['train_rmse']:.4f}", f"{row['valid_rmse']:.4f}", f"{row['gap']:+.4f}",
-                      str(row["epochs_run"] or "-"), f"{row['fit_seconds']:.1f}"]
+            cells += [f"{row[c]:+.4f}" if c == "gap" else f"{row[c]:.4f}" for c in columns]
+            cells += [str(row["epochs_run"] or "-"), f"{row['fit_seconds']:.1f}"]
         else:
-            cells += ["failed", "", "", "", f"{row['fit_seconds']:.1f}"]
+            cells += ["failed"] + [""] * len(columns) + [f"{row['fit_seconds']:.1f}"]
         table.add_row(*cells, style="bold" if best else None)
     console.print(table)
     tuned = ", ".join(f"{k}={_fmt(result.best_params[k])}" for k in space)
-    console.print(f"best (trial {result.best_trial}): {tuned}; valid RMSE {result.best_valid_rmse:.4f}",
+    label = score_key.replace("_", " ").replace("rmse", "RMSE").replace("mae", "MAE")
+    console.print(f"best (trial {result.best_trial}): {tuned}; {label} {result.best_score:.4f}",
                   highlight=False, soft_wrap=True, markup=False)
     if result.test is not None:
         t = result.test
+        shown_test = [f"test RMSE {t['rmse']:.4f}  MAE {t['mae']:.4f}" if t.get("rmse") is not None else ""]
+        shown_test += [f"test {key} {t[key]:.4f}" for key in t if "@" in key]
         console.print(
-            f"refitted on the whole train part: test RMSE {t['rmse']:.4f}  MAE {t['mae']:.4f}  on {t['n']:,} "
+            f"refitted on the whole train part: {'  '.join(x for x in shown_test if x)}  on {t['n']:,} "
             f"ratings; cold-start fallbacks: {_fmt_fallback(t['fallback'])} ({t['fallback_share']:.1%})",
             highlight=False, soft_wrap=True, markup=False,
         )

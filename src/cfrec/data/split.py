@@ -18,6 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -507,16 +508,35 @@ def make_splits(
 
 
 # ---------------------------------------------------------------------------------- validation
-def carve_validation(
-    train: Interactions, fraction: float, seed: int | None
-) -> tuple[Interactions, Interactions | None]:
-    """Hold out a random ``fraction`` of the training rows for validation (never the test part).
+CarveKind = Literal["random", "per-user", "temporal"]
+CARVE_KINDS: tuple[str, ...] = ("random", "per-user", "temporal")
 
-    Only rows whose user and item keep at least one other training rating are eligible, so the
-    validation part measures rating prediction rather than cold start.
+
+def carve_validation(
+    train: Interactions, fraction: float, seed: int | None, *, kind: CarveKind = "random",
+) -> tuple[Interactions, Interactions | None]:
+    """Hold out ``fraction`` of the training rows for validation (never the test part).
+
+    ``kind`` matches the validation to what the test protocol measures:
+
+    * ``"random"``: random rows whose user and item keep at least one other training rating, so
+      the validation part measures rating prediction rather than cold start;
+    * ``"per-user"``: a random ``fraction`` of every user's ratings (users with at least two),
+      the holdout ranking metrics are measured on;
+    * ``"temporal"``: the latest ``fraction`` of the rows by time, as a temporal split holds out
+      the future.
     """
+    if kind not in CARVE_KINDS:
+        raise CfrecError(f"unknown validation carve {kind!r}; choose one of {', '.join(CARVE_KINDS)}")
     if fraction <= 0 or len(train) < 20:
         return train, None
+    if kind == "per-user":
+        return _carve_per_user(train, fraction, seed)
+    if kind == "temporal":
+        order = np.lexsort((np.arange(len(train)), train.timestamps))
+        mask = np.zeros(len(train), dtype=bool)
+        mask[order[len(train) - _n_test(len(train), fraction):]] = True
+        return train.subset(~mask), train.subset(mask)
     rng = np.random.default_rng(seed)
     n_valid = int(round(fraction * len(train)))
     order = rng.permutation(len(train))
@@ -539,6 +559,22 @@ def carve_validation(
         if chosen.sum() >= n_valid:
             break
         cand = order[~chosen[order]][: n_valid * 2]
+    if not chosen.any():
+        return train, None
+    return train.subset(~chosen), train.subset(chosen)
+
+
+def _carve_per_user(train: Interactions, fraction: float, seed: int | None) -> tuple[Interactions, Interactions | None]:
+    """Each user's random ``round(fraction * n)`` ratings (at most ``n - 1``), users with n >= 2."""
+    rng = np.random.default_rng(seed)
+    counts = train.user_counts()
+    take = np.minimum(np.floor(fraction * counts + 0.5).astype(np.int64), np.maximum(counts - 1, 0))
+    # a random rank within each user: sort by (user, random key)
+    order = np.lexsort((rng.random(len(train)), train.users))
+    rank = np.empty(len(train), dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank[order] = np.arange(len(train)) - np.repeat(starts, counts)
+    chosen = rank < take[train.users]
     if not chosen.any():
         return train, None
     return train.subset(~chosen), train.subset(chosen)

@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 #: Columns of :attr:`TuningResult.trials` besides one column per searched hyperparameter.
 RESULT_COLUMNS = ("train_rmse", "valid_rmse", "gap", "epochs_run", "fit_seconds", "state", "error")
+#: Metrics trials can be chosen by: minimised (error) or maximised (ranking quality).
+ERROR_METRICS = ("rmse", "mae")
 
 #: Hyperparameters that describe hardware, not the model; never written to ``best_params.json``.
 HARDWARE_PARAMS = frozenset({"device"})
@@ -196,11 +198,15 @@ class TuningResult:
     ----------
     trials
         One row per trial: the searched hyperparameters, ``train_rmse``, ``valid_rmse``,
-        ``gap`` (valid - train), ``epochs_run``, ``fit_seconds``, ``state`` and ``error``.
+        ``gap`` (valid - train), ``epochs_run``, ``fit_seconds``, ``state`` and ``error``; with a
+        ranking metric also ``valid_<metric>`` (``valid_ndcg@10``).
     best_params
         Every hyperparameter of the winning model (base parameters plus the tuned ones).
     best_trial, best_valid_rmse
-        The winning trial number and its validation RMSE.
+        The winning trial number and its validation RMSE (NaN for ranking-only models).
+    metric, best_score, carve
+        The metric trials were chosen by, the winner's validation value of it, and how the
+        validation part was carved (``random``, ``per-user`` or ``temporal``).
     test
         Metrics of the best parameters refitted on the whole training part, measured on the
         test part (``rmse``, ``mae``, ``n``, fallback counts), or ``None`` without a test part.
@@ -222,6 +228,9 @@ class TuningResult:
     split: str = ""
     test: dict[str, Any] | None = None
     seconds: float = 0.0
+    metric: str = "rmse"
+    best_score: float = math.nan
+    carve: str = "random"
     best_model: Any = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -233,6 +242,9 @@ class TuningResult:
             "sampler": self.sampler,
             "seed": self.seed,
             "valid_fraction": self.valid_fraction,
+            "metric": self.metric,
+            "carve": self.carve,
+            "best_score": self.best_score,
             "space": {k: (v.to_json() if isinstance(v, Range) else list(v)) for k, v in self.space.items()},
             "base_params": self.base_params,
             "n_trials": len(self.trials),
@@ -263,6 +275,8 @@ class TuningResult:
             "model": self.model,
             "params": params,
             "valid_rmse": self.best_valid_rmse,
+            "metric": self.metric,
+            f"valid_{self.metric}": self.best_score,
             "test": self.test,
             "dataset": self.dataset,
             "split": self.split,
@@ -313,9 +327,11 @@ def tune(
     base_params: Mapping[str, Any] | None = None,
     valid_fraction: float = 0.1,
     refit: bool = True,
+    metric: str = "rmse",
+    carve: Literal["auto", "random", "per-user", "temporal"] = "auto",
     on_trial: Callable[[dict[str, Any]], None] | None = None,
 ) -> TuningResult:
-    """Search hyperparameters of a registered model by validation RMSE.
+    """Search hyperparameters of a registered model by a validation metric (RMSE by default).
 
     Parameters
     ----------
@@ -342,6 +358,16 @@ def tune(
         one training rating, so it measures rating prediction, not cold start).
     refit
         Refit the best parameters on the whole training part and measure the test part.
+    metric
+        ``"rmse"`` or ``"mae"`` (minimised), or a ranking metric such as ``"ndcg@10"`` or
+        ``"recall@20"`` (maximised; full ranking of the items unrated in the fit part, relevant =
+        validation rating >= 4). Ranking-only models can be tuned by ranking metrics only.
+    carve
+        How the validation part is held out (:func:`cfrec.data.split.carve_validation`).
+        ``"auto"``: for a ranking metric, the part that matches the test protocol (the latest
+        ratings of a temporal split, else a per-user holdout); for RMSE/MAE, random rows whose
+        user and item stay in the fit part (validation then measures rating prediction, not the
+        cold start that dominates a global temporal split's test part).
     on_trial
         Called with each finished trial's row (a dict) for progress display.
     """
@@ -368,7 +394,14 @@ def tune(
         split, train = None, data_or_split
     else:
         raise CfrecError(f"tune() needs a Split or Interactions, got {type(data_or_split).__name__}")
-    fit_part, valid_part = carve_validation(train, valid_fraction, seed)
+    from cfrec.evaluation.protocols import metric_names
+
+    metric = metric_names([metric], 10)[0]
+    carve_kind = carve
+    if carve_kind == "auto":
+        temporal = split is not None and split.name.startswith("temporal")
+        carve_kind = "random" if metric in ERROR_METRICS else ("temporal" if temporal else "per-user")
+    fit_part, valid_part = carve_validation(train, valid_fraction, seed, kind=carve_kind)
     if valid_part is None or len(valid_part) == 0:
         raise CfrecError(f"training part too small ({len(train)} ratings) to carve a validation part")
     logger.info("tuning %s: %d fit ratings, %d validation ratings", short, len(fit_part), len(valid_part))
@@ -409,23 +442,27 @@ def tune(
             else:
                 params[name] = trial.suggest_categorical(name, list(dim))
         tried[trial.number] = params
-        row = _run_trial(cls, {**base, **params}, fit_part, valid_part, train_rows)
+        row = _run_trial(cls, {**base, **params}, fit_part, valid_part, train_rows, metric)
         row = {"trial": trial.number, **params, **row}
         rows.append(row)
         if on_trial is not None:
             on_trial(dict(row))
-        return row["valid_rmse"] if row["state"] == "complete" else float("nan")
+        return row[score_column] if row["state"] == "complete" else float("nan")
 
+    score_column = "valid_rmse" if metric == "rmse" else f"valid_{metric}"
+    minimise = metric in ERROR_METRICS
     with _quiet_optuna(optuna):
-        study = optuna.create_study(direction="minimize", sampler=optuna_sampler)
+        study = optuna.create_study(direction="minimize" if minimise else "maximize", sampler=optuna_sampler)
         study.optimize(objective, n_trials=n, catch=())
 
-    table = pd.DataFrame(rows, columns=["trial", *dims, *RESULT_COLUMNS])
+    extra = [] if score_column in RESULT_COLUMNS else [score_column]
+    table = pd.DataFrame(rows, columns=["trial", *dims, *RESULT_COLUMNS[:2], *extra, *RESULT_COLUMNS[2:]])
     done = table[table["state"] == "complete"]
     if done.empty:
         raise CfrecError(f"all {len(table)} trials failed; first error: {table['error'].iloc[0]}")
     # pandas-stubs types idxmin() as Hashable, which no .loc overload takes; it is a row label
-    best_row = done.loc[done["valid_rmse"].idxmin()]  # type: ignore[call-overload]
+    pick = done[score_column].idxmin() if minimise else done[score_column].idxmax()
+    best_row = done.loc[pick]  # type: ignore[call-overload]
     best_tuned = tried[int(best_row["trial"])]
     best_params = cls(**{**base, **best_tuned}).get_params()
 
@@ -435,9 +472,11 @@ def tune(
         best_model = cls(**best_params)
         best_model.fit(train)
         if split is not None and len(split.test):
-            from cfrec.evaluation.protocols import summarize_test
+            from cfrec.evaluation.protocols import evaluate, summarize_test
 
             test_metrics = summarize_test(best_model, split.test)
+            if metric not in ERROR_METRICS:
+                test_metrics[metric] = float(evaluate(best_model, split.test, metrics=[metric])[metric])
     return TuningResult(
         model=short,
         space=dims,
@@ -446,6 +485,9 @@ def tune(
         best_params=best_params,
         best_trial=int(best_row["trial"]),
         best_valid_rmse=float(best_row["valid_rmse"]),
+        metric=metric,
+        best_score=float(best_row[score_column]),
+        carve=carve_kind,
         sampler=kind,
         seed=seed,
         valid_fraction=valid_fraction,
@@ -463,30 +505,41 @@ def _run_trial(
     fit_part: Interactions,
     valid_part: Interactions,
     train_rows: np.ndarray,
+    metric: str = "rmse",
 ) -> dict[str, Any]:
     """Fit one configuration; a diverging or invalid configuration is a failed trial, not a crash."""
-    from cfrec.metrics import rmse
+    from cfrec.evaluation.protocols import evaluate
+    from cfrec.metrics import mae, rmse
 
     t0 = time.perf_counter()
     model = cls(**params)
-    if not model.predicts_ratings:
-        raise CfrecError(f"{cls.__name__} with {params} scores preferences, not ratings: tuning picks "
-                         "settings by validation RMSE, which means nothing for it; use "
-                         "'cfrec benchmark' to compare its ranking metrics")
+    if metric in ERROR_METRICS and not model.predicts_ratings:
+        raise CfrecError(f"{cls.__name__} with {params} scores preferences, not ratings: tuning it by "
+                         f"validation {metric.upper()} means nothing; tune it by a ranking metric "
+                         "(metric='ndcg@10', --metric ndcg@10)")
     try:
         model.fit(fit_part)
     except (CfrecError, ValueError, FloatingPointError) as exc:
         logger.info("trial with %s failed: %s", params, exc)
-        return {"train_rmse": math.nan, "valid_rmse": math.nan, "gap": math.nan, "epochs_run": 0,
-                "fit_seconds": time.perf_counter() - t0, "state": "fail", "error": str(exc)}
+        return {"train_rmse": math.nan, "valid_rmse": math.nan, f"valid_{metric}": math.nan,
+                "gap": math.nan, "epochs_run": 0, "fit_seconds": time.perf_counter() - t0,
+                "state": "fail", "error": str(exc)}
     seconds = time.perf_counter() - t0
-    tr = fit_part.subset(train_rows) if len(train_rows) < len(fit_part) else fit_part
-    train_rmse = float(rmse(tr.ratings, model.predict(tr.raw_users(), tr.raw_items())))
-    valid_rmse = float(rmse(valid_part.ratings, model.predict(valid_part.raw_users(), valid_part.raw_items())))
+    row: dict[str, Any] = {"train_rmse": math.nan, "valid_rmse": math.nan, "gap": math.nan}
+    if model.predicts_ratings:  # train vs validation error shows over-fitting, as in the lab
+        tr = fit_part.subset(train_rows) if len(train_rows) < len(fit_part) else fit_part
+        row["train_rmse"] = float(rmse(tr.ratings, model.predict(tr.raw_users(), tr.raw_items())))
+        valid_pred = model.predict(valid_part.raw_users(), valid_part.raw_items())
+        row["valid_rmse"] = float(rmse(valid_part.ratings, valid_pred))
+        row["gap"] = row["valid_rmse"] - row["train_rmse"]
+        if metric == "mae":
+            row["valid_mae"] = float(mae(valid_part.ratings, valid_pred))
+    if metric not in ERROR_METRICS:
+        row[f"valid_{metric}"] = float(evaluate(model, valid_part, metrics=[metric])[metric])
+    score = row["valid_rmse"] if metric == "rmse" else row[f"valid_{metric}"]
     history = getattr(model, "history_", None) or []
-    return {"train_rmse": train_rmse, "valid_rmse": valid_rmse, "gap": valid_rmse - train_rmse,
-            "epochs_run": len(history), "fit_seconds": seconds,
-            "state": "complete" if math.isfinite(valid_rmse) else "fail", "error": ""}
+    return {**row, "epochs_run": len(history), "fit_seconds": seconds,
+            "state": "complete" if math.isfinite(score) else "fail", "error": ""}
 
 
 def _sample_rows(n: int, cap: int, seed: int | None) -> np.ndarray:

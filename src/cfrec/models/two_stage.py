@@ -49,8 +49,10 @@ class TwoStage(Recommender):
         How many of the retriever's best unseen items each user's list is drawn from.
     weight
         Share of the retrieval score in the final order, in ``[0, 1]`` (see the module
-        docstring). The default was chosen by NDCG@10 on validation carves of ML-100K's
-        ``u1.base`` with EASE and BiasedMF.
+        docstring). The default was chosen by NDCG@10 on two random 20% validation carves of
+        ML-100K's ``u1.base`` with EASE and BiasedMF (mean NDCG@10 with 100 candidates: 0.117 at
+        weight 0, 0.268 at 0.5, 0.284 at 0.8, 0.286 at 0.9, 0.285 at 1; 50 or 200 candidates
+        within 0.001 of 100).
     """
 
     name = "two-stage"
@@ -58,7 +60,7 @@ class TwoStage(Recommender):
     retriever: str = "ease"
     rater: str = "mf"
     candidates: int = 100
-    weight: float = 0.8
+    weight: float = 0.9
 
     # ------------------------------------------------------------------ fitting
     def _parts(self) -> tuple[Recommender, Recommender]:
