@@ -35,11 +35,7 @@ def test_lists_are_reorderings_of_the_retrievers_candidates() -> None:
     for mine, theirs in zip(ranked, candidates, strict=True):
         assert sorted(mine.ids.tolist()) == sorted(theirs.ids.tolist())  # the same items, reordered
     # weight 1 keeps the retriever's order; weight 0 orders by the rater's predicted rating
-    keep = TwoStage(**{**model.get_params(), "weight": 1.0})
-    keep.retriever_, keep.rater_ = model.retriever_, model.rater_
-    for attr in ("user_map_", "item_map_", "seen_", "rating_scale_", "item_info_", "fit_info_", "history_"):
-        setattr(keep, attr, getattr(model, attr))
-    keep._adopt_rater()
+    keep = TwoStage.from_parts(model.retriever_, model.rater_, candidates=15, weight=1.0)
     np.testing.assert_array_equal(keep.recommend("u013", k=15).ids, candidates[1].ids)
     keep.weight = 0.0
     by_rating = keep.recommend("u013", k=15)

@@ -63,6 +63,9 @@ class QuickstartResult:
     recommendations: list[UserRecs] = field(default_factory=list)
     similar: list[SimilarItems] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    recommender_dir: Path | None = None
+    recommender_metrics: dict[str, float] = field(default_factory=dict)
+    recommender_name: str = ""
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (what ``summary.json`` holds)."""
@@ -77,6 +80,9 @@ class QuickstartResult:
             "cold_start": self.cold_start,
             "metrics": self.metrics,
             "baseline_metrics": self.baseline_metrics,
+            "recommender": self.recommender_name,
+            "recommender_metrics": self.recommender_metrics,
+            "recommender_dir": None if self.recommender_dir is None else str(self.recommender_dir),
             "recommendations": {str(r.user_id): r.recommended["item_id"].tolist() for r in self.recommendations},
             "similar": {str(s.item_id): s.neighbours["item_id"].tolist() for s in self.similar},
             "seconds": self.seconds,
@@ -182,6 +188,7 @@ def run_quickstart(
     """
     from cfrec.app.report import (
         build_report,
+        describe_ranker,
         compare_to_baseline,
         dataset_statistics,
         evaluate_model,
@@ -250,6 +257,19 @@ def run_quickstart(
         line += f" (baseline {baseline.get('rmse', float('nan')):.4f})"
     say(line)
 
+    t = time.perf_counter()
+    recommender = best_recommender(estimator, the_split.train)
+    recommender_dir = None
+    ranking: dict[str, float] = {}
+    if recommender is not estimator:
+        say(f"recommendations: {describe_ranker(recommender)}")
+        ranking = evaluate_model(recommender, the_split.test, train=the_split.train, k=k)
+        say(f"NDCG@{k} {ranking[f'ndcg@{k}']:.4f} for the two-stage lists "
+            f"({type(estimator).__name__} alone {metrics.get(f'ndcg@{k}', float('nan')):.4f})")
+        recommender.fit_info_.update(estimator.fit_info_)
+        recommender_dir = recommender.save(out / "recommender")
+    seconds["recommender"] = time.perf_counter() - t
+
     tuning_tables = []
     if exercises:
         t = time.perf_counter()
@@ -261,7 +281,7 @@ def run_quickstart(
              "like ML-100K instead."] if is_synthetic else []
     report = build_report(estimator, data, split=the_split, metrics=metrics, baseline_metrics=baseline,
                           tuning=tuning_tables, k=k, synthetic=is_synthetic, notes=notes, data_home=data_home,
-                          progress=lambda msg: say(f"report: {msg}"))
+                          recommender=recommender, progress=lambda msg: say(f"report: {msg}"))
     report_path = report.write(out / "report.html")
     seconds["report"] = time.perf_counter() - t
 
@@ -271,9 +291,26 @@ def run_quickstart(
         model_name=type(estimator).__name__, params=estimator.get_params(), split=the_split.name,
         stats=stats, cold_start=cold.to_dict(), metrics=metrics, baseline_metrics=baseline,
         recommendations=report.users, similar=report.similar, seconds=seconds,
+        recommender_dir=recommender_dir, recommender_metrics=ranking,
+        recommender_name=describe_ranker(recommender),
     )
     write_json_atomic(result.summary_path, result.summary())
     return result
+
+
+def best_recommender(model: Recommender, train: Interactions) -> Recommender:
+    """The model whose lists to show: for a rating model, a two-stage one (EASE candidates, or
+    iALS's for a catalogue too large for EASE, ordered with ``model``'s predicted ratings); a
+    ranking model shows its own."""
+    from cfrec.models.ease import EASE
+    from cfrec.models.ials import IALS
+    from cfrec.models.two_stage import TwoStage
+
+    if not model.predicts_ratings:
+        return model
+    n_items = len(model.item_map_)
+    retriever: Recommender = EASE() if n_items <= EASE().max_items else IALS()
+    return TwoStage.from_parts(retriever.fit(train), model)
 
 
 def run_lab_exercises(split: Split, *, seed: int = 0, progress: Progress | None = None) -> list[pd.DataFrame]:

@@ -46,6 +46,7 @@ __all__ = [
     "build_report",
     "compare_to_baseline",
     "dataset_statistics",
+    "describe_ranker",
     "evaluate_model",
     "find_items",
     "pick_users",
@@ -70,7 +71,7 @@ class UserRecs:
     user_id: Any
     n_train: int
     top_rated: pd.DataFrame  # item_id, title, rating
-    recommended: pd.DataFrame  # item_id, title, score, n_ratings, test_rating (NaN: not in test)
+    recommended: pd.DataFrame  # item_id, title, score, predicted (NaN: ranking model), n_ratings, test_rating
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,10 @@ def user_recommendations(
                                  index=test.item_map.to_raw(test.items[t_rows]))
         test_ratings = test_ratings[~test_ratings.index.duplicated(keep="last")]
     rec_counts = _model_counts(model)[model.item_map_.to_index(recs.ids, what="item")]
+    predicted = (recs.ratings.astype(np.float64) if recs.ratings is not None
+                 else np.full(len(recs), np.nan))
     rec = pd.DataFrame({"item_id": recs.ids, "title": _titles(info, recs.ids),
-                        "score": recs.scores.astype(np.float64), "n_ratings": rec_counts,
+                        "score": recs.scores.astype(np.float64), "predicted": predicted, "n_ratings": rec_counts,
                         "test_rating": test_ratings.reindex(recs.ids).to_numpy(dtype=np.float64)})
     return UserRecs(user, len(rows), top, rec)
 
@@ -218,6 +221,16 @@ def similar_items_table(model: Recommender, item: Any, *, k: int = 10, min_ratin
                           "similarity": recs.scores[keep].astype(np.float64), "n_ratings": counts[idx],
                           "genres": _genres(info, ids)})
     return SimilarItems(item, _titles(info, np.atleast_1d(np.asarray(item)))[0], own, table)
+
+
+def describe_ranker(model: Recommender) -> str:
+    """How a model's lists are made, for a sentence ("ranked by EASE, ordered with BiasedMF's ...")."""
+    from cfrec.models.two_stage import TwoStage
+
+    if isinstance(model, TwoStage):
+        return (f"retrieved by {type(model.retriever_).__name__} and ordered with "
+                f"{type(model.rater_).__name__}'s predicted ratings (two-stage, weight {model.weight:g})")
+    return f"ranked by {type(model).__name__}" + ("" if model.predicts_ratings else " (a ranking model)")
 
 
 def _has_embeddings(model: Recommender) -> bool:
@@ -443,6 +456,7 @@ def build_report(
     tsne_min_ratings: int = 50,
     similar_min_ratings: int = 20,
     data_home: str | Path | None = None,
+    recommender: Recommender | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Render the HTML report of ``model`` on ``data``.
@@ -473,6 +487,10 @@ def build_report(
         Extra sentences shown at the top (e.g. why synthetic data was used).
     tsne_min_ratings, similar_min_ratings
         Training ratings an item needs to appear on the t-SNE map / in the similar-items lists.
+    recommender
+        The model whose lists the recommendations section shows (default: ``model``), fitted on
+        the same training part: a ranking model, or a two-stage one that shows ``model``'s
+        predicted ratings beside a better ranker's lists.
     """
     from cfrec.viz import plots
     from cfrec.viz.tsne import plot_tsne
@@ -591,18 +609,20 @@ def build_report(
 
     # -- recommendations
     say("recommendations and similar items")
+    lister = recommender if recommender is not None else model
     rec_users = list(users) if users is not None else pick_users(model, the_split, 2)
-    user_recs = [user_recommendations(model, the_split.train, u, k=k, test=the_split.test) for u in rec_users]
-    rec_html = ("<p>Each user's highest-rated training items next to the model's top-"
-                f"{k} unrated items; green rows are items the user went on to rate in the test part "
-                "(with that rating).</p>")
+    user_recs = [user_recommendations(lister, the_split.train, u, k=k, test=the_split.test) for u in rec_users]
+    rec_html = ("<p>Each user's highest-rated training items next to the top-"
+                f"{k} unrated items {_e(describe_ranker(lister))}; green rows are items the user went on "
+                "to rate in the test part (with that rating).</p>")
     for ur in user_recs:
         left = _table(["Top-rated in training", "Rating"],
                       [[t, r] for t, r in zip(ur.top_rated["title"], ur.top_rated["rating"], strict=True)])
-        right = _table(["Recommended", "Predicted", "Training ratings", "Test rating"],
-                       [[t, s, int(c), tr if tr == tr else "\u2013"] for t, s, c, tr in
-                        zip(ur.recommended["title"], ur.recommended["score"], ur.recommended["n_ratings"],
-                            ur.recommended["test_rating"], strict=True)],
+        rated = lister.predicts_ratings
+        right = _table(["Recommended", "Predicted rating" if rated else "Score", "Training ratings", "Test rating"],
+                       [[t, p if rated else s, int(c), tr if tr == tr else "\u2013"] for t, s, p, c, tr in
+                        zip(ur.recommended["title"], ur.recommended["score"], ur.recommended["predicted"],
+                            ur.recommended["n_ratings"], ur.recommended["test_rating"], strict=True)],
                        row_classes=["hit" if tr == tr else "" for tr in ur.recommended["test_rating"]])
         rec_html += (f"<h3>User {_e(ur.user_id)} <span class=\"muted\">({ur.n_train} training ratings)</span></h3>"
                      f'<div class="grid2"><div>{left}</div><div>{right}</div></div>')

@@ -149,10 +149,20 @@ def quickstart(
             base = (result.baseline_metrics or {}).get(name)
             extra = f"   (baseline {base:.4f})" if base is not None else ""
             _say(f"  {name:<13} {result.metrics[name]:.4f}{extra}")
+    if result.recommender_metrics:
+        _say(f"Recommendations {result.recommender_name}:", style="bold")
+        for name in ("ndcg@10", "recall@10", "precision@10"):
+            if name in result.recommender_metrics:
+                alone = result.metrics.get(name)
+                extra = f"   ({result.model_name} alone {alone:.4f})" if alone is not None else ""
+                _say(f"  {name:<13} {result.recommender_metrics[name]:.4f}{extra}")
     for recs in result.recommendations[:1]:
-        _say(f"Top 5 recommendations for user {recs.user_id}{tag}:", style="bold")
-        for title, score in zip(recs.recommended["title"][:5], recs.recommended["score"][:5], strict=True):
-            _say(f"  {score:.2f}  {title}")
+        rated = recs.recommended["predicted"].notna().all()
+        what = "predicted rating" if rated else "score"
+        _say(f"Top 5 recommendations for user {recs.user_id}{tag} ({what}, title):", style="bold")
+        column = recs.recommended["predicted" if rated else "score"]
+        for title, value in zip(recs.recommended["title"][:5], column[:5], strict=True):
+            _say(f"  {value:.2f}  {title}")
     for sim in result.similar:
         _say(f"Most similar to {sim.title}{tag}:", style="bold")
         for title, cos in zip(sim.neighbours["title"][:5], sim.neighbours["similarity"][:5], strict=True):
@@ -161,6 +171,9 @@ def quickstart(
         console.print(f"All of the above is SYNTHETIC DATA ({result.unavailable_reason}).",
                       style="bold yellow", highlight=False, soft_wrap=True, markup=False)
     _say(f"Model saved to {result.model_dir.resolve()}")
+    if result.recommender_dir is not None:
+        _say(f"Two-stage recommender saved to {result.recommender_dir.resolve()} "
+             f"(cfrec recommend {result.recommender_dir} --user ID)")
     _say(f"Report written to {result.report_path.resolve()}  (open it in a browser)", style="bold green")
     _say(f"Done in {time.perf_counter() - start:.1f} s.")
 

@@ -63,6 +63,27 @@ class TwoStage(Recommender):
     weight: float = 0.9
 
     # ------------------------------------------------------------------ fitting
+    @classmethod
+    def from_parts(cls, retriever: Recommender, rater: Recommender, **params: Any) -> TwoStage:
+        """A fitted two-stage model from two models already fitted on the same data (no refit).
+
+        ``params`` set ``candidates`` and ``weight``; the stages' registry names are recorded.
+        """
+        for part in (retriever, rater):
+            part._check_fitted()
+        if retriever.user_map_ != rater.user_map_ or retriever.item_map_ != rater.item_map_:
+            raise CfrecError("the two stages were fitted on different data (their vocabularies differ)")
+        model = cls(retriever=retriever.name or type(retriever).__name__,
+                    rater=rater.name or type(rater).__name__, **params)
+        model._parts()  # checks the settings and that the rater predicts ratings
+        for attr in ("user_map_", "item_map_", "seen_", "rating_scale_", "item_info_"):
+            setattr(model, attr, getattr(rater, attr))
+        model.fit_info_ = dict(getattr(rater, "fit_info_", {}))
+        model.history_ = [dict(rec, phase="rater") for rec in getattr(rater, "history_", [])]
+        model.retriever_, model.rater_ = retriever, rater
+        model._adopt_rater()
+        return model
+
     def _parts(self) -> tuple[Recommender, Recommender]:
         from cfrec.models.registry import make_model
 
