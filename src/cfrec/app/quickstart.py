@@ -188,9 +188,9 @@ def run_quickstart(
     """
     from cfrec.app.report import (
         build_report,
-        describe_ranker,
         compare_to_baseline,
         dataset_statistics,
+        describe_ranker,
         evaluate_model,
     )
     from cfrec.data import make_splits
