@@ -53,7 +53,9 @@ def test_fused_loss_matches_autograd(reg: float, bias_reg: float, learn_mu: bool
     (2.5 * ours).backward()  # a non-unit upstream gradient must scale everything
     (2.5 * ref).backward()
     for a, b in zip(leaves, ref_leaves, strict=True):
-        torch.testing.assert_close(a.grad, b.grad)
+        assert a.grad.is_sparse  # row-sparse: the batch's rows only, repeats summed by to_dense
+        assert set(a.grad.coalesce().indices()[0].tolist()) <= set(u.tolist()) | set(i.tolist())
+        torch.testing.assert_close(a.grad.to_dense(), b.grad)
     if learn_mu:
         torch.testing.assert_close(mu_a.grad, mu_b.grad)
     else:

@@ -3,8 +3,10 @@
 ``r_ui = mu + b_u + b_i + p_u . q_i``. The ratings live whole on the device as index tensors;
 every step takes a random slice of them, so there is no per-sample ``Dataset``/``DataLoader``.
 The loss, its per-observation L2 penalty and the gradient are fused in one autograd function
-(:class:`_BiasedMFLoss`), which makes a step a handful of vectorised kernels: on ML-100K a fit
-takes well under a second on two CPU cores.
+(:class:`_BiasedMFLoss`) whose gradients are row-sparse: the batch's rows of the four tables and
+nothing else. With the engine's row-wise optimisers a step therefore costs O(batch), whatever the
+number of users and items (on ``synthetic_like("ml-10m")`` an epoch at 100 factors is in the
+range of Surprise's Cython SGD; see ``benchmarks/scale.py``).
 
 :class:`~cfrec.models.torch_engine.TorchFactorModel` holds the fitting pipeline shared with
 :class:`~cfrec.models.svdpp.SVDpp`.
@@ -19,14 +21,23 @@ from torch import nn
 
 from cfrec.data.interactions import Interactions
 from cfrec.models.base import hyperparameters
-from cfrec.models.torch_engine import TorchFactorModel, export_numpy, init_tensors, reg_grad
+from cfrec.models.torch_engine import (
+    TorchFactorModel,
+    export_numpy,
+    init_tensors,
+    reg_grad,
+    row_grad,
+)
+
 
 # ---------------------------------------------------------------------- fused loss
 class _BiasedMFLoss(torch.autograd.Function):
     """Mean over a minibatch of ``(pred - r)^2 + reg (|p_u|^2 + |q_i|^2) + bias_reg (b_u^2 + b_i^2)``.
 
-    The gradient is written out by hand (two ``addcmul`` and four ``index_add_``), several times
-    faster on CPU than autograd's indexing backward; values equal the autograd ones.
+    The gradient is written out by hand (two ``addcmul`` over the batch's rows), several times
+    faster on CPU than autograd's indexing backward; values equal the autograd ones. The four
+    table gradients are row-sparse (:func:`~cfrec.models.torch_engine.row_grad`): one row per
+    batch entry, repeats summed by the optimiser, so no step touches a row outside the batch.
     """
 
     @staticmethod
@@ -58,20 +69,17 @@ class _BiasedMFLoss(torch.autograd.Function):
         e = err[:, None]
         need = ctx.needs_input_grad
         dp = dq = dbu = dbi = dmu = None
-        # The reg term is folded into one addcmul (g = pu + e qi / reg) and the scale applied to
-        # the (rows x k) gradient, not the larger (batch x k) one: fewer full passes per step.
+        # The reg term is folded into one addcmul (g = pu + e qi / reg), then scaled in place.
         if need[0]:
-            dp = pu.new_zeros(p_shape).index_add_(0, u, reg_grad(pu, e, qi, reg))
-            dp.mul_(scale * (reg or 1.0))
+            dp = row_grad(u, reg_grad(pu, e, qi, reg).mul_(scale * (reg or 1.0)), p_shape)
         if need[1]:
-            dq = qi.new_zeros(q_shape).index_add_(0, i, reg_grad(qi, e, pu, reg))
-            dq.mul_(scale * (reg or 1.0))
+            dq = row_grad(i, reg_grad(qi, e, pu, reg).mul_(scale * (reg or 1.0)), q_shape)
         if need[2]:
             gb = err + bias_reg * bu_b if bias_reg else err
-            dbu = err.new_zeros(bu_shape).index_add_(0, u, gb * scale)
+            dbu = row_grad(u, gb * scale, bu_shape)
         if need[3]:
             gb = err + bias_reg * bi_b if bias_reg else err
-            dbi = err.new_zeros(bi_shape).index_add_(0, i, gb * scale)
+            dbi = row_grad(i, gb * scale, bi_shape)
         if need[4]:
             dmu = (err.sum() * scale).reshape(())
         return dp, dq, dbu, dbi, dmu, None, None, None, None, None

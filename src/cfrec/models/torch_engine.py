@@ -5,10 +5,21 @@ DataLoader on the hot path). The engine picks the device, seeds everything it dr
 validates each epoch, stops early and restores the best epoch, records a per-epoch history and
 raises :class:`~cfrec.errors.TrainingDiverged` when the loss stops being finite.
 
+Steps cost O(batch), not O(table)
+---------------------------------
+A minibatch touches a few thousand rows of embedding tables that may hold millions. Gradients
+of such tables are *row-sparse*: a ``torch.sparse_coo_tensor`` whose indices are the touched row
+numbers (repeats allowed; they are summed) and whose values are those rows' gradients. They come
+from the models' fused losses (:func:`row_grad`), from ``nn.Embedding(..., sparse=True)`` or
+from ``F.embedding_bag(..., sparse=True)``. The optimisers here (:class:`Adam`,
+:class:`Adagrad`, :class:`SGD`, all :class:`RowwiseOptimizer`) then read and write only those
+rows, their optimiser state included; dense gradients (MLP layers, a global bias) get the usual
+dense update. Duplicate row indices are merged by :class:`UniqueRows` in O(nnz), without a sort.
+
 :class:`TorchFactorModel` is the fitting pipeline of the factor models trained this way
 (:class:`~cfrec.models.mf.BiasedMF`, :class:`~cfrec.models.svdpp.SVDpp`): their shared
-hyperparameters, device choice, seeding, validation carve, early stopping, optional refit and
-export of the learned tensors to numpy.
+hyperparameters, device and thread choice, seeding, validation carve, early stopping, optional
+refit and export of the learned tensors to numpy.
 """
 
 from __future__ import annotations
@@ -18,8 +29,8 @@ import logging
 import math
 import time
 import warnings
-from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,11 +44,15 @@ from cfrec.data.split import carve_validation
 from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.models._bias import fit_biases
 from cfrec.models.base import EpochCallback, FactorRecommender, hyperparameters
+from cfrec.threads import check_threads, threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps a 1-D tensor of row positions (a minibatch) to a scalar loss."""
+
+BatchOrder = Callable[[torch.Generator], Iterable[torch.Tensor]]
+"""Maps the shuffling generator to one epoch of minibatches (1-D tensors of row positions)."""
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -64,6 +79,141 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     return gen
 
 
+# ---------------------------------------------------------------------- row-sparse gradients
+def row_grad(index: torch.Tensor, values: torch.Tensor, shape: torch.Size | Sequence[int]) -> torch.Tensor:
+    """The row-sparse gradient of a table of ``shape``: ``values[j]`` added to row ``index[j]``.
+
+    ``index`` (1-D, int64) may repeat a row; the optimiser sums repeats. Return it from the
+    ``backward`` of a custom autograd function in place of a dense ``(n_rows, ...)`` gradient.
+    """
+    return torch.sparse_coo_tensor(index.unsqueeze(0), values, tuple(shape), check_invariants=False)
+
+
+class UniqueRows:
+    """Distinct values of index vectors below ``n_rows``, in O(len) and without a sort.
+
+    A scratch vector of ``n_rows`` slots (allocated once, never cleared) receives each entry's
+    position; reading the slots back gives every entry one representative among its repeats.
+    Only slots written in the same call are read, so stale contents never matter.
+
+    Parameters
+    ----------
+    n_rows
+        Exclusive upper bound of the indices (the table's row count).
+    device
+        Where the indices live.
+    """
+
+    def __init__(self, n_rows: int, device: torch.device | str = "cpu") -> None:
+        self.n_rows = int(n_rows)
+        self._slot = torch.empty(self.n_rows, dtype=torch.int64, device=device)
+
+    def __call__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, inverse)``: the distinct values (in order of a first appearance) and, for each
+        entry, the position of its value in ``rows`` (so ``rows[inverse] == index``)."""
+        pos = torch.arange(index.numel(), device=index.device)
+        self._slot.index_put_((index,), pos)
+        rep = self._slot.index_select(0, index)
+        first = rep == pos
+        rows = index[first]
+        inverse = torch.cumsum(first, 0).sub_(1).index_select(0, rep)
+        return rows, inverse
+
+
+def sum_rows(values: torch.Tensor, inverse: torch.Tensor, n_unique: int) -> torch.Tensor:
+    """Per-row sums of ``values`` grouped by ``inverse`` (from :class:`UniqueRows`)."""
+    if n_unique == len(inverse):  # no repeats: UniqueRows returned the index itself
+        return values
+    return values.new_zeros((n_unique, *values.shape[1:])).index_add_(0, inverse, values)
+
+
+def csr_segments(indptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The entries of some rows of a CSR structure, row after row, without a Python loop.
+
+    Parameters
+    ----------
+    indptr
+        (n_rows + 1,) int64 row pointers.
+    rows
+        (m,) int64 row numbers (any order, repeats allowed).
+
+    Returns
+    -------
+    positions
+        (nnz,) positions into the CSR's ``indices``/``data`` of rows ``rows[0]``, ``rows[1]``...
+    segment
+        (nnz,) for each entry, the position in ``rows`` of the row it belongs to.
+    offsets
+        (m,) start of each row's run in ``positions`` (the ``offsets`` of ``embedding_bag``).
+    """
+    start = indptr.index_select(0, rows)
+    lengths = indptr.index_select(0, rows + 1) - start
+    ends = torch.cumsum(lengths, 0)
+    offsets = ends - lengths
+    total = int(ends[-1]) if len(rows) else 0
+    segment = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), lengths, output_size=total)
+    positions = torch.arange(total, device=rows.device) + (start - offsets).index_select(0, segment)
+    return positions, segment, offsets
+
+
+# ---------------------------------------------------------------------- minibatch orders
+def shuffled_batches(n_rows: int, batch_size: int, device: torch.device | str,
+                     sort_by: torch.Tensor | None = None) -> BatchOrder:
+    """Every epoch: a fresh random permutation of the ``n_rows`` rows cut into ``batch_size`` slices.
+
+    With ``sort_by`` (one key per row, e.g. the user of each rating), each batch's rows are put
+    in key order. The batches hold the same rows as without it; the model then reads and writes
+    the rows of its tables in increasing address order, which the memory system serves several
+    times faster than a random order when the tables are larger than the caches, and repeated
+    keys sit together.
+    """
+
+    def order(generator: torch.Generator) -> Iterable[torch.Tensor]:
+        perm = torch.randperm(n_rows, generator=generator, device=generator.device).to(device)
+        batches = perm.split(int(batch_size))
+        if sort_by is None:
+            return batches
+        return (b.index_select(0, torch.argsort(sort_by.index_select(0, b))) for b in batches)
+
+    return order
+
+
+def grouped_batches(groups: np.ndarray, n_groups: int, batch_size: int,
+                    device: torch.device | str) -> BatchOrder:
+    """Every epoch: the groups (e.g. users) in a random order, each group's rows together, the
+    sequence cut into ``batch_size`` slices.
+
+    A batch then holds whole groups, except at most the two it shares with its neighbours: a
+    model whose per-row cost depends on the whole group (SVD++'s sum over a user's rated items)
+    pays that cost about once per epoch instead of once per row. No sort per epoch: the rows are
+    ordered by group once, and each epoch gathers the groups' runs in the permuted order.
+
+    Parameters
+    ----------
+    groups
+        (n_rows,) group number of each training row, in ``0..n_groups-1``.
+    n_groups
+        Number of groups.
+    batch_size
+        Rows per minibatch.
+    device
+        Where the batches are used.
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    by_group = torch.as_tensor(np.argsort(groups, kind="stable"), device=device)
+    counts = np.bincount(groups, minlength=int(n_groups))
+    indptr = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.int64, device=device)
+    n = int(n_groups)
+
+    def order(generator: torch.Generator) -> Iterable[torch.Tensor]:
+        perm = torch.randperm(n, generator=generator, device=generator.device).to(device)
+        positions, _, _ = csr_segments(indptr, perm)
+        return by_group.index_select(0, positions).split(int(batch_size))
+
+    return order
+
+
+# ---------------------------------------------------------------------- optimisers
 class OptimizerLike(Protocol):
     """What :func:`train_loop` needs from an optimiser (``torch.optim`` ones qualify)."""
 
@@ -75,68 +225,190 @@ class OptimizerLike(Protocol):
     def step(self) -> Any: ...
 
 
-class Adam:
-    """Adam (Kingma & Ba 2015) with PyTorch's coupled L2 ``weight_decay``, in plain tensor ops.
+class RowwiseOptimizer(ABC):
+    """Base of cfrec's optimisers: dense updates for dense gradients, row-wise ones for sparse.
 
-    The same update as ``torch.optim.Adam`` (dense moments: rows without a gradient in a step
-    still move with their momentum). It exists because the first ``torch.optim`` optimiser a
-    process builds imports ``torch._dynamo``, about a second of start-up that would dominate a
+    A parameter whose ``.grad`` is a sparse COO tensor with one sparse dimension (a row-sparse
+    gradient, see :func:`row_grad`) is updated on the rows its indices name, repeats summed;
+    every other row and its optimiser state stay exactly as they are. A dense ``.grad`` gets the
+    same rule as the ``torch.optim`` optimiser of the same name. Subclasses implement the rule
+    twice: :meth:`_update_dense` and :meth:`_update_rows`.
+
+    ``weight_decay`` is PyTorch's coupled L2: ``wd * p`` is added to the gradient before the rule.
+    For a row-sparse gradient it is added to the touched rows only, so a row decays in the steps
+    that touch it (a row in a fraction ``f`` of the steps decays ``f`` times as often as under a
+    dense optimiser, where every row decays every step).
+
+    The class needs nothing from ``torch.optim``: the first ``torch.optim`` optimiser a process
+    builds imports ``torch._dynamo``, about a second of start-up that would dominate a
     sub-second fit and every CLI call.
+
+    Parameters
+    ----------
+    params
+        Tensors to optimise (those without ``requires_grad`` are skipped).
+    lr
+        Learning rate; :func:`train_loop` may change ``param_groups[0]["lr"]`` between epochs.
+    weight_decay
+        Coupled L2 strength (0 disables it).
     """
-
-    def __init__(self, params: Iterable[torch.Tensor], *, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
-        self.params = [p for p in params if p.requires_grad]
-        self.lr, self.betas, self.eps, self.weight_decay = float(lr), betas, float(eps), float(weight_decay)
-        self.param_groups: list[dict[str, Any]] = [{"params": self.params, "lr": self.lr}]
-        self._m = [torch.zeros_like(p) for p in self.params]
-        self._v = [torch.zeros_like(p) for p in self.params]
-        self._steps = [0] * len(self.params)  # per parameter, as torch counts them
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        b1, b2 = self.betas
-        lr = float(self.param_groups[0]["lr"])
-        for k, (p, m, v) in enumerate(zip(self.params, self._m, self._v, strict=True)):
-            g = p.grad
-            if g is None:  # no gradient this step: untouched, like torch.optim.Adam
-                continue
-            self._steps[k] += 1
-            t = self._steps[k]
-            step_size = lr / (1.0 - b1 ** t)
-            root_bc2 = math.sqrt(1.0 - b2 ** t)
-            if self.weight_decay:
-                g = g.add(p, alpha=self.weight_decay)
-            m.lerp_(g, 1.0 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            denom = v.sqrt().div_(root_bc2).add_(self.eps)
-            p.addcdiv_(m, denom, value=-step_size)
-
-
-class SGD:
-    """Plain minibatch SGD with optional coupled L2 ``weight_decay`` (``p -= lr (g + wd p)``)."""
 
     def __init__(self, params: Iterable[torch.Tensor], *, lr: float, weight_decay: float = 0.0) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.weight_decay = float(weight_decay)
         self.param_groups: list[dict[str, Any]] = [{"params": self.params, "lr": float(lr)}]
+        self._unique: dict[tuple[int, str], UniqueRows] = {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop every gradient (the next backward writes fresh ones)."""
         for p in self.params:
             p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
+        """Apply the rule to every parameter that has a gradient."""
         lr = float(self.param_groups[0]["lr"])
-        for p in self.params:
-            if p.grad is None:
+        wd = self.weight_decay
+        # gradients built on the same index tensor (p_u and b_u of one batch) share one dedup
+        dedups: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        for k, p in enumerate(self.params):
+            g = p.grad
+            if g is None:  # no gradient this step: untouched, like torch.optim
                 continue
-            g = p.grad.add(p, alpha=self.weight_decay) if self.weight_decay else p.grad
-            p.add_(g, alpha=-lr)
+            if g.is_sparse:
+                rows, values = self._rows_of(p, g, dedups)
+                if wd:
+                    values = values.add(p.index_select(0, rows), alpha=wd)
+                self._update_rows(k, p, rows, values, lr)
+            else:
+                self._update_dense(k, p, g.add(p, alpha=wd) if wd else g, lr)
+
+    def _rows_of(self, p: torch.Tensor, g: torch.Tensor,
+                 dedups: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distinct rows of a sparse gradient and their summed values."""
+        if g.sparse_dim() != 1:
+            raise ValueError(f"row-sparse gradients have one sparse dimension, got {g.sparse_dim()}")
+        index, values = g._indices()[0], g._values()
+        key = (index.data_ptr(), index.numel(), p.shape[0])
+        hit = dedups.get(key)
+        if hit is None:
+            unique = self._unique.get((p.shape[0], str(p.device)))
+            if unique is None:
+                unique = self._unique[(p.shape[0], str(p.device))] = UniqueRows(p.shape[0], p.device)
+            hit = dedups[key] = unique(index)
+        rows, inverse = hit
+        return rows, sum_rows(values, inverse, len(rows))
+
+    @abstractmethod
+    def _update_dense(self, k: int, p: torch.Tensor, g: torch.Tensor, lr: float) -> None:
+        """Update all of parameter ``k`` with the (decayed) dense gradient ``g``."""
+
+    @abstractmethod
+    def _update_rows(self, k: int, p: torch.Tensor, rows: torch.Tensor, g: torch.Tensor, lr: float) -> None:
+        """Update rows ``rows`` (distinct) of parameter ``k`` with their (decayed) gradients ``g``."""
+
+
+class Adam(RowwiseOptimizer):
+    """Adam (Kingma & Ba 2015); lazy on row-sparse gradients.
+
+    Dense gradients: the update of ``torch.optim.Adam`` (coupled ``weight_decay``; the moments
+    of every element move each step). Row-sparse gradients: the touched rows' moments and values
+    are updated with that same formula, the moments of untouched rows do not move (as in
+    ``torch.optim.SparseAdam``, and TensorFlow's LazyAdam). The bias corrections use the
+    parameter's step count (the steps in which it had any gradient), as both torch optimisers
+    do; ``eps`` is added after the bias-corrected square root, as in ``torch.optim.Adam``, so a
+    row touched in every step follows exactly the dense trajectory.
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor], *, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr=lr, weight_decay=weight_decay)
+        self.lr, self.betas, self.eps = float(lr), betas, float(eps)
+        self._m = [torch.zeros_like(p) for p in self.params]
+        self._v = [torch.zeros_like(p) for p in self.params]
+        self._steps = [0] * len(self.params)  # per parameter, as torch counts them
+
+    def _corrections(self, k: int, lr: float) -> tuple[float, float]:
+        self._steps[k] += 1
+        t = self._steps[k]
+        b1, b2 = self.betas
+        return lr / (1.0 - b1 ** t), math.sqrt(1.0 - b2 ** t)
+
+    def _update_dense(self, k: int, p: torch.Tensor, g: torch.Tensor, lr: float) -> None:
+        b1, b2 = self.betas
+        step_size, root_bc2 = self._corrections(k, lr)
+        m, v = self._m[k], self._v[k]
+        m.lerp_(g, 1.0 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+        denom = v.sqrt().div_(root_bc2).add_(self.eps)
+        p.addcdiv_(m, denom, value=-step_size)
+
+    def _update_rows(self, k: int, p: torch.Tensor, rows: torch.Tensor, g: torch.Tensor, lr: float) -> None:
+        b1, b2 = self.betas
+        step_size, root_bc2 = self._corrections(k, lr)
+        m, v = self._m[k], self._v[k]
+        m_r, v_r = m.index_select(0, rows), v.index_select(0, rows)
+        m_r.lerp_(g, 1.0 - b1)
+        v_r.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+        m.index_copy_(0, rows, m_r)
+        v.index_copy_(0, rows, v_r)
+        denom = v_r.sqrt_().div_(root_bc2).add_(self.eps)
+        p.index_add_(0, rows, m_r.div_(denom), alpha=-step_size)
+
+
+class Adagrad(RowwiseOptimizer):
+    """Adagrad (Duchi et al. 2011): ``s += g^2; p -= lr g / (sqrt(s) + eps)``.
+
+    Dense gradients: the update of ``torch.optim.Adagrad`` (no learning-rate decay, zero initial
+    accumulator). Row-sparse gradients: the same rule on the touched rows (``torch.optim.Adagrad``
+    does this too, but refuses ``weight_decay`` with sparse gradients; here the decay is added to
+    the touched rows' gradients).
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor], *, lr: float, eps: float = 1e-10,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr=lr, weight_decay=weight_decay)
+        self.eps = float(eps)
+        self._sum = [torch.zeros_like(p) for p in self.params]
+
+    def _update_dense(self, k: int, p: torch.Tensor, g: torch.Tensor, lr: float) -> None:
+        s = self._sum[k]
+        s.addcmul_(g, g, value=1.0)
+        p.addcdiv_(g, s.sqrt().add_(self.eps), value=-lr)
+
+    def _update_rows(self, k: int, p: torch.Tensor, rows: torch.Tensor, g: torch.Tensor, lr: float) -> None:
+        s = self._sum[k]
+        s_r = s.index_select(0, rows).addcmul_(g, g, value=1.0)
+        s.index_copy_(0, rows, s_r)
+        p.index_add_(0, rows, g / s_r.sqrt_().add_(self.eps), alpha=-lr)
+
+
+class SGD(RowwiseOptimizer):
+    """Plain minibatch SGD, ``p -= lr (g + wd p)``; on row-sparse gradients, for the touched rows.
+
+    Without weight decay a row-sparse gradient is added as it comes (``index_add_`` sums repeated
+    rows itself), so a step skips finding the distinct rows.
+    """
+
+    def _rows_of(self, p: torch.Tensor, g: torch.Tensor,
+                 dedups: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.weight_decay:
+            return super()._rows_of(p, g, dedups)
+        if g.sparse_dim() != 1:
+            raise ValueError(f"row-sparse gradients have one sparse dimension, got {g.sparse_dim()}")
+        return g._indices()[0], g._values()
+
+    def _update_dense(self, k: int, p: torch.Tensor, g: torch.Tensor, lr: float) -> None:
+        p.add_(g, alpha=-lr)
+
+    def _update_rows(self, k: int, p: torch.Tensor, rows: torch.Tensor, g: torch.Tensor, lr: float) -> None:
+        p.index_add_(0, rows, g, alpha=-lr)
+
+
+#: Optimiser names accepted by :func:`make_optimizer` (and the models' ``optimizer`` setting).
+OPTIMIZERS: dict[str, type[RowwiseOptimizer]] = {"adam": Adam, "adagrad": Adagrad, "sgd": SGD}
 
 
 def make_optimizer(
@@ -145,18 +417,23 @@ def make_optimizer(
     *,
     lr: float,
     weight_decay: float = 0.0,
-) -> Adam | SGD:
-    """``"adam"`` or ``"sgd"`` over ``params`` with coupled L2 ``weight_decay`` (as in ``torch.optim``)."""
+) -> RowwiseOptimizer:
+    """``"adam"``, ``"adagrad"`` or ``"sgd"`` over ``params``, with coupled L2 ``weight_decay``.
+
+    Each is dense on dense gradients and row-wise on row-sparse ones (see :class:`RowwiseOptimizer`).
+    """
     key = str(name).lower()
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise CfrecError(f"learning rate must be a positive number, got {lr!r}")
-    if key == "adam":
-        return Adam(params, lr=lr, weight_decay=weight_decay)
-    if key == "sgd":
-        return SGD(params, lr=lr, weight_decay=weight_decay)
-    raise CfrecError(f"unknown optimizer {name!r}; choose 'adam' or 'sgd'")
+    if not (isinstance(weight_decay, int | float) and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise CfrecError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    cls = OPTIMIZERS.get(key)
+    if cls is None:
+        raise CfrecError(f"unknown optimizer {name!r}; choose one of {', '.join(map(repr, OPTIMIZERS))}")
+    return cls(params, lr=lr, weight_decay=weight_decay)
 
 
+# ---------------------------------------------------------------------- the loop
 @dataclass
 class TrainConfig:
     """Loop settings for :func:`train_loop` (the model's hyperparameters feed it)."""
@@ -182,12 +459,15 @@ def train_loop(
     device: torch.device,
     validate: Callable[[], float] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    batches: BatchOrder | None = None,
 ) -> list[dict[str, Any]]:
     """Run minibatch epochs over ``n_rows`` training rows.
 
+    ``batches`` orders each epoch (default: :func:`shuffled_batches` of ``config.batch_size``).
     Returns the history (one dict an epoch). With ``validate`` and ``patience``, stops after
     ``patience`` epochs without a validation RMSE improvement and restores the best weights.
     """
+    order = batches or shuffled_batches(n_rows, config.batch_size, device)
     history: list[dict[str, Any]] = []
     best_rmse = math.inf
     best_state: dict[str, torch.Tensor] | None = None
@@ -196,10 +476,8 @@ def train_loop(
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         net.train()
-        perm = torch.randperm(n_rows, generator=generator, device=generator.device).to(device)
         total = torch.zeros((), device=device, dtype=torch.float64)
-        for s in range(0, n_rows, config.batch_size):
-            batch = perm[s:s + config.batch_size]
+        for batch in order(generator):
             loss = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -274,7 +552,11 @@ class TorchFactorModel(FactorRecommender):
     class does the rest:
 
     * device (``device=None`` -> CUDA when available) and a seeded generator for initialisation
-      and shuffling, so a fixed ``seed`` reproduces a CPU fit bit for bit;
+      and shuffling, so a fixed ``seed`` reproduces a CPU fit bit for bit (at a fixed thread
+      count);
+    * threads: fit and scoring run on :func:`~cfrec.threads.threads_for` the work of one step
+      (``batch_size * n_factors`` elements) or of one scoring block, unless ``threads`` or the
+      ``CFREC_NUM_THREADS`` environment variable fixes the count;
     * validation: ``fit(train, valid)`` uses ``valid``; otherwise, with ``valid_fraction > 0``, a
       random part of ``train`` is carved off (never the test part);
     * early stopping after ``patience`` epochs without a validation improvement, restoring the
@@ -299,6 +581,7 @@ class TorchFactorModel(FactorRecommender):
     valid_fraction: float = 0.0
     refit: bool = False
     device: str | None = None
+    threads: int | None = None
     seed: int | None = 0
     fold_in_reg: float = 10.0
 
@@ -316,11 +599,22 @@ class TorchFactorModel(FactorRecommender):
         for name in ("reg", "bias_reg", "weight_decay", "init_std"):
             if float(getattr(self, name)) < 0:
                 raise CfrecError(f"{type(self).__name__}: {name} must be >= 0, got {getattr(self, name)!r}")
+        if str(self.optimizer).lower() not in OPTIMIZERS:
+            raise CfrecError(f"{type(self).__name__}: unknown optimizer {self.optimizer!r}; choose one of "
+                             f"{', '.join(map(repr, OPTIMIZERS))}")
+        check_threads(self.threads, f"{type(self).__name__} threads")
 
     def _fit(self, train: Interactions, valid: Interactions | None,
              on_epoch: EpochCallback | None) -> None:
         self._check_params()
         device = resolve_device(self.device)
+        n_threads = threads_for(int(self.batch_size) * int(self.n_factors), self.threads)
+        logger.debug("%s: fitting on %s with %d thread(s)", type(self).__name__, device, n_threads)
+        with using_threads(n_threads):
+            self._fit_on(train, valid, on_epoch, device)
+
+    def _fit_on(self, train: Interactions, valid: Interactions | None,
+                on_epoch: EpochCallback | None, device: torch.device) -> None:
         fit_part, carved = train, None
         if valid is None and self.valid_fraction > 0:
             fit_part, carved = carve_validation(train, float(self.valid_fraction), self.seed)
@@ -359,8 +653,20 @@ class TorchFactorModel(FactorRecommender):
         config = TrainConfig(type(self).__name__, epochs, int(self.batch_size), float(self.lr),
                              patience=int(self.patience) if early and self.patience is not None else None)
         history = train_loop(net, opt, len(data), loss_fn, config, generator=gen, device=device,
-                             validate=validate, on_epoch=on_epoch)
+                             validate=validate, on_epoch=on_epoch,
+                             batches=self._batch_order(data, device))
         return history, net
+
+    def _batch_order(self, data: Interactions, device: torch.device) -> BatchOrder | None:
+        """How an epoch is cut into minibatches: random slices of the rows, each in user order."""
+        users = torch.tensor(data.users, dtype=torch.int32, device=device)
+        return shuffled_batches(len(data), int(self.batch_size), device, sort_by=users)
+
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        """Every item's score for each user, on the threads the block's size calls for."""
+        work = len(users) * len(self.item_map_) * max(int(self.user_factors_.shape[1]), 1)
+        with using_threads(threads_for(work, self.threads)):
+            return super()._score_users(users)
 
     @abstractmethod
     def _build(self, data: Interactions, device: torch.device,
@@ -384,6 +690,7 @@ def _best_epoch(history: list[dict[str, Any]]) -> int:
 
 
 def export_numpy(t: torch.Tensor) -> np.ndarray:
+    """A float32 numpy copy of a tensor (detached, on the CPU)."""
     return t.detach().to("cpu", torch.float32).numpy().copy()
 
 
