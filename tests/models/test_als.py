@@ -21,8 +21,14 @@ from cfrec.models.als_solvers import NumpyCG, RatingSide, cg_half_step
 from tests.models.conftest import large_sparse_ratings
 
 
-def planted(n_users: int = 300, n_items: int = 200, k: int = 3, density: float = 0.3,
-            noise: float = 0.1, seed: int = 0) -> tuple[Interactions, Interactions, dict]:
+def planted(
+    n_users: int = 300,
+    n_items: int = 200,
+    k: int = 3,
+    density: float = 0.3,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> tuple[Interactions, Interactions, dict]:
     """Continuous ratings ``mu + b_u + b_i + p_u.q_i + noise`` on random pairs; 80/20 train/test."""
     rng = np.random.default_rng(seed)
     p = rng.normal(0, 0.8, (n_users, k))
@@ -50,7 +56,9 @@ def planted_data() -> tuple[Interactions, Interactions, dict]:
 @pytest.fixture(scope="module")
 def fitted(planted_data) -> ALS:
     train, test, _ = planted_data
-    return ALS(n_factors=3, reg=0.01, reg_const=0.5, reg_bias=0.5, iterations=25, device="cpu").fit(train, test)
+    return ALS(n_factors=3, reg=0.01, reg_const=0.5, reg_bias=0.5, iterations=25, device="cpu").fit(
+        train, test
+    )
 
 
 # ---------------------------------------------------------------------- known answers
@@ -59,7 +67,9 @@ def test_recovers_planted_low_rank_to_noise_level(planted_data, fitted) -> None:
     err = rmse(fitted, test)
     # Held-out error is the noise plus a small estimation error; a bias-only model is far off.
     assert truth["noise"] * 0.9 < err < truth["noise"] * 1.4, err
-    biases_only = ALS(n_factors=1, reg=0.01, reg_const=1e6, reg_bias=0.5, iterations=5, device="cpu").fit(train)
+    biases_only = ALS(
+        n_factors=1, reg=0.01, reg_const=1e6, reg_bias=0.5, iterations=5, device="cpu"
+    ).fit(train)
     assert rmse(biases_only, test) > 5 * err
 
 
@@ -93,8 +103,9 @@ def test_each_half_step_decreases_objective_and_is_exact(planted_data) -> None:
         bi, q = sol[:, 0].copy(), sol[:, 1:].copy()
         values.append(objective())
         # the cheap SSE identity used during training equals the direct sum of squares
-        direct_sse = solvers.explicit_objective(ops, users, items, resid, bu, bi, p, q, n_u, n_i,
-                                        solvers.Penalty(0.0, 0.0, 0.0))[0]
+        direct_sse = solvers.explicit_objective(
+            ops, users, items, resid, bu, bi, p, q, n_u, n_i, solvers.Penalty(0.0, 0.0, 0.0)
+        )[0]
         assert sse == pytest.approx(direct_sse, rel=1e-4)
     diffs = np.diff(values)
     assert np.all(diffs <= 1e-5 * values[0]), values
@@ -122,7 +133,9 @@ def test_history_records_objective_rmse_and_validation(planted_data, fitted) -> 
     # train_rmse is the unclipped training error of the final factors
     data = train.compact()
     pred = fitted._predict_known(data.users.astype(np.int64), data.items.astype(np.int64))
-    assert hist[-1]["train_rmse"] == pytest.approx(float(np.sqrt(np.mean((pred - data.ratings) ** 2))), rel=1e-3)
+    assert hist[-1]["train_rmse"] == pytest.approx(
+        float(np.sqrt(np.mean((pred - data.ratings) ** 2))), rel=1e-3
+    )
 
 
 @pytest.mark.parametrize("steps", [1, 3])
@@ -144,26 +157,62 @@ def test_cg_half_steps_never_increase_objective(planted_data, steps: int) -> Non
     item[:, 1:] = rng.normal(0, 0.1, (data.n_items, k))
 
     def objective() -> float:
-        return solvers.explicit_objective(ops, users, items, resid, user[:, 0], item[:, 0], user[:, 1:],
-                                          item[:, 1:], us.counts, its.counts, pen)[0]
+        return solvers.explicit_objective(
+            ops,
+            users,
+            items,
+            resid,
+            user[:, 0],
+            item[:, 0],
+            user[:, 1:],
+            item[:, 1:],
+            us.counts,
+            its.counts,
+            pen,
+        )[0]
 
     values = [objective()]
     with engine:
         for _ in range(5):
-            user, _ = cg_half_step(engine, us, engine.with_ones(item), user,
-                                   target=resid[us.order] - item[:, 0][us.other], weight=None, gram=None,
-                                   diag=pen.diagonal(us.counts, k), steps=steps)
+            user, _ = cg_half_step(
+                engine,
+                us,
+                engine.with_ones(item),
+                user,
+                target=resid[us.order] - item[:, 0][us.other],
+                weight=None,
+                gram=None,
+                diag=pen.diagonal(us.counts, k),
+                steps=steps,
+            )
             values.append(objective())
             target = resid[its.order] - user[:, 0][its.other]
-            item, f = cg_half_step(engine, its, engine.with_ones(user), item, target=target, weight=None,
-                                   gram=None, diag=pen.diagonal(its.counts, k), steps=steps)
+            item, f = cg_half_step(
+                engine,
+                its,
+                engine.with_ones(user),
+                item,
+                target=target,
+                weight=None,
+                gram=None,
+                diag=pen.diagonal(its.counts, k),
+                steps=steps,
+            )
             values.append(objective())
             # the tracked value: sum t^2 + 2 f is the item half-step's objective (+ user penalties)
-            user_pen = solvers.penalty_value(ops, pen, us.counts, user[:, 0], user[:, 1:],
-                                             np.zeros(0, np.float32), np.zeros(0, np.float32),
-                                             np.zeros((0, k), np.float32))
-            assert float(np.sum(target.astype(np.float64) ** 2)) + 2 * f + user_pen == \
-                pytest.approx(values[-1], rel=1e-5)
+            user_pen = solvers.penalty_value(
+                ops,
+                pen,
+                us.counts,
+                user[:, 0],
+                user[:, 1:],
+                np.zeros(0, np.float32),
+                np.zeros(0, np.float32),
+                np.zeros((0, k), np.float32),
+            )
+            assert float(
+                np.sum(target.astype(np.float64) ** 2)
+            ) + 2 * f + user_pen == pytest.approx(values[-1], rel=1e-5)
     diffs = np.diff(values)
     assert np.all(diffs <= 1e-6 * values[0]), values
     assert values[-1] < 0.5 * values[0]
@@ -174,12 +223,17 @@ def test_cg_fit_matches_exact_fit(planted_data, k: int) -> None:
     train, test, _ = planted_data
     exact = ALS(n_factors=k, iterations=30, solver="exact", device="cpu").fit(train, test)
     cg = ALS(n_factors=k, iterations=30, solver="cg", cg_steps=3, device="cpu").fit(train, test)
-    assert cg.history_[-1]["train_loss"] == pytest.approx(exact.history_[-1]["train_loss"], rel=1e-3)
+    assert cg.history_[-1]["train_loss"] == pytest.approx(
+        exact.history_[-1]["train_loss"], rel=1e-3
+    )
     assert rmse(cg, test) == pytest.approx(rmse(exact, test), abs=2e-3)
     many = ALS(n_factors=k, iterations=30, solver="cg", cg_steps=k + 1, device="cpu").fit(train)
     np.testing.assert_allclose(many.user_bias_, exact.user_bias_, atol=5e-3)
-    np.testing.assert_allclose(many.predict(test.raw_users(), test.raw_items()),
-                               exact.predict(test.raw_users(), test.raw_items()), atol=5e-3)
+    np.testing.assert_allclose(
+        many.predict(test.raw_users(), test.raw_items()),
+        exact.predict(test.raw_users(), test.raw_items()),
+        atol=5e-3,
+    )
 
 
 def test_cg_history_is_the_direct_objective(planted_data) -> None:
@@ -193,8 +247,18 @@ def test_cg_history_is_the_direct_objective(planted_data) -> None:
     counts_u = np.bincount(users, minlength=data.n_users).astype(np.float32)
     counts_i = np.bincount(items, minlength=data.n_items).astype(np.float32)
     loss, train_rmse = solvers.explicit_objective(
-        solvers.NumpyOps(), users, items, data.ratings - np.float32(model.global_mean_), model.user_bias_,
-        model.item_bias_, model.user_factors_, model.item_factors_, counts_u, counts_i, pen)
+        solvers.NumpyOps(),
+        users,
+        items,
+        data.ratings - np.float32(model.global_mean_),
+        model.user_bias_,
+        model.item_bias_,
+        model.user_factors_,
+        model.item_factors_,
+        counts_u,
+        counts_i,
+        pen,
+    )
     assert model.history_[-1]["train_loss"] * len(data) == pytest.approx(loss, rel=1e-5)
     assert model.history_[-1]["train_rmse"] == pytest.approx(train_rmse, rel=1e-4)
 
@@ -247,12 +311,15 @@ def torch_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run ALS's CUDA code paths (torch sparse products, batched Cholesky) on the CPU."""
     cpu = torch.device("cpu")
     monkeypatch.setattr(als_mod, "NumpyOps", lambda: solvers.TorchOps(cpu))
-    monkeypatch.setattr(als_mod, "cg_engine",
-                        lambda _dev, *args, **kw: solvers.TorchCG(*args, device=cpu, **kw))
+    monkeypatch.setattr(
+        als_mod, "cg_engine", lambda _dev, *args, **kw: solvers.TorchCG(*args, device=cpu, **kw)
+    )
 
 
 @pytest.mark.parametrize("solver", ["cg", "exact"])
-def test_torch_solver_matches_numpy_solver(planted_data, monkeypatch: pytest.MonkeyPatch, solver: str) -> None:
+def test_torch_solver_matches_numpy_solver(
+    planted_data, monkeypatch: pytest.MonkeyPatch, solver: str
+) -> None:
     """The CUDA code path, run on CPU, gives the same model."""
     train, test, _ = planted_data
     ref = ALS(n_factors=3, iterations=6, solver=solver, device="cpu").fit(train)
@@ -296,12 +363,15 @@ def test_fold_in_reproduces_training_user(planted_data) -> None:
     np.testing.assert_allclose(folded.factors, model.user_factors_[u], atol=2e-3)
     assert folded.bias == pytest.approx(float(model.user_bias_[u]), abs=2e-3)
     items = train.raw_items()[:50]
-    np.testing.assert_allclose(model.predict(folded, items), model.predict(raw_user, items), atol=5e-3)
+    np.testing.assert_allclose(
+        model.predict(folded, items), model.predict(raw_user, items), atol=5e-3
+    )
     # unknown items are ignored; nothing known -> the global mean
     empty = model.fold_in([10**9], [5.0])
     assert empty.n_ratings == 0
-    assert model.predict(empty, items[:1])[0] == pytest.approx(model.global_mean_ + model.item_bias_[
-        model.item_map_.to_index(items[:1])[0]], abs=1e-5)
+    assert model.predict(empty, items[:1])[0] == pytest.approx(
+        model.global_mean_ + model.item_bias_[model.item_map_.to_index(items[:1])[0]], abs=1e-5
+    )
 
 
 # ---------------------------------------------------------------------- scale
@@ -315,7 +385,9 @@ def test_large_sparse_never_densifies(solver: str) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert model.user_factors_.shape[1] == 8 and len(model.item_factors_) == len(data.present_items())
+    assert model.user_factors_.shape[1] == 8 and len(model.item_factors_) == len(
+        data.present_items()
+    )
     assert peak < 1 << 30, f"peak {peak / 2**20:.0f} MiB"
     assert np.isfinite(model.history_[-1]["train_loss"])
 

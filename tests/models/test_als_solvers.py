@@ -32,14 +32,29 @@ def numpy_engine(rows, cols, n_rows, n_cols, width, threads=1, chunk=None) -> Nu
 
 def torch_engine(device: str) -> Callable[..., TorchCG]:
     def make(rows, cols, n_rows, n_cols, width, threads=1, chunk=None) -> TorchCG:
-        return TorchCG(rows, cols, n_rows, n_cols, device=torch.device(device), width=width, threads=threads,
-                       chunk=chunk)
+        return TorchCG(
+            rows,
+            cols,
+            n_rows,
+            n_cols,
+            device=torch.device(device),
+            width=width,
+            threads=threads,
+            chunk=chunk,
+        )
+
     return make
 
 
-ENGINES = [pytest.param(numpy_engine, id="numpy"), pytest.param(torch_engine("cpu"), id="torch-cpu"),
-           pytest.param(torch_engine("cuda"), id="torch-cuda",
-                        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available"))]
+ENGINES = [
+    pytest.param(numpy_engine, id="numpy"),
+    pytest.param(torch_engine("cpu"), id="torch-cpu"),
+    pytest.param(
+        torch_engine("cuda"),
+        id="torch-cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available"),
+    ),
+]
 
 
 def dense_weights(rows, cols, values, n_rows, n_cols) -> np.ndarray:
@@ -78,8 +93,10 @@ def test_products_equal_dense_reference(make, weighted: bool) -> None:
     w_all = r * 0.7 if weighted else None
     t_all = rng.normal(size=len(r)).astype(np.float32)
     with engine:
-        for side, n, n_other, (a, b) in ((engine.user_side, n_rows, n_cols, (rows, cols)),
-                                         (engine.item_side, n_cols, n_rows, (cols, rows))):
+        for side, n, n_other, (a, b) in (
+            (engine.user_side, n_rows, n_cols, (rows, cols)),
+            (engine.item_side, n_cols, n_rows, (cols, rows)),
+        ):
             v = rng.normal(size=(n, d)).astype(np.float32)
             fixed = rng.normal(size=(n_other, d)).astype(np.float32)
             w_dense = dense_weights(a, b, w_all if weighted else np.ones(len(r)), n, n_other)
@@ -91,13 +108,17 @@ def test_products_equal_dense_reference(make, weighted: bool) -> None:
             applied = to_np(engine.apply(side, tv, tf, w_side))
             np.testing.assert_allclose(applied, (w_dense * s) @ fixed, rtol=1e-4, atol=1e-4)
             res, t_s, w_ss = engine.residual(side, tv, tf, w_side, t_side)
-            np.testing.assert_allclose(to_np(res), (t_dense - w_dense * s) @ fixed, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(
+                to_np(res), (t_dense - w_dense * s) @ fixed, rtol=1e-4, atol=1e-4
+            )
             assert t_s == pytest.approx(float((t_dense * s).sum()), rel=1e-5)
             assert w_ss == pytest.approx(float((w_dense * s * s).sum()), rel=1e-5)
             if weighted:  # no target: the implicit-feedback target 1 + w
                 res, t_s, _ = engine.residual(side, tv, tf, w_side, None)
                 c = (1.0 + w_dense) * (w_dense != 0)
-                np.testing.assert_allclose(to_np(res), (c - w_dense * s) @ fixed, rtol=1e-4, atol=1e-4)
+                np.testing.assert_allclose(
+                    to_np(res), (c - w_dense * s) @ fixed, rtol=1e-4, atol=1e-4
+                )
                 assert t_s == pytest.approx(float((c * s).sum()), rel=1e-5)
             # the side's bookkeeping: other-side index and counts
             assert np.array_equal(np.asarray(side.other), b[side.order])
@@ -109,21 +130,28 @@ def test_threads_and_chunks_do_not_change_results() -> None:
     three give the same bits, on both sides."""
     rows, cols, r = ratings(300, 90, 0.2, seed=3)
     rng = np.random.default_rng(2)
-    v_u, v_i = rng.normal(size=(300, 6)).astype(np.float32), rng.normal(size=(90, 6)).astype(np.float32)
+    v_u, v_i = (
+        rng.normal(size=(300, 6)).astype(np.float32),
+        rng.normal(size=(90, 6)).astype(np.float32),
+    )
     results = []
     for threads in (1, 3):
         engine = numpy_engine(rows, cols, 300, 90, 6, threads=threads, chunk=150)
         assert len(engine.chunks) > 10 and engine.n_workers == threads
         with engine:
             w = r[engine.user_side.order]
-            results.append([engine.apply(engine.user_side, v_u, v_i, w),
-                            engine.apply(engine.item_side, v_i, v_u, w),
-                            engine.residual(engine.item_side, v_i, v_u, w, None)[0]])
+            results.append(
+                [
+                    engine.apply(engine.user_side, v_u, v_i, w),
+                    engine.apply(engine.item_side, v_i, v_u, w),
+                    engine.residual(engine.item_side, v_i, v_u, w, None)[0],
+                ]
+            )
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-# ---------------------------------------------------------------------- convergence to the exact solve
+# ------------------------------------------------------------- convergence to the exact solve
 def explicit_problem(seed: int = 0, k: int = 4):
     rows, cols, r = ratings(seed=seed)
     n_rows, n_cols = 120, 70
@@ -145,9 +173,17 @@ def cg_explicit(make, rows, cols, target, n_rows, n_cols, fixed, pen, steps, x0=
         side = engine.user_side
         f1 = np.hstack([np.ones((n_cols, 1), np.float32), fixed])
         start = np.zeros((n_rows, k + 1), np.float32) if x0 is None else x0
-        x, f = cg_half_step(engine, side, engine.asarray(f1, np.float32), engine.asarray(start, np.float32),
-                            target=engine.asarray(target[side.order], np.float32), weight=None, gram=None,
-                            diag=engine.asarray(pen.diagonal(side.counts, k), np.float32), steps=steps)
+        x, f = cg_half_step(
+            engine,
+            side,
+            engine.asarray(f1, np.float32),
+            engine.asarray(start, np.float32),
+            target=engine.asarray(target[side.order], np.float32),
+            weight=None,
+            gram=None,
+            diag=engine.asarray(pen.diagonal(side.counts, k), np.float32),
+            steps=steps,
+        )
     return to_np(x), f
 
 
@@ -187,9 +223,17 @@ def cg_implicit(make, rows, cols, weight, n_rows, n_cols, fixed, reg, steps, x0=
         side = engine.user_side
         tf = engine.asarray(fixed, np.float32)
         start = np.zeros((n_rows, k), np.float32) if x0 is None else x0
-        x, f = cg_half_step(engine, side, tf, engine.asarray(start, np.float32), target=None,
-                            weight=engine.asarray(weight[side.order], np.float32), gram=engine.gram(tf),
-                            diag=engine.asarray(reg[:, None], np.float32), steps=steps)
+        x, f = cg_half_step(
+            engine,
+            side,
+            tf,
+            engine.asarray(start, np.float32),
+            target=None,
+            weight=engine.asarray(weight[side.order], np.float32),
+            gram=engine.gram(tf),
+            diag=engine.asarray(reg[:, None], np.float32),
+            steps=steps,
+        )
     return to_np(x), f
 
 
@@ -211,14 +255,14 @@ def quadratic_explicit(x, rows, cols, target, n_rows, n_cols, fixed, pen) -> flo
     pred = np.einsum("ij,ij->i", x[rows], f1[cols])
     counts = np.bincount(rows, minlength=n_rows)
     diag = pen.diagonal(counts.astype(np.float32), fixed.shape[1]).astype(np.float64)
-    return float(0.5 * (pred ** 2).sum() + 0.5 * (diag * x * x).sum() - (target * pred).sum())
+    return float(0.5 * (pred**2).sum() + 0.5 * (diag * x * x).sum() - (target * pred).sum())
 
 
 def quadratic_implicit(x, rows, cols, weight, n_rows, n_cols, fixed, reg) -> float:
     x, y = x.astype(np.float64), fixed.astype(np.float64)
     pred = np.einsum("ij,ij->i", x[rows], y[cols])
     xa = x @ (y.T @ y)
-    quad = (x * xa).sum() + (weight * pred ** 2).sum() + (reg[:, None] * x * x).sum()
+    quad = (x * xa).sum() + (weight * pred**2).sum() + (reg[:, None] * x * x).sum()
     return float(0.5 * quad - ((1.0 + weight) * pred).sum())
 
 
@@ -226,8 +270,10 @@ def quadratic_implicit(x, rows, cols, weight, n_rows, n_cols, fixed, reg) -> flo
 def test_tracked_objective_equals_direct_and_falls_with_steps(make) -> None:
     """cg_half_step's returned sum_r f_r(x_r) is the quadratic at the returned vectors, and it
     falls with every extra step (each step is an exact line minimisation)."""
-    for problem, run, direct in ((explicit_problem(1), cg_explicit, quadratic_explicit),
-                                 (implicit_problem(1), cg_implicit, quadratic_implicit)):
+    for problem, run, direct in (
+        (explicit_problem(1), cg_explicit, quadratic_explicit),
+        (implicit_problem(1), cg_implicit, quadratic_implicit),
+    ):
         values = []
         for steps in (1, 2, 3, 4):
             x, f = run(make, *problem, steps=steps)

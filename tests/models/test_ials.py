@@ -23,7 +23,9 @@ from cfrec.models.popularity import PopularityRecommender
 from tests.models.conftest import large_sparse_ratings
 
 
-def two_blocks(n_per_group: int = 20, block: int = 10, per_user: int = 6, seed: int = 0) -> Interactions:
+def two_blocks(
+    n_per_group: int = 20, block: int = 10, per_user: int = 6, seed: int = 0
+) -> Interactions:
     """Users ``a00..`` rate only items 0..block-1, users ``b00..`` only items block..2*block-1."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -45,16 +47,25 @@ def fitted(blocks: Interactions) -> IALS:
     return IALS(n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=0).fit(blocks)
 
 
-def _dense_objective(data: Interactions, x: np.ndarray, y: np.ndarray, alpha: float, reg_u: np.ndarray,
-                     reg_i: np.ndarray) -> float:
+def _dense_objective(
+    data: Interactions,
+    x: np.ndarray,
+    y: np.ndarray,
+    alpha: float,
+    reg_u: np.ndarray,
+    reg_i: np.ndarray,
+) -> float:
     """The iALS objective written out over the full (small) users x items matrix."""
     c = np.ones((data.n_users, data.n_items))
     pref = np.zeros_like(c)
     c[data.users, data.items] += alpha * data.ratings
     pref[data.users, data.items] = 1.0
     s = x.astype(np.float64) @ y.astype(np.float64).T
-    return float((c * (pref - s) ** 2).sum() + reg_u @ (x.astype(np.float64) ** 2).sum(1)
-                 + reg_i @ (y.astype(np.float64) ** 2).sum(1))
+    return float(
+        (c * (pref - s) ** 2).sum()
+        + reg_u @ (x.astype(np.float64) ** 2).sum(1)
+        + reg_i @ (y.astype(np.float64) ** 2).sum(1)
+    )
 
 
 # ---------------------------------------------------------------------- known answers
@@ -66,7 +77,9 @@ def test_recommendations_come_from_the_users_block(fitted: IALS) -> None:
 
 
 @pytest.mark.parametrize("solver", ["cg", "exact"])
-def test_loss_decreases_every_iteration_and_matches_dense_objective(blocks: Interactions, solver: str) -> None:
+def test_loss_decreases_every_iteration_and_matches_dense_objective(
+    blocks: Interactions, solver: str
+) -> None:
     model = IALS(n_factors=4, reg=0.5, alpha=2.0, iterations=8, seed=1, solver=solver).fit(blocks)
     losses = [h["train_loss"] for h in model.history_]
     assert len(losses) == 8 and all("seconds" in h for h in model.history_)
@@ -94,10 +107,13 @@ def test_half_step_is_the_exact_minimiser(blocks: Interactions) -> None:
         y = q.astype(np.float64)
         for u in (0, 7, 33):
             a = (y * c[u][:, None]).T @ y + 0.7 * np.eye(3)
-            np.testing.assert_allclose(x[u], np.linalg.solve(a, y.T @ (c[u] * pref[u])), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                x[u], np.linalg.solve(a, y.T @ (c[u] * pref[u])), rtol=1e-4, atol=1e-5
+            )
         # the torch (CUDA) path solves the same systems
-        xt = solvers.implicit_solve_torch(side, torch.as_tensor(q), torch.as_tensor(w[side.order]),
-                                          torch.as_tensor(reg))
+        xt = solvers.implicit_solve_torch(
+            side, torch.as_tensor(q), torch.as_tensor(w[side.order]), torch.as_tensor(reg)
+        )
         np.testing.assert_allclose(xt.numpy(), x, rtol=1e-4, atol=1e-5)
 
 
@@ -110,7 +126,10 @@ def test_cg_half_steps_never_increase_objective(blocks: Interactions, steps: int
     engine = NumpyCG(data.users, data.items, data.n_users, data.n_items, width=k, chunk=50)
     us, its = engine.user_side, engine.item_side
     w = solvers.confidence_minus_one(data.ratings, alpha, "linear", 1.0)[us.order]
-    reg_u, reg_i = np.full((data.n_users, 1), reg, np.float32), np.full((data.n_items, 1), reg, np.float32)
+    reg_u, reg_i = (
+        np.full((data.n_users, 1), reg, np.float32),
+        np.full((data.n_items, 1), reg, np.float32),
+    )
     rng = np.random.default_rng(5)
     p = np.zeros((data.n_users, k), np.float32)
     q = rng.normal(0, 0.3, (data.n_items, k)).astype(np.float32)
@@ -121,13 +140,36 @@ def test_cg_half_steps_never_increase_objective(blocks: Interactions, steps: int
     values = [objective()]
     with engine:
         for _ in range(6):
-            p, _ = cg_half_step(engine, us, q, p, target=None, weight=w, gram=engine.gram(q), diag=reg_u,
-                                steps=steps)
+            p, _ = cg_half_step(
+                engine,
+                us,
+                q,
+                p,
+                target=None,
+                weight=w,
+                gram=engine.gram(q),
+                diag=reg_u,
+                steps=steps,
+            )
             values.append(objective())
-            q, f = cg_half_step(engine, its, p, q, target=None, weight=w, gram=engine.gram(p), diag=reg_i,
-                                steps=steps)
+            q, f = cg_half_step(
+                engine,
+                its,
+                p,
+                q,
+                target=None,
+                weight=w,
+                gram=engine.gram(p),
+                diag=reg_i,
+                steps=steps,
+            )
             values.append(objective())
-            tracked = len(w) + float(w.sum(dtype=np.float64)) + 2 * f + reg * float((p.astype(np.float64) ** 2).sum())
+            tracked = (
+                len(w)
+                + float(w.sum(dtype=np.float64))
+                + 2 * f
+                + reg * float((p.astype(np.float64) ** 2).sum())
+            )
             assert tracked == pytest.approx(values[-1], rel=1e-5)
     assert np.all(np.diff(values) <= 1e-6 * values[0]), values
     assert values[-1] < 0.8 * values[0]
@@ -137,18 +179,24 @@ def test_cg_fit_matches_exact_fit(blocks: Interactions) -> None:
     kw = dict(n_factors=4, reg=0.5, alpha=2.0, iterations=15, seed=1)
     exact = IALS(solver="exact", **kw).fit(blocks)  # type: ignore[arg-type]
     cg = IALS(solver="cg", cg_steps=3, **kw).fit(blocks)  # type: ignore[arg-type]
-    assert cg.history_[-1]["train_loss"] == pytest.approx(exact.history_[-1]["train_loss"], rel=1e-3)
+    assert cg.history_[-1]["train_loss"] == pytest.approx(
+        exact.history_[-1]["train_loss"], rel=1e-3
+    )
     many = IALS(solver="cg", cg_steps=8, **kw).fit(blocks)  # type: ignore[arg-type]
     scores = exact.user_factors_ @ exact.item_factors_.T
     np.testing.assert_allclose(many.user_factors_ @ many.item_factors_.T, scores, atol=2e-3)
     for user in ("a02", "b13"):
-        assert set(cg.recommend(user, k=3).ids.tolist()) == set(exact.recommend(user, k=3).ids.tolist())
+        assert set(cg.recommend(user, k=3).ids.tolist()) == set(
+            exact.recommend(user, k=3).ids.tolist()
+        )
 
 
 def torch_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run iALS's CUDA CG code path (torch sparse products) on the CPU."""
     cpu = torch.device("cpu")
-    monkeypatch.setattr(ials_mod, "cg_engine", lambda _dev, *args, **kw: solvers.TorchCG(*args, device=cpu, **kw))
+    monkeypatch.setattr(
+        ials_mod, "cg_engine", lambda _dev, *args, **kw: solvers.TorchCG(*args, device=cpu, **kw)
+    )
 
 
 def test_torch_cg_matches_numpy_cg(blocks: Interactions, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,8 +229,9 @@ def test_threads_do_not_change_the_fit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_weighted_reg_and_log_confidence_fit(blocks: Interactions) -> None:
-    model = IALS(n_factors=4, reg=0.1, alpha=3.0, iterations=5, confidence="log", eps=0.5,
-                 weighted_reg=True).fit(blocks)
+    model = IALS(
+        n_factors=4, reg=0.1, alpha=3.0, iterations=5, confidence="log", eps=0.5, weighted_reg=True
+    ).fit(blocks)
     losses = [h["train_loss"] for h in model.history_]
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
     data = blocks.compact()
@@ -190,8 +239,15 @@ def test_weighted_reg_and_log_confidence_fit(blocks: Interactions) -> None:
     reg_i = 0.1 * np.bincount(data.items, minlength=data.n_items)
     c_minus_1 = 3.0 * np.log1p(data.ratings.astype(np.float64) / 0.5)
     # _dense_objective weighs rated pairs 1 + alpha * rating: pass the log confidences as ratings
-    scaled = Interactions(data.users, data.items, c_minus_1.astype(np.float32), data.timestamps,
-                          data.user_map, data.item_map, (0.0, 100.0))
+    scaled = Interactions(
+        data.users,
+        data.items,
+        c_minus_1.astype(np.float32),
+        data.timestamps,
+        data.user_map,
+        data.item_map,
+        (0.0, 100.0),
+    )
     dense = _dense_objective(scaled, model.user_factors_, model.item_factors_, 1.0, reg_u, reg_i)
     assert losses[-1] * len(data) == pytest.approx(dense, rel=1e-5)
     assert set(model.recommend("a01", k=3).ids.tolist()) <= set(range(10))
@@ -208,8 +264,9 @@ def test_fold_in_of_own_items_recommends_from_the_block(fitted: IALS, blocks: In
     data = blocks.compact()
     side = RatingSide.build(data.users, data.items, data.n_users, data.n_items)
     w = solvers.confidence_minus_one(data.ratings, 2.0, "linear", 1.0)
-    x = solvers.implicit_solve_numpy(side, fitted.item_factors_, w[side.order],
-                                   np.full(data.n_users, 0.5, dtype=np.float32))
+    x = solvers.implicit_solve_numpy(
+        side, fitted.item_factors_, w[side.order], np.full(data.n_users, 0.5, dtype=np.float32)
+    )
     u = int(fitted.user_map_.to_index(np.array(["b05"]))[0])
     frame = blocks.to_frame().query("user_id == 'b05'")
     again = fitted.fold_in(frame["item_id"].to_numpy(), frame["rating"].to_numpy())
@@ -218,15 +275,23 @@ def test_fold_in_of_own_items_recommends_from_the_block(fitted: IALS, blocks: In
     assert empty.n_ratings == 0 and not empty.factors.any()
 
 
-def test_scores_are_preferences_and_predictions_on_the_scale(fitted: IALS, blocks: Interactions) -> None:
+def test_scores_are_preferences_and_predictions_on_the_scale(
+    fitted: IALS, blocks: Interactions
+) -> None:
     assert fitted.predicts_ratings is False
     assert not fitted.user_bias_.any() and not fitted.item_bias_.any()
     u = fitted.user_map_.to_index(np.array(["a03"]))
     raw = fitted.user_factors_[u] @ fitted.item_factors_.T
-    np.testing.assert_allclose(fitted._score_users(u), raw, rtol=1e-5, atol=1e-5)  # unclipped preferences
+    np.testing.assert_allclose(
+        fitted._score_users(u), raw, rtol=1e-5, atol=1e-5
+    )  # unclipped preferences
     items = fitted.item_map_.ids
-    np.testing.assert_allclose(fitted.predict(np.full(len(items), "a03"), items),
-                               np.clip(1.0 + 4.0 * raw[0], 1.0, 5.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        fitted.predict(np.full(len(items), "a03"), items),
+        np.clip(1.0 + 4.0 * raw[0], 1.0, 5.0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     pred = fitted.predict(blocks.raw_users(), blocks.raw_items())
     assert pred.min() >= 1.0 and pred.max() <= 5.0
     rng = np.random.default_rng(0)
@@ -243,17 +308,33 @@ def test_unknown_user_gets_the_popular_items() -> None:
 
 
 def test_bad_parameters_and_ratings_raise(blocks: Interactions) -> None:
-    for bad in ({"confidence": "exp"}, {"reg": 0.0}, {"alpha": -1.0}, {"n_factors": 0}, {"eps": 0.0},
-                {"solver": "lu"}, {"cg_steps": 0}, {"cg_steps": True}, {"threads": 0}):
+    for bad in (
+        {"confidence": "exp"},
+        {"reg": 0.0},
+        {"alpha": -1.0},
+        {"n_factors": 0},
+        {"eps": 0.0},
+        {"solver": "lu"},
+        {"cg_steps": 0},
+        {"cg_steps": True},
+        {"threads": 0},
+    ):
         with pytest.raises(CfrecError):
             IALS(**bad).fit(blocks)  # type: ignore[arg-type]
-    neg = Interactions(blocks.users, blocks.items, blocks.ratings - 3.0, blocks.timestamps,
-                       blocks.user_map, blocks.item_map, (-2.0, 2.0))
+    neg = Interactions(
+        blocks.users,
+        blocks.items,
+        blocks.ratings - 3.0,
+        blocks.timestamps,
+        blocks.user_map,
+        blocks.item_map,
+        (-2.0, 2.0),
+    )
     with pytest.raises(CfrecError, match=">= 0"):
         IALS().fit(neg)
 
 
-# ---------------------------------------------------------------------- configuration and persistence
+# -------------------------------------------------------------- configuration and persistence
 def test_seed_reproducibility(blocks: Interactions, fitted: IALS) -> None:
     again = IALS(n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=0).fit(blocks)
     np.testing.assert_array_equal(again.user_factors_, fitted.user_factors_)
@@ -281,7 +362,7 @@ def test_save_load_identity(fitted: IALS, blocks: Interactions, tmp_path: Path) 
 # ---------------------------------------------------------------------- scale
 @pytest.mark.parametrize("solver", ["cg", "exact"])
 def test_large_sparse_never_densifies(solver: str) -> None:
-    """200k users x 50k items (10^10 cells) with 1M interactions: well under 1 GB with either solver."""
+    """200k users x 50k items (10^10 cells), 1M interactions: well under 1 GB with either solver."""
     data = large_sparse_ratings()
     tracemalloc.start()
     try:
@@ -289,7 +370,9 @@ def test_large_sparse_never_densifies(solver: str) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert model.user_factors_.shape == (len(data.present_users()), 8) and len(model.item_factors_) == len(data.present_items())
+    assert model.user_factors_.shape == (len(data.present_users()), 8) and len(
+        model.item_factors_
+    ) == len(data.present_items())
     assert peak < 1 << 30, f"peak {peak / 2**20:.0f} MiB"
     losses = [h["train_loss"] for h in model.history_]
     assert np.isfinite(losses).all() and losses[1] < losses[0]
@@ -302,6 +385,12 @@ def test_ml100k_u1_beats_popularity(ml100k_dir: Path) -> None:
     metrics = ["ndcg@10", "recall@10"]
     model = IALS().fit(split.train)
     ours = evaluate(model, split.test, train=split.train, k=10, metrics=metrics)
-    pop = evaluate(PopularityRecommender().fit(split.train), split.test, train=split.train, k=10, metrics=metrics)
+    pop = evaluate(
+        PopularityRecommender().fit(split.train),
+        split.test,
+        train=split.train,
+        k=10,
+        metrics=metrics,
+    )
     assert ours["ndcg@10"] > pop["ndcg@10"] + 0.1, (ours, pop)
     assert ours["recall@10"] > pop["recall@10"] + 0.05, (ours, pop)

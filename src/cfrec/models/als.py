@@ -65,8 +65,9 @@ class ALS(FactorRecommender):
     RMSE flattens out rather than turning up.
 
     Defaults were chosen on validation carves of ML-100K's ``u1.base`` (not on any test file).
-    Measured on the official folds u1..u5 with the exact solver: RMSE 0.921, 0.910, 0.903,
-    0.906, 0.908 (mean 0.910; Surprise's SVD 0.938 in the same run).
+    Measured on the official folds u1..u5 (``cfrec benchmark ml-100k --protocol folds --models
+    als``): RMSE 0.921, 0.910, 0.903, 0.906, 0.908, mean 0.9097 with CG as with the exact solver
+    (Surprise's SVD: 0.938).
 
     Parameters
     ----------
@@ -120,39 +121,54 @@ class ALS(FactorRecommender):
     # ------------------------------------------------------------------ fitting
     def _penalty(self, reg: float | None = None) -> Penalty:
         """Validated L2 strengths (``reg`` overrides the weighted-lambda term)."""
-        pen = Penalty(float(self.reg if reg is None else reg), float(self.reg_const), float(self.reg_bias))
+        pen = Penalty(
+            float(self.reg if reg is None else reg), float(self.reg_const), float(self.reg_bias)
+        )
         if not (pen.reg >= 0 and pen.reg_const >= 0 and pen.reg_bias >= 0):
-            raise CfrecError(f"ALS regularisation must be >= 0 (reg={pen.reg}, reg_const={pen.reg_const}, "
-                             f"reg_bias={pen.reg_bias})")
+            raise CfrecError(
+                f"ALS regularisation must be >= 0 (reg={pen.reg}, reg_const={pen.reg_const}, "
+                f"reg_bias={pen.reg_bias})"
+            )
         if pen.reg + pen.reg_const <= 0:
-            raise CfrecError("ALS needs reg > 0 or reg_const > 0: without L2 on the factors the "
-                             "per-user systems are singular for users with fewer than n_factors ratings")
+            raise CfrecError(
+                "ALS needs reg > 0 or reg_const > 0: without L2 on the factors the "
+                "per-user systems are singular for users with fewer than n_factors ratings"
+            )
         return pen
 
     def _check_params(self) -> None:
         if int(self.n_factors) < 1 or int(self.iterations) < 1:
-            raise CfrecError(f"ALS needs n_factors >= 1 and iterations >= 1 "
-                             f"(got n_factors={self.n_factors}, iterations={self.iterations})")
+            raise CfrecError(
+                f"ALS needs n_factors >= 1 and iterations >= 1 "
+                f"(got n_factors={self.n_factors}, iterations={self.iterations})"
+            )
         if self.solver not in _SOLVERS:
             raise CfrecError(f"ALS solver must be one of {_SOLVERS}, got {self.solver!r}")
         if isinstance(self.cg_steps, bool) or int(self.cg_steps) < 1:
             raise CfrecError(f"ALS cg_steps must be a whole number >= 1, got {self.cg_steps!r}")
         check_threads(self.threads, "ALS threads")
 
-    def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
+    def _fit(
+        self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None
+    ) -> None:
         penalty = self._penalty()
         self._check_params()
         iterations = int(self.iterations)
         dev = resolve_device(self.device)
         ops: Ops[Any] = NumpyOps() if dev.type == "cpu" else TorchOps(dev)
         f32, i64 = np.float32, np.int64
-        n_u, n_i = (ops.asarray(np.bincount(a, minlength=n).astype(f32), f32)
-                    for a, n in ((train.users, train.n_users), (train.items, train.n_items)))
+        n_u, n_i = (
+            ops.asarray(np.bincount(a, minlength=n).astype(f32), f32)
+            for a, n in ((train.users, train.n_users), (train.items, train.n_items))
+        )
         if valid is not None:
             v_u, v_i = ops.asarray(valid.users, i64), ops.asarray(valid.items, i64)
             v_r = ops.asarray(valid.ratings, f32)
-        steps = self._cg_iterations(train, penalty, dev) if self.solver == "cg" else \
-            self._exact_iterations(train, penalty, dev, ops)
+        steps = (
+            self._cg_iterations(train, penalty, dev)
+            if self.solver == "cg"
+            else self._exact_iterations(train, penalty, dev, ops)
+        )
         with closing(steps):
             start = time.perf_counter()
             for it, (user, item, sse) in enumerate(steps, start=1):
@@ -160,11 +176,15 @@ class ALS(FactorRecommender):
                 loss = sse + penalty_value(ops, penalty, n_u, bu, p, n_i, bi, q)
                 if not np.isfinite(loss):
                     raise TrainingDiverged("ALS", it, None, loss)
-                record: dict[str, Any] = {"epoch": it, "train_loss": loss / len(train),
-                                          "train_rmse": (max(sse, 0.0) / len(train)) ** 0.5}
+                record: dict[str, Any] = {
+                    "epoch": it,
+                    "train_loss": loss / len(train),
+                    "train_rmse": (max(sse, 0.0) / len(train)) ** 0.5,
+                }
                 if valid is not None:
-                    record["valid_rmse"] = valid_rmse(ops, v_u, v_i, v_r, self.global_mean_, bu, bi, p, q,
-                                                      self.rating_scale_)
+                    record["valid_rmse"] = valid_rmse(
+                        ops, v_u, v_i, v_r, self.global_mean_, bu, bi, p, q, self.rating_scale_
+                    )
                 record["seconds"] = time.perf_counter() - start
                 self.history_.append(record)
                 logger.debug("ALS iteration %d: %s", it, record)
@@ -183,34 +203,62 @@ class ALS(FactorRecommender):
         z[:, 1:] = rng.normal(0.0, float(self.init_std), (n_items, k))
         return z
 
-    def _cg_iterations(self, train: Interactions, penalty: Penalty, dev: torch.device) -> Generator[_State, None, None]:
+    def _cg_iterations(
+        self, train: Interactions, penalty: Penalty, dev: torch.device
+    ) -> Generator[_State, None, None]:
         """Conjugate-gradient sweeps; yields ``(users [b, p], items [b, q], SSE)`` per iteration."""
         k, steps = int(self.n_factors), int(self.cg_steps)
         n_users, n_items = train.n_users, train.n_items
-        engine = cg_engine(dev, train.users, train.items, n_users, n_items, width=k + 1, threads=self.threads)
+        engine = cg_engine(
+            dev, train.users, train.items, n_users, n_items, width=k + 1, threads=self.threads
+        )
         with engine:
             us, its = engine.user_side, engine.item_side
-            resid = train.ratings.astype(np.float32) - np.float32(self.global_mean_)
-            t_u = engine.asarray(resid[us.order], np.float32)  # each side's rating order
-            t_i = t_u if its.order is us.order else engine.asarray(resid[its.order], np.float32)
-            del resid
-            item_of, user_of = engine.asarray(us.other, np.int64), engine.asarray(its.other, np.int64)
+            mu = np.float32(self.global_mean_)
+            # r - mu in each side's rating order (one array when both sides share the order)
+            t_u = engine.asarray(train.ratings[us.order] - mu, np.float32)
+            t_i = (
+                t_u
+                if its.order is us.order
+                else engine.asarray(train.ratings[its.order] - mu, np.float32)
+            )
+            item_of, user_of = engine.index(us.other), engine.index(its.other)
             diag_u = engine.asarray(penalty.diagonal(us.counts, k), np.float32)
             diag_i = engine.asarray(penalty.diagonal(its.counts, k), np.float32)
             user = engine.zeros((n_users, k + 1))
             item = engine.asarray(self._initial_items(n_items), np.float32)
             for _ in range(int(self.iterations)):
-                user, _ = cg_half_step(engine, us, engine.with_ones(item), user, target=t_u - item[:, 0][item_of],
-                                       weight=None, gram=None, diag=diag_u, steps=steps)
+                user, _ = cg_half_step(
+                    engine,
+                    us,
+                    engine.with_ones(item),
+                    user,
+                    target=t_u - item[:, 0][item_of],
+                    weight=None,
+                    gram=None,
+                    diag=diag_u,
+                    steps=steps,
+                )
                 target = t_i - user[:, 0][user_of]
-                item, f = cg_half_step(engine, its, engine.with_ones(user), item, target=target, weight=None,
-                                       gram=None, diag=diag_i, steps=steps)
+                item, f = cg_half_step(
+                    engine,
+                    its,
+                    engine.with_ones(user),
+                    item,
+                    target=target,
+                    weight=None,
+                    gram=None,
+                    diag=diag_i,
+                    steps=steps,
+                )
                 # item half-step objective: sum t^2 + 2 f (item penalties included); minus them: SSE
-                sse = engine.sum64(target * target) + 2.0 * f - engine.sum64(diag_i * item * item)
+                sse = engine.dot64(target, target) + 2.0 * f - engine.sum64(diag_i * item * item)
+                del target
                 yield user, item, sse
 
-    def _exact_iterations(self, train: Interactions, penalty: Penalty, dev: torch.device,
-                          ops: Ops[Any]) -> Generator[_State, None, None]:
+    def _exact_iterations(
+        self, train: Interactions, penalty: Penalty, dev: torch.device, ops: Ops[Any]
+    ) -> Generator[_State, None, None]:
         """Exact sweeps (normal equations, batched LAPACK / Cholesky); yields as
         :meth:`_cg_iterations`."""
         k = int(self.n_factors)
@@ -227,8 +275,12 @@ class ALS(FactorRecommender):
         # one small dense system per row: the work of one LAPACK call is d^2
         with using_threads(threads_for((k + 1) ** 2, self.threads)):
             for _ in range(int(self.iterations)):
-                user, _ = ops.solve_side(by_user, item[:, 1:], resid_by_user - item[:, 0][item_of], penalty)
-                item, sse = ops.solve_side(by_item, user[:, 1:], resid_by_item - user[:, 0][user_of], penalty)
+                user, _ = ops.solve_side(
+                    by_user, item[:, 1:], resid_by_user - item[:, 0][item_of], penalty
+                )
+                item, sse = ops.solve_side(
+                    by_item, user[:, 1:], resid_by_item - user[:, 0][user_of], penalty
+                )
                 yield user, item, sse
 
     # ------------------------------------------------------------------ cold start

@@ -109,8 +109,9 @@ class NumpyOps:
     def sum64(self, a: np.ndarray) -> float:
         return float(a.sum(dtype=np.float64))
 
-    def solve_side(self, side: RatingSide, fixed: np.ndarray, target: np.ndarray,
-                   penalty: Penalty) -> tuple[np.ndarray, float]:
+    def solve_side(
+        self, side: RatingSide, fixed: np.ndarray, target: np.ndarray, penalty: Penalty
+    ) -> tuple[np.ndarray, float]:
         """Every row's ``[b, x]`` minimising its ridge problem against the fixed ``[1, fixed]``.
 
         ``target`` holds, in the side's CSR order, the rating minus everything the fixed side
@@ -134,7 +135,7 @@ class NumpyOps:
         for start in range(0, n_rows, step):
             stop = min(start + step, n_rows)
             lo, hi = int(side.indptr[start]), int(side.indptr[stop])
-            ptr = side.indptr[start:stop + 1] - lo
+            ptr = side.indptr[start : stop + 1] - lo
             idx = side.indices[lo:hi]
             shape = (stop - start, side.n_other)
             ones = sp.csr_array((np.ones(hi - lo, dtype=np.float32), idx, ptr), shape=shape)
@@ -147,7 +148,9 @@ class NumpyOps:
             rhs = vals @ y
             x = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
             out[start:stop] = x
-            explained += float(np.einsum("ij,ij->", x, rhs + diag[start:stop] * x, dtype=np.float64))
+            explained += float(
+                np.einsum("ij,ij->", x, rhs + diag[start:stop] * x, dtype=np.float64)
+            )
         return out, float(np.square(target, dtype=np.float64).sum()) - explained
 
 
@@ -167,12 +170,15 @@ class TorchOps:
     def sum64(self, a: torch.Tensor) -> float:
         return float(a.sum(dtype=torch.float64))
 
-    def solve_side(self, side: RatingSide, fixed: torch.Tensor, target: torch.Tensor,
-                   penalty: Penalty) -> tuple[torch.Tensor, float]:
+    def solve_side(
+        self, side: RatingSide, fixed: torch.Tensor, target: torch.Tensor, penalty: Penalty
+    ) -> tuple[torch.Tensor, float]:
         dev = self.device
         k = fixed.shape[1]
         d = k + 1
-        y = torch.cat([torch.ones((fixed.shape[0], 1), dtype=torch.float32, device=dev), fixed], dim=1)
+        y = torch.cat(
+            [torch.ones((fixed.shape[0], 1), dtype=torch.float32, device=dev), fixed], dim=1
+        )
         tri = torch.triu_indices(d, d, device=dev)
         packed = y[:, tri[0]] * y[:, tri[1]]
         n_rows = len(side.counts)
@@ -184,10 +190,12 @@ class TorchOps:
         for start in range(0, n_rows, step):
             stop = min(start + step, n_rows)
             lo, hi = int(side.indptr[start]), int(side.indptr[stop])
-            ptr = torch.as_tensor(side.indptr[start:stop + 1] - lo, device=dev)
+            ptr = torch.as_tensor(side.indptr[start : stop + 1] - lo, device=dev)
             idx = torch.as_tensor(side.indices[lo:hi], device=dev)
             shape = (stop - start, side.n_other)
-            ones = torch_csr_from_arrays(ptr, idx, torch.ones(hi - lo, dtype=torch.float32, device=dev), shape)
+            ones = torch_csr_from_arrays(
+                ptr, idx, torch.ones(hi - lo, dtype=torch.float32, device=dev), shape
+            )
             vals = torch_csr_from_arrays(ptr, idx, target[lo:hi].contiguous(), shape)
             gram = ones @ packed
             a = torch.empty((stop - start, d, d), dtype=torch.float32, device=dev)
@@ -196,8 +204,10 @@ class TorchOps:
             a[:, eye, eye] += diag[start:stop]
             chol, info = torch.linalg.cholesky_ex(a)
             if bool((info != 0).any()):
-                raise CfrecError("ALS normal equations are not positive definite (non-finite "
-                                 "factors?); try a larger reg_const")
+                raise CfrecError(
+                    "ALS normal equations are not positive definite (non-finite "
+                    "factors?); try a larger reg_const"
+                )
             rhs = vals @ y
             x = torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
             out[start:stop] = x
@@ -205,10 +215,14 @@ class TorchOps:
         return out, float(target.double().square().sum() - explained)
 
 
-def torch_csr_from_arrays(ptr: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """A torch CSR matrix from arrays already known valid (silences torch's beta-feature warning)."""
+def torch_csr_from_arrays(
+    ptr: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    """A torch CSR matrix from arrays already known valid (silences torch's beta warning)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
+        )
         return torch.sparse_csr_tensor(ptr, idx, values, shape, check_invariants=False)
 
 
@@ -226,11 +240,14 @@ class Ops(Protocol[_A]):
 
     def sum64(self, a: _A) -> float: ...
 
-    def solve_side(self, side: RatingSide, fixed: _A, target: _A, penalty: Penalty) -> tuple[_A, float]: ...
+    def solve_side(
+        self, side: RatingSide, fixed: _A, target: _A, penalty: Penalty
+    ) -> tuple[_A, float]: ...
 
 
-def penalty_value(ops: Ops[Any], penalty: Penalty, n_u: Any, bu: Any, p: Any,
-                   n_i: Any, bi: Any, q: Any) -> float:
+def penalty_value(
+    ops: Ops[Any], penalty: Penalty, n_u: Any, bu: Any, p: Any, n_i: Any, bi: Any, q: Any
+) -> float:
     """``sum_rows (reg * n + reg_const) |x|^2 + reg_bias * b^2`` over users and items."""
     total = 0.0
     for n, b, x in ((n_u, bu, p), (n_i, bi, q)):
@@ -239,8 +256,19 @@ def penalty_value(ops: Ops[Any], penalty: Penalty, n_u: Any, bu: Any, p: Any,
     return total
 
 
-def explicit_objective(ops: Ops[Any], users: Any, items: Any, resid: Any, bu: Any, bi: Any, p: Any, q: Any,
-               n_u: Any, n_i: Any, penalty: Penalty) -> tuple[float, float]:
+def explicit_objective(
+    ops: Ops[Any],
+    users: Any,
+    items: Any,
+    resid: Any,
+    bu: Any,
+    bi: Any,
+    p: Any,
+    q: Any,
+    n_u: Any,
+    n_i: Any,
+    penalty: Penalty,
+) -> tuple[float, float]:
     """Regularised ALS objective and training RMSE (unclipped) computed from the ratings.
 
     ``resid`` is ``r - mu``. The objective is ``sum (r - mu - b_u - b_i - p_u.q_i)^2`` plus
@@ -249,20 +277,32 @@ def explicit_objective(ops: Ops[Any], users: Any, items: Any, resid: Any, bu: An
     """
     sse = 0.0
     for s in range(0, len(resid), EVAL_CHUNK):
-        u, i = users[s:s + EVAL_CHUNK], items[s:s + EVAL_CHUNK]
-        err = resid[s:s + EVAL_CHUNK] - bu[u] - bi[i] - (p[u] * q[i]).sum(1)
+        u, i = users[s : s + EVAL_CHUNK], items[s : s + EVAL_CHUNK]
+        err = resid[s : s + EVAL_CHUNK] - bu[u] - bi[i] - (p[u] * q[i]).sum(1)
         sse += ops.sum64(err * err)
-    return sse + penalty_value(ops, penalty, n_u, bu, p, n_i, bi, q), (sse / max(len(resid), 1)) ** 0.5
+    return sse + penalty_value(ops, penalty, n_u, bu, p, n_i, bi, q), (
+        sse / max(len(resid), 1)
+    ) ** 0.5
 
 
-def valid_rmse(ops: Ops[Any], users: Any, items: Any, ratings: Any, mu: float, bu: Any, bi: Any,
-                p: Any, q: Any, scale: tuple[float, float]) -> float:
+def valid_rmse(
+    ops: Ops[Any],
+    users: Any,
+    items: Any,
+    ratings: Any,
+    mu: float,
+    bu: Any,
+    bi: Any,
+    p: Any,
+    q: Any,
+    scale: tuple[float, float],
+) -> float:
     """RMSE of clipped predictions on validation pairs (model indices)."""
     sse = 0.0
     for s in range(0, len(ratings), EVAL_CHUNK):
-        u, i = users[s:s + EVAL_CHUNK], items[s:s + EVAL_CHUNK]
+        u, i = users[s : s + EVAL_CHUNK], items[s : s + EVAL_CHUNK]
         pred = (mu + bu[u] + bi[i] + (p[u] * q[i]).sum(1)).clip(*scale)
-        err = ratings[s:s + EVAL_CHUNK] - pred
+        err = ratings[s : s + EVAL_CHUNK] - pred
         sse += ops.sum64(err * err)
     return (sse / max(len(ratings), 1)) ** 0.5
 
@@ -272,13 +312,19 @@ IMPLICIT_EVAL_CHUNK = 1 << 18
 
 
 def confidence_minus_one(ratings: np.ndarray, alpha: float, kind: str, eps: float) -> np.ndarray:
-    """``c - 1`` for rated pairs: ``alpha * r`` (linear) or ``alpha * log(1 + r / eps)`` (log)."""
-    r = np.asarray(ratings, dtype=np.float64)
-    f = r if kind == "linear" else np.log1p(r / eps)
-    return (alpha * f).astype(np.float32)
+    """``c - 1`` for rated pairs: ``alpha * r`` (linear) or ``alpha * log(1 + r / eps)`` (log),
+    float32 (computed in float32: no float64 copy of millions of ratings)."""
+    r = np.asarray(ratings, dtype=np.float32)
+    if kind == "linear":
+        return np.multiply(r, np.float32(alpha), dtype=np.float32)
+    f = np.log1p(np.divide(r, np.float32(eps), dtype=np.float32))
+    f *= np.float32(alpha)
+    return f
 
 
-def implicit_solve_numpy(side: RatingSide, fixed: np.ndarray, weight: np.ndarray, reg_diag: np.ndarray) -> np.ndarray:
+def implicit_solve_numpy(
+    side: RatingSide, fixed: np.ndarray, weight: np.ndarray, reg_diag: np.ndarray
+) -> np.ndarray:
     """Every row's ``x`` solving ``(F'F + F_r' W_r F_r + reg_r I) x = F_r' (1 + w_r)``.
 
     ``weight`` holds ``c - 1`` in the side's CSR order and ``reg_diag`` the per-row L2 strength.
@@ -294,7 +340,7 @@ def implicit_solve_numpy(side: RatingSide, fixed: np.ndarray, weight: np.ndarray
     for start in range(0, n_rows, step):
         stop = min(start + step, n_rows)
         lo, hi = int(side.indptr[start]), int(side.indptr[stop])
-        ptr = side.indptr[start:stop + 1] - lo
+        ptr = side.indptr[start : stop + 1] - lo
         idx = side.indices[lo:hi]
         shape = (stop - start, side.n_other)
         w = weight[lo:hi]
@@ -310,7 +356,9 @@ def implicit_solve_numpy(side: RatingSide, fixed: np.ndarray, weight: np.ndarray
     return out
 
 
-def implicit_solve_torch(side: RatingSide, fixed: torch.Tensor, weight: torch.Tensor, reg_diag: torch.Tensor) -> torch.Tensor:
+def implicit_solve_torch(
+    side: RatingSide, fixed: torch.Tensor, weight: torch.Tensor, reg_diag: torch.Tensor
+) -> torch.Tensor:
     """:func:`implicit_solve_numpy` with torch sparse products and batched Cholesky (for CUDA)."""
     dev = fixed.device
     k = fixed.shape[1]
@@ -325,7 +373,7 @@ def implicit_solve_torch(side: RatingSide, fixed: torch.Tensor, weight: torch.Te
     for start in range(0, n_rows, step):
         stop = min(start + step, n_rows)
         lo, hi = int(side.indptr[start]), int(side.indptr[stop])
-        ptr = torch.as_tensor(side.indptr[start:stop + 1] - lo, device=dev)
+        ptr = torch.as_tensor(side.indptr[start : stop + 1] - lo, device=dev)
         idx = torch.as_tensor(side.indices[lo:hi], device=dev)
         shape = (stop - start, side.n_other)
         w = weight[lo:hi].contiguous()
@@ -337,14 +385,23 @@ def implicit_solve_torch(side: RatingSide, fixed: torch.Tensor, weight: torch.Te
         a[:, eye, eye] += reg_diag[start:stop, None]
         chol, info = torch.linalg.cholesky_ex(a)
         if bool((info != 0).any()):
-            raise CfrecError("iALS normal equations are not positive definite (non-finite factors?); "
-                             "try a larger reg")
+            raise CfrecError(
+                "iALS normal equations are not positive definite (non-finite factors?); "
+                "try a larger reg"
+            )
         out[start:stop] = torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
     return out
 
 
-def implicit_objective(users: np.ndarray, items: np.ndarray, weight: np.ndarray, x: np.ndarray, y: np.ndarray,
-               reg_u: np.ndarray, reg_i: np.ndarray) -> float:
+def implicit_objective(
+    users: np.ndarray,
+    items: np.ndarray,
+    weight: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    reg_u: np.ndarray,
+    reg_i: np.ndarray,
+) -> float:
     """The full iALS objective over all users x items pairs, without forming them.
 
     ``sum_all c (p - s)^2 = sum_all s^2 + sum_rated [(1 + w)(1 - s)^2 - s^2]`` with
@@ -353,9 +410,11 @@ def implicit_objective(users: np.ndarray, items: np.ndarray, weight: np.ndarray,
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     total = float(np.sum((x64.T @ x64) * (y64.T @ y64)))
     for s in range(0, len(users), IMPLICIT_EVAL_CHUNK):
-        u, i = users[s:s + IMPLICIT_EVAL_CHUNK], items[s:s + IMPLICIT_EVAL_CHUNK]
+        u, i = users[s : s + IMPLICIT_EVAL_CHUNK], items[s : s + IMPLICIT_EVAL_CHUNK]
         score = np.einsum("ij,ij->i", x[u], y[i]).astype(np.float64)
-        total += float(np.sum((1.0 + weight[s:s + IMPLICIT_EVAL_CHUNK]) * (1.0 - score) ** 2 - score ** 2))
+        total += float(
+            np.sum((1.0 + weight[s : s + IMPLICIT_EVAL_CHUNK]) * (1.0 - score) ** 2 - score**2)
+        )
     total += float(np.dot(reg_u, np.einsum("ij,ij->i", x64, x64)))
     total += float(np.dot(reg_i, np.einsum("ij,ij->i", y64, y64)))
     return total
@@ -387,7 +446,7 @@ class CGSide:
     layout: int
     n_rows: int
     counts: np.ndarray  # float32 (n_rows,): ratings per row
-    order: np.ndarray  # int64 (nnz,)
+    order: np.ndarray  # int32 or int64 (nnz,)
     other: np.ndarray  # int32 or int64 (nnz,)
 
 
@@ -410,9 +469,12 @@ def cg_chunk_size(nnz: int) -> int:
     return int(min(max(nnz // CG_CHUNKS, CG_CHUNK_MIN), CG_CHUNK_MAX))
 
 
-def _csr_layout(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(order, counts, indptr)`` of the CSR layout of ``rows`` (stable within a row)."""
-    order = np.argsort(rows, kind="stable").astype(np.int64)
+def _csr_layout(
+    rows: np.ndarray, cols: np.ndarray, n_rows: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, counts, indptr)`` of the CSR layout of ``rows`` (stable within a row); ``order``
+    is int32 when the ratings fit (half the memory of numpy's int64 argsort)."""
+    order = np.argsort(rows, kind="stable").astype(_index_dtype(len(rows)), copy=False)
     counts = np.bincount(rows, minlength=n_rows)
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
@@ -456,7 +518,13 @@ class CGEngine(Protocol):
 
     def to_numpy(self, a: Any) -> np.ndarray: ...
 
+    def index(self, a: np.ndarray) -> Any: ...
+
     def sum64(self, a: Any) -> float: ...
+
+    def dot64(self, a: Any, b: Any) -> float: ...
+
+    def copy(self, a: Any) -> Any: ...
 
     def rowdot(self, a: Any, b: Any) -> Any: ...
 
@@ -468,7 +536,9 @@ class CGEngine(Protocol):
 
     def gram(self, f: Any) -> Any: ...
 
-    def residual(self, side: CGSide, v: Any, fixed: Any, weight: Any, target: Any) -> tuple[Any, float, float]: ...
+    def residual(
+        self, side: CGSide, v: Any, fixed: Any, weight: Any, target: Any
+    ) -> tuple[Any, float, float]: ...
 
     def apply(self, side: CGSide, v: Any, fixed: Any, weight: Any) -> Any: ...
 
@@ -490,22 +560,36 @@ class NumpyCG:
     own pools to one thread while it is open.
     """
 
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *, width: int,
-                 threads: int | None = None, chunk: int | None = None) -> None:
+    def __init__(
+        self,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        n_rows: int,
+        n_cols: int,
+        *,
+        width: int,
+        threads: int | None = None,
+        chunk: int | None = None,
+    ) -> None:
         rows = np.asarray(rows)
         cols = np.asarray(cols)
         order, counts, indptr = _csr_layout(rows, cols, n_rows)
         self.n_rows, self.n_cols = int(n_rows), int(n_cols)
-        self.indices = cols[order].astype(_index_dtype(n_cols))
-        row_of = rows[order].astype(_index_dtype(n_rows))
+        self.indices = cols[order].astype(_index_dtype(n_cols), copy=False)
+        row_of = rows[order].astype(_index_dtype(n_rows), copy=False)
         col_counts = np.bincount(cols, minlength=n_cols).astype(np.float32)
-        self.user_side = CGSide("rows", 0, self.n_rows, counts.astype(np.float32), order, self.indices)
+        self.user_side = CGSide(
+            "rows", 0, self.n_rows, counts.astype(np.float32), order, self.indices
+        )
         self.item_side = CGSide("cols", 0, self.n_cols, col_counts, order, row_of)
         size = int(chunk) if chunk is not None else cg_chunk_size(len(order))
         bounds = cg_chunk_bounds(indptr, size)
         longest = int(np.diff(indptr[bounds]).max(initial=0))
         self._zeros = np.zeros(longest, dtype=np.float32)
-        self.chunks = [self._chunk(indptr, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self.chunks = [
+            self._chunk(indptr, int(a), int(b))
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
         work = longest * int(width)
         self.n_workers = max(1, min(threads_for(work, threads), len(self.chunks)))
         self._stack: ExitStack | None = None
@@ -513,10 +597,14 @@ class NumpyCG:
 
     def _chunk(self, indptr: np.ndarray, start: int, stop: int) -> _Chunk:
         lo, hi = int(indptr[start]), int(indptr[stop])
-        ptr = (indptr[start:stop + 1] - lo).astype(np.int32)
+        ptr = (indptr[start : stop + 1] - lo).astype(np.int32)
         idx = self.indices[lo:hi]
-        template = torch_csr_from_arrays(torch.from_numpy(ptr), torch.from_numpy(idx),
-                                         torch.from_numpy(self._zeros[:hi - lo]), (stop - start, self.n_cols))
+        template = torch_csr_from_arrays(
+            torch.from_numpy(ptr),
+            torch.from_numpy(idx),
+            torch.from_numpy(self._zeros[: hi - lo]),
+            (stop - start, self.n_cols),
+        )
         return _Chunk(start, stop, lo, hi, ptr, idx, template)
 
     # ------------------------------------------------------------------ context
@@ -524,7 +612,9 @@ class NumpyCG:
         stack = ExitStack()
         stack.enter_context(using_threads(1))
         if self.n_workers > 1:
-            self._pool = stack.enter_context(ThreadPoolExecutor(self.n_workers, thread_name_prefix="cfrec-cg"))
+            self._pool = stack.enter_context(
+                ThreadPoolExecutor(self.n_workers, thread_name_prefix="cfrec-cg")
+            )
         self._stack = stack
         return self
 
@@ -558,8 +648,18 @@ class NumpyCG:
     def to_numpy(self, a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=np.float32)
 
+    def index(self, a: np.ndarray) -> np.ndarray:
+        return a
+
     def sum64(self, a: np.ndarray) -> float:
         return float(np.sum(a, dtype=np.float64))
+
+    def dot64(self, a: np.ndarray, b: np.ndarray) -> float:
+        """``sum(a * b)`` of two vectors, accumulated in float64 without a float64 copy."""
+        return float(np.einsum("i,i->", a, b, dtype=np.float64))
+
+    def copy(self, a: np.ndarray) -> np.ndarray:
+        return np.array(a, dtype=np.float32, order="C")
 
     def rowdot(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", a, b)
@@ -582,11 +682,20 @@ class NumpyCG:
     # ------------------------------------------------------------------ products
     def _sampled(self, ch: _Chunk, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """``left[r] . right[o]`` at every rating of the chunk (``left``: the chunk's rows)."""
-        out = torch.sparse.sampled_addmm(ch.template, torch.from_numpy(left), torch.from_numpy(right).T, beta=0.0)
+        out = torch.sparse.sampled_addmm(
+            ch.template, torch.from_numpy(left), torch.from_numpy(right).T, beta=0.0
+        )
         return out.values().numpy()
 
-    def _products(self, side: CGSide, v: np.ndarray, fixed: np.ndarray, weight: np.ndarray | None,
-                  target: np.ndarray | None, residual: bool) -> tuple[np.ndarray, float, float]:
+    def _products(
+        self,
+        side: CGSide,
+        v: np.ndarray,
+        fixed: np.ndarray,
+        weight: np.ndarray | None,
+        target: np.ndarray | None,
+        residual: bool,
+    ) -> tuple[np.ndarray, float, float]:
         v = np.ascontiguousarray(v, dtype=np.float32)
         fixed = np.ascontiguousarray(fixed, dtype=np.float32)
         by_rows = side.kind == "rows"
@@ -594,15 +703,18 @@ class NumpyCG:
 
         def one(ch: _Chunk) -> tuple[np.ndarray | None, float, float]:
             if by_rows:
-                s = self._sampled(ch, v[ch.start:ch.stop], fixed)
+                s = self._sampled(ch, v[ch.start : ch.stop], fixed)
             else:
-                s = self._sampled(ch, fixed[ch.start:ch.stop], v)
-            w = None if weight is None else weight[ch.lo:ch.hi]
+                s = self._sampled(ch, fixed[ch.start : ch.stop], v)
+            w = None if weight is None else weight[ch.lo : ch.hi]
             ws = s if w is None else w * s
             t_s = w_ss = 0.0
             if residual:
-                t = (np.float32(1.0) + w if w is not None else np.ones_like(s)) if target is None \
-                    else target[ch.lo:ch.hi]
+                t = (
+                    (np.float32(1.0) + w if w is not None else np.ones_like(s))
+                    if target is None
+                    else target[ch.lo : ch.hi]
+                )
                 t_s, w_ss = float(np.dot(t, s)), float(np.dot(ws, s))
                 vals = t - ws
             else:
@@ -610,9 +722,9 @@ class NumpyCG:
             mat = sp.csr_array((vals, ch.idx, ch.ptr), shape=(ch.stop - ch.start, self.n_cols))
             if by_rows:
                 assert out is not None
-                out[ch.start:ch.stop] = mat @ fixed
+                out[ch.start : ch.stop] = mat @ fixed
                 return None, t_s, w_ss
-            return mat.T @ fixed[ch.start:ch.stop], t_s, w_ss
+            return mat.T @ fixed[ch.start : ch.stop], t_s, w_ss
 
         total: np.ndarray | None = out
         sum_ts = sum_wss = 0.0
@@ -628,11 +740,19 @@ class NumpyCG:
             total = np.zeros((self.n_cols, v.shape[1]), dtype=np.float32)
         return total, sum_ts, sum_wss
 
-    def residual(self, side: CGSide, v: np.ndarray, fixed: np.ndarray, weight: np.ndarray | None,
-                 target: np.ndarray | None) -> tuple[np.ndarray, float, float]:
+    def residual(
+        self,
+        side: CGSide,
+        v: np.ndarray,
+        fixed: np.ndarray,
+        weight: np.ndarray | None,
+        target: np.ndarray | None,
+    ) -> tuple[np.ndarray, float, float]:
         return self._products(side, v, fixed, weight, target, True)
 
-    def apply(self, side: CGSide, v: np.ndarray, fixed: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    def apply(
+        self, side: CGSide, v: np.ndarray, fixed: np.ndarray, weight: np.ndarray | None
+    ) -> np.ndarray:
         return self._products(side, v, fixed, weight, None, False)[0]
 
 
@@ -644,27 +764,45 @@ class TorchCG:
     ``torch.sparse.sampled_addmm``, the sparse-dense product a CSR matmul.
     """
 
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *, device: torch.device,
-                 width: int, threads: int | None = None, chunk: int | None = None) -> None:
+    def __init__(
+        self,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        n_rows: int,
+        n_cols: int,
+        *,
+        device: torch.device,
+        width: int,
+        threads: int | None = None,
+        chunk: int | None = None,
+    ) -> None:
         self.device = device
         self._threads = threads_for(int(len(rows)) * int(width), threads)
         self._stack: ExitStack | None = None
         size = int(chunk) if chunk is not None else TORCH_CG_CHUNK
         self._layouts: list[tuple[int, list[_Chunk], torch.Tensor]] = []
         sides = []
-        for layout, (r, c, n_r, n_c) in enumerate(((rows, cols, n_rows, n_cols), (cols, rows, n_cols, n_rows))):
+        for layout, (r, c, n_r, n_c) in enumerate(
+            ((rows, cols, n_rows, n_cols), (cols, rows, n_cols, n_rows))
+        ):
             r, c = np.asarray(r), np.asarray(c)
             order, counts, indptr = _csr_layout(r, c, n_r)
             idx = c[order].astype(np.int64)
             bounds = cg_chunk_bounds(indptr, size)
-            zeros = torch.zeros(int(np.diff(indptr[bounds]).max(initial=0)), dtype=torch.float32, device=device)
+            zeros = torch.zeros(
+                int(np.diff(indptr[bounds]).max(initial=0)), dtype=torch.float32, device=device
+            )
             t_idx = torch.as_tensor(idx, device=device)
             chunks = []
             for a, b in zip(bounds[:-1], bounds[1:], strict=True):
                 lo, hi = int(indptr[a]), int(indptr[b])
-                ptr = torch.as_tensor(indptr[a:b + 1] - lo, device=device)
-                template = torch_csr_from_arrays(ptr, t_idx[lo:hi], zeros[:hi - lo], (int(b - a), int(n_c)))
-                chunks.append(_Chunk(int(a), int(b), lo, hi, indptr[a:b + 1] - lo, idx[lo:hi], template))
+                ptr = torch.as_tensor(indptr[a : b + 1] - lo, device=device)
+                template = torch_csr_from_arrays(
+                    ptr, t_idx[lo:hi], zeros[: hi - lo], (int(b - a), int(n_c))
+                )
+                chunks.append(
+                    _Chunk(int(a), int(b), lo, hi, indptr[a : b + 1] - lo, idx[lo:hi], template)
+                )
             self._layouts.append((int(n_c), chunks, t_idx))
             sides.append(CGSide("rows", layout, int(n_r), counts.astype(np.float32), order, idx))
         self.user_side, self.item_side = sides
@@ -687,14 +825,25 @@ class TorchCG:
     def to_numpy(self, a: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(a.detach().cpu().numpy(), dtype=np.float32)
 
+    def index(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.int64), device=self.device)
+
     def sum64(self, a: torch.Tensor) -> float:
         return float(a.sum(dtype=torch.float64))
+
+    def dot64(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(torch.dot(a.double(), b.double()))
+
+    def copy(self, a: torch.Tensor) -> torch.Tensor:
+        return a.clone()
 
     def rowdot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a * b).sum(1)
 
     def ratio(self, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-        return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
+        return torch.where(
+            den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num)
+        )
 
     def zeros(self, shape: tuple[int, int]) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.float32, device=self.device)
@@ -707,8 +856,15 @@ class TorchCG:
     def gram(self, f: torch.Tensor) -> torch.Tensor:
         return (f.double().T @ f.double()).float()
 
-    def _products(self, side: CGSide, v: torch.Tensor, fixed: torch.Tensor, weight: torch.Tensor | None,
-                  target: torch.Tensor | None, residual: bool) -> tuple[torch.Tensor, float, float]:
+    def _products(
+        self,
+        side: CGSide,
+        v: torch.Tensor,
+        fixed: torch.Tensor,
+        weight: torch.Tensor | None,
+        target: torch.Tensor | None,
+        residual: bool,
+    ) -> tuple[torch.Tensor, float, float]:
         if side.kind != "rows":
             raise CfrecError("TorchCG lays out each side by its own rows")
         n_cols, chunks, _ = self._layouts[side.layout]
@@ -717,39 +873,75 @@ class TorchCG:
         sum_ts = torch.zeros((), dtype=torch.float64, device=self.device)
         sum_wss = torch.zeros((), dtype=torch.float64, device=self.device)
         for ch in chunks:
-            s = torch.sparse.sampled_addmm(ch.template, v[ch.start:ch.stop], fixed.T, beta=0.0).values()
-            w = None if weight is None else weight[ch.lo:ch.hi]
+            s = torch.sparse.sampled_addmm(
+                ch.template, v[ch.start : ch.stop], fixed.T, beta=0.0
+            ).values()
+            w = None if weight is None else weight[ch.lo : ch.hi]
             ws = s if w is None else w * s
             if residual:
-                t = (1.0 + w if w is not None else torch.ones_like(s)) if target is None else target[ch.lo:ch.hi]
+                t = (
+                    (1.0 + w if w is not None else torch.ones_like(s))
+                    if target is None
+                    else target[ch.lo : ch.hi]
+                )
                 sum_ts += (t.double() * s.double()).sum()
                 sum_wss += (ws.double() * s.double()).sum()
                 vals = t - ws
             else:
                 vals = ws
-            mat = torch_csr_from_arrays(ch.template.crow_indices(), ch.template.col_indices(), vals.contiguous(),
-                                        (ch.stop - ch.start, n_cols))
-            out[ch.start:ch.stop] = mat @ fixed
+            mat = torch_csr_from_arrays(
+                ch.template.crow_indices(),
+                ch.template.col_indices(),
+                vals.contiguous(),
+                (ch.stop - ch.start, n_cols),
+            )
+            out[ch.start : ch.stop] = mat @ fixed
         return out, float(sum_ts), float(sum_wss)
 
-    def residual(self, side: CGSide, v: torch.Tensor, fixed: torch.Tensor, weight: torch.Tensor | None,
-                 target: torch.Tensor | None) -> tuple[torch.Tensor, float, float]:
+    def residual(
+        self,
+        side: CGSide,
+        v: torch.Tensor,
+        fixed: torch.Tensor,
+        weight: torch.Tensor | None,
+        target: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, float, float]:
         return self._products(side, v, fixed, weight, target, True)
 
-    def apply(self, side: CGSide, v: torch.Tensor, fixed: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    def apply(
+        self, side: CGSide, v: torch.Tensor, fixed: torch.Tensor, weight: torch.Tensor | None
+    ) -> torch.Tensor:
         return self._products(side, v, fixed, weight, None, False)[0]
 
 
-def cg_engine(device: torch.device, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *,
-              width: int, threads: int | None = None) -> CGEngine:
+def cg_engine(
+    device: torch.device,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    n_rows: int,
+    n_cols: int,
+    *,
+    width: int,
+    threads: int | None = None,
+) -> CGEngine:
     """:class:`NumpyCG` on CPU, :class:`TorchCG` on any other device."""
     if device.type == "cpu":
         return NumpyCG(rows, cols, n_rows, n_cols, width=width, threads=threads)
     return TorchCG(rows, cols, n_rows, n_cols, device=device, width=width, threads=threads)
 
 
-def cg_half_step(engine: CGEngine, side: CGSide, fixed: Any, x0: Any, *, target: Any, weight: Any,
-                 gram: Any, diag: Any, steps: int) -> tuple[Any, float]:
+def cg_half_step(
+    engine: CGEngine,
+    side: CGSide,
+    fixed: Any,
+    x0: Any,
+    *,
+    target: Any,
+    weight: Any,
+    gram: Any,
+    diag: Any,
+    steps: int,
+) -> tuple[Any, float]:
     """``steps`` conjugate-gradient steps on every row's ``A_r x_r = b_r``, from ``x0``.
 
     ``A_r = gram + sum_o w_o f_o f_o' + diag_r`` and ``b_r = sum_o t_o f_o`` over the row's
@@ -766,24 +958,29 @@ def cg_half_step(engine: CGEngine, side: CGSide, fixed: Any, x0: Any, *, target:
     r, t_s, w_ss = engine.residual(side, x0, fixed, weight, target)
     rest = diag * x0
     if gram is not None:
-        rest = rest + x0 @ gram
-    r = r - rest
+        rest += x0 @ gram
+    r -= rest
     # f(x0) = x0'A x0 / 2 - b'x0, with x0'A x0 = sum w s^2 + x0'(G + D) x0 and b'x0 = sum t s
-    f = 0.5 * (w_ss + engine.sum64(x0 * rest)) - t_s
-    x, p = x0, r
+    f = 0.5 * (w_ss + engine.sum64(engine.rowdot(x0, rest))) - t_s
+    del rest
+    # the vectors are updated in place: a few (n_rows, d) arrays, whatever the number of steps
+    x, p = engine.copy(x0), engine.copy(r)
     rs = engine.rowdot(r, r)
     for step in range(steps):
-        ap = engine.apply(side, p, fixed, weight) + diag * p
+        ap = engine.apply(side, p, fixed, weight)
+        ap += diag * p
         if gram is not None:
-            ap = ap + p @ gram
+            ap += p @ gram
         pr = engine.rowdot(p, r)
         alpha = engine.ratio(pr, engine.rowdot(p, ap))
-        x = x + alpha[:, None] * p
+        x += alpha[:, None] * p
         f -= 0.5 * engine.sum64(alpha * pr)
         if step == steps - 1:
             break
-        r = r - alpha[:, None] * ap
+        r -= alpha[:, None] * ap
+        del ap
         rs_new = engine.rowdot(r, r)
-        p = r + engine.ratio(rs_new, rs)[:, None] * p
+        p *= engine.ratio(rs_new, rs)[:, None]
+        p += r
         rs = rs_new
     return x, f
