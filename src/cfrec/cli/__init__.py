@@ -13,6 +13,7 @@ from cfrec.errors import CfrecError
 # Command modules register themselves on `app` when imported.
 from cfrec.cli import data as _data  # noqa: E402,F401  isort: skip
 from cfrec.cli import models as _models  # noqa: E402,F401  isort: skip
+from cfrec.cli import query as _query  # noqa: E402,F401  isort: skip
 from cfrec.cli import evaluate as _evaluate  # noqa: E402,F401  isort: skip
 from cfrec.cli import report as _report  # noqa: E402,F401  isort: skip
 from cfrec.cli import tune as _tune  # noqa: E402,F401  isort: skip
