@@ -417,3 +417,21 @@ class TestIALSContract(RecommenderContract):
         from cfrec.models.ials import IALS
 
         return IALS(n_factors=8, iterations=5, seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pop", "ials", "mf"])
+def test_ml100k_lists_are_strictly_ordered_by_unclipped_scores(name: str, ml100k_u1) -> None:
+    """Scores are the model's own, not clipped ratings: no run of ties at the top of the scale."""
+    from cfrec.models import make_model
+
+    train, _ = ml100k_u1
+    model = make_model(name).fit(train)
+    users = train.user_map.to_raw(np.arange(0, 943, 37))
+    recs = model.recommend(users, k=10)
+    assert (np.diff(recs.scores, axis=1) < 0).all(), name
+    if name == "mf":  # the best unclipped predictions pass the top of the scale; ratings are clipped
+        assert recs.scores.max() > 5.0 and recs.ratings.max() <= 5.0
+        np.testing.assert_allclose(recs.ratings, np.clip(recs.scores, 1.0, 5.0), rtol=1e-6)
+    else:
+        assert recs.ratings is None
