@@ -13,8 +13,15 @@ from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import Recommender, make_model
 from cfrec.models.mf import BiasedMF
 from cfrec.models.persistence import current_version
-from cfrec.models.svdpp import SVDpp, _implicit_matrix, _SVDppLoss
-from cfrec.models.torch_engine import torch_csr
+from cfrec.models.svdpp import (
+    _AUTO_RATINGS_COST,
+    SVDpp,
+    _Implicit,
+    _implicit_matrix,
+    _ratings_batch_cost,
+    _SVDppLoss,
+)
+from cfrec.models.torch_engine import make_generator
 from tests.models.test_contract import make_ratings
 from tests.models.test_mf import _rmse
 
@@ -38,32 +45,121 @@ def test_implicit_matrix_normalises_by_sqrt_count() -> None:
     np.testing.assert_allclose(norm, expected, rtol=1e-6)
 
 
-def test_fused_loss_matches_autograd() -> None:
+def _implicit_reference(d: Interactions, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense ``N_norm`` and the per-item L2 weight of the docstring's formula, written out."""
+    norm = torch.as_tensor(_implicit_matrix(d).toarray(), dtype=torch.float64)
+    binary = (norm > 0).double()
+    counts, popularity = binary.sum(1), binary.sum(0)
+    c = float((counts ** 2).sum() / len(d) / d.n_items)
+    weight = torch.where(popularity > 0, c * (len(d) / batch_size) / popularity.clamp(min=1), 0.0)
+    return norm, weight
+
+
+def test_batch_implicit_term_equals_the_all_users_computation() -> None:
+    d = make_ratings(n_users=30, n_items=20, per_user=6, seed=3)
+    implicit = _Implicit.build(d, 64, "users", torch.device("cpu"))
+    y = torch.randn(d.n_items, 4)
+    every_user = torch.as_tensor(_implicit_matrix(d).toarray()) @ y
+    users = torch.tensor([7, 0, 29, 3])
+    torch.testing.assert_close(implicit.sums(y, users), every_user[users], rtol=1e-5, atol=1e-6)
+    items, segment, offsets, weights = implicit.segments(users)
+    # each batch user's own rated items, nothing else
+    seen = _implicit_matrix(d).tocsr()
+    for pos, u in enumerate(users.tolist()):
+        mine = items[segment == pos].tolist()
+        assert mine == seen.indices[seen.indptr[u]:seen.indptr[u + 1]].tolist()
+        assert torch.allclose(weights[segment == pos], torch.tensor(seen.data[seen.indptr[u]]))
+    assert offsets.tolist() == [0, *np.cumsum([np.diff(seen.indptr)[u] for u in users.tolist()])[:-1]]
+
+
+@pytest.mark.parametrize("implicit_reg", [0.0, 0.05])
+def test_fused_loss_matches_autograd_over_all_users(implicit_reg: float) -> None:
+    """The batch-only loss and its row-sparse gradients equal autograd through ``N_norm @ Y`` for
+    every user, with the L2 of the y_j summed in the step written out per (user, item) pair."""
     torch.manual_seed(0)
     d = make_ratings(n_users=6, n_items=8, per_user=4, seed=1)
-    norm = _implicit_matrix(d)
-    n_norm, n_norm_t = torch_csr(norm, torch.device("cpu")), torch_csr(norm.T.tocsr(), torch.device("cpu"))
-    dense = torch.as_tensor(norm.toarray())
+    implicit = _Implicit.build(d, 5, "users", torch.device("cpu"))
+    dense, weight = _implicit_reference(d, 5)
     k = 3
     init = [torch.randn(6, k), torch.randn(8, k), torch.randn(6), torch.randn(8), torch.randn(8, k)]
-    ours = [t.clone().requires_grad_(True) for t in init]
-    ref = [t.clone().requires_grad_(True) for t in init]
-    mu = torch.tensor(3.4)
-    u = torch.tensor([0, 1, 1, 5, 0, 2, 3])
+    ours = [t.clone().double().requires_grad_(True) for t in init]
+    ref = [t.clone().double().requires_grad_(True) for t in init]
+    mu = torch.tensor(3.4, dtype=torch.float64)
+    u = torch.tensor([0, 1, 1, 5, 0, 2, 3])  # users 0 and 1 twice; user 4 not in the batch
     i = torch.tensor([7, 0, 7, 3, 3, 3, 1])
-    r = torch.tensor([5.0, 1.0, 4.0, 3.0, 2.0, 4.0, 1.0])
-    reg, y_reg, b_reg = 0.1, 0.05, 0.02
-    loss = _SVDppLoss.apply(*ours, mu, u, i, r, n_norm, n_norm_t, reg, y_reg, b_reg)
+    r = torch.tensor([5.0, 1.0, 4.0, 3.0, 2.0, 4.0, 1.0], dtype=torch.float64)
+    reg, b_reg = 0.1, 0.02
+    implicit.norm, implicit.y_weight = implicit.norm.double(), implicit.y_weight.double()
+    loss = _SVDppLoss.apply(*ours, mu, u, i, r, implicit, reg, implicit_reg, b_reg)
     P, Q, BU, BI, Y = ref
     x = P[u] + (dense @ Y)[u]
     pred = mu + BU[u] + BI[i] + (x * Q[i]).sum(1)
+    pairs = (dense[torch.unique(u)] > 0).double()  # (batch user, rated item) pairs
+    y_pen = (pairs.sum(0) * weight * (Y ** 2).sum(1)).sum()
     expected = (((pred - r) ** 2 + reg * ((P[u] ** 2).sum(1) + (Q[i] ** 2).sum(1))
-                 + b_reg * (BU[u] ** 2 + BI[i] ** 2)).mean() + y_reg * (Y ** 2).sum())
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+                 + b_reg * (BU[u] ** 2 + BI[i] ** 2)).mean() + implicit_reg * y_pen)
+    torch.testing.assert_close(loss, expected)
     (0.7 * loss).backward()
     (0.7 * expected).backward()
     for a, b in zip(ours, ref, strict=True):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+        assert a.grad.is_sparse
+        torch.testing.assert_close(a.grad.to_dense(), b.grad)
+    # y gets gradient only on the items the batch's users rated
+    touched = set(ours[4].grad.coalesce().indices()[0].tolist())
+    assert touched == set(torch.nonzero(pairs.sum(0)).view(-1).tolist())
+
+
+def test_network_predictions_equal_the_all_users_formula(model: SVDpp, data: Interactions) -> None:
+    d = data.compact()
+    net, _, predict = model._build(d, torch.device("cpu"), make_generator(0))
+    with torch.no_grad():
+        net.implicit_factors.normal_()
+        users, items = torch.tensor([3, 3, 0, 41, 7]), torch.tensor([1, 2, 2, 0, 9])
+        norm = torch.as_tensor(_implicit_matrix(d).toarray())
+        x = net.user_factors + norm @ net.implicit_factors
+        by_hand = net.global_bias + net.user_bias[users] + net.item_bias[items] + (x[users] * net.item_factors[items]).sum(1)
+        torch.testing.assert_close(predict(users, items), by_hand, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net.effective_users(), x, rtol=1e-5, atol=1e-5)
+
+
+def test_ratings_batching_and_invalid_batching(data: Interactions) -> None:
+    by_ratings = SVDpp(n_factors=4, epochs=2, batch_size=128, batching="ratings").fit(data)
+    by_users = SVDpp(n_factors=4, epochs=2, batch_size=128).fit(data)
+    assert np.isfinite(by_ratings.user_factors_).all()
+    assert not np.allclose(by_ratings.user_factors_, by_users.user_factors_)
+    with pytest.raises(CfrecError, match="batching"):
+        SVDpp(batching="items").fit(data)
+
+
+def test_auto_batching_takes_ratings_batches_only_when_they_are_cheap() -> None:
+    """Random rating batches sum every rated item of every user they hold: on small data (each
+    batch holds most users anyway) an epoch of them costs a few passes over the ratings, on data
+    with many users it would cost many times more."""
+    small = make_ratings(n_users=40, n_items=30, per_user=10, seed=0).compact()
+    many = make_ratings(n_users=3000, n_items=50, per_user=20, seed=0).compact()
+    assert _ratings_batch_cost(small, 4096) == pytest.approx(1.0)  # one batch holds everything
+    assert SVDpp(batch_size=4096)._batching(small) == "ratings"
+    assert _ratings_batch_cost(many, 256) > 2 * _AUTO_RATINGS_COST
+    assert SVDpp(batch_size=256)._batching(many) == "users"
+    assert SVDpp(batch_size=4096, batching="users")._batching(small) == "users"
+
+
+def test_ratings_batching_divides_each_pair_by_the_users_expected_steps() -> None:
+    d = make_ratings(n_users=50, n_items=20, per_user=8, seed=2).compact()
+    by_users = _Implicit.build(d, 100, "users", torch.device("cpu"))
+    by_ratings = _Implicit.build(d, 100, "ratings", torch.device("cpu"))
+    assert torch.equal(by_users.user_weight, torch.ones(50))
+    steps = len(d) / 100
+    share = 8 / len(d)
+    expected = 1.0 / (steps * (1 - (1 - share) ** 100))
+    torch.testing.assert_close(by_ratings.user_weight, torch.full((50,), expected), rtol=1e-5, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_matches_cpu_closely(data: Interactions) -> None:
+    cpu = SVDpp(n_factors=4, epochs=3, batch_size=128, device="cpu").fit(data)
+    gpu = SVDpp(n_factors=4, epochs=3, batch_size=128, device="cuda").fit(data)
+    np.testing.assert_allclose(gpu.user_factors_, cpu.user_factors_, rtol=1e-3, atol=1e-4)
 
 
 def test_user_factors_are_the_effective_vectors(model: SVDpp, data: Interactions) -> None:
