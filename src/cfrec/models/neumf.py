@@ -50,6 +50,7 @@ from cfrec.models.torch_engine import (
     resolve_device,
     train_loop,
 )
+from cfrec.threads import check_threads, threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +91,18 @@ class _NeuMFNet(nn.Module):
         super().__init__()
         half = layers[0] // 2
         self.mlp_half = half  # not ``half``: that would shadow ``nn.Module.half()``
-        self.user_gmf = nn.Embedding(n_users, n_factors)
-        self.item_gmf = nn.Embedding(n_items, n_factors)
-        self.user_mlp = nn.Embedding(n_users, half)
-        self.item_mlp = nn.Embedding(n_items, half)
+        # sparse=True: the embeddings' gradients are row-sparse (the batch's rows only), so a step
+        # reads and writes those rows and their optimiser state, not the whole tables
+        self.user_gmf = nn.Embedding(n_users, n_factors, sparse=True)
+        self.item_gmf = nn.Embedding(n_items, n_factors, sparse=True)
+        self.user_mlp = nn.Embedding(n_users, half, sparse=True)
+        self.item_mlp = nn.Embedding(n_items, half, sparse=True)
         self.tower = nn.ModuleList(nn.Linear(a, b) for a, b in zip(layers[:-1], layers[1:], strict=False))
         self.head = nn.Linear(n_factors + layers[-1], 1)
         self.with_bias = with_bias
         if with_bias:
-            self.user_bias = nn.Embedding(n_users, 1)
-            self.item_bias = nn.Embedding(n_items, 1)
+            self.user_bias = nn.Embedding(n_users, 1, sparse=True)
+            self.item_bias = nn.Embedding(n_items, 1, sparse=True)
         self.register_buffer("offset", torch.zeros((), dtype=torch.float32))
         self.dropout = float(dropout)
         self.dropout_generator: torch.Generator | None = None
@@ -171,10 +174,22 @@ class _NeuMFNet(nn.Module):
 
     def reg_terms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Mean over the batch of the squared norms of every looked-up embedding and bias."""
-        user_side = [self.user_gmf, self.user_mlp] + ([self.user_bias] if self.with_bias else [])
-        item_side = [self.item_gmf, self.item_mlp] + ([self.item_bias] if self.with_bias else [])
-        total = sum(m(users).square().sum(-1).mean() for m in user_side)
-        return total + sum(m(items).square().sum(-1).mean() for m in item_side)
+        return self.forward_train(users, items)[1]
+
+    def forward_train(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs of pairs (as :meth:`forward`) and the batch mean of the squared norms of every
+        embedding and bias they look up (each looked up once, for both)."""
+        gu, mu_, gi, mi = self.user_gmf(users), self.user_mlp(users), self.item_gmf(items), self.item_mlp(items)
+        w_gmf = self.head.weight[0, :gu.shape[-1]]
+        gmf_out = (gu * gi * w_gmf).sum(-1)
+        a, b = self.first_layer_parts(mu_, mi)
+        out = self._finish(gmf_out, a + b)
+        sq = gu.square().sum(-1) + mu_.square().sum(-1) + gi.square().sum(-1) + mi.square().sum(-1)
+        if self.with_bias:
+            bu, bi = self.user_bias(users)[..., 0], self.item_bias(items)[..., 0]
+            out = out + self.offset + bu + bi
+            sq = sq + bu.square() + bi.square()
+        return out, sq.mean()
 
 
 @hyperparameters
@@ -199,8 +214,11 @@ class NeuMF(Recommender):
     dropout
         Dropout rate after each MLP layer during training.
     epochs, batch_size, lr, optimizer
-        Training loop: at most ``epochs`` passes of minibatches with Adam (``"adam"``) or plain
-        SGD (``"sgd"``).
+        Training loop: at most ``epochs`` passes of minibatches with Adam (``"adam"``), Adagrad
+        (``"adagrad"``) or plain SGD (``"sgd"``). The embeddings' gradients are row-sparse, so
+        each step updates only the batch's embedding rows (Adam's moments of other rows do not
+        move: see :class:`~cfrec.models.torch_engine.Adam`); the MLP and output layers get dense
+        updates.
     reg
         L2 strength on the embeddings and biases looked up in each minibatch (per example, so a
         user with many ratings is regularised in proportion, as in SGD matrix factorisation).
@@ -220,6 +238,9 @@ class NeuMF(Recommender):
         Optimiser iterations (L-BFGS) for :meth:`fold_in`.
     device
         ``None``/``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` for training.
+    threads
+        Intra-op CPU threads for fit and scoring; ``None`` lets cfrec choose by the size of the
+        work (``CFREC_NUM_THREADS`` if set; see :mod:`cfrec.threads`).
     seed
         Seeds initialisation, minibatch order, dropout, negatives and the validation carve.
     """
@@ -233,7 +254,7 @@ class NeuMF(Recommender):
     epochs: int = 40
     batch_size: int = 256
     lr: float = 1e-3
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
     reg: float = 0.02
     weight_decay: float = 1e-5
     patience: int | None = 3
@@ -242,6 +263,7 @@ class NeuMF(Recommender):
     fold_in_reg: float | None = None
     fold_in_steps: int = 100
     device: str | None = None
+    threads: int | None = None
     seed: int | None = 0
 
     def __post_init__(self) -> None:
@@ -257,8 +279,9 @@ class NeuMF(Recommender):
     def _check_params(self) -> list[int]:
         if self.mode not in ("rating", "implicit"):
             raise CfrecError(f"NeuMF mode must be 'rating' or 'implicit', got {self.mode!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise CfrecError(f"NeuMF optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.optimizer not in ("adam", "adagrad", "sgd"):
+            raise CfrecError(f"NeuMF optimizer must be 'adam', 'adagrad' or 'sgd', got {self.optimizer!r}")
+        check_threads(self.threads, "NeuMF threads")
         for name in ("n_factors", "epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise CfrecError(f"NeuMF {name} must be >= 1, got {getattr(self, name)}")
@@ -286,8 +309,20 @@ class NeuMF(Recommender):
         """Only the rating mode estimates ratings; implicit scores are preferences."""
         return self.mode == "rating"
 
+    def _work(self, rows: int) -> int:
+        """Elements per operation when ``rows`` pairs go through the network at once."""
+        return int(rows) * max(int(self.n_factors), max(_parse_layers(self.mlp_layers)))
+
+    def _threads(self, rows: int) -> int:
+        return threads_for(self._work(rows), self.threads)
+
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
         net = self._build_net(train.n_users, train.n_items)
+        with using_threads(self._threads(int(self.batch_size))):
+            self._fit_net(net, train, valid, on_epoch)
+
+    def _fit_net(self, net: _NeuMFNet, train: Interactions, valid: Interactions | None,
+                 on_epoch: EpochCallback | None) -> None:
         dev = resolve_device(self.device)
         seq = self._seeds()
         s_init, s_order, s_drop, s_neg, s_carve = (int(s.generate_state(1)[0]) for s in seq.spawn(5))
@@ -319,13 +354,13 @@ class NeuMF(Recommender):
 
         def loss_fn(batch: torch.Tensor) -> torch.Tensor:
             u, i, y = rows["users"][batch], rows["items"][batch], rows["labels"][batch]
-            out = net(u, i)
+            out, sq = net.forward_train(u, i)
             if self._implicit:
                 loss = F.binary_cross_entropy_with_logits(out, y)
             else:
                 loss = F.mse_loss(out, y)
             if reg:
-                loss = loss + reg * net.reg_terms(u, i)
+                loss = loss + reg * sq
             if wd:
                 loss = loss + 0.5 * wd * sum(p.square().sum() for p in dense)
             return loss
@@ -415,7 +450,7 @@ class NeuMF(Recommender):
         out = np.empty(len(users), dtype=np.float32)
         u_t = torch.as_tensor(np.asarray(users, dtype=np.int64))
         i_t = torch.as_tensor(np.asarray(items, dtype=np.int64))
-        with torch.no_grad():
+        with torch.no_grad(), using_threads(self._threads(min(len(out), _PAIRS_PER_CHUNK)), blas=False):
             for s in range(0, len(out), _PAIRS_PER_CHUNK):
                 out[s:s + _PAIRS_PER_CHUNK] = self.net_(u_t[s:s + _PAIRS_PER_CHUNK],
                                                         i_t[s:s + _PAIRS_PER_CHUNK]).numpy()
@@ -427,7 +462,8 @@ class NeuMF(Recommender):
         i_t = torch.as_tensor(np.asarray(items, dtype=np.int64))
         out = np.empty((len(gmf), len(i_t)), dtype=np.float32)
         step = max(1, _PAIRS_PER_CHUNK // max(len(i_t), 1))
-        with torch.no_grad():
+        pairs = min(len(gmf), step) * len(i_t)
+        with torch.no_grad(), using_threads(self._threads(pairs), blas=False):
             for s in range(0, len(gmf), step):
                 out[s:s + step] = self.net_.score_grid(gmf[s:s + step], mlp[s:s + step],
                                                        bias[s:s + step], i_t).numpy()
@@ -504,7 +540,8 @@ class NeuMF(Recommender):
                 p.grad = g
             return loss.detach()
 
-        opt.step(closure)
+        with using_threads(self._threads(len(target_items)), blas=False):
+            opt.step(closure)
         g, m = gmf.detach()[0].numpy().copy(), mlp.detach()[0].numpy().copy()
         b = float(bias.detach()[0]) if net.with_bias else 0.0
         return FoldedUser(b, np.concatenate([g, m]).astype(np.float32), idx.astype(np.int32),
