@@ -212,7 +212,7 @@ def iter_rank(
         if not (scores.flags.writeable and scores.flags.owndata):
             scores = scores.copy()  # top_k writes into it: never into a model's own arrays
         ex = _take_rows(exclude, block) if exclude is not None else None
-        cand = _take_rows(candidates, block) if sp.issparse(candidates) else candidates
+        cand = _take_rows(sp.csr_array(candidates), block) if sp.issparse(candidates) else candidates
         idx, top = top_k(scores, k, exclude=ex, candidates=cand)
         yield start, idx, top
 
@@ -242,7 +242,7 @@ def rank(
     return out_idx, out_top
 
 
-def _take_rows(matrix: sp.csr_array | np.ndarray | None, rows: np.ndarray) -> sp.csr_array:
+def _take_rows(matrix: sp.csr_array, rows: np.ndarray) -> sp.csr_array:
     """Rows of a CSR matrix for (possibly negative = empty) row indices, as a new CSR matrix."""
     mat = sp.csr_array(matrix)
     ok = rows >= 0

@@ -78,7 +78,7 @@ def load_data(
     if not report.header:
         roles = ", ".join(f"{role}" for role in report.columns)
         notes.append(f"{report.path} has no header line: its fields were read as {roles}")
-    if report.scale_source == "inferred":
+    if report.scale_source == "inferred" and report.rating_scale is not None:
         lo, hi = report.rating_scale
         notes.append(f"rating scale {lo:g}..{hi:g} inferred from the ratings; pass --rating-scale LOW,HIGH "
                      "to declare it (out-of-scale ratings are then errors)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -41,6 +42,7 @@ RawId = int | str | np.integer
 _M = TypeVar("_M", bound="type[Recommender]")
 
 
+@typing.dataclass_transform(kw_only_default=True, eq_default=False)
 def hyperparameters(cls: _M) -> _M:
     """Declare a model's hyperparameters as keyword-only dataclass fields.
 

@@ -179,6 +179,8 @@ class TwoStage(Recommender):
 
     def _predict_folded_known(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
         rater_user = (user.state or {}).get("rater")
+        if not isinstance(rater_user, FoldedUser):
+            raise CfrecError("this folded user was not made by this TwoStage model's fold_in")
         return self.rater_._predict_folded_known(rater_user, items)
 
     @property
