@@ -8,11 +8,19 @@ thousands of small operations runs 10-30x slower than on one thread (measured: a
 BiasedMF fit took 4.3 s on one thread and 119 s on torch's default two). Users do not set
 ``OMP_NUM_THREADS``, so cfrec chooses:
 
-* one thread for work below :data:`MIN_PARALLEL_WORK` elements per operation (a training step
-  of the factor models and NeuMF, scoring a few users), where a second thread gains little even
-  on an idle machine and loses badly on a busy one;
-* every available core above it (scoring thousands of users at once), where each operation runs
-  long enough that waiting for a late thread costs a small fraction of it.
+* one thread for work below :data:`MIN_PARALLEL_WORK` elements per operation;
+* every available core above it.
+
+The threshold comes from a measurement on a 2-core machine shared with other processes (load
+average 10-12): one ``addcmul`` over ``n`` floats and one ``(m x 64) @ (64 x 1682)`` scoring
+product timed at 1 and 2 threads, as the machine was and with one more busy process. Two
+threads were never faster than one (at best equal) for any size up to 2^26 elements: 10-400x
+slower for operations of 2^16-2^22 elements (the size of a training step's operations),
+1.0-1.3x slower for a 2^26-float ``addcmul`` (0.75 s) and 1.5-2.7x for a product of 2^26
+multiply-adds (20-50 ms). So one thread is the default for every operation the models
+do at any size seen in practice; the threshold (2^30 elements, a second or more of one
+thread's work per operation) only lets very large blocks use the cores. On a machine of your
+own with idle cores, ask for them.
 
 The count is fixed, not read from the machine's load, so a seeded fit gives the same numbers
 every time. To choose it yourself, pass ``threads=`` to a model (``BiasedMF(threads=2)``,
@@ -40,8 +48,8 @@ logger = logging.getLogger(__name__)
 ENV_VAR = "CFREC_NUM_THREADS"
 
 #: Elements of work per operation (floats one operation reads or writes, or multiply-adds of a
-#: matrix product) from which every core is used; below it, one thread.
-MIN_PARALLEL_WORK = 1 << 22
+#: matrix product) from which every core is used; below it, one thread (see the module notes).
+MIN_PARALLEL_WORK = 1 << 30
 
 
 def available_cores() -> int:

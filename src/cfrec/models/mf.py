@@ -5,8 +5,8 @@ every step takes a random slice of them, so there is no per-sample ``Dataset``/`
 The loss, its per-observation L2 penalty and the gradient are fused in one autograd function
 (:class:`_BiasedMFLoss`) whose gradients are row-sparse: the batch's rows of the four tables and
 nothing else. With the engine's row-wise optimisers a step therefore costs O(batch), whatever the
-number of users and items (on ``synthetic_like("ml-10m")`` an epoch at 100 factors is in the
-range of Surprise's Cython SGD; see ``benchmarks/scale.py``).
+number of users and items; each batch is taken in user order, so the user rows are read and
+written in increasing address order.
 
 :class:`~cfrec.models.torch_engine.TorchFactorModel` holds the fitting pipeline shared with
 :class:`~cfrec.models.svdpp.SVDpp`.
