@@ -189,16 +189,9 @@ def chunk_rows(n_items: int, budget: int = CHUNK_ELEMENTS) -> int:
     return max(1, budget // max(n_items, 1))
 
 
-def iter_rank(
-    score_rows: ScoreFn,
-    rows: np.ndarray,
-    n_items: int,
-    k: int,
-    *,
-    exclude: sp.csr_array | None = None,
-    candidates: np.ndarray | sp.csr_array | None = None,
-    budget: int = CHUNK_ELEMENTS,
-) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def iter_rank(score_rows: ScoreFn, rows: np.ndarray, n_items: int, k: int, *,
+              exclude: sp.csr_array | None = None, candidates: np.ndarray | sp.csr_array | None = None,
+              budget: int = CHUNK_ELEMENTS) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """:func:`rank` chunk by chunk: yields ``(start, indices, scores)`` for ``rows[start:...]``.
 
     ``exclude`` (and a CSR ``candidates``) are indexed by the values of ``rows`` (for example the
@@ -217,16 +210,9 @@ def iter_rank(
         yield start, idx, top
 
 
-def rank(
-    score_rows: ScoreFn,
-    rows: np.ndarray,
-    n_items: int,
-    k: int,
-    *,
-    exclude: sp.csr_array | None = None,
-    candidates: np.ndarray | sp.csr_array | None = None,
-    budget: int = CHUNK_ELEMENTS,
-) -> tuple[np.ndarray, np.ndarray]:
+def rank(score_rows: ScoreFn, rows: np.ndarray, n_items: int, k: int, *,
+         exclude: sp.csr_array | None = None, candidates: np.ndarray | sp.csr_array | None = None,
+         budget: int = CHUNK_ELEMENTS) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` item indices and scores for model rows (users), scored in bounded chunks.
 
     See :func:`iter_rank` for the arguments; returns arrays of shape (len(rows), min(k, n_items)).

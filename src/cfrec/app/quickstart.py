@@ -110,16 +110,10 @@ def _model_params(name: str, params: Mapping[str, Any] | None, epochs: int | Non
     return out
 
 
-def load_or_synthesize(
-    dataset: str = "ml-100k",
-    *,
-    data_options: DataOptions | None = None,
-    data_home: str | Path | None = None,
-    download: bool = True,
-    synthetic: bool = False,
-    synthetic_shape: tuple[int, int, int] | None = None,
-    seed: int = 0,
-) -> tuple[Interactions, str | None]:
+def load_or_synthesize(dataset: str = "ml-100k", *, data_options: DataOptions | None = None,
+                       data_home: str | Path | None = None, download: bool = True, synthetic: bool = False,
+                       synthetic_shape: tuple[int, int, int] | None = None,
+                       seed: int = 0) -> tuple[Interactions, str | None]:
     """The dataset, or a MovieLens-shaped synthetic stand-in when it cannot be had.
 
     Returns ``(data, reason)``; ``reason`` is ``None`` for the real data and says why the

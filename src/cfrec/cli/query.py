@@ -186,13 +186,8 @@ def recommend(
         how = "item bias (mu + b_i)" if model.predicts_ratings else "popularity"
         console.print(f"user {user!r} is not in the model (a new user): showing the most popular items by "
                       f"{how}, not personalised recommendations", highlight=False, soft_wrap=True, markup=False)
-    table = Table(title=escape(("recommended" if known else "popular (new-user fallback)") + f" for user {user_raw}"),
-                  title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("item", justify="right")
-    titled = _has_titles(model)
-    if titled:
-        table.add_column("title")
+    table, titled = _ranked_table(model, ("recommended" if known else "popular (new-user fallback)")
+                                  + f" for user {user_raw}")
     table.add_column("score", justify="right")
     if model.predicts_ratings:
         table.add_column("predicted rating", justify="right")
@@ -267,6 +262,17 @@ def _name(row: dict[str, Any]) -> str:
     return _title(row) or f"item {row['item_id']}"
 
 
+def _ranked_table(model: Any, title: str) -> tuple[Table, bool]:
+    """A table with the rank, item id and (when the model has titles) title columns."""
+    table = Table(title=escape(title), title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("item", justify="right")
+    titled = _has_titles(model)
+    if titled:
+        table.add_column("title")
+    return table, titled
+
+
 def _has_titles(model: Any) -> bool:
     info = getattr(model, "item_info_", None)
     return info is not None and "title" in info.columns
@@ -315,13 +321,8 @@ def similar(
         more = f" and {len(matches) - 6} more" if len(matches) > 6 else ""
         console.print(f"{len(matches)} titles match {item!r}; using the most-rated. Others: {others}{more}. "
                       f"Pass an id or a longer title to pick another.", highlight=False, soft_wrap=True, markup=False)
-    table = Table(title=escape(f"most similar to {_name(query_row)} [id {query_row['item_id']}, "
-                               f"{query_row['n_ratings']} ratings]"), title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("item", justify="right")
-    titled = _has_titles(model)
-    if titled:
-        table.add_column("title")
+    table, titled = _ranked_table(model, f"most similar to {_name(query_row)} [id {query_row['item_id']}, "
+                                         f"{query_row['n_ratings']} ratings]")
     table.add_column("ratings", justify="right")
     table.add_column("cosine", justify="right")
     for rank, row in enumerate(rows, 1):

@@ -1,14 +1,13 @@
 """Evaluation protocols: offline (holdout, k-fold, predefined folds, temporal), online
 (prequential replay with fold-in) and the model benchmark.
 
-Heavier modules are imported lazily so ``from cfrec.evaluation import evaluate`` stays light.
+Tuning (Optuna) is not imported here: use :mod:`cfrec.evaluation.tuning`.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
+from cfrec.evaluation.benchmark import BenchmarkResult, run_benchmark
+from cfrec.evaluation.online import OnlineResult, online_evaluate, online_predictions, run_online
 from cfrec.evaluation.protocols import (
     ErrorBreakdown,
     Evaluation,
@@ -25,20 +24,13 @@ from cfrec.evaluation.protocols import (
     run_protocol,
 )
 
-_LAZY = {
-    "OnlineResult": "cfrec.evaluation.online",
-    "online_evaluate": "cfrec.evaluation.online",
-    "online_predictions": "cfrec.evaluation.online",
-    "run_online": "cfrec.evaluation.online",
-    "BenchmarkResult": "cfrec.evaluation.benchmark",
-    "run_benchmark": "cfrec.evaluation.benchmark",
-}
-
 __all__ = [
+    "BenchmarkResult",
     "ErrorBreakdown",
     "Evaluation",
     "FoldResult",
     "GroupError",
+    "OnlineResult",
     "ProtocolResult",
     "cross_validate",
     "error_breakdown",
@@ -46,13 +38,10 @@ __all__ = [
     "evaluate_detailed",
     "holdout",
     "metric_names",
+    "online_evaluate",
+    "online_predictions",
     "resolve_model",
+    "run_benchmark",
+    "run_online",
     "run_protocol",
-    *_LAZY,
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'cfrec.evaluation' has no attribute {name!r}")

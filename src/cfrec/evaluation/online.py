@@ -182,15 +182,9 @@ def _diagonal_fn(model: Recommender, reg: float | None) -> DiagonalFn | None:
     return lambda n: ridge.diagonal(np.asarray(n), k)
 
 
-def online_predictions(
-    model: Recommender,
-    test: Interactions,
-    *,
-    train: Interactions,
-    reg: float | None = None,
-    method: Method = "auto",
-    trace: list[tuple[str, np.ndarray]] | None = None,
-) -> OnlinePredictions:
+def online_predictions(model: Recommender, test: Interactions, *, train: Interactions, reg: float | None = None,
+                       method: Method = "auto",
+                       trace: list[tuple[str, np.ndarray]] | None = None) -> OnlinePredictions:
     """Prequential predictions of every test rating (see the module docstring).
 
     Parameters
@@ -414,15 +408,8 @@ def _replay(model: Recommender, test: Interactions, train: Interactions, order: 
 
 
 # ---------------------------------------------------------------------- evaluation
-def online_evaluate(
-    model: Recommender,
-    test: Interactions,
-    *,
-    train: Interactions,
-    reg: float | None = None,
-    method: Method = "auto",
-    name: str | None = None,
-) -> OnlineResult:
+def online_evaluate(model: Recommender, test: Interactions, *, train: Interactions, reg: float | None = None,
+                    method: Method = "auto", name: str | None = None) -> OnlineResult:
     """Online vs offline RMSE/MAE of a fitted model, broken down by known/new users and items and
     by how many of the user's ratings were known when each prediction was made."""
     t0 = time.perf_counter()

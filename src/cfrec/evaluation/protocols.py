@@ -168,15 +168,8 @@ class Evaluation:
     rank_seconds: float
 
 
-def evaluate(
-    model: Recommender,
-    test: Interactions,
-    *,
-    train: Interactions | None = None,
-    k: int = 10,
-    relevance: float | None = 4.0,
-    metrics: Sequence[str] | str | None = None,
-) -> dict[str, float]:
+def evaluate(model: Recommender, test: Interactions, *, train: Interactions | None = None, k: int = 10,
+             relevance: float | None = 4.0, metrics: Sequence[str] | str | None = None) -> dict[str, float]:
     """Score a fitted model on ``test``: RMSE, MAE, fallback counts and ranking metrics at ``k``.
 
     Parameters
@@ -208,15 +201,9 @@ def evaluate(
     return evaluate_detailed(model, test, train=train, k=k, relevance=relevance, metrics=metrics).metrics
 
 
-def evaluate_detailed(
-    model: Recommender,
-    test: Interactions,
-    *,
-    train: Interactions | None = None,
-    k: int = 10,
-    relevance: float | None = 4.0,
-    metrics: Sequence[str] | str | None = None,
-) -> Evaluation:
+def evaluate_detailed(model: Recommender, test: Interactions, *, train: Interactions | None = None,
+                      k: int = 10, relevance: float | None = 4.0,
+                      metrics: Sequence[str] | str | None = None) -> Evaluation:
     """:func:`evaluate` plus the known/new error breakdown and the time spent predicting and ranking."""
     model._check_fitted()
     if len(test) == 0:
