@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import typing
 import logging
 import time
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
