@@ -15,7 +15,7 @@ from cfrec.models import make_model
 from cfrec.models.baseline import Baseline
 from cfrec.models.mf import BiasedMF, _BiasedMFLoss
 from cfrec.models.persistence import current_version
-from cfrec.models.torch_engine import make_generator
+from cfrec.models.torch_engine import make_generator, make_optimizer
 from tests.models.test_contract import make_ratings
 
 
@@ -60,6 +60,35 @@ def test_fused_loss_matches_autograd(reg: float, bias_reg: float, learn_mu: bool
         torch.testing.assert_close(mu_a.grad, mu_b.grad)
     else:
         assert mu_a.grad is None
+
+
+def test_a_training_step_reads_and_writes_only_the_batch_rows() -> None:
+    """O(batch) steps: the users and items outside a batch, and their Adam state, stay as they were."""
+    data = make_ratings(n_users=60, n_items=40, per_user=8)
+    model = BiasedMF(n_factors=4, weight_decay=1e-3)
+    model.global_mean_ = float(data.ratings.mean())
+    net, loss_fn, _ = model._build(data, torch.device("cpu"), make_generator(0))
+    opt = make_optimizer("adam", list(net.parameters()), lr=0.05, weight_decay=1e-3)
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    batch = torch.arange(0, 50)
+    loss = loss_fn(batch)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    users, items = set(data.users[:50].tolist()), set(data.items[:50].tolist())
+    for name, rows in (("user_factors", users), ("user_bias", users), ("item_factors", items), ("item_bias", items)):
+        after = getattr(net, name).detach()
+        changed = {int(r) for r in torch.nonzero((after != before[name]).reshape(len(after), -1).any(1)).view(-1)}
+        assert changed == rows, name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_matches_cpu_closely() -> None:
+    data = make_ratings()
+    cpu = BiasedMF(n_factors=8, epochs=3, batch_size=256, device="cpu").fit(data)
+    gpu = BiasedMF(n_factors=8, epochs=3, batch_size=256, device="cuda").fit(data)
+    np.testing.assert_allclose(gpu.user_factors_, cpu.user_factors_, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(gpu.item_bias_, cpu.item_bias_, rtol=1e-3, atol=1e-4)
 
 
 # ---------------------------------------------------------------------- lab preset

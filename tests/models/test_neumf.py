@@ -270,3 +270,39 @@ def test_ml100k_u1_implicit_auc(ml100k_u1) -> None:
     pos_s, neg_s = model.predict(u, i), model.predict(u, neg)
     # Measured 0.841 (item popularity alone: 0.806).
     assert float((pos_s > neg_s).mean() + 0.5 * (pos_s == neg_s).mean()) > 0.82
+
+
+def test_embedding_gradients_are_row_sparse_and_only_batch_rows_move() -> None:
+    train, _ = planted(n_users=40, n_items=30, seed=3)
+    model = NeuMF(n_factors=4, mlp_layers=(8, 4), epochs=1, device="cpu")
+    model.global_mean_ = float(train.ratings.mean())
+    net = model._build_net(train.n_users, train.n_items)
+    net.reset(torch.Generator().manual_seed(0))
+    from cfrec.models.torch_engine import make_optimizer
+
+    opt = make_optimizer("adam", list(net.parameters()), lr=0.01)
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    users, items = torch.tensor([0, 3, 3]), torch.tensor([1, 1, 7])
+    out, sq = net.forward_train(users, items)
+    with torch.no_grad():  # the training forward is the scoring forward plus the embeddings' L2
+        torch.testing.assert_close(out, net(users, items))
+        user_side = [net.user_gmf, net.user_mlp, net.user_bias]
+        item_side = [net.item_gmf, net.item_mlp, net.item_bias]
+        by_module = sum(m(users).square().sum(-1).mean() for m in user_side)
+        torch.testing.assert_close(sq, by_module + sum(m(items).square().sum(-1).mean() for m in item_side))
+    ((out - 3.0).square().mean() + 0.1 * sq).backward()
+    assert net.user_gmf.weight.grad.is_sparse and not net.head.weight.grad.is_sparse
+    opt.step()
+    moved = torch.nonzero((net.user_gmf.weight.detach() != before["user_gmf.weight"]).any(1)).view(-1)
+    assert moved.tolist() == [0, 3]
+    assert not torch.equal(net.head.weight.detach(), before["head.weight"])  # dense layers: dense update
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_matches_cpu_closely(planted_data) -> None:
+    kw = dict(epochs=3, batch_size=128, lr=3e-3, reg=0.001, patience=None, valid_fraction=0.0)
+    cpu = NeuMF(device="cpu", **kw).fit(planted_data[0])
+    gpu = NeuMF(device="cuda", **kw).fit(planted_data[0])
+    test = planted_data[1]
+    np.testing.assert_allclose(gpu.predict(test.raw_users(), test.raw_items()),
+                               cpu.predict(test.raw_users(), test.raw_items()), rtol=1e-3, atol=1e-3)
