@@ -225,7 +225,8 @@ def predict(
     u_idx = int(model.user_map_.to_index(np.asarray([user]), missing="-1")[0])
     user_raw: Any = model.user_map_.to_raw(u_idx) if u_idx >= 0 else user
     i_idx = model.item_map_.to_index(np.asarray(item), missing="-1")
-    items_raw = [model.item_map_.to_raw(i) if i >= 0 else v for i, v in zip(i_idx.tolist(), item, strict=True)]
+    items_raw = [model.item_map_.to_raw(i) if i >= 0 else _typed(model.item_map_, v)
+                 for i, v in zip(i_idx.tolist(), item, strict=True)]
     pred = model.predict_detailed(np.asarray([user_raw] * len(items_raw), dtype=object), np.asarray(items_raw, dtype=object))
     how = {0: "personalised", 1: "unknown user: mu + b_i", 2: "unknown item: mu + b_u", 3: "both unknown: mu"}
     rows = [{**meta, "prediction": float(p), "how": how[int(f)]}
@@ -260,6 +261,16 @@ def _title(row: dict[str, Any]) -> str:
 def _name(row: dict[str, Any]) -> str:
     """How an item is named in a sentence: its title, else ``item <id>``."""
     return _title(row) or f"item {row['item_id']}"
+
+
+def _typed(vocab: Any, text: str) -> Any:
+    """An id typed on the command line as the vocabulary's ids are (``"999"`` -> 999 for ints)."""
+    if vocab.is_numeric:
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    return text
 
 
 def _ranked_table(model: Any, title: str) -> tuple[Table, bool]:
