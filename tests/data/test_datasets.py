@@ -113,7 +113,8 @@ def test_ml1m_files_by_path(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load_dataset(folder / "extra.dat")
     assert str(err.value) == (f"{folder / 'extra.dat'}, line 2, field 'rating': rating 9 is "
-                              "outside the MovieLens scale [1, 5]")
+                              "outside the MovieLens scale [1, 5]; pass rating_scale=(1, 9) to "
+                              "declare a wider scale")
 
 
 def test_movielens_format_files_need_no_options(tmp_path: Path) -> None:
@@ -167,3 +168,13 @@ def test_report_for_a_named_release(ml100k_dir: Path) -> None:
     data, report = load_dataset("ml-100k", data_home=ml100k_dir.parent, return_report=True)
     assert report.rows == report.ratings == len(data) and report.rating_scale == (1.0, 5.0)
     assert report.scale_source == "movielens" and report.duplicates_resolved == 0
+
+
+def test_a_stray_movielens_file_does_not_impose_its_scale(tmp_path: Path) -> None:
+    (tmp_path / "u.data").write_text("196\t242\t3\t881250949\n")
+    (tmp_path / "mine.csv").write_text("user,item,rating\n1,1,4\n1,2,9\n")
+    data, report = load_dataset(tmp_path / "mine.csv", return_report=True)
+    assert data.rating_scale == (4.0, 9.0) and report.scale_source == "inferred"
+    (tmp_path / "u.item").write_text("242|Kolya (1996)|24-Jan-1997||http://x|" + "0|" * 18 + "0\n")
+    with pytest.raises(DataError, match="rating 9 is outside the MovieLens scale"):
+        load_dataset(tmp_path / "mine.csv")  # now a release folder: its scale applies

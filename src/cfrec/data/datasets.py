@@ -101,13 +101,13 @@ def load_dataset(
             raise DataError("folder is not a MovieLens release (no u.data, ratings.dat or "
                             "ratings.csv in a MovieLens format); give the ratings file itself",
                             path=path)
-        release = release_scale(path.parent) if path.parent != path else None
-        if release is not None:
-            if not kwargs and release_ratings_file(path.parent) == path.name:
-                data = load_movielens_path(path.parent)
-                return (data, _release_report(data, str(path), path.name)) if return_report else data
-            if kwargs.get("rating_scale") is None:
-                kwargs.update(rating_scale=release[1], scale_source="movielens")
+        if not kwargs and release_ratings_file(path.parent) == path.name:
+            # a release's own ratings file, as it ships: load the release (titles included)
+            data = load_movielens_path(path.parent)
+            return (data, _release_report(data, str(path), path.name)) if return_report else data
+        release = release_scale(path.parent)
+        if release is not None and kwargs.get("rating_scale") is None:
+            kwargs.update(rating_scale=release[1], scale_source="movielens")
         return load_ratings(path, return_report=return_report, **kwargs)  # type: ignore[call-overload]
     close = difflib.get_close_matches(key, list(MOVIELENS), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -1262,8 +1262,7 @@ def _ratings(col: Any, name: str, scale: tuple[float, float] | None, scale_sourc
 
             def describe_out(text: str | None) -> tuple[str, str, list[OptionHint]]:
                 return (f"rating {value:g} is outside {which} [{lo:g}, {hi:g}]",
-                        f"a number in [{lo:g}, {hi:g}]",
-                        [hint] if scale_source != "movielens" else [])
+                        f"a number in [{lo:g}, {hi:g}]", [hint])
 
             raise _fail(reader, j, name, "rating", describe_out)
     return values.astype(RATING_DTYPE)

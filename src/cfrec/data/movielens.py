@@ -649,20 +649,24 @@ def is_movielens_path(path: str | os.PathLike[str]) -> bool:
     return True
 
 
-def release_scale(path: str | os.PathLike[str]) -> tuple[str, tuple[float, float]] | None:
-    """``(variant, rating scale)`` of the MovieLens release at folder or zip ``path``, else None.
+_ITEMS_FILE = {"100k": "u.item", "dat": "movies.dat", "csv": "movies.csv"}
 
-    Used to keep a release's known scale when one of its files is loaded by path.
+
+def release_scale(path: str | os.PathLike[str]) -> tuple[str, tuple[float, float]] | None:
+    """``(variant, rating scale)`` of the MovieLens release folder ``path``, else None.
+
+    Used to keep a release's known scale when another of its files (``u1.base`` ...) is loaded
+    by path. Only a folder with both the ratings file and the movie list counts, so a folder
+    that merely holds some ``u.data`` does not impose a 1-5 scale on its other files.
     """
     p = Path(path).expanduser()
-    if not is_movielens_path(p):
+    if not (p.is_dir() and is_movielens_path(p)):
         return None
-    src = _Source.open_path(p)
-    try:
-        layout = _layout_of(src)
-        name = _variant_of(src, layout)
-    finally:
-        src.close()
+    src = _Source(p)
+    layout = _layout_of(src)
+    if not src.has(_ITEMS_FILE[layout]):
+        return None
+    name = _variant_of(src, layout)
     return name, _scale_of(name, layout)
 
 
