@@ -315,3 +315,25 @@ def test_summarize_test_reports_ranking_for_ranking_only_models() -> None:
     assert 0.0 <= scores["ndcg@10"] <= 1.0 and 0.0 <= scores["recall@10"] <= 1.0
     rating = summarize_test(NeuMF(epochs=1, n_factors=4, mlp_layers=(8, 4)).fit(split.train), split.test)
     assert rating["rmse"] is not None and "ndcg@10" not in rating
+
+
+def test_chunked_ranking_metrics_equal_unchunked(monkeypatch) -> None:
+    """Full-ranking metrics for every user are computed in bounded chunks; chunking changes nothing."""
+    import cfrec.evaluation.protocols as protocols
+    from cfrec.data import make_splits, make_synthetic
+    from cfrec.models.ials import IALS
+    from cfrec.ranking import rank
+
+    split = make_splits(make_synthetic(300, 120, 6000, seed=2), "random:0.2", seed=0)[0]
+    model = IALS(n_factors=4, iterations=3).fit(split.train)
+    names = ["ndcg@10", "recall@5", "map@10", "coverage@10"]
+    whole = evaluate(model, split.test, metrics=names)
+    calls: list[int] = []
+
+    def tiny(*args, **kwargs):
+        calls.append(1)
+        return rank(*args, **{**kwargs, "budget": 120 * 7})  # seven users a chunk
+
+    monkeypatch.setattr(protocols, "rank", tiny)
+    chunked = evaluate(model, split.test, metrics=names)
+    assert calls and chunked == whole
