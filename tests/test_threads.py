@@ -6,6 +6,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
+import cfrec.threads as threads_mod
 from cfrec.errors import CfrecError
 from cfrec.models.mf import BiasedMF
 from cfrec.models.neumf import NeuMF
@@ -87,6 +88,31 @@ def test_using_threads_restores_after_an_error_and_can_leave_blas_alone() -> Non
     with pytest.raises(CfrecError):
         with using_threads(0):
             pass
+
+
+def test_using_threads_touches_nothing_where_the_count_already_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process pinned to one count (as ``cfrec serve`` is) never writes the process-wide
+    settings again, so concurrent requests cannot race on them."""
+    with using_threads(1):
+        calls: list[int] = []
+        monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+        for pool in threads_mod._blas_pools().lib_controllers:
+            monkeypatch.setattr(pool, "set_num_threads", lambda n: calls.append(n))
+        with using_threads(1):
+            assert torch.get_num_threads() == 1
+        monkeypatch.undo()
+        assert calls == []
+
+
+def test_using_threads_sees_pools_loaded_after_its_first_call() -> None:
+    first = threads_mod._blas_pools()
+    import sys
+    import types
+    sys.modules["cfrec_test_fake_extension"] = types.ModuleType("cfrec_test_fake_extension")
+    try:
+        assert threads_mod._blas_pools() is not first  # rescanned after an import
+    finally:
+        del sys.modules["cfrec_test_fake_extension"]
 
 
 # ---------------------------------------------------------------------- in the models

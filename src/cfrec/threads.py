@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -103,13 +104,42 @@ def threads_for(work: int, threads: int | None = None) -> int:
     return 1 if int(work) < MIN_PARALLEL_WORK else available_cores()
 
 
+def _blas_pools() -> Any:
+    """threadpoolctl's controller of the BLAS/OpenMP libraries loaded now.
+
+    The scan of the loaded libraries costs about a millisecond; it is repeated only when the
+    number of imported modules changed since the last scan (a library loaded later is seen).
+    """
+    from threadpoolctl import ThreadpoolController
+
+    loaded = _loaded_objects()
+    cached = _POOLS.get("controller")
+    if cached is None or _POOLS.get("loaded") != loaded:
+        cached = ThreadpoolController()
+        _POOLS.update(controller=cached, loaded=loaded)
+    return cached
+
+
+def _loaded_objects() -> int:
+    """A cheap stand-in for "libraries loaded": the number of imported modules (BLAS and OpenMP
+    libraries arrive with the import of an extension module)."""
+    return len(sys.modules)
+
+
+#: The last threadpoolctl controller and the loaded-object count it was built at: a cache of
+#: what the process has loaded, not a setting (the counts themselves are always read afresh).
+_POOLS: dict[str, Any] = {}
+
+
 @contextmanager
 def using_threads(n: int, *, blas: bool = True) -> Iterator[int]:
     """Run the block with ``n`` intra-op threads in torch and, with ``blas``, in the BLAS/OpenMP
     libraries numpy and scipy load; the previous counts are restored afterwards.
 
-    ``blas=False`` leaves those libraries alone: for blocks whose work is torch's only, and to
-    skip threadpoolctl's scan of the loaded libraries (about a millisecond) on short blocks.
+    Nothing is changed (and nothing restored) where a pool already runs ``n`` threads, so nested
+    blocks and concurrent requests of a process pinned to one count (``cfrec serve``) never
+    touch the process-wide settings. ``blas=False`` leaves the BLAS libraries alone, for blocks
+    whose work is torch's only.
     """
     n = check_threads(n, "using_threads(n)") or 1
     import torch
@@ -117,14 +147,17 @@ def using_threads(n: int, *, blas: bool = True) -> Iterator[int]:
     before = torch.get_num_threads()
     if before != n:
         torch.set_num_threads(n)
+    restore: list[tuple[Any, int]] = []
     try:
         if blas:
-            from threadpoolctl import threadpool_limits
-
-            with threadpool_limits(limits=n):
-                yield n
-        else:
-            yield n
+            for pool in _blas_pools().lib_controllers:
+                current = pool.get_num_threads()
+                if current is not None and current != n:
+                    pool.set_num_threads(n)
+                    restore.append((pool, current))
+        yield n
     finally:
+        for pool, current in reversed(restore):
+            pool.set_num_threads(current)
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
