@@ -179,9 +179,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 def environment(device: str | None, with_surprise: bool) -> dict[str, Any]:
     import torch
-    from cfrec.models.torch_engine import resolve_device
 
     import cfrec
+    from cfrec.models.torch_engine import resolve_device
 
     env = {
         "cfrec": cfrec.__version__,
