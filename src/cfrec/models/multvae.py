@@ -1,0 +1,455 @@
+"""Variational autoencoder with a multinomial likelihood (Liang, Krishnan, Hoffman & Jebara 2018).
+
+A user is the vector ``x_u`` of their training interactions (1 for each rating ``>= threshold``,
+or ``(rating / top of the scale) ** rating_power``). The network::
+
+    h   = tanh(W_1 dropout(x_u / |x_u|) + c_1)          encoder, (hidden,)
+    mu, log_var = W_2 h + c_2                             Gaussian latent, (latent,) each
+    z   = mu + exp(log_var / 2) * eps    (training; z = mu when scoring)
+    g   = tanh(W_3 z + c_3)                               decoder, (hidden,)
+    logits = W_4 g + c_4                                  one score per item, softmax over items
+
+is trained on the multinomial log-likelihood ``sum_i x_ui log softmax(logits)_i`` minus
+``beta`` times the KL divergence of ``N(mu, diag(exp(log_var)))`` from ``N(0, I)``, averaged
+over a minibatch of users. ``beta`` is annealed: it grows linearly with the optimiser steps from
+0 to ``beta_cap``, which it reaches after ``anneal_epochs`` epochs and keeps (the paper's
+``min(cap, steps / total_anneal_steps)``; its best ``cap`` was 0.2).
+
+Cost. The first layer multiplies a sparse input by a dense ``(n_items, hidden)`` matrix: it is
+an ``embedding_bag`` sum of the rows of the batch's items, whose gradient is row-sparse, so the
+engine's row-wise optimisers update those rows only (O(batch nonzeros x hidden)). The decoder is
+dense by nature: the softmax normalises over every item, so a step costs
+O(batch x n_items x hidden) for the last layer, forward and backward, and scoring a user costs
+O(n_items x hidden).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cfrec.data.interactions import Interactions
+from cfrec.errors import CfrecError, ModelFileError
+from cfrec.models.base import EpochCallback, FoldedUser, Recommender, RidgeFoldIn, hyperparameters
+from cfrec.models.torch_engine import (
+    OPTIMIZERS,
+    TrainConfig,
+    csr_segments,
+    make_generator,
+    make_optimizer,
+    resolve_device,
+    train_loop,
+)
+from cfrec.threads import check_threads, threads_for, using_threads
+
+logger = logging.getLogger(__name__)
+
+#: Logits computed per scoring block (users x items), which bounds its memory.
+_SCORE_BLOCK = 1 << 22
+
+
+class _MultVAENet(nn.Module):
+    """Encoder (sparse first layer), Gaussian latent and decoder of Mult-VAE."""
+
+    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float) -> None:
+        super().__init__()
+        self.latent = latent
+        self.dropout = dropout
+        # the first layer's weight as a table of item rows: an embedding_bag over a user's items
+        self.enc_in = nn.Parameter(torch.empty(n_items, hidden))
+        self.enc_in_bias = nn.Parameter(torch.empty(hidden))
+        self.enc_out = nn.Linear(hidden, 2 * latent)
+        self.dec_in = nn.Linear(latent, hidden)
+        self.dec_out = nn.Linear(hidden, n_items)
+        self.generator: torch.Generator | None = None  # dropout and reparameterisation noise
+
+    def reset(self, generator: torch.Generator) -> None:
+        """Seeded Xavier-uniform weights and N(0, 0.001^2) biases, as in the paper's code."""
+        with torch.no_grad():
+            nn.init.xavier_uniform_(self.enc_in, generator=generator)
+            for layer in (self.enc_out, self.dec_in, self.dec_out):
+                nn.init.xavier_uniform_(layer.weight, generator=generator)
+            for bias in (self.enc_in_bias, self.enc_out.bias, self.dec_in.bias, self.dec_out.bias):
+                nn.init.normal_(bias, 0.0, 0.001, generator=generator)
+
+    def encode(self, items: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor,
+               segment: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, log_var)`` of the rows given as a flat CSR selection (see :func:`csr_segments`).
+
+        Each row is L2-normalised, then (in training) every nonzero is dropped with probability
+        ``dropout`` and the kept ones scaled by ``1 / (1 - dropout)``.
+        """
+        sq = torch.zeros(n_rows, dtype=values.dtype, device=values.device).index_add_(0, segment, values * values)
+        weights = values / sq.sqrt().clamp_min(1e-12).index_select(0, segment)
+        if self.training and self.dropout > 0:
+            keep = torch.rand(weights.shape, generator=self.generator, device=weights.device) >= self.dropout
+            weights = weights * keep / (1.0 - self.dropout)
+        first = F.embedding_bag(items, self.enc_in, offsets, mode="sum", sparse=True,
+                                per_sample_weights=weights)
+        out = self.enc_out(torch.tanh(first + self.enc_in_bias))
+        return out[:, :self.latent], out[:, self.latent:]
+
+    def decode_hidden(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's hidden layer ``g`` (a user's vector against the item rows of ``W_4``)."""
+        return torch.tanh(self.dec_in(z))
+
+    def sample(self, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+        """``z``: a reparameterised draw in training, the mean otherwise."""
+        if not self.training:
+            return mu
+        eps = torch.randn(mu.shape, generator=self.generator, device=mu.device)
+        return mu + torch.exp(0.5 * log_var) * eps
+
+
+@hyperparameters
+class MultVAE(Recommender):
+    """Mult-VAE: a variational autoencoder of users' item sets with a multinomial likelihood.
+
+    Ranking-only (``predicts_ratings`` is False): scores are the decoder's logits, whose softmax
+    is the predicted share of the user's interactions each item takes. ``predict`` maps a logit
+    onto the rating scale through a sigmoid (``low + sigmoid(s) * (high - low)``), a monotone
+    preference within a user, not a rating estimate. ``user_bias_`` and ``item_bias_`` are zeros.
+    An unknown user is ranked by popularity (training ratings per item, divided by the largest
+    count). :meth:`fold_in` of a new user is one forward pass of their item set, with no training:
+    folding in a training user's own ratings gives that user's scores. ``similar_items`` compares
+    the decoder's item rows (``W_4``) by cosine; :meth:`user_embeddings` are the matching
+    decoder hidden vectors (scores are ``g . w_i + c_i``). ``valid`` is ignored: the epoch count
+    is a hyperparameter, chosen on validation carves (see the model's docs).
+
+    Parameters
+    ----------
+    hidden
+        Width of the encoder's and the decoder's hidden layer (the paper's 600).
+    latent
+        Dimension of the Gaussian latent (the paper's 200).
+    dropout
+        Probability of dropping each input interaction in training (the paper's 0.5).
+    epochs
+        Passes over the users.
+    batch_size
+        Users per optimiser step.
+    lr
+        Learning rate.
+    optimizer
+        ``"adam"`` (lazy on the first layer's touched rows), ``"adagrad"`` or ``"sgd"``.
+    weight_decay
+        Coupled L2 on every parameter (on the first layer, only the rows a step touches).
+    beta_cap
+        Largest weight of the KL term.
+    anneal_epochs
+        Epochs over which ``beta`` grows linearly from 0 to ``beta_cap`` (0: ``beta_cap`` from
+        the first step).
+    threshold
+        Ratings ``>= threshold`` are interactions; ``None``: every rating.
+    rating_power
+        Interaction weight ``(rating / top of the rating scale) ** rating_power``; ``0`` gives
+        the paper's binary input.
+    device
+        ``None``/``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` for training;
+        scoring runs on the CPU.
+    threads
+        CPU threads for fit and scoring (``None``: :func:`~cfrec.threads.threads_for` the work of
+        a step, or ``CFREC_NUM_THREADS``).
+    seed
+        Seeds initialisation, minibatch order, dropout and the latent noise; a fixed seed
+        reproduces a CPU fit exactly (at a fixed thread count).
+
+    Attributes
+    ----------
+    net_
+        The trained network (CPU, eval mode).
+    x_
+        (n_users, n_items) float32 CSR of the training users' input rows.
+    """
+
+    name = "multvae"
+
+    hidden: int = 600
+    latent: int = 200
+    dropout: float = 0.5
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    weight_decay: float = 0.0
+    beta_cap: float = 0.2
+    anneal_epochs: float = 50.0
+    threshold: float | None = None
+    rating_power: float = 0.0
+    device: str | None = None
+    threads: int | None = None
+    seed: int | None = 0
+
+    @property
+    def predicts_ratings(self) -> bool:
+        """False: scores are logits of a softmax over items, not ratings."""
+        return False
+
+    # ------------------------------------------------------------------ configuration
+    def _check_params(self) -> None:
+        for name in ("hidden", "latent", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise CfrecError(f"MultVAE {name} must be a whole number >= 1, got {value!r}")
+        if not (_finite(self.dropout) and 0.0 <= float(self.dropout) < 1.0):
+            raise CfrecError(f"MultVAE dropout must be in [0, 1), got {self.dropout!r}")
+        if not (_finite(self.lr) and float(self.lr) > 0):
+            raise CfrecError(f"MultVAE lr must be a finite number > 0, got {self.lr!r}")
+        for name in ("weight_decay", "beta_cap", "anneal_epochs", "rating_power"):
+            if not (_finite(getattr(self, name)) and float(getattr(self, name)) >= 0):
+                raise CfrecError(f"MultVAE {name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        if self.threshold is not None and not _finite(self.threshold):
+            raise CfrecError(f"MultVAE threshold must be None or a finite number, got {self.threshold!r}")
+        if str(self.optimizer).lower() not in OPTIMIZERS:
+            raise CfrecError(f"MultVAE optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, "
+                             f"got {self.optimizer!r}")
+        check_threads(self.threads, "MultVAE threads")
+
+    def _build_net(self, n_items: int) -> _MultVAENet:
+        self._check_params()
+        return _MultVAENet(n_items, int(self.hidden), int(self.latent), float(self.dropout))
+
+    def _weights(self, ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which ratings are interactions (a mask) and their input weights (float32)."""
+        r = np.asarray(ratings, dtype=np.float64)
+        keep = np.ones(len(r), dtype=bool) if self.threshold is None else r >= float(self.threshold)
+        power = float(self.rating_power)
+        if power == 0:
+            return keep, np.ones(int(keep.sum()), dtype=np.float32)
+        kept, top = r[keep], float(self.rating_scale_[1])
+        if len(kept) and (top <= 0 or kept.min() <= 0):
+            raise CfrecError(f"MultVAE rating_power={power:g} weighs interactions by (rating / {top:g}) ** "
+                             f"{power:g} and needs positive ratings (got {min(kept.min(), top):g}); set "
+                             "threshold to keep only positive ratings, or rating_power=0")
+        return keep, ((kept / top) ** power).astype(np.float32)
+
+    def _threads(self, rows: int) -> int:
+        """Threads for ``rows`` users through the network (the decoder's product dominates)."""
+        n_items = len(self.item_map_)
+        return threads_for(int(rows) * n_items * int(self.hidden), self.threads)
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
+        net = self._build_net(train.n_items)
+        if valid is not None:
+            logger.debug("MultVAE: validation data ignored (the epoch count is a hyperparameter)")
+        n_users, n_items = train.n_users, train.n_items
+        keep, w = self._weights(train.ratings)
+        x = sp.csr_array((w, (train.users[keep], train.items[keep])), shape=(n_users, n_items))
+        x.sum_duplicates()
+        x.sort_indices()
+        self.x_ = sp.csr_array((x.data.astype(np.float32), x.indices.astype(np.int32),
+                                x.indptr.astype(np.int64)), shape=(n_users, n_items))
+        seq = np.random.SeedSequence(None if self.seed is None else int(self.seed))
+        s_init, s_order, s_noise = (int(s.generate_state(1)[0]) for s in seq.spawn(3))
+        net.reset(make_generator(s_init, "cpu"))
+        active = np.flatnonzero(np.diff(self.x_.indptr) > 0)  # users with an interaction train
+        if len(active):
+            with using_threads(self._threads(min(int(self.batch_size), len(active)))):
+                self._train(net, active, s_order, s_noise, on_epoch)
+        self.net_ = net.to("cpu").eval()
+        self.net_.generator = None
+        self.user_bias_ = np.zeros(n_users, dtype=np.float32)
+        self.item_bias_ = np.zeros(n_items, dtype=np.float32)
+
+    def _train(self, net: _MultVAENet, active: np.ndarray, s_order: int, s_noise: int,
+               on_epoch: EpochCallback | None) -> None:
+        dev = resolve_device(self.device)
+        net.to(dev)
+        net.generator = make_generator(s_noise, dev)
+        indptr = torch.as_tensor(self.x_.indptr, dtype=torch.int64, device=dev)
+        indices = torch.as_tensor(self.x_.indices.astype(np.int64), device=dev)
+        data = torch.as_tensor(self.x_.data, device=dev)
+        rows = torch.as_tensor(active.astype(np.int64), device=dev)
+        batch_size, epochs = int(self.batch_size), int(self.epochs)
+        steps_per_epoch = math.ceil(len(active) / batch_size)
+        anneal_steps = float(self.anneal_epochs) * steps_per_epoch
+        cap = float(self.beta_cap)
+        state = {"step": 0, "beta": 0.0}
+        betas: list[float] = []
+
+        def loss_fn(batch: torch.Tensor) -> torch.Tensor:
+            users = rows.index_select(0, batch)
+            positions, segment, offsets = csr_segments(indptr, users)
+            items, values = indices.index_select(0, positions), data.index_select(0, positions)
+            mu, log_var = net.encode(items, values, offsets, segment, len(users))
+            logits = net.dec_out(net.decode_hidden(net.sample(mu, log_var)))
+            # the batch's rows as a dense target: the likelihood's backward is then elementwise
+            # (the softmax already costs batch x items), not a scatter of the nonzeros
+            target = torch.zeros_like(logits).index_put_((segment, items), values)
+            nll = -(torch.log_softmax(logits, dim=1) * target).sum() / len(users)
+            kl = -0.5 * (1.0 + log_var - mu.square() - log_var.exp()).sum() / len(users)
+            beta = cap if anneal_steps <= 0 else min(cap, cap * state["step"] / anneal_steps)
+            state["step"] += 1
+            state["beta"] = beta
+            return nll + beta * kl
+
+        def epoch_done(record: dict[str, Any]) -> None:
+            betas.append(float(state["beta"]))
+            record["beta"] = betas[-1]
+            if on_epoch is not None:
+                on_epoch(record)
+
+        opt = make_optimizer(str(self.optimizer), list(net.parameters()), lr=float(self.lr),
+                             weight_decay=float(self.weight_decay))
+        config = TrainConfig("MultVAE", epochs, batch_size, float(self.lr))
+        history = train_loop(net, opt, len(active), loss_fn, config,
+                             generator=make_generator(s_order, "cpu"), device=dev, on_epoch=epoch_done)
+        for record, beta in zip(history, betas, strict=True):
+            record["beta"] = beta
+        self.history_.extend(history)
+
+    # ------------------------------------------------------------------ scoring
+    def _hidden_of(self, x: sp.csr_array) -> np.ndarray:
+        """Decoder hidden vectors ``g`` (len(x), hidden) of input rows, in one forward pass each
+        block (eval mode: no dropout, ``z = mu``)."""
+        net = self.net_
+        out = np.empty((x.shape[0], int(self.hidden)), dtype=np.float32)
+        step = max(1, _SCORE_BLOCK // max(x.shape[1], 1))
+        with torch.no_grad(), using_threads(self._threads(min(step, x.shape[0])), blas=False):
+            for s in range(0, x.shape[0], step):
+                block = sp.csr_array(x[s:s + step])
+                indptr = torch.as_tensor(block.indptr, dtype=torch.int64)
+                rows = torch.arange(block.shape[0], dtype=torch.int64)
+                positions, segment, offsets = csr_segments(indptr, rows)
+                items = torch.as_tensor(block.indices.astype(np.int64)).index_select(0, positions)
+                values = torch.as_tensor(block.data.astype(np.float32)).index_select(0, positions)
+                mu, _ = net.encode(items, values, offsets, segment, block.shape[0])
+                out[s:s + step] = net.decode_hidden(mu).numpy()
+        return out
+
+    def _logits(self, hidden: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """Logits of ``items`` (all when None) for decoder hidden vectors, (len(hidden), m)."""
+        w = self.net_.dec_out.weight.detach().numpy()
+        c = self.net_.dec_out.bias.detach().numpy()
+        if items is not None:
+            w, c = w[items], c[items]
+        with using_threads(self._threads(len(hidden))):
+            out = hidden @ w.T
+        out += c[None, :]
+        return out.astype(np.float32, copy=False)
+
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        """Every item's logit for many users: their training rows through the network in blocks."""
+        users = np.asarray(users, dtype=np.int64)
+        out = np.empty((len(users), len(self.item_map_)), dtype=np.float32)
+        step = max(1, _SCORE_BLOCK // max(len(self.item_map_), 1))
+        for s in range(0, len(users), step):
+            out[s:s + step] = self._logits(self._hidden_of(self.x_[users[s:s + step]]))
+        return out
+
+    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        uniq, inverse = np.unique(users, return_inverse=True)
+        hidden = self._hidden_of(self.x_[uniq])
+        w = self.net_.dec_out.weight.detach().numpy()
+        c = self.net_.dec_out.bias.detach().numpy()
+        return (np.einsum("ij,ij->i", hidden[inverse], w[items]) + c[items]).astype(np.float32)
+
+    def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
+        return self._logits(user.factors[None, :], np.asarray(items, dtype=np.int64))[0]
+
+    def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
+        """``low + sigmoid(s) * (high - low)``: a monotone preference, not a rating estimate."""
+        lo, hi = self.rating_scale_
+        sig = 1.0 / (1.0 + np.exp(-np.asarray(scores, dtype=np.float64)))
+        return (lo + sig * (hi - lo)).astype(np.float32)
+
+    def _cold_user_scores(self) -> np.ndarray:
+        """Unknown users get the most popular items: training ratings per item, divided by the
+        largest count."""
+        counts = np.bincount(self.seen_.indices, minlength=len(self.item_map_)).astype(np.float64)
+        return (counts / max(float(counts.max(initial=0.0)), 1.0)).astype(np.float32)
+
+    # ------------------------------------------------------------------ embeddings
+    def item_embeddings(self) -> np.ndarray:
+        """The decoder's output rows ``W_4`` (n_items, hidden): item ``i``'s logit for a user is
+        ``g_u . w_i + c_i``."""
+        self._check_fitted()
+        return self.net_.dec_out.weight.detach().numpy().astype(np.float32)
+
+    def user_embeddings(self) -> np.ndarray:
+        """The training users' decoder hidden vectors ``g_u`` (n_users, hidden), from their inputs."""
+        self._check_fitted()
+        return self._hidden_of(self.x_)
+
+    # ------------------------------------------------------------------ cold start
+    def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
+        """A new user is one forward pass of their item set through the trained network.
+
+        With ``ratings`` (on the model's scale) the training rule builds the input: ratings
+        ``>= threshold`` are interactions weighted ``(rating / top) ** rating_power``. Without,
+        every known item is an interaction of weight 1 (the top of the scale's weight, so with
+        the default binary input both agree). The same history as a training user's gives that
+        user's scores. No training, nothing of the model changes. Every known item given is
+        excluded from recommendations; unknown items are ignored and reported; a user with no
+        known item gets the popularity list. ``FoldedUser.factors`` holds the decoder hidden
+        vector (like a row of :meth:`user_embeddings`). ``reg`` is accepted for interface
+        compatibility and unused.
+        """
+        self._check_fitted()
+        given = self._fold_in_input(items, ratings)
+        hidden = int(self.hidden)
+        if not len(given.items):
+            return self._empty_folded(given, hidden)
+        order = np.argsort(given.items, kind="stable")
+        idx, r = given.items[order], given.ratings[order]
+        if ratings is None:
+            keep, w = np.ones(len(idx), dtype=bool), np.ones(len(idx), dtype=np.float32)
+        else:
+            keep, w = self._weights(r)
+        row = sp.csr_array((w, idx[keep].astype(np.int32), np.array([0, int(keep.sum())])),
+                           shape=(1, len(self.item_map_)))
+        vec = self._hidden_of(row)[0]
+        return FoldedUser(0.0, vec, idx.astype(np.int32), len(idx), unknown_items=given.unknown,
+                          duplicate_items=given.duplicates)
+
+    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
+        return None  # a forward pass of the network, not a ridge on [b_u, p_u]
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, np.ndarray]:
+        arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
+        arrays.update({"x_indptr": self.x_.indptr.astype(np.int64),
+                       "x_indices": self.x_.indices.astype(np.int32),
+                       "x_data": self.x_.data.astype(np.float32)})
+        return arrays
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        n_u, n_i = len(self.user_map_), len(self.item_map_)
+        try:
+            net = self._build_net(n_i)
+        except CfrecError as exc:
+            raise ModelFileError(f"MultVAE hyperparameters in the model file are invalid ({exc})") from None
+        state = {k.removeprefix("net."): torch.from_numpy(np.array(v)) for k, v in arrays.items()
+                 if k.startswith("net.")}
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ModelFileError(f"MultVAE weights do not match its hyperparameters ({first})") from None
+        try:
+            indptr, indices, data = arrays["x_indptr"], arrays["x_indices"], arrays["x_data"]
+        except KeyError as exc:
+            raise ModelFileError(f"MultVAE weights lack the array {exc}") from None
+        if (indptr.shape != (n_u + 1,) or indices.shape != data.shape or int(indptr[0]) != 0
+                or int(indptr[-1]) != len(indices) or bool(np.any(np.diff(indptr) < 0))
+                or (len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= n_i))):
+            raise ModelFileError(f"MultVAE input matrix does not match the id vocabularies "
+                                 f"({n_u} users, {n_i} items)")
+        self.x_ = sp.csr_array((data.astype(np.float32), indices.astype(np.int32),
+                                indptr.astype(np.int64)), shape=(n_u, n_i))
+        self.net_ = net.eval()
+
+
+def _finite(value: Any) -> bool:
+    return (isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+            and bool(np.isfinite(float(value))))
