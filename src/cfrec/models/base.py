@@ -691,6 +691,28 @@ class FactorRecommender(Recommender):
 
 
 # ---------------------------------------------------------------------- helpers
+def popularity_scores(seen: Any, n_items: int) -> np.ndarray:
+    """Training ratings per item divided by the largest count (the most popular item scores 1):
+    the cold-start list of the ranking models, whose own scores have no bias to fall back on."""
+    counts = np.bincount(seen.indices, minlength=n_items).astype(np.float64)
+    return (counts / max(float(counts.max(initial=0.0)), 1.0)).astype(np.float32)
+
+
+def linear_to_scale(scores: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """``low + s * (high - low)``: a score in about [0, 1] shown on the rating scale (a monotone
+    preference, not a rating estimate)."""
+    lo, hi = scale
+    return (np.float32(lo) + np.float32(hi - lo) * np.asarray(scores, dtype=np.float32)).astype(np.float32)
+
+
+def sigmoid_to_scale(scores: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """``low + sigmoid(s) * (high - low)``: an unbounded score shown on the rating scale (a
+    monotone preference, not a rating estimate)."""
+    lo, hi = scale
+    sig = 1.0 / (1.0 + np.exp(-np.asarray(scores, dtype=np.float64)))
+    return (lo + sig * (hi - lo)).astype(np.float32)
+
+
 def _one(batch: RecsBatch) -> Recs:
     return batch[0]
 

@@ -33,7 +33,15 @@ from scipy.linalg import lapack
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import EpochCallback, FoldedUser, Recommender, RidgeFoldIn, hyperparameters
+from cfrec.models.base import (
+    EpochCallback,
+    FoldedUser,
+    Recommender,
+    RidgeFoldIn,
+    hyperparameters,
+    linear_to_scale,
+    popularity_scores,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -332,10 +340,8 @@ class EASE(Recommender):
 
     # ------------------------------------------------------------------ scoring
     def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
-        """``predict`` maps a score ``s`` linearly onto the rating scale (``low + s * (high -
-        low)``): a monotone score, not a rating estimate."""
-        lo, hi = self.rating_scale_
-        return (np.float32(lo) + np.float32(hi - lo) * np.asarray(scores, dtype=np.float32)).astype(np.float32)
+        """``predict`` shows a score on the rating scale (see :func:`linear_to_scale`)."""
+        return linear_to_scale(scores, self.rating_scale_)
 
     def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """``X_u . B[:, i]`` per pair: each user's nonzeros gathered in chunks, no dense rows."""
@@ -373,9 +379,8 @@ class EASE(Recommender):
         return np.asarray(user.factors[nz] @ self.B_[nz][:, idx], dtype=np.float32)
 
     def _cold_user_scores(self) -> np.ndarray:
-        """Item popularity: training ratings per item divided by the largest count."""
-        counts = np.bincount(self.seen_.indices, minlength=len(self.item_map_)).astype(np.float64)
-        return (counts / max(float(counts.max(initial=0.0)), 1.0)).astype(np.float32)
+        """Unknown users get the most popular items (see :func:`popularity_scores`)."""
+        return popularity_scores(self.seen_, len(self.item_map_))
 
     # ------------------------------------------------------------------ embeddings
     def item_embeddings(self) -> np.ndarray:

@@ -52,6 +52,8 @@ from cfrec.models.base import (
     FoldedUser,
     RidgeFoldIn,
     hyperparameters,
+    linear_to_scale,
+    popularity_scores,
 )
 from cfrec.models.torch_engine import resolve_device
 from cfrec.threads import check_threads, threads_for, using_threads
@@ -318,12 +320,8 @@ class IALS(FactorRecommender):
 
     # ------------------------------------------------------------------ scoring
     def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
-        """``predict`` maps a preference ``s`` linearly onto the rating scale (``low + s * (high -
-        low)``): a monotone score, not a rating estimate."""
-        lo, hi = self.rating_scale_
-        return (np.float32(lo) + np.float32(hi - lo) * np.asarray(scores, dtype=np.float32)).astype(
-            np.float32
-        )
+        """``predict`` shows a score on the rating scale (see :func:`linear_to_scale`)."""
+        return linear_to_scale(scores, self.rating_scale_)
 
     def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items]).astype(
@@ -337,10 +335,8 @@ class IALS(FactorRecommender):
         return (self.item_factors_[items] @ user.factors).astype(np.float32)
 
     def _cold_user_scores(self) -> np.ndarray:
-        """Unknown users get the most popular items: training interactions per item, divided by
-        the largest count (the most popular item scores 1)."""
-        counts = np.bincount(self.seen_.indices, minlength=len(self.item_map_)).astype(np.float64)
-        return (counts / max(float(counts.max(initial=0.0)), 1.0)).astype(np.float32)
+        """Unknown users get the most popular items (see :func:`popularity_scores`)."""
+        return popularity_scores(self.seen_, len(self.item_map_))
 
     # ------------------------------------------------------------------ cold start
     def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:

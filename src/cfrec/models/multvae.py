@@ -37,13 +37,30 @@ from torch import nn
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import EpochCallback, FoldedUser, Recommender, RidgeFoldIn, hyperparameters
+from cfrec.models.base import (
+    EpochCallback,
+    FoldedUser,
+    Recommender,
+    RidgeFoldIn,
+    hyperparameters,
+    popularity_scores,
+    sigmoid_to_scale,
+)
+from cfrec.models.checks import (
+    check_choice,
+    check_number,
+    check_optional_finite,
+    check_whole,
+    is_finite_number,
+)
 from cfrec.models.torch_engine import (
     OPTIMIZERS,
     TrainConfig,
     csr_segments,
+    load_module_arrays,
     make_generator,
     make_optimizer,
+    module_arrays,
     resolve_device,
     train_loop,
 )
@@ -194,22 +211,13 @@ class MultVAE(Recommender):
 
     # ------------------------------------------------------------------ configuration
     def _check_params(self) -> None:
-        for name in ("hidden", "latent", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise CfrecError(f"MultVAE {name} must be a whole number >= 1, got {value!r}")
-        if not (_finite(self.dropout) and 0.0 <= float(self.dropout) < 1.0):
+        check_whole(self, ("hidden", "latent", "epochs", "batch_size"))
+        if not (is_finite_number(self.dropout) and 0.0 <= float(self.dropout) < 1.0):
             raise CfrecError(f"MultVAE dropout must be in [0, 1), got {self.dropout!r}")
-        if not (_finite(self.lr) and float(self.lr) > 0):
-            raise CfrecError(f"MultVAE lr must be a finite number > 0, got {self.lr!r}")
-        for name in ("weight_decay", "beta_cap", "anneal_epochs", "rating_power"):
-            if not (_finite(getattr(self, name)) and float(getattr(self, name)) >= 0):
-                raise CfrecError(f"MultVAE {name} must be a finite number >= 0, got {getattr(self, name)!r}")
-        if self.threshold is not None and not _finite(self.threshold):
-            raise CfrecError(f"MultVAE threshold must be None or a finite number, got {self.threshold!r}")
-        if str(self.optimizer).lower() not in OPTIMIZERS:
-            raise CfrecError(f"MultVAE optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, "
-                             f"got {self.optimizer!r}")
+        check_number(self, ("lr",), strict=True)
+        check_number(self, ("weight_decay", "beta_cap", "anneal_epochs", "rating_power"))
+        check_optional_finite(self, ("threshold",))
+        check_choice(self, "optimizer", OPTIMIZERS)
         check_threads(self.threads, "MultVAE threads")
 
     def _build_net(self, n_items: int) -> _MultVAENet:
@@ -358,16 +366,12 @@ class MultVAE(Recommender):
         return self._logits(user.factors[None, :], np.asarray(items, dtype=np.int64))[0]
 
     def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
-        """``low + sigmoid(s) * (high - low)``: a monotone preference, not a rating estimate."""
-        lo, hi = self.rating_scale_
-        sig = 1.0 / (1.0 + np.exp(-np.asarray(scores, dtype=np.float64)))
-        return (lo + sig * (hi - lo)).astype(np.float32)
+        """``predict`` shows a score on the rating scale (see :func:`sigmoid_to_scale`)."""
+        return sigmoid_to_scale(scores, self.rating_scale_)
 
     def _cold_user_scores(self) -> np.ndarray:
-        """Unknown users get the most popular items: training ratings per item, divided by the
-        largest count."""
-        counts = np.bincount(self.seen_.indices, minlength=len(self.item_map_)).astype(np.float64)
-        return (counts / max(float(counts.max(initial=0.0)), 1.0)).astype(np.float32)
+        """Unknown users get the most popular items (see :func:`popularity_scores`)."""
+        return popularity_scores(self.seen_, len(self.item_map_))
 
     # ------------------------------------------------------------------ embeddings
     def item_embeddings(self) -> np.ndarray:
@@ -417,7 +421,7 @@ class MultVAE(Recommender):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
-        arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
+        arrays = module_arrays(self.net_)
         arrays.update({"x_indptr": self.x_.indptr.astype(np.int64),
                        "x_indices": self.x_.indices.astype(np.int32),
                        "x_data": self.x_.data.astype(np.float32)})
@@ -429,13 +433,7 @@ class MultVAE(Recommender):
             net = self._build_net(n_i)
         except CfrecError as exc:
             raise ModelFileError(f"MultVAE hyperparameters in the model file are invalid ({exc})") from None
-        state = {k.removeprefix("net."): torch.from_numpy(np.array(v)) for k, v in arrays.items()
-                 if k.startswith("net.")}
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ModelFileError(f"MultVAE weights do not match its hyperparameters ({first})") from None
+        load_module_arrays(net, arrays, "MultVAE")
         try:
             indptr, indices, data = arrays["x_indptr"], arrays["x_indices"], arrays["x_data"]
         except KeyError as exc:
@@ -449,7 +447,3 @@ class MultVAE(Recommender):
                                 indptr.astype(np.int64)), shape=(n_u, n_i))
         self.net_ = net.eval()
 
-
-def _finite(value: Any) -> bool:
-    return (isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-            and bool(np.isfinite(float(value))))

@@ -45,8 +45,10 @@ from cfrec.models.base import EpochCallback, FoldedUser, Recommender, RidgeFoldI
 from cfrec.models.torch_engine import (
     TrainConfig,
     batched_rmse,
+    load_module_arrays,
     make_generator,
     make_optimizer,
+    module_arrays,
     resolve_device,
     train_loop,
 )
@@ -559,20 +561,14 @@ class NeuMF(Recommender):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
-        return {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
+        return module_arrays(self.net_)
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         try:
             net = self._build_net(len(self.user_map_), len(self.item_map_))
         except CfrecError as exc:
             raise ModelFileError(f"NeuMF hyperparameters in the model file are invalid ({exc})") from None
-        state = {k.removeprefix("net."): torch.from_numpy(np.array(v)) for k, v in arrays.items()
-                 if k.startswith("net.")}
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ModelFileError(f"NeuMF weights do not match its hyperparameters ({first})") from None
+        load_module_arrays(net, arrays, "NeuMF")
         self.net_ = net.eval()
 
 

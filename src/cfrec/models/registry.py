@@ -109,6 +109,10 @@ _BUILTIN: tuple[ModelSpec, ...] = (
               ranking=True),
     ModelSpec("ease", "cfrec.models.ease:EASE",
               "EASE: closed-form item-item autoencoder for top-K ranking (Steck 2019)", ranking=True),
+    ModelSpec("bpr", "cfrec.models.bpr:BPR",
+              "Bayesian personalised ranking: pairwise loss on sampled negatives (Rendle 2009)", ranking=True),
+    ModelSpec("multvae", "cfrec.models.multvae:MultVAE",
+              "Mult-VAE: variational autoencoder with a multinomial likelihood (Liang 2018)", ranking=True),
     ModelSpec("two-stage", "cfrec.models.two_stage:TwoStage",
               "candidates from a ranking model (EASE) ordered by a rating model's predictions (BiasedMF)",
               aliases={"twostage": None}),
@@ -119,7 +123,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
 
 #: Models compared by ``cfrec benchmark`` when none are named, per protocol.
 DEFAULT_BENCHMARK: dict[str, tuple[str, ...]] = {
-    "offline": ("baseline", "mf", "als", "svdpp", "neumf", "ials", "ease"),
+    "offline": ("baseline", "mf", "als", "svdpp", "neumf", "ials", "ease", "bpr", "multvae"),
     # the online replay folds NeuMF in once per test rating (tens of minutes on ML-100K)
     "online": ("baseline", "mf", "als", "svdpp", "ials", "ease"),
 }

@@ -689,6 +689,25 @@ def _best_epoch(history: list[dict[str, Any]]) -> int:
     return int(min(scored, key=lambda r: (r["valid_rmse"], r["epoch"]))["epoch"])
 
 
+def module_arrays(net: nn.Module, prefix: str = "net.") -> dict[str, np.ndarray]:
+    """A network's parameters and buffers as named numpy arrays, for a safetensors file."""
+    return {f"{prefix}{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+
+
+def load_module_arrays(net: nn.Module, arrays: dict[str, np.ndarray], model: str, prefix: str = "net.") -> None:
+    """Load :func:`module_arrays` back into ``net``; a missing, extra or misshapen array is a
+    :class:`~cfrec.errors.ModelFileError` naming ``model``."""
+    from cfrec.errors import ModelFileError
+
+    state = {k.removeprefix(prefix): torch.from_numpy(np.array(v)) for k, v in arrays.items()
+             if k.startswith(prefix)}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelFileError(f"{model} weights do not match its hyperparameters ({first})") from None
+
+
 def export_numpy(t: torch.Tensor) -> np.ndarray:
     """A float32 numpy copy of a tensor (detached, on the CPU)."""
     return t.detach().to("cpu", torch.float32).numpy().copy()
