@@ -32,7 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 300.0)
         if proc.poll() is not None:
             raise SystemExit(f"the service exited with status {proc.returncode} before it was ready")
         try:
-            status, _ = asyncio.run(_one_request(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"))
+            status = run_async(_one_request(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"))
             if status == 200:
                 return
         except OSError:
@@ -104,26 +104,13 @@ def stop_service(proc: subprocess.Popen[bytes]) -> int:
 
 
 # ---------------------------------------------------------------------- HTTP client
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length = 0
-    for line in lines[1:]:
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:].strip())
-    body = await reader.readexactly(length) if length else b""
-    return status, body
-
-
-async def _one_request(port: int, raw: bytes) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection(HOST, port)
+async def _one_request(port: int, raw: bytes) -> int:
+    conn = await _connect(port)
     try:
-        writer.write(raw)
-        await writer.drain()
-        return await _read_response(reader)
+        return await conn.request(raw)
     finally:
-        writer.close()
+        if conn.transport is not None:
+            conn.transport.close()
 
 
 def get(path: str) -> bytes:
@@ -147,6 +134,8 @@ class Result:
 
     service_cpu: float = float("nan")
     client_cpu: float = float("nan")
+    machine_cpu: float = float("nan")
+    load_1min: float = float("nan")
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies) * 1e3
@@ -158,39 +147,112 @@ class Result:
                 "p50_ms": pct[0], "p95_ms": pct[1], "p99_ms": pct[2],
                 "max_ms": float(lat.max()) if len(lat) else float("nan"),
                 "service_cpu_ms_per_request": self.service_cpu * 1e3 / n if n else float("nan"),
+                "service_cores": self.service_cpu / self.seconds if self.seconds else float("nan"),
+                "client_cores": self.client_cpu / self.seconds if self.seconds else float("nan"),
+                "other_cores": (max(self.machine_cpu - self.service_cpu - self.client_cpu, 0.0)
+                                / self.seconds if self.seconds else float("nan")),
+                "load_1min_after": self.load_1min,
                 "client_cpu_ms_per_request": self.client_cpu * 1e3 / n if n else float("nan")}
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection sending one request at a time: the response is parsed
+    from the bytes as they arrive (status line, ``Content-Length``), without stream readers."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def request(self, raw: bytes) -> asyncio.Future[int]:
+        """Send ``raw``; the future gets the response's status once its body has arrived."""
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        if self.closed:
+            self.waiter.set_exception(ConnectionResetError("the service closed the connection"))
+        else:
+            self.transport.write(raw)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None or self.waiter.done():
+            return
+        head = bytes(self.buffer[:end]).split(b"\r\n")
+        length = 0
+        for line in head[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":  # the service always sends Content-Length
+                self.waiter.set_exception(ValueError("chunked responses are not supported"))
+                return
+        if len(self.buffer) < end + 4 + length:
+            return
+        del self.buffer[:end + 4 + length]
+        try:
+            self.waiter.set_result(int(head[0].split(b" ", 2)[1]))
+        except (IndexError, ValueError) as exc:
+            self.waiter.set_exception(ValueError(f"bad status line {head[0]!r}: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc or ConnectionResetError("connection closed mid-response"))
+
+
+async def _connect(port: int) -> _Connection:
+    _, conn = await asyncio.get_running_loop().create_connection(_Connection, HOST, port)
+    return conn
 
 
 async def drive(port: int, name: str, requests: list[bytes], concurrency: int) -> Result:
     """Send every request once, ``concurrency`` at a time (one keep-alive connection each)."""
     result = Result(name, concurrency)
     todo = iter(range(len(requests)))
+    clock = time.perf_counter
 
     async def client() -> None:
-        reader, writer = await asyncio.open_connection(HOST, port)
+        conn = await _connect(port)
         try:
             for i in todo:
-                start = time.perf_counter()
+                start = clock()
                 try:
-                    writer.write(requests[i])
-                    status, _ = await _read_response(reader)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    status = await conn.request(requests[i])
+                except (OSError, ValueError):
                     result.errors += 1
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(HOST, port)
+                    if conn.transport is not None:
+                        conn.transport.close()
+                    conn = await _connect(port)
                     continue
                 result.statuses[status] = result.statuses.get(status, 0) + 1
                 if 200 <= status < 300:
-                    result.latencies.append(time.perf_counter() - start)
+                    result.latencies.append(clock() - start)
                 else:
                     result.errors += 1
         finally:
-            writer.close()
+            if conn.transport is not None:
+                conn.transport.close()
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def run_async(coro: Any) -> Any:
+    """``asyncio.run`` on uvloop when it is installed (a cheaper event loop for the client too)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 # ---------------------------------------------------------------------- scenarios
@@ -248,15 +310,35 @@ def service_cpu_seconds(pid: int) -> float:
     return total
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds all processes of the machine have used (busy time from /proc/stat; NaN
+    where there is none): with the service's and this client's own, what other work took."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return float("nan")
+    ticks = [int(v) for v in fields]
+    busy = sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)  # less idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'endpoint':<34}{'requests':>9}{'conc':>6}{'errors':>8}{'req/s':>9}{'p50 ms':>9}"
-            f"{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{'svc cpu ms/req':>16}")
+    head = (f"{'endpoint':<32}{'requests':>9}{'conc':>5}{'errors':>7}{'req/s':>7}{'p50 ms':>8}"
+            f"{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}{'svc ms/req':>11}{'client ms/req':>14}"
+            f"{'cores: svc':>11}{'client':>7}{'other':>6}{'load':>6}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['endpoint']:<34}{r['requests']:>9}{r['concurrency']:>6}{r['errors']:>8}"
-              f"{r['throughput_rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-              f"{r['max_ms']:>9.1f}{r['service_cpu_ms_per_request']:>16.2f}")
+        print(f"{r['endpoint']:<32}{r['requests']:>9}{r['concurrency']:>5}{r['errors']:>7}"
+              f"{r['throughput_rps']:>7.0f}{r['p50_ms']:>8.2f}{r['p95_ms']:>8.2f}{r['p99_ms']:>8.2f}"
+              f"{r['max_ms']:>8.1f}{r['service_cpu_ms_per_request']:>11.3f}"
+              f"{r['client_cpu_ms_per_request']:>14.3f}{r['service_cores']:>11.2f}"
+              f"{r['client_cores']:>7.2f}{r['other_cores']:>6.2f}{r['load_1min_after']:>6.2f}")
+    print("svc/client ms/req: CPU time (user + system) per request of the service (all its "
+          "processes) and of this load generator;\ncores: CPU cores busy on average during the "
+          "run, for the service, this client and everything else on the machine;\nload: the "
+          "1-minute load average at the end of the run.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,12 +378,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"({args.workers} worker(s), access log {'off' if args.no_access_log else 'on'})",
                   flush=True)
             first = next(iter(plan.values()))
-            asyncio.run(drive(port, "warmup", first[:args.warmup], args.concurrency))
+            run_async(drive(port, "warmup", first[:args.warmup], args.concurrency))
             for name, reqs in plan.items():
                 cpu0, own0 = service_cpu_seconds(proc.pid), time.process_time()
-                res = asyncio.run(drive(port, name, reqs, args.concurrency))
+                all0 = machine_cpu_seconds()
+                res = run_async(drive(port, name, reqs, args.concurrency))
                 res.service_cpu = service_cpu_seconds(proc.pid) - cpu0
                 res.client_cpu = time.process_time() - own0
+                res.machine_cpu = machine_cpu_seconds() - all0
+                res.load_1min = os.getloadavg()[0]
                 rows.append(res.summary())
                 print(f"  {name}: {rows[-1]['throughput_rps']:.0f} req/s, p99 {rows[-1]['p99_ms']:.1f} ms, "
                       f"{rows[-1]['errors']} errors", flush=True)

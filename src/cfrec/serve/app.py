@@ -29,6 +29,13 @@ Design, and why:
   fold-in; a model whose calls take under :data:`INLINE_SECONDS` is scored on the event loop,
   where a thread hop would cost about as much as the work; slower models (large catalogues,
   NeuMF's L-BFGS fold-in) run in the worker thread pool so the loop keeps answering.
+* **The busiest call skips the framework.** A known user's top-k is ranked by
+  :meth:`Service.top_for_user` (the model's scores, its training items removed, one
+  :func:`~cfrec.ranking.top_k`; the same lists as ``model.recommend``, about ten times cheaper
+  for one user), and :class:`FastRecommend` answers the common form of
+  ``GET /v1/recommend/{user_id}`` before FastAPI's routing and parameter resolution, which cost
+  as much again; anything else, errors included, is FastAPI's. Bodies are encoded with orjson
+  where it is installed.
 * **Errors are JSON.** Every 4xx body is ``{"error": {"status", "code", "message", "field"}}``
   naming the offending field (``"k"``, ``"ratings[2].rating"``, ``"body"``); unexpected
   exceptions become a generic 500 body (logged with their traceback, never sent).
@@ -43,6 +50,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import signal
 import statistics
 import threading
@@ -51,6 +59,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import parse_qsl
 
 import anyio.to_thread
 import numpy as np
@@ -67,6 +76,13 @@ from cfrec.catalog import Catalog, IdIndex
 from cfrec.errors import CfrecError, ModelFileError, UnknownIdError
 from cfrec.models.base import FoldedUser, Recommender
 from cfrec.models.persistence import read_meta
+from cfrec.ranking import top_k
+
+_orjson: Any
+try:  # optional (the ``serve`` extra): JSON encoding 10-20x faster than the standard library's
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised only without the extra
+    _orjson = None
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("cfrec.serve.access")
@@ -107,12 +123,24 @@ def _error_body(status: int, code: str, message: str, field: str | None = None,
     return {"error": err}
 
 
+def _json_bytes(content: Any) -> bytes:
+    """``content`` as compact JSON: orjson (UTF-8) where it is installed and can encode it, else
+    the standard library, ASCII-escaped (any string, even one with a lone surrogate, encodes),
+    refusing NaN. Bodies are built without NaN (non-finite numbers are sent as null)."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(content)
+        except (TypeError, ValueError):  # e.g. a lone surrogate, an int over 64 bits
+            pass
+    return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                      separators=(",", ":")).encode("ascii")
+
+
 class JSONResponse(_StarletteJSON):
-    """Strict JSON: ASCII-escaped (any string, even one with a lone surrogate, encodes), no NaN."""
+    """Strict JSON (see :func:`_json_bytes`)."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False,
-                          separators=(",", ":")).encode("ascii")
+        return _json_bytes(content)
 
 
 def _error_response(exc: ApiError) -> JSONResponse:
@@ -365,6 +393,9 @@ class ServedModel:
     has_similar: bool
     users: IdIndex
     timings: dict[str, float] = field(default_factory=dict)
+    #: raw user ids (plain ``int``/``str``) in model index order
+    user_ids: list[Any] = field(default_factory=list)
+    predicts_ratings: bool = False
 
     @property
     def n_items(self) -> int:
@@ -410,14 +441,14 @@ def load_served(path: str | Path, *, inline: bool | None = None) -> ServedModel:
             user = _plain(model.user_map_.to_raw(0))
             _require_finite(model.recommend(user, k, exclude_seen=False).scores, folder,
                             "recommendation scores")
-            timings["recommend"] = _median_seconds(lambda: model.recommend(user, k))
+            timings["recommend"] = _median_seconds(lambda: Service.top_for_user(model, 0, k, True))
             # text lookups too: path parameters arrive as text
             model.user_map_.to_index(np.asarray([str(user)], dtype=object), missing="-1")
         top = catalog.raw_id(int(catalog.popular(1)[0]))
         _require_finite(model.recommend(model.fold_in([top], [hi]), k).scores, folder,
                         "fold-in scores")
         timings["fold_in"] = _median_seconds(
-            lambda: model.recommend(model.fold_in([top], [hi]), k))
+            lambda: Service.top_for_folded(model, model.fold_in([top], [hi]), k, True))
         catalog.index_of([str(top)])
         model.predict(np.asarray([top]), np.asarray([top]))
     except CfrecError as exc:
@@ -456,8 +487,10 @@ def load_served(path: str | Path, *, inline: bool | None = None) -> ServedModel:
     logger.info("loaded %s (%s, %d users, %d items) from %s; check %s; scoring on the %s",
                 card["model_version"], card["model_class"], card["n_users"], n_items, folder,
                 ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in timings.items()), card["scoring"])
+    users = IdIndex(model.user_map_)
     return ServedModel(model, catalog, path, card["model_version"], card, inline, has_similar,
-                       IdIndex(model.user_map_), timings)
+                       users, timings, user_ids=[_plain(v) for v in model.user_map_.to_list()],
+                       predicts_ratings=bool(model.predicts_ratings))
 
 
 def _require_finite(values: np.ndarray, folder: Path, what: str) -> None:
@@ -629,6 +662,75 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+_K_TEXT = re.compile(r"[1-9][0-9]{0,8}")
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_RECOMMEND_PREFIX = "/v1/recommend/"
+
+
+class FastRecommend:
+    """``GET /v1/recommend/{user_id}`` answered without FastAPI's per-request machinery.
+
+    The service's busiest call is short (a fraction of a millisecond of scoring), and FastAPI's
+    routing, parameter resolution and response classes cost about as much again. This layer
+    answers the common form of the request itself: a path ``/v1/recommend/<id>`` (no further
+    ``/``, no ``root_path``) and a query of at most one ``k`` (a plain positive decimal) and one
+    ``exclude_seen`` (``true``, ``false``, ``1`` or ``0``), with a model loaded and ``k`` within
+    the catalogue. It calls the same :meth:`Service.recommend_user` and sends the same JSON,
+    headers and status. Every other request, and any request whose call raises, goes to the
+    FastAPI application unchanged (which then gives its usual answer, errors included), so the
+    API's behaviour and its OpenAPI description stay FastAPI's.
+    """
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    @staticmethod
+    def _params(scope: Scope) -> tuple[str, int, bool] | None:
+        """(user id, k, exclude_seen) of a request this layer answers, else None."""
+        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("root_path"):
+            return None
+        path: str = scope.get("path", "")
+        if not path.startswith(_RECOMMEND_PREFIX):
+            return None
+        user_id = path[len(_RECOMMEND_PREFIX):]
+        if not user_id or "/" in user_id:
+            return None
+        k, exclude_seen = 10, True
+        query: bytes = scope.get("query_string", b"")
+        if query:
+            seen_keys: set[str] = set()
+            for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+                if key in seen_keys:
+                    return None
+                seen_keys.add(key)
+                if key == "k" and _K_TEXT.fullmatch(value):
+                    k = int(value)
+                elif key == "exclude_seen" and value in _BOOL_TEXT:
+                    exclude_seen = _BOOL_TEXT[value]
+                else:
+                    return None
+        return user_id, k, exclude_seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = FastRecommend._params(scope)
+        served = self.service.holder.current if params is not None else None
+        if params is None or served is None or not 1 <= params[1] <= served.n_items:
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = _json_bytes(await self.service.run(served, self.service.recommend_user,
+                                                      served, *params))
+        except Exception:  # noqa: BLE001 - FastAPI gives the error its usual answer
+            await self.app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode("ascii")),
+                                *_JSON_HEADERS]})
+        await send({"type": "http.response.body", "body": body})
+
+
 # ---------------------------------------------------------------------- the application
 class Service:
     """The endpoints' logic over a :class:`ModelHolder` (one per application)."""
@@ -657,10 +759,16 @@ class Service:
                                                  f"(the catalogue size), got {k}", name)
         return k
 
-    @staticmethod
-    def rec_items(served: ServedModel, ids: np.ndarray, scores: np.ndarray,
+    @classmethod
+    def rec_items(cls, served: ServedModel, ids: np.ndarray, scores: np.ndarray,
                   ratings: np.ndarray | None) -> list[dict[str, Any]]:
         idx = served.catalog.index_of(ids) if len(ids) else np.zeros(0, dtype=np.int64)
+        return cls.rec_records(served, idx, scores, ratings)
+
+    @staticmethod
+    def rec_records(served: ServedModel, idx: np.ndarray, scores: np.ndarray,
+                    ratings: np.ndarray | None) -> list[dict[str, Any]]:
+        """Response items for model item indices, their scores and predicted ratings."""
         out = served.catalog.records(idx)
         score_list = np.asarray(scores, dtype=np.float64).tolist()
         rating_list = (np.asarray(ratings, dtype=np.float64).tolist() if ratings is not None
@@ -671,6 +779,49 @@ class Service:
             rec["predicted_rating"] = None if r is None else _finite(r)
         return out
 
+    @staticmethod
+    def top_for_user(model: Recommender, u: int, k: int,
+                     exclude_seen: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``model.recommend(user, k, exclude_seen=...)`` for one known user (model index ``u``),
+        as item indices, scores and predicted ratings.
+
+        The same steps as the model's batch path (:meth:`Recommender.score_rows`, the user's
+        training items set to ``-inf``, :func:`cfrec.ranking.top_k`, the predicted ratings of the
+        ranked items) without its batch set-up: id lookups through pandas and a sparse matrix of
+        the excluded items cost about ten times the scoring of one user.
+        ``tests/serve/test_api.py`` checks both give the same lists.
+        """
+        rows = np.array([u], dtype=np.int64)
+        scores = np.asarray(model.score_rows(rows), dtype=np.float32)
+        if not (scores.flags.writeable and scores.flags.owndata):
+            scores = scores.copy()  # top_k writes into it: never into a model's own arrays
+        if exclude_seen:
+            seen = model.seen_
+            scores[0, seen.indices[seen.indptr[u]:seen.indptr[u + 1]]] = -np.inf
+        idx, top = top_k(scores, k)
+        ratings = model._ratings_of(rows, idx)
+        n = int((idx[0] >= 0).sum())  # padded slots (fewer than k candidates) last, as in Recs
+        return idx[0, :n], top[0, :n], None if ratings is None else ratings[0, :n]
+
+    @staticmethod
+    def top_for_folded(model: Recommender, folded: FoldedUser, k: int,
+                       exclude_rated: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``model.recommend(folded, k, exclude_seen=...)`` as item indices, scores and predicted
+        ratings: the model's own steps for a folded-in user (its fold-in scores, or the
+        cold-start scores when no rated item is known; the rated items set to ``-inf``;
+        :func:`cfrec.ranking.top_k`) without the sparse matrix and chunking of the batch path."""
+        n_items = len(model.item_map_)
+        scores = (model._score_folded(folded, np.arange(n_items)) if folded.n_ratings
+                  else model._cold_user_scores())
+        block = np.array(scores, dtype=np.float32)[None, :]  # a copy: top_k writes into it
+        if exclude_rated and len(folded.seen):
+            block[0, np.asarray(folded.seen, dtype=np.int64)] = -np.inf
+        idx, top = top_k(block, k)
+        n = int((idx[0] >= 0).sum())
+        ratings = (model._predict_folded(folded, idx[0, :n]).ratings if model.predicts_ratings
+                   else None)
+        return idx[0, :n], top[0, :n], ratings
+
     # ------------------------------------------------------------------ endpoint bodies
     def recommend_user(self, served: ServedModel, user_id: str, k: int,
                        exclude_seen: bool) -> dict[str, Any]:
@@ -678,15 +829,21 @@ class Service:
         self.check_k(served, k)
         u = served.users.get(user_id)
         known = u >= 0
-        user: Any = _plain(model.user_map_.to_raw(u)) if known else user_id
-        # an unknown user is ranked as one: the model's cold-start list
-        recs = model.recommend(user, k, exclude_seen=exclude_seen)
-        seen = model.seen_
-        n_train = int(seen.indptr[u + 1] - seen.indptr[u]) if known else 0
+        if known:
+            user: Any = served.user_ids[u]
+            idx, scores, ratings = self.top_for_user(model, u, k, exclude_seen)
+            seen = model.seen_
+            n_train = int(seen.indptr[u + 1] - seen.indptr[u])
+            items = self.rec_records(served, idx, scores, ratings)
+        else:  # an unknown user is ranked as one: the model's cold-start list
+            user = user_id
+            recs = model.recommend(user, k, exclude_seen=exclude_seen)
+            n_train = 0
+            items = self.rec_items(served, recs.ids, recs.scores, recs.ratings)
         return {"user": user, "known": known, "cold_start": not known, "n_train_ratings": n_train,
                 "k": k, "exclude_seen": exclude_seen,
-                "predicts_ratings": bool(model.predicts_ratings), "model_version": served.version,
-                "items": self.rec_items(served, recs.ids, recs.scores, recs.ratings)}
+                "predicts_ratings": served.predicts_ratings, "model_version": served.version,
+                "items": items}
 
     def recommend_new(self, served: ServedModel, body: FoldInRequest) -> dict[str, Any]:
         model = served.model
@@ -705,13 +862,13 @@ class Service:
                  for i, g in zip(idx.tolist(), given, strict=True)]
         ratings = [e.rating for e in body.ratings]
         folded: FoldedUser = model.fold_in(_id_array(items), np.asarray(ratings, dtype=np.float64))
-        recs = model.recommend(folded, body.k, exclude_seen=body.exclude_rated)
+        idx, scores, predicted = self.top_for_folded(model, folded, body.k, body.exclude_rated)
         return {"cold_start": folded.n_ratings == 0, "n_ratings_used": int(folded.n_ratings),
                 "unknown_items": [_plain(v) for v in folded.unknown_items],
                 "duplicate_items": [_plain(v) for v in folded.duplicate_items],
                 "k": body.k, "predicts_ratings": bool(model.predicts_ratings),
                 "model_version": served.version,
-                "items": self.rec_items(served, recs.ids, recs.scores, recs.ratings)}
+                "items": self.rec_records(served, idx, scores, predicted)}
 
     def similar(self, served: ServedModel, item_id: str, k: int) -> dict[str, Any]:
         self.check_k(served, k)
@@ -787,7 +944,8 @@ def _id_array(items: list[Any]) -> np.ndarray:
 
 
 def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bool = False,
-               inline: bool | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               inline: bool | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               fast_paths: bool = True) -> FastAPI:
     """The FastAPI application serving the model folder ``model_dir``.
 
     Parameters
@@ -808,6 +966,10 @@ def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bo
         decides per model from the load check's timings (see :data:`INLINE_SECONDS`).
     max_body_bytes
         Largest request body accepted; larger ones get 413.
+    fast_paths
+        Answer the common form of ``GET /v1/recommend/{user_id}`` without FastAPI's request
+        machinery (see :class:`FastRecommend`; the answers are the same). ``False`` sends every
+        request through FastAPI.
     """
     path = Path(model_dir)
     holder = ModelHolder(path, inline=inline)
@@ -977,6 +1139,8 @@ def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bo
                                      "Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if fast_paths:
+        app.add_middleware(FastRecommend, service=service)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(AccessLog)
     return app
