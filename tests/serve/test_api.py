@@ -190,6 +190,35 @@ def test_recommend_answers_alike_on_either_path(mf_dir: Path, client: TestClient
     assert got.json() == want.json()
 
 
+@pytest.mark.parametrize(("raw", "headers"), [
+    (b'{"ratings": [{"item": 11, "rating": 5}, {"item": "12", "rating": 2}], "k": 4}', None),
+    (b'{"ratings": [{"item": 11, "rating": 5}, {"item": 9999, "rating": 4}, '
+     b'{"item": 11, "rating": 1}], "exclude_rated": false}', None),
+    (b'{"ratings": []}', None),
+    (b'{"ratings": [{"item": 11, "rating": 9}]}', None),               # off the scale: 422
+    (b'{"ratings": [{"item": 11, "rating": 5}], "k": 0}', None),       # 422 naming k
+    (b'{"ratings": [{"item": 11, "rating": 5}], "k": 31}', None),      # over the catalogue
+    (b'{"ratings": [{"item": 11, "rating": NaN}]}', None),             # json.loads takes NaN
+    (b'{"ratings": [{"item": 11}]}', None),
+    (b'{"ratings": [], "extra": 1}', None),
+    (b'[1, 2]', None),
+    (b'{not json', None),
+    (b'', None),
+    (b'{"ratings": [{"item": "\\ud800", "rating": 3}]}', None),
+    (b'{"ratings": [{"item": 11, "rating": 5}]}', {"content-type": "text/plain"}),
+    (b'{"ratings": [{"item": 11, "rating": 5}]}', {"content-type": "application/json; charset=utf-8"}),
+])
+def test_fold_in_answers_alike_on_either_path(mf_dir: Path, client: TestClient, raw: bytes,
+                                             headers: dict[str, str] | None) -> None:
+    hdrs = headers or {"content-type": "application/json"}
+    got = client.post("/v1/recommend", content=raw, headers=hdrs)
+    with TestClient(create_app(mf_dir, fast_paths=False)) as plain:
+        want = plain.post("/v1/recommend", content=raw, headers=hdrs)
+    assert got.status_code == want.status_code, (got.text, want.text)
+    assert got.headers["content-type"] == want.headers["content-type"]
+    assert got.json() == want.json()
+
+
 # ---------------------------------------------------------------------- similar, predict, items
 def test_similar_matches_the_library(client: TestClient, mf: Recommender) -> None:
     body = client.get("/v1/similar/11", params={"k": 3}).json()

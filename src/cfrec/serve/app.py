@@ -669,17 +669,23 @@ _RECOMMEND_PREFIX = "/v1/recommend/"
 
 
 class FastRecommend:
-    """``GET /v1/recommend/{user_id}`` answered without FastAPI's per-request machinery.
+    """``GET /v1/recommend/{user_id}`` and ``POST /v1/recommend`` answered without FastAPI's
+    per-request machinery.
 
-    The service's busiest call is short (a fraction of a millisecond of scoring), and FastAPI's
-    routing, parameter resolution and response classes cost about as much again. This layer
-    answers the common form of the request itself: a path ``/v1/recommend/<id>`` (no further
-    ``/``, no ``root_path``) and a query of at most one ``k`` (a plain positive decimal) and one
-    ``exclude_seen`` (``true``, ``false``, ``1`` or ``0``), with a model loaded and ``k`` within
-    the catalogue. It calls the same :meth:`Service.recommend_user` and sends the same JSON,
-    headers and status. Every other request, and any request whose call raises, goes to the
-    FastAPI application unchanged (which then gives its usual answer, errors included), so the
-    API's behaviour and its OpenAPI description stay FastAPI's.
+    The service's busiest calls are short (a fraction of a millisecond of scoring, a millisecond
+    for a fold-in), and FastAPI's routing, parameter resolution and response classes cost about
+    as much again. This layer answers the common forms of these requests itself:
+
+    * ``GET /v1/recommend/<id>`` (no further ``/``, no ``root_path``) with a query of at most one
+      ``k`` (a plain positive decimal) and one ``exclude_seen`` (``true``, ``false``, ``1`` or
+      ``0``), ``k`` within the catalogue;
+    * ``POST /v1/recommend`` with one ``Content-Type: application/json`` header and a body that
+      parses (``json.loads``, as FastAPI does) and validates as :class:`FoldInRequest`.
+
+    It calls the same :class:`Service` methods and sends the same JSON, headers and status, with
+    a model loaded. Every other request, and any request whose call raises, goes to the FastAPI
+    application unchanged (the body replayed), which then gives its usual answer, errors
+    included; so the API's behaviour and its OpenAPI description stay FastAPI's.
     """
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
@@ -713,7 +719,18 @@ class FastRecommend:
                     return None
         return user_id, k, exclude_seen
 
+    @staticmethod
+    def _is_fold_in(scope: Scope) -> bool:
+        if (scope["type"] != "http" or scope.get("method") != "POST" or scope.get("root_path")
+                or scope.get("path") != "/v1/recommend"):
+            return False
+        types = [v for k, v in scope.get("headers", []) if k == b"content-type"]
+        return types == [b"application/json"]
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if FastRecommend._is_fold_in(scope):
+            await self._fold_in(scope, receive, send)
+            return
         params = FastRecommend._params(scope)
         served = self.service.holder.current if params is not None else None
         if params is None or served is None or not 1 <= params[1] <= served.n_items:
@@ -725,6 +742,43 @@ class FastRecommend:
         except Exception:  # noqa: BLE001 - FastAPI gives the error its usual answer
             await self.app(scope, receive, send)
             return
+        await self._send_json(send, body)
+
+    async def _fold_in(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+        served = self.service.holder.current
+        body = None
+        if raw and served is not None:
+            try:
+                request = FoldInRequest.model_validate(json.loads(raw))
+                body = _json_bytes(await self.service.run(served, self.service.recommend_new,
+                                                          served, request))
+            except Exception:  # noqa: BLE001 - FastAPI gives the error its usual answer
+                body = None
+        if body is None:
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": raw, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send)
+            return
+        await self._send_json(send, body)
+
+    @staticmethod
+    async def _send_json(send: Send, body: bytes) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(body)).encode("ascii")),
                                 *_JSON_HEADERS]})
