@@ -13,7 +13,7 @@ from cfrec.data import Interactions
 from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.models import make_model
 from cfrec.models.baseline import Baseline
-from cfrec.models.mf import BiasedMF, _BiasedMFLoss
+from cfrec.models.mf import BiasedMF, _BiasedMFLoss, funk_step
 from cfrec.models.persistence import current_version
 from cfrec.models.torch_engine import make_generator, make_optimizer
 from tests.models.test_contract import make_ratings
@@ -65,7 +65,7 @@ def test_fused_loss_matches_autograd(reg: float, bias_reg: float, learn_mu: bool
 def test_a_training_step_reads_and_writes_only_the_batch_rows() -> None:
     """O(batch) steps: the users and items outside a batch, and their Adam state, stay as they were."""
     data = make_ratings(n_users=60, n_items=40, per_user=8)
-    model = BiasedMF(n_factors=4, weight_decay=1e-3)
+    model = BiasedMF(n_factors=4, weight_decay=1e-3, optimizer="adam")
     model.global_mean_ = float(data.ratings.mean())
     net, loss_fn, _ = model._build(data, torch.device("cpu"), make_generator(0))
     opt = make_optimizer("adam", list(net.parameters()), lr=0.05, weight_decay=1e-3)
@@ -80,6 +80,45 @@ def test_a_training_step_reads_and_writes_only_the_batch_rows() -> None:
         after = getattr(net, name).detach()
         changed = {int(r) for r in torch.nonzero((after != before[name]).reshape(len(after), -1).any(1)).view(-1)}
         assert changed == rows, name
+
+
+def test_a_funk_step_is_per_rating_sgd_on_the_batch_rows_only() -> None:
+    """The default optimiser: every rating moves its rows by its own gradient, from the values
+    before the batch; rows outside the batch keep their values."""
+    data = make_ratings(n_users=60, n_items=40, per_user=8)
+    model = BiasedMF(n_factors=4)
+    model.global_mean_ = float(data.ratings.mean())
+    net, _, _ = model._build(data, torch.device("cpu"), make_generator(0))
+    before = {k: v.detach().clone().double() for k, v in net.state_dict().items()}
+    u = torch.tensor([3, 3, 7, 12, 40], dtype=torch.int64)
+    i = torch.tensor([1, 5, 5, 9, 1], dtype=torch.int64)
+    r = torch.tensor([4.0, 2.0, 5.0, 3.0, 1.0])
+    lr, reg, bias_reg = 0.05, 0.1, 0.02
+    mse = funk_step(net, u, i, r, lr, reg, bias_reg)
+    p, q, bu, bi = (before[k].clone() for k in ("user_factors", "item_factors", "user_bias", "item_bias"))
+    mu = float(before["global_bias"])
+    want = {"user_factors": p.clone(), "item_factors": q.clone(), "user_bias": bu.clone(), "item_bias": bi.clone()}
+    errs = []
+    for uu, ii, rr in zip(u.tolist(), i.tolist(), r.tolist(), strict=True):
+        e = mu + bu[uu] + bi[ii] + p[uu] @ q[ii] - rr
+        errs.append(float(e))
+        want["user_factors"][uu] -= lr * (e * q[ii] + reg * p[uu])
+        want["item_factors"][ii] -= lr * (e * p[uu] + reg * q[ii])
+        want["user_bias"][uu] -= lr * (e + bias_reg * bu[uu])
+        want["item_bias"][ii] -= lr * (e + bias_reg * bi[ii])
+    for name, expected in want.items():
+        np.testing.assert_allclose(getattr(net, name).detach().double().numpy(), expected.numpy(),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    assert float(mse) == pytest.approx(float(np.mean(np.square(errs))), rel=1e-5)
+
+
+def test_funk_refuses_a_learned_global_bias_and_weight_decay() -> None:
+    data = make_ratings(n_users=20, n_items=10, per_user=4)
+    with pytest.raises(CfrecError, match="optimizer='funk'.*learn_global_bias=False"):
+        BiasedMF(learn_global_bias=True).fit(data)
+    with pytest.raises(CfrecError, match="weight_decay"):
+        BiasedMF(weight_decay=1e-4).fit(data)
+    assert BiasedMF(learn_global_bias=True, optimizer="adam", epochs=1).fit(data).is_fitted
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -147,10 +186,11 @@ def test_sgd_optimizer_trains() -> None:
     assert _rmse(model, test) < _rmse(Baseline().fit(train), test) + 0.02
 
 
-def test_huge_learning_rate_raises_training_diverged() -> None:
+@pytest.mark.parametrize("optimizer", ["sgd", "funk"])
+def test_huge_learning_rate_raises_training_diverged(optimizer: str) -> None:
     data = make_ratings()
     with pytest.raises(TrainingDiverged, match=r"learning rate 1e\+06") as info:
-        BiasedMF(optimizer="sgd", lr=1e6, epochs=5, batch_size=64).fit(data)
+        BiasedMF(optimizer=optimizer, lr=1e6, epochs=5, batch_size=64).fit(data)
     assert info.value.lr == 1e6
     assert "BiasedMF" in str(info.value)
 

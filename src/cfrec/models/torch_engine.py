@@ -178,6 +178,23 @@ def shuffled_batches(n_rows: int, batch_size: int, device: torch.device | str,
     return order
 
 
+def contiguous_batches(n_rows: int, batch_size: int, device: torch.device | str) -> BatchOrder:
+    """Every epoch: the ``batch_size`` slices of rows ``0..n_rows-1`` in a random order, each
+    batch ``arange(start, stop)``.
+
+    For models that lay their rows out in a random order once (so that a slice is a random
+    sample) and read each batch as a view of that layout: an epoch then gathers nothing.
+    """
+    starts = torch.arange(0, int(n_rows), int(batch_size), device=device)
+
+    def order(generator: torch.Generator) -> Iterable[torch.Tensor]:
+        perm = torch.randperm(len(starts), generator=generator, device=generator.device).to(device)
+        for s in starts.index_select(0, perm).tolist():
+            yield torch.arange(s, min(s + int(batch_size), int(n_rows)), device=device)
+
+    return order
+
+
 def grouped_batches(groups: np.ndarray, n_groups: int, batch_size: int,
                     device: torch.device | str) -> BatchOrder:
     """Every epoch: the groups (e.g. users) in a random order, each group's rows together, the
@@ -407,6 +424,28 @@ class SGD(RowwiseOptimizer):
         p.index_add_(0, rows, g, alpha=-lr)
 
 
+class DirectUpdate:
+    """The optimiser of a loss function that updates its tables itself (per-rating SGD).
+
+    :func:`train_loop` calls ``zero_grad`` and ``step`` as for any optimiser (both do nothing)
+    and decays ``param_groups[0]["lr"]``, which the loss function reads at every step.
+    """
+
+    def __init__(self, lr: float) -> None:
+        self.param_groups: list[dict[str, Any]] = [{"params": [], "lr": float(lr)}]
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate."""
+        return float(self.param_groups[0]["lr"])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Nothing to clear: no gradients are formed."""
+
+    def step(self) -> None:
+        """Nothing to apply: the loss function has updated the tables."""
+
+
 #: Optimiser names accepted by :func:`make_optimizer` (and the models' ``optimizer`` setting).
 OPTIMIZERS: dict[str, type[RowwiseOptimizer]] = {"adam": Adam, "adagrad": Adagrad, "sgd": SGD}
 
@@ -480,7 +519,8 @@ def train_loop(
         for batch in order(generator):
             loss = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss.requires_grad:  # a DirectUpdate loss has already applied its step
+                loss.backward()
             optimizer.step()
             total += loss.detach().double() * len(batch)
         train_loss = float(total.item()) / max(n_rows, 1)
@@ -596,13 +636,19 @@ class TorchFactorModel(FactorRecommender):
             raise CfrecError(f"{type(self).__name__}: patience must be >= 1 or None, got {self.patience!r}")
         if int(self.n_factors) < 1:
             raise CfrecError(f"{type(self).__name__}: n_factors must be >= 1, got {self.n_factors!r}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise CfrecError(f"{type(self).__name__}: lr must be a finite number > 0, got {self.lr!r}")
         for name in ("reg", "bias_reg", "weight_decay", "init_std"):
             if float(getattr(self, name)) < 0:
                 raise CfrecError(f"{type(self).__name__}: {name} must be >= 0, got {getattr(self, name)!r}")
-        if str(self.optimizer).lower() not in OPTIMIZERS:
+        if str(self.optimizer).lower() not in self._optimizers():
             raise CfrecError(f"{type(self).__name__}: unknown optimizer {self.optimizer!r}; choose one of "
-                             f"{', '.join(map(repr, OPTIMIZERS))}")
+                             f"{', '.join(map(repr, self._optimizers()))}")
         check_threads(self.threads, f"{type(self).__name__} threads")
+
+    def _optimizers(self) -> tuple[str, ...]:
+        """Names the ``optimizer`` setting accepts."""
+        return tuple(OPTIMIZERS)
 
     def _fit(self, train: Interactions, valid: Interactions | None,
              on_epoch: EpochCallback | None) -> None:
@@ -639,8 +685,7 @@ class TorchFactorModel(FactorRecommender):
                early: bool) -> tuple[list[dict[str, Any]], nn.Module]:
         gen = make_generator(self.seed, "cpu")
         net, loss_fn, predict = self._build(data, device, gen)
-        opt = make_optimizer(self.optimizer, list(net.parameters()), lr=float(self.lr),
-                             weight_decay=float(self.weight_decay))
+        opt = self._make_optimizer(net)
         validate = None
         if valid is not None and len(valid):
             vt = valid.to_tensors(device)
@@ -656,6 +701,11 @@ class TorchFactorModel(FactorRecommender):
                              validate=validate, on_epoch=on_epoch,
                              batches=self._batch_order(data, device))
         return history, net
+
+    def _make_optimizer(self, net: nn.Module) -> RowwiseOptimizer | DirectUpdate:
+        """The optimiser named by ``optimizer`` over the network's parameters."""
+        return make_optimizer(self.optimizer, list(net.parameters()), lr=float(self.lr),
+                              weight_decay=float(self.weight_decay))
 
     def _batch_order(self, data: Interactions, device: torch.device) -> BatchOrder | None:
         """How an epoch is cut into minibatches: random slices of the rows, each in user order."""
