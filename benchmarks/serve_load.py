@@ -13,9 +13,11 @@ request says what the service itself spends.
     python benchmarks/serve_load.py --build ials-ml1m            # iALS of synthetic_like("ml-1m")
     python benchmarks/serve_load.py --model models/mf --requests 5000 --json load.json
 
-The load generator speaks HTTP/1.1 over asyncio streams itself: a general-purpose client (httpx)
-costs several times more CPU per request than the service's own work, and here both share two
-cores, so the client would measure itself.
+The load generator speaks HTTP/1.1 itself (one ``asyncio.Protocol`` per connection, on uvloop
+where installed): a general-purpose client (httpx) costs several times more CPU per request than
+the service's own work, and here both share two cores, so the client would measure itself. Its
+own CPU time per request is printed beside the service's, with the cores everything else on the
+machine kept busy during each run.
 """
 
 from __future__ import annotations
