@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Self, TypeVar
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -543,7 +543,25 @@ class CGEngine(Protocol):
     def apply(self, side: CGSide, v: Any, fixed: Any, weight: Any) -> Any: ...
 
 
-class NumpyCG:
+class _CGProducts(Generic[_A]):
+    """The two products CG needs, from one engine's ``_products`` (numpy or torch arrays)."""
+
+    def _products(self, side: CGSide, v: _A, fixed: _A, weight: _A | None, target: _A | None,
+                  with_residual: bool) -> tuple[_A, float, float]:
+        raise NotImplementedError
+
+    def residual(self, side: CGSide, v: _A, fixed: _A, weight: _A | None,
+                 target: _A | None) -> tuple[_A, float, float]:
+        """The data term's residual products ``(t - w s)`` times the fixed side, with ``sum t s``
+        and ``sum w s^2`` (``s``: the sampled products of ``v`` and the fixed side)."""
+        return self._products(side, v, fixed, weight, target, True)
+
+    def apply(self, side: CGSide, v: _A, fixed: _A, weight: _A | None) -> _A:
+        """The data term's products ``w s`` times the fixed side (the caller adds the ridge)."""
+        return self._products(side, v, fixed, weight, None, False)[0]
+
+
+class NumpyCG(_CGProducts[np.ndarray]):
     """CPU products for CG over one user-major CSR layout, on a few threads.
 
     Both half-steps read the ratings in user-major order: the user side's products gather the
@@ -741,23 +759,9 @@ class NumpyCG:
             total = np.zeros((self.n_cols, v.shape[1]), dtype=np.float32)
         return total, sum_ts, sum_wss
 
-    def residual(
-        self,
-        side: CGSide,
-        v: np.ndarray,
-        fixed: np.ndarray,
-        weight: np.ndarray | None,
-        target: np.ndarray | None,
-    ) -> tuple[np.ndarray, float, float]:
-        return self._products(side, v, fixed, weight, target, True)
-
-    def apply(
-        self, side: CGSide, v: np.ndarray, fixed: np.ndarray, weight: np.ndarray | None
-    ) -> np.ndarray:
-        return self._products(side, v, fixed, weight, None, False)[0]
 
 
-class TorchCG:
+class TorchCG(_CGProducts[torch.Tensor]):
     """The products of :class:`NumpyCG` with torch on ``device`` (for CUDA).
 
     Each side gets its own CSR layout (users x items and items x users) on the device; rows are
@@ -899,20 +903,6 @@ class TorchCG:
             out[ch.start : ch.stop] = mat @ fixed
         return out, float(sum_ts), float(sum_wss)
 
-    def residual(
-        self,
-        side: CGSide,
-        v: torch.Tensor,
-        fixed: torch.Tensor,
-        weight: torch.Tensor | None,
-        target: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, float, float]:
-        return self._products(side, v, fixed, weight, target, True)
-
-    def apply(
-        self, side: CGSide, v: torch.Tensor, fixed: torch.Tensor, weight: torch.Tensor | None
-    ) -> torch.Tensor:
-        return self._products(side, v, fixed, weight, None, False)[0]
 
 
 def cg_engine(

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Self, TypeVar, overload
+from typing import Any, ClassVar, Literal, NamedTuple, Self, TypeVar, overload
 
 import numpy as np
 import pandas as pd
@@ -639,6 +639,28 @@ class Recommender(ABC):
         model = persistence.load_model(path, cls)
         assert isinstance(model, cls)  # load_model checks the class
         return model
+
+
+class RankingRecommender(Recommender):
+    """Base of the ranking-only models (iALS, EASE, BPR, Mult-VAE): ``predicts_ratings`` is
+    False, an unknown user gets the popularity list (:func:`popularity_scores`), and
+    ``predict`` shows a score on the rating scale by ``score_to_scale``: ``"linear"`` for
+    scores in about [0, 1] (:func:`linear_to_scale`), ``"sigmoid"`` for unbounded ones
+    (:func:`sigmoid_to_scale`) — a monotone preference, not a rating estimate."""
+
+    score_to_scale: ClassVar[Literal["linear", "sigmoid"]] = "linear"
+
+    @property
+    def predicts_ratings(self) -> bool:
+        """False: the scores rank items; they do not estimate ratings."""
+        return False
+
+    def _cold_user_scores(self) -> np.ndarray:
+        return popularity_scores(self.seen_, len(self.item_map_))
+
+    def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
+        to_scale = sigmoid_to_scale if self.score_to_scale == "sigmoid" else linear_to_scale
+        return to_scale(scores, self.rating_scale_)
 
 
 class FactorRecommender(Recommender):

@@ -34,10 +34,9 @@ from cfrec.models.base import (
     EpochCallback,
     FactorRecommender,
     FoldedUser,
+    RankingRecommender,
     RidgeFoldIn,
     hyperparameters,
-    popularity_scores,
-    sigmoid_to_scale,
 )
 from cfrec.models.checks import check_choice, check_number, check_optional_finite, check_whole
 from cfrec.models.neumf import _NegativeSampler  # the exact uniform sampler, shared with NeuMF
@@ -211,7 +210,7 @@ class _BPRNet(nn.Module):
 
 # ---------------------------------------------------------------------- the model
 @hyperparameters
-class BPR(FactorRecommender):
+class BPR(RankingRecommender, FactorRecommender):
     """Bayesian personalised ranking: pairwise log-sigmoid loss on sampled negatives, for top-K.
 
     Scores are ``s_ui = p_u . q_i + b_i`` (see :mod:`cfrec.models.bpr`), trained on (user,
@@ -288,6 +287,7 @@ class BPR(FactorRecommender):
     """
 
     name = "bpr"
+    score_to_scale = "sigmoid"
 
     n_factors: int = 128
     epochs: int = 40
@@ -305,11 +305,6 @@ class BPR(FactorRecommender):
     device: str | None = None
     threads: int | None = None
     seed: int | None = 0
-
-    @property
-    def predicts_ratings(self) -> bool:
-        """False: scores are pairwise preferences, not ratings."""
-        return False
 
     # ------------------------------------------------------------------ fitting
     def _check_params(self) -> None:
@@ -405,10 +400,6 @@ class BPR(FactorRecommender):
         self.history_.extend(history)
 
     # ------------------------------------------------------------------ scoring
-    def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
-        """``predict`` shows a score on the rating scale (see :func:`sigmoid_to_scale`)."""
-        return sigmoid_to_scale(scores, self.rating_scale_)
-
     def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         dot = np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items])
         return (dot + self.item_intercept_[items]).astype(np.float32)
@@ -423,10 +414,6 @@ class BPR(FactorRecommender):
     def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
         idx = np.asarray(items, dtype=np.int64)
         return (self.item_factors_[idx] @ user.factors + self.item_intercept_[idx]).astype(np.float32)
-
-    def _cold_user_scores(self) -> np.ndarray:
-        """Unknown users get the most popular items (see :func:`popularity_scores`)."""
-        return popularity_scores(self.seen_, len(self.item_map_))
 
     # ------------------------------------------------------------------ cold start
     def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:

@@ -36,11 +36,9 @@ from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import (
     EpochCallback,
     FoldedUser,
-    Recommender,
+    RankingRecommender,
     RidgeFoldIn,
     hyperparameters,
-    linear_to_scale,
-    popularity_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -189,7 +187,7 @@ def _is_number(value: Any) -> bool:
 
 
 @hyperparameters
-class EASE(Recommender):
+class EASE(RankingRecommender):
     """EASE (Steck 2019): a closed-form item-item autoencoder for top-K ranking.
 
     Each training rating ``r >= threshold`` (every rating with ``threshold=None``) becomes an
@@ -261,11 +259,6 @@ class EASE(Recommender):
     rating_power: float = 1.5
     max_items: int = 20_000
     dtype: Literal["float64", "float32"] = "float64"
-
-    @property
-    def predicts_ratings(self) -> bool:
-        """False: scores are reconstructions of interactions, not ratings."""
-        return False
 
     # ------------------------------------------------------------------ fitting
     def _check_params(self) -> None:
@@ -339,10 +332,6 @@ class EASE(Recommender):
                     solve_s, residual)
 
     # ------------------------------------------------------------------ scoring
-    def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
-        """``predict`` shows a score on the rating scale (see :func:`linear_to_scale`)."""
-        return linear_to_scale(scores, self.rating_scale_)
-
     def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """``X_u . B[:, i]`` per pair: each user's nonzeros gathered in chunks, no dense rows."""
         users = np.asarray(users, dtype=np.int64)
@@ -377,10 +366,6 @@ class EASE(Recommender):
         if not len(nz):
             return self._cold_user_scores()[idx]
         return np.asarray(user.factors[nz] @ self.B_[nz][:, idx], dtype=np.float32)
-
-    def _cold_user_scores(self) -> np.ndarray:
-        """Unknown users get the most popular items (see :func:`popularity_scores`)."""
-        return popularity_scores(self.seen_, len(self.item_map_))
 
     # ------------------------------------------------------------------ embeddings
     def item_embeddings(self) -> np.ndarray:

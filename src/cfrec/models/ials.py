@@ -50,10 +50,9 @@ from cfrec.models.base import (
     EpochCallback,
     FactorRecommender,
     FoldedUser,
+    RankingRecommender,
     RidgeFoldIn,
     hyperparameters,
-    linear_to_scale,
-    popularity_scores,
 )
 from cfrec.models.torch_engine import resolve_device
 from cfrec.threads import check_threads, threads_for, using_threads
@@ -72,7 +71,7 @@ def _as_numpy(a: Any) -> np.ndarray:
 
 
 @hyperparameters
-class IALS(FactorRecommender):
+class IALS(RankingRecommender, FactorRecommender):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008): a top-K ranking model.
 
     Every training rating counts as an interaction (preference 1) with confidence
@@ -152,11 +151,6 @@ class IALS(FactorRecommender):
     seed: int | None = 0
     device: str | None = None
     threads: int | None = None
-
-    @property
-    def predicts_ratings(self) -> bool:
-        """False: scores are implicit preferences, not ratings."""
-        return False
 
     # ------------------------------------------------------------------ fitting
     def _check_params(self) -> None:
@@ -319,10 +313,6 @@ class IALS(FactorRecommender):
                 yield p, q, implicit_objective(users, items, weight, p, q, reg_u, reg_i)
 
     # ------------------------------------------------------------------ scoring
-    def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
-        """``predict`` shows a score on the rating scale (see :func:`linear_to_scale`)."""
-        return linear_to_scale(scores, self.rating_scale_)
-
     def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items]).astype(
             np.float32
@@ -333,10 +323,6 @@ class IALS(FactorRecommender):
 
     def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
         return (self.item_factors_[items] @ user.factors).astype(np.float32)
-
-    def _cold_user_scores(self) -> np.ndarray:
-        """Unknown users get the most popular items (see :func:`popularity_scores`)."""
-        return popularity_scores(self.seen_, len(self.item_map_))
 
     # ------------------------------------------------------------------ cold start
     def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:

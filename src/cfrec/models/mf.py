@@ -30,6 +30,8 @@ from cfrec.models.torch_engine import (
     contiguous_batches,
     export_numpy,
     init_tensors,
+    penalised_sse,
+    rating_error,
     reg_grad,
     row_grad,
 )
@@ -51,17 +53,9 @@ class _BiasedMFLoss(torch.autograd.Function):
                 reg: float, bias_reg: float) -> torch.Tensor:
         pu, qi = p.index_select(0, u), q.index_select(0, i)
         bu_b, bi_b = bu.index_select(0, u), bi.index_select(0, i)
-        err = (pu * qi).sum(1)
-        err += bu_b
-        err += bi_b
-        err += mu
-        err -= r
+        err = rating_error(pu, qi, bu_b, bi_b, mu, r)
         n = max(len(u), 1)
-        loss = torch.dot(err, err)
-        if reg:
-            loss = loss + reg * (torch.dot(pu.reshape(-1), pu.reshape(-1)) + torch.dot(qi.reshape(-1), qi.reshape(-1)))
-        if bias_reg:
-            loss = loss + bias_reg * (torch.dot(bu_b, bu_b) + torch.dot(bi_b, bi_b))
+        loss = penalised_sse(err, pu, qi, bu_b, bi_b, reg, bias_reg)
         ctx.save_for_backward(pu, qi, bu_b, bi_b, u, i, err)
         ctx.meta = (p.shape, q.shape, bu.shape, bi.shape, float(reg), float(bias_reg), n)
         return loss / n
@@ -110,11 +104,7 @@ def funk_step(net: _MFNet, u: torch.Tensor, i: torch.Tensor, r: torch.Tensor, lr
     p, q, bu, bi = net.user_factors, net.item_factors, net.user_bias, net.item_bias
     pu, qi = p.index_select(0, u), q.index_select(0, i)
     bu_b, bi_b = bu.index_select(0, u), bi.index_select(0, i)
-    err = (pu * qi).sum(1)
-    err += bu_b
-    err += bi_b
-    err += net.global_bias
-    err -= r
+    err = rating_error(pu, qi, bu_b, bi_b, net.global_bias, r)
     loss = torch.dot(err, err)
     e = err[:, None]
     # index_add_ without alpha (its alpha path is several times slower): the moves are pre-scaled

@@ -40,11 +40,9 @@ from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import (
     EpochCallback,
     FoldedUser,
-    Recommender,
+    RankingRecommender,
     RidgeFoldIn,
     hyperparameters,
-    popularity_scores,
-    sigmoid_to_scale,
 )
 from cfrec.models.checks import (
     check_choice,
@@ -126,7 +124,7 @@ class _MultVAENet(nn.Module):
 
 
 @hyperparameters
-class MultVAE(Recommender):
+class MultVAE(RankingRecommender):
     """Mult-VAE: a variational autoencoder of users' item sets with a multinomial likelihood.
 
     Ranking-only (``predicts_ratings`` is False): scores are the decoder's logits, whose softmax
@@ -187,6 +185,7 @@ class MultVAE(Recommender):
     """
 
     name = "multvae"
+    score_to_scale = "sigmoid"
 
     hidden: int = 600
     latent: int = 200
@@ -203,11 +202,6 @@ class MultVAE(Recommender):
     device: str | None = None
     threads: int | None = None
     seed: int | None = 0
-
-    @property
-    def predicts_ratings(self) -> bool:
-        """False: scores are logits of a softmax over items, not ratings."""
-        return False
 
     # ------------------------------------------------------------------ configuration
     def _check_params(self) -> None:
@@ -364,14 +358,6 @@ class MultVAE(Recommender):
 
     def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
         return self._logits(user.factors[None, :], np.asarray(items, dtype=np.int64))[0]
-
-    def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
-        """``predict`` shows a score on the rating scale (see :func:`sigmoid_to_scale`)."""
-        return sigmoid_to_scale(scores, self.rating_scale_)
-
-    def _cold_user_scores(self) -> np.ndarray:
-        """Unknown users get the most popular items (see :func:`popularity_scores`)."""
-        return popularity_scores(self.seen_, len(self.item_map_))
 
     # ------------------------------------------------------------------ embeddings
     def item_embeddings(self) -> np.ndarray:

@@ -36,6 +36,8 @@ from cfrec.models.torch_engine import (
     export_numpy,
     grouped_batches,
     init_tensors,
+    penalised_sse,
+    rating_error,
     reg_grad,
     row_grad,
 )
@@ -165,17 +167,9 @@ class _SVDppLoss(torch.autograd.Function):
         pu, qi = p.index_select(0, u), q.index_select(0, i)
         x = pu + z.index_select(0, inv_u)
         bu_b, bi_b = bu.index_select(0, u), bi.index_select(0, i)
-        err = (x * qi).sum(1)
-        err += bu_b
-        err += bi_b
-        err += mu
-        err -= r
+        err = rating_error(x, qi, bu_b, bi_b, mu, r)
         n = max(len(u), 1)
-        loss = torch.dot(err, err)
-        if reg:
-            loss = loss + reg * (torch.dot(pu.reshape(-1), pu.reshape(-1)) + torch.dot(qi.reshape(-1), qi.reshape(-1)))
-        if bias_reg:
-            loss = loss + bias_reg * (torch.dot(bu_b, bu_b) + torch.dot(bi_b, bi_b))
+        loss = penalised_sse(err, pu, qi, bu_b, bi_b, reg, bias_reg)
         loss = loss / n
         rows_y, inv_y = implicit.items(items_j)
         y_r = coef = None

@@ -779,6 +779,28 @@ def init_tensors(data: Interactions, n_factors: int, init_std: float, init_biase
     return {"p": p, "q": q, "bu": b_u, "bi": b_i}
 
 
+def rating_error(x: torch.Tensor, qi: torch.Tensor, bu_b: torch.Tensor, bi_b: torch.Tensor,
+                 mu: torch.Tensor | float, r: torch.Tensor) -> torch.Tensor:
+    """``mu + b_u + b_i + x_u . q_i - r`` per rating of a batch (a new tensor, summed in place)."""
+    err = (x * qi).sum(1)
+    err += bu_b
+    err += bi_b
+    err += mu
+    err -= r
+    return err
+
+
+def penalised_sse(err: torch.Tensor, pu: torch.Tensor, qi: torch.Tensor, bu_b: torch.Tensor,
+                  bi_b: torch.Tensor, reg: float, bias_reg: float) -> torch.Tensor:
+    """``sum e^2 + reg (|p_u|^2 + |q_i|^2) + bias_reg (b_u^2 + b_i^2)`` over a batch's rows."""
+    loss = torch.dot(err, err)
+    if reg:
+        loss = loss + reg * (torch.dot(pu.reshape(-1), pu.reshape(-1)) + torch.dot(qi.reshape(-1), qi.reshape(-1)))
+    if bias_reg:
+        loss = loss + bias_reg * (torch.dot(bu_b, bu_b) + torch.dot(bi_b, bi_b))
+    return loss
+
+
 def reg_grad(own: torch.Tensor, e: torch.Tensor, other: torch.Tensor, reg: float) -> torch.Tensor:
     """``own + e * other / reg`` (or ``e * other`` when ``reg`` is 0): the factor gradient / reg."""
     return torch.addcmul(own, e, other, value=1.0 / reg) if reg else e * other
