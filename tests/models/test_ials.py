@@ -394,3 +394,19 @@ def test_ml100k_u1_beats_popularity(ml100k_dir: Path) -> None:
     )
     assert ours["ndcg@10"] > pop["ndcg@10"] + 0.1, (ours, pop)
     assert ours["recall@10"] > pop["recall@10"] + 0.05, (ours, pop)
+
+
+def test_fold_in_uses_the_current_factors_after_they_change(blocks: Interactions) -> None:
+    """The fold-in caches the items' Gram matrix; new factors (a refit, a load) replace it."""
+    model = IALS(n_factors=4, iterations=3, seed=0).fit(blocks)
+    items = blocks.raw_items()[:3]
+    first = model.fold_in(items).factors
+    np.testing.assert_array_equal(model.fold_in(items).factors, first)  # cached: same result
+    model.item_factors_ = model.item_factors_ * np.float32(2.0)
+    y = model.item_factors_.astype(np.float64)
+    idx = model.item_map_.to_index(np.asarray(items))
+    w = model._weights(np.full(len(idx), model.rating_scale_[1])).astype(np.float64)
+    lam = float(model._reg_diag(np.array([len(idx)]))[0])
+    a = y.T @ y + (y[idx] * w[:, None]).T @ y[idx] + lam * np.eye(4)
+    expected = np.linalg.solve(a, y[idx].T @ (1.0 + w))
+    np.testing.assert_allclose(model.fold_in(items).factors, expected, rtol=1e-5, atol=1e-6)

@@ -403,45 +403,16 @@ class EASE(RankingRecommender):
         fold-in has no regulariser.
         """
         self._check_fitted()
-        n_items = len(self.item_map_)
-        items_arr = np.atleast_1d(np.asarray(items, dtype=object if _mixed(items) else None))
-        if items_arr.ndim != 1:
-            raise CfrecError(f"fold-in items must be a 1-D list of raw item ids, got shape {items_arr.shape}")
+        given = self._fold_in_input(items, ratings)
+        x = np.zeros(len(self.item_map_), dtype=np.float32)
         if ratings is None:
-            r = None
+            x[given.items] = 1.0
         else:
-            try:
-                r = np.atleast_1d(np.asarray(ratings, dtype=np.float64))
-            except (TypeError, ValueError):
-                raise CfrecError(f"fold-in ratings must be numbers, got {ratings!r}") from None
-            if r.ndim != 1 or len(r) != len(items_arr):
-                raise CfrecError(f"fold-in: items ({len(items_arr)}) and ratings ({r.size}) differ in length")
-            lo, hi = self.rating_scale_
-            bad = np.flatnonzero(~np.isfinite(r) | (r < lo) | (r > hi))
-            if len(bad):
-                j = int(bad[0])
-                raise CfrecError(f"fold-in rating {r[j]:g} for item {_plain(items_arr[j])!r} is outside "
-                                 f"the model's rating scale {lo:g}..{hi:g}")
-        idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
-        unknown = tuple(_plain(v) for v in items_arr[idx < 0])
-        known = np.flatnonzero(idx >= 0)
-        # the last occurrence of each item wins
-        rev = known[::-1]
-        uniq, first_in_rev = np.unique(idx[rev], return_index=True)
-        last = rev[first_in_rev]
-        dup_rows = np.setdiff1d(known, last)
-        duplicates = tuple(dict.fromkeys(_plain(v) for v in items_arr[dup_rows]))
-        if unknown or duplicates:
-            logger.warning("fold-in: %d unknown item(s) ignored, %d item(s) given more than once "
-                           "(last rating kept)", len(unknown), len(duplicates))
-        x = np.zeros(n_items, dtype=np.float32)
-        if r is None:
-            x[uniq] = 1.0
-        else:
-            keep, w = self._weights(r[last])
-            x[uniq[keep]] = w
-        return FoldedUser(0.0, x, uniq.astype(np.int32), len(uniq), unknown_items=unknown,
-                          duplicate_items=duplicates)
+            keep, w = self._weights(given.ratings)
+            x[given.items[keep]] = w
+        known = np.sort(given.items).astype(np.int32)
+        return FoldedUser(0.0, x, known, len(known), unknown_items=given.unknown,
+                          duplicate_items=given.duplicates)
 
     def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
         return None  # the fold-in is x @ B, not a ridge on [b_u, p_u]

@@ -338,7 +338,7 @@ class IALS(RankingRecommender, FactorRecommender):
         self._check_fitted()
         given = self._fold_in_input(items, ratings)
         idx, r = given.items, given.ratings
-        y = self.item_factors_.astype(np.float64)
+        y, gram = self._item_gram()
         k = y.shape[1]
         if not len(idx):
             return self._empty_folded(given, k)
@@ -349,7 +349,7 @@ class IALS(RankingRecommender, FactorRecommender):
             else float(reg) * (len(idx) if self.weighted_reg else 1.0)
         )
         yu = y[idx]
-        a = y.T @ y + (yu * w[:, None]).T @ yu + lam * np.eye(k)
+        a = gram + (yu * w[:, None]).T @ yu + lam * np.eye(k)
         x = np.linalg.solve(a, yu.T @ (1.0 + w))
         return FoldedUser(
             0.0,
@@ -359,6 +359,16 @@ class IALS(RankingRecommender, FactorRecommender):
             unknown_items=given.unknown,
             duplicate_items=given.duplicates,
         )
+
+    def _item_gram(self) -> tuple[np.ndarray, np.ndarray]:
+        """The item factors in float64 and their Gram ``Y'Y``, computed once per set of factors
+        (a fold-in would otherwise spend most of its time on them); a cache, never saved."""
+        cached = self.__dict__.get("_gram_cache")
+        if cached is None or cached[0] is not self.item_factors_:
+            y = self.item_factors_.astype(np.float64)
+            cached = (self.item_factors_, y, y.T @ y)
+            self.__dict__["_gram_cache"] = cached  # one assignment: safe under concurrent calls
+        return cached[1], cached[2]
 
     def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
         return None  # confidence-weighted against every item, not a ridge on [b_u, p_u]
