@@ -277,3 +277,23 @@ def test_ml100k_lab_preset_on_global_temporal_split(ml100k_dir: Path) -> None:
     rmse = float(np.sqrt(np.mean((pred.ratings.astype(np.float64) - test.ratings) ** 2)))
     assert 1.04 < rmse < 1.10, rmse
     assert pred.counts()["unknown_user"] > 0.8 * len(test)
+
+
+def test_validation_data_without_patience_changes_nothing() -> None:
+    """Validation only watches a fit unless early stopping is on: the weights are the last epoch's."""
+    data = make_ratings()
+    train, valid = data.subset(np.arange(len(data)) % 5 != 0), data.subset(np.arange(len(data)) % 5 == 0)
+    plain = BiasedMF.lab(epochs=6, seed=0).fit(train)
+    watched = BiasedMF.lab(epochs=6, seed=0).fit(train, valid)
+    assert [r["epoch"] for r in watched.history_] == [1, 2, 3, 4, 5, 6]
+    assert all("valid_rmse" in r and "best" not in r for r in watched.history_)
+    np.testing.assert_array_equal(watched.user_factors_, plain.user_factors_)
+
+
+def test_model_classes_import_by_name_from_the_package() -> None:
+    from cfrec.models import BPR, EASE, IALS, MultVAE, NeuMF  # noqa: F401
+    from cfrec.models import BiasedMF as ByName
+
+    assert ByName is BiasedMF
+    with pytest.raises(ImportError):
+        from cfrec.models import NotAModel  # type: ignore[attr-defined]  # noqa: F401

@@ -21,6 +21,18 @@ from cfrec.models.registry import (
 )
 from cfrec.ranking import Recs, RecsBatch
 
+
+def __getattr__(name: str) -> type[Recommender]:
+    """The model classes by their class name (``from cfrec.models import NeuMF``), imported on
+    first use so that ``import cfrec.models`` stays light."""
+    from cfrec.models.registry import find_class
+
+    found = find_class(name)
+    if found is None:
+        raise AttributeError(f"module 'cfrec.models' has no attribute {name!r}")
+    return found
+
+
 __all__ = [
     "FactorRecommender",
     "FoldedUser",

@@ -483,7 +483,7 @@ class TrainConfig:
     lr: float
     patience: int | None = None  # None: no early stopping
     min_delta: float = 1e-4
-    restore_best: bool = True
+    restore_best: bool = True  # with early stopping (patience set): end on the best epoch's weights
     lr_decay: float = 1.0  # learning rate multiplied by this after every epoch
 
 
@@ -536,7 +536,7 @@ def train_loop(
             record["valid_rmse"] = rmse
             if rmse < best_rmse - config.min_delta:
                 best_rmse, best_epoch, bad_epochs = rmse, epoch, 0
-                if config.restore_best:
+                if config.restore_best and config.patience is not None:  # only early stopping restores
                     best_state = copy.deepcopy(net.state_dict())
             else:
                 bad_epochs += 1

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cfrec.errors import CfrecError
+from cfrec.threads import threads_for, using_threads
 from cfrec.viz.plots import _axes, _short
 
 if TYPE_CHECKING:
@@ -118,8 +119,11 @@ def tsne_item_embeddings(
     unit = emb[keep] / norms[keep, None]
     perp = float(min(perplexity, (len(keep) - 1) / 3.0))
     logger.info("t-SNE of %d item embeddings (dim %d, perplexity %.1f)", len(keep), emb.shape[1], perp)
-    coords = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed,
-                  max_iter=max_iter, learning_rate="auto").fit_transform(unit)
+    # scikit-learn's t-SNE would take every core: cfrec's thread policy decides (see cfrec.threads)
+    with using_threads(threads_for(len(keep) * len(keep))):
+        coords = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed,
+                      max_iter=max_iter, learning_rate="auto", n_jobs=threads_for(len(keep) * len(keep))
+                      ).fit_transform(unit)
     ids = model.item_map_.to_raw(keep)
     info = getattr(model, "item_info_", None)
     return TsneMap(coords.astype(np.float32), ids, _titles(info, ids), primary_genres(info, ids),
