@@ -142,9 +142,12 @@ def test_graceful_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
             time.sleep(1.0)
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
-        # answers before the stop were complete; afterwards connections are refused, never cut
+        # answers before the stop were complete (every response a 200); afterwards connections
+        # are refused, or an idle keep-alive connection is closed (or reset) as the server
+        # stops, before a request on it was read: a connection error, never a cut-off answer
         assert load.outcomes and {s for s, _ in load.outcomes} == {200}
-        assert all("ConnectError" in f or "RemoteProtocolError" in f for f in load.failures), load.failures[:3]
+        closed = ("ConnectError", "RemoteProtocolError", "ReadError", "WriteError")
+        assert all(any(kind in f for kind in closed) for f in load.failures), load.failures[:3]
     finally:
         if proc.poll() is None:
             proc.kill()
