@@ -13,7 +13,7 @@ from cfrec.data import Interactions
 from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.models import make_model
 from cfrec.models.baseline import Baseline
-from cfrec.models.mf import BiasedMF, _BiasedMFLoss, funk_step
+from cfrec.models.mf import BiasedMF, _BiasedMFLoss, _compiled_funk_epoch, funk_step
 from cfrec.models.persistence import current_version
 from cfrec.models.torch_engine import make_generator, make_optimizer
 from tests.models.test_contract import make_ratings
@@ -112,6 +112,34 @@ def test_a_funk_step_is_per_rating_sgd_on_the_batch_rows_only() -> None:
     assert float(mse) == pytest.approx(float(np.mean(np.square(errs))), rel=1e-5)
 
 
+def test_the_compiled_cpu_loop_is_sequential_per_rating_sgd() -> None:
+    """On the CPU each rating's move is applied before the next rating's (Funk's loop)."""
+    kernel = _compiled_funk_epoch()
+    assert kernel is not None
+    rng = np.random.default_rng(0)
+    p, q = rng.normal(0, 0.1, (5, 3)).astype(np.float32), rng.normal(0, 0.1, (4, 3)).astype(np.float32)
+    bu, bi = rng.normal(0, 0.1, 5).astype(np.float32), rng.normal(0, 0.1, 4).astype(np.float32)
+    u = np.array([0, 0, 3, 1, 0], dtype=np.int32)
+    i = np.array([2, 1, 2, 2, 2], dtype=np.int32)
+    r = np.array([4.0, 1.0, 5.0, 3.0, 2.0], dtype=np.float32)
+    mu, lr, reg, bias_reg = 3.5, 0.05, 0.1, 0.02
+    ref = [a.astype(np.float64) for a in (p, q, bu, bi)]
+    sse = 0.0
+    for uu, ii, rr in zip(u, i, r, strict=True):
+        rp, rq, rbu, rbi = ref
+        e = mu + rbu[uu] + rbi[ii] + rp[uu] @ rq[ii] - rr
+        sse += e * e
+        rbu[uu] -= lr * (e + bias_reg * rbu[uu])
+        rbi[ii] -= lr * (e + bias_reg * rbi[ii])
+        pu = rp[uu].copy()
+        rp[uu] -= lr * (e * rq[ii] + reg * pu)
+        rq[ii] -= lr * (e * pu + reg * rq[ii])
+    got = kernel(u, i, r, p, q, bu, bi, mu, lr, reg, bias_reg)
+    assert got == pytest.approx(sse, rel=1e-5)
+    for a, b in zip((p, q, bu, bi), ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_funk_refuses_a_learned_global_bias_and_weight_decay() -> None:
     data = make_ratings(n_users=20, n_items=10, per_user=4)
     with pytest.raises(CfrecError, match="optimizer='funk'.*learn_global_bias=False"):
@@ -124,8 +152,9 @@ def test_funk_refuses_a_learned_global_bias_and_weight_decay() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_fit_matches_cpu_closely() -> None:
     data = make_ratings()
-    cpu = BiasedMF(n_factors=8, epochs=3, batch_size=256, device="cpu").fit(data)
-    gpu = BiasedMF(n_factors=8, epochs=3, batch_size=256, device="cuda").fit(data)
+    # Adam: the same batched arithmetic on both devices (per-rating SGD is sequential on the CPU)
+    cpu = BiasedMF(n_factors=8, epochs=3, batch_size=256, device="cpu", optimizer="adam").fit(data)
+    gpu = BiasedMF(n_factors=8, epochs=3, batch_size=256, device="cuda", optimizer="adam").fit(data)
     np.testing.assert_allclose(gpu.user_factors_, cpu.user_factors_, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(gpu.item_bias_, cpu.item_bias_, rtol=1e-3, atol=1e-4)
 
