@@ -96,7 +96,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec("baseline", "cfrec.models.baseline:Baseline",
               "global mean + regularised user and item biases (closed form)"),
     ModelSpec("mf", "cfrec.models.mf:BiasedMF",
-              "biased matrix factorisation trained by minibatch Adam/SGD (Netflix Prize style)",
+              "biased matrix factorisation trained by per-rating SGD (Funk, Netflix Prize) or Adam",
               aliases={"biasedmf": None, "mf-lab": "lab", "lab": "lab"}, presets=("lab",)),
     ModelSpec("als", "cfrec.models.als:ALS", "biased MF fitted by alternating least squares"),
     ModelSpec("svdpp", "cfrec.models.svdpp:SVDpp", "SVD++: biased MF plus implicit feedback",
