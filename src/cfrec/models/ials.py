@@ -253,29 +253,14 @@ class IALS(RankingRecommender, FactorRecommender):
             reg_i = engine.asarray(self._reg_diag(its.counts)[:, None], np.float32)
             p = engine.zeros((n_users, k))
             q = engine.asarray(self._initial_items(n_items), np.float32)
+            def half(side: Any, fixed: Any, current: Any, weight: Any, diag: Any) -> tuple[Any, float]:
+                """One side's CG half-step against the fixed other side."""
+                return cg_half_step(engine, side, fixed, current, target=None, weight=weight,
+                                    gram=engine.gram(fixed), diag=diag, steps=steps)
+
             for _ in range(int(self.iterations)):
-                p, _ = cg_half_step(
-                    engine,
-                    us,
-                    q,
-                    p,
-                    target=None,
-                    weight=w_u,
-                    gram=engine.gram(q),
-                    diag=reg_u,
-                    steps=steps,
-                )
-                q, f = cg_half_step(
-                    engine,
-                    its,
-                    p,
-                    q,
-                    target=None,
-                    weight=w_i,
-                    gram=engine.gram(p),
-                    diag=reg_i,
-                    steps=steps,
-                )
+                p, _ = half(us, q, p, w_u, reg_u)
+                q, f = half(its, p, q, w_i, reg_i)
                 loss = rated + 2.0 * f + engine.sum64(reg_u[:, 0] * engine.rowdot(p, p))
                 yield p, q, loss
 

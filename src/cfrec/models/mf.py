@@ -29,6 +29,7 @@ from cfrec.models.torch_engine import (
     DirectUpdate,
     RowwiseOptimizer,
     TorchFactorModel,
+    bias_grads,
     contiguous_batches,
     export_numpy,
     init_tensors,
@@ -75,12 +76,7 @@ class _BiasedMFLoss(torch.autograd.Function):
             dp = row_grad(u, reg_grad(pu, e, qi, reg).mul_(scale * (reg or 1.0)), p_shape)
         if need[1]:
             dq = row_grad(i, reg_grad(qi, e, pu, reg).mul_(scale * (reg or 1.0)), q_shape)
-        if need[2]:
-            gb = err + bias_reg * bu_b if bias_reg else err
-            dbu = row_grad(u, gb * scale, bu_shape)
-        if need[3]:
-            gb = err + bias_reg * bi_b if bias_reg else err
-            dbi = row_grad(i, gb * scale, bi_shape)
+        dbu, dbi = bias_grads(err, bu_b, bi_b, u, i, scale, bias_reg, bu_shape, bi_shape, (need[2], need[3]))
         if need[4]:
             dmu = (err.sum() * scale).reshape(())
         return dp, dq, dbu, dbi, dmu, None, None, None, None, None

@@ -32,6 +32,7 @@ from cfrec.models.torch_engine import (
     BatchOrder,
     TorchFactorModel,
     UniqueRows,
+    bias_grads,
     csr_segments,
     export_numpy,
     grouped_batches,
@@ -208,12 +209,7 @@ class _SVDppLoss(torch.autograd.Function):
                 dp = row_grad(u, gp.mul_(scale), p_shape)
         if need[1]:
             dq = row_grad(i, reg_grad(qi, e, x, reg).mul_(scale * (reg or 1.0)), q_shape)
-        if need[2]:
-            gb = err + bias_reg * bu_b if bias_reg else err
-            dbu = row_grad(u, gb * scale, bu_shape)
-        if need[3]:
-            gb = err + bias_reg * bi_b if bias_reg else err
-            dbi = row_grad(i, gb * scale, bi_shape)
+        dbu, dbi = bias_grads(err, bu_b, bi_b, u, i, scale, bias_reg, bu_shape, bi_shape, (need[2], need[3]))
         if need[5]:
             dmu = (err.sum() * scale).reshape(())
         return dp, dq, dbu, dbi, dy, dmu, *([None] * 7)

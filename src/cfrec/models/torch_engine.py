@@ -801,6 +801,19 @@ def penalised_sse(err: torch.Tensor, pu: torch.Tensor, qi: torch.Tensor, bu_b: t
     return loss
 
 
+def bias_grads(err: torch.Tensor, bu_b: torch.Tensor, bi_b: torch.Tensor, u: torch.Tensor, i: torch.Tensor,
+               scale: torch.Tensor, bias_reg: float, bu_shape: torch.Size, bi_shape: torch.Size,
+               need: tuple[bool, bool]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Row-sparse gradients of a fused rating loss for ``b_u`` and ``b_i``: ``(e + bias_reg b) *
+    scale`` per batch row, where ``need`` says which of the two are wanted."""
+    dbu = dbi = None
+    if need[0]:
+        dbu = row_grad(u, (err + bias_reg * bu_b if bias_reg else err) * scale, bu_shape)
+    if need[1]:
+        dbi = row_grad(i, (err + bias_reg * bi_b if bias_reg else err) * scale, bi_shape)
+    return dbu, dbi
+
+
 def reg_grad(own: torch.Tensor, e: torch.Tensor, other: torch.Tensor, reg: float) -> torch.Tensor:
     """``own + e * other / reg`` (or ``e * other`` when ``reg`` is 0): the factor gradient / reg."""
     return torch.addcmul(own, e, other, value=1.0 / reg) if reg else e * other
