@@ -3,8 +3,8 @@
 
 For every fold, in one process and interleaved so that machine-load drift hits all alike:
 
-* ``cfrec/ials`` and ``cfrec/ease``: cfrec's implicit ALS and EASE with their default
-  hyperparameters, scored by ``cfrec.evaluation.evaluate(model, split.test, k=10)``: every
+* ``cfrec/ials``, ``cfrec/ease``, ``cfrec/bpr`` and ``cfrec/multvae``: cfrec's ranking models
+  with their default hyperparameters, scored by ``cfrec.evaluation.evaluate(model, split.test, k=10)``: every
   item the model knows and the user did not rate in training is ranked, test ratings >= 4 are
   relevant, and relevant test items the model cannot rank (not in training) still count in the
   recall and NDCG denominators.
@@ -32,7 +32,7 @@ ALS, with a paired t-test. Markdown goes to stdout, progress to stderr, ``--json
 
 Usage::
 
-    python benchmarks/ranking_folds.py                          # all five folds (about a minute)
+    python benchmarks/ranking_folds.py                          # all five folds (a few minutes)
     python benchmarks/ranking_folds.py --folds u1,u2 --json ranking.json
     python benchmarks/ranking_folds.py --implicit-params factors=64,regularization=10
 
@@ -66,6 +66,8 @@ FOLDS = ("u1", "u2", "u3", "u4", "u5")
 K = 10
 RELEVANCE = 4.0
 METRICS = ("ndcg@10", "recall@10", "map@10")
+#: cfrec's ranking models, each at its defaults.
+CFREC_MODELS = ("ials", "ease", "bpr", "multvae")
 #: implicit ALS settings matching cfrec's iALS defaults (n_factors=16, reg=30, iterations=10, alpha=1).
 IMPLICIT_DEFAULTS: dict[str, Any] = {"factors": 16, "regularization": 30.0, "iterations": 10,
                                      "confidence_alpha": 1.0}
@@ -138,10 +140,9 @@ def score_ranking(proto: Protocol, score_rows: Callable[[np.ndarray], np.ndarray
 def run_cfrec(name: str, split: Any, proto: Protocol) -> tuple[dict[str, Any], Any]:
     """Fit a cfrec model (defaults), score it with ``evaluate`` and check this script's path."""
     from cfrec.evaluation import evaluate
-    from cfrec.models.ease import EASE
-    from cfrec.models.ials import IALS
+    from cfrec.models import make_model
 
-    model = {"ials": IALS, "ease": EASE}[name]()
+    model = make_model(name)
     t0 = time.perf_counter()
     model.fit(split.train)
     fit_s = time.perf_counter() - t0
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     from cfrec.data import load_dataset, predefined_split
 
     data = load_dataset("ml-100k", data_home=home, download=False)
-    keys = ["cfrec/ials", "cfrec/ease"] + (["implicit/als"] if with_implicit else []) + list(REFERENCE_EASE)
+    keys = [f"cfrec/{name}" for name in CFREC_MODELS] + (["implicit/als"] if with_implicit else []) + list(REFERENCE_EASE)
     results: dict[str, dict[str, dict[str, Any]]] = {key: {} for key in keys}
     protocol_gap, reference_gap = 0.0, 0.0
     for fold in args.folds:
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         train = split.train.compact()  # the vocabularies every cfrec model builds from this part
         proto = make_protocol(train, split.test)
         models = {}
-        for name in ("ials", "ease"):
+        for name in CFREC_MODELS:
             r, models[name] = run_cfrec(name, split, proto)
             results[f"cfrec/{name}"][fold] = r
             protocol_gap = max(protocol_gap, r["protocol_gap"])
