@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -70,8 +71,16 @@ def load_data(
     """
     from cfrec.data.datasets import load_dataset
 
-    data, report = load_dataset(dataset, data_home=data_home, download=download, options=options,
-                                return_report=True)
+    # the notes below say what the loader's warnings would: keep them from saying it twice
+    io_log = logging.getLogger("cfrec.data.io")
+    level = io_log.level
+    if not quiet:
+        io_log.setLevel(logging.ERROR)
+    try:
+        data, report = load_dataset(dataset, data_home=data_home, download=download, options=options,
+                                    return_report=True)
+    finally:
+        io_log.setLevel(level)
     if quiet or report is None or report.scale_source == "movielens":
         return data  # a MovieLens release: its format is known, nothing was guessed
     notes = []
