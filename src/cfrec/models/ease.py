@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
@@ -40,6 +39,7 @@ from cfrec.models.base import (
     RidgeFoldIn,
     hyperparameters,
 )
+from cfrec.threads import check_threads, threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +71,15 @@ def _gigabytes(n_bytes: int) -> str:
     return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.0f} MB"
 
 
-def gram_matrix(x: sp.csr_array, lam: float, dtype: str) -> np.ndarray:
+def gram_matrix(x: sp.csr_array, lam: float, dtype: str, threads: int = 1) -> np.ndarray:
     """The upper triangle of ``X'X + lam I`` in a dense Fortran-ordered matrix of ``dtype``.
 
     Only the upper triangle (with the square diagonal blocks) is formed, as the Cholesky
     factorisation reads no other entry; below the diagonal blocks the matrix stays zero. It is
     formed in column blocks: each block is one sparse-sparse product
     (``X[:, :c1]' X[:, c0:c1]``), so no sparse items x items intermediate larger than a block
-    exists. The blocks write disjoint columns and run on a few threads (scipy's sparse kernels
-    release the GIL).
+    exists. The blocks write disjoint columns and run on ``threads`` threads (scipy's sparse
+    kernels release the GIL).
     """
     n = x.shape[1]
     g = np.zeros((n, n), dtype=dtype, order="F")
@@ -92,7 +92,7 @@ def gram_matrix(x: sp.csr_array, lam: float, dtype: str) -> np.ndarray:
         g[:c1, c0:c1] = sp.csr_array(xt[:c1] @ xc[:, c0:c1]).toarray()
 
     starts = list(range(0, n, step))
-    workers = max(1, min(len(starts), os.cpu_count() or 1, _GRAM_THREADS))
+    workers = max(1, min(len(starts), int(threads), _GRAM_THREADS))
     if workers == 1:
         for c0 in starts:
             block(c0)
@@ -239,6 +239,9 @@ class EASE(RankingRecommender):
         ``"float64"`` (default) or ``"float32"`` for the Gram matrix and its inverse. float32
         needs a third of the memory; its solve is checked (see ``residual_``: 2e-5 on ML-10M's
         size) and one above 1e-3 raises (use float64 or a larger ``lam`` then).
+    threads
+        CPU threads for the Gram matrix and the solve (``None``: :func:`~cfrec.threads.threads_for`
+        their work, or ``CFREC_NUM_THREADS``).
 
     Attributes
     ----------
@@ -259,9 +262,11 @@ class EASE(RankingRecommender):
     rating_power: float = 1.5
     max_items: int = 20_000
     dtype: Literal["float64", "float32"] = "float64"
+    threads: int | None = None
 
     # ------------------------------------------------------------------ fitting
     def _check_params(self) -> None:
+        check_threads(self.threads, "EASE threads")
         if not (_is_number(self.lam) and self.lam > 0):
             raise CfrecError(f"EASE lam must be a finite number > 0, got {self.lam!r}")
         if self.threshold is not None and not _is_number(self.threshold):
@@ -314,9 +319,11 @@ class EASE(RankingRecommender):
                           x.indptr.astype(np.int64)), shape=(n_users, n_items))
         lam = float(self.lam)
         start = time.perf_counter()
-        gram = gram_matrix(x, lam, self.dtype)
+        gram_work = int(x.nnz) * max(int(x.nnz) // max(n_users, 1), 1)  # products of co-rated pairs
+        gram = gram_matrix(x, lam, self.dtype, threads_for(gram_work, self.threads))
         gram_s = time.perf_counter() - start
-        b = ease_solve(gram)
+        with using_threads(threads_for(n_items ** 3 // 3, self.threads)):  # Cholesky + inverse
+            b = ease_solve(gram)
         del gram
         solve_s = time.perf_counter() - start - gram_s
         residual = ease_residual(x, lam, b)
