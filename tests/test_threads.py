@@ -147,3 +147,15 @@ def test_scoring_restores_the_thread_setting() -> None:
         model.recommend(data.raw_users()[0], k=3)
         model.predict(data.raw_users()[:5], data.raw_items()[:5])
         assert torch.get_num_threads() == before
+
+
+def test_using_threads_does_not_import_torch() -> None:
+    """A numpy-only model (EASE) must not pay torch's import for its thread setting."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from cfrec.threads import using_threads\n"
+            "with using_threads(1): pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

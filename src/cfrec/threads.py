@@ -142,9 +142,9 @@ def using_threads(n: int, *, blas: bool = True) -> Iterator[int]:
     whose work is torch's only.
     """
     n = check_threads(n, "using_threads(n)") or 1
-    import torch
-
-    before = torch.get_num_threads()
+    # torch only where it is loaded: a numpy-only model (EASE) must not pay torch's import
+    torch: Any = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else n
     if before != n:
         torch.set_num_threads(n)
     restore: list[tuple[Any, int]] = []
@@ -159,5 +159,5 @@ def using_threads(n: int, *, blas: bool = True) -> Iterator[int]:
     finally:
         for pool, current in reversed(restore):
             pool.set_num_threads(current)
-        if torch.get_num_threads() != before:
+        if torch is not None and torch.get_num_threads() != before:
             torch.set_num_threads(before)
