@@ -323,7 +323,9 @@ def run_lab_exercises(split: Split, *, seed: int = 0, progress: Progress | None 
         say(f"lab exercise {preset}: {', '.join(f'{k}={v}' for k, v in space.items())}")
 
         def on_trial(row: dict[str, Any], keys: tuple[str, ...] = keys) -> None:
-            say("  " + ", ".join(f"{k} {row.get(k):.4f}" if isinstance(row.get(k), float)
+            # hyperparameters as given (1e-05 stays 1e-05), scores to 4 decimals
+            say("  " + ", ".join(f"{k} {row.get(k):.4f}" if k.endswith("rmse") and isinstance(row.get(k), float)
+                                 else f"{k} {row.get(k):g}" if isinstance(row.get(k), float)
                                  else f"{k} {row.get(k)}" for k in keys))
 
         result = tune(split, "mf", space, base_params=base, seed=seed, refit=False, on_trial=on_trial)
