@@ -13,7 +13,7 @@ from cfrec.data import Interactions
 from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.models import make_model
 from cfrec.models.baseline import Baseline
-from cfrec.models.mf import BiasedMF, _BiasedMFLoss, _compiled_funk_epoch, funk_step
+from cfrec.models.mf import BiasedMF, _BiasedMFLoss, _compiled_funk_loop, funk_step
 from cfrec.models.persistence import current_version
 from cfrec.models.torch_engine import make_generator, make_optimizer
 from tests.models.test_contract import make_ratings
@@ -114,7 +114,7 @@ def test_a_funk_step_is_per_rating_sgd_on_the_batch_rows_only() -> None:
 
 def test_the_compiled_cpu_loop_is_sequential_per_rating_sgd() -> None:
     """On the CPU each rating's move is applied before the next rating's (Funk's loop)."""
-    kernel = _compiled_funk_epoch()
+    kernel = _compiled_funk_loop()
     assert kernel is not None
     rng = np.random.default_rng(0)
     p, q = rng.normal(0, 0.1, (5, 3)).astype(np.float32), rng.normal(0, 0.1, (4, 3)).astype(np.float32)

@@ -114,7 +114,7 @@ def funk_step(net: _MFNet, u: torch.Tensor, i: torch.Tensor, r: torch.Tensor, lr
 
 
 @functools.cache
-def _compiled_funk_epoch() -> Any:
+def _compiled_funk_loop() -> Any:
     """The compiled per-rating SGD loop (numba), built on first use (and kept in numba's disk
     cache, so later processes load it); None where numba is missing (the batched
     :func:`funk_step` is used instead)."""
@@ -123,7 +123,6 @@ def _compiled_funk_epoch() -> Any:
     except ImportError:  # pragma: no cover - numba is a dependency
         return None
 
-    @numba.njit(cache=True, nogil=True)
     def funk_slice(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, p: np.ndarray,
                    q: np.ndarray, bu: np.ndarray, bi: np.ndarray, mu: float, lr: float, reg: float,
                    bias_reg: float) -> float:  # pragma: no cover - compiled; tested through fit
@@ -144,7 +143,10 @@ def _compiled_funk_epoch() -> Any:
                 q[i, f] = qf - lr * (e * pf + reg * qf)
         return sse
 
-    return funk_slice
+    try:
+        return numba.njit(cache=True, nogil=True)(funk_slice)
+    except RuntimeError:  # no writable cache folder anywhere: compile in memory each process
+        return numba.njit(nogil=True)(funk_slice)
 
 
 class _MFNet(nn.Module):
@@ -276,7 +278,7 @@ class BiasedMF(TorchFactorModel):
             step = net.direct_update = DirectUpdate(float(self.lr))
             # the ratings shuffled once, each batch a contiguous slice of them (views, no gather)
             layout = torch.randperm(len(data), generator=gen).to(device)
-            kernel = _compiled_funk_epoch() if device.type == "cpu" else None
+            kernel = _compiled_funk_loop() if device.type == "cpu" else None
             if kernel is not None:
                 # the sequential loop reads a user's ratings one after the other (as Surprise
                 # does), so the user's row stays in cache: users in order, their ratings shuffled
