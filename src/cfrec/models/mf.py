@@ -290,6 +290,8 @@ class BiasedMF(TorchFactorModel):
                                                        net.item_bias)]
                 cols = (users.numpy(), items.numpy(), ratings.numpy())
                 mu = float(net.global_bias)
+                # load (or compile) the loop for these types now, in the fit's set-up, not its first epoch
+                kernel(*(c[:0] for c in cols), *arrays, mu, float(self.lr), reg, bias_reg)
 
                 def compiled_loss(batch: torch.Tensor) -> torch.Tensor:
                     start, n = int(batch[0]), len(batch)
