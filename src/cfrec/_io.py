@@ -72,6 +72,12 @@ def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 2) -> 
     return write_text_atomic(path, text + "\n")
 
 
+def attributes(obj: Any, *names: str) -> dict[str, Any]:
+    """``{name: getattr(obj, name)}`` for ``names``, in that order: the fields a ``to_dict`` or
+    ``summary`` copies under their own names, each named once."""
+    return {name: getattr(obj, name) for name in names}
+
+
 def to_jsonable(obj: Any) -> Any:
     """Plain-Python copy of ``obj`` for strict JSON: numpy scalars/arrays unwrapped, NaN/inf/NA -> None."""
     if isinstance(obj, dict):

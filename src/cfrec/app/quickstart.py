@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cfrec._io import to_jsonable, write_json_atomic
+from cfrec._io import attributes, to_jsonable, write_json_atomic
 from cfrec.data.interactions import Interactions
 from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError, DatasetUnavailable
@@ -70,19 +70,12 @@ class QuickstartResult:
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (what ``summary.json`` holds)."""
         return to_jsonable({
-            "dataset": self.dataset,
-            "synthetic": self.synthetic,
-            "unavailable_reason": self.unavailable_reason,
+            **attributes(self, "dataset", "synthetic", "unavailable_reason"),
             "model": self.model_name,
-            "params": self.params,
-            "split": self.split,
-            "stats": self.stats,
-            "cold_start": self.cold_start,
-            "metrics": self.metrics,
-            "baseline_metrics": self.baseline_metrics,
+            **attributes(self, "params", "split", "stats", "cold_start", "metrics",
+                         "baseline_metrics"),
             "recommender": self.recommender_name,
-            "recommender_metrics": self.recommender_metrics,
-            "recommender_dir": None if self.recommender_dir is None else str(self.recommender_dir),
+            **attributes(self, "recommender_metrics", "recommender_dir"),  # a Path becomes a str
             "recommendations": {str(r.user_id): r.recommended["item_id"].tolist() for r in self.recommendations},
             "similar": {str(s.item_id): s.neighbours["item_id"].tolist() for s in self.similar},
             "seconds": self.seconds,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cfrec._io import to_jsonable
+from cfrec._io import attributes, to_jsonable
 from cfrec._version import __version__
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
@@ -61,17 +61,9 @@ class BenchmarkRow:
     predicts_ratings: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return to_jsonable({
-            "model": self.model,
-            "personalised": self.personalised,
-            "beats_popularity": self.beats_popularity,
-            "predicts_ratings": self.predicts_ratings,
-            "n_folds": self.n_folds,
-            "params": self.params,
-            "mean": self.mean,
-            "std": self.std,
-            "detail": self.detail,
-        })
+        return to_jsonable(attributes(self, "model", "personalised", "beats_popularity",
+                                      "predicts_ratings", "n_folds", "params", "mean", "std",
+                                      "detail"))
 
 
 @dataclass
@@ -100,12 +92,7 @@ class BenchmarkResult:
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({
             "cfrec_version": __version__,
-            "dataset": self.dataset,
-            "protocol": self.protocol,
-            "seed": self.seed,
-            "k": self.k,
-            "relevance": self.relevance,
-            "seconds": self.seconds,
+            **attributes(self, "dataset", "protocol", "seed", "k", "relevance", "seconds"),
             "rows": [r.to_dict() for r in self.rows],
             "flagged_below_popularity": self.flagged,
         })

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from cfrec._io import to_jsonable, write_text_atomic
+from cfrec._io import attributes, to_jsonable, write_text_atomic
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
 from cfrec.errors import CfrecError
@@ -236,23 +236,12 @@ class TuningResult:
     def summary(self) -> dict[str, Any]:
         """Everything but the trial table, JSON-friendly."""
         return to_jsonable({
-            "model": self.model,
-            "dataset": self.dataset,
-            "split": self.split,
-            "sampler": self.sampler,
-            "seed": self.seed,
-            "valid_fraction": self.valid_fraction,
-            "metric": self.metric,
-            "carve": self.carve,
-            "best_score": self.best_score,
+            **attributes(self, "model", "dataset", "split", "sampler", "seed", "valid_fraction",
+                         "metric", "carve", "best_score"),
             "space": {k: (v.to_json() if isinstance(v, Range) else list(v)) for k, v in self.space.items()},
             "base_params": self.base_params,
             "n_trials": len(self.trials),
-            "best_trial": self.best_trial,
-            "best_valid_rmse": self.best_valid_rmse,
-            "best_params": self.best_params,
-            "test": self.test,
-            "seconds": self.seconds,
+            **attributes(self, "best_trial", "best_valid_rmse", "best_params", "test", "seconds"),
         })
 
     def to_dict(self) -> dict[str, Any]:
