@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, Literal, overload
+from typing import IO, Any, Literal, TypedDict, Unpack, overload
 
 import numpy as np
 import pandas as pd
@@ -253,23 +253,32 @@ def build_interactions(
 TimeCol = str | Literal[False] | None
 
 
+class _LoadOptions(TypedDict, total=False):
+    """The keyword options of :func:`load_ratings` other than ``return_report``, typed once for
+    both of its overloads (the defaults are the implementation's)."""
+
+    user_col: str | None
+    item_col: str | None
+    rating_col: str | None
+    time_col: TimeCol
+    sep: str | None
+    columns: Sequence[str] | None
+    rating_scale: tuple[float, float] | None
+    duplicates: DuplicatePolicy
+    encoding: str
+    name: str | None
+    scale_source: str
+
+
 @overload
 def load_ratings(
-    path: str | Path, *, user_col: str | None = ..., item_col: str | None = ...,
-    rating_col: str | None = ..., time_col: TimeCol = ..., sep: str | None = ...,
-    columns: Sequence[str] | None = ..., rating_scale: tuple[float, float] | None = ...,
-    duplicates: DuplicatePolicy = ..., encoding: str = ..., name: str | None = ...,
-    scale_source: str = ..., return_report: Literal[False] = ...,
+    path: str | Path, *, return_report: Literal[False] = ..., **options: Unpack[_LoadOptions]
 ) -> Interactions: ...
 
 
 @overload
 def load_ratings(
-    path: str | Path, *, user_col: str | None = ..., item_col: str | None = ...,
-    rating_col: str | None = ..., time_col: TimeCol = ..., sep: str | None = ...,
-    columns: Sequence[str] | None = ..., rating_scale: tuple[float, float] | None = ...,
-    duplicates: DuplicatePolicy = ..., encoding: str = ..., name: str | None = ...,
-    scale_source: str = ..., return_report: Literal[True],
+    path: str | Path, *, return_report: Literal[True], **options: Unpack[_LoadOptions]
 ) -> tuple[Interactions, LoadReport]: ...
 
 
