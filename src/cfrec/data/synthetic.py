@@ -28,13 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, overload
+from typing import Any, BinaryIO, Literal, TypedDict, Unpack, overload
 
 import numpy as np
 import pandas as pd
 
 from cfrec.data.idmap import INDEX_DTYPE, IdMap
 from cfrec.data.interactions import RATING_DTYPE, TIME_DTYPE, Interactions
+from cfrec.data.movielens import MOVIELENS
 from cfrec.errors import CfrecError, DataError
 
 logger = logging.getLogger(__name__)
@@ -117,21 +118,29 @@ class SyntheticTruth:
 
 
 # ---------------------------------------------------------------------------------- presets
+#: Per preset: the real data set's ``user_activity_exponent`` (matching its ratio of most active to
+#: median user) and time window (first to last rating); its sizes and rating scale are its
+#: :data:`~cfrec.data.movielens.MOVIELENS` entry's.
+_PRESET_SHAPES: dict[str, tuple[float, str, str]] = {
+    "ml-100k": (0.2, "1997-09-20", "1998-04-23"),
+    "ml-1m": (0.2, "2000-04-25", "2003-02-28"),
+    "ml-10m": (0.33, "1995-01-09", "2009-01-05"),
+    "ml-25m": (0.45, "1995-01-09", "2019-11-21"),
+}
+
+
+def _preset(name: str, activity: float, start: str, end: str) -> dict[str, object]:
+    """:func:`make_synthetic` keywords of a real data set's shape (half stars where its scale
+    starts at a half)."""
+    spec = MOVIELENS[name]
+    return {"n_ratings": spec.n_ratings, "n_users": spec.n_users, "n_items": spec.n_items,
+            "rating_scale": spec.rating_scale,
+            "half_stars": not float(spec.rating_scale[0]).is_integer(),
+            "user_activity_exponent": activity, "start_time": start, "end_time": end}
+
+
 PRESETS: dict[str, dict[str, object]] = {
-    # sizes, rating scales and time windows (first to last rating) of the real data sets; the
-    # activity shapes match each one's ratio of most active to median user
-    "ml-100k": {"n_ratings": 100_000, "n_users": 943, "n_items": 1682,
-                "rating_scale": (1.0, 5.0), "half_stars": False, "user_activity_exponent": 0.2,
-                "start_time": "1997-09-20", "end_time": "1998-04-23"},
-    "ml-1m": {"n_ratings": 1_000_209, "n_users": 6040, "n_items": 3706,
-              "rating_scale": (1.0, 5.0), "half_stars": False, "user_activity_exponent": 0.2,
-              "start_time": "2000-04-25", "end_time": "2003-02-28"},
-    "ml-10m": {"n_ratings": 10_000_054, "n_users": 69_878, "n_items": 10_677,
-               "rating_scale": (0.5, 5.0), "half_stars": True, "user_activity_exponent": 0.33,
-               "start_time": "1995-01-09", "end_time": "2009-01-05"},
-    "ml-25m": {"n_ratings": 25_000_095, "n_users": 162_541, "n_items": 59_047,
-               "rating_scale": (0.5, 5.0), "half_stars": True, "user_activity_exponent": 0.45,
-               "start_time": "1995-01-09", "end_time": "2019-11-21"},
+    name: _preset(name, *shape) for name, shape in _PRESET_SHAPES.items()
 }
 
 
@@ -165,25 +174,35 @@ def synthetic_like(
 
 
 # ---------------------------------------------------------------------------------- generator
+class _SyntheticOptions(TypedDict, total=False):
+    """The keyword options of :func:`make_synthetic` other than ``return_truth``, typed once for
+    both of its overloads (the defaults are the implementation's)."""
+
+    n_factors: int
+    noise: float
+    rating_scale: tuple[float, float]
+    half_stars: bool
+    popularity_exponent: float
+    user_activity_exponent: float
+    min_user_ratings: int
+    seed: int | None
+    start_time: int | str | datetime
+    end_time: int | str | datetime
+    with_metadata: bool
+    name: str
+
+
 @overload
 def make_synthetic(
-    n_users: int = ..., n_items: int = ..., n_ratings: int = ..., *, n_factors: int = ...,
-    noise: float = ..., rating_scale: tuple[float, float] = ..., half_stars: bool = ...,
-    popularity_exponent: float = ..., user_activity_exponent: float = ...,
-    min_user_ratings: int = ..., seed: int | None = ..., start_time: int | str | datetime = ...,
-    end_time: int | str | datetime = ..., with_metadata: bool = ..., name: str = ...,
-    return_truth: Literal[False] = ...,
+    n_users: int = ..., n_items: int = ..., n_ratings: int = ..., *,
+    return_truth: Literal[False] = ..., **options: Unpack[_SyntheticOptions],
 ) -> Interactions: ...
 
 
 @overload
 def make_synthetic(
-    n_users: int = ..., n_items: int = ..., n_ratings: int = ..., *, n_factors: int = ...,
-    noise: float = ..., rating_scale: tuple[float, float] = ..., half_stars: bool = ...,
-    popularity_exponent: float = ..., user_activity_exponent: float = ...,
-    min_user_ratings: int = ..., seed: int | None = ..., start_time: int | str | datetime = ...,
-    end_time: int | str | datetime = ..., with_metadata: bool = ..., name: str = ...,
-    return_truth: Literal[True],
+    n_users: int = ..., n_items: int = ..., n_ratings: int = ..., *,
+    return_truth: Literal[True], **options: Unpack[_SyntheticOptions],
 ) -> tuple[Interactions, SyntheticTruth]: ...
 
 
