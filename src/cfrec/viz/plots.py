@@ -156,7 +156,8 @@ def _plot_counts(counts: np.ndarray, *, what: str, per: str, name: str, log: boo
     fig, ax = _axes(ax)
     median = float(np.median(counts))
     mean = float(np.mean(counts))
-    if style == "hist":
+    hist = style == "hist"  # the counts run along x (a histogram) or along y (the ranked curve)
+    if hist:
         lo, hi = int(counts.min()), int(counts.max())
         if log and hi > lo:
             # log-spaced edges snapped to half-integers, so every bin holds whole counts
@@ -164,24 +165,20 @@ def _plot_counts(counts: np.ndarray, *, what: str, per: str, name: str, log: boo
         else:
             bins = np.histogram_bin_edges(counts, bins=min(50, max(hi - lo + 1, 1)))
         ax.hist(counts, bins=bins.tolist(), color=MAIN_COLOR, alpha=0.9)
-        if log:
-            ax.set_xscale("log")
-            _plain_log_ticks(ax.xaxis)
-        ax.axvline(median, color=ACCENT_COLOR, ls="--", lw=1.5, label=f"median = {median:g}")
-        ax.axvline(mean, color=MUTED_COLOR, ls=":", lw=1.5, label=f"mean = {mean:.1f}")
         ax.set_xlabel(f"Ratings per {per}")
         ax.set_ylabel(f"Number of {what}")
     else:
         ranked = np.sort(counts)[::-1]
         ax.plot(np.arange(1, len(ranked) + 1), ranked, color=MAIN_COLOR, lw=1.5)
         ax.fill_between(np.arange(1, len(ranked) + 1), ranked, color=MAIN_COLOR, alpha=0.15)
-        if log:
-            ax.set_yscale("log")
-            _plain_log_ticks(ax.yaxis)
-        ax.axhline(median, color=ACCENT_COLOR, ls="--", lw=1.5, label=f"median = {median:g}")
-        ax.axhline(mean, color=MUTED_COLOR, ls=":", lw=1.5, label=f"mean = {mean:.1f}")
         ax.set_xlabel(f"{per.capitalize()} rank (most ratings first)")
         ax.set_ylabel(f"Ratings per {per}")
+    if log:
+        (ax.set_xscale if hist else ax.set_yscale)("log")
+        _plain_log_ticks(ax.xaxis if hist else ax.yaxis)
+    across_counts = ax.axvline if hist else ax.axhline
+    across_counts(median, color=ACCENT_COLOR, ls="--", lw=1.5, label=f"median = {median:g}")
+    across_counts(mean, color=MUTED_COLOR, ls=":", lw=1.5, label=f"mean = {mean:.1f}")
     ax.set_title(f"Ratings per {per} ({name}, {len(counts):,} {what})")
     ax.legend(frameon=False)
     return fig
