@@ -41,36 +41,39 @@ class OptionSpec:
         return OptionHint(self.name, f"{self.name}={py}", f"{self.flag} {cli}", purpose)
 
 
+def _option(name: str, metavar: str, help: str) -> OptionSpec:
+    """A data option whose flag is its keyword with dashes (``user_col``: ``--user-col``)."""
+    return OptionSpec(name, "--" + name.replace("_", "-"), metavar, help)
+
+
+def _column(role: str, holding: str, default: str) -> OptionSpec:
+    """The option naming the column of one role (``user``: ``user_col``, ``--user-col NAME``)."""
+    return _option(f"{role}_col", "NAME", f"Column holding {holding} (default: {default}).")
+
+
 DATA_OPTIONS: dict[str, OptionSpec] = {
     spec.name: spec
     for spec in (
-        OptionSpec("sep", "--sep", "SEP",
-                   "Field separator of a ratings file, e.g. ',' ';' '|' '::' or 'tab' "
-                   "(default: detected from the first lines)."),
-        OptionSpec("columns", "--columns", "NAMES",
-                   "Comma-separated names of every field of a file without a header line, e.g. "
-                   "user,item,rating,timestamp (default: a header line, or user, item, "
-                   "rating[, timestamp] when the first line is all numbers)."),
-        OptionSpec("user_col", "--user-col", "NAME",
-                   "Column holding the user id (default: detected from the header: user, "
-                   "user_id, userId, uid, customer_id ...)."),
-        OptionSpec("item_col", "--item-col", "NAME",
-                   "Column holding the item id (default: detected: item, item_id, movieId, "
-                   "product_id, iid ...)."),
-        OptionSpec("rating_col", "--rating-col", "NAME",
-                   "Column holding the rating (default: detected: rating, ratings, score, "
-                   "stars)."),
-        OptionSpec("time_col", "--time-col", "NAME",
-                   "Column holding Unix seconds or ISO dates (default: detected: timestamp, "
-                   "time, ts, date, datetime; none means no time)."),
-        OptionSpec("rating_scale", "--rating-scale", "LOW,HIGH",
-                   "The rating scale, e.g. 1,5; ratings outside it are an error (default: the "
-                   "known scale of a MovieLens file, else the observed range)."),
-        OptionSpec("encoding", "--encoding", "ENCODING",
-                   "Text encoding of a ratings file, e.g. latin-1 (default: utf-8)."),
-        OptionSpec("duplicates", "--duplicates", "first|last|mean|error",
-                   "What to do with repeated (user, item) pairs: keep the first or last by "
-                   "time, average them, or stop with an error (default: last)."),
+        _option("sep", "SEP", "Field separator of a ratings file, e.g. ',' ';' '|' '::' or 'tab' "
+                "(default: detected from the first lines)."),
+        _option("columns", "NAMES",
+                "Comma-separated names of every field of a file without a header line, e.g. "
+                "user,item,rating,timestamp (default: a header line, or user, item, "
+                "rating[, timestamp] when the first line is all numbers)."),
+        _column("user", "the user id",
+                "detected from the header: user, user_id, userId, uid, customer_id ..."),
+        _column("item", "the item id", "detected: item, item_id, movieId, product_id, iid ..."),
+        _column("rating", "the rating", "detected: rating, ratings, score, stars"),
+        _column("time", "Unix seconds or ISO dates",
+                "detected: timestamp, time, ts, date, datetime; none means no time"),
+        _option("rating_scale", "LOW,HIGH",
+                "The rating scale, e.g. 1,5; ratings outside it are an error (default: the "
+                "known scale of a MovieLens file, else the observed range)."),
+        _option("encoding", "ENCODING",
+                "Text encoding of a ratings file, e.g. latin-1 (default: utf-8)."),
+        _option("duplicates", "|".join(DUPLICATE_POLICIES),
+                "What to do with repeated (user, item) pairs: keep the first or last by "
+                "time, average them, or stop with an error (default: last)."),
     )
 }
 
