@@ -166,16 +166,34 @@ async function loadModel() {
   }
 }
 
+// Loads one list: marks it loading, awaits request(), and renders the body unless a newer load of
+// the same list (counted by state[seqKey]) started meanwhile; a failure marks the list and shows
+// the error.
+async function loadList(seqKey, list, status, { loading, failed }, request, render) {
+  const seq = ++state[seqKey];
+  list.dataset.state = "loading";
+  status.textContent = loading;
+  try {
+    const body = await request();
+    if (seq !== state[seqKey]) return;  // a newer load replaced this one
+    render(body);
+    list.dataset.state = "ready";
+    showError("");
+  } catch (err) {
+    if (seq !== state[seqKey]) return;
+    list.dataset.state = "error";
+    status.textContent = failed;
+    showError(err.message);
+  }
+}
+
 async function search(query) {
-  const seq = ++state.searchSeq;
   const list = $("results");
   const status = $("results-status");
-  list.dataset.state = "loading";
-  status.textContent = query ? "Searching\u2026" : "Loading popular films\u2026";
   const url = "/v1/items?limit=20" + (query ? "&q=" + encodeURIComponent(query) : "");
-  try {
-    const body = await api(url);
-    if (seq !== state.searchSeq) return;  // a newer search replaced this one
+  const loading = query ? "Searching\u2026" : "Loading popular films\u2026";
+  const messages = { loading, failed: "Search failed." };
+  return loadList("searchSeq", list, status, messages, () => api(url), (body) => {
     fill(list, body.items.map((it) => itemElement(it, it.n_ratings.toLocaleString() + " ratings")));
     if (!query) {
       status.textContent = "Most-rated films: give stars to a few, or search.";
@@ -185,76 +203,50 @@ async function search(query) {
       status.textContent = body.total + " match" + (body.total === 1 ? "" : "es") +
         (body.total > body.items.length ? ", showing " + body.items.length : "") + ".";
     }
-    list.dataset.state = "ready";
     list.dataset.query = query;
-    showError("");
-  } catch (err) {
-    if (seq !== state.searchSeq) return;
-    list.dataset.state = "error";
-    status.textContent = "Search failed.";
-    showError(err.message);
-  }
+  });
 }
 
 async function loadRecommendations() {
-  const seq = ++state.recsSeq;
   const list = $("recs");
   const status = $("recs-status");
-  list.dataset.state = "loading";
-  status.textContent = "Updating\u2026";
   const ratings = [...state.ratings.values()].map(({ stars, record }) =>
     ({ item: record.id, rating: starsToRating(stars) }));
-  try {
-    const body = await api("/v1/recommend", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ ratings, k: 10 }),
-    });
-    if (seq !== state.recsSeq) return;
+  const request = () => api("/v1/recommend", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ ratings, k: 10 }),
+  });
+  const messages = { loading: "Updating\u2026", failed: "Recommendations could not be updated." };
+  return loadList("recsSeq", list, status, messages, request, (body) => {
     fill(list, body.items.map((it) => itemElement(it, recFigures(it))));
     status.textContent = body.cold_start
       ? "Popular with everyone: rate films to personalise this list."
       : "From your " + body.n_ratings_used + " rating" + (body.n_ratings_used === 1 ? "" : "s") +
         (state.card.predicts_ratings ? ", with the rating the model predicts you would give." : ".");
-    list.dataset.state = "ready";
     list.dataset.version = String(Number(list.dataset.version) + 1);
-    showError("");
-  } catch (err) {
-    if (seq !== state.recsSeq) return;
-    list.dataset.state = "error";
-    status.textContent = "Recommendations could not be updated.";
-    showError(err.message);
-  }
+  });
 }
 
 async function loadSimilar(record) {
-  const seq = ++state.similarSeq;
   const panel = $("similar");
   const list = $("similar-list");
   const status = $("similar-status");
   panel.hidden = false;
   $("similar-title").textContent = "Similar to " + displayTitle(record);
   if (!state.card.has_similar) {
+    ++state.similarSeq;  // a load still in flight must not fill the list
     fill(list, []);
     list.dataset.state = "ready";
     status.textContent = "This model has no item vectors to compare.";
     return;
   }
-  list.dataset.state = "loading";
-  status.textContent = "Loading\u2026";
-  try {
-    const body = await api("/v1/similar/" + encodeURIComponent(String(record.id)) + "?k=10");
-    if (seq !== state.similarSeq) return;
+  const url = "/v1/similar/" + encodeURIComponent(String(record.id)) + "?k=10";
+  const messages = { loading: "Loading\u2026", failed: "Similar films could not be loaded." };
+  return loadList("similarSeq", list, status, messages, () => api(url), (body) => {
     fill(list, body.items.map((it) => itemElement(it, "cosine " + it.similarity.toFixed(2))));
     status.textContent = "";
-    list.dataset.state = "ready";
-    showError("");
-  } catch (err) {
-    if (seq !== state.similarSeq) return;
-    list.dataset.state = "error";
-    status.textContent = "Similar films could not be loaded.";
-    showError(err.message);
-  }
+  });
 }
 
 // ------------------------------------------------------------------ wiring
