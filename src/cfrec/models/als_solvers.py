@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, Self, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, Protocol, Self, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -67,6 +67,30 @@ class RatingSide:
         indptr = np.zeros(n_rows + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         return cls(indptr, other[order].astype(np.int64), order, counts.astype(np.float32), n_other)
+
+    def row_blocks(self, d: int) -> Iterator[RowBlock]:
+        """The rows in consecutive blocks of :func:`chunk_rows` ``(d)`` rows, so that one block's
+        ``d x d`` normal equations stay within :data:`_CHUNK_ELEMENTS`."""
+        n_rows = len(self.counts)
+        step = chunk_rows(d)
+        for start in range(0, n_rows, step):
+            stop = min(start + step, n_rows)
+            lo, hi = int(self.indptr[start]), int(self.indptr[stop])
+            yield RowBlock(start, stop, lo, hi, self.indptr[start : stop + 1] - lo,
+                           self.indices[lo:hi], (stop - start, self.n_other))
+
+
+class RowBlock(NamedTuple):
+    """Rows ``start:stop`` of a :class:`RatingSide` with their ratings ``lo:hi``: the block's
+    local CSR row pointers ``ptr``, other-side indices ``idx`` and matrix ``shape``."""
+
+    start: int
+    stop: int
+    lo: int
+    hi: int
+    ptr: np.ndarray
+    idx: np.ndarray
+    shape: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -131,13 +155,7 @@ class NumpyOps:
         diag = penalty.diagonal(side.counts, k)
         out = np.empty((n_rows, d), dtype=np.float32)
         explained = 0.0
-        step = chunk_rows(d)
-        for start in range(0, n_rows, step):
-            stop = min(start + step, n_rows)
-            lo, hi = int(side.indptr[start]), int(side.indptr[stop])
-            ptr = side.indptr[start : stop + 1] - lo
-            idx = side.indices[lo:hi]
-            shape = (stop - start, side.n_other)
+        for start, stop, lo, hi, ptr, idx, shape in side.row_blocks(d):
             ones = sp.csr_array((np.ones(hi - lo, dtype=np.float32), idx, ptr), shape=shape)
             vals = sp.csr_array((target[lo:hi], idx, ptr), shape=shape)
             gram = ones @ packed
@@ -186,13 +204,8 @@ class TorchOps:
         eye = torch.arange(d, device=dev)
         out = torch.empty((n_rows, d), dtype=torch.float32, device=dev)
         explained = torch.zeros((), dtype=torch.float64, device=dev)
-        step = chunk_rows(d)
-        for start in range(0, n_rows, step):
-            stop = min(start + step, n_rows)
-            lo, hi = int(side.indptr[start]), int(side.indptr[stop])
-            ptr = torch.as_tensor(side.indptr[start : stop + 1] - lo, device=dev)
-            idx = torch.as_tensor(side.indices[lo:hi], device=dev)
-            shape = (stop - start, side.n_other)
+        for start, stop, lo, hi, np_ptr, np_idx, shape in side.row_blocks(d):
+            ptr, idx = torch.as_tensor(np_ptr, device=dev), torch.as_tensor(np_idx, device=dev)
             ones = torch_csr_from_arrays(
                 ptr, idx, torch.ones(hi - lo, dtype=torch.float32, device=dev), shape
             )
@@ -336,13 +349,7 @@ def implicit_solve_numpy(
     n_rows = len(side.counts)
     out = np.empty((n_rows, k), dtype=np.float32)
     eye = np.arange(k)
-    step = chunk_rows(k)
-    for start in range(0, n_rows, step):
-        stop = min(start + step, n_rows)
-        lo, hi = int(side.indptr[start]), int(side.indptr[stop])
-        ptr = side.indptr[start : stop + 1] - lo
-        idx = side.indices[lo:hi]
-        shape = (stop - start, side.n_other)
+    for start, stop, lo, hi, ptr, idx, shape in side.row_blocks(k):
         w = weight[lo:hi]
         gram = sp.csr_array((w, idx, ptr), shape=shape) @ packed
         rhs = sp.csr_array((w + np.float32(1.0), idx, ptr), shape=shape) @ fixed
@@ -369,13 +376,8 @@ def implicit_solve_torch(
     eye = torch.arange(k, device=dev)
     n_rows = len(side.counts)
     out = torch.empty((n_rows, k), dtype=torch.float32, device=dev)
-    step = chunk_rows(k)
-    for start in range(0, n_rows, step):
-        stop = min(start + step, n_rows)
-        lo, hi = int(side.indptr[start]), int(side.indptr[stop])
-        ptr = torch.as_tensor(side.indptr[start : stop + 1] - lo, device=dev)
-        idx = torch.as_tensor(side.indices[lo:hi], device=dev)
-        shape = (stop - start, side.n_other)
+    for start, stop, lo, hi, np_ptr, np_idx, shape in side.row_blocks(k):
+        ptr, idx = torch.as_tensor(np_ptr, device=dev), torch.as_tensor(np_idx, device=dev)
         w = weight[lo:hi].contiguous()
         gram = torch_csr_from_arrays(ptr, idx, w, shape) @ packed
         rhs = torch_csr_from_arrays(ptr, idx, w + 1.0, shape) @ fixed
@@ -560,6 +562,25 @@ class _CGProducts(Generic[_A]):
         """The data term's products ``w s`` times the fixed side (the caller adds the ridge)."""
         return self._products(side, v, fixed, weight, None, False)[0]
 
+    def _ones_like(self, a: _A) -> _A:
+        raise NotImplementedError
+
+    def _chunk_values(self, ch: _Chunk, s: _A, weight: Any, target: Any,
+                      with_residual: bool) -> tuple[_A, _A | None, _A]:
+        """``(values, t, w s)`` at the chunk's ratings from their sampled products ``s``: the
+        values of the sparse matrix that multiplies the fixed side (``t - w s`` for the residual,
+        ``w s`` otherwise) and the terms of ``sum t s`` and ``sum w s^2`` (``t`` None without
+        the residual)."""
+        w = None if weight is None else weight[ch.lo : ch.hi]
+        ws = s if w is None else w * s
+        if not with_residual:
+            return ws, None, ws
+        if target is not None:
+            t = target[ch.lo : ch.hi]
+        else:
+            t = self._ones_like(s) if w is None else 1.0 + w
+        return t - ws, t, ws
+
 
 class NumpyCG(_CGProducts[np.ndarray]):
     """CPU products for CG over one user-major CSR layout, on a few threads.
@@ -689,6 +710,9 @@ class NumpyCG(_CGProducts[np.ndarray]):
     def zeros(self, shape: tuple[int, int]) -> np.ndarray:
         return np.zeros(shape, dtype=np.float32)
 
+    def _ones_like(self, a: np.ndarray) -> np.ndarray:
+        return np.ones_like(a)
+
     def with_ones(self, z: np.ndarray) -> np.ndarray:
         out = np.array(z, dtype=np.float32, order="C")
         out[:, 0] = 1.0
@@ -725,19 +749,8 @@ class NumpyCG(_CGProducts[np.ndarray]):
                 s = self._sampled(ch, v[ch.start : ch.stop], fixed)
             else:
                 s = self._sampled(ch, fixed[ch.start : ch.stop], v)
-            w = None if weight is None else weight[ch.lo : ch.hi]
-            ws = s if w is None else w * s
-            t_s = w_ss = 0.0
-            if residual:
-                t = (
-                    (np.float32(1.0) + w if w is not None else np.ones_like(s))
-                    if target is None
-                    else target[ch.lo : ch.hi]
-                )
-                t_s, w_ss = float(np.dot(t, s)), float(np.dot(ws, s))
-                vals = t - ws
-            else:
-                vals = ws
+            vals, t, ws = self._chunk_values(ch, s, weight, target, residual)
+            t_s, w_ss = (0.0, 0.0) if t is None else (float(np.dot(t, s)), float(np.dot(ws, s)))
             mat = sp.csr_array((vals, ch.idx, ch.ptr), shape=(ch.stop - ch.start, self.n_cols))
             if by_rows:
                 assert out is not None
@@ -853,6 +866,9 @@ class TorchCG(_CGProducts[torch.Tensor]):
     def zeros(self, shape: tuple[int, int]) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.float32, device=self.device)
 
+    def _ones_like(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(a)
+
     def with_ones(self, z: torch.Tensor) -> torch.Tensor:
         out = z.clone()
         out[:, 0] = 1.0
@@ -881,19 +897,10 @@ class TorchCG(_CGProducts[torch.Tensor]):
             s = torch.sparse.sampled_addmm(
                 ch.template, v[ch.start : ch.stop], fixed.T, beta=0.0
             ).values()
-            w = None if weight is None else weight[ch.lo : ch.hi]
-            ws = s if w is None else w * s
-            if residual:
-                t = (
-                    (1.0 + w if w is not None else torch.ones_like(s))
-                    if target is None
-                    else target[ch.lo : ch.hi]
-                )
+            vals, t, ws = self._chunk_values(ch, s, weight, target, residual)
+            if t is not None:
                 sum_ts += (t.double() * s.double()).sum()
                 sum_wss += (ws.double() * s.double()).sum()
-                vals = t - ws
-            else:
-                vals = ws
             mat = torch_csr_from_arrays(
                 ch.template.crow_indices(),
                 ch.template.col_indices(),
