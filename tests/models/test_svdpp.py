@@ -11,6 +11,7 @@ import torch
 from cfrec.data import Interactions
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import Recommender, make_model
+from cfrec.models import svdpp as svdpp_module
 from cfrec.models.mf import BiasedMF
 from cfrec.models.persistence import current_version
 from cfrec.models.svdpp import (
@@ -107,6 +108,55 @@ def test_fused_loss_matches_autograd_over_all_users(implicit_reg: float) -> None
     # y gets gradient only on the items the batch's users rated
     touched = set(ours[4].grad.coalesce().indices()[0].tolist())
     assert touched == set(torch.nonzero(pairs.sum(0)).view(-1).tolist())
+
+
+def _steps(model: SVDpp, d: Interactions, n_steps: int) -> tuple[list[float], list[np.ndarray]]:
+    """Losses and final tables of the first ``n_steps`` minibatch steps of ``model``'s fit."""
+    net, loss_fn, _ = model._build(d, torch.device("cpu"), make_generator(0))
+    opt = model._make_optimizer(net)
+    losses = []
+    for batch in list(model._batch_order(d, torch.device("cpu"))(make_generator(1)))[:n_steps]:
+        loss = loss_fn(batch)
+        opt.zero_grad()
+        if loss.requires_grad:
+            loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    tables = [net.user_factors, net.item_factors, net.user_bias, net.item_bias, net.implicit_factors]
+    return losses, [t.detach().numpy().copy() for t in tables]
+
+
+@pytest.mark.parametrize("batching", ["users", "ratings"])
+def test_compiled_step_equals_the_autograd_step_with_adam(batching: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU's compiled step (loss, row-sparse gradients and lazy Adam in one pass) moves every
+    table as :class:`_SVDppLoss` followed by the engine's Adam does, penalties and weight decay
+    included, and reports the same loss."""
+    d = make_ratings(n_users=40, n_items=25, per_user=7, seed=6).compact()
+    settings = dict(n_factors=5, batch_size=48, batching=batching, reg=0.05, implicit_reg=0.2,
+                    bias_reg=0.03, weight_decay=0.01, lr=0.05, init_std=0.3)
+    compiled = SVDpp(**settings)
+    compiled.global_mean_ = float(d.ratings.mean())
+    net, _, _ = compiled._build(d, torch.device("cpu"), make_generator(0))
+    assert net.compiled_step is not None  # numba is a dependency: the CPU takes the compiled step
+    fast_losses, fast = _steps(compiled, d, 4)
+    monkeypatch.setattr(svdpp_module, "_compiled_step", lambda: None)
+    reference = SVDpp(**settings)
+    reference.global_mean_ = compiled.global_mean_
+    ref_losses, ref = _steps(reference, d, 4)
+    np.testing.assert_allclose(fast_losses, ref_losses, rtol=1e-5)
+    for a, b in zip(fast, ref, strict=True):
+        assert not np.array_equal(a, np.zeros_like(a))
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_and_autograd_fits_agree(data: Interactions, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = SVDpp(n_factors=4, epochs=4, batch_size=128, lr=0.02, seed=0).fit(data)
+    monkeypatch.setattr(svdpp_module, "_compiled_step", lambda: None)
+    slow = SVDpp(n_factors=4, epochs=4, batch_size=128, lr=0.02, seed=0).fit(data)
+    np.testing.assert_allclose(fast.user_factors_, slow.user_factors_, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(fast.implicit_factors_, slow.implicit_factors_, rtol=1e-3, atol=1e-4)
+    assert [r["train_loss"] for r in fast.history_] == pytest.approx([r["train_loss"] for r in slow.history_],
+                                                                     rel=1e-4)
 
 
 def test_network_predictions_equal_the_all_users_formula(model: SVDpp, data: Interactions) -> None:

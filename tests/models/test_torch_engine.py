@@ -300,6 +300,23 @@ def test_grouped_batches_keep_groups_together() -> None:
     assert not torch.equal(rows, other_epoch)  # the group order is drawn afresh
 
 
+@pytest.mark.parametrize("sort", [False, True], ids=["any-order", "in-group-order"])
+def test_grouped_batches_equal_the_whole_epoch_sequence_cut(sort: bool) -> None:
+    """Built a batch at a time, the batches are the permuted groups' runs laid end to end and cut
+    every ``batch_size`` rows (empty groups and a short last batch included)."""
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 25, 333)
+    groups[groups == 7] = 8  # an empty group
+    if sort:
+        groups = np.sort(groups)
+    batches = list(grouped_batches(groups, 25, 40, "cpu")(make_generator(5)))
+    perm = torch.randperm(25, generator=make_generator(5)).numpy()
+    by_group = np.argsort(groups, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(groups, minlength=25))])
+    sequence = np.concatenate([by_group[starts[g]:starts[g + 1]] for g in perm])
+    assert [b.tolist() for b in batches] == [sequence[s:s + 40].tolist() for s in range(0, 333, 40)]
+
+
 @needs_cuda
 def test_row_sparse_adam_on_cuda_matches_cpu() -> None:
     table, bias, grads = _sparse_problem(seed=5)

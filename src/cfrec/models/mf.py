@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 from typing import Any, Self
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -115,38 +114,13 @@ def funk_step(net: _MFNet, u: torch.Tensor, i: torch.Tensor, r: torch.Tensor, lr
 
 @functools.cache
 def _compiled_funk_loop() -> Any:
-    """The compiled per-rating SGD loop (numba), built on first use (and kept in numba's disk
-    cache, so later processes load it); None where numba is missing (the batched
-    :func:`funk_step` is used instead)."""
+    """The compiled per-rating SGD loop (:func:`cfrec.models.compiled.funk_slice`, numba), loaded
+    on first use; None where numba is missing (the batched :func:`funk_step` is used instead)."""
     try:
-        import numba
+        from cfrec.models.compiled import funk_slice
     except ImportError:  # pragma: no cover - numba is a dependency
         return None
-
-    def funk_slice(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, p: np.ndarray,
-                   q: np.ndarray, bu: np.ndarray, bi: np.ndarray, mu: float, lr: float, reg: float,
-                   bias_reg: float) -> float:  # pragma: no cover - compiled; tested through fit
-        k = p.shape[1]
-        sse = 0.0
-        for n in range(len(users)):
-            u, i = users[n], items[n]
-            dot = 0.0
-            for f in range(k):
-                dot += p[u, f] * q[i, f]
-            e = mu + bu[u] + bi[i] + dot - ratings[n]
-            sse += e * e
-            bu[u] -= lr * (e + bias_reg * bu[u])
-            bi[i] -= lr * (e + bias_reg * bi[i])
-            for f in range(k):
-                pf, qf = p[u, f], q[i, f]
-                p[u, f] = pf - lr * (e * qf + reg * pf)
-                q[i, f] = qf - lr * (e * pf + reg * qf)
-        return sse
-
-    try:
-        return numba.njit(cache=True, nogil=True)(funk_slice)
-    except RuntimeError:  # no writable cache folder anywhere: compile in memory each process
-        return numba.njit(nogil=True)(funk_slice)
+    return funk_slice
 
 
 class _MFNet(nn.Module):

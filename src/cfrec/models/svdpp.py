@@ -10,11 +10,20 @@ whole users (:func:`~cfrec.models.torch_engine.grouped_batches`), so the items s
 are about as many as the ratings in it: an epoch costs about what a biased-MF epoch costs, on any
 number of users, where summing over every user at every step (or over the rated items of the
 users of a random batch of ratings) would cost the whole rating matrix per step.
+
+On the CPU, with the default Adam, a step is one compiled pass
+(:func:`cfrec.models.compiled.svdpp_adam_step`, driven by :class:`_CompiledAdam`): the loss, its
+row-sparse gradients and lazy Adam on the touched rows, the same update as :class:`_SVDppLoss`
+followed by :class:`~cfrec.models.torch_engine.Adam` (a test holds them equal), without the
+dozens of tensor operations and temporaries a step costs through autograd. With ``"users"``
+batches the ratings are laid out in user order once, so each user's ratings are one run of the
+columns. On CUDA, and with the ``"adagrad"`` or ``"sgd"`` optimisers, the autograd function trains.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,6 +39,8 @@ from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import RidgeFoldIn, hyperparameters
 from cfrec.models.torch_engine import (
     BatchOrder,
+    DirectUpdate,
+    RowwiseOptimizer,
     TorchFactorModel,
     UniqueRows,
     bias_grads,
@@ -131,6 +142,11 @@ class _Implicit:
 _AUTO_RATINGS_COST = 8.0
 
 
+def _user_order(data: Interactions) -> np.ndarray:
+    """Positions of the training ratings sorted by user (stable): the layout of ``"users"`` batches."""
+    return np.argsort(data.users, kind="stable")
+
+
 def _in_batch_probability(data: Interactions, batch_size: int) -> np.ndarray:
     """(n_users,) chance that a random batch of ``batch_size`` ratings holds a rating of each user."""
     rows = np.bincount(data.users, minlength=data.n_users).astype(np.float64)
@@ -215,8 +231,78 @@ class _SVDppLoss(torch.autograd.Function):
         return dp, dq, dbu, dbi, dy, dmu, *([None] * 7)
 
 
+@functools.cache
+def _compiled_step() -> Any:
+    """:func:`cfrec.models.compiled.svdpp_adam_step`, or None where numba is missing (the
+    autograd step of :class:`_SVDppLoss` with :class:`~cfrec.models.torch_engine.Adam` is used)."""
+    try:
+        from cfrec.models.compiled import svdpp_adam_step
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return None
+    return svdpp_adam_step
+
+
+class _CompiledAdam:
+    """SVD++'s CPU step: the loss, its gradients and lazy Adam in one compiled pass per batch.
+
+    The same update as :class:`_SVDppLoss` followed by :class:`~cfrec.models.torch_engine.Adam`
+    (its default betas and eps, coupled ``weight_decay`` on the touched rows), on numpy views of
+    the network's parameters, with Adam's moments kept here. Called as the minibatch loss
+    (row positions -> the step's loss, already applied); :attr:`schedule` is the optimiser
+    :func:`~cfrec.models.torch_engine.train_loop` sees, whose learning rate each step reads.
+    """
+
+    betas = (0.9, 0.999)  # torch_engine.Adam's defaults
+    eps = 1e-8
+
+    def __init__(self, kernel: Any, net: _SVDppNet, users: torch.Tensor, items: torch.Tensor,
+                 ratings: torch.Tensor, batch_size: int, lr: float,
+                 penalties: tuple[float, float, float, float]) -> None:
+        self.kernel = kernel
+        self.schedule = DirectUpdate(lr)
+        self.penalties = penalties  # reg, implicit_reg, bias_reg, weight_decay
+        self.steps = 0
+        params = (net.user_factors, net.item_factors, net.user_bias, net.item_bias, net.implicit_factors)
+        self.tables = tuple(t.detach().numpy() for t in params)
+        self.first = tuple(np.zeros_like(t) for t in self.tables)
+        self.second = tuple(np.zeros_like(t) for t in self.tables)
+        self.mu = float(net.global_bias)
+        imp = net.implicit
+        self.columns = (users.numpy(), items.numpy(), ratings.numpy())
+        self.structure = tuple(t.numpy() for t in (imp.indptr, imp.indices, imp.norm, imp.y_weight,
+                                                   imp.user_weight))
+        n_users, k = self.tables[0].shape
+        n_items = self.tables[1].shape[0]
+        user_rows, item_rows = min(n_users, batch_size), min(n_items, batch_size)
+        f32 = np.float32
+        self.scratch = (
+            np.full(n_users, -1, np.int64), np.full(n_items, -1, np.int64), np.full(n_items, -1, np.int64),
+            np.empty(user_rows, np.int64), np.empty(item_rows, np.int64), np.empty(n_items, np.int64),
+            np.empty(user_rows, f32), np.empty(item_rows, f32),
+            np.empty((user_rows, k), f32), np.empty((user_rows, k), f32), np.empty((item_rows, k), f32),
+            np.empty(user_rows, f32), np.empty(item_rows, f32), np.empty((n_items, k), f32),
+            np.empty(n_items, f32),
+        )
+        # load (or compile) the step for these types now, in the fit's set-up, not its first epoch
+        self._run(np.empty(0, np.int64), 1.0, 1.0)
+
+    def _run(self, batch: np.ndarray, step_size: float, root_bc2: float) -> float:
+        reg, implicit_reg, bias_reg, weight_decay = self.penalties
+        return float(self.kernel(batch, *self.columns, *self.structure, self.tables, self.first, self.second,
+                                 self.mu, step_size, root_bc2, self.betas, self.eps, reg, implicit_reg,
+                                 bias_reg, weight_decay, self.scratch))
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.steps += 1
+        b1, b2 = self.betas
+        step_size = self.schedule.lr / (1.0 - b1 ** self.steps)
+        loss = self._run(batch.numpy(), step_size, math.sqrt(1.0 - b2 ** self.steps))
+        return torch.tensor(loss)
+
+
 class _SVDppNet(nn.Module):
     global_bias: torch.Tensor  # registered buffer
+    compiled_step: _CompiledAdam | None = None  # the CPU step, when it trains the network
 
     def __init__(self, init: dict[str, torch.Tensor], y: torch.Tensor, global_mean: float,
                  implicit: _Implicit) -> None:
@@ -314,7 +400,17 @@ class SVDpp(TorchFactorModel):
         net = _SVDppNet(init, y, self.global_mean_, implicit).to(device)
         t = data.to_tensors(device)
         users, items, ratings = t["users"], t["items"], t["ratings"]
+        if self._batching(data) == "users":  # the ratings in user order, as _batch_order numbers them
+            layout = torch.as_tensor(_user_order(data), device=device)
+            users, items, ratings = (c.index_select(0, layout) for c in (users, items, ratings))
         reg, implicit_reg, bias_reg = float(self.reg), float(self.implicit_reg), float(self.bias_reg)
+
+        kernel = _compiled_step() if device.type == "cpu" and str(self.optimizer).lower() == "adam" else None
+        if kernel is not None:
+            step = _CompiledAdam(kernel, net, users, items, ratings, int(self.batch_size), float(self.lr),
+                                 (reg, implicit_reg, bias_reg, float(self.weight_decay)))
+            net.compiled_step = step
+            return net, step, net
 
         def loss_fn(batch: torch.Tensor) -> torch.Tensor:
             return _SVDppLoss.apply(
@@ -324,9 +420,18 @@ class SVDpp(TorchFactorModel):
 
         return net, loss_fn, net
 
+    def _make_optimizer(self, net: nn.Module) -> RowwiseOptimizer | DirectUpdate:
+        assert isinstance(net, _SVDppNet)  # built by _build
+        if net.compiled_step is not None:  # the compiled step applies Adam itself
+            return net.compiled_step.schedule
+        return super()._make_optimizer(net)
+
     def _batch_order(self, data: Interactions, device: torch.device) -> BatchOrder | None:
         if self._batching(data) == "users":
-            return grouped_batches(data.users, data.n_users, int(self.batch_size), device)
+            # numbered in the user-ordered layout of _build: each user's ratings are one run of
+            # the columns, so a step reads them in address order (the rows are those of
+            # grouped batches over the original order, in the same order)
+            return grouped_batches(data.users[_user_order(data)], data.n_users, int(self.batch_size), device)
         return super()._batch_order(data, device)
 
     def _batching(self, data: Interactions) -> str:

@@ -202,8 +202,10 @@ def grouped_batches(groups: np.ndarray, n_groups: int, batch_size: int,
 
     A batch then holds whole groups, except at most the two it shares with its neighbours: a
     model whose per-row cost depends on the whole group (SVD++'s sum over a user's rated items)
-    pays that cost about once per epoch instead of once per row. No sort per epoch: the rows are
-    ordered by group once, and each epoch gathers the groups' runs in the permuted order.
+    pays that cost about once per epoch instead of once per row. No sort per epoch and nothing
+    the size of the data: the rows are ordered by group once, each epoch permutes the groups,
+    and each batch gathers only its own groups' runs when it is asked for. Rows already in group
+    order (``groups`` sorted) come as runs of consecutive positions.
 
     Parameters
     ----------
@@ -217,15 +219,25 @@ def grouped_batches(groups: np.ndarray, n_groups: int, batch_size: int,
         Where the batches are used.
     """
     groups = np.asarray(groups, dtype=np.int64)
-    by_group = torch.as_tensor(np.argsort(groups, kind="stable"), device=device)
+    in_order = bool(np.all(groups[1:] >= groups[:-1]))
+    by_group = None if in_order else torch.as_tensor(np.argsort(groups, kind="stable"), device=device)
     counts = np.bincount(groups, minlength=int(n_groups))
     indptr = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.int64, device=device)
-    n = int(n_groups)
+    n, size, n_rows = int(n_groups), int(batch_size), len(groups)
 
     def order(generator: torch.Generator) -> Iterable[torch.Tensor]:
-        perm = torch.randperm(n, generator=generator, device=generator.device).to(device)
-        positions, _, _ = csr_segments(indptr, perm)
-        return by_group.index_select(0, positions).split(int(batch_size))
+        perm = torch.randperm(n, generator=generator, device=generator.device)
+        perm_np = perm.numpy() if perm.device.type == "cpu" else perm.cpu().numpy()
+        ends = np.cumsum(counts[perm_np])  # where each group's run ends in the epoch's sequence
+        perm = perm.to(device)
+        for start in range(0, n_rows, size):
+            stop = min(start + size, n_rows)
+            first = int(np.searchsorted(ends, start, side="right"))  # the group holding row `start`
+            last = int(np.searchsorted(ends, stop - 1, side="right"))
+            positions, _, _ = csr_segments(indptr, perm[first:last + 1])
+            skip = start - int(ends[first] - counts[perm_np[first]])
+            batch = positions[skip:skip + stop - start]
+            yield batch if by_group is None else by_group.index_select(0, batch)
 
     return order
 

@@ -1,0 +1,250 @@
+"""Compiled (numba) training loops of the factor models, for the CPU.
+
+Imported on first use by the models that train with them (importing numba costs a few tenths
+of a second, which a fit pays and ``import cfrec`` does not). Each function is compiled once per
+argument types and kept in numba's disk cache, so later processes load it; where no cache
+folder is writable it is compiled in memory in each process.
+
+* :func:`funk_slice`: Funk's per-rating SGD over a slice of ratings (BiasedMF's default).
+* :func:`svdpp_adam_step`: one minibatch step of SVD++'s batch-mean loss with lazy Adam, the
+  same update as :class:`~cfrec.models.svdpp._SVDppLoss` followed by
+  :class:`~cfrec.models.torch_engine.Adam` on its row-sparse gradients, in one pass that reads
+  and writes the batch's rows only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+
+
+def _jit(fastmath: bool) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit`` with the disk cache where a cache folder is writable, in memory otherwise.
+
+    ``fastmath`` lets the compiler reassociate float sums (vectorised dot products), so results
+    may differ from the written order in the last bits."""
+
+    def compile_(fn: Callable[..., Any]) -> Any:
+        try:
+            return numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn)
+        except RuntimeError:  # pragma: no cover - no writable cache folder anywhere
+            return numba.njit(nogil=True, fastmath=fastmath)(fn)
+
+    return compile_
+
+
+@_jit(fastmath=False)
+def funk_slice(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, p: np.ndarray,
+               q: np.ndarray, bu: np.ndarray, bi: np.ndarray, mu: float, lr: float, reg: float,
+               bias_reg: float) -> float:  # pragma: no cover - compiled; tested through fit
+    """Per-rating SGD over the ratings in order, in place; returns their squared error sum
+    (each error taken before its own move)."""
+    k = p.shape[1]
+    sse = 0.0
+    for n in range(len(users)):
+        u, i = users[n], items[n]
+        dot = 0.0
+        for f in range(k):
+            dot += p[u, f] * q[i, f]
+        e = mu + bu[u] + bi[i] + dot - ratings[n]
+        sse += e * e
+        bu[u] -= lr * (e + bias_reg * bu[u])
+        bi[i] -= lr * (e + bias_reg * bi[i])
+        for f in range(k):
+            pf, qf = p[u, f], q[i, f]
+            p[u, f] = pf - lr * (e * qf + reg * pf)
+            q[i, f] = qf - lr * (e * pf + reg * qf)
+    return sse
+
+
+@_jit(fastmath=True)
+def _adam_rows(table: np.ndarray, m: np.ndarray, v: np.ndarray, rows: np.ndarray, n_rows: int,
+               grad: np.ndarray, grad_scale: float, extra: np.ndarray, extra_scale: float,
+               step_size: float, root_bc2: float, b1: float, b2: float, eps: float,
+               weight_decay: float) -> None:  # pragma: no cover - compiled
+    """Lazy Adam on rows ``rows[:n_rows]`` of a 2-D float32 ``table``: row ``rows[c]`` gets the
+    gradient ``grad_scale * grad[c] + extra_scale * extra[c] * table[row]`` (plus the coupled
+    weight decay), and only those rows and their moments move. Float32 arithmetic, as torch's."""
+    k = table.shape[1]
+    f32 = np.float32
+    keep1, take1, keep2, take2 = f32(b1), f32(1.0 - b1), f32(b2), f32(1.0 - b2)
+    rate, inv_root, epsilon, gs = f32(step_size), f32(1.0 / root_bc2), f32(eps), f32(grad_scale)
+    for c in range(n_rows):
+        r = rows[c]
+        coupled = f32(extra_scale * extra[c] + weight_decay)
+        for f in range(k):
+            x = table[r, f]
+            g = gs * grad[c, f] + coupled * x
+            mf = keep1 * m[r, f] + take1 * g
+            vf = keep2 * v[r, f] + take2 * g * g
+            m[r, f] = mf
+            v[r, f] = vf
+            table[r, f] = x - rate * mf / (np.sqrt(vf) * inv_root + epsilon)
+
+
+@_jit(fastmath=True)
+def _adam_entries(table: np.ndarray, m: np.ndarray, v: np.ndarray, rows: np.ndarray, n_rows: int,
+                  grad: np.ndarray, grad_scale: float, extra: np.ndarray, extra_scale: float,
+                  step_size: float, root_bc2: float, b1: float, b2: float, eps: float,
+                  weight_decay: float) -> None:  # pragma: no cover - compiled
+    """:func:`_adam_rows` for a 1-D table (the biases)."""
+    f32 = np.float32
+    keep1, take1, keep2, take2 = f32(b1), f32(1.0 - b1), f32(b2), f32(1.0 - b2)
+    rate, inv_root, epsilon, gs = f32(step_size), f32(1.0 / root_bc2), f32(eps), f32(grad_scale)
+    for c in range(n_rows):
+        r = rows[c]
+        x = table[r]
+        g = gs * grad[c] + f32(extra_scale * extra[c] + weight_decay) * x
+        mf = keep1 * m[r] + take1 * g
+        vf = keep2 * v[r] + take2 * g * g
+        m[r] = mf
+        v[r] = vf
+        table[r] = x - rate * mf / (np.sqrt(vf) * inv_root + epsilon)
+
+
+@_jit(fastmath=True)
+def svdpp_adam_step(batch: np.ndarray, users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
+                    indptr: np.ndarray, indices: np.ndarray, norm: np.ndarray, y_weight: np.ndarray,
+                    user_weight: np.ndarray, tables: tuple, first: tuple, second: tuple,
+                    mu: float, step_size: float, root_bc2: float, betas: tuple, eps: float,
+                    reg: float, implicit_reg: float, bias_reg: float, weight_decay: float,
+                    scratch: tuple) -> float:  # pragma: no cover - compiled; tested against torch
+    """One SVD++ step on rows ``batch`` of the training ratings; returns the step's loss.
+
+    The loss is :class:`~cfrec.models.svdpp._SVDppLoss`'s: the batch mean of
+    ``e^2 + reg (|p_u|^2 + |q_i|^2) + bias_reg (b_u^2 + b_i^2)`` with
+    ``e = mu + b_u + b_i + q_i . (p_u + z_u) - r`` and ``z_u = |N(u)|^-1/2 sum_{j in N(u)} y_j``,
+    plus ``implicit_reg sum_j y_weight_j c_j |y_j|^2`` over the ``y_j`` the step sums (``c_j``:
+    the ``user_weight`` of the batch users who rated ``j``). Every gradient is taken at the
+    values before the step; then lazy Adam moves the touched rows of ``p, q, b_u, b_i, y``
+    (``tables``) and their first and second moments (``first``, ``second``). The penalties'
+    gradients ride along as per-row coefficients (a user in ``n`` rows of the batch gets
+    ``n reg p_u``), so the loop over the batch's rows does only the data term.
+
+    ``scratch`` holds three (n_users,), (n_items,), (n_items,) int64 slot vectors that are -1
+    on entry and are left so, then the work buffers of :class:`~cfrec.models.svdpp._CompiledAdam`.
+    """
+    p, q, bu, bi, y = tables
+    mp, mq, mbu, mbi, my = first
+    vp, vq, vbu, vbi, vy = second
+    b1, b2 = betas
+    user_slot, item_slot, y_slot, u_rows, i_rows, j_rows, u_count, i_count, x, gp, gq, gbu, gbi, gy, y_coef = scratch
+    f32 = np.float32
+    n = len(batch)
+    k = p.shape[1]
+    scale = 2.0 / max(n, 1)
+    mu32 = f32(mu)
+    # the batch's distinct users and items, in order of first appearance, and their row counts
+    nu = 0
+    ni = 0
+    for b in range(n):
+        u = users[batch[b]]
+        if user_slot[u] < 0:
+            user_slot[u] = nu
+            u_rows[nu] = u
+            u_count[nu] = 0.0
+            nu += 1
+        u_count[user_slot[u]] += 1.0
+        i = items[batch[b]]
+        if item_slot[i] < 0:
+            item_slot[i] = ni
+            i_rows[ni] = i
+            i_count[ni] = 0.0
+            ni += 1
+        i_count[item_slot[i]] += 1.0
+    # x_u = p_u + z_u for the batch users only; the penalties at the values before the step
+    factor_sq = 0.0
+    bias_sq = 0.0
+    for a in range(nu):
+        u = u_rows[a]
+        w = norm[u]
+        gbu[a] = 0.0
+        for f in range(k):
+            x[a, f] = 0.0
+            gp[a, f] = 0.0
+        for s in range(indptr[u], indptr[u + 1]):
+            j = indices[s]
+            for f in range(k):
+                x[a, f] += w * y[j, f]
+        sq = f32(0.0)
+        for f in range(k):
+            sq += p[u, f] * p[u, f]
+            x[a, f] += p[u, f]
+        factor_sq += u_count[a] * sq
+        bias_sq += u_count[a] * bu[u] * bu[u]
+    for c in range(ni):
+        i = i_rows[c]
+        gbi[c] = 0.0
+        sq = f32(0.0)
+        for f in range(k):
+            gq[c, f] = 0.0
+            sq += q[i, f] * q[i, f]
+        factor_sq += i_count[c] * sq
+        bias_sq += i_count[c] * bi[i] * bi[i]
+    # the data term: errors, and the gradient sums gp = sum e q_i (= dz_u), gq = sum e x_u
+    sse = 0.0
+    for b in range(n):
+        row = batch[b]
+        u = users[row]
+        i = items[row]
+        a = user_slot[u]
+        c = item_slot[i]
+        dot = f32(0.0)
+        for f in range(k):
+            dot += x[a, f] * q[i, f]
+        e = mu32 + bu[u] + bi[i] + dot - ratings[row]
+        sse += e * e
+        gbu[a] += e
+        gbi[c] += e
+        for f in range(k):
+            gp[a, f] += e * q[i, f]
+            gq[c, f] += e * x[a, f]
+    # y_j: dz_u |N(u)|^-1/2 over the pairs (u, j) of the batch users, and their L2 weights
+    nj = 0
+    for a in range(nu):
+        u = u_rows[a]
+        w = f32(norm[u] * scale)
+        pair_weight = user_weight[u]
+        for s in range(indptr[u], indptr[u + 1]):
+            j = indices[s]
+            d = y_slot[j]
+            if d < 0:
+                d = nj
+                y_slot[j] = d
+                j_rows[d] = j
+                y_coef[d] = 0.0
+                for f in range(k):
+                    gy[d, f] = 0.0
+                nj += 1
+            y_coef[d] += pair_weight
+            for f in range(k):
+                gy[d, f] += w * gp[a, f]
+    y_sq = 0.0
+    for d in range(nj):
+        j = j_rows[d]
+        coef = y_weight[j] * y_coef[d]
+        y_coef[d] = 2.0 * implicit_reg * coef  # from here on: the weight of the L2 gradient
+        sq = f32(0.0)
+        for f in range(k):
+            sq += y[j, f] * y[j, f]
+        y_sq += coef * sq
+    loss = (sse + reg * factor_sq + bias_reg * bias_sq) / max(n, 1) + implicit_reg * y_sq
+    _adam_rows(p, mp, vp, u_rows, nu, gp, scale, u_count, scale * reg, step_size, root_bc2, b1, b2, eps,
+               weight_decay)
+    _adam_rows(q, mq, vq, i_rows, ni, gq, scale, i_count, scale * reg, step_size, root_bc2, b1, b2, eps,
+               weight_decay)
+    _adam_entries(bu, mbu, vbu, u_rows, nu, gbu, scale, u_count, scale * bias_reg, step_size, root_bc2, b1, b2,
+                  eps, weight_decay)
+    _adam_entries(bi, mbi, vbi, i_rows, ni, gbi, scale, i_count, scale * bias_reg, step_size, root_bc2, b1, b2,
+                  eps, weight_decay)
+    _adam_rows(y, my, vy, j_rows, nj, gy, 1.0, y_coef, 1.0, step_size, root_bc2, b1, b2, eps, weight_decay)
+    for a in range(nu):
+        user_slot[u_rows[a]] = -1
+    for c in range(ni):
+        item_slot[i_rows[c]] = -1
+    for d in range(nj):
+        y_slot[j_rows[d]] = -1
+    return loss
