@@ -220,24 +220,26 @@ def grouped_batches(groups: np.ndarray, n_groups: int, batch_size: int,
     """
     groups = np.asarray(groups, dtype=np.int64)
     in_order = bool(np.all(groups[1:] >= groups[:-1]))
-    by_group = None if in_order else torch.as_tensor(np.argsort(groups, kind="stable"), device=device)
+    by_group = None if in_order else np.argsort(groups, kind="stable")
     counts = np.bincount(groups, minlength=int(n_groups))
-    indptr = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.int64, device=device)
+    starts = np.cumsum(counts) - counts  # where each group's rows start in group order
     n, size, n_rows = int(n_groups), int(batch_size), len(groups)
 
     def order(generator: torch.Generator) -> Iterable[torch.Tensor]:
-        perm = torch.randperm(n, generator=generator, device=generator.device)
-        perm_np = perm.numpy() if perm.device.type == "cpu" else perm.cpu().numpy()
-        ends = np.cumsum(counts[perm_np])  # where each group's run ends in the epoch's sequence
-        perm = perm.to(device)
+        perm = torch.randperm(n, generator=generator, device=generator.device).cpu().numpy()
+        lengths = counts[perm]
+        ends = np.cumsum(lengths)  # where each group's run ends in the epoch's sequence
         for start in range(0, n_rows, size):
             stop = min(start + size, n_rows)
             first = int(np.searchsorted(ends, start, side="right"))  # the group holding row `start`
             last = int(np.searchsorted(ends, stop - 1, side="right"))
-            positions, _, _ = csr_segments(indptr, perm[first:last + 1])
-            skip = start - int(ends[first] - counts[perm_np[first]])
-            batch = positions[skip:skip + stop - start]
-            yield batch if by_group is None else by_group.index_select(0, batch)
+            # numpy, not torch: a few hundred runs a batch, which torch's threads would wait on
+            runs = lengths[first:last + 1]
+            run_ends = np.cumsum(runs)
+            rows = np.arange(int(run_ends[-1])) + np.repeat(starts[perm[first:last + 1]] - (run_ends - runs), runs)
+            skip = start - int(ends[first] - lengths[first])
+            batch = rows[skip:skip + stop - start]
+            yield torch.from_numpy(batch if by_group is None else by_group[batch]).to(device)
 
     return order
 
