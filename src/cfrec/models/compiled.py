@@ -105,6 +105,24 @@ def _adam_entries(table: np.ndarray, m: np.ndarray, v: np.ndarray, rows: np.ndar
         table[r] = x - rate * mf / (np.sqrt(vf) * inv_root + epsilon)
 
 
+@_jit(fastmath=False)
+def _distinct(index: np.ndarray, batch: np.ndarray, slot: np.ndarray, rows: np.ndarray,
+              count: np.ndarray) -> int:  # pragma: no cover - compiled
+    """The distinct values of ``index[batch]`` into ``rows`` (first appearance first), each
+    one's number of entries into ``count`` and its position in ``rows`` into ``slot`` (-1
+    elsewhere); returns how many there are."""
+    n_distinct = 0
+    for b in range(len(batch)):
+        v = index[batch[b]]
+        if slot[v] < 0:
+            slot[v] = n_distinct
+            rows[n_distinct] = v
+            count[n_distinct] = 0.0
+            n_distinct += 1
+        count[slot[v]] += 1.0
+    return n_distinct
+
+
 @_jit(fastmath=True)
 def svdpp_adam_step(batch: np.ndarray, users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
                     indptr: np.ndarray, indices: np.ndarray, norm: np.ndarray, y_weight: np.ndarray,
@@ -138,23 +156,8 @@ def svdpp_adam_step(batch: np.ndarray, users: np.ndarray, items: np.ndarray, rat
     scale = 2.0 / max(n, 1)
     mu32 = f32(mu)
     # the batch's distinct users and items, in order of first appearance, and their row counts
-    nu = 0
-    ni = 0
-    for b in range(n):
-        u = users[batch[b]]
-        if user_slot[u] < 0:
-            user_slot[u] = nu
-            u_rows[nu] = u
-            u_count[nu] = 0.0
-            nu += 1
-        u_count[user_slot[u]] += 1.0
-        i = items[batch[b]]
-        if item_slot[i] < 0:
-            item_slot[i] = ni
-            i_rows[ni] = i
-            i_count[ni] = 0.0
-            ni += 1
-        i_count[item_slot[i]] += 1.0
+    nu = _distinct(users, batch, user_slot, u_rows, u_count)
+    ni = _distinct(items, batch, item_slot, i_rows, i_count)
     # x_u = p_u + z_u for the batch users only; the penalties at the values before the step
     factor_sq = 0.0
     bias_sq = 0.0
