@@ -26,6 +26,7 @@ fixed side's vectors of the row's ratings, ``W_r`` their weights (1 for explicit
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -239,7 +240,7 @@ def torch_csr_from_arrays(
         return torch.sparse_csr_tensor(ptr, idx, values, shape, check_invariants=False)
 
 
-_A = TypeVar("_A")
+_A = TypeVar("_A", np.ndarray, torch.Tensor)
 
 
 class Ops(Protocol[_A]):
@@ -545,12 +546,14 @@ class CGEngine(Protocol):
     def apply(self, side: CGSide, v: Any, fixed: Any, weight: Any) -> Any: ...
 
 
-class _CGProducts(Generic[_A]):
+class _CGProducts(ABC, Generic[_A]):
     """The two products CG needs, from one engine's ``_products`` (numpy or torch arrays)."""
 
+    @abstractmethod
     def _products(self, side: CGSide, v: _A, fixed: _A, weight: _A | None, target: _A | None,
                   with_residual: bool) -> tuple[_A, float, float]:
-        raise NotImplementedError
+        """``(products, sum t s, sum w s^2)``: the residual products ``(t - w s)`` times the fixed
+        side (``with_residual``) or the weighted ones ``w s`` times it (see :meth:`residual`)."""
 
     def residual(self, side: CGSide, v: _A, fixed: _A, weight: _A | None,
                  target: _A | None) -> tuple[_A, float, float]:
@@ -562,8 +565,19 @@ class _CGProducts(Generic[_A]):
         """The data term's products ``w s`` times the fixed side (the caller adds the ridge)."""
         return self._products(side, v, fixed, weight, None, False)[0]
 
+    def with_ones(self, z: _A) -> _A:
+        """A copy of ``z`` whose first column is 1 (the constant column of ALS's augmented factors)."""
+        out = self.copy(z)
+        out[:, 0] = 1.0
+        return out
+
+    @abstractmethod
+    def copy(self, a: _A) -> _A:
+        """A float32 copy of ``a`` that owns its memory."""
+
+    @abstractmethod
     def _ones_like(self, a: _A) -> _A:
-        raise NotImplementedError
+        """An array of ones shaped like ``a``, in this engine's array type."""
 
     def _chunk_values(self, ch: _Chunk, s: _A, weight: Any, target: Any,
                       with_residual: bool) -> tuple[_A, _A | None, _A]:
@@ -600,17 +614,8 @@ class NumpyCG(_CGProducts[np.ndarray]):
     own pools to one thread while it is open.
     """
 
-    def __init__(
-        self,
-        rows: np.ndarray,
-        cols: np.ndarray,
-        n_rows: int,
-        n_cols: int,
-        *,
-        width: int,
-        threads: int | None = None,
-        chunk: int | None = None,
-    ) -> None:
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *, width: int,
+                 threads: int | None = None, chunk: int | None = None) -> None:
         rows = np.asarray(rows)
         cols = np.asarray(cols)
         order, counts, indptr = _csr_layout(rows, cols, n_rows)
@@ -713,11 +718,6 @@ class NumpyCG(_CGProducts[np.ndarray]):
     def _ones_like(self, a: np.ndarray) -> np.ndarray:
         return np.ones_like(a)
 
-    def with_ones(self, z: np.ndarray) -> np.ndarray:
-        out = np.array(z, dtype=np.float32, order="C")
-        out[:, 0] = 1.0
-        return out
-
     def gram(self, f: np.ndarray) -> np.ndarray:
         f64 = f.astype(np.float64)
         return (f64.T @ f64).astype(np.float32)
@@ -730,15 +730,8 @@ class NumpyCG(_CGProducts[np.ndarray]):
         )
         return out.values().numpy()
 
-    def _products(
-        self,
-        side: CGSide,
-        v: np.ndarray,
-        fixed: np.ndarray,
-        weight: np.ndarray | None,
-        target: np.ndarray | None,
-        residual: bool,
-    ) -> tuple[np.ndarray, float, float]:
+    def _products(self, side: CGSide, v: np.ndarray, fixed: np.ndarray, weight: np.ndarray | None,
+                  target: np.ndarray | None, with_residual: bool) -> tuple[np.ndarray, float, float]:
         v = np.ascontiguousarray(v, dtype=np.float32)
         fixed = np.ascontiguousarray(fixed, dtype=np.float32)
         by_rows = side.kind == "rows"
@@ -749,7 +742,7 @@ class NumpyCG(_CGProducts[np.ndarray]):
                 s = self._sampled(ch, v[ch.start : ch.stop], fixed)
             else:
                 s = self._sampled(ch, fixed[ch.start : ch.stop], v)
-            vals, t, ws = self._chunk_values(ch, s, weight, target, residual)
+            vals, t, ws = self._chunk_values(ch, s, weight, target, with_residual)
             t_s, w_ss = (0.0, 0.0) if t is None else (float(np.dot(t, s)), float(np.dot(ws, s)))
             mat = sp.csr_array((vals, ch.idx, ch.ptr), shape=(ch.stop - ch.start, self.n_cols))
             if by_rows:
@@ -782,18 +775,8 @@ class TorchCG(_CGProducts[torch.Tensor]):
     ``torch.sparse.sampled_addmm``, the sparse-dense product a CSR matmul.
     """
 
-    def __init__(
-        self,
-        rows: np.ndarray,
-        cols: np.ndarray,
-        n_rows: int,
-        n_cols: int,
-        *,
-        device: torch.device,
-        width: int,
-        threads: int | None = None,
-        chunk: int | None = None,
-    ) -> None:
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *, device: torch.device,
+                 width: int, threads: int | None = None, chunk: int | None = None) -> None:
         self.device = device
         self._threads = threads_for(int(len(rows)) * int(width), threads)
         self._stack: ExitStack | None = None
@@ -869,23 +852,11 @@ class TorchCG(_CGProducts[torch.Tensor]):
     def _ones_like(self, a: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(a)
 
-    def with_ones(self, z: torch.Tensor) -> torch.Tensor:
-        out = z.clone()
-        out[:, 0] = 1.0
-        return out
-
     def gram(self, f: torch.Tensor) -> torch.Tensor:
         return (f.double().T @ f.double()).float()
 
-    def _products(
-        self,
-        side: CGSide,
-        v: torch.Tensor,
-        fixed: torch.Tensor,
-        weight: torch.Tensor | None,
-        target: torch.Tensor | None,
-        residual: bool,
-    ) -> tuple[torch.Tensor, float, float]:
+    def _products(self, side: CGSide, v: torch.Tensor, fixed: torch.Tensor, weight: torch.Tensor | None,
+                  target: torch.Tensor | None, with_residual: bool) -> tuple[torch.Tensor, float, float]:
         if side.kind != "rows":
             raise CfrecError("TorchCG lays out each side by its own rows")
         n_cols, chunks, _ = self._layouts[side.layout]
@@ -897,7 +868,7 @@ class TorchCG(_CGProducts[torch.Tensor]):
             s = torch.sparse.sampled_addmm(
                 ch.template, v[ch.start : ch.stop], fixed.T, beta=0.0
             ).values()
-            vals, t, ws = self._chunk_values(ch, s, weight, target, residual)
+            vals, t, ws = self._chunk_values(ch, s, weight, target, with_residual)
             if t is not None:
                 sum_ts += (t.double() * s.double()).sum()
                 sum_wss += (ws.double() * s.double()).sum()
@@ -912,16 +883,8 @@ class TorchCG(_CGProducts[torch.Tensor]):
 
 
 
-def cg_engine(
-    device: torch.device,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    n_rows: int,
-    n_cols: int,
-    *,
-    width: int,
-    threads: int | None = None,
-) -> CGEngine:
+def cg_engine(device: torch.device, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *,
+              width: int, threads: int | None = None) -> CGEngine:
     """:class:`NumpyCG` on CPU, :class:`TorchCG` on any other device."""
     if device.type == "cpu":
         return NumpyCG(rows, cols, n_rows, n_cols, width=width, threads=threads)
