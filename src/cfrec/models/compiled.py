@@ -25,13 +25,16 @@ def _jit(fastmath: bool) -> Callable[[Callable[..., Any]], Any]:
     """``numba.njit`` with the disk cache where a cache folder is writable, in memory otherwise.
 
     ``fastmath`` lets the compiler reassociate float sums (vectorised dot products), so results
-    may differ from the written order in the last bits."""
+    may differ from the written order in the last bits. Division follows numpy's rules (no
+    zero check, which would keep the loops from being vectorised: Adam's update ran 7x slower
+    with it); no division here can meet a zero."""
 
     def compile_(fn: Callable[..., Any]) -> Any:
+        options = {"nogil": True, "fastmath": fastmath, "error_model": "numpy"}
         try:
-            return numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn)
+            return numba.njit(cache=True, **options)(fn)
         except RuntimeError:  # pragma: no cover - no writable cache folder anywhere
-            return numba.njit(nogil=True, fastmath=fastmath)(fn)
+            return numba.njit(**options)(fn)
 
     return compile_
 
