@@ -5,6 +5,7 @@ of a second, which a fit pays and ``import cfrec`` does not). Each function is c
 argument types and kept in numba's disk cache, so later processes load it; where no cache
 folder is writable it is compiled in memory in each process.
 
+* :func:`stable_key_order`: a counting sort of integer keys (users in order, their rows in order).
 * :func:`funk_slice`: Funk's per-rating SGD over a slice of ratings (BiasedMF's default).
 * :func:`svdpp_adam_step`: one minibatch step of SVD++'s batch-mean loss with lazy Adam, the
   same update as :class:`~cfrec.models.svdpp._SVDppLoss` followed by
@@ -37,6 +38,23 @@ def _jit(fastmath: bool) -> Callable[[Callable[..., Any]], Any]:
             return numba.njit(**options)(fn)
 
     return compile_
+
+
+@_jit(fastmath=False)
+def stable_key_order(keys: np.ndarray, n_keys: int) -> np.ndarray:  # pragma: no cover - compiled
+    """``np.argsort(keys, kind="stable")`` for integer keys in ``0..n_keys-1``, by counting:
+    O(len + n_keys) where a comparison sort of 10M keys takes a second or more."""
+    start = np.zeros(n_keys + 1, np.int64)
+    for key in keys:
+        start[key + 1] += 1
+    for key in range(n_keys):
+        start[key + 1] += start[key]
+    order = np.empty(len(keys), np.int64)
+    for position in range(len(keys)):
+        key = keys[position]
+        order[start[key]] = position
+        start[key] += 1
+    return order
 
 
 @_jit(fastmath=False)

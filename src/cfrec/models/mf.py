@@ -256,7 +256,10 @@ class BiasedMF(TorchFactorModel):
             if kernel is not None:
                 # the sequential loop reads a user's ratings one after the other (as Surprise
                 # does), so the user's row stays in cache: users in order, their ratings shuffled
-                layout = layout.index_select(0, torch.argsort(users.index_select(0, layout), stable=True))
+                from cfrec.models.compiled import stable_key_order  # importable: the kernel loaded
+
+                by_user = stable_key_order(users.index_select(0, layout).numpy(), data.n_users)
+                layout = layout.index_select(0, torch.from_numpy(by_user))
             users, items, ratings = (t.index_select(0, layout) for t in (users, items, ratings))
 
             if kernel is not None:  # CPU: Funk's sequential loop, compiled

@@ -144,7 +144,11 @@ _AUTO_RATINGS_COST = 8.0
 
 def _user_order(data: Interactions) -> np.ndarray:
     """Positions of the training ratings sorted by user (stable): the layout of ``"users"`` batches."""
-    return np.argsort(data.users, kind="stable")
+    try:
+        from cfrec.models.compiled import stable_key_order
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return np.argsort(data.users, kind="stable")
+    return stable_key_order(np.asarray(data.users), data.n_users)
 
 
 def _in_batch_probability(data: Interactions, batch_size: int) -> np.ndarray:
