@@ -31,11 +31,10 @@ def _jit(fastmath: bool) -> Callable[[Callable[..., Any]], Any]:
     with it); no division here can meet a zero."""
 
     def compile_(fn: Callable[..., Any]) -> Any:
-        options = {"nogil": True, "fastmath": fastmath, "error_model": "numpy"}
         try:
-            return numba.njit(cache=True, **options)(fn)
+            return numba.njit(cache=True, nogil=True, fastmath=fastmath, error_model="numpy")(fn)
         except RuntimeError:  # pragma: no cover - no writable cache folder anywhere
-            return numba.njit(**options)(fn)
+            return numba.njit(nogil=True, fastmath=fastmath, error_model="numpy")(fn)
 
     return compile_
 
