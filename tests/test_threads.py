@@ -17,6 +17,7 @@ from cfrec.threads import (
     available_cores,
     check_threads,
     configured_threads,
+    pool_threads,
     threads_for,
     using_threads,
 )
@@ -38,6 +39,17 @@ def test_small_work_gets_one_thread_large_work_every_core() -> None:
     assert threads_for(MIN_PARALLEL_WORK - 1) == 1
     assert threads_for(MIN_PARALLEL_WORK) == available_cores()
     assert threads_for(10 * MIN_PARALLEL_WORK) == available_cores()
+
+
+def test_chunk_pools_get_every_core_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert pool_threads() == available_cores()
+    assert pool_threads(1) == 1
+    monkeypatch.setenv(ENV_VAR, "3")
+    assert pool_threads() == 3
+    assert pool_threads(2) == 2
+    with pytest.raises(CfrecError, match="threads"):
+        pool_threads(0)
 
 
 def test_environment_variable_is_honoured_and_an_argument_wins(monkeypatch: pytest.MonkeyPatch) -> None:

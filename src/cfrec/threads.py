@@ -22,6 +22,14 @@ do at any size seen in practice; the threshold (2^30 elements, a second or more 
 thread's work per operation) only lets very large blocks use the cores. On a machine of your
 own with idle cores, ask for them.
 
+Work cut into independent chunks that a pool of workers takes one at a time (the conjugate-
+gradient products of ALS and iALS, :class:`~cfrec.models.als_solvers.NumpyCG`) is different:
+no operation waits at a barrier for every thread, so a worker that the kernel deschedules holds
+up only the chunk it has while the others take the rest. :func:`pool_threads` gives such pools
+every available core. Measured on synthetic ml-10m (iALS, 64 factors, seconds an iteration on
+2 cores): idle, 0.74-1.09 with two workers against 1.36-1.65 with one; with a second busy
+process, 1.17-1.40 against 1.25-1.67.
+
 The count is fixed, not read from the machine's load, so a seeded fit gives the same numbers
 every time. To choose it yourself, pass ``threads=`` to a model (``BiasedMF(threads=2)``,
 ``cfrec train ... --param threads=2``) or set ``CFREC_NUM_THREADS`` in the environment; the
@@ -102,6 +110,16 @@ def threads_for(work: int, threads: int | None = None) -> int:
     if fixed is not None:
         return fixed
     return 1 if int(work) < MIN_PARALLEL_WORK else available_cores()
+
+
+def pool_threads(threads: int | None = None) -> int:
+    """Workers for a pool of independent chunks (see the module notes): ``threads`` (checked),
+    then ``CFREC_NUM_THREADS``, otherwise every available core."""
+    fixed = check_threads(threads)
+    if fixed is not None:
+        return fixed
+    fixed = configured_threads()
+    return fixed if fixed is not None else available_cores()
 
 
 def _blas_pools() -> Any:

@@ -125,6 +125,37 @@ def test_products_equal_dense_reference(make, weighted: bool) -> None:
             np.testing.assert_array_equal(side.counts, np.bincount(a, minlength=n))
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_compiled_products_equal_the_sampled_and_sparse_products(weighted: bool,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """One compiled pass a chunk gives the values of torch's sampled product followed by scipy's
+    sparse product (the path without numba), on both sides, with and without targets."""
+    rows, cols, r = ratings(200, 80, 0.15, seed=5)
+    rng = np.random.default_rng(4)
+    v_u, v_i = rng.normal(size=(200, 7)).astype(np.float32), rng.normal(size=(80, 7)).astype(np.float32)
+    t_all = rng.normal(size=len(r)).astype(np.float32)
+
+    def products() -> list[np.ndarray | float]:
+        engine = numpy_engine(rows, cols, 200, 80, 7, threads=2, chunk=300)
+        out: list[np.ndarray | float] = []
+        with engine:
+            w = r[engine.user_side.order] * 0.3 if weighted else None
+            t = t_all[engine.user_side.order]
+            for side, v, fixed in ((engine.user_side, v_u, v_i), (engine.item_side, v_i, v_u)):
+                out.append(engine.apply(side, v, fixed, w))
+                for target in (t, None):
+                    res, t_s, w_ss = engine.residual(side, v, fixed, w, target)
+                    out += [res, t_s, w_ss]
+        return out
+
+    assert solvers._compiled_products() is not None  # numba is a dependency
+    compiled = products()
+    monkeypatch.setattr(solvers, "_compiled_products", lambda: None)
+    reference = products()
+    for a, b in zip(compiled, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_threads_and_chunks_do_not_change_results() -> None:
     """Chunk bounds depend on the data only and parts are added in chunk order: one thread and
     three give the same bits, on both sides."""

@@ -34,6 +34,7 @@ from cfrec.models.als_solvers import (
     Penalty,
     RatingSide,
     TorchOps,
+    after_setup,
     cg_engine,
     cg_half_step,
     penalty_value,
@@ -100,8 +101,10 @@ class ALS(FactorRecommender):
         products (and LAPACK for ``"exact"``); CUDA uses torch sparse products (and batched
         Cholesky). Both solve the same systems and agree to float32 rounding.
     threads
-        CPU threads (``None``: :func:`~cfrec.threads.threads_for` the size of one chunk's
-        product, or ``CFREC_NUM_THREADS``). Results do not depend on it.
+        CPU workers of the conjugate-gradient products (``None``: every core, see
+        :func:`~cfrec.threads.pool_threads`, or ``CFREC_NUM_THREADS``), and threads of the
+        ``"exact"`` solver's LAPACK calls (``None``: :func:`~cfrec.threads.threads_for` their
+        size). Results do not depend on it.
     """
 
     name = "als"
@@ -170,8 +173,9 @@ class ALS(FactorRecommender):
             else self._exact_iterations(train, penalty, dev, ops)
         )
         with closing(steps):
+            sweeps = after_setup(steps)
             start = time.perf_counter()
-            for it, (user, item, sse) in enumerate(steps, start=1):
+            for it, (user, item, sse) in enumerate(sweeps, start=1):
                 bu, p, bi, q = user[:, 0], user[:, 1:], item[:, 0], item[:, 1:]
                 loss = sse + penalty_value(ops, penalty, n_u, bu, p, n_i, bi, q)
                 if not np.isfinite(loss):
@@ -205,7 +209,7 @@ class ALS(FactorRecommender):
 
     def _cg_iterations(
         self, train: Interactions, penalty: Penalty, dev: torch.device
-    ) -> Generator[_State, None, None]:
+    ) -> Generator[_State | None, None, None]:
         """Conjugate-gradient sweeps; yields ``(users [b, p], items [b, q], SSE)`` per iteration."""
         k, steps = int(self.n_factors), int(self.cg_steps)
         n_users, n_items = train.n_users, train.n_items
@@ -227,6 +231,7 @@ class ALS(FactorRecommender):
             diag_i = engine.asarray(penalty.diagonal(its.counts, k), np.float32)
             user = engine.zeros((n_users, k + 1))
             item = engine.asarray(self._initial_items(n_items), np.float32)
+            yield None  # set-up done (see after_setup)
             for _ in range(int(self.iterations)):
                 user, _ = cg_half_step(
                     engine,
@@ -258,7 +263,7 @@ class ALS(FactorRecommender):
 
     def _exact_iterations(
         self, train: Interactions, penalty: Penalty, dev: torch.device, ops: Ops[Any]
-    ) -> Generator[_State, None, None]:
+    ) -> Generator[_State | None, None, None]:
         """Exact sweeps (normal equations, batched LAPACK / Cholesky); yields as
         :meth:`_cg_iterations`."""
         k = int(self.n_factors)
@@ -274,6 +279,7 @@ class ALS(FactorRecommender):
         item = ops.asarray(self._initial_items(n_items), f32)
         # one small dense system per row: the work of one LAPACK call is d^2
         with using_threads(threads_for((k + 1) ** 2, self.threads)):
+            yield None  # set-up done (see after_setup)
             for _ in range(int(self.iterations)):
                 user, _ = ops.solve_side(
                     by_user, item[:, 1:], resid_by_user - item[:, 0][item_of], penalty

@@ -25,21 +25,22 @@ fixed side's vectors of the row's ratings, ``W_r`` their weights (1 for explicit
 
 from __future__ import annotations
 
+import functools
 import warnings
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, NamedTuple, Protocol, Self, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, Protocol, Self, TypeVar, cast
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from cfrec.errors import CfrecError
-from cfrec.threads import threads_for, using_threads
+from cfrec.threads import pool_threads, threads_for, using_threads
 
 #: Upper bound on the float32 elements of one chunk of normal equations (rows x d x d): 64 MiB.
 _CHUNK_ELEMENTS = 1 << 24
@@ -241,6 +242,20 @@ def torch_csr_from_arrays(
 
 
 _A = TypeVar("_A", np.ndarray, torch.Tensor)
+_T = TypeVar("_T")
+
+
+def after_setup(sweeps: Generator[_T | None, None, None]) -> Generator[_T, None, None]:
+    """Run a solver's sweep generator through its set-up and return it.
+
+    The generator yields None once its set-up (layouts, weights, starting factors) is done,
+    then one item a sweep: a sweep's seconds, timed around each later item, leave the set-up
+    out (as implicit's per-iteration times and the torch models' epochs do); the fit's total
+    time still counts it.
+    """
+    if next(sweeps) is not None:
+        raise RuntimeError("a sweep generator yields None once its set-up is done")
+    return cast(Generator[_T, None, None], sweeps)
 
 
 class Ops(Protocol[_A]):
@@ -427,6 +442,9 @@ def implicit_objective(
 #: The CG products run in chunks of about 1/CG_CHUNKS of the ratings, within these bounds: few
 #: enough chunks that adding up the per-chunk parts of a column-side product stays cheap, small
 #: enough buffers (a chunk's ratings, never times d) and enough chunks to share out over threads.
+#: Bytes of item-side per-chunk parts (n_items x k float32 each) that :class:`NumpyCG` lets its
+#: workers compute ahead of the in-order sum.
+CG_PARTS_BYTES = 256 << 20
 CG_CHUNKS = 16
 CG_CHUNK_MIN = 1 << 17
 CG_CHUNK_MAX = 1 << 21
@@ -596,6 +614,20 @@ class _CGProducts(ABC, Generic[_A]):
         return t - ws, t, ws
 
 
+_NONE = np.zeros(0, dtype=np.float32)  # "no weights" / "no targets" for the compiled products
+
+
+@functools.cache
+def _compiled_products() -> Any:
+    """:func:`cfrec.models.compiled.cg_chunk_products`, or None where numba is missing (then
+    torch's sampled product and scipy's sparse product compute the same values)."""
+    try:
+        from cfrec.models.compiled import cg_chunk_products
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return None
+    return cg_chunk_products
+
+
 class NumpyCG(_CGProducts[np.ndarray]):
     """CPU products for CG over one user-major CSR layout, on a few threads.
 
@@ -606,12 +638,18 @@ class NumpyCG(_CGProducts[np.ndarray]):
     product took 2-3x and its sparse product 4-5x as long. The sampled product
     is torch's ``sampled_addmm`` (CSR), the sparse-dense products are scipy's.
 
-    Threads: chunks are handed out one at a time to :func:`~cfrec.threads.threads_for` workers
-    (the work of one chunk's product), each running single-threaded kernels, so a core that
-    another process holds only slows the chunks it runs instead of stalling every operation at a
-    barrier. Per-chunk results are combined in chunk order, so the result does not depend on the
-    thread count. Use as a context manager: it owns the worker pool and pins the libraries'
-    own pools to one thread while it is open.
+    Each chunk's products are one compiled pass (:func:`cfrec.models.compiled.cg_chunk_products`)
+    where numba is there, which computes the same values without the sampled values' round trip
+    through memory.
+
+    Threads: chunks are handed out one at a time to :func:`~cfrec.threads.pool_threads` workers
+    (every core by default), each running single-threaded kernels, so a core that another
+    process holds only slows the chunks it runs instead of stalling every operation at a
+    barrier; every chunk of the user side is in flight at once (each writes its own rows), so a
+    worker that waits for the CPU never keeps the others idle, and of the item side as many as
+    :data:`CG_PARTS_BYTES` of per-chunk parts allow. Per-chunk results are combined in chunk
+    order, so the result does not depend on the thread count. Use as a context manager: it owns
+    the worker pool and pins the libraries' own pools to one thread while it is open.
     """
 
     def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *, width: int,
@@ -635,8 +673,7 @@ class NumpyCG(_CGProducts[np.ndarray]):
             self._chunk(indptr, int(a), int(b))
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
-        work = longest * int(width)
-        self.n_workers = max(1, min(threads_for(work, threads), len(self.chunks)))
+        self.n_workers = max(1, min(pool_threads(threads), len(self.chunks)))
         self._stack: ExitStack | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -668,17 +705,19 @@ class NumpyCG(_CGProducts[np.ndarray]):
         if stack is not None:
             stack.close()
 
-    def _map(self, fn: Callable[[_Chunk], Any]) -> Iterator[Any]:
-        """``fn`` of every chunk, yielded in chunk order; at most ``2 x workers`` in flight."""
+    def _map(self, fn: Callable[[_Chunk], Any], in_flight: int) -> Iterator[Any]:
+        """``fn`` of every chunk, yielded in chunk order; at most ``in_flight`` (at least two a
+        worker) submitted and not yet yielded."""
         pool = self._pool
         if pool is None:
             yield from map(fn, self.chunks)
             return
+        in_flight = max(int(in_flight), 2 * self.n_workers)
         pending: deque[Future[Any]] = deque()
         try:
             for ch in self.chunks:
                 pending.append(pool.submit(fn, ch))
-                if len(pending) >= 2 * self.n_workers:
+                if len(pending) >= in_flight:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
@@ -736,8 +775,15 @@ class NumpyCG(_CGProducts[np.ndarray]):
         fixed = np.ascontiguousarray(fixed, dtype=np.float32)
         by_rows = side.kind == "rows"
         out = np.empty((self.n_rows, v.shape[1]), dtype=np.float32) if by_rows else None
+        kernel = _compiled_products()
 
         def one(ch: _Chunk) -> tuple[np.ndarray | None, float, float]:
+            if kernel is not None:  # one compiled pass (releases the GIL: chunks run in parallel)
+                part = out if by_rows else np.empty((self.n_cols, v.shape[1]), dtype=np.float32)
+                t_s, w_ss = kernel(ch.ptr, ch.idx, _NONE if weight is None else weight[ch.lo : ch.hi],
+                                   _NONE if target is None else target[ch.lo : ch.hi], v, fixed, ch.start,
+                                   by_rows, with_residual, part)
+                return (None if by_rows else part), float(t_s), float(w_ss)
             if by_rows:
                 s = self._sampled(ch, v[ch.start : ch.stop], fixed)
             else:
@@ -753,7 +799,9 @@ class NumpyCG(_CGProducts[np.ndarray]):
 
         total: np.ndarray | None = out
         sum_ts = sum_wss = 0.0
-        for part, t_s, w_ss in self._map(one):
+        part_bytes = 4 * self.n_cols * v.shape[1]
+        in_flight = len(self.chunks) if by_rows else CG_PARTS_BYTES // max(part_bytes, 1)
+        for part, t_s, w_ss in self._map(one, in_flight):
             sum_ts += t_s
             sum_wss += w_ss
             if part is not None:

@@ -11,6 +11,8 @@ folder is writable it is compiled in memory in each process.
   same update as :class:`~cfrec.models.svdpp._SVDppLoss` followed by
   :class:`~cfrec.models.torch_engine.Adam` on its row-sparse gradients, in one pass that reads
   and writes the batch's rows only.
+* :func:`cg_chunk_products`: the products of ALS's and iALS's conjugate-gradient steps over one
+  chunk of ratings (:class:`~cfrec.models.als_solvers.NumpyCG`).
 """
 
 from __future__ import annotations
@@ -271,3 +273,63 @@ def svdpp_adam_step(batch: np.ndarray, users: np.ndarray, items: np.ndarray, rat
     for d in range(nj):
         y_slot[j_rows[d]] = -1
     return loss
+
+
+@_jit(fastmath=True)
+def cg_chunk_products(ptr: np.ndarray, idx: np.ndarray, weight: np.ndarray, target: np.ndarray,
+                      v: np.ndarray, fixed: np.ndarray, start: int, by_rows: bool, with_residual: bool,
+                      out: np.ndarray) -> tuple[float, float]:  # pragma: no cover - compiled
+    """The conjugate-gradient products of one chunk of a user-major CSR layout, in one pass.
+
+    For every rating ``o`` of the chunk's rows ``start + r`` (``ptr``: the chunk's row
+    pointers, ``idx``: its columns), ``s = f . x`` with ``x`` the unknown vector of the side
+    being solved (``v``) and ``f`` the fixed side's, then ``val * f`` is added to the unknown's
+    row of ``out``: ``val = t - w s`` ``with_residual``, else ``w s``. ``by_rows``: the unknowns
+    are the rows (``v``, ``out``: n_rows x k; the chunk's rows of ``out`` are overwritten);
+    otherwise the columns (``v``, ``out``: n_cols x k; ``out`` is overwritten whole with this
+    chunk's part). ``weight`` and ``target`` hold the chunk's ratings, or are empty for
+    ``w = 1`` and ``t = 1 + w``. Returns ``(sum t s, sum w s^2)`` (zeros without the
+    residual). The same values as :class:`~cfrec.models.als_solvers.NumpyCG`'s sampled and
+    sparse products, without the sampled values' round trip through memory.
+    """
+    k = v.shape[1]
+    has_weight, has_target = len(weight) > 0, len(target) > 0
+    f32 = np.float32
+    one = f32(1.0)
+    t_s = 0.0
+    w_ss = 0.0
+    if not by_rows:
+        out[:] = 0.0
+    acc = np.zeros(k, np.float32)
+    for r in range(len(ptr) - 1):
+        row = start + r
+        if by_rows:
+            acc[:] = 0.0
+        for e in range(ptr[r], ptr[r + 1]):
+            col = idx[e]
+            s = f32(0.0)
+            if by_rows:
+                for f in range(k):
+                    s += v[row, f] * fixed[col, f]
+            else:
+                for f in range(k):
+                    s += v[col, f] * fixed[row, f]
+            w = weight[e] if has_weight else one
+            ws = w * s
+            if with_residual:
+                t = target[e] if has_target else one + w if has_weight else one
+                val = t - ws
+                t_s += float(t * s)
+                w_ss += float(ws * s)
+            else:
+                val = ws
+            if by_rows:
+                for f in range(k):
+                    acc[f] += val * fixed[col, f]
+            else:
+                for f in range(k):
+                    out[col, f] += val * fixed[row, f]
+        if by_rows:
+            for f in range(k):
+                out[row, f] = acc[f]
+    return t_s, w_ss

@@ -39,6 +39,7 @@ from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.models.als_solvers import (
     RatingSide,
+    after_setup,
     cg_engine,
     cg_half_step,
     confidence_minus_one,
@@ -132,8 +133,10 @@ class IALS(RankingRecommender, FactorRecommender):
         scipy; LAPACK for ``"exact"``) or ``"cuda"`` (torch sparse products; batched Cholesky for
         ``"exact"``). Both solve the same systems and agree to float32 rounding.
     threads
-        CPU threads (``None``: :func:`~cfrec.threads.threads_for` the size of one chunk's
-        product, or ``CFREC_NUM_THREADS``). Results do not depend on it.
+        CPU workers of the conjugate-gradient products (``None``: every core, see
+        :func:`~cfrec.threads.pool_threads`, or ``CFREC_NUM_THREADS``), and threads of the
+        ``"exact"`` solver's LAPACK calls (``None``: :func:`~cfrec.threads.threads_for` their
+        size). Results do not depend on it.
     """
 
     name = "ials"
@@ -199,8 +202,9 @@ class IALS(RankingRecommender, FactorRecommender):
         steps = self._cg_iterations(train) if self.solver == "cg" else self._exact_iterations(train)
         factors: tuple[Any, Any] = (None, None)
         with closing(steps):
+            sweeps = after_setup(steps)
             start = time.perf_counter()
-            for it, (p, q, loss) in enumerate(steps, start=1):
+            for it, (p, q, loss) in enumerate(sweeps, start=1):
                 if not np.isfinite(loss):
                     raise TrainingDiverged("iALS", it, None, loss)
                 factors = (p, q)
@@ -224,7 +228,7 @@ class IALS(RankingRecommender, FactorRecommender):
             np.float32
         )
 
-    def _cg_iterations(self, train: Interactions) -> Generator[tuple[Any, Any, float], None, None]:
+    def _cg_iterations(self, train: Interactions) -> Generator[tuple[Any, Any, float] | None, None, None]:
         """Conjugate-gradient sweeps; yields ``(user factors, item factors, objective)`` per
         iteration (arrays of the engine's backend). The objective comes from the CG steps' own
         bookkeeping: after the item half-step it is ``sum_rated c + 2 sum_i f_i + sum_u reg_u
@@ -258,6 +262,7 @@ class IALS(RankingRecommender, FactorRecommender):
                 return cg_half_step(engine, side, fixed, current, target=None, weight=weight,
                                     gram=engine.gram(fixed), diag=diag, steps=steps)
 
+            yield None  # set-up done (see after_setup)
             for _ in range(int(self.iterations)):
                 p, _ = half(us, q, p, w_u, reg_u)
                 q, f = half(its, p, q, w_i, reg_i)
@@ -266,7 +271,7 @@ class IALS(RankingRecommender, FactorRecommender):
 
     def _exact_iterations(
         self, train: Interactions
-    ) -> Generator[tuple[Any, Any, float], None, None]:
+    ) -> Generator[tuple[Any, Any, float] | None, None, None]:
         """Exact sweeps (normal equations, batched LAPACK / Cholesky); yields as
         :meth:`_cg_iterations`, with the objective computed from the ratings."""
         k = int(self.n_factors)
@@ -287,6 +292,7 @@ class IALS(RankingRecommender, FactorRecommender):
             tq = torch.as_tensor(q, device=dev)
         # one small dense system per row: the work of one LAPACK call is k^2
         with using_threads(threads_for(k * k, self.threads)):
+            yield None  # set-up done (see after_setup)
             for _ in range(int(self.iterations)):
                 if dev.type == "cpu":
                     p = implicit_solve_numpy(by_user, q, w_user, reg_u)
