@@ -444,7 +444,7 @@ def implicit_objective(
 #: enough buffers (a chunk's ratings, never times d) and enough chunks to share out over threads.
 #: Bytes of item-side per-chunk parts (n_items x k float32 each) that :class:`NumpyCG` lets its
 #: workers compute ahead of the in-order sum.
-CG_PARTS_BYTES = 256 << 20
+CG_PARTS_BYTES = 32 << 20
 CG_CHUNKS = 16
 CG_CHUNK_MIN = 1 << 17
 CG_CHUNK_MAX = 1 << 21
@@ -674,8 +674,13 @@ class NumpyCG(_CGProducts[np.ndarray]):
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         self.n_workers = max(1, min(pool_threads(threads), len(self.chunks)))
+        kernel = _compiled_products()
+        if kernel is not None:  # load (or compile) it now, in the fit's set-up, not its first sweep
+            none = np.zeros((0, int(width)), dtype=np.float32)
+            kernel(np.zeros(1, np.int32), self.indices[:0], _NONE, _NONE, none, none, 0, True, True, none)
         self._stack: ExitStack | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._parts: dict[tuple[int, int], list[np.ndarray]] = {}
 
     def _chunk(self, indptr: np.ndarray, start: int, stop: int) -> _Chunk:
         lo, hi = int(indptr[start]), int(indptr[stop])
@@ -705,18 +710,18 @@ class NumpyCG(_CGProducts[np.ndarray]):
         if stack is not None:
             stack.close()
 
-    def _map(self, fn: Callable[[_Chunk], Any], in_flight: int) -> Iterator[Any]:
-        """``fn`` of every chunk, yielded in chunk order; at most ``in_flight`` (at least two a
-        worker) submitted and not yet yielded."""
+    def _map(self, fn: Callable[[int, _Chunk], Any], in_flight: int) -> Iterator[Any]:
+        """``fn(j, chunk j)`` of every chunk, yielded in chunk order; at most ``in_flight``
+        submitted and not yet yielded (chunk ``j`` is submitted once chunk ``j - in_flight``
+        has been yielded and its result used)."""
         pool = self._pool
         if pool is None:
-            yield from map(fn, self.chunks)
+            yield from (fn(j, ch) for j, ch in enumerate(self.chunks))
             return
-        in_flight = max(int(in_flight), 2 * self.n_workers)
         pending: deque[Future[Any]] = deque()
         try:
-            for ch in self.chunks:
-                pending.append(pool.submit(fn, ch))
+            for j, ch in enumerate(self.chunks):
+                pending.append(pool.submit(fn, j, ch))
                 if len(pending) >= in_flight:
                     yield pending.popleft().result()
             while pending:
@@ -724,6 +729,14 @@ class NumpyCG(_CGProducts[np.ndarray]):
         finally:
             for fut in pending:
                 fut.cancel()
+
+    def _part_buffers(self, n: int, width: int) -> list[np.ndarray]:
+        """``n`` item-side part buffers (n_items x width float32), made once in the calling thread
+        and reused by every product: no worker allocates (its own malloc arena would keep them)."""
+        key = (n, width)
+        if key not in self._parts:
+            self._parts = {key: [np.empty((self.n_cols, width), dtype=np.float32) for _ in range(n)]}
+        return self._parts[key]
 
     # ------------------------------------------------------------------ arithmetic
     def asarray(self, a: np.ndarray, dtype: Any) -> np.ndarray:
@@ -776,10 +789,16 @@ class NumpyCG(_CGProducts[np.ndarray]):
         by_rows = side.kind == "rows"
         out = np.empty((self.n_rows, v.shape[1]), dtype=np.float32) if by_rows else None
         kernel = _compiled_products()
+        # chunks computed ahead of the in-order sum; item-side parts in a ring of buffers (chunk
+        # j reuses the buffer of chunk j - in_flight, whose part has been added by then)
+        part_bytes = 4 * self.n_cols * v.shape[1]
+        in_flight = len(self.chunks) if by_rows else CG_PARTS_BYTES // max(part_bytes, 1)
+        in_flight = max(1, min(len(self.chunks), max(in_flight, 2 * self.n_workers)))
+        ring = [] if by_rows or kernel is None else self._part_buffers(in_flight, v.shape[1])
 
-        def one(ch: _Chunk) -> tuple[np.ndarray | None, float, float]:
+        def one(j: int, ch: _Chunk) -> tuple[np.ndarray | None, float, float]:
             if kernel is not None:  # one compiled pass (releases the GIL: chunks run in parallel)
-                part = out if by_rows else np.empty((self.n_cols, v.shape[1]), dtype=np.float32)
+                part = out if by_rows else ring[j % in_flight]
                 t_s, w_ss = kernel(ch.ptr, ch.idx, _NONE if weight is None else weight[ch.lo : ch.hi],
                                    _NONE if target is None else target[ch.lo : ch.hi], v, fixed, ch.start,
                                    by_rows, with_residual, part)
@@ -799,8 +818,6 @@ class NumpyCG(_CGProducts[np.ndarray]):
 
         total: np.ndarray | None = out
         sum_ts = sum_wss = 0.0
-        part_bytes = 4 * self.n_cols * v.shape[1]
-        in_flight = len(self.chunks) if by_rows else CG_PARTS_BYTES // max(part_bytes, 1)
         for part, t_s, w_ss in self._map(one, in_flight):
             sum_ts += t_s
             sum_wss += w_ss
