@@ -156,6 +156,41 @@ def test_compiled_products_equal_the_sampled_and_sparse_products(weighted: bool,
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_fused_user_half_step_equals_the_step_by_step_passes(implicit: bool,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled row-by-row half-step of the user side gives the vectors and the objective
+    of the passes over all rows (explicit: targets, per-column diagonal, no Gram matrix;
+    implicit: weights, the 1 + w target, a Gram matrix and one diagonal value a row)."""
+    rows, cols, r = ratings(150, 60, 0.2, seed=8)
+    rng = np.random.default_rng(9)
+    d = 6
+    fixed = rng.normal(0, 0.5, (60, d)).astype(np.float32)
+    x0 = rng.normal(0, 0.1, (150, d)).astype(np.float32)
+
+    def half_step() -> tuple[np.ndarray, float]:
+        engine = numpy_engine(rows, cols, 150, 60, d, threads=2, chunk=250)
+        with engine:
+            side = engine.user_side
+            if implicit:
+                kw = dict(target=None, weight=(0.4 * r[side.order]).astype(np.float32),
+                          gram=engine.gram(fixed), diag=np.full((150, 1), 3.0, np.float32))
+            else:
+                kw = dict(target=(r - r.mean())[side.order].astype(np.float32), weight=None, gram=None,
+                          diag=rng.uniform(1, 2, (150, d)).astype(np.float32))
+            return cg_half_step(engine, side, fixed, x0, steps=3, **kw)
+
+    assert solvers._compiled_half_step() is not None  # numba is a dependency
+    state = rng.bit_generator.state
+    fused, f_fused = half_step()
+    rng.bit_generator.state = state
+    monkeypatch.setattr(solvers, "_compiled_half_step", lambda: None)
+    passes, f_passes = half_step()
+    np.testing.assert_allclose(fused, passes, rtol=1e-4, atol=1e-5)
+    assert f_fused == pytest.approx(f_passes, rel=1e-5)
+    assert not np.allclose(fused, x0)
+
+
 def test_threads_and_chunks_do_not_change_results() -> None:
     """Chunk bounds depend on the data only and parts are added in chunk order: one thread and
     three give the same bits, on both sides."""

@@ -563,6 +563,9 @@ class CGEngine(Protocol):
 
     def apply(self, side: CGSide, v: Any, fixed: Any, weight: Any) -> Any: ...
 
+    def fused_half_step(self, side: CGSide, fixed: Any, x0: Any, target: Any, weight: Any, gram: Any,
+                        diag: Any, steps: int) -> tuple[Any, float] | None: ...
+
 
 class _CGProducts(ABC, Generic[_A]):
     """The two products CG needs, from one engine's ``_products`` (numpy or torch arrays)."""
@@ -582,6 +585,13 @@ class _CGProducts(ABC, Generic[_A]):
     def apply(self, side: CGSide, v: _A, fixed: _A, weight: _A | None) -> _A:
         """The data term's products ``w s`` times the fixed side (the caller adds the ridge)."""
         return self._products(side, v, fixed, weight, None, False)[0]
+
+    def fused_half_step(self, side: CGSide, fixed: _A, x0: _A, target: _A | None, weight: _A | None,
+                        gram: _A | None, diag: _A, steps: int) -> tuple[_A, float] | None:
+        """:func:`cg_half_step` done row by row in one pass where the engine can (every step of a
+        row while its ratings are in the cache); None where it cannot, and the steps run as
+        passes over all rows."""
+        return None
 
     def with_ones(self, z: _A) -> _A:
         """A copy of ``z`` whose first column is 1 (the constant column of ALS's augmented factors)."""
@@ -615,6 +625,19 @@ class _CGProducts(ABC, Generic[_A]):
 
 
 _NONE = np.zeros(0, dtype=np.float32)  # "no weights" / "no targets" for the compiled products
+
+
+_NO_GRAM = np.zeros((0, 0), dtype=np.float32)  # "no Gram matrix" for the compiled half-step
+
+
+@functools.cache
+def _compiled_half_step() -> Any:
+    """:func:`cfrec.models.compiled.cg_rows_half_step`, or None where numba is missing."""
+    try:
+        from cfrec.models.compiled import cg_rows_half_step
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return None
+    return cg_rows_half_step
 
 
 @functools.cache
@@ -674,10 +697,11 @@ class NumpyCG(_CGProducts[np.ndarray]):
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         self.n_workers = max(1, min(pool_threads(threads), len(self.chunks)))
-        kernel = _compiled_products()
-        if kernel is not None:  # load (or compile) it now, in the fit's set-up, not its first sweep
-            none = np.zeros((0, int(width)), dtype=np.float32)
-            kernel(np.zeros(1, np.int32), self.indices[:0], _NONE, _NONE, none, none, 0, True, True, none)
+        products, half_step = _compiled_products(), _compiled_half_step()
+        if products is not None and half_step is not None:  # loaded (or compiled) in the set-up
+            none, ptr = np.zeros((0, int(width)), dtype=np.float32), np.zeros(1, np.int32)
+            products(ptr, self.indices[:0], _NONE, _NONE, none, none, 0, True, True, none)
+            half_step(ptr, self.indices[:0], _NONE, _NONE, none, none, 0, _NO_GRAM, none, 1, none)
         self._stack: ExitStack | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._parts: dict[tuple[int, int], list[np.ndarray]] = {}
@@ -729,6 +753,28 @@ class NumpyCG(_CGProducts[np.ndarray]):
         finally:
             for fut in pending:
                 fut.cancel()
+
+    def fused_half_step(self, side: CGSide, fixed: np.ndarray, x0: np.ndarray, target: np.ndarray | None,
+                        weight: np.ndarray | None, gram: np.ndarray | None, diag: np.ndarray,
+                        steps: int) -> tuple[np.ndarray, float] | None:
+        """The user side's half-step, a compiled pass a chunk
+        (:func:`cfrec.models.compiled.cg_rows_half_step`); the item side's ratings are spread
+        over every chunk of the user-major layout, so it runs step by step (None)."""
+        kernel = _compiled_half_step()
+        if kernel is None or side.kind != "rows":
+            return None
+        f32 = np.float32
+        fixed, x0 = np.ascontiguousarray(fixed, dtype=f32), np.ascontiguousarray(x0, dtype=f32)
+        diag = np.ascontiguousarray(diag, dtype=f32).reshape(len(x0), -1)
+        g = _NO_GRAM if gram is None else np.ascontiguousarray(gram, dtype=f32)
+        x = np.empty_like(x0)
+
+        def one(j: int, ch: _Chunk) -> float:
+            return float(kernel(ch.ptr, ch.idx, _NONE if weight is None else weight[ch.lo : ch.hi],
+                                _NONE if target is None else target[ch.lo : ch.hi], fixed, x0, ch.start,
+                                g, diag, int(steps), x))
+
+        return x, float(sum(self._map(one, len(self.chunks))))
 
     def _part_buffers(self, n: int, width: int) -> list[np.ndarray]:
         """``n`` item-side part buffers (n_items x width float32), made once in the calling thread
@@ -981,6 +1027,9 @@ def cg_half_step(
     """
     if steps < 1:
         raise CfrecError(f"cg_steps must be >= 1, got {steps}")
+    fused = engine.fused_half_step(side, fixed, x0, target, weight, gram, diag, steps)
+    if fused is not None:
+        return fused
     r, t_s, w_ss = engine.residual(side, x0, fixed, weight, target)
     rest = diag * x0
     if gram is not None:

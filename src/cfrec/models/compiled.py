@@ -333,3 +333,108 @@ def cg_chunk_products(ptr: np.ndarray, idx: np.ndarray, weight: np.ndarray, targ
             for f in range(k):
                 out[row, f] = acc[f]
     return t_s, w_ss
+
+
+@_jit(fastmath=True)
+def cg_rows_half_step(ptr: np.ndarray, idx: np.ndarray, weight: np.ndarray, target: np.ndarray,
+                      fixed: np.ndarray, x0: np.ndarray, start: int, gram: np.ndarray, diag: np.ndarray,
+                      steps: int, x: np.ndarray) -> float:  # pragma: no cover - compiled
+    """The conjugate-gradient half-step of one chunk of rows, row after row, all steps at once.
+
+    The same steps as :func:`~cfrec.models.als_solvers.cg_half_step` (whose docstring gives
+    the system: ``A_r = gram + sum_o w_o f_o f_o' + diag_r``, ``b_r = sum_o t_o f_o``), but each
+    row runs its residual and every step before the next row starts, so the fixed side's rows
+    it rated stay in the cache across its steps instead of being read again from memory for
+    each step over all rows. Rows ``start + r`` of ``x`` get the new vectors (``x0``: the
+    start); ``gram`` is (0, 0) for none, ``diag`` (n_rows, d) or (n_rows, 1); ``weight`` and
+    ``target`` as in :func:`cg_chunk_products`. Returns ``sum_r f_r`` over the chunk's rows.
+    """
+    d = fixed.shape[1]
+    has_weight, has_target, has_gram = len(weight) > 0, len(target) > 0, gram.shape[0] > 0
+    per_column = diag.shape[1] > 1
+    f32 = np.float32
+    one = f32(1.0)
+    total = 0.0
+    xr = np.empty(d, np.float32)
+    res = np.empty(d, np.float32)
+    p = np.empty(d, np.float32)
+    ap = np.empty(d, np.float32)
+    rest = np.empty(d, np.float32)
+    for r in range(len(ptr) - 1):
+        row = start + r
+        lo, hi = ptr[r], ptr[r + 1]
+        for a in range(d):
+            xr[a] = x0[row, a]
+            res[a] = 0.0
+        # residual b - A x0 (data part), and sum t s, sum w s^2
+        t_s = 0.0
+        w_ss = 0.0
+        for e in range(lo, hi):
+            col = idx[e]
+            s = f32(0.0)
+            for a in range(d):
+                s += fixed[col, a] * xr[a]
+            w = weight[e] if has_weight else one
+            t = target[e] if has_target else one + w if has_weight else one
+            t_s += float(t * s)
+            w_ss += float(w * s * s)
+            c = t - w * s
+            for a in range(d):
+                res[a] += c * fixed[col, a]
+        # rest = diag x0 + x0 G
+        for a in range(d):
+            rest[a] = (diag[row, a] if per_column else diag[row, 0]) * xr[a]
+        if has_gram:
+            for b in range(d):
+                xb = xr[b]
+                for a in range(d):
+                    rest[a] += xb * gram[b, a]
+        x_rest = 0.0
+        rs = 0.0
+        for a in range(d):
+            res[a] -= rest[a]
+            x_rest += float(xr[a] * rest[a])
+            p[a] = res[a]
+            rs += float(res[a] * res[a])
+        f_r = 0.5 * (w_ss + x_rest) - t_s
+        for step in range(steps):
+            # ap = A p
+            for a in range(d):
+                ap[a] = (diag[row, a] if per_column else diag[row, 0]) * p[a]
+            if has_gram:
+                for b in range(d):
+                    pb = p[b]
+                    for a in range(d):
+                        ap[a] += pb * gram[b, a]
+            for e in range(lo, hi):
+                col = idx[e]
+                s = f32(0.0)
+                for a in range(d):
+                    s += fixed[col, a] * p[a]
+                ws = (weight[e] if has_weight else one) * s
+                for a in range(d):
+                    ap[a] += ws * fixed[col, a]
+            pr = 0.0
+            pap = 0.0
+            for a in range(d):
+                pr += float(p[a] * res[a])
+                pap += float(p[a] * ap[a])
+            alpha = pr / pap if pap > 0 else 0.0
+            alpha32 = f32(alpha)
+            for a in range(d):
+                xr[a] += alpha32 * p[a]
+            f_r -= 0.5 * alpha * pr
+            if step == steps - 1:
+                break
+            rs_new = 0.0
+            for a in range(d):
+                res[a] -= alpha32 * ap[a]
+                rs_new += float(res[a] * res[a])
+            beta = f32(rs_new / rs if rs > 0 else 0.0)
+            for a in range(d):
+                p[a] = beta * p[a] + res[a]
+            rs = rs_new
+        for a in range(d):
+            x[row, a] = xr[a]
+        total += f_r
+    return total
