@@ -336,6 +336,22 @@ def cg_chunk_products(ptr: np.ndarray, idx: np.ndarray, weight: np.ndarray, targ
 
 
 @_jit(fastmath=True)
+def _ridge_times(diag: np.ndarray, row: int, gram: np.ndarray, v: np.ndarray,
+                 out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out = diag[row] * v + v @ gram`` (``diag[row]`` one value or one a column; ``gram``
+    (0, 0) for none): the part of ``A_r v`` that does not read the ratings."""
+    d = len(v)
+    per_column = diag.shape[1] > 1
+    for a in range(d):
+        out[a] = (diag[row, a] if per_column else diag[row, 0]) * v[a]
+    if gram.shape[0] > 0:
+        for b in range(d):
+            vb = v[b]
+            for a in range(d):
+                out[a] += vb * gram[b, a]
+
+
+@_jit(fastmath=True)
 def cg_rows_half_step(ptr: np.ndarray, idx: np.ndarray, weight: np.ndarray, target: np.ndarray,
                       fixed: np.ndarray, x0: np.ndarray, start: int, gram: np.ndarray, diag: np.ndarray,
                       steps: int, x: np.ndarray) -> float:  # pragma: no cover - compiled
@@ -350,8 +366,7 @@ def cg_rows_half_step(ptr: np.ndarray, idx: np.ndarray, weight: np.ndarray, targ
     ``target`` as in :func:`cg_chunk_products`. Returns ``sum_r f_r`` over the chunk's rows.
     """
     d = fixed.shape[1]
-    has_weight, has_target, has_gram = len(weight) > 0, len(target) > 0, gram.shape[0] > 0
-    per_column = diag.shape[1] > 1
+    has_weight, has_target = len(weight) > 0, len(target) > 0
     f32 = np.float32
     one = f32(1.0)
     total = 0.0
@@ -381,14 +396,7 @@ def cg_rows_half_step(ptr: np.ndarray, idx: np.ndarray, weight: np.ndarray, targ
             c = t - w * s
             for a in range(d):
                 res[a] += c * fixed[col, a]
-        # rest = diag x0 + x0 G
-        for a in range(d):
-            rest[a] = (diag[row, a] if per_column else diag[row, 0]) * xr[a]
-        if has_gram:
-            for b in range(d):
-                xb = xr[b]
-                for a in range(d):
-                    rest[a] += xb * gram[b, a]
+        _ridge_times(diag, row, gram, xr, rest)  # rest = diag x0 + x0 G
         x_rest = 0.0
         rs = 0.0
         for a in range(d):
@@ -398,14 +406,7 @@ def cg_rows_half_step(ptr: np.ndarray, idx: np.ndarray, weight: np.ndarray, targ
             rs += float(res[a] * res[a])
         f_r = 0.5 * (w_ss + x_rest) - t_s
         for step in range(steps):
-            # ap = A p
-            for a in range(d):
-                ap[a] = (diag[row, a] if per_column else diag[row, 0]) * p[a]
-            if has_gram:
-                for b in range(d):
-                    pb = p[b]
-                    for a in range(d):
-                        ap[a] += pb * gram[b, a]
+            _ridge_times(diag, row, gram, p, ap)  # ap = A p: the ridge part, then the data part
             for e in range(lo, hi):
                 col = idx[e]
                 s = f32(0.0)
