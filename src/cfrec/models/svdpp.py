@@ -399,12 +399,13 @@ class SVDpp(TorchFactorModel):
     def _build(self, data: Interactions, device: torch.device, gen: torch.Generator):
         init = init_tensors(data, int(self.n_factors), float(self.init_std), bool(self.init_biases),
                              self.global_mean_, gen)
-        implicit = _Implicit.build(data, int(self.batch_size), self._batching(data), device)
+        batching = self._batching(data)  # a pass over the ratings on "auto": resolved once here
+        implicit = _Implicit.build(data, int(self.batch_size), batching, device)
         y = torch.zeros(data.n_items, int(self.n_factors))
         net = _SVDppNet(init, y, self.global_mean_, implicit).to(device)
         t = data.to_tensors(device)
         users, items, ratings = t["users"], t["items"], t["ratings"]
-        if self._batching(data) == "users":  # the ratings in user order, as _batch_order numbers them
+        if batching == "users":  # the ratings in user order, as _batch_order numbers them
             layout = torch.as_tensor(_user_order(data), device=device)
             users, items, ratings = (c.index_select(0, layout) for c in (users, items, ratings))
         reg, implicit_reg, bias_reg = float(self.reg), float(self.implicit_reg), float(self.bias_reg)
