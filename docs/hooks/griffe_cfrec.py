@@ -1,0 +1,131 @@
+"""Griffe extension for the API reference: what static analysis of cfrec's sources cannot see.
+
+- Signatures made at import time. A model's ``__init__`` is written by a class decorator (a
+  dataclass transform), so the source holds no ``__init__`` to read. Where the runtime class has
+  one of its own that the source lacks, its signature is taken from the imported class, whatever
+  the mechanism that made it.
+- Sphinx roles in docstrings (``:class:`Recommender```, ``:func:`~cfrec.ranking.rank```) become
+  links to the reference when their target is documented there, and inline code otherwise.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import re
+import sys
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import griffe
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+_ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const):`([^`]+)`")
+_TITLED = re.compile(r"^(.*?)\s*<([^<>]+)>$")
+
+
+def _runtime(path: str) -> Any:
+    """The imported object at a dotted path, or None."""
+    if str(SRC) not in sys.path:
+        sys.path.insert(0, str(SRC))
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _annotation(text: Any, scope: griffe.Object) -> str | griffe.Expr | None:
+    if text is inspect.Parameter.empty:
+        return None
+    if not isinstance(text, str):
+        text = inspect.formatannotation(text)
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return text
+    return griffe.safe_get_annotation(node, parent=scope) or text  # type: ignore[arg-type]
+
+
+def _add_runtime_init(cls: griffe.Class) -> None:
+    if "__init__" in cls.members:
+        return
+    runtime = _runtime(cls.path)
+    if not inspect.isclass(runtime) or "__init__" not in vars(runtime):
+        return
+    try:
+        signature = inspect.signature(runtime)
+    except (TypeError, ValueError):
+        return
+    parameters = [griffe.Parameter("self", kind=griffe.ParameterKind.positional_or_keyword)]
+    for param in signature.parameters.values():
+        default = None if param.default is inspect.Parameter.empty else repr(param.default)
+        parameters.append(griffe.Parameter(
+            param.name,
+            annotation=_annotation(param.annotation, cls),
+            kind=griffe.ParameterKind(param.kind.description),
+            default=default,
+        ))
+    cls.set_member("__init__", griffe.Function(
+        "__init__", lineno=0, endlineno=0, parent=cls,
+        parameters=griffe.Parameters(*parameters), returns="None"))
+
+
+def _role_to_markdown(match: re.Match[str], scope: griffe.Object) -> str:
+    target = match.group(1).strip()
+    titled = _TITLED.match(target)
+    title = None
+    if titled:
+        title, target = titled.group(1), titled.group(2)
+    short = target.startswith("~")
+    target = target.lstrip("~.")
+    display = title or (target.rsplit(".", 1)[-1] if short else target)
+    if not display.endswith(")") and match.group(0).startswith((":func:", ":meth:")):
+        display += "()"
+    head, _, rest = target.partition(".")
+    try:
+        full = scope.resolve(head)
+    except Exception:  # noqa: BLE001  # any failure: no link, the name stays inline code
+        full = head if head == "cfrec" else ""
+    code = f"<code>{escape(display)}</code>"
+    if not full:
+        return code
+    identifier = f"{full}.{rest}" if rest else full
+    return f'<autoref identifier="{escape(identifier)}" optional>{code}</autoref>'
+
+
+def _rewrite_docstrings(obj: griffe.Object) -> None:
+    if obj.docstring is not None and ":`" in obj.docstring.value:
+        obj.docstring.value = _ROLE.sub(lambda m: _role_to_markdown(m, obj), obj.docstring.value)
+    for member in obj.members.values():
+        if not member.is_alias:
+            _rewrite_docstrings(member)  # type: ignore[arg-type]
+
+
+def _walk_classes(obj: griffe.Object) -> None:
+    for member in list(obj.members.values()):
+        if member.is_alias:
+            continue
+        if member.is_class:
+            _add_runtime_init(member)  # type: ignore[arg-type]
+        if member.is_class or member.is_module:
+            _walk_classes(member)  # type: ignore[arg-type]
+
+
+class CfrecDocs(griffe.Extension):
+    """Runtime signatures for decorator-made ``__init__`` methods; Sphinx roles as links."""
+
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        _walk_classes(pkg)
+        _rewrite_docstrings(pkg)
