@@ -4,6 +4,9 @@
   dataclass transform), so the source holds no ``__init__`` to read. Where the runtime class has
   one of its own that the source lacks, its signature is taken from the imported class, whatever
   the mechanism that made it.
+- Parameters documented together (``path, line, field`` over one description) are split into one
+  entry each, so each shows its own type and default from the signature (griffe's numpy parser
+  would give all of them the first one's); the later ones point to the first's description.
 - Sphinx roles in docstrings (``:class:`Recommender```, ``:func:`~cfrec.ranking.rank```) become
   links to the reference when their target is documented there, and inline code otherwise.
 """
@@ -25,6 +28,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const):`([^`]+)`")
 _TITLED = re.compile(r"^(.*?)\s*<([^<>]+)>$")
+_SECTION_RULE = re.compile(r"\s*-{3,}\s*")
+_NAMES_LINE = re.compile(r"[A-Za-z_]\w*(?:, [A-Za-z_]\w*)+")
 
 
 def _runtime(path: str) -> Any:
@@ -105,9 +110,45 @@ def _role_to_markdown(match: re.Match[str], scope: griffe.Object) -> str:
     return f'<autoref identifier="{escape(identifier)}" optional>{code}</autoref>'
 
 
+def _split_parameter_groups(text: str) -> str:
+    """``a, b`` over one description in a numpy Parameters section -> ``a`` with it, ``b`` too.
+
+    Only for untyped groups: a group with a ``: type`` shares that type, which griffe handles.
+    """
+    lines = text.split("\n")
+    out: list[str] = []
+    in_parameters = False
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if i + 1 < len(lines) and line.strip() and _SECTION_RULE.fullmatch(lines[i + 1]):
+            in_parameters = line.strip() in ("Parameters", "Other Parameters")
+            out += [line, lines[i + 1]]
+            i += 2
+            continue
+        if in_parameters and _NAMES_LINE.fullmatch(line):
+            j = i + 1
+            while j < len(lines) and (not lines[j].strip() or lines[j].startswith(" ")):
+                j += 1
+            while j > i + 1 and not lines[j - 1].strip():
+                j -= 1
+            first, *others = line.split(", ")
+            out += [first, *lines[i + 1:j]]
+            for name in others:
+                out += [name, f"    See ``{first}`` above."]
+            i = j
+            continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)
+
+
 def _rewrite_docstrings(obj: griffe.Object) -> None:
-    if obj.docstring is not None and ":`" in obj.docstring.value:
-        obj.docstring.value = _ROLE.sub(lambda m: _role_to_markdown(m, obj), obj.docstring.value)
+    if obj.docstring is not None:
+        text = _split_parameter_groups(obj.docstring.value)
+        if ":`" in text:
+            text = _ROLE.sub(lambda m: _role_to_markdown(m, obj), text)
+        obj.docstring.value = text
     for member in obj.members.values():
         if not member.is_alias:
             _rewrite_docstrings(member)  # type: ignore[arg-type]

@@ -118,6 +118,13 @@ def collect(packages: tuple[str, ...] = PACKAGES) -> list[Entry]:
     return entries
 
 
+def _options(entry: Entry) -> list[str]:
+    """Per-directive options: a long constant (a table of datasets) is shown without its value."""
+    if entry.kind == "data" and len(repr(resolve(entry.path))) > 80:
+        return ["    options:", "      show_attribute_values: false"]
+    return []
+
+
 def reference_pages(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     """The Markdown of every reference page, by path relative to the docs folder."""
     entries = collect(packages)
@@ -144,7 +151,7 @@ def reference_pages(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
                 continue
             lines += [f"## {title}", ""]
             for entry in group:
-                lines += [f"::: {entry.path}", ""]
+                lines += [f"::: {entry.path}", *_options(entry), ""]
         elsewhere = [e for e in entries if e.home != package
                      and any(p == package for p, _ in e.exported_by)]
         if elsewhere:
