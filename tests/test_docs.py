@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import shutil
 import subprocess
 import sys
@@ -106,6 +107,49 @@ def test_every_reference_page_is_in_the_nav() -> None:
         assert f"- {hook.page_path(package)}" in nav, package
 
 
+_FAKE_MODULE = '''"""Uses :func:`helper`, :func:`~cfrec.mod.helper`, :func:`numpy.lexsort` and :func:`gone`."""
+
+
+def helper(path: str, line: int = 1) -> None:
+    """Help.
+
+    Parameters
+    ----------
+    path, line
+        Where.
+    """
+'''
+
+
+def test_docstring_references_are_checked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Sphinx roles become links; one naming nothing in the package is a warning (strict: error)."""
+    griffe = pytest.importorskip("griffe")
+    package = tmp_path / "cfrec"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""Top."""\n', encoding="utf-8")
+    (package / "mod.py").write_text(_FAKE_MODULE, encoding="utf-8")
+    extensions = griffe.load_extensions(f"{ROOT / 'docs' / 'hooks' / 'griffe_cfrec.py'}:CfrecDocs")
+    with caplog.at_level(logging.WARNING, logger="griffe"):
+        loaded = griffe.load("cfrec", search_paths=[str(tmp_path)], extensions=extensions,
+                             modules_collection=griffe.ModulesCollection())
+    warned = [r.getMessage() for r in caplog.records if "docstring reference" in r.getMessage()]
+    assert len(warned) == 1 and ":func:`gone`" in warned[0]
+    doc = loaded["mod"].docstring.value
+    assert doc.count('identifier="cfrec.mod.helper"') == 2
+    assert "<code>numpy.lexsort()</code>" in doc
+    params = loaded["mod.helper"].docstring.value
+    assert "\npath\n" in params and "\nline\n" in params  # one entry each, own type and default
+
+
+def test_the_package_has_no_dead_docstring_reference(caplog: pytest.LogCaptureFixture) -> None:
+    griffe = pytest.importorskip("griffe")
+    extensions = griffe.load_extensions(f"{ROOT / 'docs' / 'hooks' / 'griffe_cfrec.py'}:CfrecDocs")
+    with caplog.at_level(logging.WARNING, logger="griffe"):
+        griffe.load("cfrec", search_paths=[str(ROOT / "src")], extensions=extensions,
+                    modules_collection=griffe.ModulesCollection())
+    assert [r.getMessage() for r in caplog.records if "docstring reference" in r.getMessage()] == []
+
+
 def _inventory(path: Path) -> set[str]:
     """The object names of a Sphinx inventory (objects.inv, version 2), as mkdocstrings writes it."""
     raw = path.read_bytes()
@@ -125,7 +169,7 @@ def test_strict_build_documents_every_public_name(tmp_path: Path) -> None:
     site = tmp_path / "site"
     env = {"NO_MKDOCS_2_WARNING": "1", "PATH": str(Path(sys.executable).parent),
            "PYTHONPATH": str(ROOT / "src"), "HOME": str(tmp_path)}
-    done = subprocess.run([mkdocs, "build", "--strict", "-q", "-d", str(site)], cwd=ROOT, env=env,
+    done = subprocess.run([mkdocs, "build", "--strict", "-d", str(site)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     names = _inventory(site / "objects.inv")

@@ -8,7 +8,9 @@
   entry each, so each shows its own type and default from the signature (griffe's numpy parser
   would give all of them the first one's); the later ones point to the first's description.
 - Sphinx roles in docstrings (``:class:`Recommender```, ``:func:`~cfrec.ranking.rank```) become
-  links to the reference when their target is documented there, and inline code otherwise.
+  links to the reference when their target is documented there, and inline code otherwise; a
+  role naming nothing in cfrec (a renamed or removed function) is a warning, an error under
+  ``mkdocs build --strict``.
 """
 
 from __future__ import annotations
@@ -87,7 +89,35 @@ def _add_runtime_init(cls: griffe.Class) -> None:
         parameters=griffe.Parameters(*parameters), returns="None"))
 
 
+def _resolve_in_scope(head: str, scope: griffe.Object) -> str | None:
+    """The full path ``head`` names where ``scope``'s docstring is, inherited members included."""
+    node: griffe.Object | None = scope
+    while node is not None:
+        if node.is_class and head in node.all_members:  # type: ignore[attr-defined]
+            return node.all_members[head].path  # type: ignore[attr-defined]
+        node = node.parent
+    try:
+        return scope.resolve(head)
+    except Exception:  # noqa: BLE001  # griffe raises NameResolutionError and friends
+        return "cfrec" if head == "cfrec" else None
+
+
+def _exists(identifier: str, scope: griffe.Object) -> bool:
+    try:
+        scope.modules_collection[identifier]
+    except Exception:  # noqa: BLE001  # KeyError, or an alias that no longer resolves
+        return False
+    return True
+
+
 def _role_to_markdown(match: re.Match[str], scope: griffe.Object) -> str:
+    """A Sphinx role as an optional cross-reference; a dead one into cfrec is reported.
+
+    A target in cfrec must exist (a renamed function leaves no dead reference behind: griffe's
+    warning fails the strict build). A dotted name outside cfrec (``numpy.lexsort``) is left as
+    inline code.
+    """
+    role = match.group(0)
     target = match.group(1).strip()
     titled = _TITLED.match(target)
     title = None
@@ -96,18 +126,20 @@ def _role_to_markdown(match: re.Match[str], scope: griffe.Object) -> str:
     short = target.startswith("~")
     target = target.lstrip("~.")
     display = title or (target.rsplit(".", 1)[-1] if short else target)
-    if not display.endswith(")") and match.group(0).startswith((":func:", ":meth:")):
+    if not display.endswith(")") and role.startswith((":func:", ":meth:")):
         display += "()"
-    head, _, rest = target.partition(".")
-    try:
-        full = scope.resolve(head)
-    except Exception:  # noqa: BLE001  # any failure: no link, the name stays inline code
-        full = head if head == "cfrec" else ""
     code = f"<code>{escape(display)}</code>"
-    if not full:
+    head, _, rest = target.partition(".")
+    full = _resolve_in_scope(head, scope)
+    identifier = (f"{full}.{rest}" if rest else full) if full else None
+    internal = identifier is not None and (identifier == "cfrec" or identifier.startswith("cfrec."))
+    if (internal and not _exists(identifier, scope)) or (identifier is None and not rest):  # type: ignore[arg-type]
+        griffe.logger.warning(f"{scope.path}: docstring reference {role} names nothing in "
+                              "cfrec (renamed or removed?)")
         return code
-    identifier = f"{full}.{rest}" if rest else full
-    return f'<autoref identifier="{escape(identifier)}" optional>{code}</autoref>'
+    if not internal:
+        return code
+    return f'<autoref identifier="{escape(identifier)}" optional>{code}</autoref>'  # type: ignore[arg-type]
 
 
 def _split_parameter_groups(text: str) -> str:

@@ -18,7 +18,7 @@ Two modes:
     to keep one output range for every model; it is a preference score, not a rating, and its
     RMSE against ratings means nothing. ``recommend`` ranks by it.
 
-Training uses the shared engine (:func:`~cfrec.models._torch.train_loop`): minibatches are index
+Training uses the shared engine (:func:`~cfrec.models.torch_engine.train_loop`): minibatches are index
 slices of tensors held on the device, everything random is seeded, early stopping watches a
 validation part carved from the training data (validation RMSE in rating mode, validation
 binary cross-entropy on held-out positives and fixed sampled negatives in implicit mode, logged
