@@ -51,7 +51,8 @@ notebooks: $(STAMP)
 
 # The documentation site in site/: the docs/ pages, the notebooks as committed (not re-executed)
 # and the API reference generated from the docstrings; --strict turns every warning (a dead
-# reference, a docstring that disagrees with its signature) into a failure.
+# reference, a docstring that disagrees with its signature) into a failure. Not with -q: mkdocs
+# then lets warnings pass even under --strict.
 docs: $(STAMP)
 	$(PIP) install --quiet -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

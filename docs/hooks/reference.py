@@ -7,7 +7,7 @@ edit here and a name that leaves ``__all__`` leaves the reference. A name export
 packages is documented once, on the most specific package's page, and linked from the others.
 
 The notebooks (``notebooks/*.ipynb``) join the site as they are committed, outputs included
-(mkdocs-jupyter renders them without executing).
+(mkdocs-jupyter renders them without executing), and the README is its home page.
 
 ``tests/test_docs.py`` imports this file to check that the pages cover every public name.
 """
@@ -206,10 +206,16 @@ def missing_names(pages: dict[str, str], packages: tuple[str, ...] = PACKAGES) -
 
 # --- MkDocs events -------------------------------------------------------------------------------
 
+def home_page() -> str:
+    """The site's home page: the README, its links into ``docs/`` pointed at the site's pages."""
+    return (ROOT / "README.md").read_text(encoding="utf-8").replace("](docs/", "](")
+
+
 def on_files(files: Any, config: Any) -> Any:
-    """Add the generated reference pages and the notebooks (before mkdocs-jupyter sees the files)."""
+    """Add the home page, the reference pages and the notebooks (before mkdocs-jupyter runs)."""
     from mkdocs.structure.files import File
 
+    files.append(File.generated(config, "index.md", content=home_page()))
     for path, markdown in reference_pages().items():
         files.append(File.generated(config, path, content=markdown))
     for notebook in sorted(NOTEBOOKS.glob("*.ipynb")):
@@ -219,3 +225,4 @@ def on_files(files: Any, config: Any) -> Any:
 
 
 on_files.mkdocs_priority = 100  # type: ignore[attr-defined]  # what event_priority(100) sets
+
