@@ -32,7 +32,7 @@ PACKAGES = ("cfrec", "cfrec.data", "cfrec.models", "cfrec.evaluation", "cfrec.se
 NOTEBOOKS = ROOT / "notebooks"
 
 _DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*$", re.MULTILINE)
-_KINDS = (("class", "Classes"), ("function", "Functions"), ("data", "Data"))
+_KINDS = (("class", "Classes"), ("model", "Models"), ("function", "Functions"), ("data", "Data"))
 
 
 def _import_sources() -> None:
@@ -51,13 +51,16 @@ class Entry:
     """One public object: where it is defined and the packages that export it."""
 
     path: str  # the identifier the ``:::`` directive uses
-    kind: str  # "class", "function" or "data"
+    kind: str  # "model" (a concrete Recommender), "class", "function" or "data"
     exported_by: tuple[tuple[str, str], ...]  # (package, public name) pairs
     home: str  # the package whose page documents it
 
 
 def _kind(obj: Any) -> str:
     if inspect.isclass(obj):
+        base = getattr(importlib.import_module("cfrec.models"), "Recommender", None)
+        if inspect.isclass(base) and issubclass(obj, base) and not inspect.isabstract(obj):
+            return "model"  # a concrete recommender: its own section
         return "class"
     if callable(obj) and hasattr(obj, "__qualname__"):
         return "function"
@@ -140,7 +143,9 @@ def reference_pages(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
             "      show_root_toc_entry: false",
             "",
         ]
-        own = [e for e in entries if e.home == package]
+        listed = public_names(package)
+        own = sorted((e for e in entries if e.home == package), key=lambda e: next(
+            (listed.index(n) for p, n in e.exported_by if p == package), len(listed)))
         if own:
             example = own[0].path.rsplit(".", 1)[1]
             lines += [f"Import the names on this page from `{package}` "
@@ -160,7 +165,8 @@ def reference_pages(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
                       "", "| name | documented in |", "|---|---|"]
             for entry in elsewhere:
                 name = next(n for p, n in entry.exported_by if p == package)
-                lines.append(f"| [`{name}`][{entry.path}] | `{entry.home}` |")
+                home = Path(page_path(entry.home)).name  # a sibling page
+                lines.append(f"| [`{name}`][{entry.path}] | [`{entry.home}`]({home}) |")
             lines.append("")
         pages[page_path(package)] = "\n".join(lines)
     return pages
