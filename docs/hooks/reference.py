@@ -32,7 +32,8 @@ PACKAGES = ("cfrec", "cfrec.data", "cfrec.models", "cfrec.evaluation", "cfrec.se
 NOTEBOOKS = ROOT / "notebooks"
 
 _DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*$", re.MULTILINE)
-_KINDS = (("class", "Classes"), ("model", "Models"), ("function", "Functions"), ("data", "Data"))
+_KINDS = (("class", "Classes"), ("model", "Models"), ("function", "Functions"), ("data", "Data"),
+          ("module", "Modules"))
 
 
 def _import_sources() -> None:
@@ -51,12 +52,14 @@ class Entry:
     """One public object: where it is defined and the packages that export it."""
 
     path: str  # the identifier the ``:::`` directive uses
-    kind: str  # "model" (a concrete Recommender), "class", "function" or "data"
+    kind: str  # "model" (a concrete Recommender), "class", "function", "data" or "module"
     exported_by: tuple[tuple[str, str], ...]  # (package, public name) pairs
     home: str  # the package whose page documents it
 
 
 def _kind(obj: Any) -> str:
+    if inspect.ismodule(obj):
+        return "module"
     if inspect.isclass(obj):
         base = getattr(importlib.import_module("cfrec.models"), "Recommender", None)
         if inspect.isclass(base) and issubclass(obj, base) and not inspect.isabstract(obj):
@@ -73,6 +76,8 @@ def _defined_path(package: str, name: str, obj: Any) -> str:
     Classes and functions know their module and qualified name; plain data (a version string, a
     table of datasets) does not, and mkdocstrings follows the package's import to it instead.
     """
+    if inspect.ismodule(obj):
+        return obj.__name__
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
     if isinstance(module, str) and isinstance(qualname, str) and "<" not in qualname:
         return f"{module}.{qualname}"
