@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from cfrec.data import MOVIELENS, Interactions, load_dataset, make_synthetic, synthetic_like
-from cfrec.data import synthetic as synthetic_module
+from cfrec.data import movielens_write as writer_module
 from cfrec.data.synthetic import write_movielens
 from cfrec.errors import CfrecError, DataError
 
@@ -54,7 +54,7 @@ def test_write_movielens_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyP
                                      layout: str, half_stars: bool) -> None:
     scale_ = (0.5, 5.0) if half_stars else (1.0, 5.0)
     data = make_synthetic(60, 90, 1500, rating_scale=scale_, half_stars=half_stars, seed=3)
-    monkeypatch.setattr(synthetic_module, "_WRITE_CHUNK", 97)  # many chunks, a ragged last one
+    monkeypatch.setattr(writer_module, "_WRITE_CHUNK", 97)  # many chunks, a ragged last one
     folder = write_movielens(data, tmp_path / layout, layout)
     back = load_dataset(folder)
 

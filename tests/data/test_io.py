@@ -348,7 +348,7 @@ def test_round_trip(tmp_path: Path, rows: list[tuple], fmt: str, string_items: b
 
 
 def test_fast_and_fallback_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cfrec.data import io as cio
+    from cfrec.data.io import readers as cio
 
     text = ('user_id,title,item_id,rating,timestamp\r\n'
             '1,"a, ""quoted"" title",10,4.5,2001-01-01T00:00:00Z\r\n'

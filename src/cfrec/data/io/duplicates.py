@@ -1,0 +1,89 @@
+"""Repeated (user, item) pairs, resolved by an explicit policy."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cfrec.data.interactions import RATING_DTYPE, Interactions
+from cfrec.data.options import (
+    DuplicatePolicy,
+    check_duplicates,
+    option,
+)
+from cfrec.errors import DataError
+
+
+def resolve_duplicates(
+    data: Interactions, policy: DuplicatePolicy = "last", *, reader: Any = None
+) -> tuple[Interactions, int]:
+    """Resolve repeated ``(user, item)`` pairs by ``policy``; return the data and rows removed.
+
+    Detection sorts the pair keys; only rows involved in a duplicate are then grouped.
+    Kept rows stay in file order.
+    """
+    policy = check_duplicates(policy)
+    n = len(data)
+    key = data.users.astype(np.int64) * np.int64(max(data.n_items, 1)) + data.items
+    sorted_keys = np.sort(key)  # vectorised sort: ~0.5 s for 25M keys, faster than hashing
+    repeats = sorted_keys[1:] == sorted_keys[:-1]
+    if not repeats.any():
+        return data, 0
+    dup_keys = np.unique(sorted_keys[1:][repeats])
+    del sorted_keys, repeats
+    rows = np.flatnonzero(pd.Index(dup_keys).get_indexer(key) >= 0)
+    # group the involved rows by pair, then by time, then by file position (stable lexsort)
+    order = rows[np.lexsort((rows, data.timestamps[rows], key[rows]))]
+    k = key[order]
+    starts = np.r_[True, k[1:] != k[:-1]]
+    ends = np.r_[k[1:] != k[:-1], True]
+    n_removed = int(len(order) - starts.sum())
+
+    if policy == "error":
+        by_pos = rows[np.lexsort((rows, key[rows]))]
+        kp = key[by_pos]
+        second = np.flatnonzero(kp[1:] == kp[:-1]) + 1
+        j = int(by_pos[second].min())  # earliest row that repeats an earlier pair
+        first_of_pair = int(by_pos[np.searchsorted(kp, key[j])])
+        u = np.asarray(data.user_map.to_raw(data.users[j])).tolist()
+        i = np.asarray(data.item_map.to_raw(data.items[j])).tolist()
+        hints = (option("duplicates").hint('"last"', "last", "keep the latest rating of a pair "
+                                           "(or first, mean)"),)
+        if reader is not None:
+            loc_a, loc_b = reader.where(first_of_pair), reader.where(j)
+            here = "" if loc_b["line"] is not None else f"row {loc_b['row']}: "
+            there = (f"line {loc_a['line']}" if loc_a["line"] is not None
+                     else f"row {loc_a['row']}")
+            raise DataError(
+                f"{here}duplicate rating for user {u!r}, item {i!r} (also at {there})",
+                path=loc_b["path"], line=loc_b["line"], field="user/item", value=(u, i),
+                expected="one rating per (user, item) pair", hints=hints,
+            )
+        raise DataError(f"duplicate rating for user {u!r}, item {i!r} (rows {first_of_pair} and {j})",
+                        field="user/item", value=(u, i), hints=hints)
+
+    keep = np.ones(n, dtype=bool)
+    keep[rows] = False
+    ratings = data.ratings
+    timestamps = data.timestamps
+    if policy == "last":
+        keep[order[ends]] = True
+    elif policy == "first":
+        keep[order[starts]] = True
+    else:  # mean: the pair's first row in the file carries the mean rating and latest timestamp
+        group = np.cumsum(starts) - 1
+        sums = np.bincount(group, weights=data.ratings[order].astype(np.float64))
+        counts = np.bincount(group)
+        first_rows = np.minimum.reduceat(order, np.flatnonzero(starts))
+        ratings = data.ratings.copy()
+        timestamps = data.timestamps.copy()
+        ratings[first_rows] = (sums / counts).astype(RATING_DTYPE)
+        timestamps[first_rows] = data.timestamps[order[ends]]
+        keep[first_rows] = True
+    out = replace(data, users=data.users[keep], items=data.items[keep], ratings=ratings[keep],
+                  timestamps=timestamps[keep])
+    return out, n_removed
+
