@@ -121,7 +121,8 @@ def _corpus(tmp_path: Path) -> dict[str, tuple[Path, list[str], str]]:
         "nan": (text("nan.csv", good + "3,12,nan\n"), [], "nan"),
         "five": (text("five.csv", good + "3,12,five\n"), [], "five"),
         "out of scale": (text("nine.csv", good + "3,12,9\n"), ["--rating-scale", "1,5"], "line 4"),
-        "no rating column": (text("norating.csv", "user,item\n1,10\n2,11\n"), [], "rating"),
+        "no rating column": (text("norating.csv", "user,item\n1,10\n2,11\n"), ["--feedback", "explicit"],
+                             "rating"),
         "ragged": (text("ragged.csv", good + "3,12,4,99,extra\n"), [], "line 4"),
         "binary": (png, [], "PNG"),
     }

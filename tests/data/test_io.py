@@ -680,10 +680,14 @@ def test_only_blank_lines(tmp_path: Path) -> None:
 def test_no_rating_column_lists_the_recognised_names(tmp_path: Path) -> None:
     f = write(tmp_path / "tags.csv", "userId,movieId,tag,timestamp\n1,2,funny,3\n")
     with pytest.raises(DataError) as err:
-        load_ratings(f)
+        load_ratings(f, feedback="explicit")
     msg = err.value.render("cli")
     assert "line 1, field 'rating': no rating column: the header has ['userId', 'movieId', " in msg
-    assert "rating, ratings, score, stars" in msg and "--rating-col NAME" in msg
+    assert "rating, Book-Rating, score, stars" in msg and "--rating-col NAME" in msg
+    assert "--feedback implicit" in msg
+    # without feedback="explicit" the same file is a log of interactions
+    data = load_ratings(f)
+    assert data.feedback == "implicit" and data.weights.tolist() == [1.0]
 
 
 def test_duplicates_error_hint_and_counts(tmp_path: Path) -> None:
@@ -722,7 +726,9 @@ def test_every_data_option_has_one_flag() -> None:
     assert {k: v.flag for k, v in DATA_OPTIONS.items()} == {
         "sep": "--sep", "columns": "--columns", "user_col": "--user-col",
         "item_col": "--item-col", "rating_col": "--rating-col", "time_col": "--time-col",
-        "rating_scale": "--rating-scale", "encoding": "--encoding", "duplicates": "--duplicates"}
+        "rating_scale": "--rating-scale", "encoding": "--encoding", "duplicates": "--duplicates",
+        "weight_col": "--weight-col", "feedback": "--feedback", "implicit_value": "--implicit-value",
+        "on_bad_rows": "--on-bad-rows"}
     assert DATA_OPTIONS["rating_scale"].metavar == "LOW,HIGH"
     assert DATA_OPTIONS["duplicates"].metavar == "first|last|mean|error"
     assert all(spec.help for spec in DATA_OPTIONS.values())

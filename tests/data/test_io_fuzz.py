@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cfrec.data.io import load_ratings
+from cfrec.data.io.roles import column_role
 from cfrec.errors import DataError
 
 # CI runs a fixed set of 120 examples per test; CFREC_FUZZ_EXAMPLES=2000 runs more, at random
@@ -281,12 +282,19 @@ def test_random_headers(names: list[str], rows: list[tuple]) -> None:
         data, report = load(text)
     except DataError:
         return
-    assert set(report.columns) >= {"user", "item", "rating"}
+    assert set(report.columns) >= {"user", "item"}
+    assert ("rating" in report.columns) == (report.feedback == "explicit") == (not data.is_implicit)
     assert report.rows == len(rows) and len(data) <= len(rows)
-    norm = [re.sub(r"[\s\-]+", "_", n.replace(",", "").strip().lower()) for n in names]
+    read_as = [column_role(n.replace(",", "")) for n in names]
     for role in ("user", "item", "rating"):
-        hits = [n for n in norm if n in {a.lower() for a in ALIASES[role]}]
-        assert len(hits) == 1, (role, names)  # loaded only with exactly one candidate per role
+        hits = read_as.count(role)
+        if role != "rating" or report.feedback == "explicit":
+            assert hits == 1, (role, names)  # loaded only with exactly one candidate per role
+        else:
+            assert hits == 0, names  # interactions only when no column reads as a rating
+    # the known spellings read as their role
+    for role, spellings in ALIASES.items():
+        assert {column_role(s) for s in spellings} == {role}
 
 
 # ---------------------------------------------------------------------------------------------

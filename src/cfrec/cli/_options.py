@@ -1,9 +1,10 @@
 """The options every command that reads a dataset takes, defined once (from
 :data:`cfrec.data.options.DATA_OPTIONS`), and the one loader those commands call.
 
-``@with_data_options`` adds ``--sep``, ``--columns``, ``--user-col``, ``--item-col``,
-``--rating-col``, ``--time-col``, ``--rating-scale``, ``--encoding`` and ``--duplicates`` to a
-command (in their own help panel) and passes them to it as one ``data_options`` argument.
+``@with_data_options`` adds every option of the table (``--sep``, ``--columns``, ``--user-col``,
+``--item-col``, ``--rating-col``, ``--time-col``, ``--weight-col``, ``--feedback``,
+``--implicit-value``, ``--on-bad-rows``, ``--rating-scale``, ``--encoding``, ``--duplicates``) to
+a command (in their own help panel) and passes them to it as one ``data_options`` argument.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from cfrec.cli._app import err_console
+from cfrec.cli._app import err_console, fail
 from cfrec.data.interactions import Interactions
 from cfrec.data.options import DATA_OPTIONS, DataOptions
 
+if typing.TYPE_CHECKING:
+    from cfrec.data.io import LoadReport
+
 _F = TypeVar("_F", bound=Callable[..., Any])
-PANEL = "Data file options (a ratings file; MovieLens releases need none)"
+PANEL = "Data file options (a ratings or interactions file; MovieLens releases need none)"
 
 
 def with_data_options(func: _F) -> _F:
@@ -67,8 +71,22 @@ def load_data(
     """Load a dataset for a command, saying on stderr what was detected or resolved.
 
     Notes (unless ``quiet``): the columns read when the file had no header or used other names,
-    an inferred rating scale (with the flag that declares one) and duplicates resolved.
+    interactions read (and how repeated events were aggregated), an inferred rating scale (with
+    the flag that declares one), duplicates resolved, rows skipped or dropped.
     """
+    return load_data_with_report(dataset, options, data_home=data_home, download=download,
+                                 quiet=quiet)[0]
+
+
+def load_data_with_report(
+    dataset: str,
+    options: DataOptions,
+    *,
+    data_home: str | Path | None = None,
+    download: bool = True,
+    quiet: bool = False,
+) -> tuple[Interactions, LoadReport | None]:
+    """:func:`load_data`, also returning the loader's report."""
     from cfrec.data.datasets import load_dataset
 
     # the notes below say what the loader's warnings would: keep them from saying it twice
@@ -82,18 +100,58 @@ def load_data(
     finally:
         io_log.setLevel(level)
     if quiet or report is None or report.scale_source == "movielens":
-        return data  # a MovieLens release: its format is known, nothing was guessed
+        return data, report  # a MovieLens release: its format is known, nothing was guessed
     notes = []
     if not report.header:
         roles = ", ".join(f"{role}" for role in report.columns)
         notes.append(f"{report.path} has no header line: its fields were read as {roles}")
+    if report.feedback == "implicit":
+        notes.append(interactions_note(report))
     if report.scale_source == "inferred" and report.rating_scale is not None:
         lo, hi = report.rating_scale
         notes.append(f"rating scale {lo:g}..{hi:g} inferred from the ratings; pass --rating-scale LOW,HIGH "
                      "to declare it (out-of-scale ratings are then errors)")
-    if report.duplicates_resolved:
+    if report.duplicates_resolved and report.feedback == "explicit":
         notes.append(f"{report.duplicates_resolved:,} repeated (user, item) rating(s) resolved with "
                      f"--duplicates {report.policy}")
+    if report.skipped_rows:
+        lines = ", ".join(map(str, report.skipped_lines))
+        more = ", ..." if report.skipped_rows > len(report.skipped_lines) else ""
+        notes.append(f"skipped {report.skipped_rows:,} malformed row(s) (--on-bad-rows skip), at "
+                     f"line(s) {lines}{more}")
+    if report.empty_rows:
+        notes.append(f"dropped {report.empty_rows:,} empty row(s)")
+    if report.unrated_rows:
+        notes.append(f"dropped {report.unrated_rows:,} row(s) rated {options.implicit_value:g} "
+                     "(--implicit-value: interacted, not rated); --feedback implicit keeps them "
+                     "as interactions")
     for note in notes:
         err_console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
-    return data
+    return data, report
+
+
+def interactions_note(report: LoadReport) -> str:
+    """One line saying that a file was read as interactions and how weights were made."""
+    if report.aggregation == "count":
+        how = "each pair's weight is its number of events"
+    else:
+        column = str(report.aggregation).removeprefix("sum of ")
+        how = f"each pair's weight is the sum of its events' {column!r} values"
+    merged = (f"; {report.duplicates_resolved:,} repeated event(s) aggregated"
+              if report.duplicates_resolved else "")
+    return (f"read interactions, not ratings (--feedback implicit): {report.ratings:,} (user, "
+            f"item) pairs; {how}{merged}")
+
+
+def refuse_rating_model(data: Interactions, model: str) -> None:
+    """Stop with one line when a rating-prediction ``model`` is given interactions (no ratings)."""
+    if not data.is_implicit:
+        return
+    from cfrec.models.registry import resolve_name, specs
+
+    spec, _ = resolve_name(model)
+    if spec.ranking:
+        return
+    ranking = ", ".join(s.name for s in specs() if s.ranking)
+    fail(f"{spec.name} predicts ratings, and {data.name} holds interactions with no ratings "
+         f"(read with --feedback implicit); train a ranking model instead: {ranking}")

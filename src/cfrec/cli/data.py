@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cfrec.cli._app import app, console
-from cfrec.cli._options import load_data, with_data_options
+from cfrec.cli._options import interactions_note, load_data_with_report, with_data_options
 from cfrec.data.options import DataOptions
 
 _DataHome = Annotated[
@@ -84,13 +84,21 @@ def stats_cmd(
     no_download: Annotated[bool, typer.Option("--no-download",
                                               help="Fail instead of downloading.")] = False,
 ) -> None:
-    """Statistics of a dataset: sizes, sparsity, rating histogram, activity, time span."""
+    """Statistics of a dataset: sizes, sparsity, rating histogram (or interaction weights),
+    activity, time span."""
     from cfrec.data.stats import compute_statistics
 
-    data = load_data(dataset, data_options, data_home=data_home, download=not no_download)
+    data, report = load_data_with_report(dataset, data_options, data_home=data_home,
+                                         download=not no_download)
     stats = compute_statistics(data)
     if json_out:
-        sys.stdout.write(json.dumps(stats.to_dict(), indent=2) + "\n")
+        out = stats.to_dict()
+        if report is not None:
+            out["load"] = report.to_dict()
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return
+    if data.is_implicit:
+        _print_interaction_stats(stats, None if report is None else interactions_note(report))
         return
 
     table = Table(title=f"{stats.name}", title_justify="left", show_header=False)
@@ -124,3 +132,31 @@ def stats_cmd(
         hist.add_row(f"{rating:g}", f"{count:,}", f"{share:.1%}",
                      "[cyan]" + "█" * max(1, round(30 * count / peak)) + "[/]")
     console.print(hist)
+
+
+def _print_interaction_stats(stats: Any, how: str | None) -> None:
+    """The ``stats`` table of interactions: pairs, weights and how they were aggregated."""
+    table = Table(title=f"{stats.name} (interactions)", title_justify="left", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("feedback", "implicit: interactions, no ratings")
+    if how is not None:
+        table.add_row("read as", how)
+    table.add_row("(user, item) pairs", f"{stats.ratings:,}")
+    table.add_row("users", f"{stats.users:,}")
+    table.add_row("items", f"{stats.items:,}")
+    table.add_row("sparsity", f"{stats.sparsity:.3f} ({stats.sparsity:.2%})")
+    if stats.weight_per_pair is not None:
+        w = stats.weight_per_pair
+        table.add_row("weight total", f"{stats.weight_total:,.6g}")
+        table.add_row("weight per pair", f"min {w.min:g} / median {w.median:g} / mean {w.mean:.3g} / "
+                                          f"max {w.max:g}")
+    for label, c in (("pairs per user", stats.ratings_per_user),
+                     ("pairs per item", stats.ratings_per_item)):
+        table.add_row(label, f"min {c.min:,} / median {c.median:g} / mean {c.mean:.1f} / max {c.max:,}")
+    if stats.first_date is not None:
+        table.add_row("time span", f"{stats.first_date[:10]} .. {str(stats.last_date)[:10]} "
+                                   f"({stats.span_days:.0f} days)")
+    else:
+        table.add_row("time span", "no timestamps")
+    console.print(table)

@@ -25,7 +25,7 @@ from rich.markup import escape
 
 from cfrec._io import to_jsonable
 from cfrec.cli._app import app, err_console, fail, say
-from cfrec.cli._options import load_data, with_data_options
+from cfrec.cli._options import load_data, refuse_rating_model, with_data_options
 from cfrec.cli._stages import StageLog
 from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError
@@ -182,6 +182,7 @@ def train(
     stages = StageLog()
     with stages.stage("load"):
         data = load_data(dataset, data_options)
+    refuse_rating_model(data, model)
     with stages.stage("split"):
         chosen = single_split(data, split, seed=seed, data_home=folds_home(dataset))
     train_part = data if chosen is None else chosen.train

@@ -1,10 +1,10 @@
-"""The one data container of cfrec: rating events plus the id vocabularies and metadata."""
+"""The one data container of cfrec: ratings or interactions, the id vocabularies and metadata."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -18,15 +18,29 @@ if TYPE_CHECKING:
 
 RATING_DTYPE = np.float32
 TIME_DTYPE = np.int64
+WEIGHT_DTYPE = np.float32
+#: The rating scale of implicit data: ``ratings`` is 1 (interacted) on every row.
+IMPLICIT_SCALE = (0.0, 1.0)
+FeedbackKind = Literal["explicit", "implicit"]
 
 
 @dataclass(frozen=True, eq=False)
 class Interactions:
-    """Explicit ratings ``(user, item, rating, timestamp)`` over a shared id vocabulary.
+    """Ratings or interactions ``(user, item, rating, timestamp[, weight])`` over shared vocabularies.
 
     Indices are dense int32 positions in ``user_map`` / ``item_map``; ratings are float32 and
     timestamps int64 Unix seconds (0 where unknown). Raw ids go in and out of every public
     function; the indices are an internal detail that models and splits share.
+
+    Two kinds of data share this container, told apart by ``feedback``:
+
+    * ``"explicit"``: star ratings. ``ratings`` holds them and ``weights`` is ``None``.
+    * ``"implicit"``: interactions (clicks, plays, purchases), one row per ``(user, item)``
+      pair. ``ratings`` is 1.0 on every row (the binary "interacted" preference, so a ranking
+      model that reads ``ratings`` trains on binary input unchanged) and ``rating_scale`` is
+      ``(0, 1)``; ``weights`` holds each pair's strength: the number of events, or the sum of
+      a weight column (plays, quantity, dwell), float32 and >= 0. ``timestamps`` holds the
+      pair's latest event. Rating-prediction models refuse implicit data.
 
     Attributes
     ----------
@@ -46,6 +60,11 @@ class Interactions:
         User metadata indexed by raw user id, when the dataset has it.
     name
         Dataset name for reports (``"ml-100k"``, ``"synthetic"``, a file name ...).
+    weights
+        float32 array of shape (n_ratings,) for implicit data (events or summed weight per
+        pair); ``None`` for explicit data.
+    feedback
+        ``"explicit"`` or ``"implicit"``.
     """
 
     users: np.ndarray
@@ -58,16 +77,34 @@ class Interactions:
     item_info: pd.DataFrame | None = field(default=None, repr=False)
     user_info: pd.DataFrame | None = field(default=None, repr=False)
     name: str = "ratings"
+    weights: np.ndarray | None = field(default=None, repr=False)
+    feedback: FeedbackKind = "explicit"
 
     def __post_init__(self) -> None:
         n = len(self.users)
-        for label, arr in (("items", self.items), ("ratings", self.ratings), ("timestamps", self.timestamps)):
+        arrays = [("items", self.items), ("ratings", self.ratings), ("timestamps", self.timestamps)]
+        if self.weights is not None:
+            arrays.append(("weights", self.weights))
+        for label, arr in arrays:
             if len(arr) != n:
                 raise ValueError(f"{label} has {len(arr)} entries, users has {n}")
         if self.users.dtype != INDEX_DTYPE or self.items.dtype != INDEX_DTYPE:
             raise TypeError("users and items must be int32 index arrays")
         if self.ratings.dtype != RATING_DTYPE or self.timestamps.dtype != TIME_DTYPE:
             raise TypeError("ratings must be float32 and timestamps int64")
+        if self.feedback not in ("explicit", "implicit"):
+            raise ValueError(f"feedback must be 'explicit' or 'implicit', not {self.feedback!r}")
+        if self.weights is not None and self.weights.dtype != WEIGHT_DTYPE:
+            raise TypeError("weights must be float32")
+        if self.feedback == "implicit" and self.weights is None:
+            raise ValueError("implicit data needs weights (ones when every pair counts the same)")
+        if self.feedback == "explicit" and self.weights is not None:
+            raise ValueError("explicit data carries no weights")
+
+    @property
+    def is_implicit(self) -> bool:
+        """Whether this holds interactions (no ratings) rather than explicit ratings."""
+        return self.feedback == "implicit"
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -85,23 +122,31 @@ class Interactions:
         user_map: IdMap | None = None,
         item_map: IdMap | None = None,
         name: str = "ratings",
+        feedback: FeedbackKind = "explicit",
+        weight_col: str | None = None,
     ) -> Interactions:
         """Build from a frame of raw ids; vocabularies are built from the data unless given.
 
-        ``rating_scale`` defaults to the observed (min, max) of the ratings.
+        ``rating_scale`` defaults to the observed (min, max) of the ratings. With
+        ``feedback="implicit"`` the frame needs no rating column: each row is one ``(user,
+        item)`` pair (not aggregated here) whose weight is ``weight_col`` (default 1).
         """
-        for col in (user_col, item_col, rating_col):
+        implicit = feedback == "implicit"
+        needed = (user_col, item_col) if implicit else (user_col, item_col, rating_col)
+        for col in (*needed, *([weight_col] if weight_col is not None else [])):
             if col not in df.columns:
                 raise DataError(f"missing column; have {list(df.columns)}", field=col)
         umap = user_map if user_map is not None else IdMap(df[user_col].to_numpy())
         imap = item_map if item_map is not None else IdMap(df[item_col].to_numpy())
         users = umap.to_index(df[user_col].to_numpy(), what="user")
         items = imap.to_index(df[item_col].to_numpy(), what="item")
+        if implicit:
+            weights = (np.ones(len(df), dtype=WEIGHT_DTYPE) if weight_col is None
+                       else df[weight_col].to_numpy(dtype=WEIGHT_DTYPE))
+            return cls(users, items, np.ones(len(df), dtype=RATING_DTYPE), _times(df, time_col),
+                       umap, imap, IMPLICIT_SCALE, item_info, user_info, name, weights, "implicit")
         ratings = df[rating_col].to_numpy(dtype=RATING_DTYPE)
-        if time_col is not None and time_col in df.columns:
-            ts = df[time_col].to_numpy(dtype=TIME_DTYPE)
-        else:
-            ts = np.zeros(len(df), dtype=TIME_DTYPE)
+        ts = _times(df, time_col)
         if rating_scale is None:
             rating_scale = (
                 (float(ratings.min()), float(ratings.max())) if len(ratings) else (1.0, 5.0)
@@ -114,6 +159,9 @@ class Interactions:
         return len(self.users)
 
     def __repr__(self) -> str:
+        if self.is_implicit:
+            return (f"Interactions(name={self.name!r}, interactions={len(self)}, "
+                    f"users={self.n_users}, items={self.n_items}, feedback='implicit')")
         return (f"Interactions(name={self.name!r}, ratings={len(self)}, users={self.n_users}, "
                 f"items={self.n_items}, scale={self.rating_scale})")
 
@@ -130,7 +178,9 @@ class Interactions:
     def nbytes(self) -> int:
         """Bytes held by the rating arrays and vocabularies (not the metadata)."""
         vocab = self.user_map.ids.nbytes + self.item_map.ids.nbytes
-        return int(self.users.nbytes + self.items.nbytes + self.ratings.nbytes + self.timestamps.nbytes + vocab)
+        weights = 0 if self.weights is None else self.weights.nbytes
+        return int(self.users.nbytes + self.items.nbytes + self.ratings.nbytes + self.timestamps.nbytes
+                   + weights + vocab)
 
     def present_users(self) -> np.ndarray:
         """Indices of users with at least one rating here."""
@@ -154,13 +204,16 @@ class Interactions:
         return self.item_map.to_raw(self.items)
 
     def to_frame(self) -> pd.DataFrame:
-        """Ratings with raw ids: columns user_id, item_id, rating, timestamp."""
-        return pd.DataFrame({
+        """Rows with raw ids: columns user_id, item_id, rating, timestamp (and weight if implicit)."""
+        frame = pd.DataFrame({
             "user_id": self.raw_users(),
             "item_id": self.raw_items(),
             "rating": self.ratings,
             "timestamp": self.timestamps,
         })
+        if self.weights is not None:
+            frame["weight"] = self.weights
+        return frame
 
     def item_titles(self, raw_items: Any) -> list[str]:
         """Titles for raw item ids, falling back to ``str(id)`` where metadata is missing."""
@@ -171,26 +224,40 @@ class Interactions:
         return [str(titles.get(r, r)) for r in raw]
 
     # ------------------------------------------------------------------ conversion
-    def to_csr(self, *, binary: bool = False, dtype: Any = np.float32) -> sp.csr_array:
-        """Users x items sparse matrix (always this orientation). Duplicate pairs are summed."""
-        data = np.ones(len(self), dtype=dtype) if binary else self.ratings.astype(dtype, copy=False)
+    def to_csr(self, *, binary: bool = False, weighted: bool = False,
+               dtype: Any = np.float32) -> sp.csr_array:
+        """Users x items sparse matrix (always this orientation). Duplicate pairs are summed.
+
+        Values are the ratings, ones with ``binary``, or the weights with ``weighted`` (implicit
+        data only).
+        """
+        if weighted:
+            if self.weights is None:
+                raise DataError("explicit ratings have no weights; use binary=True or the ratings")
+            data = self.weights.astype(dtype, copy=False)
+        else:
+            data = np.ones(len(self), dtype=dtype) if binary else self.ratings.astype(dtype, copy=False)
         mat = sp.csr_array((data, (self.users, self.items)), shape=(self.n_users, self.n_items))
         mat.sum_duplicates()
         return mat
 
     def to_tensors(self, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
-        """Tensors ``users``/``items`` (int64, for embedding lookups), ``ratings`` (float32), ``timestamps``."""
+        """Tensors ``users``/``items`` (int64, for embedding lookups), ``ratings`` (float32), ``timestamps``
+        (and ``weights``, float32, for implicit data)."""
         import torch
 
         def own(a: np.ndarray) -> np.ndarray:  # torch warns on (and would alias) read-only arrays
             return a if a.flags.writeable else a.copy()
 
-        return {
+        out = {
             "users": torch.as_tensor(own(self.users), dtype=torch.int64, device=device),
             "items": torch.as_tensor(own(self.items), dtype=torch.int64, device=device),
             "ratings": torch.as_tensor(own(self.ratings), dtype=torch.float32, device=device),
             "timestamps": torch.as_tensor(own(self.timestamps), dtype=torch.int64, device=device),
         }
+        if self.weights is not None:
+            out["weights"] = torch.as_tensor(own(self.weights), dtype=torch.float32, device=device)
+        return out
 
     # ------------------------------------------------------------------ derivation
     def subset(self, selector: np.ndarray) -> Interactions:
@@ -202,6 +269,7 @@ class Interactions:
             items=self.items[sel],
             ratings=self.ratings[sel],
             timestamps=self.timestamps[sel],
+            weights=None if self.weights is None else self.weights[sel],
         )
 
     def with_vocab(self, user_map: IdMap, item_map: IdMap, *, drop_unknown: bool = False) -> Interactions:
@@ -218,6 +286,7 @@ class Interactions:
         return replace(
             self, users=u[keep], items=i[keep], ratings=self.ratings[keep],
             timestamps=self.timestamps[keep], user_map=user_map, item_map=item_map,
+            weights=None if self.weights is None else self.weights[keep],
         )
 
     def compact(self) -> Interactions:
@@ -234,7 +303,9 @@ class Interactions:
         return replace(self, users=u_new[self.users], items=i_new[self.items], user_map=umap, item_map=imap)
 
     def concat(self, other: Interactions) -> Interactions:
-        """Rows of both; they must share vocabularies."""
+        """Rows of both (of one feedback kind); they must share vocabularies."""
+        if other.feedback != self.feedback:
+            raise DataError(f"cannot concatenate {self.feedback} and {other.feedback} data")
         same_users = other.user_map is self.user_map or other.user_map == self.user_map
         same_items = other.item_map is self.item_map or other.item_map == self.item_map
         if not (same_users and same_items):
@@ -245,10 +316,12 @@ class Interactions:
             items=np.concatenate([self.items, other.items]),
             ratings=np.concatenate([self.ratings, other.ratings]),
             timestamps=np.concatenate([self.timestamps, other.timestamps]),
+            weights=(None if self.weights is None or other.weights is None
+                     else np.concatenate([self.weights, other.weights])),
         )
 
     def fingerprint(self) -> str:
-        """SHA-256 over raw ids, ratings and timestamps, stable across vocabularies and row order.
+        """SHA-256 over raw ids, ratings, timestamps (and weights), stable across vocabularies and row order.
 
         Each row is mixed into a 64-bit hash; the sorted row hashes (a multiset) and the raw ids
         present are digested, so a subset hashes the same whatever vocabulary it is indexed in.
@@ -261,9 +334,17 @@ class Interactions:
             row = _mix64((d.users.astype(np.uint64) << np.uint64(32)) | d.items.astype(np.uint64))
             row ^= _mix64(d.timestamps.view(np.uint64) ^ np.uint64(0x9E3779B97F4A7C15))
             row ^= _mix64(d.ratings.view(np.uint32).astype(np.uint64) + np.uint64(0xD1B54A32D192ED03))
+            if d.weights is not None:
+                row ^= _mix64(d.weights.view(np.uint32).astype(np.uint64) + np.uint64(0x8CB92BA72F3D8DD7))
         row.sort()
         h.update(row.tobytes())
         return h.hexdigest()
+
+
+def _times(df: pd.DataFrame, time_col: str | None) -> np.ndarray:
+    if time_col is not None and time_col in df.columns:
+        return df[time_col].to_numpy(dtype=TIME_DTYPE)
+    return np.zeros(len(df), dtype=TIME_DTYPE)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

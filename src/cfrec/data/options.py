@@ -19,6 +19,10 @@ from cfrec.errors import DataError, OptionHint
 
 DuplicatePolicy = Literal["first", "last", "mean", "error"]
 DUPLICATE_POLICIES: tuple[str, ...] = get_args(DuplicatePolicy)
+Feedback = Literal["auto", "explicit", "implicit"]
+FEEDBACK_KINDS: tuple[str, ...] = get_args(Feedback)
+BadRowPolicy = Literal["error", "skip"]
+BAD_ROW_POLICIES: tuple[str, ...] = get_args(BadRowPolicy)
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,26 @@ DATA_OPTIONS: dict[str, OptionSpec] = {
                 "user,item,rating,timestamp (default: a header line, or user, item, "
                 "rating[, timestamp] when the first line is all numbers)."),
         _column("user", "the user id",
-                "detected from the header: user, user_id, userId, uid, customer_id ..."),
-        _column("item", "the item id", "detected: item, item_id, movieId, product_id, iid ..."),
-        _column("rating", "the rating", "detected: rating, ratings, score, stars"),
+                "detected from the header's words: user, User-ID, userId, customer_id, member, "
+                "visitor ..."),
+        _column("item", "the item id", "detected: item, movieId, ISBN, artistID, product, sku, "
+                "asin, track, song, book, article, video ..."),
+        _column("rating", "the rating", "detected: rating, Book-Rating, score, stars ..."),
         _column("time", "Unix seconds or ISO dates",
                 "detected: timestamp, time, ts, date, datetime; none means no time"),
+        _column("weight", "an interaction's weight: a count, plays, quantity, dwell time",
+                "detected: count, plays, playcount, weight, quantity, qty, clicks, views, n ..."),
+        _option("feedback", "|".join(FEEDBACK_KINDS),
+                "What the file holds: explicit ratings, or implicit interactions (clicks, plays, "
+                "purchases; repeated (user, item) events are aggregated into a count or a sum of "
+                "weights). Default auto: ratings when there is a rating column, else interactions."),
+        _option("implicit_value", "VALUE",
+                "A rating value meaning 'interacted, not rated' (e.g. 0): such rows are dropped "
+                "from explicit ratings (and counted), and kept as interactions with --feedback "
+                "implicit."),
+        _option("on_bad_rows", "|".join(BAD_ROW_POLICIES),
+                "What to do with a malformed row (missing id, bad value, wrong field count): stop "
+                "with an error naming it, or skip it and report how many (default: error)."),
         _option("rating_scale", "LOW,HIGH",
                 "The rating scale, e.g. 1,5; ratings outside it are an error (default: the "
                 "known scale of a MovieLens file, else the observed range)."),
@@ -102,7 +121,16 @@ class DataOptions:
     encoding
         Text encoding.
     duplicates
-        Policy for repeated ``(user, item)`` pairs: ``first``, ``last``, ``mean`` or ``error``.
+        Policy for repeated ``(user, item)`` ratings: ``first``, ``last``, ``mean`` or ``error``
+        (interactions are aggregated instead).
+    weight_col
+        Column holding each interaction's weight (count, plays, quantity ...).
+    feedback
+        ``"explicit"`` (ratings), ``"implicit"`` (interactions) or ``"auto"``.
+    implicit_value
+        A rating value meaning "interacted, not rated".
+    on_bad_rows
+        ``"error"`` or ``"skip"`` malformed rows.
     """
 
     sep: str | None = None
@@ -111,6 +139,10 @@ class DataOptions:
     item_col: str | None = None
     rating_col: str | None = None
     time_col: str | Literal[False] | None = None
+    weight_col: str | None = None
+    feedback: Feedback | None = None
+    implicit_value: float | None = None
+    on_bad_rows: BadRowPolicy | None = None
     rating_scale: tuple[float, float] | None = None
     encoding: str | None = None
     duplicates: DuplicatePolicy | None = None
@@ -122,6 +154,12 @@ class DataOptions:
             object.__setattr__(self, "rating_scale", check_rating_scale(self.rating_scale))
         if self.duplicates is not None:
             check_duplicates(self.duplicates)
+        if self.feedback is not None:
+            check_choice("feedback", self.feedback, FEEDBACK_KINDS)
+        if self.on_bad_rows is not None:
+            check_choice("on_bad_rows", self.on_bad_rows, BAD_ROW_POLICIES)
+        if self.implicit_value is not None:
+            object.__setattr__(self, "implicit_value", parse_implicit_value(self.implicit_value))
 
     @classmethod
     def from_strings(cls, **values: str | None) -> DataOptions:
@@ -144,6 +182,10 @@ class DataOptions:
                 out[name] = parse_rating_scale(text)
             elif name == "duplicates":
                 out[name] = check_duplicates(text.strip().lower())
+            elif name in ("feedback", "on_bad_rows"):
+                out[name] = text.strip().lower()
+            elif name == "implicit_value":
+                out[name] = parse_implicit_value(text)
             elif name == "time_col" and text.strip().lower() == "none":
                 out[name] = False
             else:
@@ -241,3 +283,26 @@ def check_duplicates(policy: str) -> DuplicatePolicy:
                         expected="first, last, mean or error",
                         hints=(option("duplicates").hint('"last"', "last"),))
     return policy  # type: ignore[return-value]
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> Any:
+    """``value`` if it is one of ``choices``, else a :class:`DataError` naming option ``name``."""
+    if value not in choices:
+        listed = ", ".join(choices[:-1]) + " or " + choices[-1]
+        raise DataError(f"{name} {value!r} is not one of {', '.join(choices)}", field=name,
+                        value=value, expected=listed,
+                        hints=(option(name).hint(f'"{choices[0]}"', choices[0]),))
+    return value
+
+
+def parse_implicit_value(value: Any) -> float:
+    """The "interacted, not rated" rating value as a finite float (``"0"`` -> ``0.0``)."""
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise DataError(f"implicit value {value!r} is not a number", field="implicit_value",
+                        value=value, expected="a rating value such as 0",
+                        hints=(option("implicit_value").hint("0", "0"),))
+    return number

@@ -33,6 +33,16 @@ class CountSummary:
 
 
 @dataclass(frozen=True)
+class WeightSummary:
+    """Min / median / mean / max of the interaction weights per ``(user, item)`` pair."""
+
+    min: float
+    median: float
+    mean: float
+    max: float
+
+
+@dataclass(frozen=True)
 class DatasetStats:
     """Statistics of one rating set; :meth:`to_dict` gives JSON-ready values at full precision.
 
@@ -47,6 +57,12 @@ class DatasetStats:
         Population standard deviation (ddof=0).
     first_timestamp, last_timestamp
         Unix seconds, ``None`` when the data has no time (all timestamps 0).
+    feedback
+        ``"explicit"`` (ratings) or ``"implicit"`` (interactions: ``ratings`` then counts the
+        ``(user, item)`` pairs and the rating fields describe the constant 1).
+    weight_total, weight_per_pair
+        For interactions: the sum of the weights (events, or summed weight column) and
+        min / median / mean / max per pair; ``None`` for ratings.
     """
 
     name: str
@@ -63,6 +79,9 @@ class DatasetStats:
     ratings_per_item: CountSummary
     first_timestamp: int | None
     last_timestamp: int | None
+    feedback: str = "explicit"
+    weight_total: float | None = None
+    weight_per_pair: WeightSummary | None = None
 
     @property
     def first_date(self) -> str | None:
@@ -112,6 +131,7 @@ def compute_statistics(data: Interactions) -> DatasetStats:
     ratings = data.ratings.astype(np.float64)
     values, counts = np.unique(data.ratings, return_counts=True)
     ts = data.timestamps
+    w = data.weights
     has_time = n > 0 and bool(np.any(ts != 0))
     return DatasetStats(
         name=data.name,
@@ -128,6 +148,10 @@ def compute_statistics(data: Interactions) -> DatasetStats:
         ratings_per_item=CountSummary.of(item_counts),
         first_timestamp=int(ts.min()) if has_time else None,
         last_timestamp=int(ts.max()) if has_time else None,
+        feedback=data.feedback,
+        weight_total=None if w is None else float(w.sum(dtype=np.float64)),
+        weight_per_pair=None if w is None or not n else WeightSummary(
+            float(w.min()), float(np.median(w)), float(w.mean(dtype=np.float64)), float(w.max())),
     )
 
 
@@ -141,9 +165,16 @@ def format_dataset_info(data: Interactions | DatasetStats) -> str:
         f"  users     {s.users:,}",
         f"  items     {s.items:,}",
         f"  sparsity  {s.sparsity:.2%} (density {s.density:.2%})",
-        f"  rating    scale {lo:g}-{hi:g}, mean {s.rating_mean:.3f}, std {s.rating_std:.3f}",
     ]
-    if s.ratings:
+    if s.feedback == "implicit":
+        lines[1] = f"  pairs     {s.ratings:,} (interactions, no ratings)"
+        if s.weight_per_pair is not None and s.weight_total is not None:
+            w = s.weight_per_pair
+            lines.append(f"  weight    total {s.weight_total:,.6g}; per pair min {w.min:g}, "
+                         f"median {w.median:g}, mean {w.mean:.3g}, max {w.max:g}")
+    else:
+        lines.append(f"  rating    scale {lo:g}-{hi:g}, mean {s.rating_mean:.3f}, std {s.rating_std:.3f}")
+    if s.ratings and s.feedback != "implicit":
         width = max(len(_key(v)) for v in s.rating_histogram)
         lines.append("  histogram")
         peak = max(s.rating_histogram.values())
@@ -151,7 +182,8 @@ def format_dataset_info(data: Interactions | DatasetStats) -> str:
             bar = "#" * max(1, round(30 * count / peak))
             lines.append(f"    {_key(value):>{width}}  {count:>10,}  {count / s.ratings:6.1%}  {bar}")
     for label, c in (("per user", s.ratings_per_user), ("per item", s.ratings_per_item)):
-        lines.append(f"  ratings {label}: min {c.min:,}, median {c.median:g}, "
+        noun = "pairs" if s.feedback == "implicit" else "ratings"
+        lines.append(f"  {noun} {label}: min {c.min:,}, median {c.median:g}, "
                      f"mean {c.mean:.1f}, max {c.max:,}")
     if s.first_date is not None:
         lines.append(f"  time      {s.first_date[:10]} .. {str(s.last_date)[:10]} ({s.span_days:.0f} days, UTC)")

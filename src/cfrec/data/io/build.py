@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 
 from cfrec.data.idmap import INDEX_DTYPE, IdMap
-from cfrec.data.interactions import RATING_DTYPE, TIME_DTYPE, Interactions
+from cfrec.data.interactions import (
+    RATING_DTYPE,
+    TIME_DTYPE,
+    WEIGHT_DTYPE,
+    FeedbackKind,
+    Interactions,
+)
 
 _DENSE_ID_LIMIT = 1 << 26
 
@@ -71,6 +77,8 @@ def build_interactions(
     item_info: pd.DataFrame | None = None,
     user_info: pd.DataFrame | None = None,
     name: str = "ratings",
+    weights: np.ndarray | None = None,
+    feedback: FeedbackKind = "explicit",
 ) -> Interactions:
     """Encode raw ids (numpy or pyarrow arrays) and assemble an :class:`Interactions`."""
     umap, users = encode_ids(users_raw, what="user")
@@ -88,5 +96,7 @@ def build_interactions(
         item_info=item_info,
         user_info=user_info,
         name=name,
+        weights=None if weights is None else _compact(weights, WEIGHT_DTYPE),
+        feedback=feedback,
     )
 

@@ -1,23 +1,28 @@
-"""Which field holds each role (user, item, rating, time): explicit names, then header names."""
+"""Which field holds each role (user, item, rating, time, weight): explicit names, then header
+names read by their words (:func:`~cfrec.data.io.roles.column_role`), and whether the file holds
+ratings or interactions."""
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from cfrec.data.io.readers import _ParquetReader, _TextReader
-from cfrec.data.io.roles import _ROLE_OPTION, _ROLE_WORD, COLUMN_ALIASES, ROLES, Role
+from cfrec.data.io.roles import _ROLE_OPTION, _ROLE_WORD, COLUMN_ALIASES, ROLES, Role, column_role
 from cfrec.data.io.sniff import _looks_numeric
 from cfrec.data.options import option
 from cfrec.errors import DataError, OptionHint
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[\s\-]+", "_", name.strip().strip("\"'").strip().lower())
-
-
 def _resolve_roles(reader: _ParquetReader | _TextReader, explicit: dict[Role, str | None], *,
-                   use_time: bool) -> dict[Role, str]:
-    """Map each role to a column of ``reader``: explicit names first, then header aliases."""
+                   use_time: bool, feedback: str = "auto"
+                   ) -> tuple[dict[Role, str], Literal["explicit", "implicit"]]:
+    """Map each role to a column of ``reader`` and say what the file holds.
+
+    Explicit names come first, then header names read by their words. ``feedback="auto"`` reads
+    ratings when a rating column is found (a weight column is then not read), else interactions;
+    ``"implicit"`` reads no rating column, ``"explicit"`` no weight column.
+    """
     header = reader.header()
     names = reader.unique_names if isinstance(reader, _TextReader) else header
     path = reader.path
@@ -46,11 +51,15 @@ def _resolve_roles(reader: _ParquetReader | _TextReader, explicit: dict[Role, st
         chosen[role] = names[hits[0]]
         taken.add(hits[0])
     missing: list[Role] = []
-    norm = [_normalise(n) for n in header]
+    read_as = [column_role(n) for n in header]
     for role in ROLES:
         if role in chosen or (role == "time" and not use_time):
             continue
-        hits = [k for k, n in enumerate(norm) if n in COLUMN_ALIASES[role] and k not in taken]
+        if (role == "rating" and (feedback == "implicit" or (
+                feedback == "auto" and explicit.get("weight") is not None))) or (role == "weight" and (
+                feedback == "explicit" or (feedback == "auto" and "rating" in chosen))):
+            continue
+        hits = [k for k, r in enumerate(read_as) if r == role and k not in taken]
         if len(hits) > 1:
             cands = ", ".join(repr(header[k]) for k in hits)
             spec = option(_ROLE_OPTION[role])
@@ -63,22 +72,32 @@ def _resolve_roles(reader: _ParquetReader | _TextReader, explicit: dict[Role, st
         if hits:
             chosen[role] = names[hits[0]]
             taken.add(hits[0])
-        elif role != "time":
+        elif role in ("user", "item") or (role == "rating" and feedback == "explicit"):
             missing.append(role)
     if missing:
-        raise _missing_roles(reader, header, missing, line)
-    return {r: chosen[r] for r in ROLES if r in chosen}
+        raise _missing_roles(reader, header, missing, line, feedback)
+    weight_given = explicit.get("weight") is not None
+    kind: Literal["explicit", "implicit"] = "explicit" if "rating" in chosen else "implicit"
+    if kind == "implicit" or feedback == "implicit" or (feedback == "auto" and weight_given):
+        chosen.pop("rating", None)
+        kind = "implicit"
+    else:
+        chosen.pop("weight", None)
+    return {r: chosen[r] for r in ROLES if r in chosen}, kind
 
 
 def _missing_roles(reader: _ParquetReader | _TextReader, header: list[str], missing: list[Role],
-                   line: int | None) -> DataError:
+                   line: int | None, feedback: str) -> DataError:
     words = [_ROLE_WORD[r] for r in missing]
     listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
     known = "; ".join(f"{_ROLE_WORD[r]}: {', '.join(COLUMN_ALIASES[r])}" for r in missing)
     hints: list[OptionHint] = [option(_ROLE_OPTION[r]).hint() for r in missing]
     what = "header" if reader.has_header else "columns"
     text = (f"no {listed} column: the {what} {'has' if reader.has_header else 'are'} {header}; "
-            f"recognised names (any case) are {known}")
+            f"names are recognised by their words (any case), e.g. {known}")
+    if "rating" in missing and feedback == "explicit":
+        hints.append(option("feedback").hint('"implicit"', "implicit",
+                                             "read the rows as interactions"))
     if reader.has_header and isinstance(reader, _TextReader):
         numeric = sum(_looks_numeric(h) for h in header)
         if numeric and numeric >= len(header) / 2:

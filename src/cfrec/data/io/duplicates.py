@@ -1,4 +1,4 @@
-"""Repeated (user, item) pairs, resolved by an explicit policy."""
+"""Repeated (user, item) pairs: ratings resolved by an explicit policy, interactions aggregated."""
 
 from __future__ import annotations
 
@@ -87,3 +87,38 @@ def resolve_duplicates(
                   timestamps=timestamps[keep])
     return out, n_removed
 
+
+
+def aggregate_interactions(data: Interactions) -> tuple[Interactions, int]:
+    """One row per ``(user, item)`` pair of implicit data; return it and the rows merged away.
+
+    A pair's weight is the sum of its rows' weights (their count when every weight is 1) and
+    its timestamp the latest of them; the pair keeps the file position of its first row.
+    Detection sorts the pair keys; only rows involved in a repeat are then grouped.
+    """
+    if data.weights is None:
+        raise ValueError("aggregate_interactions needs implicit data (with weights)")
+    key = data.users.astype(np.int64) * np.int64(max(data.n_items, 1)) + data.items
+    sorted_keys = np.sort(key)
+    repeats = sorted_keys[1:] == sorted_keys[:-1]
+    if not repeats.any():
+        return data, 0
+    dup_keys = np.unique(sorted_keys[1:][repeats])
+    del sorted_keys, repeats
+    rows = np.flatnonzero(pd.Index(dup_keys).get_indexer(key) >= 0)
+    order = rows[np.lexsort((rows, key[rows]))]
+    k = key[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    first_rows = order[starts]  # rows are in file order within a pair
+    sums = np.add.reduceat(data.weights[order].astype(np.float64), starts)
+    latest = np.maximum.reduceat(data.timestamps[order], starts)
+    weights = data.weights.copy()
+    timestamps = data.timestamps.copy()
+    weights[first_rows] = sums.astype(weights.dtype)
+    timestamps[first_rows] = latest
+    keep = np.ones(len(data), dtype=bool)
+    keep[rows] = False
+    keep[first_rows] = True
+    out = replace(data, users=data.users[keep], items=data.items[keep],
+                  ratings=data.ratings[keep], timestamps=timestamps[keep], weights=weights[keep])
+    return out, int(len(data) - keep.sum())

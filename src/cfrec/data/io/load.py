@@ -9,24 +9,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict, Unpack, overload
 
-from cfrec.data.interactions import Interactions
+import numpy as np
+
+from cfrec.data.interactions import IMPLICIT_SCALE, RATING_DTYPE, Interactions
 from cfrec.data.io.build import _release_arrow_memory, build_interactions
 from cfrec.data.io.columns import _resolve_roles
-from cfrec.data.io.duplicates import resolve_duplicates
+from cfrec.data.io.duplicates import aggregate_interactions, resolve_duplicates
 from cfrec.data.io.readers import _ParquetReader, _TextReader
 from cfrec.data.io.roles import Role
 from cfrec.data.io.source import _data_stem, _inspect
-from cfrec.data.io.values import _ids, _ratings, _timestamps
+from cfrec.data.io.values import (
+    _Check,
+    _empty_cells,
+    _ids,
+    _ratings,
+    _timestamps,
+    _weights,
+    finish_ids,
+)
 from cfrec.data.options import (
+    BAD_ROW_POLICIES,
+    FEEDBACK_KINDS,
+    BadRowPolicy,
     DuplicatePolicy,
+    Feedback,
+    check_choice,
     check_duplicates,
     check_rating_scale,
     option,
     parse_columns,
+    parse_implicit_value,
 )
 from cfrec.errors import DataError
 
 logger = logging.getLogger(__name__)
+
+#: How many skipped lines a report names.
+NAMED_LINES = 5
 
 
 @dataclass(frozen=True)
@@ -38,27 +57,42 @@ class LoadReport:
     path
         The file read.
     rows
-        Data rows in the file (header excluded).
+        Data rows in the file (header excluded; rows the parser skipped for their field count
+        included).
     ratings
-        Ratings kept after resolving duplicates.
+        Rows kept: ratings after resolving duplicates, or ``(user, item)`` pairs of
+        interactions after aggregating repeated events.
     duplicates_resolved
-        Rows merged away by the duplicate policy (``rows - ratings``).
+        Rows merged away: by the duplicate policy (ratings) or by aggregation (interactions).
     policy
-        The duplicate policy applied.
+        The duplicate policy applied (ratings), or ``"aggregate"`` (interactions).
     users, items
         Distinct users and items.
     columns
         The column read for each role (``{"user": "userId", "item": "movieId", ...}``); no
-        ``"time"`` key when the file has no time column.
+        ``"time"`` key when the file has no time column, a ``"weight"`` key for a weight column.
     header
-        Whether the file has a header line (``False``: fields read as user, item, rating[, time]).
+        Whether the file has a header line (``False``: fields read as user, item, rating, time).
     sep
         The field separator used (``""`` for Parquet).
     rating_scale
-        The scale the ratings were checked against.
+        The scale the ratings were checked against (``(0, 1)`` for interactions).
     scale_source
-        ``"given"`` (``rating_scale=``), ``"movielens"`` (a release's known scale) or
-        ``"inferred"`` (the observed range, which a caller may want to show).
+        ``"given"`` (``rating_scale=``), ``"movielens"`` (a release's known scale),
+        ``"inferred"`` (the observed range, which a caller may want to show) or ``"implicit"``.
+    feedback
+        ``"explicit"`` (ratings) or ``"implicit"`` (interactions).
+    aggregation
+        For interactions, how each pair's weight was made: ``"count"`` (events per pair) or
+        ``"sum of <column>"``; ``None`` for ratings.
+    skipped_rows
+        Malformed rows skipped under ``on_bad_rows="skip"``.
+    skipped_lines
+        The first few of them: 1-based lines (Parquet: row numbers).
+    empty_rows
+        Rows with every field read empty (``,,``), dropped.
+    unrated_rows
+        Rows rated ``implicit_value`` ("interacted, not rated"), dropped from ratings.
     """
 
     path: str
@@ -73,6 +107,12 @@ class LoadReport:
     sep: str = ""
     rating_scale: tuple[float, float] | None = None
     scale_source: str = "inferred"
+    feedback: str = "explicit"
+    aggregation: str | None = None
+    skipped_rows: int = 0
+    skipped_lines: tuple[int, ...] = ()
+    empty_rows: int = 0
+    unrated_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,9 +121,11 @@ class LoadReport:
             "users": self.users, "items": self.items, "columns": dict(self.columns),
             "header": self.header, "sep": self.sep,
             "rating_scale": None if self.rating_scale is None else list(self.rating_scale),
-            "scale_source": self.scale_source,
+            "scale_source": self.scale_source, "feedback": self.feedback,
+            "aggregation": self.aggregation, "skipped_rows": self.skipped_rows,
+            "skipped_lines": list(self.skipped_lines), "empty_rows": self.empty_rows,
+            "unrated_rows": self.unrated_rows,
         }
-
 
 
 TimeCol = str | Literal[False] | None
@@ -97,6 +139,7 @@ class _LoadOptions(TypedDict, total=False):
     item_col: str | None
     rating_col: str | None
     time_col: TimeCol
+    weight_col: str | None
     sep: str | None
     columns: Sequence[str] | None
     rating_scale: tuple[float, float] | None
@@ -104,6 +147,9 @@ class _LoadOptions(TypedDict, total=False):
     encoding: str
     name: str | None
     scale_source: str
+    feedback: Feedback
+    implicit_value: float | None
+    on_bad_rows: BadRowPolicy
 
 
 @overload
@@ -125,6 +171,7 @@ def load_ratings(
     item_col: str | None = None,
     rating_col: str | None = None,
     time_col: TimeCol = None,
+    weight_col: str | None = None,
     sep: str | None = None,
     columns: Sequence[str] | None = None,
     rating_scale: tuple[float, float] | None = None,
@@ -132,35 +179,44 @@ def load_ratings(
     encoding: str = "utf-8",
     name: str | None = None,
     scale_source: str = "given",
+    feedback: Feedback = "auto",
+    implicit_value: float | None = None,
+    on_bad_rows: BadRowPolicy = "error",
     return_report: bool = False,
 ) -> Interactions | tuple[Interactions, LoadReport]:
-    """Load explicit ratings from a CSV, TSV, ``::``-separated or Parquet file.
+    """Load ratings or interactions from a CSV, TSV, ``::``-separated or Parquet file.
 
-    Columns are found from the header line: names are compared after stripping spaces and
-    quotes, ignoring case, with spaces and hyphens read as ``_``:
+    Columns are found from the header line, by the words of each name (any case; see
+    :mod:`cfrec.data.io.roles` and ``docs/data-files.md``):
 
     ========  =====================================================================
-    role      header names recognised
+    role      header names recognised (examples)
     ========  =====================================================================
-    user      user, user_id, userid (userId, UserID), uid, customer_id
-    item      item, item_id, itemid, movieId, movie_id (MovieID), product_id, iid
-    rating    rating, ratings, score, stars
+    user      user, user_id, userId, User-ID, uid, customer_id, member, visitor
+    item      item, movieId, ISBN, artistID, product, sku, asin, track, song, book ...
+    rating    rating, Book-Rating, score, stars
     time      timestamp, time, ts, date, datetime (Unix seconds or ISO-8601 dates)
+    weight    count, plays, playcount, weight, quantity, qty, clicks, views, n, dwell_time
     ========  =====================================================================
 
-    A file whose first line is all numbers has no header: its fields are read as user, item,
-    rating and, when there is a fourth, timestamp; this is logged once (a warning). Two header
-    names for one role are an error that lists both; ``user_col=`` ... pick one. A time column
-    is optional.
+    A file with a rating column holds ratings (``feedback="explicit"``); one without holds
+    interactions (``"implicit"``): each ``(user, item)`` pair becomes one row whose weight is the
+    number of its events, or the sum of the weight column, with its latest timestamp (see
+    :class:`~cfrec.data.Interactions` for how implicit data is stored).
+
+    A file whose first line is all numbers has no header: its fields are read as user, item
+    and, when there are more, rating and timestamp; this is logged once (a warning). Two header
+    names for one role are an error that lists both; ``user_col=`` ... pick one.
 
     Parameters
     ----------
     path
         The file. Parquet is recognised by its suffix or signature; ``gzip``, ``bz2``, ``xz`` and
         single-file ``zip`` text files are decompressed (by their signature).
-    user_col, item_col, rating_col
-        Column names for the user id, item id and rating; ``None`` detects them. A name is
-        matched exactly, else ignoring case and surrounding spaces.
+    user_col, item_col, rating_col, weight_col
+        Column names for the user id, item id, rating and interaction weight; ``None`` detects
+        them. A name is matched exactly, else ignoring case and surrounding spaces. Naming a
+        weight column reads interactions (unless ``feedback="explicit"``).
     time_col
         Column with Unix seconds or ISO dates; ``None`` detects it (no time column means every
         timestamp is 0); ``False`` ignores time.
@@ -175,9 +231,10 @@ def load_ratings(
         ``(low, high)``; ratings outside it are an error naming the line. ``None`` uses the
         observed range (logged at INFO level and reported in :class:`LoadReport`).
     duplicates
-        What to do with repeated ``(user, item)`` pairs: ``"last"`` (default) keeps the latest by
-        timestamp (the later line on ties, or without time), ``"first"`` the earliest, ``"mean"``
-        averages the ratings and keeps the latest timestamp, ``"error"`` raises naming both lines.
+        What to do with repeated ``(user, item)`` ratings: ``"last"`` (default) keeps the latest
+        by timestamp (the later line on ties, or without time), ``"first"`` the earliest,
+        ``"mean"`` averages the ratings and keeps the latest timestamp, ``"error"`` raises naming
+        both lines. Interactions are aggregated instead.
     encoding
         Text encoding; ``"utf-8"`` also accepts a byte-order mark.
     name
@@ -185,19 +242,36 @@ def load_ratings(
     scale_source
         How a given ``rating_scale`` is described in errors and the report: ``"given"``, or
         ``"movielens"`` for a release's known scale (used by :func:`~cfrec.data.load_dataset`).
+    feedback
+        ``"auto"`` (default: ratings when a rating column is found, else interactions),
+        ``"explicit"`` (a rating column is required) or ``"implicit"`` (any rating column is
+        ignored; every row is an interaction).
+    implicit_value
+        A rating value meaning "interacted, not rated" (the 0 of a 1-10 scale): such rows are
+        dropped from ratings (and counted in the report) and not checked against the scale;
+        with ``feedback="implicit"`` they are interactions like every other row.
+    on_bad_rows
+        ``"error"`` (default) stops at the first malformed row (a wrong field count, a missing
+        id, a bad rating, weight or time); ``"skip"`` drops such rows and reports how many and
+        the first lines. Rows whose every field read is empty (``,,``) are always dropped and
+        counted.
     return_report
         Also return a :class:`LoadReport` (rows read, duplicates resolved, columns used ...).
 
     Raises
     ------
     DataError
-        Missing, empty or binary file; no rating rows; a role without a column, or with two;
-        a ragged row; an empty or non-numeric rating, an out-of-scale rating, a missing id, a
-        bad timestamp, undecodable bytes, or a duplicate under ``duplicates="error"``. The
-        message names the file, the 1-based line, the field and the value found, and ends with
-        the option that helps (:meth:`~cfrec.errors.DataError.render` spells it as a CLI flag).
+        Missing, empty or binary file; no rows; a role without a column, or with two; a ragged
+        row; an empty or non-numeric rating, an out-of-scale rating, a missing id, a bad
+        timestamp or weight, undecodable bytes, or a duplicate under ``duplicates="error"``.
+        The message names the file, the 1-based line, the field and the value found, and ends
+        with the option that helps (:meth:`~cfrec.errors.DataError.render` spells it as a CLI
+        flag).
     """
     duplicates = check_duplicates(duplicates)
+    feedback = check_choice("feedback", feedback, FEEDBACK_KINDS)
+    on_bad_rows = check_choice("on_bad_rows", on_bad_rows, BAD_ROW_POLICIES)
+    unrated_value = None if implicit_value is None else parse_implicit_value(implicit_value)
     scale = None if rating_scale is None else check_rating_scale(rating_scale)
     names = None if columns is None else list(parse_columns(list(columns)))
     path = Path(path).expanduser()
@@ -214,48 +288,149 @@ def load_ratings(
         raise DataError(f"unknown text encoding {encoding!r}", field="encoding", value=encoding,
                         hints=(option("encoding").hint('"latin-1"', "latin-1"),)) from None
 
+    skip = on_bad_rows == "skip"
     source = _inspect(path, codec)
     reader: _ParquetReader | _TextReader
     if source.parquet:
         reader = _ParquetReader(path)
     else:
-        reader = _TextReader(path, source, sep, names, codec)
-    explicit: dict[Role, str | None] = {"user": user_col, "item": item_col,
-                                        "rating": rating_col, "time": time_col or None}
-    roles = _resolve_roles(reader, explicit, use_time=time_col is not False)
+        reader = _TextReader(path, source, sep, names, codec, skip_bad=skip)
+    explicit: dict[Role, str | None] = {"user": user_col, "item": item_col, "rating": rating_col,
+                                        "time": time_col or None, "weight": weight_col}
+    roles, kind = _resolve_roles(reader, explicit, use_time=time_col is not False,
+                                 feedback=feedback)
     table = reader.read(roles)
     n_rows = len(table[roles["user"]])
-    if n_rows == 0:
-        raise DataError("no rating rows after the header" if reader.has_header else
-                        "no rating rows", path=path)
+    empty = np.logical_and.reduce([_empty_cells(table[c]) for c in dict.fromkeys(roles.values())])
+    n_empty = int(empty.sum())
+    if n_rows == n_empty:
+        what = "rating rows" if kind == "explicit" else "rows"
+        raise DataError(f"no {what} after the header" if reader.has_header else f"no {what}",
+                        path=path)
+    check = _Check(reader, skip=skip, ignore=empty if n_empty else None)
 
-    users_raw = _ids(table[roles["user"]], roles["user"], "user", reader)
-    items_raw = _ids(table[roles["item"]], roles["item"], "item", reader)
-    ratings = _ratings(table[roles["rating"]], roles["rating"], scale, scale_source, reader)
-    ts = (_timestamps(table[roles["time"]], roles["time"], reader)
-          if "time" in roles else None)
+    users_raw, bad_u = _ids(table[roles["user"]], roles["user"], "user", check)
+    items_raw, bad_i = _ids(table[roles["item"]], roles["item"], "item", check)
+    unrated = None
+    bad_r = bad_w = None
+    values: np.ndarray | None
+    if kind == "explicit":
+        values, bad_r, unrated = _ratings(table[roles["rating"]], roles["rating"], scale,
+                                          scale_source, check, unrated_value)
+    else:
+        values, bad_w = (_weights(table[roles["weight"]], roles["weight"], check)
+                         if "weight" in roles else (None, None))
+    ts, bad_t = (_timestamps(table[roles["time"]], roles["time"], check)
+                 if "time" in roles else (None, None))
     del table
     _release_arrow_memory()
-    if scale is None:
-        scale = (float(ratings.min()), float(ratings.max()))
-        scale_source = "inferred"
-        logger.info("%s: no rating scale given; using the observed range [%g, %g] (pass "
-                    "rating_scale=(low, high) to declare it)", path, *scale)
 
-    data = build_interactions(users_raw, items_raw, ratings, ts, rating_scale=scale,
-                              name=name if name is not None else _data_stem(path))
-    del users_raw, items_raw, ratings, ts
-    data, n_resolved = resolve_duplicates(data, duplicates, reader=reader)
+    bad = _union(bad_u, bad_i, bad_r, bad_w, bad_t)
+    drop = _union(bad, None if not n_empty else empty, unrated)
+    n_bad = 0 if bad is None else int(bad.sum())
+    n_unrated = 0 if unrated is None else int(unrated.sum())
+    skipped_lines = _skipped_lines(reader, bad, n_bad)
+    n_skipped = n_bad + reader.ragged_skipped
+    if drop is not None:
+        keep = ~drop
+        users_raw, items_raw = _take(users_raw, keep), _take(items_raw, keep)
+        values = None if values is None else values[keep]
+        ts = None if ts is None else ts[keep]
+    users_raw, items_raw = finish_ids(users_raw), finish_ids(items_raw)
+    if len(users_raw) == 0:
+        raise DataError(f"no rows left: {n_skipped:,} skipped as malformed, {n_empty:,} empty, "
+                        f"{n_unrated:,} unrated", path=path)
+
+    stem = name if name is not None else _data_stem(path)
+    if kind == "explicit":
+        assert values is not None
+        if scale is None:
+            scale = (float(values.min()), float(values.max()))
+            scale_source = "inferred"
+            logger.info("%s: no rating scale given; using the observed range [%g, %g] (pass "
+                        "rating_scale=(low, high) to declare it)", path, *scale)
+        data = build_interactions(users_raw, items_raw, values, ts, rating_scale=scale,
+                                  name=stem)
+        del users_raw, items_raw, values, ts
+        located = reader if drop is None else _KeptRows(reader, np.flatnonzero(~drop))
+        data, n_resolved = resolve_duplicates(data, duplicates, reader=located)
+        policy, aggregation = str(duplicates), None
+    else:
+        weights = values if values is not None else np.ones(len(users_raw), dtype=np.float32)
+        data = build_interactions(users_raw, items_raw, np.ones(len(weights), RATING_DTYPE), ts,
+                                  rating_scale=IMPLICIT_SCALE, name=stem, weights=weights,
+                                  feedback="implicit")
+        del users_raw, items_raw, values, ts, weights
+        data, n_resolved = aggregate_interactions(data)
+        policy, scale, scale_source = "aggregate", IMPLICIT_SCALE, "implicit"
+        aggregation = f"sum of {roles['weight']}" if "weight" in roles else "count"
     _release_arrow_memory()  # the raw id columns lived in pyarrow's pool
-    if n_resolved:
-        logger.warning("%s: resolved %d duplicate (user, item) rating%s with duplicates=%r",
-                       path, n_resolved, "" if n_resolved == 1 else "s", duplicates)
+    _log_changes(path, kind, n_resolved, duplicates, aggregation, n_skipped, skipped_lines,
+                 n_empty, n_unrated, unrated_value)
     if not return_report:
         return data
-    report = LoadReport(str(path), n_rows, len(data), n_resolved, duplicates, data.n_users,
-                        data.n_items, columns={r: c for r, c in roles.items()},
+    report = LoadReport(str(path), n_rows + reader.ragged_skipped, len(data), n_resolved, policy,
+                        data.n_users, data.n_items, columns={r: c for r, c in roles.items()},
                         header=reader.has_header, sep=reader.sep_label, rating_scale=scale,
-                        scale_source=scale_source)
+                        scale_source=scale_source, feedback=kind, aggregation=aggregation,
+                        skipped_rows=n_skipped, skipped_lines=skipped_lines, empty_rows=n_empty,
+                        unrated_rows=n_unrated)
     return data, report
 
 
+class _KeptRows:
+    """Locates rows of the data kept after dropping some: row ``k`` is file row ``kept[k]``."""
+
+    def __init__(self, reader: _ParquetReader | _TextReader, kept: np.ndarray) -> None:
+        self.reader, self.kept = reader, kept
+
+    def where(self, row: int) -> dict[str, Any]:
+        return self.reader.where(int(self.kept[row]))
+
+
+def _union(*masks: np.ndarray | None) -> np.ndarray | None:
+    present = [m for m in masks if m is not None]
+    if not present:
+        return None
+    return np.logical_or.reduce(present) if len(present) > 1 else present[0]
+
+
+def _take(values: Any, keep: np.ndarray) -> Any:
+    """Rows ``keep`` of a numpy or pyarrow array."""
+    if isinstance(values, np.ndarray):
+        return values[keep]
+    import pyarrow as pa
+
+    return values.filter(pa.array(keep))
+
+
+def _skipped_lines(reader: _ParquetReader | _TextReader, bad: np.ndarray | None, n_bad: int
+                   ) -> tuple[int, ...]:
+    """The first lines (Parquet: row numbers) skipped, ragged rows and bad values together."""
+    if not n_bad and not reader.ragged_skipped:
+        return ()
+    lines = list(reader.ragged_lines(NAMED_LINES)) if reader.ragged_skipped else []
+    if bad is not None and n_bad:
+        rows = [int(r) for r in np.flatnonzero(bad)[:NAMED_LINES]]
+        found = reader.lines_of(rows)
+        lines += [line if line is not None else r + 1 for r, line in found.items()]
+    return tuple(sorted(lines)[:NAMED_LINES])
+
+
+def _log_changes(path: Path, kind: str, n_resolved: int, duplicates: str, aggregation: str | None,
+                 n_skipped: int, skipped_lines: tuple[int, ...], n_empty: int, n_unrated: int,
+                 unrated_value: float | None) -> None:
+    if n_resolved and kind == "explicit":
+        logger.warning("%s: resolved %d duplicate (user, item) rating%s with duplicates=%r",
+                       path, n_resolved, "" if n_resolved == 1 else "s", duplicates)
+    elif n_resolved:
+        logger.info("%s: aggregated %d repeated (user, item) event%s (%s)", path, n_resolved,
+                    "" if n_resolved == 1 else "s", aggregation)
+    if n_skipped:
+        logger.warning("%s: skipped %d malformed row%s (lines %s)", path, n_skipped,
+                       "" if n_skipped == 1 else "s", ", ".join(map(str, skipped_lines)))
+    if n_empty:
+        logger.info("%s: dropped %d empty row%s", path, n_empty, "" if n_empty == 1 else "s")
+    if n_unrated:
+        logger.info("%s: dropped %d row%s rated %g (interacted, not rated)", path, n_unrated,
+                    "" if n_unrated == 1 else "s", unrated_value)

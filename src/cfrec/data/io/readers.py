@@ -79,13 +79,27 @@ class _ParquetReader:
     def expected_fields(self) -> int | None:
         return None
 
+    ragged_skipped = 0
+
+    def ragged_lines(self, limit: int) -> list[int]:
+        return []
+
+    def lines_of(self, rows: list[int]) -> dict[int, int | None]:
+        """Parquet has no lines: rows are named by their 1-based number instead."""
+        return {r: None for r in rows}
+
 
 class _TextReader:
     """A delimited text file, parsed by pyarrow (pandas when pyarrow refuses it)."""
 
     def __init__(self, path: Path, source: _Source, sep: str | None, names: list[str] | None,
-                 codec: str) -> None:
+                 codec: str, *, skip_bad: bool = False) -> None:
         self.path = path
+        #: skip rows with a wrong field count (``on_bad_rows="skip"``) instead of raising
+        self.skip_bad = skip_bad
+        #: rows skipped for their field count (``None`` until read)
+        self.ragged_skipped = 0
+        self._ragged_longer_only = False  # pandas skips only rows with too many fields
         self.source = source
         self.codec = codec
         self.encoding = "utf-8-sig" if codec == "utf-8" else codec
@@ -116,11 +130,11 @@ class _TextReader:
             self.has_header, self.names = False, list(names)
         elif first and all(_looks_numeric(f) for f in first):
             self.has_header = False
-            if len(first) not in (3, 4):
+            if len(first) not in (2, 3, 4):
                 raise DataError(
                     f"the first line has {len(first)} fields and no header names (all look like "
                     "numbers), so it seems to be data; a file without a header is read as user, "
-                    f"item, rating[, timestamp] (3 or 4 fields, separator {self.sep!r})",
+                    f"item[, rating[, timestamp]] (2 to 4 fields, separator {self.sep!r})",
                     path=path, line=first_line,
                     hints=(option("columns").hint(
                         "[" + ", ".join(f'"c{k}"' for k in range(1, len(first) + 1)) + "]",
@@ -216,9 +230,16 @@ class _TextReader:
         sep = self._parse_sep
         # Quoted newlines are rare in rating files and halve pyarrow's speed when allowed; a file
         # that has them fails here and is read by pandas.
+        skipped: list[int] = []
+
+        def on_invalid(row: Any) -> str:
+            skipped.append(1)
+            return "skip"
+
         parse = pacsv.ParseOptions(delimiter=sep, newlines_in_values=False,
                                    quote_char=False if sep == _UNIT_SEP else '"',
-                                   double_quote=sep != _UNIT_SEP)
+                                   double_quote=sep != _UNIT_SEP,
+                                   invalid_row_handler=on_invalid if self.skip_bad else None)
         convert = pacsv.ConvertOptions(include_columns=cols, null_values=[""],
                                        strings_can_be_null=True, quoted_strings_can_be_null=True,
                                        column_types={c: pa.string() for c in id_cols})
@@ -236,6 +257,7 @@ class _TextReader:
             return None
         if any(pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in table.schema.types):
             return None  # bytes that are not UTF-8: pandas raises and the offset is located
+        self.ragged_skipped = len(skipped)
         return table
 
     def _read_pandas(self, source: Any, cols: list[str], id_cols: set[str]) -> pd.DataFrame:
@@ -248,6 +270,9 @@ class _TextReader:
         }
         if sep == _UNIT_SEP:
             options["quoting"] = csv.QUOTE_NONE
+        if self.skip_bad:  # the C parser skips rows with too many fields; too few read as empty
+            options["on_bad_lines"] = "skip"
+            self._ragged_longer_only = True
         src = io.BytesIO(source) if isinstance(source, bytes) else source
         try:
             frame = pd.read_csv(src, **options)
@@ -263,15 +288,31 @@ class _TextReader:
             msg = re.sub(r"^Error tokenizing data\. C error: ", "", msg)
             raise DataError(f"cannot parse the file as fields separated by {self.sep!r} ({msg})",
                             path=self.path, hints=(option("sep").hint(),)) from exc
-        if not frame.index.equals(pd.RangeIndex(len(frame))):
+        if self.skip_bad:
+            n = len(self.names)
+            self.ragged_skipped = sum(len(r) > n for _, r in self._records(every=True))
+        elif not frame.index.equals(pd.RangeIndex(len(frame))):
             ragged = self._first_ragged()
             if ragged is not None:
                 raise ragged
         return frame[cols]
 
     # -- error locations (error path only: these scan the file in Python)
-    def _records(self) -> Iterator[tuple[int, list[str]]]:
-        """(first physical line, fields) of every data record, skipping blank lines as parsers do."""
+    def _records(self, *, every: bool = False) -> Iterator[tuple[int, list[str]]]:
+        """(first physical line, fields) of every data record, skipping blank lines as parsers do
+        (and, when skipping bad rows, the records the parser skipped, unless ``every``)."""
+        records = self._all_records()
+        if every or not self.skip_bad:
+            yield from records
+            return
+        n = len(self.names)
+        longer_only = self._ragged_longer_only
+        for lineno, record in records:
+            if len(record) > n or (len(record) < n and not longer_only):
+                continue
+            yield lineno, record
+
+    def _all_records(self) -> Iterator[tuple[int, list[str]]]:
         source = self._utf8_input()
         sep = self._parse_sep
         raw: IO[bytes] = (io.BytesIO(source) if isinstance(source, bytes)
@@ -308,9 +349,30 @@ class _TextReader:
                     continue
                 yield start, record
 
+    def ragged_lines(self, limit: int) -> list[int]:
+        """Lines of the first ``limit`` records skipped for their field count."""
+        n, out = len(self.names), []
+        for lineno, record in self._records(every=True):
+            if len(record) > n or (len(record) < n and not self._ragged_longer_only):
+                out.append(lineno)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def lines_of(self, rows: list[int]) -> dict[int, int | None]:
+        """Physical lines of 0-based data rows ``rows`` (one scan of the file)."""
+        wanted, out = set(rows), {}
+        last = max(rows, default=-1)
+        for k, (lineno, _) in enumerate(self._records()):
+            if k in wanted:
+                out[k] = lineno
+            if k >= last:
+                break
+        return {r: out.get(r) for r in rows}
+
     def _first_ragged(self) -> DataError | None:
         """The first record whose field count differs from the header's, as a DataError."""
-        for lineno, record in self._records():
+        for lineno, record in self._records(every=True):
             if len(record) != len(self.names):
                 return self._ragged_error(lineno, len(record))
         return None
