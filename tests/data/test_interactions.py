@@ -204,3 +204,74 @@ def test_nbytes_is_twenty_bytes_per_rating(data: Interactions) -> None:
     # so ML-25M (25,000,095 ratings, 162,541 users, 59,047 items) takes about 502 MB: < 1 GB
     ml25m = 20 * 25_000_095 + 8 * (162_541 + 59_047)
     assert ml25m == 501_774_604 and ml25m < 1e9
+
+
+# ---------------------------------------------------------------------------------- implicit data
+def log() -> Interactions:
+    df = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "item_id": ["007", "x", "007", "y"],
+                       "plays": [3, 1, 10, 2], "timestamp": [5, 6, 7, 8]})
+    return Interactions.from_frame(df, feedback="implicit", weight_col="plays", name="log")
+
+
+def test_implicit_data_is_binary_preference_with_weights() -> None:
+    d = log()
+    assert d.feedback == "implicit" and d.is_implicit and d.rating_scale == (0.0, 1.0)
+    assert d.ratings.dtype == np.float32 and np.all(d.ratings == 1.0)
+    assert d.weights is not None and d.weights.dtype == np.float32
+    assert d.weights.tolist() == [3.0, 1.0, 10.0, 2.0]
+    assert "interactions=4" in repr(d) and "feedback='implicit'" in repr(d)
+    assert d.to_frame()["weight"].tolist() == [3.0, 1.0, 10.0, 2.0]
+    assert d.to_csr(weighted=True).toarray().sum() == 16.0
+    assert d.to_csr().toarray().sum() == 4.0  # the ratings: binary preference
+    assert d.to_tensors()["weights"].tolist() == [3.0, 1.0, 10.0, 2.0]
+    assert d.nbytes == Interactions.from_frame(
+        d.to_frame(), rating_col="rating").nbytes + d.weights.nbytes
+    ones = Interactions.from_frame(d.to_frame()[["user_id", "item_id"]], feedback="implicit")
+    assert ones.weights.tolist() == [1.0] * 4
+
+
+def test_explicit_data_has_no_weights(data: Interactions) -> None:
+    assert data.feedback == "explicit" and not data.is_implicit and data.weights is None
+    assert "weight" not in data.to_frame().columns and "weights" not in data.to_tensors()
+    with pytest.raises(DataError, match="explicit ratings have no weights"):
+        data.to_csr(weighted=True)
+
+
+def test_derivations_carry_the_weights() -> None:
+    d = log()
+    assert d.subset(np.array([2, 0])).weights.tolist() == [10.0, 3.0]
+    assert d.subset(np.array([2, 0])).feedback == "implicit"
+    part = d.subset(np.array([1, 3])).compact()
+    assert part.weights.tolist() == [1.0, 2.0] and part.n_items == 2
+    back = part.with_vocab(d.user_map, d.item_map)
+    assert back.weights.tolist() == [1.0, 2.0]
+    joined = d.subset(np.array([0, 1])).concat(d.subset(np.array([2, 3])))
+    assert joined.weights.tolist() == d.weights.tolist()
+    with pytest.raises(DataError, match="cannot concatenate implicit and explicit"):
+        d.concat(Interactions.from_frame(frame()))
+
+
+def test_fingerprint_sees_the_weights() -> None:
+    d = log()
+    heavier = Interactions.from_frame(d.to_frame(), feedback="implicit", weight_col="weight")
+    assert heavier.fingerprint() == d.fingerprint()
+    other = d.to_frame()
+    other.loc[0, "weight"] = 4.0
+    changed = Interactions.from_frame(other, feedback="implicit", weight_col="weight")
+    assert changed.fingerprint() != d.fingerprint()
+
+
+def test_invariants_of_the_two_kinds() -> None:
+    d = log()
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="implicit data needs weights"):
+        replace(d, weights=None)
+    with pytest.raises(ValueError, match="explicit data carries no weights"):
+        replace(d, feedback="explicit")
+    with pytest.raises(ValueError, match="weights has 3 entries"):
+        replace(d, weights=d.weights[:3])
+    with pytest.raises(TypeError, match="weights must be float32"):
+        replace(d, weights=d.weights.astype(np.float64))
+    with pytest.raises(ValueError, match="feedback must be"):
+        replace(d, feedback="clicks")

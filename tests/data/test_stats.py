@@ -81,3 +81,19 @@ def test_format_dataset_info(ml100k_dir: Path) -> None:
     assert any(line.strip().startswith("4      34,174   34.2%") for line in lines)
     assert "  ratings per user: min 20, median 65, mean 106.0, max 737" in lines
     assert "  time      1997-09-20 .. 1998-04-22 (215 days, UTC)" in lines
+
+
+def test_statistics_of_interactions() -> None:
+    df = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [5, 6, 5], "plays": [3.0, 1.0, 8.0]})
+    s = compute_statistics(Interactions.from_frame(df, feedback="implicit", weight_col="plays"))
+    assert s.feedback == "implicit" and s.ratings == 3 and s.weight_total == 12.0
+    assert (s.weight_per_pair.min, s.weight_per_pair.median, s.weight_per_pair.max) == (1, 3, 8)
+    assert s.weight_per_pair.mean == pytest.approx(4.0)
+    d = s.to_dict()
+    assert d["feedback"] == "implicit" and d["weight_per_pair"]["max"] == 8.0
+    json.dumps(d)
+    text = format_dataset_info(s)
+    assert "pairs     3 (interactions, no ratings)" in text and "total 12" in text
+    assert "histogram" not in text and "rating    scale" not in text
+    explicit = compute_statistics(Interactions.from_frame(df.rename(columns={"plays": "rating"})))
+    assert explicit.feedback == "explicit" and explicit.weight_total is None

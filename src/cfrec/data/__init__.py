@@ -1,4 +1,5 @@
-"""Data layer: id vocabularies, the ratings container, loaders, statistics, splits, synthetic data.
+"""Data layer: id vocabularies, the ratings/interactions container, loaders, statistics, splits,
+synthetic ratings and logs.
 
 Names are imported lazily so ``import cfrec.data`` stays fast.
 """
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # the lazy names below, as type checkers should see them
     )
     from cfrec.data.stats import DatasetStats, compute_statistics, format_dataset_info  # noqa: F401
     from cfrec.data.synthetic import SyntheticTruth, make_synthetic, synthetic_like  # noqa: F401
+    from cfrec.data.synthetic_logs import LogTruth, log_events, make_synthetic_log  # noqa: F401
 
 _LAZY = {
     # loaders (movielens.py, io.py, datasets.py)
@@ -60,6 +62,9 @@ _LAZY = {
     "make_synthetic": "cfrec.data.synthetic",
     "synthetic_like": "cfrec.data.synthetic",
     "SyntheticTruth": "cfrec.data.synthetic",
+    "make_synthetic_log": "cfrec.data.synthetic_logs",
+    "log_events": "cfrec.data.synthetic_logs",
+    "LogTruth": "cfrec.data.synthetic_logs",
 }
 
 __all__ = ["ColdStartReport", "IdMap", "Interactions", "Split", *_LAZY]

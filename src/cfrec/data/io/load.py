@@ -20,7 +20,7 @@ from cfrec.data.io.roles import Role
 from cfrec.data.io.source import _data_stem, _inspect
 from cfrec.data.io.values import (
     _Check,
-    _empty_cells,
+    _empty_rows,
     _ids,
     _ratings,
     _timestamps,
@@ -301,13 +301,13 @@ def load_ratings(
                                  feedback=feedback)
     table = reader.read(roles)
     n_rows = len(table[roles["user"]])
-    empty = np.logical_and.reduce([_empty_cells(table[c]) for c in dict.fromkeys(roles.values())])
-    n_empty = int(empty.sum())
+    empty = _empty_rows([table[c] for c in dict.fromkeys(roles.values())])
+    n_empty = 0 if empty is None else int(empty.sum())
     if n_rows == n_empty:
         what = "rating rows" if kind == "explicit" else "rows"
         raise DataError(f"no {what} after the header" if reader.has_header else f"no {what}",
                         path=path)
-    check = _Check(reader, skip=skip, ignore=empty if n_empty else None)
+    check = _Check(reader, skip=skip, ignore=empty)
 
     users_raw, bad_u = _ids(table[roles["user"]], roles["user"], "user", check)
     items_raw, bad_i = _ids(table[roles["item"]], roles["item"], "item", check)
@@ -326,7 +326,7 @@ def load_ratings(
     _release_arrow_memory()
 
     bad = _union(bad_u, bad_i, bad_r, bad_w, bad_t)
-    drop = _union(bad, None if not n_empty else empty, unrated)
+    drop = _union(bad, empty, unrated)
     n_bad = 0 if bad is None else int(bad.sum())
     n_unrated = 0 if unrated is None else int(unrated.sum())
     skipped_lines = _skipped_lines(reader, bad, n_bad)
