@@ -333,3 +333,16 @@ def test_data_options_carry_the_new_options(tmp_path: Path) -> None:
     f = write(tmp_path / "r.csv", "user,item,plays\n1,2,3\n1,2,4\n")
     data = load_dataset(f, options=opts)
     assert pairs(data) == {(1, 2): 7.0}
+
+
+def test_movielens_read_as_a_log(ml100k_dir: Path) -> None:
+    ratings = load_dataset("ml-100k", data_home=ml100k_dir.parent)
+    data, report = load_dataset("ml-100k", data_home=ml100k_dir.parent, feedback="implicit",
+                                return_report=True)
+    assert data.is_implicit and len(data) == 100_000 and report.feedback == "implicit"
+    assert np.all(data.weights == 1.0) and np.array_equal(data.items, ratings.items)
+    assert data.item_info is not None  # titles kept
+    kept = ratings.as_implicit(weight="rating")
+    assert np.array_equal(kept.weights, ratings.ratings) and kept.as_implicit() is kept
+    with pytest.raises(DataError, match="data options apply to rating files"):
+        load_dataset("ml-100k", data_home=ml100k_dir.parent, feedback="implicit", sep=",")

@@ -53,6 +53,9 @@ def load_dataset(
     files), or any ratings file, read by :func:`~cfrec.data.io.load_ratings` with the data
     options (column names, separator, rating scale ...).
 
+    ``feedback="implicit"`` (``--feedback implicit``) reads a release as a log: every rating one
+    interaction of weight 1 (:meth:`~cfrec.data.Interactions.as_implicit`).
+
     A file inside a MovieLens release folder keeps the release's known rating scale, so an
     out-of-scale rating is an error naming its line; the release's own ratings file
     (``ml-1m/ratings.dat`` ...) given with no options loads as the release, titles included.
@@ -83,9 +86,10 @@ def load_dataset(
     """
     kwargs = _merge_options(options, load_ratings_kwargs)
     key = os.fspath(name_or_path)
+    as_log = kwargs.get("feedback") == "implicit"
     if key in MOVIELENS:
         _refuse_options(kwargs, f"the MovieLens release {key!r}")
-        data = load_movielens(key, data_home=data_home, download=download)
+        data = _feedback(load_movielens(key, data_home=data_home, download=download), as_log)
         if not return_report:
             return data
         return data, _release_report(data, key, MOVIELENS[key].ratings_file)
@@ -93,7 +97,7 @@ def load_dataset(
     if path.exists():
         if is_movielens_path(path):
             _refuse_options(kwargs, f"the MovieLens release at {path}")
-            data = load_movielens_path(path)
+            data = _feedback(load_movielens_path(path), as_log)
             if not return_report:
                 return data
             return data, _release_report(data, str(path), release_ratings_file(path))
@@ -131,9 +135,17 @@ def _merge_options(options: DataOptions | None, kwargs: dict[str, Any]) -> dict[
     return merged
 
 
+def _feedback(data: Interactions, as_log: bool) -> Interactions:
+    """A release as interactions (every rating one, weight 1) under ``feedback="implicit"``."""
+    return data.as_implicit() if as_log else data
+
+
 def _refuse_options(kwargs: dict[str, Any], what: str) -> None:
-    """A MovieLens release has a known format: rating-file options are a mistake, said clearly."""
-    given = [k for k, v in kwargs.items() if v is not None]
+    """A MovieLens release has a known format: rating-file options are a mistake, said clearly.
+
+    ``feedback`` is the exception: ``"implicit"`` reads the release as a log of interactions.
+    """
+    given = [k for k, v in kwargs.items() if v is not None and k != "feedback"]
     if not given:
         return
     flags = [DATA_OPTIONS[k].flag if k in DATA_OPTIONS else f"--{k.replace('_', '-')}"
@@ -155,4 +167,5 @@ def _release_report(data: Interactions, where: str, ratings_file: str | None) ->
         cols = dict(zip(("user", "item", "rating", "time"), HEADERLESS_NAMES, strict=True))
     return LoadReport(where, len(data), len(data), 0, "last", data.n_users, data.n_items,
                       columns=cols, header=header, sep=sep, rating_scale=data.rating_scale,
-                      scale_source="movielens")
+                      scale_source="movielens", feedback=data.feedback,
+                      aggregation="count" if data.is_implicit else None)

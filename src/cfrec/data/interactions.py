@@ -289,6 +289,21 @@ class Interactions:
             weights=None if self.weights is None else self.weights[keep],
         )
 
+    def as_implicit(self, weight: Literal["one", "rating"] = "one") -> Interactions:
+        """These rows as interactions: every rating an interaction (rows are not aggregated).
+
+        ``weight="one"`` gives each pair weight 1; ``"rating"`` keeps the rating as its weight.
+        Implicit data is returned as it is.
+        """
+        if self.is_implicit:
+            return self
+        if weight not in ("one", "rating"):
+            raise ValueError(f"weight must be 'one' or 'rating', not {weight!r}")
+        weights = (np.ones(len(self), dtype=WEIGHT_DTYPE) if weight == "one"
+                   else self.ratings.astype(WEIGHT_DTYPE))
+        return replace(self, ratings=np.ones(len(self), dtype=RATING_DTYPE),
+                       rating_scale=IMPLICIT_SCALE, weights=weights, feedback="implicit")
+
     def compact(self) -> Interactions:
         """Shrink the vocabularies to the ids that occur here (what a model trained on this sees)."""
         pu, pi = self.present_users(), self.present_items()
