@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from cfrec.errors import ModelFileError
 from cfrec.models import Recommender
@@ -23,6 +24,8 @@ from cfrec.models.persistence import (
     check_writable,
     clean_model_folder,
     current_version,
+    sparse_from_state,
+    sparse_to_state,
 )
 from tests.models.test_contract import make_ratings
 
@@ -166,3 +169,22 @@ def test_clean_leaves_a_foreign_folder_alone(tmp_path: Path) -> None:
     (folder / "model.json.bak").write_text("x", encoding="utf-8")
     assert clean_model_folder(folder) == []
     assert (folder / "model.json.bak").is_file()
+
+
+def test_sparse_state_round_trip_and_checks() -> None:
+    m = sp.csr_array(np.array([[0, 1.5, 0], [0, 0, 0], [2, 0, -3]], dtype=np.float64))
+    arrays = sparse_to_state("sim", m)
+    assert sorted(arrays) == ["sim_data", "sim_indices", "sim_indptr"]
+    assert (arrays["sim_indptr"].dtype, arrays["sim_indices"].dtype, arrays["sim_data"].dtype) == (
+        np.int64, np.int32, np.float32)
+    back = sparse_from_state(arrays, "sim", (3, 3), "similarities")
+    assert back.dtype == np.float32 and back.shape == (3, 3)
+    np.testing.assert_array_equal(back.toarray(), m.toarray())
+    with pytest.raises(ModelFileError, match="similarities: the weights lack the array 'sim_data'"):
+        sparse_from_state({k: v for k, v in arrays.items() if k != "sim_data"}, "sim", (3, 3), "similarities")
+    for bad in ({"sim_indptr": arrays["sim_indptr"][:-1]}, {"sim_indices": arrays["sim_indices"] + 3},
+                {"sim_indptr": arrays["sim_indptr"][::-1].copy()}, {"sim_data": arrays["sim_data"][:-1]}):
+        with pytest.raises(ModelFileError, match="does not form a 3 x 3 sparse matrix"):
+            sparse_from_state({**arrays, **bad}, "sim", (3, 3), "similarities")
+    with pytest.raises(ModelFileError, match="does not form a 4 x 3"):
+        sparse_from_state(arrays, "sim", (4, 3), "similarities")

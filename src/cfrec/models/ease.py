@@ -39,6 +39,7 @@ from cfrec.models.base import (
     RidgeFoldIn,
     hyperparameters,
 )
+from cfrec.models.persistence import sparse_from_state, sparse_to_state
 from cfrec.threads import check_threads, threads_for, using_threads
 
 logger = logging.getLogger(__name__)
@@ -426,32 +427,22 @@ class EASE(RankingRecommender):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
-        return {"B": np.ascontiguousarray(self.B_, dtype=np.float32),
-                "x_indptr": self.x_.indptr.astype(np.int64),
-                "x_indices": self.x_.indices.astype(np.int32),
-                "x_data": self.x_.data.astype(np.float32)}
+        return {"B": np.ascontiguousarray(self.B_, dtype=np.float32), **sparse_to_state("x", self.x_)}
 
     def _extra_meta(self) -> dict[str, Any]:
         return {"residual": float(self.residual_)}
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         n_u, n_i = len(self.user_map_), len(self.item_map_)
-        try:
-            b, indptr = arrays["B"], arrays["x_indptr"]
-            indices, data = arrays["x_indices"], arrays["x_data"]
-        except KeyError as exc:
-            raise ModelFileError(f"EASE weights lack the array {exc}") from None
+        if "B" not in arrays:
+            raise ModelFileError("EASE weights lack the array 'B'")
+        b = arrays["B"]
         if b.shape != (n_i, n_i):
             raise ModelFileError(f"EASE item-item matrix has shape {b.shape}, expected ({n_i}, {n_i}) "
                                  "for the item vocabulary")
-        if (indptr.shape != (n_u + 1,) or indices.shape != data.shape or int(indptr[0]) != 0
-                or int(indptr[-1]) != len(indices) or bool(np.any(np.diff(indptr) < 0))
-                or (len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= n_i))):
-            raise ModelFileError(f"EASE interaction matrix does not match the id vocabularies "
-                                 f"({n_u} users, {n_i} items)")
+        x = sparse_from_state(arrays, "x", (n_u, n_i), f"EASE interaction matrix ({n_u} users x {n_i} items)")
         self.B_ = np.ascontiguousarray(b, dtype=np.float32)
-        self.x_ = sp.csr_array((data.astype(np.float32), indices.astype(np.int32), indptr.astype(np.int64)),
-                               shape=(n_u, n_i))
+        self.x_ = x
         self.residual_ = float(meta.get("residual", float("nan")))
 
 

@@ -318,6 +318,37 @@ def load_model(path: str | Path, cls: type[Recommender]) -> Recommender:
     return model
 
 
+# ---------------------------------------------------------------------- sparse state
+def sparse_to_state(name: str, matrix: sp.csr_array | sp.csr_matrix) -> dict[str, np.ndarray]:
+    """A CSR matrix as three arrays for a model's ``_state()``: ``{name}_indptr`` (int64),
+    ``{name}_indices`` (int32) and ``{name}_data`` (float32); :func:`sparse_from_state` reads
+    them back. The shape is not stored: the reader knows it from the vocabularies."""
+    return {f"{name}_indptr": np.asarray(matrix.indptr, dtype=np.int64),
+            f"{name}_indices": np.asarray(matrix.indices, dtype=np.int32),
+            f"{name}_data": np.asarray(matrix.data, dtype=np.float32)}
+
+
+def sparse_from_state(arrays: dict[str, np.ndarray], name: str, shape: tuple[int, int],
+                      what: str) -> sp.csr_array:
+    """The float32 CSR matrix of ``shape`` that :func:`sparse_to_state` stored under ``name``.
+
+    Raises :class:`~cfrec.errors.ModelFileError` naming ``what`` when an array is missing or the
+    arrays do not form a CSR matrix of that shape (pointers that do not start at 0, decrease or
+    disagree with the entries; column indices outside the shape).
+    """
+    try:
+        indptr, indices, data = (arrays[f"{name}_{part}"] for part in ("indptr", "indices", "data"))
+    except KeyError as exc:
+        raise ModelFileError(f"{what}: the weights lack the array {exc}") from None
+    n_rows, n_cols = shape
+    if (indptr.ndim != 1 or indptr.shape != (n_rows + 1,) or indices.ndim != 1 or indices.shape != data.shape
+            or int(indptr[0]) != 0 or int(indptr[-1]) != len(indices) or bool(np.any(np.diff(indptr) < 0))
+            or (len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= n_cols))):
+        raise ModelFileError(f"{what} does not form a {n_rows} x {n_cols} sparse matrix")
+    return sp.csr_array((data.astype(np.float32), indices.astype(np.int32), indptr.astype(np.int64)),
+                        shape=(n_rows, n_cols))
+
+
 # ---------------------------------------------------------------------- helpers
 def _step(hook: StepHook | None, name: str) -> None:
     if hook is not None:
