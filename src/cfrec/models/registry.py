@@ -109,6 +109,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
               ranking=True),
     ModelSpec("ease", "cfrec.models.ease:EASE",
               "EASE: closed-form item-item autoencoder for top-K ranking (Steck 2019)", ranking=True),
+    ModelSpec("itemknn", "cfrec.models.itemknn:ItemKNN", "item-based kNN with baseline correction (KNNBaseline)", aliases={"itemknn-rank": "ranking"}, presets=("ranking",)),
     ModelSpec("bpr", "cfrec.models.bpr:BPR",
               "Bayesian personalised ranking: pairwise loss on sampled negatives (Rendle 2009)", ranking=True),
     ModelSpec("multvae", "cfrec.models.multvae:MultVAE",
