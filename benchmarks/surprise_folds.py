@@ -2,7 +2,8 @@
 """Surprise vs cfrec on MovieLens 100K's five official folds (u1..u5), in the same run.
 
 Every model sees exactly the same train/test rows (read from ``ml-100k/uN.base``/``uN.test``).
-Surprise runs with its default settings (only ``random_state`` fixed and ``verbose`` off);
+Surprise runs with its default settings (only ``random_state`` fixed and ``verbose`` off; KNNBaseline
+item-based on ``pearson_baseline`` similarities, the setting cfrec's ``itemknn`` mirrors);
 cfrec models run with their defaults. For each model and fold the script records RMSE, MAE,
 fit seconds and predict seconds, then prints Markdown tables (means over folds, RMSE per fold,
 fit-time ratios Surprise / cfrec) and optionally writes everything as JSON.
@@ -12,6 +13,7 @@ Usage::
     python benchmarks/surprise_folds.py                        # everything (Surprise SVD++ is slow)
     python benchmarks/surprise_folds.py --skip-surprise-svdpp --folds u1,u2
     python benchmarks/surprise_folds.py --models mf,als --json results.json
+    python benchmarks/surprise_folds.py --models itemknn --surprise-models KNNBaseline
 
 Needs ``scikit-surprise`` (``pip install 'cfrec[bench]'``) unless ``--no-surprise``; it is a
 benchmark-only dependency, never imported by cfrec itself. ML-100K is read from
@@ -37,9 +39,10 @@ from cfrec._io import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
-SURPRISE_MODELS = ("BaselineOnly", "SVD", "SVDpp")
+SURPRISE_MODELS = ("BaselineOnly", "SVD", "SVDpp", "KNNBaseline")
 #: (cfrec model, Surprise model) pairs compared in the ratio table.
-PAIRS = (("baseline", "BaselineOnly"), ("mf", "SVD"), ("als", "SVD"), ("svdpp", "SVDpp"), ("neumf", "SVD"))
+PAIRS = (("baseline", "BaselineOnly"), ("mf", "SVD"), ("als", "SVD"), ("svdpp", "SVDpp"), ("neumf", "SVD"),
+         ("itemknn", "KNNBaseline"))
 
 
 def _rmse_mae(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
@@ -58,6 +61,8 @@ def run_surprise(name: str, train: Any, test: Any, seed: int) -> dict[str, Any]:
         algo = surprise.SVD(random_state=seed)
     elif name == "SVDpp":
         algo = surprise.SVDpp(random_state=seed)
+    elif name == "KNNBaseline":  # item-based, on the baseline residuals' Pearson correlation
+        algo = surprise.KNNBaseline(sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False)
     else:
         raise ValueError(name)
     lo, hi = train.rating_scale
@@ -212,6 +217,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--models", help="cfrec models, comma-separated (default: every registered model that predicts ratings)")
     ap.add_argument("--folds", default=",".join(FOLDS), help="folds to run (default: u1,u2,u3,u4,u5)")
     ap.add_argument("--no-surprise", action="store_true", help="run cfrec only")
+    ap.add_argument("--surprise-models", default=",".join(SURPRISE_MODELS),
+                    help=f"Surprise models, comma-separated (default: {','.join(SURPRISE_MODELS)})")
     ap.add_argument("--skip-surprise-svdpp", action="store_true",
                     help="skip Surprise SVD++ (about 15 s a fold on a laptop core)")
     ap.add_argument("--data-home", help="folder holding ml-100k/ (default: CFREC_DATA_HOME or ../shared/datasets)")
@@ -225,6 +232,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad:
         ap.error(f"unknown fold(s) {', '.join(bad)}; choose from {', '.join(FOLDS)}")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    args.surprise_models = [m.strip() for m in args.surprise_models.split(",") if m.strip()]
+    unknown = [m for m in args.surprise_models if m not in SURPRISE_MODELS]
+    if unknown:
+        ap.error(f"unknown Surprise model(s) {', '.join(unknown)}; choose from {', '.join(SURPRISE_MODELS)}")
     return args
 
 
@@ -251,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
     cf_models = available_cfrec_models(args.models)
-    sp_models = [m for m in SURPRISE_MODELS if with_surprise and not (m == "SVDpp" and args.skip_surprise_svdpp)]
+    sp_models = [m for m in args.surprise_models
+                 if with_surprise and not (m == "SVDpp" and args.skip_surprise_svdpp)]
     data = load_dataset("ml-100k", data_home=home, download=False)
 
     results: dict[str, dict[str, dict[str, Any]]] = {}
