@@ -392,11 +392,10 @@ class ItemKNN(Recommender):
         count = np.empty(n_out, dtype=np.int64)
         nb = self.neighbors_
         query = (query_ptr.astype(np.int64), query_items.astype(np.int64), query_resid.astype(np.float64))
-        rows = (nb.indptr.astype(np.int64), nb.indices.astype(np.int64), nb.data.astype(np.float64))
+        rows = (nb.indptr, nb.indices, nb.data)  # as stored: no per-call copies of the neighbours
         if target_ptr is None or target_items is None:
             cols = self._by_neighbor()
-            _aggregate_rows(*query, *rows, cols.indptr.astype(np.int64), cols.indices.astype(np.int64),
-                            cols.data.astype(np.float64), int(self.k), sim, dev, count)
+            _aggregate_rows(*query, *rows, cols.indptr, cols.indices, cols.data, int(self.k), sim, dev, count)
         else:
             _aggregate(*query, target_ptr, target_items, *rows, int(self.k), sim, dev, count)
         return sim, dev, count
