@@ -134,6 +134,13 @@ class SameSecondGroups:
             "group_sizes": {str(k): v for k, v in self.sizes.items()},
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SameSecondGroups:
+        """Inverse of :meth:`to_dict`."""
+        return cls(int(d["n_ratings"]), int(d["n_groups"]), int(d["n_multi_groups"]), int(d["n_in_multi_groups"]),
+                   int(d["n_predicted_after_peer_by_rating"]), int(d["largest_group"]),
+                   {int(k): int(v) for k, v in d["group_sizes"].items()})
+
     def describe(self) -> str:
         """One sentence for reports."""
         if not self.n_multi_groups:
