@@ -316,8 +316,8 @@ def _online_row(factory: Callable[[], Recommender], name: str, split: Split, met
     from cfrec.evaluation.online import supports_fast
 
     if not supports_fast(est):
-        logger.warning("%s: no vectorised online path; replaying %d test ratings through fold_in one "
-                       "at a time (slow when fold_in is iterative, as in NeuMF)", name, len(split.test))
+        logger.warning("%s: no vectorised online path; replaying %d test ratings through fold_in, one call "
+                       "per revealed group (slow when fold_in is iterative, as in NeuMF)", name, len(split.test))
     on = online_evaluate(est, split.test, train=split.train, name=name, reveal=reveals[0])  # type: ignore[arg-type]
     detail = {"online": on.to_dict()}
     if len(reveals) > 1:
