@@ -432,11 +432,6 @@ def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row:
     tr_rows, tr_items, tr_rank = tr_rows[srt], tr_items[srt], tr_rank[srt]
     tr_resid = train.ratings[tr_rows].astype(np.float64) - mu - bi[tr_items]
 
-    def design(rows: np.ndarray) -> np.ndarray:
-        x = _design(q, np.maximum(t_items[rows], 0))
-        x[~t_known[rows]] = 0.0  # a new item never updates the user ...
-        return x
-
     preds = np.empty(len(test), dtype=np.float64)
     chunk_users = max(1, int(_MEMORY_BUDGET // (8 * d * d)))
     diag = np.arange(d)
@@ -447,6 +442,7 @@ def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row:
         a = np.zeros((hi - lo, d, d))
         b = np.zeros((hi - lo, d))
         w_unit = np.zeros((hi - lo, d))  # the solution each user's current unit is predicted with
+        pending = np.zeros((hi - lo, d))  # the current unit's X^T resid, not in the state until it ends
         t_lo, t_hi = np.searchsorted(tr_rank, [lo, hi])
         _accumulate(a, b, tr_rank[t_lo:t_hi] - lo, q, tr_items[t_lo:t_hi], tr_resid[t_lo:t_hi])
         n_known = np.bincount(tr_rank[t_lo:t_hi] - lo, minlength=hi - lo).astype(np.int64)
@@ -459,17 +455,15 @@ def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row:
             m = int(active[j])
             e = by_user[c_start[:m] + j]  # each active user's j-th test rating, longest user first
             known_item = t_known[e]
-            x = design(e)
-            aj, bj, wj = a[:m], b[:m], w_unit[:m]
+            x = _design(q, np.maximum(t_items[e], 0))
+            x[~known_item] = 0.0  # a new item never updates the user ...
+            aj, bj, wj, pj = a[:m], b[:m], w_unit[:m], pending[:m]
             fresh = starts_unit[e]  # first rating of its unit: solve from the state
             all_fresh = bool(fresh.all())
             if diagonal is None:
                 wu = aj @ np.stack([bj, x], axis=2)  # (m, d, 2): solution and A^-1 x
                 u = wu[:, :, 1]
-                if all_fresh:
-                    wj[:] = wu[:, :, 0]
-                else:
-                    wj[fresh] = wu[fresh, :, 0]
+                np.copyto(wj, wu[:, :, 0], where=fresh[:, None])
             else:
                 f = slice(None) if all_fresh else np.flatnonzero(fresh)
                 wj[f] = _ridge_solve(aj[f], bj[f], n_known[:m][f], diagonal)
@@ -484,29 +478,31 @@ def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row:
             else:
                 aj += x[:, :, None] * x[:, None, :]
                 n_known[:m] += known_item
-            # ... its rating only when its unit is revealed, after the unit's last prediction.
+            # ... its rating enters the right-hand side when its unit is revealed, after the unit's
+            # last prediction; until then it waits in ``pending``, which no prediction reads.
+            contrib = x * (test.ratings[e].astype(np.float64) - mu - t_bias[e])[:, None]
             done = ends_unit[e]
             if all_fresh and done.all():  # every unit here is this one rating
-                bj += x * (test.ratings[e].astype(np.float64) - mu - t_bias[e])[:, None]
+                bj += contrib
                 if trace is not None:
                     trace.append(("reveal", e.copy()))
-            elif done.any():
+                continue
+            pj += contrib
+            if done.any():
                 local = np.flatnonzero(done)
-                rows, seg = _unit_rows(by_user, c_start[local] + j, size[e[local]])
-                contrib = design(rows) * (test.ratings[rows].astype(np.float64) - mu - t_bias[rows])[:, None]
-                bj[local] += np.add.reduceat(contrib, seg, axis=0)
+                bj[local] += pj[local]
+                pj[local] = 0.0
                 if trace is not None:
-                    trace.append(("reveal", rows))
+                    trace.append(("reveal", _unit_rows(by_user, c_start[local] + j, size[e[local]])))
     lo_r, hi_r = model.rating_scale_
     return np.clip(preds, lo_r, hi_r).astype(np.float32)
 
 
-def _unit_rows(by_user: np.ndarray, last: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of units ending at ``by_user[last]`` with ``sizes`` ratings each, unit by unit, and the
-    offset of each unit's first row in the result."""
+def _unit_rows(by_user: np.ndarray, last: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Rows of the units ending at ``by_user[last]`` with ``sizes`` ratings each (for the trace)."""
     seg = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     within = np.arange(int(sizes.sum())) - np.repeat(seg, sizes)
-    return by_user[np.repeat(last - sizes + 1, sizes) + within], seg
+    return by_user[np.repeat(last - sizes + 1, sizes) + within]
 
 
 def _ridge_solve(gram: np.ndarray, rhs: np.ndarray, n: np.ndarray, diagonal: DiagonalFn) -> np.ndarray:
