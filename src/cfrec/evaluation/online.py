@@ -397,13 +397,15 @@ def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row:
     """Vectorised prequential replay (see module docstring).
 
     Step ``j`` predicts every active user's ``j``-th test rating and adds its item to the user's
-    Gram matrix (the item is known once it is predicted; its rating is not read). With a constant
+    Gram matrix (which item was rated is known once it is predicted; the Gram matrix involves no
+    rating). With a constant
     ridge (``diagonal`` is None) the inverse Gram matrices get Sherman-Morrison rank-one updates,
     O(d^2) per rating; with a ridge that depends on the number of rated items
     (``diagonal(n) -> (len(n), d)``) the Gram matrices are accumulated and re-solved, O(d^3), at
     each unit's first rating. The solution used for a revelation unit (``before`` = the position
     of its first rating, ``size`` its length) is computed at its first rating and kept for the
-    rest of it; the unit's ratings enter the right-hand side after its last prediction.
+    rest of it; the unit's ratings wait in a per-user buffer that no prediction reads and enter the
+    right-hand side after the unit's last prediction.
     Users are processed longest test sequence first, so the users still active at step ``j``
     form a prefix and the per-rating updates are in-place slice operations.
     """
@@ -471,7 +473,7 @@ def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row:
             preds[e] = mu + t_bias[e] + np.einsum("ni,ni->n", x, wj) + np.where(known_item, 0.0, wj[:, 0])
             if trace is not None:
                 trace.append(("predict", e.copy()))
-            # The item enters the Gram matrix now (no rating read) ...
+            # The item enters the Gram matrix now (no rating involved) ...
             if diagonal is None:
                 denom = 1.0 + np.einsum("ni,ni->n", x, u)
                 aj -= u[:, :, None] * (u / denom[:, None])[:, None, :]
