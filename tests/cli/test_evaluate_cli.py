@@ -108,9 +108,34 @@ def test_evaluate_ml100k_temporal_with_online(ml100k_dir, tmp_path, capsys) -> N
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert "split temporal-0.2" in out.out.replace("\n", " ")
-    assert "new users" in out.out and "RMSE online" in out.out
+    text = " ".join(out.out.split())
+    assert "new users" in text and "online (prequential) replay of 20,000 test ratings" in text
+    # a terminal report, not Markdown source
+    assert "**" not in out.out and "|---" not in out.out
+    # the lab split's test part: 15,136 of 20,000 ratings share their second with another of the user's
+    assert "same-second groups: 15,136 of 20,000 test ratings (75.7%) fell in 4,938 same-second groups of 2-10" \
+        in text and "groups by size" in text and "predicted before any of it is revealed" in text
     rc = main(["evaluate", str(model_dir), "--split", "u1"])
     assert rc == 1 and "fingerprint differs" in capsys.readouterr().err
+
+
+def test_evaluate_online_reveal_orders_json(ml100k_dir, tmp_path, capsys) -> None:
+    model_dir = _train_and_save("ml-100k", "temporal", tmp_path / "lab")
+    blobs = {}
+    for reveal in ("group", "rating"):
+        assert main(["evaluate", str(model_dir), "--online", "--reveal", reveal, "--json"]) == 0
+        blobs[reveal] = json.loads(capsys.readouterr().out)["online"]
+    assert blobs["group"]["reveal"] == "group" and blobs["rating"]["reveal"] == "rating"
+    groups = blobs["group"]["same_second_groups"]
+    assert groups == blobs["rating"]["same_second_groups"]
+    assert groups["n_in_multi_groups"] == 15136 and groups["n_multi_groups"] == 4938 and groups["largest_group"] == 10
+    assert groups["n_predicted_after_peer_by_rating"] == 10198 and groups["group_sizes"]["10"] == 48
+    # peeking at same-second ratings helps: the rating-by-rating order scores lower
+    assert blobs["rating"]["rmse"] < blobs["group"]["rmse"]
+    assert main(["evaluate", str(model_dir), "--reveal", "rating"]) == 1
+    assert "add --online" in capsys.readouterr().err
+    assert main(["evaluate", str(model_dir), "--online", "--reveal", "second"]) == 1
+    assert "--reveal: expected group or rating" in capsys.readouterr().err
 
 
 @pytest.mark.slow

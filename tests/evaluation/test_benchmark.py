@@ -85,6 +85,28 @@ def test_online_protocol_columns(synth) -> None:
     assert {"rmse_known_users", "rmse_new_users", "ndcg@10"} <= set(row.mean)
     assert "RMSE online" in res.to_markdown().splitlines()[2]
     assert row.detail["online"]["groups"][0]["group"] == "all"
+    assert row.detail["online"]["reveal"] == "group"
+    assert res.to_dict()["same_second"]["n_ratings"] == row.detail["online"]["n_test"]
+    assert "Same-second groups:" in res.to_markdown()
+
+
+def test_online_both_orders(synth) -> None:
+    """``online:both`` replays both reveal orders; ``online:rating`` only the rating-by-rating one."""
+    coarse = Interactions(synth.users, synth.items, synth.ratings, synth.timestamps // 86400 * 86400,
+                          synth.user_map, synth.item_map, synth.rating_scale, name="daily")
+    both = run_benchmark(coarse, protocol="online:both", models="baseline", popularity=False)
+    rating = run_benchmark(coarse, protocol="online:rating", models="baseline", popularity=False)
+    group = run_benchmark(coarse, protocol="online", models="baseline", popularity=False)
+    b, r, g = both.rows[0].mean, rating.rows[0].mean, group.rows[0].mean
+    assert b["rmse"] == pytest.approx(g["rmse"]) and b["rmse_by_rating"] == pytest.approx(r["rmse"])
+    assert b["rmse_peek_gain"] == pytest.approx(r["rmse"] - g["rmse"]) and b["rmse_peek_gain"] != 0
+    assert both.rows[0].detail["online_by_rating"]["reveal"] == "rating"
+    header = both.to_markdown().splitlines()[2]
+    assert "RMSE online | RMSE online by rating | by rating - by group" in header
+    assert "RMSE online (by rating)" in rating.to_markdown().splitlines()[2]
+    assert both.same_second is not None and both.same_second["n_multi_groups"] > 0
+    with pytest.raises(CfrecError, match="online:rating or online:both"):
+        run_benchmark(coarse, protocol="online:sideways", models="baseline")
 
 
 def test_model_list_errors(synth) -> None:

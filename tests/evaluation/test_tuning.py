@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfrec.data import Split, make_synthetic, random_split
+from cfrec.data import Interactions, Split, make_synthetic, random_split
 from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.evaluation.tuning import (
     PRESETS,
@@ -260,5 +260,34 @@ def test_validation_carves_match_the_protocol(split) -> None:
     np.testing.assert_array_equal(per_user, np.minimum(np.floor(0.2 * counts + 0.5), np.maximum(counts - 1, 0)))
     fit, valid = carve_validation(train, 0.2, 0, kind="temporal")
     assert valid is not None and fit.timestamps.max() <= valid.timestamps.min()
+    assert len(fit) + len(valid) == len(train)
+
+
+def test_temporal_carve_keeps_same_second_groups_whole(split) -> None:
+    """The temporal carve never puts some of a user's ratings of one second in the fit part and
+    the others in the validation part (the online replay reveals such a group at once)."""
+    from cfrec.data.split import _n_test, carve_validation
+
+    train = split.train
+    # every user rates in hourly bursts, so the plain row cut would fall inside a group
+    burst = Interactions(train.users, train.items, train.ratings, train.timestamps // 3600 * 3600,
+                         train.user_map, train.item_map, train.rating_scale)
+    sizes = pd.DataFrame({"u": burst.users, "t": burst.timestamps}).value_counts()
+    moved = []
+    for fraction in (0.1, 0.2, 0.3, 0.4):
+        fit, valid = carve_validation(burst, fraction, 0, kind="temporal")
+        assert valid is not None and fit.timestamps.max() <= valid.timestamps.min()
+        fit_keys = set(zip(fit.users.tolist(), fit.timestamps.tolist(), strict=True))
+        valid_keys = set(zip(valid.users.tolist(), valid.timestamps.tolist(), strict=True))
+        assert not fit_keys & valid_keys
+        # the cut moved back to the start of the group it fell in: by less than the largest group
+        moved.append(len(valid) - _n_test(len(burst), fraction))
+        assert 0 <= moved[-1] < sizes.max()
+    assert max(moved) > 0  # the plain row cut would have split a group
+    # all ratings in one second of one user: nothing to carve without splitting it
+    one = Interactions(np.zeros(30, dtype=np.int32), np.arange(30, dtype=np.int32),
+                       np.full(30, 3.0, dtype=np.float32), np.zeros(30, dtype=np.int64),
+                       train.user_map, train.item_map, train.rating_scale)
+    assert carve_validation(one, 0.2, 0, kind="temporal")[1] is None
     with pytest.raises(CfrecError, match="unknown validation carve"):
         carve_validation(train, 0.2, 0, kind="sideways")  # type: ignore[arg-type]

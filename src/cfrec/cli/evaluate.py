@@ -48,6 +48,10 @@ def evaluate_cmd(
     seed: Annotated[int | None, typer.Option(help="Seed of a random/k-fold split (default: the recorded one, else 0).")] = None,
     online: Annotated[bool, typer.Option(
         "--online", help="Also replay the test part in time order with fold-in (online RMSE).")] = False,
+    reveal: Annotated[str, typer.Option(
+        help="Online replay order: group (a user's ratings of the same second are all predicted before "
+             "any of them is revealed) or rating (one at a time, so same-second ratings are seen before "
+             "their peers are predicted; for comparison).")] = "group",
     allow_mismatch: Annotated[bool, typer.Option(
         "--allow-mismatch", help="Evaluate even if the split's train part is not what the model was trained on.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
@@ -58,6 +62,13 @@ def evaluate_cmd(
     from cfrec.models.base import Recommender
 
     names = metric_names(metrics, k)  # validate before loading anything
+    from cfrec.evaluation.online import REVEALS
+
+    reveal = reveal.strip().lower()
+    if reveal not in REVEALS:
+        raise CfrecError(f"--reveal: expected group or rating, got {reveal!r}")
+    if reveal != "group" and not online:
+        raise CfrecError("--reveal applies to the online replay; add --online")
     model = Recommender.load(model_dir)
     info = getattr(model, "fit_info_", {}) or {}
     source = dataset or info.get("source") or info.get("dataset")
@@ -97,7 +108,8 @@ def evaluate_cmd(
     if online:
         from cfrec.evaluation.online import online_evaluate
 
-        online_res = online_evaluate(model, chosen.test, train=chosen.train, name=model.name)
+        online_res = online_evaluate(model, chosen.test, train=chosen.train, name=model.name,
+                                     reveal=reveal)  # type: ignore[arg-type]
     if json_out:
         typer.echo(json.dumps(to_jsonable({
             "model_dir": str(Path(model_dir).resolve()),
@@ -141,7 +153,26 @@ def evaluate_cmd(
             bt.add_row(g.group, str(g.n), f"{g.share:.1%}", _cell("rmse", g.rmse), _cell("mae", g.mae))
         console.print(bt)
     if online_res is not None:
-        console.print(online_res.to_markdown(), highlight=False, soft_wrap=True, markup=False)
+        _print_online(online_res)
+
+
+def _print_online(res: Any) -> None:
+    """The online result as text and a table (the Markdown form is for documents)."""
+    console.print(res.headline(), highlight=False, soft_wrap=True, markup=False)
+    if res.same_second is not None:
+        console.print(f"same-second groups: {res.same_second.describe()}", highlight=False, soft_wrap=True,
+                      markup=False)
+        sizes = ", ".join(f"{size}: {n:,}" for size, n in res.same_second.sizes.items() if size > 1)
+        if sizes:
+            console.print(f"groups by size (ratings: groups): {sizes}", highlight=False, soft_wrap=True,
+                          markup=False)
+    header, body = res.table_rows()
+    table = Table()
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in body:
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(table)
 
 
 def _cell(key: str, value: Any) -> str:
@@ -160,7 +191,9 @@ def benchmark_cmd(
     data_options: DataOptions,
     protocol: Annotated[str, typer.Option(
         help="auto (ML-100K's official folds u1..u5 for ML-100K, else cv5), folds, cv5, temporal, "
-             "user-temporal, online (temporal 80/20 with prequential fold-in), or any split spec.")] = "auto",
+             "user-temporal, online (temporal 80/20 with prequential fold-in; a user's same-second "
+             "ratings revealed together), online:rating (revealed one at a time), online:both, or any "
+             "split spec.")] = "auto",
     models: Annotated[str | None, typer.Option(
         help="Comma-separated models; hyperparameters as mf:n_factors=64,epochs=20; mf-lab is the "
              "course lab's recipe. Default: baseline,mf,als,svdpp,neumf,ials (without neumf for "
@@ -175,7 +208,7 @@ def benchmark_cmd(
     """Fit and score several models under one protocol; print one Markdown table."""
     from cfrec._io import write_json_atomic
     from cfrec.data.split import folds_home, is_full_ml100k
-    from cfrec.evaluation.benchmark import run_benchmark
+    from cfrec.evaluation.benchmark import online_reveals, run_benchmark
     from cfrec.models.registry import default_models
 
     data = load_data(dataset, data_options)
@@ -185,7 +218,7 @@ def benchmark_cmd(
             f"{'its official folds u1..u5' if protocol == 'folds' else '5-fold cross-validation'}; "
             "--protocol chooses another)", stderr=True)
     if models is None:
-        models = ",".join(default_models(protocol))
+        models = ",".join(default_models("online" if online_reveals(protocol) is not None else protocol))
 
     def on_fold(name: str, fold: Any) -> None:
         m = fold.metrics

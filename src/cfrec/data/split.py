@@ -524,7 +524,8 @@ def carve_validation(
     * ``"per-user"``: a random ``fraction`` of every user's ratings (users with at least two),
       the holdout ranking metrics are measured on;
     * ``"temporal"``: the latest ``fraction`` of the rows by time, as a temporal split holds out
-      the future.
+      the future; a user's ratings of one second stay together (the cut moves to the start of the
+      same-second group it would split), as the online replay reveals them together.
     """
     if kind not in CARVE_KINDS:
         raise CfrecError(f"unknown validation carve {kind!r}; choose one of {', '.join(CARVE_KINDS)}")
@@ -533,9 +534,19 @@ def carve_validation(
     if kind == "per-user":
         return _carve_per_user(train, fraction, seed)
     if kind == "temporal":
-        order = np.lexsort((np.arange(len(train)), train.timestamps))
-        mask = np.zeros(len(train), dtype=bool)
-        mask[order[len(train) - _n_test(len(train), fraction):]] = True
+        n = len(train)
+        order = np.lexsort((np.arange(n), train.items, train.users, train.timestamps))
+        u, ts = train.users[order], train.timestamps[order]
+        group_start = np.r_[True, (u[1:] != u[:-1]) | (ts[1:] != ts[:-1])]
+        cut = n - _n_test(n, fraction)  # first validation position
+        starts = np.flatnonzero(group_start)
+        cut = int(starts[np.searchsorted(starts, cut, side="right") - 1])  # never inside a group
+        if cut == 0:  # one group reaches back to the first row: keep it for fitting instead
+            cut = int(starts[1]) if len(starts) > 1 else n
+        if cut >= n:
+            return train, None
+        mask = np.zeros(n, dtype=bool)
+        mask[order[cut:]] = True
         return train.subset(~mask), train.subset(mask)
     rng = np.random.default_rng(seed)
     n_valid = int(round(fraction * len(train)))

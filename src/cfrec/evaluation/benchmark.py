@@ -10,7 +10,9 @@ Protocols: any :func:`cfrec.data.make_splits` spec (``folds`` = ML-100K u1..u5, 
 ``temporal``, ``user-temporal``, ``random:0.1`` ...) or ``online``: the global temporal 80/20
 split, with the RMSE/MAE columns measured by the prequential replay of
 :mod:`cfrec.evaluation.online` (offline RMSE and the known/new-user breakdown alongside) and the
-ranking columns measured offline on the same split.
+ranking columns measured offline on the same split. ``online`` (= ``online:group``) reveals each
+user's same-second ratings together, after all of them are predicted; ``online:rating`` replays
+rating by rating instead; ``online:both`` measures both orders and shows them side by side.
 """
 
 from __future__ import annotations
@@ -44,6 +46,22 @@ logger = logging.getLogger(__name__)
 
 POPULARITY = "pop"
 ONLINE_SPEC = "temporal:0.2"
+#: ``online`` protocol spellings and the reveal orders they replay (the first one fills the RMSE column).
+ONLINE_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "online": ("group",), "online:group": ("group",), "online:rating": ("rating",),
+    "online:both": ("group", "rating"),
+}
+
+
+def online_reveals(protocol: str) -> tuple[str, ...] | None:
+    """The reveal orders an ``online[:group|rating|both]`` protocol replays; None for other protocols."""
+    p = protocol.strip().lower()
+    if p.split(":")[0] != "online":
+        return None
+    if p not in ONLINE_PROTOCOLS:
+        raise CfrecError(f"bad protocol {protocol!r}: online, online:group (the default order: a user's "
+                         f"same-second ratings revealed together), online:rating or online:both")
+    return ONLINE_PROTOCOLS[p]
 
 
 @dataclass
@@ -77,6 +95,8 @@ class BenchmarkResult:
     relevance: float | None
     rows: list[BenchmarkRow]
     seconds: float = 0.0
+    #: Online protocols: how the test ratings fall into same-second groups (``SameSecondGroups.to_dict``).
+    same_second: dict[str, Any] | None = None
 
     def row(self, model: str) -> BenchmarkRow:
         for r in self.rows:
@@ -92,7 +112,7 @@ class BenchmarkResult:
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({
             "cfrec_version": __version__,
-            **attributes(self, "dataset", "protocol", "seed", "k", "relevance", "seconds"),
+            **attributes(self, "dataset", "protocol", "seed", "k", "relevance", "seconds", "same_second"),
             "rows": [r.to_dict() for r in self.rows],
             "flagged_below_popularity": self.flagged,
         })
@@ -100,11 +120,16 @@ class BenchmarkResult:
     def columns(self) -> list[tuple[str, str]]:
         """(metric key, column title) pairs of the table."""
         k = self.k
-        if self.protocol == "online":
-            return [("rmse", "RMSE online"), ("offline_rmse", "RMSE offline"),
-                    ("rmse_known_users", "RMSE known users"), ("rmse_new_users", "RMSE new users"),
-                    ("mae", "MAE online"), (f"ndcg@{k}", f"NDCG@{k}"), (f"recall@{k}", f"Recall@{k}"),
-                    ("fit_seconds", "fit s"), ("predict_seconds", "online replay s")]
+        reveals = online_reveals(self.protocol)
+        if reveals is not None:
+            tag = " (by rating)" if reveals == ("rating",) else ""
+            cols = [("rmse", f"RMSE online{tag}")]
+            if len(reveals) > 1:
+                cols += [("rmse_by_rating", "RMSE online by rating"), ("rmse_peek_gain", "by rating - by group")]
+            return [*cols, ("offline_rmse", "RMSE offline"),
+                    ("rmse_known_users", f"RMSE known users{tag}"), ("rmse_new_users", f"RMSE new users{tag}"),
+                    ("mae", f"MAE online{tag}"), (f"ndcg@{k}", f"NDCG@{k}"), (f"recall@{k}", f"Recall@{k}"),
+                    ("fit_seconds", "fit s"), ("predict_seconds", f"online replay s{tag}")]
         return [("rmse", "RMSE"), ("mae", "MAE"), (f"ndcg@{k}", f"NDCG@{k}"),
                 (f"recall@{k}", f"Recall@{k}"), ("fit_seconds", "fit s"),
                 ("predict_seconds", "predict s")]
@@ -119,7 +144,8 @@ class BenchmarkResult:
             cells = [name]
             for key, _ in cols:
                 if not r.predicts_ratings and key in (
-                        "rmse", "mae", "offline_rmse", "rmse_known_users", "rmse_new_users"):
+                        "rmse", "mae", "offline_rmse", "rmse_known_users", "rmse_new_users",
+                        "rmse_by_rating", "rmse_peek_gain"):
                     cells.append("n/a")
                     continue
                 m = r.mean.get(key, math.nan)
@@ -146,6 +172,14 @@ class BenchmarkResult:
         if self.flagged:
             lines += ["", f"(!) does not beat the popularity baseline on NDCG@{self.k} or "
                           f"Recall@{self.k}: {', '.join(self.flagged)}"]
+        reveals = online_reveals(self.protocol)
+        if reveals is not None and self.same_second is not None:
+            from cfrec.evaluation.online import SameSecondGroups
+
+            order = {"group": "each user's same-second ratings predicted before any of them is revealed",
+                     "rating": "revealed rating by rating"}
+            lines += ["", f"Online replay: {'; '.join(f'{r}: {order[r]}' for r in reveals)}. Same-second "
+                          f"groups: {SameSecondGroups.from_dict(self.same_second).describe()}."]
         return "\n".join(lines)
 
 
@@ -208,14 +242,15 @@ def run_benchmark(
     if popularity and not any(_is_popularity(m) for m in specs):
         specs = [POPULARITY, *specs]
     factories = [(_seeded(*resolve_model(m), seed)) for m in specs]
-    online = protocol.strip().lower() == "online"
+    reveals = online_reveals(protocol)
+    online = reveals is not None
     metrics = ["rmse", "mae", f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"map@{k}", f"mrr@{k}",
                f"hit_rate@{k}", f"coverage@{k}"]
     splits = make_splits(data, ONLINE_SPEC if online else protocol, seed=seed, data_home=data_home)
     rows: list[BenchmarkRow] = []
     for factory, name in factories:
-        if online:
-            row = _online_row(factory, name, splits[0], metrics, k, relevance)
+        if reveals is not None:
+            row = _online_row(factory, name, splits[0], metrics, k, relevance, reveals)
         else:
             row = _offline_row(factory, name, splits, metrics, k, relevance, protocol,
                                None if on_fold is None else functools.partial(on_fold, name))
@@ -230,7 +265,13 @@ def run_benchmark(
                 r.beats_popularity = bool(
                     r.mean.get(f"ndcg@{k}", -1) > pop.mean.get(f"ndcg@{k}", math.inf)
                     and r.mean.get(f"recall@{k}", -1) > pop.mean.get(f"recall@{k}", math.inf))
-    return BenchmarkResult(data.name, protocol, seed, k, relevance, rows, time.perf_counter() - start)
+    same_second = None
+    if online:
+        from cfrec.evaluation.online import same_second_groups
+
+        same_second = same_second_groups(splits[0].test).to_dict()
+    return BenchmarkResult(data.name, protocol, seed, k, relevance, rows, time.perf_counter() - start,
+                           same_second)
 
 
 def _seeded(factory: Callable[[], Recommender], name: str, seed: int) -> tuple[Callable[[], Recommender], str]:
@@ -260,7 +301,7 @@ def _offline_row(factory: Callable[[], Recommender], name: str, splits: list[Spl
 
 
 def _online_row(factory: Callable[[], Recommender], name: str, split: Split, metrics: list[str],
-                k: int, relevance: float | None) -> BenchmarkRow:
+                k: int, relevance: float | None, reveals: tuple[str, ...] = ("group",)) -> BenchmarkRow:
     from cfrec.evaluation.online import online_evaluate
 
     est, fold = fit_and_score(factory, split, k=k, relevance=relevance, metrics=metrics)
@@ -275,9 +316,16 @@ def _online_row(factory: Callable[[], Recommender], name: str, split: Split, met
     from cfrec.evaluation.online import supports_fast
 
     if not supports_fast(est):
-        logger.warning("%s: no vectorised online path; replaying %d test ratings through fold_in one "
-                       "at a time (slow when fold_in is iterative, as in NeuMF)", name, len(split.test))
-    on = online_evaluate(est, split.test, train=split.train, name=name)
+        logger.warning("%s: no vectorised online path; replaying %d test ratings through fold_in, one call "
+                       "per revealed group (slow when fold_in is iterative, as in NeuMF)", name, len(split.test))
+    on = online_evaluate(est, split.test, train=split.train, name=name, reveal=reveals[0])  # type: ignore[arg-type]
+    detail = {"online": on.to_dict()}
+    if len(reveals) > 1:
+        other = online_evaluate(est, split.test, train=split.train, name=name, reveal=reveals[1])  # type: ignore[arg-type]
+        detail[f"online_by_{reveals[1]}"] = other.to_dict()
+        mean.update({f"rmse_by_{reveals[1]}": other.rmse, f"mae_by_{reveals[1]}": other.mae,
+                     "rmse_peek_gain": other.rmse - on.rmse,
+                     f"predict_seconds_by_{reveals[1]}": other.replay_seconds})
     mean.update({
         "rmse": on.rmse, "mae": on.mae, "offline_rmse": on.offline_rmse, "offline_mae": on.offline_mae,
         "rmse_known_users": on.group("known users").online_rmse,
@@ -288,4 +336,4 @@ def _online_row(factory: Callable[[], Recommender], name: str, split: Split, met
         "offline_predict_seconds": fold.predict_seconds, "rank_seconds": fold.rank_seconds,
     })
     return BenchmarkRow(name, est.personalised, mean, {key: math.nan for key in mean}, 1,
-                        to_jsonable(est.get_params()), {"online": on.to_dict(), "offline": fold.to_dict()})
+                        to_jsonable(est.get_params()), {**detail, "offline": fold.to_dict()})

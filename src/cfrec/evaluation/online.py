@@ -3,18 +3,25 @@ before it is revealed, then fold it into its user.
 
 Why: on a global temporal split most test ratings come from users who did not exist at training
 time (about 85% on ML-100K 80/20). Offline, such a user is predicted by ``mu + b_i`` forever;
-in a live system the user's vector would be re-estimated after every rating. This protocol
+in a live system the user's vector would be re-estimated as their ratings arrive. This protocol
 measures that system.
 
 Protocol
 --------
 * Test ratings are ordered by timestamp; ties are broken deterministically by user id, item id
   and then row position.
-* Each test rating is predicted from the state *before* it is revealed, then revealed.
+* The unit of revelation is a **same-second group**: the ratings one user gave with the same
+  timestamp. Every rating of a group is predicted from the state before the group, and only
+  then is the whole group revealed (``reveal="group"``, the default). MovieLens users rate in
+  bursts (on ML-100K's temporal 80/20 test part, three quarters of the ratings share their second
+  with another rating of the same user); a rating entered in the same second as another cannot
+  have been informed by it, so revealing one before predicting the other would let the model
+  read the user's answers. ``reveal="rating"`` replays rating by rating instead (each rating
+  revealed before the next one in the tie order), for comparison.
 * The user's state is re-solved from all their ratings revealed so far with the model's ridge
   fold-in (:meth:`~cfrec.models.base.Recommender.fold_in`, regularisation ``reg`` or the model's
   ``fold_in_reg``): for users known from training, their training ratings plus the revealed test
-  ratings; for new users, the revealed test ratings only. Before a new user's first rating the
+  ratings; for new users, the revealed test ratings only. Before a new user's first group the
   prediction is the cold-start fallback ``mu + b_i``.
 * The item side (item factors, item biases, global mean) stays fixed: the model is not
   retrained, and items new at test time are predicted ``mu + b_u`` and never update a user.
@@ -24,13 +31,17 @@ Implementation
 A user's predictions depend only on that user's own earlier ratings, so users are independent
 and the global replay decomposes into per-user sequences. For linear factor models (the base
 declared by :meth:`~cfrec.models.base.Recommender.fold_in_ridge`: every
-:class:`~cfrec.models.base.FactorRecommender` but SVD++) the
-``"fast"`` method keeps, for all users at once, the inverse of the ridge Gram matrix and the
-right-hand side, and applies a Sherman-Morrison rank-one update per revealed rating: step ``j``
-predicts and then reveals every user's ``j``-th test rating, vectorised across users, in
-``O(n_test * d^2)`` total. When the ridge penalty depends on the number of rated items (ALS's
-weighted lambda) the Gram matrices are re-solved per step instead. The ``"replay"`` method literally replays the events one at a time through the public
-``fold_in``/``predict`` API (the reference, and the path for any other model).
+:class:`~cfrec.models.base.FactorRecommender` but SVD++) the ``"fast"`` method keeps, for all
+users at once, the inverse of the ridge Gram matrix and the right-hand side: step ``j`` handles
+every user's ``j``-th test rating, vectorised across users. The Gram matrix depends only on
+*which* items were rated, so it takes the step's Sherman-Morrison rank-one update right away;
+the right-hand side depends on the rating values and takes a group's ratings only when the group
+is revealed, after its last prediction. A group's ratings are all predicted with the solution
+computed at its first rating, before any of them entered the state. Total cost
+``O(n_test * d^2)``. When the ridge penalty depends on the number of rated items (ALS's weighted
+lambda) the Gram matrices are re-solved at each group's start instead. The ``"replay"`` method
+literally replays the groups one at a time through the public ``fold_in``/``predict`` API (the
+reference, and the path for any other model).
 """
 
 from __future__ import annotations
@@ -56,6 +67,8 @@ from cfrec.models.base import KNOWN, UNKNOWN_ITEM, UNKNOWN_USER, Recommender
 logger = logging.getLogger(__name__)
 
 Method = Literal["auto", "fast", "replay"]
+Reveal = Literal["group", "rating"]
+REVEALS: tuple[str, ...] = ("group", "rating")
 DiagonalFn = Callable[[np.ndarray], np.ndarray]
 
 #: Buckets of "ratings of this user known when the prediction was made" (train + revealed test).
@@ -87,6 +100,58 @@ class OnlineGroup:
         return {k: plain_number(v) for k, v in self.__dict__.items()}
 
 
+@dataclass(frozen=True)
+class SameSecondGroups:
+    """How the test ratings fall into same-second groups (one user, one timestamp).
+
+    ``sizes`` maps a group size to the number of groups of that size. ``n_after_peer`` is the
+    number of ratings a rating-by-rating replay predicts after another rating of their group has
+    been revealed (every rating of a group but its first in the tie order).
+    """
+
+    n_ratings: int
+    n_groups: int
+    n_multi_groups: int
+    n_in_multi: int
+    n_after_peer: int
+    largest: int
+    sizes: dict[int, int]
+
+    @property
+    def share_in_multi(self) -> float:
+        return self.n_in_multi / self.n_ratings if self.n_ratings else math.nan
+
+    @property
+    def mean_multi_size(self) -> float:
+        return self.n_in_multi / self.n_multi_groups if self.n_multi_groups else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_ratings": self.n_ratings, "n_groups": self.n_groups, "n_multi_groups": self.n_multi_groups,
+            "n_in_multi_groups": self.n_in_multi, "share_in_multi_groups": plain_number(self.share_in_multi),
+            "mean_multi_group_size": plain_number(self.mean_multi_size), "largest_group": self.largest,
+            "n_predicted_after_peer_by_rating": self.n_after_peer,
+            "group_sizes": {str(k): v for k, v in self.sizes.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SameSecondGroups:
+        """Inverse of :meth:`to_dict`."""
+        return cls(int(d["n_ratings"]), int(d["n_groups"]), int(d["n_multi_groups"]), int(d["n_in_multi_groups"]),
+                   int(d["n_predicted_after_peer_by_rating"]), int(d["largest_group"]),
+                   {int(k): int(v) for k, v in d["group_sizes"].items()})
+
+    def describe(self) -> str:
+        """One sentence for reports."""
+        if not self.n_multi_groups:
+            return f"no two of the {self.n_ratings:,} test ratings share a user and a second"
+        return (f"{self.n_in_multi:,} of {self.n_ratings:,} test ratings ({self.share_in_multi:.1%}) fell in "
+                f"{self.n_multi_groups:,} same-second groups of 2-{self.largest} ratings of one user "
+                f"(mean {self.mean_multi_size:.2f}); a rating-by-rating replay would predict "
+                f"{self.n_after_peer:,} ({self.n_after_peer / self.n_ratings:.1%}) after another "
+                f"rating of their group was revealed")
+
+
 @dataclass
 class OnlinePredictions:
     """Per test row (in the test part's row order): the online prediction and its context."""
@@ -95,7 +160,9 @@ class OnlinePredictions:
     order: np.ndarray  # replay order: test row positions, first replayed first
     revealed_test: np.ndarray  # test ratings of the same user revealed before this one
     known_before: np.ndarray  # ratings of the user known when predicting (train + revealed test)
+    group_size: np.ndarray  # size of the row's same-second group
     method: str
+    reveal: str
     reg: float | None  # None: the model's own fold-in default (a model overriding fold_in)
 
 
@@ -114,6 +181,8 @@ class OnlineResult:
     offline_mae: float
     groups: list[OnlineGroup]
     replay_seconds: float
+    reveal: str = "group"
+    same_second: SameSecondGroups | None = None
     fit_seconds: float | None = None
     predictions: np.ndarray | None = field(default=None, repr=False)
 
@@ -128,6 +197,7 @@ class OnlineResult:
             "model": self.model,
             "dataset": self.dataset,
             "protocol": "online",
+            "reveal": self.reveal,
             "method": self.method,
             "fold_in_reg": self.reg,
             "n_test": self.n_test,
@@ -137,21 +207,31 @@ class OnlineResult:
             "offline_mae": plain_number(self.offline_mae),
             "fit_seconds": self.fit_seconds,
             "replay_seconds": self.replay_seconds,
+            "same_second_groups": self.same_second.to_dict() if self.same_second is not None else None,
             "groups": [g.to_dict() for g in self.groups],
         }
 
+    def headline(self) -> str:
+        """What was replayed and the overall result, in plain text."""
+        return (f"{self.model} on {self.dataset}, online (prequential) replay of {self.n_test:,} test "
+                f"ratings, {_reveal_text(self.reveal)}, fold-in reg {_reg_text(self.reg)}: RMSE "
+                f"{format_value(self.rmse)} online vs {format_value(self.offline_rmse)} offline")
+
+    def table_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Header and cells of the breakdown table."""
+        header = ["test ratings", "n", "share", "RMSE online", "RMSE offline", "MAE online", "MAE offline"]
+        body = [[g.group, f"{g.n:,}", f"{g.share:.1%}", format_value(g.online_rmse),
+                 format_value(g.offline_rmse), format_value(g.online_mae), format_value(g.offline_mae)]
+                for g in self.groups]
+        return header, body
+
     def to_markdown(self) -> str:
-        lines = [
-            f"**{self.model}** on {self.dataset}, online (prequential) replay of {self.n_test} test "
-            f"ratings, fold-in reg {_reg_text(self.reg)}: RMSE {format_value(self.rmse)} online vs "
-            f"{format_value(self.offline_rmse)} offline",
-            "",
-            "| test ratings | n | share | RMSE online | RMSE offline | MAE online | MAE offline |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for g in self.groups:
-            lines.append(f"| {g.group} | {g.n} | {g.share:.1%} | {format_value(g.online_rmse)} | "
-                         f"{format_value(g.offline_rmse)} | {format_value(g.online_mae)} | {format_value(g.offline_mae)} |")
+        header, body = self.table_rows()
+        lines = [f"**{self.model}**" + self.headline()[len(self.model):], ""]
+        if self.same_second is not None:
+            lines += [f"Same-second groups: {self.same_second.describe()}.", ""]
+        lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
 
 
@@ -159,11 +239,39 @@ def _reg_text(reg: float | None) -> str:
     return "(the model's own fold_in default)" if reg is None else f"{reg:g}"
 
 
+def _reveal_text(reveal: str) -> str:
+    return ("each user's same-second group predicted before any of it is revealed" if reveal == "group"
+            else "revealed rating by rating (same-second ratings seen before their peers are predicted)")
+
+
 # ---------------------------------------------------------------------- core
 def replay_order(test: Interactions) -> np.ndarray:
-    """Row positions of ``test`` in replay order: timestamp, then user id, item id, row."""
+    """Row positions of ``test`` in replay order: timestamp, then user id, item id, row.
+
+    A user's same-second group is a contiguous run of this order."""
     rows = np.arange(len(test), dtype=np.int64)
     return np.lexsort((rows, test.items, test.users, test.timestamps))
+
+
+def _group_runs(test: Interactions, order: np.ndarray) -> np.ndarray:
+    """Start flags, in replay order, of the same-second groups (user and timestamp change)."""
+    u, ts = test.users[order], test.timestamps[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (u[1:] != u[:-1]) | (ts[1:] != ts[:-1])
+    return new
+
+
+def same_second_groups(test: Interactions) -> SameSecondGroups:
+    """Count the same-second groups (one user, one timestamp) of ``test``."""
+    if len(test) == 0:
+        return SameSecondGroups(0, 0, 0, 0, 0, 0, {})
+    starts = np.flatnonzero(_group_runs(test, replay_order(test)))
+    sizes = np.diff(np.r_[starts, len(test)])
+    values, counts = np.unique(sizes, return_counts=True)
+    multi = sizes > 1
+    return SameSecondGroups(len(test), len(sizes), int(multi.sum()), int(sizes[multi].sum()),
+                            len(test) - len(sizes), int(sizes.max()),
+                            {int(v): int(c) for v, c in zip(values, counts, strict=True)})
 
 
 def supports_fast(model: Recommender) -> bool:
@@ -183,7 +291,7 @@ def _diagonal_fn(model: Recommender, reg: float | None) -> DiagonalFn | None:
 
 
 def online_predictions(model: Recommender, test: Interactions, *, train: Interactions, reg: float | None = None,
-                       method: Method = "auto",
+                       method: Method = "auto", reveal: Reveal = "group",
                        trace: list[tuple[str, np.ndarray]] | None = None) -> OnlinePredictions:
     """Prequential predictions of every test rating (see the module docstring).
 
@@ -200,17 +308,24 @@ def online_predictions(model: Recommender, test: Interactions, *, train: Interac
         ``fold_in_reg`` attribute for the base-class ridge).
     method
         ``"fast"`` (vectorised rank-one updates, linear factor models only), ``"replay"``
-        (event by event through the public API) or ``"auto"``.
+        (group by group through the public API) or ``"auto"``.
+    reveal
+        ``"group"`` (default): all ratings a user gave in the same second are predicted before
+        any of them is revealed. ``"rating"``: one rating at a time in the tie order (user id,
+        item id), so a rating can be predicted after its same-second peers are known.
     trace
         When a list is given, the protocol appends ``("predict", rows)`` and ``("reveal", rows)``
         entries (test row positions) in the order it performs them, so tests can check that no
-        rating is revealed before it is predicted.
+        rating value is read before it is predicted (``reveal`` = the values enter the state).
     """
     model._check_fitted()
     if len(test) == 0:
         raise CfrecError("the test set is empty: nothing to replay")
     if method not in ("auto", "fast", "replay"):
         raise CfrecError(f"unknown online method {method!r}; choose auto, fast or replay")
+    if reveal not in REVEALS:
+        raise CfrecError(f"unknown online reveal order {reveal!r}; choose group (same-second ratings "
+                         f"predicted together) or rating (one at a time)")
     fast_ok = supports_fast(model)
     if method == "fast" and not fast_ok:
         raise CfrecError(f"{type(model).__name__}'s fold-in is not a ridge on [b_u, p_u] "
@@ -235,15 +350,36 @@ def online_predictions(model: Recommender, test: Interactions, *, train: Interac
     starts = np.searchsorted(g_of_row[by_user], np.arange(len(row_users)))
     pos = np.empty(len(test), dtype=np.int64)
     pos[by_user] = np.arange(len(test)) - starts[g_of_row[by_user]]
+    # Revelation units, as runs of the replay order (a user's group is contiguous in it): the
+    # position of each row's unit start within its user's sequence, and the unit's size.
+    unit_start = _group_runs(test, order) if reveal == "group" else np.ones(len(test), dtype=bool)
+    run_id = np.cumsum(unit_start) - 1
+    run_len = np.bincount(run_id)
+    first_of_run = order[np.flatnonzero(unit_start)]
+    size = np.empty(len(test), dtype=np.int64)
+    size[order] = run_len[run_id]
+    before = np.empty(len(test), dtype=np.int64)  # test ratings of the user revealed before the row
+    before[order] = pos[first_of_run][run_id]
     if use_fast:
-        preds = _fast(model, test, train, g_of_row, by_user, pos, g_train, keep, lam,
+        preds = _fast(model, test, train, g_of_row, by_user, pos, before, size, g_train, keep, lam,
                       _diagonal_fn(model, reg), trace)
     else:
-        preds = _replay(model, test, train, order, g_of_row, raw_users, g_train, keep, reg, trace)
+        preds = _replay(model, test, train, order, np.flatnonzero(unit_start), g_of_row, raw_users,
+                        g_train, keep, reg, trace)
     constant = ridge is not None and ridge.constant
     reg_used = float(reg) if reg is not None else (lam if constant else None)
-    return OnlinePredictions(preds, order, pos, pos + n_train_of_g[g_of_row],
-                             "fast" if use_fast else "replay", reg_used)
+    group_size = size if reveal == "group" else _group_size(test, order)
+    return OnlinePredictions(preds, order, before, before + n_train_of_g[g_of_row], group_size,
+                             "fast" if use_fast else "replay", reveal, reg_used)
+
+
+def _group_size(test: Interactions, order: np.ndarray) -> np.ndarray:
+    """Size of each row's same-second group (test row order)."""
+    start = _group_runs(test, order)
+    run_id = np.cumsum(start) - 1
+    size = np.empty(len(test), dtype=np.int64)
+    size[order] = np.bincount(run_id)[run_id]
+    return size
 
 
 def _item_side(model: Recommender) -> tuple[np.ndarray, np.ndarray]:
@@ -255,15 +391,23 @@ def _item_side(model: Recommender) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row: np.ndarray,
-          by_user: np.ndarray, pos: np.ndarray, g_train: np.ndarray, keep: np.ndarray,
-          lam: float, diagonal: DiagonalFn | None, trace: list | None) -> np.ndarray:
+          by_user: np.ndarray, pos: np.ndarray, before: np.ndarray, size: np.ndarray,
+          g_train: np.ndarray, keep: np.ndarray, lam: float, diagonal: DiagonalFn | None,
+          trace: list | None) -> np.ndarray:
     """Vectorised prequential replay (see module docstring).
 
-    With a constant ridge (``diagonal`` is None) the inverse Gram matrices get Sherman-Morrison
-    rank-one updates, O(d^2) per rating; with a ridge that depends on the number of rated items
-    (``diagonal(n) -> (len(n), d)``) the Gram matrices are accumulated and re-solved, O(d^3).
+    Step ``j`` predicts every active user's ``j``-th test rating and adds its item to the user's
+    Gram matrix (which item was rated is known once it is predicted; the Gram matrix involves no
+    rating). With a constant
+    ridge (``diagonal`` is None) the inverse Gram matrices get Sherman-Morrison rank-one updates,
+    O(d^2) per rating; with a ridge that depends on the number of rated items
+    (``diagonal(n) -> (len(n), d)``) the Gram matrices are accumulated and re-solved, O(d^3), at
+    each unit's first rating. The solution used for a revelation unit (``before`` = the position
+    of its first rating, ``size`` its length) is computed at its first rating and kept for the
+    rest of it; the unit's ratings wait in a per-user buffer that no prediction reads and enter the
+    right-hand side after the unit's last prediction.
     Users are processed longest test sequence first, so the users still active at step ``j``
-    form a prefix and every update is an in-place slice operation (no gather/scatter copies).
+    form a prefix and the per-rating updates are in-place slice operations.
     """
     q, bi = _item_side(model)
     mu = float(model.global_mean_)
@@ -278,6 +422,8 @@ def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row:
     t_items = model.item_map_.to_index(test.raw_items(), missing="-1").astype(np.int64)
     t_known = t_items >= 0
     t_bias = np.where(t_known, bi[np.maximum(t_items, 0)], 0.0)
+    starts_unit = pos == before
+    ends_unit = pos == before + size - 1
     tr_rows = np.flatnonzero(keep)
     tr_items = model.item_map_.to_index(train.item_map.to_raw(train.items[tr_rows]),
                                         missing="-1").astype(np.int64)
@@ -297,6 +443,8 @@ def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row:
         # Initial ridge Gram matrices and right-hand sides from the users' training ratings.
         a = np.zeros((hi - lo, d, d))
         b = np.zeros((hi - lo, d))
+        w_unit = np.zeros((hi - lo, d))  # the solution each user's current unit is predicted with
+        pending = np.zeros((hi - lo, d))  # the current unit's X^T resid, not in the state until it ends
         t_lo, t_hi = np.searchsorted(tr_rank, [lo, hi])
         _accumulate(a, b, tr_rank[t_lo:t_hi] - lo, q, tr_items[t_lo:t_hi], tr_resid[t_lo:t_hi])
         n_known = np.bincount(tr_rank[t_lo:t_hi] - lo, minlength=hi - lo).astype(np.int64)
@@ -311,29 +459,52 @@ def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row:
             known_item = t_known[e]
             x = _design(q, np.maximum(t_items[e], 0))
             x[~known_item] = 0.0  # a new item never updates the user ...
-            aj, bj = a[:m], b[:m]
+            aj, bj, wj, pj = a[:m], b[:m], w_unit[:m], pending[:m]
+            fresh = starts_unit[e]  # first rating of its unit: solve from the state
+            all_fresh = bool(fresh.all())
             if diagonal is None:
-                wu = aj @ np.stack([bj, x], axis=2)  # (m, d, 2): solution w and A^-1 x
-                w, u = wu[:, :, 0], wu[:, :, 1]
+                wu = aj @ np.stack([bj, x], axis=2)  # (m, d, 2): solution and A^-1 x
+                u = wu[:, :, 1]
+                np.copyto(wj, wu[:, :, 0], where=fresh[:, None])
             else:
-                w = _ridge_solve(aj, bj, n_known[:m], diagonal)
+                f = slice(None) if all_fresh else np.flatnonzero(fresh)
+                wj[f] = _ridge_solve(aj[f], bj[f], n_known[:m][f], diagonal)
             # ... and is predicted mu + b_u (w[0]); a known item mu + b_i + [1, q_i] . w.
-            preds[e] = mu + t_bias[e] + np.einsum("ni,ni->n", x, w) + np.where(known_item, 0.0, w[:, 0])
+            preds[e] = mu + t_bias[e] + np.einsum("ni,ni->n", x, wj) + np.where(known_item, 0.0, wj[:, 0])
             if trace is not None:
                 trace.append(("predict", e.copy()))
-            # Reveal: only now is the rating read.
-            resid = test.ratings[e].astype(np.float64) - mu - t_bias[e]
+            # The item enters the Gram matrix now (no rating involved) ...
             if diagonal is None:
                 denom = 1.0 + np.einsum("ni,ni->n", x, u)
                 aj -= u[:, :, None] * (u / denom[:, None])[:, None, :]
             else:
                 aj += x[:, :, None] * x[:, None, :]
                 n_known[:m] += known_item
-            bj += x * resid[:, None]
-            if trace is not None:
-                trace.append(("reveal", e.copy()))
+            # ... its rating enters the right-hand side when its unit is revealed, after the unit's
+            # last prediction; until then it waits in ``pending``, which no prediction reads.
+            contrib = x * (test.ratings[e].astype(np.float64) - mu - t_bias[e])[:, None]
+            done = ends_unit[e]
+            if all_fresh and done.all():  # every unit here is this one rating
+                bj += contrib
+                if trace is not None:
+                    trace.append(("reveal", e.copy()))
+                continue
+            pj += contrib
+            if done.any():
+                local = np.flatnonzero(done)
+                bj[local] += pj[local]
+                pj[local] = 0.0
+                if trace is not None:
+                    trace.append(("reveal", _unit_rows(by_user, c_start[local] + j, size[e[local]])))
     lo_r, hi_r = model.rating_scale_
     return np.clip(preds, lo_r, hi_r).astype(np.float32)
+
+
+def _unit_rows(by_user: np.ndarray, last: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Rows of the units ending at ``by_user[last]`` with ``sizes`` ratings each (for the trace)."""
+    seg = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    within = np.arange(int(sizes.sum())) - np.repeat(seg, sizes)
+    return by_user[np.repeat(last - sizes + 1, sizes) + within]
 
 
 def _ridge_solve(gram: np.ndarray, rhs: np.ndarray, n: np.ndarray, diagonal: DiagonalFn) -> np.ndarray:
@@ -373,9 +544,11 @@ def _accumulate(a: np.ndarray, b: np.ndarray, g: np.ndarray, q: np.ndarray, item
 
 
 def _replay(model: Recommender, test: Interactions, train: Interactions, order: np.ndarray,
-            g_of_row: np.ndarray, raw_users: np.ndarray, g_train: np.ndarray, keep: np.ndarray,
-            reg: float | None, trace: list | None) -> np.ndarray:
-    """Event-by-event replay through the public ``fold_in``/``predict`` API (the reference)."""
+            unit_starts: np.ndarray, g_of_row: np.ndarray, raw_users: np.ndarray, g_train: np.ndarray,
+            keep: np.ndarray, reg: float | None, trace: list | None) -> np.ndarray:
+    """Unit-by-unit replay through the public ``fold_in``/``predict`` API (the reference): each
+    revelation unit (``order[unit_starts[k]:unit_starts[k + 1]]``, one user) is predicted from one
+    fold-in of the user's history, then appended to it."""
     n_groups = len(raw_users)
     hist_items: list[list[Any]] = [[] for _ in range(n_groups)]
     hist_ratings: list[list[float]] = [[] for _ in range(n_groups)]
@@ -389,31 +562,34 @@ def _replay(model: Recommender, test: Interactions, train: Interactions, order: 
     t_raw_items = test.raw_items()
     t_known = model.item_map_.to_index(t_raw_items, missing="-1") >= 0
     preds = np.empty(len(test), dtype=np.float32)
-    for row in order:
-        g = g_of_row[row]
-        item = t_raw_items[row]
+    bounds = np.r_[unit_starts, len(order)]
+    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        rows = order[s:e]
+        g = g_of_row[rows[0]]
+        items = t_raw_items[rows]
         if hist_items[g]:
             folded = model.fold_in(np.asarray(hist_items[g]), np.asarray(hist_ratings[g]), reg=reg)
-            preds[row] = model.predict(folded, [item])[0]
+            preds[rows] = model.predict(folded, items)
         else:
-            preds[row] = model.predict([raw_users[g]], [item])[0]
+            preds[rows] = model.predict(np.repeat(raw_users[g:g + 1], len(rows)), items)
         if trace is not None:
-            trace.append(("predict", np.array([row])))
-        if t_known[row]:
-            hist_items[g].append(item)
+            trace.append(("predict", rows.copy()))
+        for row in rows[t_known[rows]].tolist():
+            hist_items[g].append(t_raw_items[row])
             hist_ratings[g].append(float(test.ratings[row]))
         if trace is not None:
-            trace.append(("reveal", np.array([row])))
+            trace.append(("reveal", rows.copy()))
     return preds
 
 
 # ---------------------------------------------------------------------- evaluation
 def online_evaluate(model: Recommender, test: Interactions, *, train: Interactions, reg: float | None = None,
-                    method: Method = "auto", name: str | None = None) -> OnlineResult:
-    """Online vs offline RMSE/MAE of a fitted model, broken down by known/new users and items and
-    by how many of the user's ratings were known when each prediction was made."""
+                    method: Method = "auto", reveal: Reveal = "group", name: str | None = None) -> OnlineResult:
+    """Online vs offline RMSE/MAE of a fitted model, broken down by known/new users and items,
+    by how many of the user's ratings were known when each prediction was made and by whether the
+    rating shares its second with another rating of its user."""
     t0 = time.perf_counter()
-    op = online_predictions(model, test, train=train, reg=reg, method=method)
+    op = online_predictions(model, test, train=train, reg=reg, method=method, reveal=reveal)
     seconds = time.perf_counter() - t0
     offline = model.predict_detailed(test.raw_users(), test.raw_items())
     y = test.ratings.astype(np.float64)
@@ -428,6 +604,8 @@ def online_evaluate(model: Recommender, test: Interactions, *, train: Interactio
         ("new users", ~user_known),
         ("known items", item_known),
         ("new items", ~item_known),
+        ("alone in its second", op.group_size == 1),
+        ("in a same-second group", op.group_size > 1),
     ]
     for label, low, high in HISTORY_BUCKETS:
         masks.append((f"{label} ratings known", (op.known_before >= low) & (op.known_before <= high)))
@@ -441,10 +619,11 @@ def online_evaluate(model: Recommender, test: Interactions, *, train: Interactio
         dataset=test.name, method=op.method, reg=op.reg, n_test=len(y),
         rmse=groups[0].online_rmse, mae=groups[0].online_mae,
         offline_rmse=groups[0].offline_rmse, offline_mae=groups[0].offline_mae,
-        groups=groups, replay_seconds=seconds, predictions=op.predictions,
+        groups=groups, replay_seconds=seconds, reveal=reveal, same_second=same_second_groups(test),
+        predictions=op.predictions,
     )
-    logger.info("online %s: RMSE %.4f (offline %.4f) in %.2fs [%s]", result.model, result.rmse,
-                result.offline_rmse, seconds, op.method)
+    logger.info("online %s: RMSE %.4f (offline %.4f) in %.2fs [%s, reveal by %s]", result.model, result.rmse,
+                result.offline_rmse, seconds, op.method, reveal)
     return result
 
 
@@ -456,6 +635,7 @@ def run_online(
     seed: int = 0,
     reg: float | None = None,
     method: Method = "auto",
+    reveal: Reveal = "group",
     data_home: str | Path | None = None,
 ) -> OnlineResult:
     """Fit ``model`` on the train part of ``data`` (a :class:`Split`, or ratings split by ``spec``,
@@ -474,7 +654,8 @@ def run_online(
     t0 = time.perf_counter()
     est.fit(split.train)
     fit_s = time.perf_counter() - t0
-    result = online_evaluate(est, split.test, train=split.train, reg=reg, method=method, name=display)
+    result = online_evaluate(est, split.test, train=split.train, reg=reg, method=method, reveal=reveal,
+                             name=display)
     result.fit_seconds = fit_s
     result.dataset = split.train.name
     return result
