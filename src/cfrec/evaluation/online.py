@@ -30,9 +30,9 @@ Implementation
 --------------
 A user's predictions depend only on that user's own earlier ratings, so users are independent
 and the global replay decomposes into per-user sequences. For linear factor models (the base
-declared by :meth:`~cfrec.models.base.Recommender.fold_in_ridge`: every
-:class:`~cfrec.models.base.FactorRecommender` but SVD++) the ``"fast"`` method keeps, for all
-users at once, the inverse of the ridge Gram matrix and the right-hand side: step ``j`` handles
+declared by :meth:`~cfrec.models.factor.FactorRecommender.fold_in_ridge`: every
+:class:`~cfrec.models.factor.FactorRecommender` but SVD++ and Bayesian MF) the ``"fast"``
+method keeps, for all users at once, the inverse of the ridge Gram matrix and the right-hand side: step ``j`` handles
 every user's ``j``-th test rating, vectorised across users. The Gram matrix depends only on
 *which* items were rated, so it takes the step's Sherman-Morrison rank-one update right away;
 the right-hand side depends on the rating values and takes a group's ratings only when the group
@@ -63,6 +63,7 @@ from cfrec.errors import CfrecError
 from cfrec.evaluation.protocols import ModelLike, format_value, plain_number, resolve_model
 from cfrec.metrics.rating import mae, rmse
 from cfrec.models.base import KNOWN, UNKNOWN_ITEM, UNKNOWN_USER, Recommender
+from cfrec.models.factor import FactorRecommender, RidgeFoldIn
 
 logger = logging.getLogger(__name__)
 
@@ -274,16 +275,21 @@ def same_second_groups(test: Interactions) -> SameSecondGroups:
                             {int(v): int(c) for v, c in zip(values, counts, strict=True)})
 
 
+def fold_in_ridge(model: Recommender, reg: float | None = None) -> RidgeFoldIn | None:
+    """The ridge a model's fold-in solves, or None when it is not one (only factor models have one)."""
+    return model.fold_in_ridge(reg) if isinstance(model, FactorRecommender) else None
+
+
 def supports_fast(model: Recommender) -> bool:
     """Whether the fast path reproduces ``model``'s fold-in exactly: its fold-in is a plain ridge
-    on ``[b_u, p_u]`` against the fixed item side (see ``Recommender.fold_in_ridge``)."""
-    ridge = model.fold_in_ridge()
+    on ``[b_u, p_u]`` against the fixed item side (see ``FactorRecommender.fold_in_ridge``)."""
+    ridge = fold_in_ridge(model)
     return ridge is not None and not ridge.item_set_offset
 
 
 def _diagonal_fn(model: Recommender, reg: float | None) -> DiagonalFn | None:
     """The model's count-dependent fold-in ridge diagonal, or None for a constant ridge."""
-    ridge = model.fold_in_ridge(reg)
+    ridge = fold_in_ridge(model, reg)
     if ridge is None or ridge.constant:
         return None
     k = np.asarray(model.item_embeddings()).shape[1]
@@ -335,7 +341,7 @@ def online_predictions(model: Recommender, test: Interactions, *, train: Interac
         raise CfrecError(f"fold-in regularisation must be positive, got {reg}")
     # The fast path solves the ridge the model declares; the replay path passes ``reg`` through to
     # fold_in, so a model keeps its own default either way.
-    ridge = model.fold_in_ridge(reg)
+    ridge = fold_in_ridge(model, reg)
     lam = ridge.const if ridge is not None else math.nan
     order = replay_order(test)
     # Dense id of each test row's user, and that user's training ratings.
@@ -383,11 +389,8 @@ def _group_size(test: Interactions, order: np.ndarray) -> np.ndarray:
 
 
 def _item_side(model: Recommender) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        q = np.asarray(model.item_embeddings(), dtype=np.float64)
-    except NotImplementedError:
-        q = np.zeros((len(model.item_map_), 0))
-    return q, np.asarray(model.item_bias_, dtype=np.float64)
+    assert isinstance(model, FactorRecommender)  # the fast path is for factor models only
+    return np.asarray(model.item_embeddings(), dtype=np.float64), np.asarray(model.item_bias_, dtype=np.float64)
 
 
 def _fast(model: Recommender, test: Interactions, train: Interactions, g_of_row: np.ndarray,

@@ -4,14 +4,14 @@ Every model honours the :class:`Recommender` interface (``fit``, ``predict``, ``
 ``similar_items``, ``fold_in``, ``save``, ``load``); :mod:`cfrec.models.registry` lists them.
 """
 
-from cfrec.models.base import (
+from cfrec.models.base import FoldedUser, Prediction, RankingRecommender, Recommender
+from cfrec.models.factor import (
+    BiasedRecommender,
     FactorRecommender,
-    FoldedUser,
-    Prediction,
-    Recommender,
+    LatentFactorRecommender,
     RidgeFoldIn,
-    hyperparameters,
 )
+from cfrec.models.params import hyperparameters, param
 from cfrec.models.registry import (
     make_model,
     model_class,
@@ -34,7 +34,10 @@ def __getattr__(name: str) -> type[Recommender]:
 
 
 __all__ = [
+    "BiasedRecommender",
     "FactorRecommender",
+    "LatentFactorRecommender",
+    "RankingRecommender",
     "FoldedUser",
     "Prediction",
     "Recommender",
@@ -42,6 +45,7 @@ __all__ = [
     "RecsBatch",
     "RidgeFoldIn",
     "hyperparameters",
+    "param",
     "make_model",
     "model_class",
     "model_names",

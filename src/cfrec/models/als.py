@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Generator
 from contextlib import closing
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,13 +40,14 @@ from cfrec.models.als_solvers import (
     penalty_value,
     valid_rmse,
 )
-from cfrec.models.base import EpochCallback, FactorRecommender, RidgeFoldIn, hyperparameters
+from cfrec.models.base import EpochCallback
+from cfrec.models.factor import FactorRecommender, RidgeFoldIn
+from cfrec.models.params import hyperparameters, invalid, param
 from cfrec.models.torch_engine import resolve_device
-from cfrec.threads import check_threads, threads_for, using_threads
+from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
-_SOLVERS = ("cg", "exact")
 #: One iteration's state: user ``[b_u, p_u]``, item ``[b_i, q_i]`` and the training SSE.
 _State = tuple[Any, Any, float]
 
@@ -109,17 +110,22 @@ class ALS(FactorRecommender):
 
     name = "als"
 
-    n_factors: int = 10
-    reg: float = 0.04
-    reg_const: float = 8.0
-    reg_bias: float = 3.0
-    iterations: int = 15
-    solver: str = "cg"
-    cg_steps: int = 3
-    init_std: float = 0.1
-    seed: int | None = 0
+    n_factors: int = param(default=10, ge=1)
+    reg: float = param(default=0.04, ge=0)
+    reg_const: float = param(default=8.0, ge=0)
+    reg_bias: float = param(default=3.0, ge=0)
+    iterations: int = param(default=15, ge=1)
+    solver: Literal["cg", "exact"] = "cg"
+    cg_steps: int = param(default=3, ge=1)
+    init_std: float = param(default=0.1, ge=0)
+    seed: int | None = param(default=0, ge=0)
     device: str | None = None
-    threads: int | None = None
+    threads: int | None = param(default=None, ge=1)
+
+    def _check_combination(self) -> None:
+        if float(self.reg) + float(self.reg_const) <= 0:
+            raise invalid(self, "reg_const", "> 0 when reg is 0 (without L2 on the factors the per-user "
+                          "systems of users with fewer than n_factors ratings are singular)")
 
     # ------------------------------------------------------------------ fitting
     def _penalty(self, reg: float | None = None) -> Penalty:
@@ -139,23 +145,10 @@ class ALS(FactorRecommender):
             )
         return pen
 
-    def _check_params(self) -> None:
-        if int(self.n_factors) < 1 or int(self.iterations) < 1:
-            raise CfrecError(
-                f"ALS needs n_factors >= 1 and iterations >= 1 "
-                f"(got n_factors={self.n_factors}, iterations={self.iterations})"
-            )
-        if self.solver not in _SOLVERS:
-            raise CfrecError(f"ALS solver must be one of {_SOLVERS}, got {self.solver!r}")
-        if isinstance(self.cg_steps, bool) or int(self.cg_steps) < 1:
-            raise CfrecError(f"ALS cg_steps must be a whole number >= 1, got {self.cg_steps!r}")
-        check_threads(self.threads, "ALS threads")
-
     def _fit(
         self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None
     ) -> None:
         penalty = self._penalty()
-        self._check_params()
         iterations = int(self.iterations)
         dev = resolve_device(self.device)
         ops: Ops[Any] = NumpyOps() if dev.type == "cpu" else TorchOps(dev)

@@ -1,24 +1,22 @@
 """The model interface every cfrec recommender implements.
 
 Conventions (scikit-learn / implicit): hyperparameters are keyword-only fields declared with
-:func:`hyperparameters` and stored verbatim; learned state lives in attributes ending in ``_``;
-``fit`` returns ``self``. Raw ids go in and out of every public method; the id vocabulary is kept
+:func:`~cfrec.models.params.hyperparameters` (type, range and default once, checked by one
+validator); learned state lives in attributes ending in ``_``; ``fit`` returns ``self``. Raw ids go in and out of every public method; the id vocabulary is kept
 with the model. Data flows one way: raw ids -> vocabulary -> arrays -> scores (the model) ->
 ranking (:mod:`cfrec.ranking`) -> raw ids.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import time
-import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple, Self, TypeVar, overload
+from typing import Any, ClassVar, Literal, NamedTuple, Self, overload
 
 import numpy as np
 import pandas as pd
@@ -26,8 +24,9 @@ import scipy.sparse as sp
 
 from cfrec.data.idmap import IdMap
 from cfrec.data.interactions import Interactions
-from cfrec.errors import CfrecError, NotFittedError
-from cfrec.models import persistence
+from cfrec.errors import CfrecError, ModelFileError, NotFittedError
+from cfrec.models import names, persistence
+from cfrec.models.params import check_params
 from cfrec.ranking import Recs, RecsBatch, rank
 
 logger = logging.getLogger(__name__)
@@ -38,24 +37,6 @@ KNOWN, UNKNOWN_USER, UNKNOWN_ITEM, UNKNOWN_BOTH = 0, 1, 2, 3
 EpochCallback = Callable[[dict[str, Any]], None]
 #: A raw user or item id as it appears in the data (MovieLens ids are ints; any string works).
 RawId = int | str | np.integer
-
-_M = TypeVar("_M", bound="type[Recommender]")
-
-
-@typing.dataclass_transform(kw_only_default=True, eq_default=False)
-def hyperparameters(cls: _M) -> _M:
-    """Declare a model's hyperparameters as keyword-only dataclass fields.
-
-    The generated ``__init__`` stores every argument verbatim and does nothing else (validation
-    happens in ``fit``), so ``get_params`` and the command line read them from the signature.
-    Learned state must not be declared as a field (its names end in ``_``).
-    """
-    for name in cls.__dict__.get("__annotations__", {}):
-        if name.endswith("_") and not name.startswith("__"):
-            raise TypeError(f"{cls.__name__}.{name}: learned state is not a hyperparameter; "
-                            "assign it in fit instead of declaring it in the class body")
-    return dataclasses.dataclass(kw_only=True, eq=False, repr=False)(cls)  # type: ignore[return-value]
-
 
 class Prediction(NamedTuple):
     """Predicted ratings plus, per pair, which fallback produced them (0 = personalised)."""
@@ -92,36 +73,6 @@ class FoldedUser:
 
 
 @dataclass(frozen=True)
-class RidgeFoldIn:
-    """A fold-in that is a ridge regression of ``[b_u, p_u]`` on ``[1, q_i]`` with the item side
-    fixed (plus the model's offset): the L2 diagonal is ``[bias, const + per_rating * n, ...]``
-    for a user with ``n`` known ratings.
-
-    Models declare it through :meth:`Recommender.fold_in_ridge`; the online protocol then replays
-    many users at once with rank-one updates instead of calling ``fold_in`` per rating.
-    """
-
-    bias: float
-    const: float
-    per_rating: float = 0.0
-    #: The folded vector adds a term that depends on which items were rated (SVD++'s implicit
-    #: factors), so it is not a plain ridge solution: online evaluation then replays fold_in.
-    item_set_offset: bool = False
-
-    def diagonal(self, n: np.ndarray, k: int) -> np.ndarray:
-        """(len(n), 1 + k) float64 diagonals for users with ``n`` known ratings."""
-        n = np.asarray(n, dtype=np.float64).reshape(-1)
-        out = np.empty((len(n), k + 1))
-        out[:, 0] = self.bias
-        out[:, 1:] = (self.const + self.per_rating * n)[:, None]
-        return out
-
-    @property
-    def constant(self) -> bool:
-        return self.per_rating == 0.0 and self.bias == self.const
-
-
-@dataclass(frozen=True)
 class FoldInInput:
     """Checked fold-in input: unique known item indices with their ratings, and what was dropped."""
 
@@ -136,13 +87,15 @@ class Recommender(ABC):
     ``fold_in``, ``save`` and ``load``.
 
     Subclasses declare hyperparameters with :func:`hyperparameters` and implement :meth:`_fit`
-    and :meth:`_score_pairs` (the model's own scores of user-item pairs) and, for speed,
-    :meth:`_score_users` (every item for many users). Rating predictions derive from the scores
-    through :meth:`_as_ratings` (the identity for rating models). The base class handles id
-    vocabularies, cold-start fallbacks (``mu + b_i`` for an unknown user, ``mu + b_u`` for an
-    unknown item, ``mu`` for both), clipping of predicted ratings to the rating scale and fold-in;
-    ranking goes through :mod:`cfrec.ranking` and persistence through
-    :mod:`cfrec.models.persistence`.
+    and :meth:`_score_pairs` (the model's own scores of user-item pairs), :meth:`fold_in` and,
+    for speed, :meth:`_score_users` (every item for many users). Rating predictions derive from
+    the scores through :meth:`_as_ratings` (the identity for rating models). The base class
+    handles id vocabularies, the cold-start policy (an unknown user gets the popularity list and
+    ``mu`` as predicted rating, unless a model knows better: see
+    :class:`~cfrec.models.factor.BiasedRecommender`), clipping of predicted ratings to the rating
+    scale and the checking of fold-in input; ranking goes through :mod:`cfrec.ranking`. A model's
+    learned state goes out as plain ``(arrays, meta)`` (:meth:`to_state`), which
+    :mod:`cfrec.models.persistence` writes as files.
 
     Attributes
     ----------
@@ -151,8 +104,6 @@ class Recommender(ABC):
     global_mean_
         Mean training rating, or the learned global bias of models that learn one (the lab's
         BiasedMF recipe); the cold-start fallbacks build on it.
-    user_bias_, item_bias_
-        Regularised biases (float32), used for cold-start fallbacks.
     rating_scale_
         ``(low, high)`` of the training data; predicted ratings are clipped to it.
     seen_
@@ -173,8 +124,6 @@ class Recommender(ABC):
     item_map_: IdMap
     global_mean_: float
     rating_scale_: tuple[float, float]
-    user_bias_: np.ndarray
-    item_bias_: np.ndarray
     seen_: sp.csr_array
     item_info_: pd.DataFrame | None
     fit_info_: dict[str, Any]
@@ -192,12 +141,30 @@ class Recommender(ABC):
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params: Any) -> Self:
+        """Change hyperparameters; they are checked as at construction (nothing changes on an error)."""
         valid = set(self._param_names())
-        for key, value in params.items():
+        for key in params:
             if key not in valid:
                 raise ValueError(f"{type(self).__name__} has no hyperparameter {key!r}; valid: {sorted(valid)}")
+        before = {key: getattr(self, key) for key in params}
+        for key, value in params.items():
             setattr(self, key, value)
+        try:
+            check_params(self)
+        except CfrecError:
+            for key, value in before.items():
+                setattr(self, key, value)
+            raise
         return self
+
+    def __post_init__(self) -> None:
+        """Check the hyperparameters given to the generated ``__init__`` (see :mod:`cfrec.models.params`)."""
+        check_params(self)
+
+    def _check_combination(self) -> None:
+        """Rules that tie hyperparameters together (one field's range is declared on the field);
+        raise :func:`cfrec.models.params.invalid` for the field at fault."""
+        return None
 
     def clone(self) -> Self:
         """A new, unfitted model with the same hyperparameters."""
@@ -221,6 +188,7 @@ class Recommender(ABC):
         """
         if len(train) == 0:
             raise CfrecError("cannot fit on an empty training set")
+        check_params(self)  # an attribute may have been assigned directly since construction
         start = time.perf_counter()
         data = train.compact()
         self.user_map_ = data.user_map
@@ -250,10 +218,7 @@ class Recommender(ABC):
     @abstractmethod
     def _fit(self, train: Interactions, valid: Interactions | None,
              on_epoch: EpochCallback | None) -> None:
-        """Model-specific training on compacted data (indices = model indices).
-
-        Must set ``user_bias_`` and ``item_bias_`` (float32) besides the model's own state.
-        """
+        """Model-specific training on compacted data (indices = model indices)."""
 
     @property
     def predicts_ratings(self) -> bool:
@@ -288,15 +253,17 @@ class Recommender(ABC):
         return self._score_pairs(uu, ii).reshape(len(users), n_items)
 
     def _cold_user_scores(self) -> np.ndarray:
-        """Item scores for a user the model does not know: ``mu + b_i`` (a bias-ranked popular list)."""
-        return (self.global_mean_ + self.item_bias_).astype(np.float32)
+        """Item scores for a user the model does not know: the popularity list."""
+        return popularity_scores(self.seen_, len(self.item_map_))
 
     def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
-        """Scores of item indices for a folded-in user (linear factor models by default)."""
-        score = self.global_mean_ + user.bias + self.item_bias_[items]
-        if user.factors.size:
-            score = score + self.item_embeddings()[items] @ user.factors
-        return np.asarray(score, dtype=np.float32)
+        """Scores of item indices for a folded-in user (a model that folds users in says how)."""
+        raise NotImplementedError(f"{type(self).__name__} does not score folded-in users")
+
+    def _fallback_ratings(self, u_idx: np.ndarray, i_idx: np.ndarray) -> np.ndarray:
+        """Rating estimates (float32) of pairs whose user or item (or both) is unknown (-1):
+        the training mean ``mu`` here; biased models refine it (``mu + b_i``, ``mu + b_u``)."""
+        return np.full(len(u_idx), self.global_mean_, dtype=np.float32)
 
     def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
         """Map scores onto the rating scale (before clipping): the identity for rating models."""
@@ -358,14 +325,14 @@ class Recommender(ABC):
     def _predict_indices(self, u_idx: np.ndarray, i_idx: np.ndarray) -> Prediction:
         """Predictions for model indices where -1 marks an unknown id (internal, vectorised)."""
         ku, ki = u_idx >= 0, i_idx >= 0
-        out = np.full(len(u_idx), self.global_mean_, dtype=np.float32)
+        out = np.empty(len(u_idx), dtype=np.float32)
         both = ku & ki
         if both.any():
             out[both] = self._predict_known(u_idx[both], i_idx[both])
+        if not both.all():
+            out[~both] = self._fallback_ratings(u_idx[~both], i_idx[~both])
         only_i = ~ku & ki
-        out[only_i] += self.item_bias_[i_idx[only_i]]
         only_u = ku & ~ki
-        out[only_u] += self.user_bias_[u_idx[only_u]]
         fallback = np.where(both, KNOWN, np.where(only_i, UNKNOWN_USER,
                                                   np.where(only_u, UNKNOWN_ITEM, UNKNOWN_BOTH)))
         return Prediction(self._clip(out), fallback.astype(np.int8))
@@ -500,52 +467,21 @@ class Recommender(ABC):
     def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
         """Represent a new user from a few ``(item, rating)`` pairs without retraining.
 
-        Solves a small regularised least-squares problem for the user's bias and factor vector
-        against the fixed item biases and factors (:meth:`fold_in_ridge` says with which L2
-        diagonal). Unknown items are ignored and duplicates keep their last rating; both are
-        reported on the result (and logged). A user with no known item gets the cold-start list.
+        Each model folds users in its own way (a ridge on the user's bias and factors for
+        :class:`~cfrec.models.factor.FactorRecommender`, the training half-step for iALS, the
+        encoder for Mult-VAE ...); all of them check their input with :meth:`_fold_in_input`:
+        unknown items are ignored and duplicates keep their last rating, both reported on the
+        result (and logged), and a user with no known item gets the cold-start list.
 
         Parameters
         ----------
         items, ratings
-            Raw item ids and the user's ratings of them (equal length, on the model's scale).
+            Raw item ids and the user's ratings of them (equal length, on the model's scale);
+            ranking-only models accept ``ratings=None`` (every item liked).
         reg
-            L2 strength; defaults to the model's ``fold_in_reg`` (or its own rule, see
-            :meth:`fold_in_ridge`).
+            L2 strength of the fit, for models whose fold-in has one.
         """
-        self._check_fitted()
-        given = self._fold_in_input(items, ratings)
-        # a subclass whose own fold_in is not a ridge (it declares None) may still build on this one
-        ridge = self.fold_in_ridge(reg) or Recommender.fold_in_ridge(self, reg)
-        assert ridge is not None
-        try:
-            q = np.asarray(self.item_embeddings(), dtype=np.float64)
-        except NotImplementedError:
-            q = np.zeros((len(self.item_map_), 0))
-        k = q.shape[1]
-        idx, r = given.items, given.ratings
-        if not len(idx):
-            return self._empty_folded(given, k)
-        qi = q[idx]
-        offset = self._fold_in_offset(idx) if k else np.zeros(0)
-        resid = r - self.global_mean_ - self.item_bias_[idx] - qi @ offset
-        x = np.hstack([np.ones((len(idx), 1)), qi])  # unknowns: [b_u, p_u]
-        a = x.T @ x + np.diag(ridge.diagonal(np.array([len(idx)]), k)[0])
-        sol = np.linalg.solve(a, x.T @ resid)
-        return FoldedUser(float(sol[0]), (sol[1:] + offset).astype(np.float32), idx.astype(np.int32),
-                          len(idx), unknown_items=given.unknown, duplicate_items=given.duplicates)
-
-    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
-        """The ridge :meth:`fold_in` solves, or ``None`` when the model's fold-in is not a ridge on
-        ``[b_u, p_u]`` (models that override ``fold_in`` must override this too).
-
-        The default is a constant L2 ``reg`` (or the model's ``fold_in_reg``) on the bias and the
-        factors.
-        """
-        lam = self._fold_in_reg() if reg is None else float(reg)
-        if not lam > 0:
-            raise CfrecError(f"fold-in regularisation must be positive, got {lam}")
-        return RidgeFoldIn(lam, lam)
+        raise NotImplementedError(f"{type(self).__name__} does not fold in new users")
 
     def _fold_in_input(self, items: Any, ratings: Any) -> FoldInInput:
         """Validate fold-in input: known unique items (last rating wins) and their ratings.
@@ -597,28 +533,83 @@ class Recommender(ABC):
         return FoldedUser(0.0, np.zeros(k, dtype=np.float32), np.zeros(0, dtype=np.int32), 0,
                           unknown_items=given.unknown, duplicate_items=given.duplicates)
 
-    def _fold_in_offset(self, seen: np.ndarray) -> np.ndarray:
-        """A fixed part of a new user's vector that depends only on which items they rated.
-
-        Zero for plain factor models; SVD++ returns its implicit term ``|N|^-1/2 sum_j y_j``.
-        """
-        return np.zeros(np.asarray(self.item_embeddings()).shape[1])
-
-    def _fold_in_reg(self) -> float:
-        return float(getattr(self, "fold_in_reg", None) or 1.0)
-
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
-        """Model-specific learned arrays to save (besides biases, vocabularies and seen items)."""
+        """The model's own learned arrays (saved under ``model.``; besides vocabularies, seen items
+        and what the intermediate base classes add through :meth:`_fallback_state`)."""
         return {}
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Restore what :meth:`_state` saved (nothing for models without own arrays)."""
+        """Restore what :meth:`_state` and :meth:`_extra_meta` saved."""
         return None
 
     def _extra_meta(self) -> dict[str, Any]:
-        """Model-specific JSON metadata to save."""
+        """The model's own JSON metadata (saved as ``extra``)."""
         return {}
+
+    def _fallback_state(self) -> dict[str, np.ndarray]:
+        """Arrays behind the cold-start fallbacks (saved under ``base.``; none here, the biases of
+        :class:`~cfrec.models.factor.BiasedRecommender`)."""
+        return {}
+
+    def _set_fallback_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`_fallback_state` saved (other ``base.`` arrays are ignored)."""
+        return None
+
+    def to_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Everything the fitted model holds as plain ``(arrays, meta)``: named numpy arrays and a
+        JSON-ready dict (class, hyperparameters, vocabularies, scale, history ...). This is what
+        :meth:`save` writes and :meth:`from_state` reads back."""
+        self._check_fitted()
+        arrays = {f"base.{k}": v for k, v in self._fallback_state().items()}
+        arrays["base.seen_indptr"] = self.seen_.indptr.astype(np.int64)
+        arrays["base.seen_indices"] = self.seen_.indices.astype(np.int32)
+        arrays.update({f"model.{k}": v for k, v in self._state().items()})
+        meta = {
+            "model_class": type(self).__name__,
+            "model_module": type(self).__module__,
+            "model_name": self.name,
+            "params": self.get_params(),
+            "global_mean": self.global_mean_,
+            "rating_scale": list(self.rating_scale_),
+            "user_ids": self.user_map_.to_list(),
+            "item_ids": self.item_map_.to_list(),
+            "fit_info": getattr(self, "fit_info_", {}),
+            "history": getattr(self, "history_", []),
+            "extra": self._extra_meta(),
+            "items": None if self.item_info_ is None else persistence.frame_to_json(self.item_info_),
+        }
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Self:
+        """A fitted ``cls`` from what :meth:`to_state` gave (raises :class:`ModelFileError` when
+        the parts do not fit together)."""
+        try:
+            model = cls(**meta["params"])
+            model.user_map_ = IdMap.from_list(meta["user_ids"])
+            model.item_map_ = IdMap.from_list(meta["item_ids"])
+            model.global_mean_ = float(meta["global_mean"])
+            lo, hi = meta["rating_scale"]
+            model.rating_scale_ = (float(lo), float(hi))
+            n_u, n_i = len(model.user_map_), len(model.item_map_)
+            indptr, indices = arrays["base.seen_indptr"], arrays["base.seen_indices"]
+            if len(indptr) != n_u + 1 or (len(indices) and int(indices.max()) >= n_i):
+                raise ModelFileError("seen-items matrix does not match the id vocabularies")
+            model.seen_ = sp.csr_array((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                                       shape=(n_u, n_i))
+            model.fit_info_ = meta.get("fit_info") or {}
+            model.history_ = meta.get("history") or []
+            items = meta.get("items")
+            model.item_info_ = None if items is None else persistence.frame_from_json(items)
+            model._set_fallback_state({k[5:]: v for k, v in arrays.items() if k.startswith("base.")})
+            model._set_state({k[6:]: v for k, v in arrays.items() if k.startswith("model.")},
+                             meta.get("extra") or {})
+        except (KeyError, TypeError, ValueError, CfrecError) as exc:
+            if isinstance(exc, ModelFileError):
+                raise
+            raise ModelFileError(f"incomplete or inconsistent model state ({exc!r})") from None
+        return model
 
     def save(self, path: str | Path) -> Path:
         """Write the model to the folder ``path`` (safetensors weights + JSON metadata).
@@ -626,19 +617,39 @@ class Recommender(ABC):
         The previous model at ``path``, if any, is replaced without a moment in which neither is
         complete (see :mod:`cfrec.models.persistence`).
         """
-        self._check_fitted()
-        return persistence.save_model(self, path)
+        arrays, meta = self.to_state()
+        return persistence.save(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
         """Load a model folder written by :meth:`save` (no pickle: safetensors + JSON).
 
         Called on the base class it returns whatever registered model the folder holds; called on
-        a model class it returns that class (a user's own subclass included).
+        a model class it returns that class (a user's own subclass included). Nothing is imported
+        because a file says so: the class is the caller's or one the registry knows.
         """
-        model = persistence.load_model(path, cls)
-        assert isinstance(model, cls)  # load_model checks the class
-        return model
+        saved = persistence.load(path)
+        stored, module = saved.meta.get("model_class"), saved.meta.get("model_module")
+        if not isinstance(stored, str):
+            raise ModelFileError(f"{saved.meta_path}: no model class recorded")
+        klass: type[Recommender]
+        if cls.__name__ == stored and not inspect.isabstract(cls):
+            klass = cls  # the caller vouches for the class: a user's own subclass round-trips
+        else:
+            found = names.find_class(stored, module if isinstance(module, str) else None)
+            if found is None:
+                where = f" (module {module})" if module else ""
+                raise ModelFileError(
+                    f"{saved.meta_path}: holds a {stored}{where}, which is not a registered model class; "
+                    f"load it with {stored}.load(path) from the code that defines it, or decorate that "
+                    "class with @cfrec.models.register_model")
+            if not issubclass(found, cls):
+                raise ModelFileError(f"{path} holds a {found.__name__}, not a {cls.__name__}")
+            klass = found
+        try:
+            return klass.from_state(saved.arrays, saved.meta)
+        except ModelFileError as exc:
+            raise ModelFileError(f"{saved.weights_path}: {exc}") from None
 
 
 class RankingRecommender(Recommender):
@@ -661,55 +672,6 @@ class RankingRecommender(Recommender):
     def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
         to_scale = sigmoid_to_scale if self.score_to_scale == "sigmoid" else linear_to_scale
         return to_scale(scores, self.rating_scale_)
-
-
-class FactorRecommender(Recommender):
-    """A model of the form ``r = mu + b_u + b_i + p_u . q_i`` with learned state in numpy arrays.
-
-    Subclasses set ``user_factors_`` (n_users, k), ``item_factors_`` (n_items, k) and the biases
-    in ``_fit``; scoring, ranking, fold-in and persistence come from here.
-    """
-
-    user_factors_: np.ndarray
-    item_factors_: np.ndarray
-
-    @property
-    def personalised(self) -> bool:
-        return self.user_factors_.shape[1] > 0
-
-    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        out = self.global_mean_ + self.user_bias_[users] + self.item_bias_[items]
-        if self.user_factors_.shape[1]:
-            out = out + np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items])
-        return np.asarray(out, dtype=np.float32)
-
-    def _score_users(self, users: np.ndarray) -> np.ndarray:
-        scores = self.user_factors_[users] @ self.item_factors_.T
-        scores += self.item_bias_[None, :]
-        scores += (self.global_mean_ + self.user_bias_[users])[:, None]
-        return scores.astype(np.float32, copy=False)
-
-    def item_embeddings(self) -> np.ndarray:
-        self._check_fitted()
-        return self.item_factors_
-
-    def user_embeddings(self) -> np.ndarray:
-        self._check_fitted()
-        return self.user_factors_
-
-    def _state(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors_.astype(np.float32),
-                "item_factors": self.item_factors_.astype(np.float32)}
-
-    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        from cfrec.errors import ModelFileError
-
-        self.user_factors_ = arrays["user_factors"]
-        self.item_factors_ = arrays["item_factors"]
-        if len(self.user_factors_) != len(self.user_map_) or len(self.item_factors_) != len(self.item_map_):
-            raise ModelFileError(f"factor matrices ({self.user_factors_.shape}, {self.item_factors_.shape}) "
-                                 f"do not match the id vocabularies ({len(self.user_map_)} users, "
-                                 f"{len(self.item_map_)} items)")
 
 
 # ---------------------------------------------------------------------- helpers

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from cfrec.data.interactions import Interactions
-from cfrec.errors import CfrecError
 from cfrec.models._bias import fit_biases
-from cfrec.models.base import EpochCallback, FactorRecommender, hyperparameters
+from cfrec.models.base import EpochCallback
+from cfrec.models.factor import FactorRecommender
+from cfrec.models.params import hyperparameters, param
 
 
 @hyperparameters
@@ -28,16 +29,11 @@ class Baseline(FactorRecommender):
 
     name = "baseline"
 
-    reg_user: float = 5.0
-    reg_item: float = 5.0
-    iterations: int = 15
+    reg_user: float = param(default=5.0, ge=0)
+    reg_item: float = param(default=5.0, ge=0)
+    iterations: int = param(default=15, ge=1)
 
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
-        if not (float(self.reg_user) >= 0 and float(self.reg_item) >= 0):
-            raise CfrecError(f"Baseline regularisation must be >= 0 (reg_user={self.reg_user}, "
-                             f"reg_item={self.reg_item})")
-        if int(self.iterations) < 1:
-            raise CfrecError(f"Baseline needs iterations >= 1, got {self.iterations}")
         self.user_bias_, self.item_bias_ = fit_biases(
             train.users, train.items, train.ratings, train.n_users, train.n_items,
             global_mean=self.global_mean_, reg_user=float(self.reg_user), reg_item=float(self.reg_item),

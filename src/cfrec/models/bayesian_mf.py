@@ -92,7 +92,9 @@ import torch
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError, TrainingDiverged
-from cfrec.models.base import EpochCallback, FactorRecommender, FoldedUser, RidgeFoldIn
+from cfrec.models.base import EpochCallback, FoldedUser
+from cfrec.models.factor import FactorRecommender, RidgeFoldIn
+from cfrec.models.params import hyperparameters, invalid, param
 from cfrec.models.torch_engine import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -662,6 +664,7 @@ def _kept_sweeps(n_sweeps: int, burn_in: int, max_samples: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- the model
+@hyperparameters
 class BayesianMF(FactorRecommender):
     """Bayesian (SVD++-style, with ``implicit=True``) matrix factorisation fitted by Gibbs sampling.
 
@@ -740,83 +743,32 @@ class BayesianMF(FactorRecommender):
 
     name = "bmf"
 
-    def __init__(
-        self,
-        *,
-        n_factors: int = 10,
-        n_sweeps: int = 200,
-        burn_in: int = 25,
-        max_samples: int = 100,
-        implicit: bool = True,
-        implicit_items: bool = True,
-        implicit_include_valid: bool = False,
-        alpha_0: float = 1.0,
-        beta_0: float = 1.0,
-        gamma_0: float = 1.0,
-        reg_0: float = 1.0,
-        init_std: float = 0.1,
-        cg_tol: float = 1e-3,
-        cg_max_iter: int = 100,
-        seed: int | None = 0,
-        device: str | None = None,
-    ) -> None:
-        self.n_factors = n_factors
-        self.n_sweeps = n_sweeps
-        self.burn_in = burn_in
-        self.max_samples = max_samples
-        self.implicit = implicit
-        self.implicit_items = implicit_items
-        self.implicit_include_valid = implicit_include_valid
-        self.alpha_0 = alpha_0
-        self.beta_0 = beta_0
-        self.gamma_0 = gamma_0
-        self.reg_0 = reg_0
-        self.init_std = init_std
-        self.cg_tol = cg_tol
-        self.cg_max_iter = cg_max_iter
-        self.seed = seed
-        self.device = device
+    n_factors: int = param(default=10, ge=1)
+    n_sweeps: int = param(default=200, ge=1)
+    burn_in: int = param(default=25, ge=0)
+    max_samples: int = param(default=100, ge=1)
+    implicit: bool = True
+    implicit_items: bool = True
+    implicit_include_valid: bool = False
+    alpha_0: float = param(default=1.0, gt=0)
+    beta_0: float = param(default=1.0, gt=0)
+    gamma_0: float = param(default=1.0, gt=0)
+    reg_0: float = param(default=1.0, ge=0)
+    init_std: float = param(default=0.1, ge=0)
+    cg_tol: float = param(default=1e-3, gt=0, lt=1)
+    cg_max_iter: int = param(default=100, ge=1)
+    seed: int | None = param(default=0, ge=0)
+    device: str | None = None
 
-    # ------------------------------------------------------------------ validation
-    def _check_params(self) -> None:
-        """Raise :class:`CfrecError` naming the first hyperparameter that is out of range."""
-
-        def fail(name: str, expected: str) -> CfrecError:
-            return CfrecError(f"BayesianMF: {name} must be {expected}, got {getattr(self, name)!r}")
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-
-        for name in ("n_factors", "n_sweeps", "max_samples", "cg_max_iter"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise fail(name, "an integer >= 1")
-        if not is_int(self.burn_in) or not 0 <= self.burn_in < self.n_sweeps:
-            raise fail("burn_in", f"an integer with 0 <= burn_in < n_sweeps ({self.n_sweeps})")
-        for name in ("implicit", "implicit_items", "implicit_include_valid"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise fail(name, "True or False")
+    def _check_combination(self) -> None:
+        if self.burn_in >= self.n_sweeps:
+            raise invalid(self, "burn_in", f"< n_sweeps ({self.n_sweeps})")
         if self.implicit_include_valid and not (self.implicit or self.implicit_items):
-            raise CfrecError("BayesianMF: implicit_include_valid=True needs implicit=True or "
-                             "implicit_items=True (it adds the pairs in valid to the implicit feedback)")
-        for name in ("alpha_0", "beta_0", "gamma_0"):
-            v = getattr(self, name)
-            if not is_num(v) or not (math.isfinite(v) and v > 0):
-                raise fail(name, "a finite number > 0")
-        for name in ("reg_0", "init_std"):
-            v = getattr(self, name)
-            if not is_num(v) or not (math.isfinite(v) and v >= 0):
-                raise fail(name, "a finite number >= 0")
-        if not is_num(self.cg_tol) or not 0 < self.cg_tol < 1:
-            raise fail("cg_tol", "a number with 0 < cg_tol < 1")
-        if self.seed is not None and not is_int(self.seed):
-            raise fail("seed", "an integer or None")
+            raise invalid(self, "implicit_include_valid", "False unless implicit or implicit_items is True "
+                          "(it adds the pairs in valid to the implicit feedback)")
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
-        self._check_params()
         dev = resolve_device(self.device)
         k = int(self.n_factors)
         n_users, n_items = train.n_users, train.n_items

@@ -30,18 +30,11 @@ from torch import nn
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import (
-    EpochCallback,
-    FactorRecommender,
-    FoldedUser,
-    RankingRecommender,
-    RidgeFoldIn,
-    hyperparameters,
-)
-from cfrec.models.checks import check_choice, check_number, check_optional_finite, check_whole
+from cfrec.models.base import EpochCallback, FoldedUser, RankingRecommender
+from cfrec.models.factor import LatentFactorRecommender
 from cfrec.models.neumf import _NegativeSampler  # the exact uniform sampler, shared with NeuMF
+from cfrec.models.params import hyperparameters, param
 from cfrec.models.torch_engine import (
-    OPTIMIZERS,
     TrainConfig,
     export_numpy,
     make_generator,
@@ -51,7 +44,7 @@ from cfrec.models.torch_engine import (
     shuffled_batches,
     train_loop,
 )
-from cfrec.threads import check_threads, threads_for, using_threads
+from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +203,7 @@ class _BPRNet(nn.Module):
 
 # ---------------------------------------------------------------------- the model
 @hyperparameters
-class BPR(RankingRecommender, FactorRecommender):
+class BPR(RankingRecommender, LatentFactorRecommender):
     """Bayesian personalised ranking: pairwise log-sigmoid loss on sampled negatives, for top-K.
 
     Scores are ``s_ui = p_u . q_i + b_i`` (see :mod:`cfrec.models.bpr`), trained on (user,
@@ -222,8 +215,7 @@ class BPR(RankingRecommender, FactorRecommender):
 
     ``predicts_ratings`` is False: ``predict`` maps a score onto the rating scale through a
     sigmoid (``low + sigmoid(s) * (high - low)``), a monotone preference, not a rating estimate.
-    ``user_bias_`` and ``item_bias_`` (the rating fallbacks) are zeros; the learned intercepts
-    are ``item_intercept_``. An unknown user is ranked by popularity (training ratings per item,
+    The learned item intercepts are ``item_intercept_``. An unknown user is ranked by popularity (training ratings per item,
     divided by the largest count). Training users without a positive get a zero vector (ranked
     by the intercepts). :meth:`fold_in` fits a new user's vector against the fixed items;
     ``similar_items`` compares the item factors by cosine.
@@ -289,33 +281,24 @@ class BPR(RankingRecommender, FactorRecommender):
     name = "bpr"
     score_to_scale = "sigmoid"
 
-    n_factors: int = 128
-    epochs: int = 40
-    batch_size: int = 1024
-    lr: float = 0.003
+    n_factors: int = param(default=128, ge=1)
+    epochs: int = param(default=40, ge=1)
+    batch_size: int = param(default=1024, ge=1)
+    lr: float = param(default=0.003, gt=0)
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
-    reg: float = 0.008
-    bias_reg: float = 1e-3
+    reg: float = param(default=0.008, ge=0)
+    bias_reg: float = param(default=1e-3, ge=0)
     threshold: float | None = 4.0
-    neg_exponent: float = 0.0
-    init_std: float = 0.1
-    lr_decay: float = 1.0
-    fold_in_reg: float | None = None
-    fold_in_steps: int = 20
+    neg_exponent: float = param(default=0.0, ge=0)
+    init_std: float = param(default=0.1, ge=0)
+    lr_decay: float = param(default=1.0, gt=0)
+    fold_in_reg: float | None = param(default=None, gt=0)
+    fold_in_steps: int = param(default=20, ge=1)
     device: str | None = None
-    threads: int | None = None
-    seed: int | None = 0
+    threads: int | None = param(default=None, ge=1)
+    seed: int | None = param(default=0, ge=0)
 
     # ------------------------------------------------------------------ fitting
-    def _check_params(self) -> None:
-        check_whole(self, ("n_factors", "epochs", "batch_size", "fold_in_steps"))
-        check_number(self, ("lr", "lr_decay"), strict=True)
-        check_number(self, ("reg", "bias_reg", "init_std", "neg_exponent"))
-        check_number(self, ("fold_in_reg",), strict=True, optional=True)
-        check_optional_finite(self, ("threshold",))
-        check_choice(self, "optimizer", OPTIMIZERS)
-        check_threads(self.threads, "BPR threads")
-
     def _positives(self, ratings: np.ndarray) -> np.ndarray:
         """Mask of the ratings that count as positives."""
         if self.threshold is None:
@@ -332,7 +315,6 @@ class BPR(RankingRecommender, FactorRecommender):
         return None if e == 0 else (1.0 + counts.astype(np.float64)) ** e
 
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
-        self._check_params()
         if valid is not None:
             logger.debug("BPR: validation data ignored (the epoch count is a hyperparameter)")
         n_users, n_items = train.n_users, train.n_items
@@ -365,8 +347,6 @@ class BPR(RankingRecommender, FactorRecommender):
         self.user_factors_[~has_pos] = 0.0
         self.item_factors_ = export_numpy(net.item_factors)
         self.item_intercept_ = export_numpy(net.item_bias)
-        self.user_bias_ = np.zeros(n_users, dtype=np.float32)
-        self.item_bias_ = np.zeros(n_items, dtype=np.float32)
 
     def _train(self, net: _BPRNet, users: np.ndarray, items: np.ndarray,
                sampler: _NegativeSampler | PopularityNegatives, rng: np.random.Generator,
@@ -496,9 +476,6 @@ class BPR(RankingRecommender, FactorRecommender):
                 break
             vec, loss, x = vec + t * step, new_loss, new_x
         return vec
-
-    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
-        return None  # a pairwise logistic fit, not a ridge on [b_u, p_u]
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:

@@ -20,8 +20,6 @@ float32 (``4 x n_items^2`` bytes: 0.46 GB for ML-10M's 10,677 items, 13.9 GB for
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
@@ -32,15 +30,10 @@ from scipy.linalg import lapack
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import (
-    EpochCallback,
-    FoldedUser,
-    RankingRecommender,
-    RidgeFoldIn,
-    hyperparameters,
-)
+from cfrec.models.base import EpochCallback, FoldedUser, RankingRecommender
+from cfrec.models.params import hyperparameters, param
 from cfrec.models.persistence import sparse_from_state, sparse_to_state
-from cfrec.threads import check_threads, threads_for, using_threads
+from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
@@ -183,10 +176,6 @@ def ease_residual(x: sp.csr_array, lam: float, b: np.ndarray, *, n_columns: int 
     return float(np.max(np.abs(gib) / np.abs(d)[None, :]))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
 @hyperparameters
 class EASE(RankingRecommender):
     """EASE (Steck 2019): a closed-form item-item autoencoder for top-K ranking.
@@ -258,28 +247,14 @@ class EASE(RankingRecommender):
 
     name = "ease"
 
-    lam: float = 200.0
+    lam: float = param(default=200.0, gt=0)
     threshold: float | None = None
-    rating_power: float = 1.5
-    max_items: int = 20_000
+    rating_power: float = param(default=1.5, ge=0)
+    max_items: int = param(default=20_000, ge=1)
     dtype: Literal["float64", "float32"] = "float64"
-    threads: int | None = None
+    threads: int | None = param(default=None, ge=1)
 
     # ------------------------------------------------------------------ fitting
-    def _check_params(self) -> None:
-        check_threads(self.threads, "EASE threads")
-        if not (_is_number(self.lam) and self.lam > 0):
-            raise CfrecError(f"EASE lam must be a finite number > 0, got {self.lam!r}")
-        if self.threshold is not None and not _is_number(self.threshold):
-            raise CfrecError(f"EASE threshold must be None or a finite number, got {self.threshold!r}")
-        if not (_is_number(self.rating_power) and self.rating_power >= 0):
-            raise CfrecError(f"EASE rating_power must be a finite number >= 0, got {self.rating_power!r}")
-        if (isinstance(self.max_items, bool) or not isinstance(self.max_items, int | np.integer)
-                or self.max_items < 1):
-            raise CfrecError(f"EASE max_items must be an integer >= 1, got {self.max_items!r}")
-        if self.dtype not in _DTYPES:
-            raise CfrecError(f"EASE dtype must be one of {_DTYPES}, got {self.dtype!r}")
-
     def check_catalogue(self, n_items: int) -> None:
         """Refuse a catalogue above ``max_items``, saying how much memory it would need."""
         if n_items <= int(self.max_items):
@@ -310,7 +285,6 @@ class EASE(RankingRecommender):
         return keep, ((kept / top) ** power).astype(np.float32)
 
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
-        self._check_params()
         n_users, n_items = train.n_users, train.n_items
         self.check_catalogue(n_items)
         keep, w = self._weights(train.ratings)
@@ -334,8 +308,6 @@ class EASE(RankingRecommender):
         self.B_ = b
         self.x_ = x
         self.residual_ = residual
-        self.user_bias_ = np.zeros(n_users, dtype=np.float32)
-        self.item_bias_ = np.zeros(n_items, dtype=np.float32)
         logger.info("EASE on %d items: Gram %.2fs, solve %.2fs, residual %.1e", n_items, gram_s,
                     solve_s, residual)
 
@@ -422,9 +394,6 @@ class EASE(RankingRecommender):
         return FoldedUser(0.0, x, known, len(known), unknown_items=given.unknown,
                           duplicate_items=given.duplicates)
 
-    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
-        return None  # the fold-in is x @ B, not a ridge on [b_u, p_u]
-
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
         return {"B": np.ascontiguousarray(self.B_, dtype=np.float32), **sparse_to_state("x", self.x_)}
@@ -445,13 +414,3 @@ class EASE(RankingRecommender):
         self.x_ = x
         self.residual_ = float(meta.get("residual", float("nan")))
 
-
-def _mixed(values: Any) -> bool:
-    """Whether a list mixes strings and numbers (numpy would turn the numbers into strings)."""
-    if isinstance(values, list | tuple) and values:
-        return len({isinstance(v, str) for v in values}) > 1
-    return False
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value

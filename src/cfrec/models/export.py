@@ -126,11 +126,12 @@ def export_embeddings(model: Recommender, out_dir: str | Path, *, format: Format
         if "genres" in info.columns:
             items["genres"] = [_genres_text(g) for g in info["genres"].reindex(item_ids).tolist()]
     items["n_ratings"] = np.asarray(seen.sum(axis=0)).ravel().astype(np.int64)
-    items["bias"] = np.asarray(model.item_bias_, dtype=np.float32)
+    items["bias"] = np.asarray(getattr(model, "item_bias_", np.zeros(len(item_ids))), dtype=np.float32)
     items = pd.concat([items, pd.DataFrame(item_vec, columns=cols)], axis=1)
     users = pd.DataFrame({"user_id": model.user_map_.ids,
                           "n_ratings": np.diff(seen.indptr).astype(np.int64),
-                          "bias": np.asarray(model.user_bias_, dtype=np.float32)})
+                          "bias": np.asarray(getattr(model, "user_bias_", np.zeros(len(seen.indptr) - 1)),
+                                             dtype=np.float32)})
     users = pd.concat([users, pd.DataFrame(user_vec, columns=cols)], axis=1)
 
     ext = "parquet" if format == "parquet" else "csv"

@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Generator
 from contextlib import closing
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -47,21 +47,14 @@ from cfrec.models.als_solvers import (
     implicit_solve_numpy,
     implicit_solve_torch,
 )
-from cfrec.models.base import (
-    EpochCallback,
-    FactorRecommender,
-    FoldedUser,
-    RankingRecommender,
-    RidgeFoldIn,
-    hyperparameters,
-)
+from cfrec.models.base import EpochCallback, FoldedUser, RankingRecommender
+from cfrec.models.factor import LatentFactorRecommender
+from cfrec.models.params import hyperparameters, param
 from cfrec.models.torch_engine import resolve_device
-from cfrec.threads import check_threads, threads_for, using_threads
+from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
-_CONFIDENCE = ("linear", "log")
-_SOLVERS = ("cg", "exact")
 
 
 def _as_numpy(a: Any) -> np.ndarray:
@@ -72,7 +65,7 @@ def _as_numpy(a: Any) -> np.ndarray:
 
 
 @hyperparameters
-class IALS(RankingRecommender, FactorRecommender):
+class IALS(RankingRecommender, LatentFactorRecommender):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008): a top-K ranking model.
 
     Every training rating counts as an interaction (preference 1) with confidence
@@ -85,7 +78,7 @@ class IALS(RankingRecommender, FactorRecommender):
     (``train_loss``: the objective divided by the number of training ratings, with ``seconds``).
     ``valid`` is ignored (there is nothing to early-stop on).
 
-    Scores are preferences ``x_u . y_i`` (no biases; ``user_bias_`` and ``item_bias_`` are zeros).
+    Scores are preferences ``x_u . y_i`` (no biases).
     ``predicts_ratings`` is False: ``predict`` maps the preference linearly onto the rating scale
     (``low + s * (high - low)``, so 1..5 -> ``1 + 4 s``) and clips it, like implicit
     :class:`~cfrec.models.neumf.NeuMF`: a monotone preference score, not a rating estimate (RMSE
@@ -141,43 +134,21 @@ class IALS(RankingRecommender, FactorRecommender):
 
     name = "ials"
 
-    n_factors: int = 48
-    reg: float = 40.0
-    alpha: float = 1.0
-    iterations: int = 10
-    solver: str = "cg"
-    cg_steps: int = 3
-    confidence: str = "linear"
-    eps: float = 1.0
+    n_factors: int = param(default=48, ge=1)
+    reg: float = param(default=40.0, gt=0)
+    alpha: float = param(default=1.0, ge=0)
+    iterations: int = param(default=10, ge=1)
+    solver: Literal["cg", "exact"] = "cg"
+    cg_steps: int = param(default=3, ge=1)
+    confidence: Literal["linear", "log"] = "linear"
+    eps: float = param(default=1.0, gt=0)
     weighted_reg: bool = False
-    init_std: float = 0.1
-    seed: int | None = 0
+    init_std: float = param(default=0.1, ge=0)
+    seed: int | None = param(default=0, ge=0)
     device: str | None = None
-    threads: int | None = None
+    threads: int | None = param(default=None, ge=1)
 
     # ------------------------------------------------------------------ fitting
-    def _check_params(self) -> None:
-        if self.confidence not in _CONFIDENCE:
-            raise CfrecError(
-                f"iALS confidence must be one of {_CONFIDENCE}, got {self.confidence!r}"
-            )
-        if int(self.n_factors) < 1 or int(self.iterations) < 1:
-            raise CfrecError(
-                f"iALS needs n_factors >= 1 and iterations >= 1 "
-                f"(got n_factors={self.n_factors}, iterations={self.iterations})"
-            )
-        if not float(self.reg) > 0:
-            raise CfrecError(f"iALS needs reg > 0, got {self.reg}")
-        if not float(self.alpha) >= 0:
-            raise CfrecError(f"iALS needs alpha >= 0, got {self.alpha}")
-        if not float(self.eps) > 0:
-            raise CfrecError(f"iALS needs eps > 0, got {self.eps}")
-        if self.solver not in _SOLVERS:
-            raise CfrecError(f"iALS solver must be one of {_SOLVERS}, got {self.solver!r}")
-        if isinstance(self.cg_steps, bool) or int(self.cg_steps) < 1:
-            raise CfrecError(f"iALS cg_steps must be a whole number >= 1, got {self.cg_steps!r}")
-        check_threads(self.threads, "iALS threads")
-
     def _weights(self, ratings: np.ndarray) -> np.ndarray:
         """``c - 1`` of every rating (float32), after checking the ratings."""
         r = np.asarray(ratings, dtype=np.float32)
@@ -196,7 +167,6 @@ class IALS(RankingRecommender, FactorRecommender):
     def _fit(
         self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None
     ) -> None:
-        self._check_params()
         iterations = int(self.iterations)
         self._weights(train.ratings[:0])  # parameters checked before any work
         steps = self._cg_iterations(train) if self.solver == "cg" else self._exact_iterations(train)
@@ -219,8 +189,6 @@ class IALS(RankingRecommender, FactorRecommender):
                     on_epoch(dict(record, epochs=iterations))
                 start = time.perf_counter()
         self.user_factors_, self.item_factors_ = (_as_numpy(f) for f in factors)
-        self.user_bias_ = np.zeros(train.n_users, dtype=np.float32)
-        self.item_bias_ = np.zeros(train.n_items, dtype=np.float32)
 
     def _initial_items(self, n_items: int) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
@@ -304,17 +272,6 @@ class IALS(RankingRecommender, FactorRecommender):
                 yield p, q, implicit_objective(users, items, weight, p, q, reg_u, reg_i)
 
     # ------------------------------------------------------------------ scoring
-    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items]).astype(
-            np.float32
-        )
-
-    def _score_users(self, users: np.ndarray) -> np.ndarray:
-        return (self.user_factors_[users] @ self.item_factors_.T).astype(np.float32, copy=False)
-
-    def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
-        return (self.item_factors_[items] @ user.factors).astype(np.float32)
-
     # ------------------------------------------------------------------ cold start
     def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
         """Solve a new user's vector as a training half-step would, against the fixed items.
@@ -360,6 +317,3 @@ class IALS(RankingRecommender, FactorRecommender):
             cached = (self.item_factors_, y, y.T @ y)
             self.__dict__["_gram_cache"] = cached  # one assignment: safe under concurrent calls
         return cached[1], cached[2]
-
-    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
-        return None  # confidence-weighted against every item, not a ridge on [b_u, p_u]

@@ -34,15 +34,9 @@ import scipy.sparse as sp
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models._bias import fit_biases
-from cfrec.models.base import (
-    EpochCallback,
-    FoldedUser,
-    RawId,
-    Recommender,
-    RidgeFoldIn,
-    hyperparameters,
-)
-from cfrec.models.checks import check_choice, check_number, check_whole
+from cfrec.models.base import EpochCallback, FoldedUser, RawId
+from cfrec.models.factor import BiasedRecommender
+from cfrec.models.params import hyperparameters, param
 from cfrec.models.persistence import sparse_from_state, sparse_to_state
 from cfrec.ranking import Recs, RecsBatch, rank
 
@@ -237,7 +231,7 @@ def _aggregate_rows(query_ptr: np.ndarray, query_items: np.ndarray, query_resid:
 
 # ---------------------------------------------------------------------- the model
 @hyperparameters
-class ItemKNN(Recommender):
+class ItemKNN(BiasedRecommender):
     """Item-based k-nearest-neighbours with baseline correction: Surprise's ``KNNBaseline``
     (item-based) for rating prediction, LensKit's ``ItemKNN`` sum of similarities for ranking.
 
@@ -303,15 +297,15 @@ class ItemKNN(Recommender):
 
     name = "itemknn"
 
-    k: int = 30
-    min_k: int = 1
+    k: int = param(default=30, ge=1)
+    min_k: int = param(default=1, ge=1)
     similarity: Literal["pearson_baseline", "adjusted_cosine", "cosine"] = "adjusted_cosine"
-    shrinkage: float = 0.0
-    min_support: int = 1
-    max_neighbors: int = 500
-    reg_user: float = 3.0
-    reg_item: float = 2.0
-    iterations: int = 10
+    shrinkage: float = param(default=0.0, ge=0)
+    min_support: int = param(default=1, ge=0)
+    max_neighbors: int = param(default=500, ge=1)
+    reg_user: float = param(default=3.0, ge=0)
+    reg_item: float = param(default=2.0, ge=0)
+    iterations: int = param(default=10, ge=1)
 
     @classmethod
     def ranking(cls, **overrides: Any) -> Self:
@@ -322,14 +316,7 @@ class ItemKNN(Recommender):
         return cls(**{"similarity": "cosine", "k": 1000, **overrides})
 
     # ------------------------------------------------------------------ fitting
-    def _check_params(self) -> None:
-        check_whole(self, ("k", "min_k", "max_neighbors", "iterations"), 1)
-        check_whole(self, ("min_support",), 0)
-        check_number(self, ("shrinkage", "reg_user", "reg_item"), 0.0)
-        check_choice(self, "similarity", SIMILARITIES)
-
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
-        self._check_params()
         n_users, n_items = train.n_users, train.n_items
         start = time.perf_counter()
         self.user_bias_, self.item_bias_ = fit_biases(
@@ -524,9 +511,6 @@ class ItemKNN(Recommender):
         return FoldedUser(bias, np.zeros(0, dtype=np.float32), idx.astype(np.int32), len(idx),
                           state=(idx.astype(np.int64), resid), unknown_items=given.unknown,
                           duplicate_items=given.duplicates)
-
-    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
-        return None  # neighbours, not a ridge on [b_u, p_u]: online evaluation replays fold_in
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:

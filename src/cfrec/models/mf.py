@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from cfrec.data.interactions import Interactions
-from cfrec.errors import CfrecError
-from cfrec.models.base import hyperparameters
+from cfrec.models.params import hyperparameters, invalid, param
 from cfrec.models.torch_engine import (
+    OPTIMIZERS,
     BatchOrder,
     DirectUpdate,
     RowwiseOptimizer,
@@ -217,10 +217,10 @@ class BiasedMF(TorchFactorModel):
 
     name = "mf"
 
-    epochs: int = 25
-    lr: float = 0.015
-    bias_reg: float = 0.02
-    optimizer: str = "funk"
+    epochs: int = param(default=25, ge=1)
+    lr: float = param(default=0.015, gt=0)
+    bias_reg: float = param(default=0.02, ge=0)
+    optimizer: str = param(default="funk", choices=("funk", *OPTIMIZERS))
     learn_global_bias: bool = False
 
     @classmethod
@@ -296,15 +296,13 @@ class BiasedMF(TorchFactorModel):
     def _funk(self) -> bool:
         return str(self.optimizer).lower() == "funk"
 
-    def _optimizers(self) -> tuple[str, ...]:
-        return (*super()._optimizers(), "funk")
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        if self._funk and (self.learn_global_bias or float(self.weight_decay)):
-            raise CfrecError("BiasedMF optimizer='funk' (per-rating SGD) keeps mu at the training mean and has "
-                             "no weight_decay: set learn_global_bias=False and weight_decay=0, or use "
-                             "optimizer='adam'")
+    def _check_combination(self) -> None:
+        if self._funk and self.learn_global_bias:
+            raise invalid(self, "learn_global_bias", "False with optimizer='funk' (per-rating SGD keeps mu "
+                          "at the training mean; use optimizer='adam' to learn it)")
+        if self._funk and float(self.weight_decay):
+            raise invalid(self, "weight_decay", "0 with optimizer='funk' (per-rating SGD has no weight "
+                          "decay; use optimizer='adam')")
 
     def _batch_order(self, data: Interactions, device: torch.device) -> BatchOrder | None:
         if self._funk:

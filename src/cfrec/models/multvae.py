@@ -37,22 +37,9 @@ from torch import nn
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import (
-    EpochCallback,
-    FoldedUser,
-    RankingRecommender,
-    RidgeFoldIn,
-    hyperparameters,
-)
-from cfrec.models.checks import (
-    check_choice,
-    check_number,
-    check_optional_finite,
-    check_whole,
-    is_finite_number,
-)
+from cfrec.models.base import EpochCallback, FoldedUser, RankingRecommender
+from cfrec.models.params import hyperparameters, param
 from cfrec.models.torch_engine import (
-    OPTIMIZERS,
     TrainConfig,
     csr_segments,
     load_module_arrays,
@@ -62,7 +49,7 @@ from cfrec.models.torch_engine import (
     resolve_device,
     train_loop,
 )
-from cfrec.threads import check_threads, threads_for, using_threads
+from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +117,7 @@ class MultVAE(RankingRecommender):
     Ranking-only (``predicts_ratings`` is False): scores are the decoder's logits, whose softmax
     is the predicted share of the user's interactions each item takes. ``predict`` maps a logit
     onto the rating scale through a sigmoid (``low + sigmoid(s) * (high - low)``), a monotone
-    preference within a user, not a rating estimate. ``user_bias_`` and ``item_bias_`` are zeros.
+    preference within a user, not a rating estimate.
     An unknown user is ranked by popularity (training ratings per item, divided by the largest
     count). :meth:`fold_in` of a new user is one forward pass of their item set, with no training:
     folding in a training user's own ratings gives that user's scores. ``similar_items`` compares
@@ -187,35 +174,24 @@ class MultVAE(RankingRecommender):
     name = "multvae"
     score_to_scale = "sigmoid"
 
-    hidden: int = 600
-    latent: int = 200
-    dropout: float = 0.5
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
+    hidden: int = param(default=600, ge=1)
+    latent: int = param(default=200, ge=1)
+    dropout: float = param(default=0.5, ge=0, lt=1)
+    epochs: int = param(default=100, ge=1)
+    batch_size: int = param(default=128, ge=1)
+    lr: float = param(default=1e-3, gt=0)
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
-    weight_decay: float = 0.0
-    beta_cap: float = 0.2
-    anneal_epochs: float = 50.0
+    weight_decay: float = param(default=0.0, ge=0)
+    beta_cap: float = param(default=0.2, ge=0)
+    anneal_epochs: float = param(default=50.0, ge=0)
     threshold: float | None = None
-    rating_power: float = 0.0
+    rating_power: float = param(default=0.0, ge=0)
     device: str | None = None
-    threads: int | None = None
-    seed: int | None = 0
+    threads: int | None = param(default=None, ge=1)
+    seed: int | None = param(default=0, ge=0)
 
     # ------------------------------------------------------------------ configuration
-    def _check_params(self) -> None:
-        check_whole(self, ("hidden", "latent", "epochs", "batch_size"))
-        if not (is_finite_number(self.dropout) and 0.0 <= float(self.dropout) < 1.0):
-            raise CfrecError(f"MultVAE dropout must be in [0, 1), got {self.dropout!r}")
-        check_number(self, ("lr",), strict=True)
-        check_number(self, ("weight_decay", "beta_cap", "anneal_epochs", "rating_power"))
-        check_optional_finite(self, ("threshold",))
-        check_choice(self, "optimizer", OPTIMIZERS)
-        check_threads(self.threads, "MultVAE threads")
-
     def _build_net(self, n_items: int) -> _MultVAENet:
-        self._check_params()
         return _MultVAENet(n_items, int(self.hidden), int(self.latent), float(self.dropout))
 
     def _weights(self, ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -258,8 +234,6 @@ class MultVAE(RankingRecommender):
                 self._train(net, active, s_order, s_noise, on_epoch)
         self.net_ = net.to("cpu").eval()
         self.net_.generator = None
-        self.user_bias_ = np.zeros(n_users, dtype=np.float32)
-        self.item_bias_ = np.zeros(n_items, dtype=np.float32)
 
     def _train(self, net: _MultVAENet, active: np.ndarray, s_order: int, s_noise: int,
                on_epoch: EpochCallback | None) -> None:
@@ -401,9 +375,6 @@ class MultVAE(RankingRecommender):
         vec = self._hidden_of(row)[0]
         return FoldedUser(0.0, vec, idx.astype(np.int32), len(idx), unknown_items=given.unknown,
                           duplicate_items=given.duplicates)
-
-    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
-        return None  # a forward pass of the network, not a ridge on [b_u, p_u]
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:

@@ -41,7 +41,9 @@ from cfrec.data.interactions import Interactions
 from cfrec.data.split import carve_validation
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models._bias import fit_biases
-from cfrec.models.base import EpochCallback, FoldedUser, Recommender, RidgeFoldIn, hyperparameters
+from cfrec.models.base import EpochCallback, FoldedUser
+from cfrec.models.factor import BiasedRecommender
+from cfrec.models.params import hyperparameters, param
 from cfrec.models.torch_engine import (
     TrainConfig,
     batched_rmse,
@@ -52,7 +54,7 @@ from cfrec.models.torch_engine import (
     resolve_device,
     train_loop,
 )
-from cfrec.threads import check_threads, threads_for, using_threads
+from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,17 @@ Mode = Literal["rating", "implicit"]
 
 #: (user, item) pairs scored per forward pass at inference (bounds the (pairs, layer) blocks).
 _PAIRS_PER_CHUNK = 1 << 17
+
+
+_LAYERS = "MLP sizes such as '64,32,16' (at least two, positive, the first even)"
+
+
+def _layers_ok(value: Any) -> bool:
+    try:
+        _parse_layers(value)
+    except (CfrecError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _parse_layers(value: str | Sequence[int]) -> list[int]:
@@ -195,7 +208,7 @@ class _NeuMFNet(nn.Module):
 
 
 @hyperparameters
-class NeuMF(Recommender):
+class NeuMF(BiasedRecommender):
     """Neural matrix factorisation: GMF and MLP towers fused (He et al. 2017).
 
     Defaults were chosen on validation carves of ML-100K's ``u1.base`` (rating mode). Measured on
@@ -250,55 +263,37 @@ class NeuMF(Recommender):
     name = "neumf"
 
     mode: Mode = "rating"
-    n_factors: int = 16
-    mlp_layers: str | Sequence[int] = (64, 32, 16)
-    dropout: float = 0.0
-    epochs: int = 40
-    batch_size: int = 256
-    lr: float = 1e-3
+    n_factors: int = param(default=16, ge=1)
+    mlp_layers: str | Sequence[int] = param(default=(64, 32, 16), check=_layers_ok, expect=_LAYERS)
+    dropout: float = param(default=0.0, ge=0, lt=1)
+    epochs: int = param(default=40, ge=1)
+    batch_size: int = param(default=256, ge=1)
+    lr: float = param(default=1e-3, gt=0)
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
-    reg: float = 0.02
-    weight_decay: float = 1e-5
-    patience: int | None = 3
-    valid_fraction: float = 0.1
-    n_negatives: int = 4
-    fold_in_reg: float | None = None
-    fold_in_steps: int = 100
+    reg: float = param(default=0.02, ge=0)
+    weight_decay: float = param(default=1e-5, ge=0)
+    patience: int | None = param(default=3, ge=1)
+    valid_fraction: float = param(default=0.1, ge=0, lt=1)
+    n_negatives: int = param(default=4, ge=1)
+    fold_in_reg: float | None = param(default=None, gt=0)
+    fold_in_steps: int = param(default=100, ge=1)
     device: str | None = None
-    threads: int | None = None
-    seed: int | None = 0
+    threads: int | None = param(default=None, ge=1)
+    seed: int | None = param(default=0, ge=0)
 
     def __post_init__(self) -> None:
         # a tuple is kept as a list so the value survives the JSON round trip of save/load
         if isinstance(self.mlp_layers, tuple):
             self.mlp_layers = list(self.mlp_layers)
+        super().__post_init__()
 
     # ------------------------------------------------------------------ configuration
     @property
     def _implicit(self) -> bool:
         return self.mode == "implicit"
 
-    def _check_params(self) -> list[int]:
-        if self.mode not in ("rating", "implicit"):
-            raise CfrecError(f"NeuMF mode must be 'rating' or 'implicit', got {self.mode!r}")
-        if self.optimizer not in ("adam", "adagrad", "sgd"):
-            raise CfrecError(f"NeuMF optimizer must be 'adam', 'adagrad' or 'sgd', got {self.optimizer!r}")
-        check_threads(self.threads, "NeuMF threads")
-        for name in ("n_factors", "epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise CfrecError(f"NeuMF {name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise CfrecError(f"NeuMF dropout must be in [0, 1), got {self.dropout}")
-        if not float(self.lr) > 0:
-            raise CfrecError(f"NeuMF lr must be > 0, got {self.lr}")
-        if float(self.reg) < 0 or float(self.weight_decay) < 0:
-            raise CfrecError("NeuMF reg and weight_decay must be >= 0")
-        if self._implicit and int(self.n_negatives) < 1:
-            raise CfrecError(f"NeuMF implicit mode needs n_negatives >= 1, got {self.n_negatives}")
-        return _parse_layers(self.mlp_layers)
-
     def _build_net(self, n_users: int, n_items: int) -> _NeuMFNet:
-        layers = self._check_params()
+        layers = _parse_layers(self.mlp_layers)
         return _NeuMFNet(n_users, n_items, int(self.n_factors), layers, with_bias=not self._implicit,
                          dropout=float(self.dropout))
 
@@ -549,9 +544,6 @@ class NeuMF(Recommender):
         return FoldedUser(b, np.concatenate([g, m]).astype(np.float32), idx.astype(np.int32),
                           len(idx), state={"gmf": g, "mlp": m, "bias": b},
                           unknown_items=given.unknown, duplicate_items=given.duplicates)
-
-    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
-        return None  # a non-linear fit through the network
 
     def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
         gmf = torch.as_tensor(np.asarray(user.state["gmf"], np.float32))[None]

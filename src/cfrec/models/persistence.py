@@ -14,32 +14,34 @@ the new complete one: a crash (even ``SIGKILL``) between any two steps never los
 Folders written by earlier cfrec releases (the files directly in ``PATH``) still load, and are
 upgraded in the same crash-safe way on the next save.
 
-``model.json`` holds the format tag and version, the class, hyperparameters, raw id
-vocabularies, rating scale, training-data fingerprint, history and the weights' SHA-256;
-``weights.safetensors`` the arrays (the model's own, from its ``_state()`` hook, plus biases and
-the seen-items matrix); ``items.json`` titles, years and genres. Loading checks all of it and
-raises :class:`~cfrec.errors.ModelFileError` naming the file at fault.
+This module is the format only: it writes and reads plain ``(arrays, meta)``, which every model
+emits and takes back itself (:meth:`~cfrec.models.base.Recommender.to_state` and
+``from_state``); it knows nothing of a model's attributes. ``model.json`` holds the format tag
+and version, the weights' SHA-256 and the model's metadata (class, hyperparameters, raw id
+vocabularies, rating scale, training-data fingerprint, history); ``weights.safetensors`` the
+arrays; ``items.json`` the per-item metadata (titles, years, genres). Reading checks the format,
+version and checksum and raises :class:`~cfrec.errors.ModelFileError` naming the file at fault.
 
-Which class a folder holds is resolved as scikit-learn's ``skops`` does with trusted types: the
-class a caller names (``MyModel.load(path)``), or a class known to the model registry (the
-built-in models, and any decorated with :func:`cfrec.models.register_model`). Nothing is
-imported because a file says so.
+Which class a folder holds is resolved by :meth:`Recommender.load
+<cfrec.models.base.Recommender.load>` as scikit-learn's ``skops`` does with trusted types: the
+class a caller names (``MyModel.load(path)``), or a class known to the model registry
+(:mod:`cfrec.models.names`). Nothing is imported because a file says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import os
 import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,14 +49,12 @@ import scipy.sparse as sp
 
 from cfrec._io import file_mode, to_jsonable, write_json_atomic
 from cfrec._version import __version__
-from cfrec.data.idmap import IdMap
 from cfrec.errors import ModelFileError
 
-if TYPE_CHECKING:
-    from cfrec.models.base import Recommender
-
 FORMAT_NAME = "cfrec-model"
-FORMAT_VERSION = 1
+#: 2: arrays a model does not have are not written (version 1 wrote zero biases for every model).
+FORMAT_VERSION = 2
+ITEMS_KEY = "items"  # the meta entry written to items.json
 META_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 ITEMS_FILE = "items.json"
@@ -88,11 +88,16 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def save_model(model: Recommender, path: str | Path, *, on_step: StepHook | None = None) -> Path:
-    """Write ``model`` to the model folder ``path`` without a window in which no model is there.
+def save(path: str | Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], *,
+         on_step: StepHook | None = None) -> Path:
+    """Write a model's ``(arrays, meta)`` to the model folder ``path`` without a window in which no
+    model is there.
 
-    ``on_step`` is called with each name of :data:`SAVE_STEPS` after that step is durable (tests
-    use it to interrupt a save at every point).
+    ``arrays`` are named numpy arrays (written to ``weights.safetensors``); ``meta`` is JSON-ready
+    (written to ``model.json`` with the format tag, version and the weights' checksum; its
+    ``items`` entry, per-item metadata, goes to ``items.json``). ``on_step`` is called with each
+    name of :data:`SAVE_STEPS` after that step is durable (tests use it to interrupt a save at
+    every point).
     """
     from safetensors.numpy import save_file
 
@@ -104,35 +109,16 @@ def save_model(model: Recommender, path: str | Path, *, on_step: StepHook | None
     tmp.mkdir()
     _step(on_step, "started")
     try:
-        arrays = {f"model.{k}": np.ascontiguousarray(v) for k, v in model._state().items()}
-        arrays["base.user_bias"] = np.ascontiguousarray(model.user_bias_, dtype=np.float32)
-        arrays["base.item_bias"] = np.ascontiguousarray(model.item_bias_, dtype=np.float32)
-        arrays["base.seen_indptr"] = model.seen_.indptr.astype(np.int64)
-        arrays["base.seen_indices"] = model.seen_.indices.astype(np.int32)
         weights = tmp / WEIGHTS_FILE
-        save_file(arrays, str(weights))
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(weights))
         _fsync_file(weights)
         _step(on_step, "weights_written")
-        meta = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "cfrec_version": __version__,
-            "model_class": type(model).__name__,
-            "model_module": type(model).__module__,
-            "model_name": model.name,
-            "params": to_jsonable(model.get_params()),
-            "global_mean": model.global_mean_,
-            "rating_scale": list(model.rating_scale_),
-            "user_ids": model.user_map_.to_list(),
-            "item_ids": model.item_map_.to_list(),
-            "fit_info": to_jsonable(getattr(model, "fit_info_", {})),
-            "history": to_jsonable(getattr(model, "history_", [])),
-            "extra": to_jsonable(model._extra_meta()),
-            "weights_sha256": _sha256(weights),
-        }
-        write_json_atomic(tmp / META_FILE, meta, indent=None)
-        if model.item_info_ is not None:
-            write_json_atomic(tmp / ITEMS_FILE, _items_to_json(model.item_info_), indent=None)
+        body = {k: v for k, v in meta.items() if k != ITEMS_KEY}
+        doc = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "cfrec_version": __version__,
+               **to_jsonable(body), "weights_sha256": _sha256(weights)}
+        write_json_atomic(tmp / META_FILE, doc, indent=None)
+        if meta.get(ITEMS_KEY) is not None:
+            write_json_atomic(tmp / ITEMS_FILE, meta[ITEMS_KEY], indent=None)
         _step(on_step, "meta_written")
         for child in tmp.iterdir():
             os.chmod(child, mode)
@@ -243,36 +229,31 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return folder, meta
 
 
-def load_model(path: str | Path, cls: type[Recommender]) -> Recommender:
-    """Load a model folder written by :func:`save_model` as ``cls`` (or a subclass of it).
+@dataclass(frozen=True)
+class Saved:
+    """What a model folder holds: the model's ``(arrays, meta)`` and where they were read from."""
 
-    ``cls`` is used itself when the folder holds exactly that class (so a user's own subclass
-    round-trips through ``MyModel.load``); otherwise the class is looked up in the model registry
-    and must be a subclass of ``cls``.
-    """
+    folder: Path
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+    @property
+    def meta_path(self) -> Path:
+        return self.folder / META_FILE
+
+    @property
+    def weights_path(self) -> Path:
+        return self.folder / WEIGHTS_FILE
+
+
+def load(path: str | Path) -> Saved:
+    """Read the current version of a model folder written by :func:`save` (or by an earlier
+    format version: 1 differs only in always holding bias arrays, which models without biases
+    ignore). The weights are checked against their recorded checksum."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    from cfrec.models.registry import find_class
-
     folder, meta = read_meta(path)
-    meta_path = folder / META_FILE
-    stored, module = meta.get("model_class"), meta.get("model_module")
-    if not isinstance(stored, str):
-        raise ModelFileError(f"{meta_path}: no model class recorded")
-    klass: type[Recommender] | None
-    if cls.__name__ == stored and not inspect.isabstract(cls):
-        klass = cls  # the caller vouches for the class: a user's own subclass round-trips
-    else:
-        klass = find_class(stored, module)
-        if klass is None:
-            where = f" (module {module})" if module else ""
-            raise ModelFileError(
-                f"{meta_path}: holds a {stored}{where}, which is not a registered model class; load it "
-                f"with {stored}.load(path) from the code that defines it, or decorate that class with "
-                "@cfrec.models.register_model")
-        if not issubclass(klass, cls):
-            raise ModelFileError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelFileError(f"{folder}: missing {WEIGHTS_FILE}")
@@ -282,40 +263,36 @@ def load_model(path: str | Path, cls: type[Recommender]) -> Recommender:
         arrays = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{weights}: unreadable weights ({exc})") from None
-    try:
-        model = klass(**meta["params"])
-        model.user_map_ = IdMap.from_list(meta["user_ids"])
-        model.item_map_ = IdMap.from_list(meta["item_ids"])
-        model.global_mean_ = float(meta["global_mean"])
-        lo, hi = meta["rating_scale"]
-        model.rating_scale_ = (float(lo), float(hi))
-        model.user_bias_ = arrays["base.user_bias"]
-        model.item_bias_ = arrays["base.item_bias"]
-        n_u, n_i = len(model.user_map_), len(model.item_map_)
-        if len(model.user_bias_) != n_u or len(model.item_bias_) != n_i:
-            raise ModelFileError(f"{weights}: biases do not match the id vocabularies in {META_FILE} "
-                                 f"({len(model.user_bias_)} user biases for {n_u} users, "
-                                 f"{len(model.item_bias_)} item biases for {n_i} items)")
-        indptr, indices = arrays["base.seen_indptr"], arrays["base.seen_indices"]
-        if len(indptr) != n_u + 1 or (len(indices) and int(indices.max()) >= n_i):
-            raise ModelFileError(f"{weights}: seen-items matrix does not match the id vocabularies")
-        model.seen_ = sp.csr_array((np.ones(len(indices), dtype=np.float32), indices, indptr),
-                                   shape=(n_u, n_i))
-        model.fit_info_ = meta.get("fit_info", {})
-        model.history_ = meta.get("history", [])
-        items_path = folder / ITEMS_FILE
-        model.item_info_ = (_items_from_json(json.loads(items_path.read_text(encoding="utf-8")))
-                            if items_path.is_file() else None)
-        own = {k.removeprefix("model."): v for k, v in arrays.items() if k.startswith("model.")}
+    items_path = folder / ITEMS_FILE
+    meta[ITEMS_KEY] = None
+    if items_path.is_file():
         try:
-            model._set_state(own, meta.get("extra", {}))
-        except ModelFileError as exc:
-            raise ModelFileError(f"{weights}: {exc}") from None
-    except ModelFileError:
-        raise
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{folder}: incomplete or inconsistent model files ({exc!r})") from None
-    return model
+            meta[ITEMS_KEY] = json.loads(items_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f"{items_path}: corrupted item metadata ({exc})") from None
+    return Saved(folder, arrays, meta)
+
+
+def frame_to_json(info: pd.DataFrame) -> dict[str, Any]:
+    """A DataFrame of per-item metadata (index: raw ids) as a JSON-ready dict of columns."""
+    out: dict[str, Any] = {"ids": to_jsonable(info.index.tolist())}
+    for col in info.columns:
+        values = []
+        for v in info[col].tolist():
+            if isinstance(v, np.ndarray):
+                v = v.tolist()
+            if v is pd.NA or v is pd.NaT or (isinstance(v, float) and not np.isfinite(v)):
+                v = None
+            values.append(to_jsonable(v))
+        out[col] = values
+    return out
+
+
+def frame_from_json(obj: dict[str, Any]) -> pd.DataFrame:
+    """The inverse of :func:`frame_to_json`."""
+    obj = dict(obj)
+    ids = obj.pop("ids")
+    return pd.DataFrame(obj, index=pd.Index(ids, name="item_id"))
 
 
 # ---------------------------------------------------------------------- sparse state
@@ -391,22 +368,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _items_to_json(info: pd.DataFrame) -> dict[str, Any]:
-    out: dict[str, Any] = {"ids": to_jsonable(info.index.tolist())}
-    for col in info.columns:
-        values = []
-        for v in info[col].tolist():
-            if isinstance(v, np.ndarray):
-                v = v.tolist()
-            if v is pd.NA or v is pd.NaT or (isinstance(v, float) and not np.isfinite(v)):
-                v = None
-            values.append(to_jsonable(v))
-        out[col] = values
-    return out
-
-
-def _items_from_json(obj: dict[str, Any]) -> pd.DataFrame:
-    ids = obj.pop("ids")
-    return pd.DataFrame(obj, index=pd.Index(ids, name="item_id"))

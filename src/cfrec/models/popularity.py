@@ -9,7 +9,8 @@ import numpy as np
 from cfrec.data.interactions import Interactions
 from cfrec.errors import ModelFileError
 from cfrec.models._bias import fit_biases
-from cfrec.models.base import EpochCallback, FoldedUser, Recommender, RidgeFoldIn, hyperparameters
+from cfrec.models.base import EpochCallback, FoldedUser, Recommender
+from cfrec.models.params import hyperparameters, param
 
 
 @hyperparameters
@@ -31,7 +32,7 @@ class PopularityRecommender(Recommender):
 
     name = "pop"
 
-    reg_item: float = 5.0
+    reg_item: float = param(default=5.0, ge=0)
 
     @property
     def predicts_ratings(self) -> bool:
@@ -46,7 +47,6 @@ class PopularityRecommender(Recommender):
             train.users, train.items, train.ratings, train.n_users, train.n_items,
             global_mean=self.global_mean_, reg_user=1e12, reg_item=float(self.reg_item), iterations=1,
         )
-        self.user_bias_ = np.zeros(train.n_users, dtype=np.float32)
         self.item_counts_ = train.item_counts().astype(np.int64)
 
     def _popularity(self) -> np.ndarray:
@@ -81,8 +81,19 @@ class PopularityRecommender(Recommender):
                           len(given.items), unknown_items=given.unknown,
                           duplicate_items=given.duplicates)
 
-    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
-        return None
+    def _fallback_ratings(self, u_idx: np.ndarray, i_idx: np.ndarray) -> np.ndarray:
+        out = np.full(len(u_idx), self.global_mean_, dtype=np.float32)
+        known = i_idx >= 0
+        out[known] += self.item_bias_[i_idx[known]]
+        return out
+
+    def _fallback_state(self) -> dict[str, np.ndarray]:
+        return {"item_bias": np.asarray(self.item_bias_, dtype=np.float32)}
+
+    def _set_fallback_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if "item_bias" not in arrays or len(arrays["item_bias"]) != len(self.item_map_):
+            raise ModelFileError("item biases are missing or do not match the item vocabulary")
+        self.item_bias_ = arrays["item_bias"]
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"item_counts": self.item_counts_.astype(np.int64)}

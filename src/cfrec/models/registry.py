@@ -25,151 +25,44 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import types
-import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from importlib import import_module
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any
 
 import numpy as np
 
 from cfrec.errors import CfrecError
-
-if TYPE_CHECKING:
-    from cfrec.models.base import Recommender
-
-_R = TypeVar("_R", bound="type[Recommender]")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One registered model.
-
-    Attributes
-    ----------
-    name
-        Canonical short name (``"mf"``).
-    target
-        ``"module:Class"`` for a built-in model (imported on first use), or the class itself.
-    summary
-        One line for ``--help`` and listings.
-    aliases
-        Other accepted names. An alias may select a preset: ``{"mf-lab": "lab"}``.
-    presets
-        Preset name -> name of a class method returning a configured instance (``BiasedMF.lab``).
-    ranking
-        True for ranking-only models (no rating predictions).
-    """
-
-    name: str
-    target: str | type
-    summary: str = ""
-    aliases: Mapping[str, str | None] = field(default_factory=dict)
-    presets: Sequence[str] = ()
-    ranking: bool = False
-
-    def cls(self) -> type[Recommender]:
-        if isinstance(self.target, type):
-            return self.target
-        module, _, qualname = self.target.partition(":")
-        klass: type[Recommender] = getattr(import_module(module), qualname)
-        return klass
-
-    @property
-    def class_name(self) -> str:
-        return self.target.__name__ if isinstance(self.target, type) else self.target.partition(":")[2]
-
-    @property
-    def module(self) -> str:
-        return self.target.__module__ if isinstance(self.target, type) else self.target.partition(":")[0]
-
-    def make(self, preset: str | None = None, **params: Any) -> Recommender:
-        """An unfitted instance: the preset's configuration (if any) overridden by ``params``."""
-        klass = self.cls()
-        if preset is None:
-            return klass(**params)
-        return klass(**{**preset_params(self, preset), **params})
-
-
-_BUILTIN: tuple[ModelSpec, ...] = (
-    ModelSpec("baseline", "cfrec.models.baseline:Baseline",
-              "global mean + regularised user and item biases (closed form)"),
-    ModelSpec("mf", "cfrec.models.mf:BiasedMF",
-              "biased matrix factorisation trained by per-rating SGD (Funk, Netflix Prize) or Adam",
-              aliases={"biasedmf": None, "mf-lab": "lab", "lab": "lab"}, presets=("lab",)),
-    ModelSpec("als", "cfrec.models.als:ALS", "biased MF fitted by alternating least squares"),
-    ModelSpec("svdpp", "cfrec.models.svdpp:SVDpp", "SVD++: biased MF plus implicit feedback",
-              aliases={"svd++": None}),
-    ModelSpec("neumf", "cfrec.models.neumf:NeuMF", "neural matrix factorisation (GMF + MLP towers)"),
-    ModelSpec("bmf", "cfrec.models.bayesian_mf:BayesianMF",
-              "Bayesian MF with SVD++-style implicit features, by Gibbs sampling",
-              aliases={"bayesian-mf": None, "bpmf": None}),
-    ModelSpec("ials", "cfrec.models.ials:IALS", "implicit-feedback ALS for top-K ranking",
-              ranking=True),
-    ModelSpec("ease", "cfrec.models.ease:EASE",
-              "EASE: closed-form item-item autoencoder for top-K ranking (Steck 2019)", ranking=True),
-    ModelSpec("itemknn", "cfrec.models.itemknn:ItemKNN", "item-based kNN with baseline correction (KNNBaseline)", aliases={"itemknn-rank": "ranking"}, presets=("ranking",)),
-    ModelSpec("bpr", "cfrec.models.bpr:BPR",
-              "Bayesian personalised ranking: pairwise loss on sampled negatives (Rendle 2009)", ranking=True),
-    ModelSpec("multvae", "cfrec.models.multvae:MultVAE",
-              "Mult-VAE: variational autoencoder with a multinomial likelihood (Liang 2018)", ranking=True),
-    ModelSpec("two-stage", "cfrec.models.two_stage:TwoStage",
-              "candidates from a ranking model (EASE) ordered by a rating model's predictions (BiasedMF)",
-              aliases={"twostage": None}),
-    ModelSpec("pop", "cfrec.models.popularity:PopularityRecommender",
-              "most popular items (the non-personalised ranking yardstick)",
-              aliases={"popularity": None, "most-popular": None}, ranking=True),
+from cfrec.models.base import Recommender
+from cfrec.models.names import (
+    DEFAULT_BENCHMARK,
+    QUICKSTART_MODEL,
+    QUICKSTART_PARAMS,
+    ModelSpec,
+    find_class,
+    get_spec,
+    model_names,
+    register_model,
+    resolve_name,
+    specs,
+    unregister_model,
 )
+from cfrec.models.params import check_value, invalid, param_specs
 
-#: Models compared by ``cfrec benchmark`` when none are named, per protocol.
-DEFAULT_BENCHMARK: dict[str, tuple[str, ...]] = {
-    "offline": ("baseline", "mf", "als", "svdpp", "neumf", "ials", "ease", "bpr", "multvae"),
-    # the online replay folds NeuMF in once per test rating (tens of minutes on ML-100K)
-    "online": ("baseline", "mf", "als", "svdpp", "ials", "ease"),
-}
-#: The model the quickstart trains (the lab's model family) and its settings.
-QUICKSTART_MODEL = "mf"
-QUICKSTART_PARAMS: dict[str, Any] = {
-    # early stopping on a 10% carve picks the epoch count, then a refit on all training ratings
-    "seed": 0, "epochs": 20, "valid_fraction": 0.1, "patience": 2, "refit": True,
-}
-
-_specs: dict[str, ModelSpec] = {spec.name: spec for spec in _BUILTIN}
+__all__ = [
+    "DEFAULT_BENCHMARK", "QUICKSTART_MODEL", "QUICKSTART_PARAMS", "ModelSpec", "check_params",
+    "coerce_param", "default_models", "find_class", "get_spec", "make_model", "model_class",
+    "model_names", "param_names", "param_spec", "parse_model_spec", "parse_param_assignments",
+    "preset_params", "register_model", "resolve_name", "specs", "split_assignment",
+    "split_model_list", "unregister_model",
+]
 
 
-# ---------------------------------------------------------------------- lookup
-def model_names() -> list[str]:
-    """Canonical names of every registered model, built-in first."""
-    return list(_specs)
-
-
-def specs() -> list[ModelSpec]:
-    return list(_specs.values())
-
-
-def resolve_name(name: str) -> tuple[ModelSpec, str | None]:
-    """``(spec, preset)`` for a name, an alias (which may select a preset) or a class name."""
-    key = name.strip().lower()
-    for spec in _specs.values():
-        if key == spec.name:
-            return spec, None
-        aliases = {a.lower(): p for a, p in spec.aliases.items()}
-        if key in aliases:
-            return spec, aliases[key]
-        if key == spec.class_name.lower():
-            return spec, None
-    raise CfrecError(f"unknown model {name!r}; choose one of {', '.join(_specs)} "
-                     f"(aliases: {', '.join(a for s in _specs.values() for a in s.aliases)})")
-
-
-def get_spec(name: str) -> ModelSpec:
-    return resolve_name(name)[0]
-
-
+# ---------------------------------------------------------------------- making models
 def model_class(name: str) -> type[Recommender]:
     """Class for a short name (``"mf"``), an alias or a class name (``"BiasedMF"``)."""
-    return get_spec(name).cls()
+    klass = get_spec(name).cls()
+    if not (isinstance(klass, type) and issubclass(klass, Recommender)):
+        raise CfrecError(f"{name!r} names {klass!r}, which is not a Recommender")
+    return klass
 
 
 def make_model(name: str, **params: Any) -> Recommender:
@@ -179,60 +72,15 @@ def make_model(name: str, **params: Any) -> Recommender:
     keyword arguments override them.
     """
     spec, preset, parsed = parse_model_spec(name)
-    return spec.make(preset, **{**parsed, **params})
-
-
-def find_class(class_name: str, module: str | None = None) -> type[Recommender] | None:
-    """The registered class of a saved model (by class name, and module when recorded), or None."""
-    for spec in _specs.values():
-        if spec.class_name == class_name and (module is None or spec.module == module):
-            return spec.cls()
-    return None
-
-
-def register_model(
-    name: str | None = None,
-    *,
-    aliases: Mapping[str, str | None] | Sequence[str] = (),
-    summary: str = "",
-    presets: Sequence[str] = (),
-    ranking: bool = False,
-) -> Callable[[_R], _R]:
-    """Class decorator adding a model of your own to the registry under ``name``.
-
-    ``name`` defaults to the class's ``name`` attribute, else its lower-cased class name. A name
-    already taken by another class is an error.
-    """
-
-    def decorate(cls: _R) -> _R:
-        short = (name or getattr(cls, "name", "") or cls.__name__).strip().lower()
-        taken = _specs.get(short)
-        if taken is not None and taken.target is not cls and taken.class_name != cls.__name__:
-            raise CfrecError(f"model name {short!r} is already registered for {taken.class_name}")
-        alias_map = dict(aliases) if isinstance(aliases, Mapping) else {a: None for a in aliases}
-        _specs[short] = ModelSpec(short, cls, summary or (inspect.getdoc(cls) or "").split("\n")[0],
-                                  alias_map, tuple(presets), ranking)
-        return cls
-
-    return decorate
-
-
-def unregister_model(name: str) -> None:
-    """Remove a model registered with :func:`register_model` (built-in models stay)."""
-    if name in {s.name for s in _BUILTIN}:
-        raise CfrecError(f"{name!r} is a built-in model and cannot be unregistered")
-    _specs.pop(name, None)
+    model: Recommender = spec.make(preset, **{**parsed, **params})
+    return model
 
 
 # ---------------------------------------------------------------------- presets
 def preset_params(spec: ModelSpec | str, preset: str) -> dict[str, Any]:
     """Hyperparameters of a model preset (``BiasedMF.lab()`` for ``mf``'s ``lab``)."""
     spec = get_spec(spec) if isinstance(spec, str) else spec
-    if preset not in spec.presets:
-        raise CfrecError(f"{spec.name} ({spec.class_name}) has no preset {preset!r}; "
-                         f"available: {', '.join(spec.presets) or 'none'}")
-    maker = getattr(spec.cls(), preset)
-    return dict(maker().get_params())
+    return spec.preset_params(preset)
 
 
 def default_models(protocol: str = "offline") -> list[str]:
@@ -293,41 +141,15 @@ def _check_name(model_cls: type[Recommender], name: str) -> None:
 
 
 def param_spec(model_cls: type[Recommender], name: str) -> tuple[tuple[Any, ...], bool, tuple[Any, ...] | None, Any]:
-    """(accepted types, None allowed, Literal choices or None, default) of one ``__init__`` parameter."""
-    sig = inspect.signature(model_cls.__init__)
-    param = sig.parameters[name]
-    default = param.default if param.default is not inspect.Parameter.empty else None
-    try:
-        hint = typing.get_type_hints(model_cls.__init__).get(name)
-    except Exception:  # unresolvable annotation: fall back to the default's type
-        hint = None
-    accepted: list[Any] = []
-    choices: tuple[Any, ...] | None = None
-    allow_none = default is None and param.default is not inspect.Parameter.empty
-
-    def visit(h: Any) -> None:
-        nonlocal allow_none, choices
-        origin = typing.get_origin(h)
-        if h is type(None):
-            allow_none = True
-        elif origin is typing.Union or isinstance(h, types.UnionType):
-            for arg in typing.get_args(h):
-                visit(arg)
-        elif origin is Literal:
-            choices = tuple(typing.get_args(h))
-            allow_none = allow_none or None in choices
-        elif h in (bool, int, float, str):
-            accepted.append(h)
-        else:
-            accepted.append(Any)
-
-    if hint is not None:
-        visit(hint)
-    elif default is not None and type(default) in (bool, int, float, str):
-        accepted.append(type(default))
-    if not accepted and choices is None:
-        accepted.append(Any)
-    return tuple(accepted), allow_none, choices, default
+    """(accepted types, None allowed, Literal choices or None, default) of one hyperparameter, as
+    its field declares them (:mod:`cfrec.models.params`)."""
+    spec = param_specs(model_cls).get(name)
+    if spec is None:  # a model class not declared with @hyperparameters: anything goes
+        default = inspect.signature(model_cls.__init__).parameters[name].default
+        default = None if default is inspect.Parameter.empty else default
+        kind = type(default) if type(default) in (bool, int, float, str) else Any
+        return (kind,), default is None, None, default
+    return spec.types, spec.allow_none, spec.choices, spec.default
 
 
 def coerce_param(model_cls: type[Recommender], name: str, value: Any) -> Any:
@@ -338,12 +160,18 @@ def coerce_param(model_cls: type[Recommender], name: str, value: Any) -> Any:
     floats). Raises :class:`~cfrec.errors.CfrecError` naming the parameter and what was expected.
     """
     _check_name(model_cls, name)
+    value = _coerce(model_cls, name, value)
+    check_value(model_cls, name, value)  # the declared range, in the wording every model shares
+    return value
+
+
+def _coerce(model_cls: type[Recommender], name: str, value: Any) -> Any:
     accepted, allow_none, choices, _ = param_spec(model_cls, name)
-    expected = _describe(accepted, allow_none, choices)
+    declared = param_specs(model_cls).get(name)
+    expected = declared.expected() if declared is not None else _describe(accepted, allow_none, choices)
 
     def bad() -> CfrecError:
-        return CfrecError(f"bad value {value!r} for hyperparameter {name!r} of {_label(model_cls)}: "
-                          f"expected {expected}")
+        return invalid(model_cls, name, expected, value)
 
     if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
         if allow_none:

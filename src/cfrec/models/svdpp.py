@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfrec.data.interactions import Interactions
-from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import RidgeFoldIn, hyperparameters
+from cfrec.errors import ModelFileError
+from cfrec.models.factor import RidgeFoldIn
+from cfrec.models.params import hyperparameters, param
 from cfrec.models.torch_engine import (
     BatchOrder,
     DirectUpdate,
@@ -380,21 +381,14 @@ class SVDpp(TorchFactorModel):
 
     name = "svdpp"
 
-    n_factors: int = 32
-    epochs: int = 20
-    batch_size: int = 16384
+    n_factors: int = param(default=32, ge=1)
+    epochs: int = param(default=20, ge=1)
+    batch_size: int = param(default=16384, ge=1)
     batching: Literal["auto", "users", "ratings"] = "auto"
-    lr: float = 0.007
-    implicit_reg: float = 0.01
-    bias_reg: float = 0.0
-    init_std: float = 0.01
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        if float(self.implicit_reg) < 0:
-            raise CfrecError(f"SVDpp: implicit_reg must be >= 0, got {self.implicit_reg!r}")
-        if self.batching not in ("auto", "users", "ratings"):
-            raise CfrecError(f"SVDpp: batching must be 'auto', 'users' or 'ratings', got {self.batching!r}")
+    lr: float = param(default=0.007, gt=0)
+    implicit_reg: float = param(default=0.01, ge=0)
+    bias_reg: float = param(default=0.0, ge=0)
+    init_std: float = param(default=0.01, ge=0)
 
     def _build(self, data: Interactions, device: torch.device, gen: torch.Generator):
         init = init_tensors(data, int(self.n_factors), float(self.init_std), bool(self.init_biases),

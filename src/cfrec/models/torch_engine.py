@@ -43,8 +43,10 @@ from cfrec.data.interactions import Interactions
 from cfrec.data.split import carve_validation
 from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.models._bias import fit_biases
-from cfrec.models.base import EpochCallback, FactorRecommender, hyperparameters
-from cfrec.threads import check_threads, threads_for, using_threads
+from cfrec.models.base import EpochCallback
+from cfrec.models.factor import FactorRecommender
+from cfrec.models.params import hyperparameters, param
+from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
@@ -621,52 +623,26 @@ class TorchFactorModel(FactorRecommender):
     """
 
     # hyperparameters shared by every subclass (which may change their defaults)
-    n_factors: int = 128
-    epochs: int = 8
-    batch_size: int = 4096
-    lr: float = 0.01
-    reg: float = 0.1
-    bias_reg: float = 0.01
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    init_std: float = 0.1
+    n_factors: int = param(default=128, ge=1)
+    epochs: int = param(default=8, ge=1)
+    batch_size: int = param(default=4096, ge=1)
+    lr: float = param(default=0.01, gt=0)
+    reg: float = param(default=0.1, ge=0)
+    bias_reg: float = param(default=0.01, ge=0)
+    weight_decay: float = param(default=0.0, ge=0)
+    optimizer: str = param(default="adam", choices=tuple(OPTIMIZERS))
+    init_std: float = param(default=0.1, ge=0)
     init_biases: bool = True
-    patience: int | None = 2
-    valid_fraction: float = 0.0
+    patience: int | None = param(default=2, ge=1)
+    valid_fraction: float = param(default=0.0, ge=0, lt=1)
     refit: bool = False
     device: str | None = None
-    threads: int | None = None
-    seed: int | None = 0
-    fold_in_reg: float = 10.0
-
-    def _check_params(self) -> None:
-        if int(self.epochs) < 1:
-            raise CfrecError(f"{type(self).__name__}: epochs must be >= 1, got {self.epochs!r}")
-        if int(self.batch_size) < 1:
-            raise CfrecError(f"{type(self).__name__}: batch_size must be >= 1, got {self.batch_size!r}")
-        if not 0.0 <= float(self.valid_fraction) < 1.0:
-            raise CfrecError(f"{type(self).__name__}: valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
-        if self.patience is not None and int(self.patience) < 1:
-            raise CfrecError(f"{type(self).__name__}: patience must be >= 1 or None, got {self.patience!r}")
-        if int(self.n_factors) < 1:
-            raise CfrecError(f"{type(self).__name__}: n_factors must be >= 1, got {self.n_factors!r}")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise CfrecError(f"{type(self).__name__}: lr must be a finite number > 0, got {self.lr!r}")
-        for name in ("reg", "bias_reg", "weight_decay", "init_std"):
-            if float(getattr(self, name)) < 0:
-                raise CfrecError(f"{type(self).__name__}: {name} must be >= 0, got {getattr(self, name)!r}")
-        if str(self.optimizer).lower() not in self._optimizers():
-            raise CfrecError(f"{type(self).__name__}: unknown optimizer {self.optimizer!r}; choose one of "
-                             f"{', '.join(map(repr, self._optimizers()))}")
-        check_threads(self.threads, f"{type(self).__name__} threads")
-
-    def _optimizers(self) -> tuple[str, ...]:
-        """Names the ``optimizer`` setting accepts."""
-        return tuple(OPTIMIZERS)
+    threads: int | None = param(default=None, ge=1)
+    seed: int | None = param(default=0, ge=0)
+    fold_in_reg: float = param(default=10.0, gt=0)
 
     def _fit(self, train: Interactions, valid: Interactions | None,
              on_epoch: EpochCallback | None) -> None:
-        self._check_params()
         device = resolve_device(self.device)
         n_threads = threads_for(int(self.batch_size) * int(self.n_factors), self.threads)
         logger.debug("%s: fitting on %s with %d thread(s)", type(self).__name__, device, n_threads)

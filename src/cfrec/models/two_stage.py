@@ -27,7 +27,8 @@ import numpy as np
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import EpochCallback, FoldedUser, Recommender, RidgeFoldIn, hyperparameters
+from cfrec.models.base import EpochCallback, FoldedUser, Recommender
+from cfrec.models.params import hyperparameters, param
 from cfrec.ranking import top_k
 
 _PARTS = ("retriever", "rater")
@@ -59,8 +60,8 @@ class TwoStage(Recommender):
 
     retriever: str = "ease"
     rater: str = "mf"
-    candidates: int = 100
-    weight: float = 0.9
+    candidates: int = param(default=100, ge=1)
+    weight: float = param(default=0.9, ge=0, le=1)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -87,10 +88,6 @@ class TwoStage(Recommender):
     def _parts(self) -> tuple[Recommender, Recommender]:
         from cfrec.models.registry import make_model
 
-        if not 0.0 <= float(self.weight) <= 1.0:
-            raise CfrecError(f"TwoStage weight must be in [0, 1], got {self.weight!r}")
-        if int(self.candidates) < 1:
-            raise CfrecError(f"TwoStage candidates must be >= 1, got {self.candidates!r}")
         retriever, rater = make_model(str(self.retriever)), make_model(str(self.rater))
         if not rater.predicts_ratings:
             raise CfrecError(f"TwoStage rater {self.rater!r} does not predict ratings; choose a rating "
@@ -110,8 +107,9 @@ class TwoStage(Recommender):
     def _adopt_rater(self) -> None:
         """Predictions and their cold-start fallbacks are the rater's."""
         self.global_mean_ = self.rater_.global_mean_
-        self.user_bias_ = self.rater_.user_bias_
-        self.item_bias_ = self.rater_.item_bias_
+
+    def _fallback_ratings(self, u_idx: np.ndarray, i_idx: np.ndarray) -> np.ndarray:
+        return self.rater_._fallback_ratings(u_idx, i_idx)
 
     # ------------------------------------------------------------------ scoring
     def _blend(self, retrieval: np.ndarray, rated_users: np.ndarray | None,
@@ -219,16 +217,12 @@ class TwoStage(Recommender):
         return FoldedUser(0.0, np.zeros(0, dtype=np.float32), given.items.astype(np.int32), len(given.items),
                           state=parts, unknown_items=given.unknown, duplicate_items=given.duplicates)
 
-    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
-        return None
-
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for label, part in zip(_PARTS, (self.retriever_, self.rater_), strict=True):
             out.update({f"{label}.{k}": v for k, v in part._state().items()})
-            out[f"{label}.__user_bias"] = np.asarray(part.user_bias_, dtype=np.float32)
-            out[f"{label}.__item_bias"] = np.asarray(part.item_bias_, dtype=np.float32)
+            out.update({f"{label}.__{k}": v for k, v in part._fallback_state().items()})
         return out
 
     def _extra_meta(self) -> dict[str, Any]:
@@ -254,12 +248,12 @@ class TwoStage(Recommender):
             part.item_info_, part.fit_info_ = self.item_info_, {}
             part.global_mean_ = float(info["global_mean"])
             part.history_ = list(info.get("history", []))
-            try:
-                part.user_bias_ = arrays[f"{label}.__user_bias"]
-                part.item_bias_ = arrays[f"{label}.__item_bias"]
-            except KeyError:
-                raise ModelFileError(f"the {label} stage's biases are missing") from None
             prefix = f"{label}."
+            try:
+                part._set_fallback_state({k[len(prefix) + 2:]: v for k, v in arrays.items()
+                                          if k.startswith(prefix + "__")})
+            except ModelFileError as exc:
+                raise ModelFileError(f"the {label} stage: {exc}") from None
             own = {k[len(prefix):]: v for k, v in arrays.items()
                    if k.startswith(prefix) and not k.startswith(prefix + "__")}
             part._set_state(own, info.get("extra", {}))

@@ -1,0 +1,216 @@
+"""Hyperparameters declared once: type, range and default on each field, and the one validator.
+
+A model lists its hyperparameters as fields of a class decorated with :func:`hyperparameters`;
+the annotation gives the type (``int``, ``float``, ``bool``, ``str``, ``Literal[...]``, ``X | None``)
+and :func:`param` the default and the range::
+
+    @hyperparameters
+    class ALS(FactorRecommender):
+        n_factors: int = param(default=10, ge=1)
+        reg: float = param(default=0.04, ge=0)
+        solver: Literal["cg", "exact"] = "cg"
+
+:func:`check_params` runs every declared check (and the model's ``_check_combination`` for rules
+that tie fields together) when a model is constructed, on ``set_params`` and at ``fit``; the
+command line runs :func:`check_value` on each ``-p NAME=VALUE`` before any data is read. Every
+failure reads the same way: ``ALS reg must be a finite number >= 0, got -1.0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from cfrec.errors import CfrecError
+
+_T = TypeVar("_T", bound=type)
+
+_KEY = "cfrec"  # the key of a field's metadata that holds its Bounds
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A field's declared range and, for types the annotation cannot say, a custom check.
+
+    ``ge``/``gt``/``le``/``lt`` bound numbers; ``check`` (with ``expect``, the wording of what
+    it accepts) covers anything else, e.g. NeuMF's layer sizes.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    check: Callable[[Any], bool] | None = None
+    expect: str | None = None
+    choices: tuple[Any, ...] | None = None  # for a ``str`` field whose options a subclass extends
+
+    def holds(self, value: float) -> bool:
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def describe(self) -> str:
+        parts = [f"{op} {bound:g}" for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le),
+                                                     ("<", self.lt)) if bound is not None]
+        return " and ".join(parts)
+
+
+def param(*, default: Any, ge: float | None = None, gt: float | None = None, le: float | None = None,
+          lt: float | None = None, check: Callable[[Any], bool] | None = None,
+          expect: str | None = None, choices: tuple[Any, ...] | None = None) -> Any:
+    """A hyperparameter field: its default and declared range (see :class:`Bounds`)."""
+    bounds = Bounds(ge, gt, le, lt, check, expect, choices)
+    return dataclasses.field(default=default, metadata={_KEY: bounds})
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """Everything declared about one hyperparameter."""
+
+    name: str
+    types: tuple[Any, ...]  # bool, int, float, str, or Any (checked by bounds.check only)
+    allow_none: bool
+    choices: tuple[Any, ...] | None
+    default: Any
+    bounds: Bounds
+
+    def expected(self) -> str:
+        """What the field accepts, in words (the tail of every error message)."""
+        if self.bounds.expect:
+            main = self.bounds.expect
+        elif self.choices is not None:
+            main = "one of " + ", ".join(repr(c) for c in self.choices if c is not None)
+        else:
+            names = {bool: "true or false", int: "a whole number", float: "a finite number",
+                     str: "text", Any: "a value"}
+            main = " or ".join(dict.fromkeys(names[t] for t in self.types)) or "a value"
+            rng = self.bounds.describe()
+            if rng and (int in self.types or float in self.types):
+                main = f"{main} {rng}"
+        return f"None or {main}" if self.allow_none else main
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.allow_none
+        if self.bounds.check is not None:
+            return bool(self.bounds.check(value))
+        if self.choices is not None:
+            return value in [c for c in self.choices if c is not None]
+        for t in self.types:
+            if t is Any:
+                return True
+            if t is bool and isinstance(value, bool | np.bool_):
+                return True
+            if t is str and isinstance(value, str):
+                return True
+            if t in (int, float) and _is_number(value, whole=t is int):
+                return self.bounds.holds(float(value))
+        return False
+
+
+@typing.dataclass_transform(kw_only_default=True, eq_default=False, field_specifiers=(param,))
+def hyperparameters(cls: _T) -> _T:
+    """Declare a model's hyperparameters as keyword-only dataclass fields.
+
+    The generated ``__init__`` stores every argument verbatim and then checks them
+    (:func:`check_params`), so ``get_params`` and the command line read them from the signature.
+    Learned state must not be declared as a field (its names end in ``_``).
+    """
+    for name in cls.__dict__.get("__annotations__", {}):
+        if name.endswith("_") and not name.startswith("__"):
+            raise TypeError(f"{cls.__name__}.{name}: learned state is not a hyperparameter; "
+                            "assign it in fit instead of declaring it in the class body")
+    return dataclasses.dataclass(kw_only=True, eq=False, repr=False)(cls)  # type: ignore[return-value]
+
+
+def param_specs(cls: type) -> dict[str, ParamSpec]:
+    """The declared hyperparameters of a class (a ``@hyperparameters`` dataclass), by name."""
+    cached = cls.__dict__.get("_cfrec_param_specs")
+    if cached is not None:
+        return dict(cached)
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve: the default's type decides
+        hints = {}
+    specs: dict[str, ParamSpec] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        specs[f.name] = _spec(f.name, hints.get(f.name), default, f.metadata.get(_KEY, Bounds()))
+    type.__setattr__(cls, "_cfrec_param_specs", specs)
+    return dict(specs)
+
+
+def _spec(name: str, hint: Any, default: Any, bounds: Bounds) -> ParamSpec:
+    accepted: list[Any] = []
+    choices: tuple[Any, ...] | None = None
+    allow_none = False
+
+    def visit(h: Any) -> None:
+        nonlocal allow_none, choices
+        origin = typing.get_origin(h)
+        if h is type(None) or h is None:
+            allow_none = True
+        elif origin is typing.Union or isinstance(h, types.UnionType):
+            for arg in typing.get_args(h):
+                visit(arg)
+        elif origin is Literal:
+            choices = tuple(typing.get_args(h))
+            allow_none = allow_none or None in choices
+        elif h in (bool, int, float, str):
+            accepted.append(h)
+        else:
+            accepted.append(Any)
+
+    if hint is not None:
+        visit(hint)
+    elif default is not None and type(default) in (bool, int, float, str):
+        accepted.append(type(default))
+    if bounds.choices is not None:
+        choices = bounds.choices
+    if not accepted and choices is None:
+        accepted.append(Any)
+    return ParamSpec(name, tuple(accepted), allow_none, choices, default, bounds)
+
+
+def invalid(model: Any, name: str, expected: str, value: Any = dataclasses.MISSING) -> CfrecError:
+    """The one wording of a bad hyperparameter: ``ALS reg must be a finite number >= 0, got -1``."""
+    cls = model if isinstance(model, type) else type(model)
+    if value is dataclasses.MISSING:
+        value = getattr(model, name)
+    return CfrecError(f"{cls.__name__} {name} must be {expected}, got {value!r}")
+
+
+def check_value(cls: type, name: str, value: Any) -> None:
+    """Check one value against ``cls``'s declaration of ``name`` (raises :class:`CfrecError`)."""
+    spec = param_specs(cls).get(name)
+    if spec is not None and not spec.accepts(value):
+        raise invalid(cls, name, spec.expected(), value)
+
+
+def check_params(model: Any) -> None:
+    """Check every declared hyperparameter of ``model``, then the rules between them."""
+    for name, spec in param_specs(type(model)).items():
+        value = getattr(model, name)
+        if not spec.accepts(value):
+            raise invalid(model, name, spec.expected(), value)
+    combination = getattr(model, "_check_combination", None)
+    if combination is not None:
+        combination()
+
+
+def _is_number(value: Any, *, whole: bool) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return False
+    if whole:
+        return isinstance(value, int | np.integer)
+    return isinstance(value, int | float | np.integer | np.floating) and math.isfinite(float(value))
