@@ -12,7 +12,7 @@ import pytest
 
 from cfrec.data import Interactions
 from cfrec.models._bias import fit_biases
-from cfrec.models.base import FactorRecommender
+from cfrec.models.factor import FactorRecommender
 
 GENRES = ("Animation", "Sci-Fi", "Crime")
 #: Titles planted at the first item of each genre cluster (ids 1, 11, 21).

@@ -11,6 +11,7 @@ from cfrec.errors import CfrecError
 from cfrec.models.mf import BiasedMF
 from cfrec.models.neumf import NeuMF
 from cfrec.models.svdpp import SVDpp
+from cfrec.testing import make_ratings
 from cfrec.threads import (
     ENV_VAR,
     MIN_PARALLEL_WORK,
@@ -21,7 +22,6 @@ from cfrec.threads import (
     threads_for,
     using_threads,
 )
-from tests.models.test_contract import make_ratings
 
 
 @pytest.fixture(autouse=True)

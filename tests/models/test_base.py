@@ -18,7 +18,7 @@ from cfrec.models.mf import BiasedMF
 from cfrec.models.persistence import current_version
 from cfrec.models.svdpp import SVDpp
 from cfrec.ranking import rank
-from tests.models.test_contract import make_ratings
+from cfrec.testing import make_ratings
 
 
 def _frame(rows: list[tuple]) -> Interactions:

@@ -16,7 +16,7 @@ from cfrec.data import Interactions
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import bayesian_mf as bmf
 from cfrec.models.bayesian_mf import BayesianMF
-from tests.models.test_contract import RecommenderContract, fitted, planted  # noqa: F401  (fixtures)
+from cfrec.testing import RecommenderContract
 
 
 def planted_ratings(n_users: int = 300, n_items: int = 200, k: int = 3, density: float = 0.3,

@@ -19,7 +19,7 @@ from cfrec.models import Recommender
 from cfrec.models.bpr import BPR, PopularityNegatives, _BPRLoss, _BPRNet, pair_keys
 from cfrec.models.neumf import _NegativeSampler
 from cfrec.models.torch_engine import make_optimizer
-from tests.models.test_contract import RecommenderContract, fitted, make_ratings, planted  # noqa: F401
+from cfrec.testing import RecommenderContract, make_ratings
 
 
 def small_model(**overrides: Any) -> BPR:

@@ -15,7 +15,7 @@ from cfrec.evaluation import evaluate
 from cfrec.models import FoldedUser, Recommender
 from cfrec.models.ease import EASE, ease_memory_bytes
 from cfrec.models.popularity import PopularityRecommender
-from tests.models.test_contract import RecommenderContract, fitted, planted  # noqa: F401  (fixtures)
+from cfrec.testing import RecommenderContract
 
 
 def random_ratings(n_users: int = 30, n_items: int = 12, per_user: int = 5, seed: int = 0) -> Interactions:

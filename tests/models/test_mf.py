@@ -16,7 +16,7 @@ from cfrec.models.baseline import Baseline
 from cfrec.models.mf import BiasedMF, _BiasedMFLoss, _compiled_funk_loop, funk_step
 from cfrec.models.persistence import current_version
 from cfrec.models.torch_engine import make_generator, make_optimizer
-from tests.models.test_contract import make_ratings
+from cfrec.testing import make_ratings
 
 
 def _rmse(model, test: Interactions) -> float:

@@ -16,7 +16,7 @@ from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import Recommender
 from cfrec.models.multvae import MultVAE, _MultVAENet
 from cfrec.models.torch_engine import csr_segments
-from tests.models.test_contract import RecommenderContract, fitted, make_ratings, planted  # noqa: F401
+from cfrec.testing import RecommenderContract, make_ratings
 
 
 def small_model(**overrides: Any) -> MultVAE:

@@ -27,7 +27,7 @@ from cfrec.models.persistence import (
     sparse_from_state,
     sparse_to_state,
 )
-from tests.models.test_contract import make_ratings
+from cfrec.testing import make_ratings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 _KILLED_WRITER = """
 import os, signal, sys
 from cfrec.models.baseline import Baseline
-from cfrec.models.persistence import save_model
-from tests.models.test_contract import make_ratings
+from cfrec.models import persistence
+from cfrec.testing import make_ratings
 
 path, when = sys.argv[1], sys.argv[2]
 model = Baseline(reg_user=50.0).fit(make_ratings())
@@ -45,7 +45,8 @@ def hook(step):
     if step == when:
         os.kill(os.getpid(), signal.SIGKILL)
 
-save_model(model, path, on_step=hook)
+arrays, meta = model.to_state()
+persistence.save(path, arrays, meta, on_step=hook)
 """
 
 

@@ -23,7 +23,7 @@ from cfrec.models.svdpp import (
     _SVDppLoss,
 )
 from cfrec.models.torch_engine import make_generator
-from tests.models.test_contract import make_ratings
+from cfrec.testing import make_ratings
 from tests.models.test_mf import _rmse
 
 

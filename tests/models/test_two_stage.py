@@ -11,7 +11,7 @@ from cfrec.errors import CfrecError
 from cfrec.models import Recommender
 from cfrec.models.ials import IALS
 from cfrec.models.two_stage import TwoStage
-from tests.models.test_contract import RecommenderContract, fitted, make_ratings, planted  # noqa: F401
+from cfrec.testing import RecommenderContract, make_ratings
 
 
 def _small(**kw) -> TwoStage:
@@ -24,6 +24,10 @@ def _small(**kw) -> TwoStage:
 class TestTwoStageContract(RecommenderContract):
     def make_model(self) -> Recommender:
         return _small()
+
+    def fallback_source(self, fitted: Recommender) -> Recommender:
+        assert isinstance(fitted, TwoStage)
+        return fitted.rater_  # predictions and their fallbacks are the rater's
 
 
 def test_lists_are_reorderings_of_the_retrievers_candidates() -> None:

@@ -19,6 +19,7 @@ failure reads the same way: ``ALS reg must be a finite number >= 0, got -1.0``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import types
 import typing
@@ -130,22 +131,25 @@ def hyperparameters(cls: _T) -> _T:
 
 
 def param_specs(cls: type) -> dict[str, ParamSpec]:
-    """The declared hyperparameters of a class (a ``@hyperparameters`` dataclass), by name."""
+    """The hyperparameters of a model class by name: its ``__init__`` keywords, typed by their
+    annotations, with the ranges their fields declare."""
     cached = cls.__dict__.get("_cfrec_param_specs")
     if cached is not None:
         return dict(cached)
-    if not dataclasses.is_dataclass(cls):
-        return {}
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # an annotation that does not resolve: the default's type decides
-        hints = {}
+    params = [p for p in inspect.signature(cls.__init__).parameters.values()  # type: ignore[misc]
+              if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    hints: dict[str, Any] = {}
+    for source in (cls, cls.__init__):  # the fields' annotations, then a hand-written __init__'s
+        try:
+            hints.update(typing.get_type_hints(source))  # type: ignore[misc]
+        except Exception:  # an annotation that does not resolve: the default's type decides
+            pass
     specs: dict[str, ParamSpec] = {}
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else None
-        specs[f.name] = _spec(f.name, hints.get(f.name), default, f.metadata.get(_KEY, Bounds()))
+    for p in params:
+        default = None if p.default is inspect.Parameter.empty else p.default
+        bounds = fields[p.name].metadata.get(_KEY, Bounds()) if p.name in fields else Bounds()
+        specs[p.name] = _spec(p.name, hints.get(p.name), default, bounds)
     type.__setattr__(cls, "_cfrec_param_specs", specs)
     return dict(specs)
 
@@ -200,6 +204,8 @@ def check_value(cls: type, name: str, value: Any) -> None:
 def check_params(model: Any) -> None:
     """Check every declared hyperparameter of ``model``, then the rules between them."""
     for name, spec in param_specs(type(model)).items():
+        if not hasattr(model, name):  # a hand-written __init__ still setting its attributes
+            continue
         value = getattr(model, name)
         if not spec.accepts(value):
             raise invalid(model, name, spec.expected(), value)
