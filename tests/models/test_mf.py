@@ -142,10 +142,10 @@ def test_the_compiled_cpu_loop_is_sequential_per_rating_sgd() -> None:
 
 def test_funk_refuses_a_learned_global_bias_and_weight_decay() -> None:
     data = make_ratings(n_users=20, n_items=10, per_user=4)
-    with pytest.raises(CfrecError, match="optimizer='funk'.*learn_global_bias=False"):
-        BiasedMF(learn_global_bias=True).fit(data)
-    with pytest.raises(CfrecError, match="weight_decay"):
-        BiasedMF(weight_decay=1e-4).fit(data)
+    with pytest.raises(CfrecError, match="BiasedMF learn_global_bias must be False with optimizer='funk'"):
+        BiasedMF(learn_global_bias=True)  # refused at construction, before any data
+    with pytest.raises(CfrecError, match="BiasedMF weight_decay must be 0 with optimizer='funk'"):
+        BiasedMF(weight_decay=1e-4)
     assert BiasedMF(learn_global_bias=True, optimizer="adam", epochs=1).fit(data).is_fitted
 
 
