@@ -53,7 +53,7 @@ def make_ratings(n_users: int = 60, n_items: int = 40, per_user: int = 14, n_fac
     q = rng.normal(0, 0.8, (n_items, n_factors))
     bu, bi = rng.normal(0, 0.4, n_users), rng.normal(0, 0.5, n_items)
     pop = 1.0 / np.arange(1, n_items + 1) ** 0.5
-    rows = []
+    rows: list[tuple[str, int, float, int]] = []
     for u in range(n_users):
         items = rng.choice(n_items, per_user, replace=False, p=pop / pop.sum())
         for i in items:
@@ -183,6 +183,7 @@ class RecommenderContract:
         # scores are the model's own, unclipped; predicted ratings ride along for rating models
         np.testing.assert_allclose(recs.scores, self._scores(fitted, "u002", recs.ids), rtol=1e-5, atol=1e-6)
         if fitted.predicts_ratings:
+            assert recs.ratings is not None
             np.testing.assert_allclose(recs.ratings, fitted.predict("u002", recs.ids), rtol=1e-6)
         else:
             assert recs.ratings is None
@@ -223,6 +224,7 @@ class RecommenderContract:
         np.testing.assert_allclose(recs.scores, fitted._score_folded(folded, fitted.item_map_.to_index(recs.ids)),
                                    rtol=1e-5, atol=1e-6)
         if fitted.predicts_ratings:
+            assert recs.ratings is not None
             np.testing.assert_allclose(recs.ratings, fitted.predict(folded, recs.ids), rtol=1e-6)
 
     # ------------------------------------------------------------------ fold-in input

@@ -12,7 +12,8 @@ from cfrec._io import write_json_atomic
 from cfrec.data import Interactions, make_synthetic
 from cfrec.errors import CfrecError
 from cfrec.evaluation.benchmark import BenchmarkResult, run_benchmark
-from cfrec.models.base import EpochCallback, FactorRecommender
+from cfrec.models.base import EpochCallback
+from cfrec.models.factor import FactorRecommender
 
 
 class RandomFactors(FactorRecommender):

@@ -18,8 +18,9 @@ from cfrec.evaluation.online import (
     same_second_groups,
     supports_fast,
 )
-from cfrec.models.base import FoldedUser, RidgeFoldIn
+from cfrec.models.base import FoldedUser
 from cfrec.models.baseline import Baseline
+from cfrec.models.factor import RidgeFoldIn
 
 
 def with_factors(model: Baseline, n_factors: int, seed: int) -> Baseline:

@@ -4,7 +4,7 @@ Every model honours the :class:`Recommender` interface (``fit``, ``predict``, ``
 ``similar_items``, ``fold_in``, ``save``, ``load``); :mod:`cfrec.models.registry` lists them.
 """
 
-from cfrec.models.base import FoldedUser, Prediction, RankingRecommender, Recommender
+from cfrec.models.base import FoldedUser, Prediction, Recommender
 from cfrec.models.factor import (
     BiasedRecommender,
     FactorRecommender,
@@ -12,6 +12,7 @@ from cfrec.models.factor import (
     RidgeFoldIn,
 )
 from cfrec.models.params import hyperparameters, param
+from cfrec.models.ranking_only import RankingRecommender
 from cfrec.models.registry import (
     make_model,
     model_class,

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple, Self, overload
+from typing import Any, ClassVar, NamedTuple, Self, overload
 
 import numpy as np
 import pandas as pd
@@ -629,49 +629,11 @@ class Recommender(ABC):
         because a file says so: the class is the caller's or one the registry knows.
         """
         saved = persistence.load(path)
-        stored, module = saved.meta.get("model_class"), saved.meta.get("model_module")
-        if not isinstance(stored, str):
-            raise ModelFileError(f"{saved.meta_path}: no model class recorded")
-        klass: type[Recommender]
-        if cls.__name__ == stored and not inspect.isabstract(cls):
-            klass = cls  # the caller vouches for the class: a user's own subclass round-trips
-        else:
-            found = names.find_class(stored, module if isinstance(module, str) else None)
-            if found is None:
-                where = f" (module {module})" if module else ""
-                raise ModelFileError(
-                    f"{saved.meta_path}: holds a {stored}{where}, which is not a registered model class; "
-                    f"load it with {stored}.load(path) from the code that defines it, or decorate that "
-                    "class with @cfrec.models.register_model")
-            if not issubclass(found, cls):
-                raise ModelFileError(f"{path} holds a {found.__name__}, not a {cls.__name__}")
-            klass = found
+        klass = names.saved_class(saved.meta, cls, where=saved.meta_path)
         try:
             return klass.from_state(saved.arrays, saved.meta)
         except ModelFileError as exc:
             raise ModelFileError(f"{saved.weights_path}: {exc}") from None
-
-
-class RankingRecommender(Recommender):
-    """Base of the ranking-only models (iALS, EASE, BPR, Mult-VAE): ``predicts_ratings`` is
-    False, an unknown user gets the popularity list (:func:`popularity_scores`), and
-    ``predict`` shows a score on the rating scale by ``score_to_scale``: ``"linear"`` for
-    scores in about [0, 1] (:func:`linear_to_scale`), ``"sigmoid"`` for unbounded ones
-    (:func:`sigmoid_to_scale`) — a monotone preference, not a rating estimate."""
-
-    score_to_scale: ClassVar[Literal["linear", "sigmoid"]] = "linear"
-
-    @property
-    def predicts_ratings(self) -> bool:
-        """False: the scores rank items; they do not estimate ratings."""
-        return False
-
-    def _cold_user_scores(self) -> np.ndarray:
-        return popularity_scores(self.seen_, len(self.item_map_))
-
-    def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
-        to_scale = sigmoid_to_scale if self.score_to_scale == "sigmoid" else linear_to_scale
-        return to_scale(scores, self.rating_scale_)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -680,21 +642,6 @@ def popularity_scores(seen: Any, n_items: int) -> np.ndarray:
     the cold-start list of the ranking models, whose own scores have no bias to fall back on."""
     counts = np.bincount(seen.indices, minlength=n_items).astype(np.float64)
     return (counts / max(float(counts.max(initial=0.0)), 1.0)).astype(np.float32)
-
-
-def linear_to_scale(scores: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
-    """``low + s * (high - low)``: a score in about [0, 1] shown on the rating scale (a monotone
-    preference, not a rating estimate)."""
-    lo, hi = scale
-    return (np.float32(lo) + np.float32(hi - lo) * np.asarray(scores, dtype=np.float32)).astype(np.float32)
-
-
-def sigmoid_to_scale(scores: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
-    """``low + sigmoid(s) * (high - low)``: an unbounded score shown on the rating scale (a
-    monotone preference, not a rating estimate)."""
-    lo, hi = scale
-    sig = 1.0 / (1.0 + np.exp(-np.asarray(scores, dtype=np.float64)))
-    return (lo + sig * (hi - lo)).astype(np.float32)
 
 
 def _one(batch: RecsBatch) -> Recs:

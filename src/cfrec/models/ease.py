@@ -30,9 +30,10 @@ from scipy.linalg import lapack
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import EpochCallback, FoldedUser, RankingRecommender
+from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.persistence import sparse_from_state, sparse_to_state
+from cfrec.models.ranking_only import RankingRecommender
 from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)

@@ -47,9 +47,10 @@ from cfrec.models.als_solvers import (
     implicit_solve_numpy,
     implicit_solve_torch,
 )
-from cfrec.models.base import EpochCallback, FoldedUser, RankingRecommender
+from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import LatentFactorRecommender
 from cfrec.models.params import hyperparameters, param
+from cfrec.models.ranking_only import RankingRecommender
 from cfrec.models.torch_engine import resolve_device
 from cfrec.threads import threads_for, using_threads
 

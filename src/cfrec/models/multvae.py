@@ -37,8 +37,9 @@ from torch import nn
 
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import EpochCallback, FoldedUser, RankingRecommender
+from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.params import hyperparameters, param
+from cfrec.models.ranking_only import RankingRecommender
 from cfrec.models.torch_engine import (
     TrainConfig,
     csr_segments,

@@ -10,12 +10,13 @@ hyperparameters on top.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from cfrec.errors import CfrecError
+from cfrec.errors import CfrecError, ModelFileError
 
 _R = TypeVar("_R", bound=type)
 
@@ -145,6 +146,27 @@ def find_class(class_name: str, module: str | None = None) -> type[Any] | None:
         if spec.class_name == class_name and (module is None or spec.module == module):
             return spec.cls()
     return None
+
+
+def saved_class(meta: Mapping[str, Any], cls: _R, *, where: Any) -> _R:
+    """The class to load a saved model as: ``cls`` itself when the folder holds exactly that class
+    (so a user's own subclass round-trips through ``MyModel.load``), else the registered class of
+    that name, which must be a subclass of ``cls``. Nothing is imported because a file says so.
+    Raises :class:`~cfrec.errors.ModelFileError` naming ``where`` otherwise."""
+    stored, module = meta.get("model_class"), meta.get("model_module")
+    if not isinstance(stored, str):
+        raise ModelFileError(f"{where}: no model class recorded")
+    if cls.__name__ == stored and not inspect.isabstract(cls):
+        return cls
+    found = find_class(stored, module if isinstance(module, str) else None)
+    if found is None:
+        at = f" (module {module})" if module else ""
+        raise ModelFileError(f"{where}: holds a {stored}{at}, which is not a registered model class; load it "
+                             f"with {stored}.load(path) from the code that defines it, or decorate that class "
+                             "with @cfrec.models.register_model")
+    if not issubclass(found, cls):
+        raise ModelFileError(f"{where} holds a {found.__name__}, not a {cls.__name__}")
+    return cast(_R, found)
 
 
 def register_model(

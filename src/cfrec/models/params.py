@@ -140,9 +140,10 @@ def param_specs(cls: type) -> dict[str, ParamSpec]:
               if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
     hints: dict[str, Any] = {}
-    for source in (cls, cls.__init__):  # the fields' annotations, then a hand-written __init__'s
+    init: Any = cls.__init__  # type: ignore[misc]
+    for source in (cls, init):  # the fields' annotations, then a hand-written __init__'s
         try:
-            hints.update(typing.get_type_hints(source))  # type: ignore[misc]
+            hints.update(typing.get_type_hints(source))
         except Exception:  # an annotation that does not resolve: the default's type decides
             pass
     specs: dict[str, ParamSpec] = {}

@@ -62,7 +62,7 @@ POINTER_FILE = "CURRENT"
 _VERSION_RE = re.compile(r"^v-\d{8}T\d{6}-\d+-[0-9a-f]{8}$")
 _TMP_PREFIX = ".tmp-"
 
-#: Steps of :func:`save_model`, in order (a test kills the writer after each of them).
+#: Steps of :func:`save`, in order (a test kills the writer after each of them).
 SAVE_STEPS = ("started", "weights_written", "meta_written", "version_written", "pointer_written",
               "pointer_replaced", "cleaned")
 
