@@ -189,3 +189,42 @@ def test_sparse_state_round_trip_and_checks() -> None:
             sparse_from_state({**arrays, **bad}, "sim", (3, 3), "similarities")
     with pytest.raises(ModelFileError, match="does not form a 4 x 3"):
         sparse_from_state(arrays, "sim", (4, 3), "similarities")
+
+
+# ---------------------------------------------------------------------- format version 1
+FORMAT_V1 = Path(__file__).parent / "data" / "format_v1"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FORMAT_V1.iterdir() if p.is_dir()))
+def test_folders_of_format_version_1_load_and_predict_as_saved(name: str, tmp_path: Path) -> None:
+    """Folders written by the previous format (every model saved zero biases; the framework's
+    arrays read by the persistence module itself) load with the same predictions and lists they
+    were saved with, and save again in the current format."""
+    expected = json.loads((FORMAT_V1 / "expected.json").read_text(encoding="utf-8"))[name]
+    meta = json.loads((current_version(FORMAT_V1 / name) / "model.json").read_text(encoding="utf-8"))
+    assert meta["format_version"] == 1
+    model = Recommender.load(FORMAT_V1 / name)
+    users, items = np.array(expected["users"], dtype=object), np.array(expected["items"])
+    np.testing.assert_array_equal(model.predict(users, items), np.float32(expected["predict"]))
+    assert model.recommend("u003", k=5).ids.tolist() == expected["recommend"]
+    again = Recommender.load(model.save(tmp_path / name))
+    np.testing.assert_array_equal(again.predict(users, items), np.float32(expected["predict"]))
+    meta = json.loads((current_version(tmp_path / name) / "model.json").read_text(encoding="utf-8"))
+    assert meta["format_version"] == 2
+
+
+def test_the_format_module_writes_plain_arrays_and_meta(tmp_path: Path) -> None:
+    """persistence.save/load round-trip any ``(arrays, meta)``: nothing there knows a model."""
+    from cfrec.models import persistence
+
+    arrays = {"a": np.arange(5, dtype=np.int32), "b": np.ones((2, 3), dtype=np.float32)}
+    meta = {"model_class": "Anything", "numbers": [1, 2.5], "items": {"ids": [1, 2], "title": ["x", "y"]}}
+    persistence.save(tmp_path / "m", arrays, meta)
+    saved = persistence.load(tmp_path / "m")
+    assert saved.meta["numbers"] == [1, 2.5] and saved.meta["items"] == meta["items"]
+    assert saved.meta["format_version"] == persistence.FORMAT_VERSION
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(saved.arrays[key], value)
+    assert (saved.folder / "items.json").is_file()
+    with pytest.raises(ModelFileError, match="not a registered model class"):
+        Recommender.load(tmp_path / "m")
