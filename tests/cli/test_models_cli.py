@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,8 @@ def test_train_torch_model_end_to_end(name, tmp_path, capsys, ml100k_dir):
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--model", "nosuch"], "unknown model 'nosuch'"),
     (["--model", "baseline", "--param", "n_factors=8"], "no hyperparameter 'n_factors'"),
-    (["--model", "baseline", "--param", "reg_user=abc"], "expected a number"),
+    (["--model", "baseline", "--param", "reg_user=abc"], "Baseline reg_user must be a finite number >= 0, got 'abc'"),
+    (["--model", "als", "--param", "reg=-1"], "ALS reg must be a finite number >= 0, got -1.0"),
     (["--model", "baseline", "--param", "reg_user"], "expected NAME=VALUE"),
     (["--model", "baseline", "--epochs", "3"], "--epochs: baseline (Baseline) has no hyperparameter 'epochs'"),
     (["--model", "baseline", "--preset", "lab"], "has no preset 'lab'"),
@@ -236,3 +238,18 @@ def test_ratings_file_without_titles(tiny, tmp_path, capsys):
     assert rc == 0 and "title" not in out
     rc, _, err = run(capsys, "similar", tmp_path / "m", "--item", "star")
     assert rc == 1 and "no titles to search" in one_error_line(err)
+
+
+@pytest.mark.parametrize("model", ["als", "neumf", "bpr", "ials"])
+def test_a_bad_hyperparameter_fails_before_any_data_is_read(model, tmp_path, capsys, monkeypatch):
+    import cfrec.cli.models as cli_models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data was read before the hyperparameters were checked")
+
+    monkeypatch.setattr(cli_models, "load_data", no_loading)
+    monkeypatch.setenv("CFREC_DATA_HOME", str(tmp_path / "empty"))  # nothing to read or download
+    rc, out, err = run(capsys, "train", "ml-100k", "--model", model, "--param", "reg=-1", "--out", tmp_path / "m")
+    assert rc == 1
+    line = one_error_line(err)
+    assert re.search(r"\b\w+ reg must be a finite number >=? 0, got -1\.0$", line), line

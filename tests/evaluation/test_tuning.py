@@ -27,7 +27,7 @@ pytest.importorskip("optuna")
 
 
 class Spy(Baseline):
-    """Records what every fit saw; diverges when ``reg_user`` is negative."""
+    """Records what every fit saw; diverges when ``reg_user`` is above 100."""
 
     name = "spy"
     calls: list[dict] = []
@@ -35,7 +35,7 @@ class Spy(Baseline):
     def _fit(self, train, valid, on_epoch):
         pairs = set(zip(train.raw_users().tolist(), train.raw_items().tolist(), strict=True))
         Spy.calls.append({"n": len(train), "pairs": pairs, "params": self.get_params()})
-        if self.reg_user < 0:
+        if self.reg_user > 100:
             raise TrainingDiverged("spy", 1, 0.1, float("nan"))
         super()._fit(train, valid, on_epoch)
 
@@ -135,14 +135,14 @@ def test_tuning_never_sees_the_test_part(split, spy_registered):
 
 
 def test_failed_trials_are_recorded_not_fatal(split, spy_registered):
-    result = tune(split, "spy", {"reg_user": [-1.0, 5.0]}, seed=0)
+    result = tune(split, "spy", {"reg_user": [500.0, 5.0]}, seed=0)
     failed = result.trials[result.trials["state"] == "fail"]
-    assert list(failed["reg_user"]) == [-1.0]
+    assert list(failed["reg_user"]) == [500.0]
     assert "diverged" in failed["error"].iloc[0]
     assert np.isnan(failed["valid_rmse"].iloc[0])
     assert result.best_params["reg_user"] == 5.0
     with pytest.raises(CfrecError, match="all 1 trials failed"):
-        tune(split, "spy", {"reg_user": [-1.0]}, seed=0)
+        tune(split, "spy", {"reg_user": [500.0]}, seed=0)
 
 
 def test_interactions_without_test_part(split):

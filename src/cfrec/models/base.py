@@ -86,9 +86,9 @@ class Recommender(ABC):
     """Base class of every cfrec model: ``fit``, ``predict``, ``recommend``, ``similar_items``,
     ``fold_in``, ``save`` and ``load``.
 
-    Subclasses declare hyperparameters with :func:`hyperparameters` and implement :meth:`_fit`
-    and :meth:`_score_pairs` (the model's own scores of user-item pairs), :meth:`fold_in` and,
-    for speed, :meth:`_score_users` (every item for many users). Rating predictions derive from
+    Subclasses declare hyperparameters with :func:`~cfrec.models.params.hyperparameters` and
+    implement :meth:`_fit` and :meth:`_score_pairs` (the model's own scores of user-item pairs),
+    :meth:`fold_in` and, for speed, :meth:`_score_users` (every item for many users). Rating predictions derive from
     the scores through :meth:`_as_ratings` (the identity for rating models). The base class
     handles id vocabularies, the cold-start policy (an unknown user gets the popularity list and
     ``mu`` as predicted rating, unless a model knows better: see
