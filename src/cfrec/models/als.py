@@ -129,21 +129,13 @@ class ALS(FactorRecommender):
 
     # ------------------------------------------------------------------ fitting
     def _penalty(self, reg: float | None = None) -> Penalty:
-        """Validated L2 strengths (``reg`` overrides the weighted-lambda term)."""
-        pen = Penalty(
-            float(self.reg if reg is None else reg), float(self.reg_const), float(self.reg_bias)
-        )
-        if not (pen.reg >= 0 and pen.reg_const >= 0 and pen.reg_bias >= 0):
-            raise CfrecError(
-                f"ALS regularisation must be >= 0 (reg={pen.reg}, reg_const={pen.reg_const}, "
-                f"reg_bias={pen.reg_bias})"
-            )
-        if pen.reg + pen.reg_const <= 0:
-            raise CfrecError(
-                "ALS needs reg > 0 or reg_const > 0: without L2 on the factors the "
-                "per-user systems are singular for users with fewer than n_factors ratings"
-            )
-        return pen
+        """The L2 strengths; ``reg`` (a fold-in's override of the weighted-lambda term) is checked
+        here, the hyperparameters were at construction."""
+        lam = float(self.reg if reg is None else reg)
+        if not (np.isfinite(lam) and lam >= 0 and lam + float(self.reg_const) > 0):
+            raise CfrecError(f"fold-in regularisation must be a finite number >= 0 (> 0 when reg_const is 0), "
+                             f"got {reg!r}")
+        return Penalty(lam, float(self.reg_const), float(self.reg_bias))
 
     def _fit(
         self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None
