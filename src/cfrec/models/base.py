@@ -9,7 +9,6 @@ ranking (:mod:`cfrec.ranking`) -> raw ids.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -26,7 +25,7 @@ from cfrec.data.idmap import IdMap
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError, NotFittedError
 from cfrec.models import names, persistence
-from cfrec.models.params import check_params
+from cfrec.models.params import check_params, param_specs
 from cfrec.ranking import Recs, RecsBatch, rank
 
 logger = logging.getLogger(__name__)
@@ -132,9 +131,7 @@ class Recommender(ABC):
     # ------------------------------------------------------------------ configuration
     @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values()
-                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        return list(param_specs(cls))
 
     def get_params(self) -> dict[str, Any]:
         """Hyperparameters as given to ``__init__`` (JSON-friendly)."""
