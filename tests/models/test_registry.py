@@ -141,3 +141,10 @@ def test_user_subclass_saves_and_loads_with_identical_predictions(tmp_path) -> N
         unregister_model("my-baseline")
     with pytest.raises(CfrecError, match="built-in"):
         unregister_model("mf")
+
+
+def test_ranking_flag_comes_from_the_class() -> None:
+    from cfrec.models.registry import get_spec
+
+    assert [get_spec(n).ranking for n in ("ials", "ease", "bpr", "multvae", "pop")] == [True] * 5
+    assert [get_spec(n).ranking for n in ("baseline", "mf", "als", "svdpp", "neumf", "bmf", "two-stage")] == [False] * 7

@@ -58,6 +58,12 @@ class ModelSpec:
     def module(self) -> str:
         return self.target.__module__ if isinstance(self.target, type) else self.target.partition(":")[0]
 
+    @property
+    def ranking(self) -> bool:
+        """True for a ranking-only model (its default configuration predicts no ratings): read
+        from the class itself, which says so through ``predicts_ratings``."""
+        return not self.make().predicts_ratings
+
     def make(self, preset: str | None = None, **params: Any) -> Any:
         """An unfitted instance: the preset's configuration (if any) overridden by ``params``."""
         klass = self.cls()
