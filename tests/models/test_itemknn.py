@@ -12,7 +12,7 @@ from cfrec.data import Interactions
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import Recommender
 from cfrec.models.itemknn import ItemKNN
-from tests.models.test_contract import RecommenderContract, fitted, make_ratings, planted  # noqa: F401
+from cfrec.testing import RecommenderContract, make_ratings
 
 #: Four users, three items, mean rating exactly 3. Residuals from 3: u0 (+2, +1, -), u1 (-2, -1,
 #: +1), u2 (+1, -, -1), u3 (-, -1, -).
