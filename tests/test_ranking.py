@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cfrec.data import IdMap
-from cfrec.ranking import Recs, RecsBatch, iter_rank, rank, top_k
+from cfrec.ranking import Recs, RecsBatch, iter_rank, rank, top_k, top_k_row
 
 
 def _reference(scores: np.ndarray, k: int, exclude: np.ndarray | None, allowed: np.ndarray | None):
@@ -64,6 +64,28 @@ def test_top_k_equals_a_sorted_reference(n, m, k, seed, ties, mode) -> None:
         np.testing.assert_array_equal(one_idx[0], idx[0])
 
 
+@settings(max_examples=80, deadline=None)
+@given(m=st.integers(1, 12), k=st.integers(1, 14), seed=st.integers(0, 10**6), ties=st.booleans(),
+       exclude=st.booleans(), shared=st.booleans())
+def test_one_row_equals_the_batch_ranking(m, k, seed, ties, exclude, shared) -> None:
+    """top_k_row picks and orders exactly as top_k does on a one-row block, without padding,
+    and leaves the caller's row as it was."""
+    rng = np.random.default_rng(seed)
+    row = (rng.integers(0, 3, m) if ties else rng.normal(size=m)).astype(np.float32)
+    kept = row.copy()
+    ex = np.flatnonzero(rng.random(m) < 0.3) if exclude else None
+    cand = np.flatnonzero(rng.random(m) < 0.5) if shared else None
+    block_ex = (sp.csr_array((np.ones(len(ex), np.float32), ex, [0, len(ex)]), shape=(1, m))
+                if ex is not None else None)
+    idx, top = top_k(row[None, :].copy(), k, exclude=block_ex, candidates=cand)
+    one_idx, one_top = top_k_row(row, k, exclude=ex, candidates=cand)
+    n = int((idx[0] >= 0).sum())
+    np.testing.assert_array_equal(one_idx, idx[0, :n])
+    np.testing.assert_array_equal(one_top, top[0, :n])
+    assert one_idx.dtype == np.int64 and one_top.dtype == np.float32
+    np.testing.assert_array_equal(row, kept)
+
+
 def test_chunked_ranking_equals_unchunked_and_unknown_rows_exclude_nothing() -> None:
     rng = np.random.default_rng(0)
     table = rng.normal(size=(50, 30)).astype(np.float32)
@@ -115,5 +137,7 @@ def test_recs_batch_rows_padding_and_long_frame() -> None:
 
 
 def test_k_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        top_k_row(np.zeros(3, dtype=np.float32), 0)
     with pytest.raises(ValueError, match="k must be"):
         top_k(np.zeros((1, 3), dtype=np.float32), 0)

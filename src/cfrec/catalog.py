@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 _NON_WORD = re.compile(r"[^\w]+")
 _YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
-_DECIMAL = re.compile(r"[+-]?[0-9]{1,1000}")
 
 
 def normalize_title(text: str) -> str:
@@ -46,53 +45,6 @@ def normalize_title(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     plain = "".join(c for c in decomposed if not unicodedata.combining(c))
     return _NON_WORD.sub(" ", plain.casefold()).replace("_", " ").strip()
-
-
-class IdIndex:
-    """Constant-time lookups of single raw ids in an :class:`~cfrec.data.idmap.IdMap`, for
-    request paths that look up a handful of ids at a time.
-
-    ``IdMap.to_index`` is built for arrays (a pandas or Arrow hash lookup costs tens to hundreds
-    of microseconds whatever the length); a dict answers one id in well under a microsecond.
-    Text finds integer ids (``"50"``) and integers find string ids (``50`` -> ``"50"``), as in
-    ``IdMap.to_index``; any other form of an id is passed on to ``IdMap.to_index`` itself, so
-    the answers are always the vocabulary's own.
-    """
-
-    def __init__(self, item_map: IdMap) -> None:
-        self.id_map = item_map
-        self.numeric = item_map.is_numeric
-        self._index: dict[Any, int] = {raw: i for i, raw in enumerate(item_map.to_list())}
-
-    def get(self, raw: Any) -> int:
-        """Index of one raw id, -1 when the vocabulary does not hold it."""
-        if isinstance(raw, np.generic):
-            raw = raw.item()
-        key: Any = raw
-        if self.numeric:
-            if isinstance(raw, str):
-                text = raw.strip()
-                if _DECIMAL.fullmatch(text):  # plain decimal text: the integer it spells
-                    key = int(text)
-                else:
-                    return self._slow(raw)
-            elif isinstance(raw, bool) or not isinstance(raw, int):
-                return self._slow(raw)
-        elif isinstance(raw, int) and not isinstance(raw, bool):
-            key = str(raw)
-        elif not isinstance(raw, str):
-            return self._slow(raw)
-        return self._index.get(key, -1)
-
-    def get_many(self, raws: Any) -> np.ndarray:
-        """int64 indices of raw ids (-1 where unknown)."""
-        values = raws.tolist() if isinstance(raws, np.ndarray) else list(raws)
-        return np.fromiter((self.get(v) for v in values), dtype=np.int64, count=len(values))
-
-    def _slow(self, raw: Any) -> int:
-        values = np.empty(1, dtype=object)
-        values[0] = raw
-        return int(self.id_map.to_index(values, missing="-1")[0])
 
 
 @dataclass(frozen=True)
@@ -133,7 +85,6 @@ class Catalog:
         n = len(item_map)
         self.item_map = item_map
         self.ids = item_map.ids
-        self.lookup = IdIndex(item_map)
         if counts is None:
             counts = np.zeros(n, dtype=np.int64)
         counts = np.asarray(counts)
@@ -173,8 +124,8 @@ class Catalog:
         """Model indices (int64) of raw ids, -1 where an id is unknown. Text finds numeric ids
         (``"50"`` is item 50 of an integer vocabulary)."""
         if isinstance(raw, str) or np.ndim(raw) == 0:
-            return np.array([self.lookup.get(raw)], dtype=np.int64)
-        return self.lookup.get_many(raw)
+            return np.array([self.item_map.index_of(raw)], dtype=np.int64)
+        return self.item_map.to_index(raw, missing="-1").astype(np.int64)
 
     def record(self, index: int) -> dict[str, Any]:
         """``{"id", "title", "year", "genres", "n_ratings"}`` of one model index (plain Python
@@ -186,6 +137,12 @@ class Catalog:
     def records(self, indices: Any) -> list[dict[str, Any]]:
         """:meth:`record` for each model index, in order."""
         return [self.record(i) for i in np.asarray(indices, dtype=np.int64).reshape(-1).tolist()]
+
+    def records_of(self, ids: Any) -> list[dict[str, Any]]:
+        """:meth:`record` for each raw id the model knows (a ranked list's ids), in order."""
+        index_of = self.item_map.index_of
+        values = ids.reshape(-1).tolist() if isinstance(ids, np.ndarray) else list(ids)
+        return [self.record(index_of(v, missing="raise", what="item")) for v in values]
 
     def raw_id(self, index: int) -> Any:
         """The raw id (a plain ``int`` or ``str``) of a model index."""

@@ -184,6 +184,35 @@ def top_k(
     return idx, top
 
 
+def top_k_row(scores: np.ndarray, k: int, *, exclude: np.ndarray | None = None,
+              candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` of one score row, for one user or item at a time (a request, a CLI query).
+
+    The same selection and order as :func:`top_k` on a one-row block (descending score, then
+    ascending column), without its batch set-up: ``exclude`` and ``candidates`` are 1-D column
+    indices, and ``scores`` (1-D) is never written to. Returns int64 indices and float32 scores
+    of the ranked columns only (shorter than ``k`` when fewer columns are left).
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    row = np.array(scores, dtype=np.float32).reshape(-1)  # a copy: the caller's row is kept
+    m = len(row)
+    if exclude is not None and len(exclude):
+        row[exclude] = -np.inf
+    if candidates is not None:
+        allowed = np.zeros(m, dtype=bool)
+        allowed[np.asarray(candidates, dtype=np.int64)] = True
+        row[~allowed] = -np.inf
+    k = min(k, m)
+    part = np.argpartition(-row, k - 1)[:k] if k < m else np.arange(m)
+    part_scores = row[part]
+    order = np.lexsort((part, -part_scores))
+    idx = part[order].astype(np.int64, copy=False)
+    top = part_scores[order]
+    n = len(top) - int(np.isneginf(top).sum())  # -inf (no candidate) sorts last
+    return idx[:n], top[:n]
+
+
 def chunk_rows(n_items: int, budget: int = CHUNK_ELEMENTS) -> int:
     """Rows of an (rows x n_items) float32 score block that fit in ``budget`` elements."""
     return max(1, budget // max(n_items, 1))

@@ -181,3 +181,36 @@ def test_ml25m_sized_vocabulary_builds_and_looks_up_in_seconds() -> None:
     assert len(m) == 162_541  # every user id occurs among 25M draws (seeded)
     assert idx.dtype == np.int32 and (m.to_raw(idx[:1000]) == raw[:1000]).all()
     assert elapsed < 10.0, f"IdMap on 25M ids took {elapsed:.2f} s"
+
+
+@pytest.mark.parametrize("vocab", [[1, 2, 7, 50, 2**40], ["1", "a", "50", "Star", "\x00", "007"]])
+def test_one_id_lookups_agree_with_array_lookups(vocab: list) -> None:
+    """index_of (a dict, one id) and to_index (small arrays one by one, large ones hashed) give
+    the same answer for every form of an id, and raw_id gives plain Python values back."""
+    m = IdMap(vocab)
+    queries = [1, 2, 50, 51, -1, 2**40, 2**70, "1", "50", " 50 ", "+7", "007", "7.0", "1e1", "a",
+               "Star", "star", "\x00", "", "9" * 30, np.int64(7), np.int32(50), True, 1.0, 2.5]
+    big = np.empty(len(queries) * 4, dtype=object)  # over SMALL_LOOKUP: the vectorised path
+    big[:] = queries * 4
+    with np.errstate(invalid="ignore"):
+        hashed = m.to_index(big, missing="-1")[: len(queries)]
+    for q, want in zip(queries, hashed.tolist(), strict=True):
+        values = np.empty(1, dtype=object)
+        values[0] = q
+        with np.errstate(invalid="ignore"):
+            assert m.index_of(q) == int(m.to_index(values, missing="-1")[0]) == want, q
+    assert (hashed >= 0).sum() >= 5  # the test looks up known ids too
+    assert [m.index_of(v) for v in m.to_list()] == list(range(len(m)))
+    assert [m.raw_id(i) for i in range(len(m))] == m.to_list()
+    assert {type(m.raw_id(i)) for i in range(len(m))} == {type(vocab[0])}  # plain int or str
+
+
+def test_one_id_lookup_raises_like_the_array_lookup() -> None:
+    m = IdMap([1, 2, 3])
+    assert m.index_of(42) == -1
+    with pytest.raises(UnknownIdError, match="^unknown user id 42$"):
+        m.index_of("42", missing="raise", what="user")
+    with pytest.raises(UnknownIdError, match="^unknown user id 42$"):
+        m.to_index(["1", "42"], what="user")
+    with pytest.raises(UnknownIdError, match="^unknown item id 'x'$"):
+        IdMap(["a"]).index_of("x", missing="raise", what="item")

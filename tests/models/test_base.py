@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from cfrec.data import Interactions
 from cfrec.errors import CfrecError, ModelFileError
@@ -215,3 +216,71 @@ def test_fold_in_beats_the_bias_fallback_for_held_out_ml100k_users(factory, ml10
     rmse_fold = float(np.sqrt(np.mean(np.concatenate(err_fold) ** 2)))
     rmse_fallback = float(np.sqrt(np.mean(np.concatenate(err_fallback) ** 2)))
     assert rmse_fold < rmse_fallback - 0.05, (rmse_fold, rmse_fallback)
+
+
+# ---------------------------------------------------------------------- one user at a time
+def _string_items(data: Interactions) -> Interactions:
+    frame = pd.DataFrame({"user_id": data.raw_users(), "item_id": [f"i{v}" for v in data.raw_items()],
+                          "rating": data.ratings})
+    return Interactions.from_frame(frame, rating_scale=(1.0, 5.0))
+
+
+@pytest.mark.parametrize(("name", "string_items"), [("mf", False), ("mf", True), ("ials", False),
+                                                    ("pop", False)])
+def test_one_user_paths_equal_the_batch_paths(name: str, string_items: bool) -> None:
+    """recommend, similar_items, predict and score of one raw id (the one-row paths a service
+    calls) give exactly what the batch paths give for a one-element array."""
+    from cfrec.models import make_model
+    from cfrec.models.registry import param_names
+    from cfrec.ranking import top_k
+
+    data = make_ratings()
+    if string_items:
+        data = _string_items(data)
+    cls_params = {"seed": 0} if "seed" in param_names(type(make_model(name))) else {}
+    model = make_model(name, **cls_params).fit(data)
+    items = model.item_map_.to_list()
+    n_items = len(items)
+    cands = [items[3], items[0], items[7], "no-such-item"]
+    for user in [*model.user_map_.to_list()[:12], "nobody"]:
+        for k in (1, 7, n_items):
+            for exclude in (True, False):
+                for candidates in (None, cands):
+                    one = model.recommend(user, k, exclude_seen=exclude, candidates=candidates)
+                    batch = model.recommend(np.array([user], dtype=object), k, exclude_seen=exclude,
+                                            candidates=candidates)[0]
+                    assert one.ids.tolist() == batch.ids.tolist()
+                    np.testing.assert_array_equal(one.scores, batch.scores)
+                    assert (one.ratings is None) == (batch.ratings is None)
+                    if one.ratings is not None:
+                        np.testing.assert_array_equal(one.ratings, batch.ratings)
+    # a folded-in user: the list top_k makes of the folded user's score row
+    rng = np.random.default_rng(0)
+    for n_rated in (0, 1, 5):
+        chosen = [items[i] for i in rng.choice(n_items, n_rated, replace=False)]
+        folded = model.fold_in(chosen or ["no-such-item"], rng.uniform(1, 5, max(n_rated, 1)))
+        row = (model._score_folded(folded, np.arange(n_items)) if folded.n_ratings
+               else model._cold_user_scores())
+        for k in (1, 7, n_items):
+            recs = model.recommend(folded, k)
+            seen = folded.seen.astype(np.int64)
+            ex = sp.csr_array((np.ones(len(seen), np.float32), seen, [0, len(seen)]), shape=(1, n_items))
+            idx, top = top_k(np.array(row, dtype=np.float32)[None, :], k, exclude=ex)
+            n = int((idx[0] >= 0).sum())
+            assert recs.ids.tolist() == model.item_map_.to_raw(idx[0, :n]).tolist()
+            np.testing.assert_array_equal(recs.scores, top[0, :n])
+    user, item = model.user_map_.to_list()[2], items[5]
+    np.testing.assert_array_equal(model.predict(user, item), model.predict([user], [item]))
+    np.testing.assert_array_equal(model.predict("nobody", item), model.predict(["nobody"], [item]))
+    u = model.user_map_.index_of(user)
+    np.testing.assert_allclose(model.score(user, items), model.score_rows(np.array([u]))[0], rtol=1e-5)
+    np.testing.assert_allclose(model.score("nobody", [item]), model._cold_user_scores()[[5]])
+    assert np.isnan(model.score(user, "no-such-item")[0])
+    if name != "pop":
+        for q in items[:10]:
+            one = model.similar_items(q, 6)
+            batch = model.similar_items([q], 6)[0]
+            assert one.ids.tolist() == batch.ids.tolist() and q not in one.ids.tolist()
+            np.testing.assert_array_equal(one.scores, batch.scores)
+        with pytest.raises(CfrecError, match="unknown item id"):
+            model.similar_items("no-such-item", 3)

@@ -16,7 +16,6 @@ from cfrec.catalog import Catalog
 from cfrec.errors import CfrecError
 from cfrec.models.base import Recommender
 from cfrec.models.persistence import current_version
-from cfrec.ranking import Recs
 from cfrec.serve import create_app
 from cfrec.serve.app import MAX_BODY_BYTES
 from tests.serve.conftest import clustered_data, save
@@ -125,98 +124,6 @@ def test_fold_in_can_keep_rated_items(client: TestClient, mf: Recommender) -> No
     body = client.post("/v1/recommend", json={"ratings": [{"item": 11, "rating": 5}], "k": 30,
                                               "exclude_rated": False}).json()
     assert 11 in [it["id"] for it in body["items"]]
-
-
-# ---------------------------------------------------------------------- the service's fast paths
-def _same_recs(got: tuple[np.ndarray, np.ndarray, np.ndarray | None], recs: Recs,
-               model: Recommender) -> None:
-    idx, scores, ratings = got
-    assert np.asarray(model.item_map_.to_raw(idx)).tolist() == recs.ids.tolist()
-    np.testing.assert_array_equal(np.asarray(scores, np.float32), recs.scores)
-    if recs.ratings is None:
-        assert ratings is None
-    else:
-        assert ratings is not None
-        np.testing.assert_allclose(ratings, recs.ratings, rtol=1e-6)
-
-
-@pytest.mark.parametrize("name", ["mf_dir", "ials_dir", "pop_dir", "str_dir"])
-def test_single_user_paths_equal_the_library(name: str, request: pytest.FixtureRequest) -> None:
-    """Service.top_for_user / top_for_folded (what the endpoints rank with) give exactly the
-    lists, scores and predicted ratings of Recommender.recommend, for every user and k."""
-    from cfrec.serve.app import Service
-
-    model = Recommender.load(request.getfixturevalue(name))
-    n_items = len(model.item_map_)
-    users = model.user_map_.to_list()
-    for u, raw in enumerate(users):
-        for k in (1, 7, n_items):
-            for exclude in (True, False):
-                _same_recs(Service.top_for_user(model, u, k, exclude),
-                           model.recommend(raw, k, exclude_seen=exclude), model)
-    items = model.item_map_.to_list()
-    rng = np.random.default_rng(0)
-    lo, hi = model.rating_scale_
-    for n_rated in (0, 1, 5, n_items):
-        chosen = [items[i] for i in rng.choice(n_items, n_rated, replace=False)]
-        folded = model.fold_in(chosen, rng.uniform(lo, hi, n_rated)) if n_rated else model.fold_in(
-            ["no-such-item"], [hi])
-        for k in (1, 7, n_items):
-            for exclude in (True, False):
-                _same_recs(Service.top_for_folded(model, folded, k, exclude),
-                           model.recommend(folded, k, exclude_seen=exclude), model)
-
-
-@pytest.mark.parametrize(("query", "fast"), [
-    ("", True), ("?k=4", True), ("?exclude_seen=false&k=30", True), ("?exclude_seen=1", True),
-    ("?k=04", False), ("?k=%204", False), ("?k=4&k=5", False), ("?exclude_seen=no", False),
-    ("?exclude_seen=False", False), ("?k=4&other=1", False), ("?k=9999999999", False),
-    ("?k=31", True), ("?k=0", False), ("?k=ten", False), ("?exclude_seen=maybe", False)])
-def test_recommend_answers_alike_on_either_path(mf_dir: Path, client: TestClient, query: str,
-                                               fast: bool) -> None:
-    """The common request forms are answered by the service's fast layer, the rest by FastAPI:
-    both give the same body, headers and status for the same request (errors included)."""
-    from cfrec.serve.app import FastRecommend
-
-    scope = {"type": "http", "method": "GET", "path": "/v1/recommend/3", "root_path": "",
-             "query_string": query.removeprefix("?").encode()}
-    assert (FastRecommend._params(scope) is not None) == fast
-    got = client.get(f"/v1/recommend/3{query}")
-    with TestClient(create_app(mf_dir, fast_paths=False)) as plain:
-        want = plain.get(f"/v1/recommend/3{query}")
-    assert got.status_code == want.status_code
-    assert got.headers["content-type"] == want.headers["content-type"]
-    assert got.headers["content-length"] == want.headers["content-length"]
-    assert got.json() == want.json()
-
-
-@pytest.mark.parametrize(("raw", "headers"), [
-    (b'{"ratings": [{"item": 11, "rating": 5}, {"item": "12", "rating": 2}], "k": 4}', None),
-    (b'{"ratings": [{"item": 11, "rating": 5}, {"item": 9999, "rating": 4}, '
-     b'{"item": 11, "rating": 1}], "exclude_rated": false}', None),
-    (b'{"ratings": []}', None),
-    (b'{"ratings": [{"item": 11, "rating": 9}]}', None),               # off the scale: 422
-    (b'{"ratings": [{"item": 11, "rating": 5}], "k": 0}', None),       # 422 naming k
-    (b'{"ratings": [{"item": 11, "rating": 5}], "k": 31}', None),      # over the catalogue
-    (b'{"ratings": [{"item": 11, "rating": NaN}]}', None),             # json.loads takes NaN
-    (b'{"ratings": [{"item": 11}]}', None),
-    (b'{"ratings": [], "extra": 1}', None),
-    (b'[1, 2]', None),
-    (b'{not json', None),
-    (b'', None),
-    (b'{"ratings": [{"item": "\\ud800", "rating": 3}]}', None),
-    (b'{"ratings": [{"item": 11, "rating": 5}]}', {"content-type": "text/plain"}),
-    (b'{"ratings": [{"item": 11, "rating": 5}]}', {"content-type": "application/json; charset=utf-8"}),
-])
-def test_fold_in_answers_alike_on_either_path(mf_dir: Path, client: TestClient, raw: bytes,
-                                             headers: dict[str, str] | None) -> None:
-    hdrs = headers or {"content-type": "application/json"}
-    got = client.post("/v1/recommend", content=raw, headers=hdrs)
-    with TestClient(create_app(mf_dir, fast_paths=False)) as plain:
-        want = plain.post("/v1/recommend", content=raw, headers=hdrs)
-    assert got.status_code == want.status_code, (got.text, want.text)
-    assert got.headers["content-type"] == want.headers["content-type"]
-    assert got.json() == want.json()
 
 
 # ---------------------------------------------------------------------- similar, predict, items

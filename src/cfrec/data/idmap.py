@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -12,6 +13,10 @@ import pandas as pd
 from cfrec.errors import DataError, UnknownIdError
 
 INDEX_DTYPE = np.int32
+#: Lookups of at most this many ids go through :meth:`IdMap.index_of` (a dict) one by one: a
+#: pandas or Arrow hash lookup costs tens of microseconds whatever the length.
+SMALL_LOOKUP = 16
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,1000}")
 
 
 class IdMap:
@@ -30,10 +35,11 @@ class IdMap:
         point).
     """
 
-    __slots__ = ("_arrow", "_ids", "_index")
+    __slots__ = ("_arrow", "_dict", "_ids", "_index")
     _ids: np.ndarray            # sorted unique raw ids: int64, or object (Python str)
     _index: pd.Index | None     # pandas hash index, built on the first lookup that needs it
     _arrow: Any                 # the string ids as an Arrow array, for Arrow hash lookups
+    _dict: dict[Any, int] | None  # raw id -> index, built on the first scalar lookup
 
     def __init__(self, raw_ids: Iterable[Any] | np.ndarray) -> None:
         values = raw_ids if isinstance(raw_ids, np.ndarray) else _from_iterable(raw_ids)
@@ -62,6 +68,7 @@ class IdMap:
         self._ids = ids
         self._index = None
         self._arrow = None
+        self._dict = None
 
     @classmethod
     def from_sorted_unique(cls, ids: np.ndarray) -> IdMap:
@@ -140,6 +147,52 @@ class IdMap:
     def is_numeric(self) -> bool:
         return self._ids.dtype.kind in "iu"
 
+    def index_of(self, raw: Any, *, missing: Literal["raise", "-1"] = "-1", what: str = "id") -> int:
+        """Index of one raw id: a dict lookup of well under a microsecond, for paths that look
+        up one id at a time (a request, one user).
+
+        Agrees with :meth:`to_index`: decimal text (``"50"``) finds an integer id, an integer
+        finds a string id (``50`` -> ``"50"``); any other form of an id is looked up by
+        :meth:`to_index` itself. An unknown id gives -1, or with ``missing="raise"``
+        :class:`UnknownIdError` worded as :meth:`to_index` words it.
+        """
+        i = self._index_of(raw)
+        if i < 0 and missing == "raise":
+            raise _unknown_id(raw, what, self.is_numeric)
+        return i
+
+    def raw_id(self, index: int) -> Any:
+        """The raw id of one index as a plain Python ``int`` or ``str`` (for JSON)."""
+        value = self._ids[index]
+        return value.item() if isinstance(value, np.generic) else value
+
+    def _index_of(self, raw: Any) -> int:
+        table = self._dict
+        if table is None:
+            # built once; concurrent first calls build equal dicts and one of them is kept
+            table = self._dict = {v: i for i, v in enumerate(self._ids.tolist())}
+        if isinstance(raw, np.generic):
+            raw = raw.item()
+        key: Any = raw
+        if self._ids.dtype.kind in "iu":
+            if isinstance(raw, str):
+                text = raw.strip()
+                if not _DECIMAL.fullmatch(text):
+                    return self._index_of_slow(raw)
+                key = int(text)
+            elif isinstance(raw, bool) or not isinstance(raw, int):
+                return self._index_of_slow(raw)
+        elif isinstance(raw, int) and not isinstance(raw, bool):
+            key = str(raw)
+        elif not isinstance(raw, str):
+            return self._index_of_slow(raw)
+        return table.get(key, -1)
+
+    def _index_of_slow(self, raw: Any) -> int:
+        values = np.empty(1, dtype=object)
+        values[0] = raw
+        return int(self._lookup(values)[0])
+
     def to_index(
         self, raw: Any, *, missing: Literal["raise", "-1"] = "raise", what: str = "id"
     ) -> np.ndarray:
@@ -157,20 +210,24 @@ class IdMap:
             Word used in the error message ("user", "item").
         """
         scalar = np.ndim(raw) == 0 if not isinstance(raw, str) else True
-        if self._ids.dtype == object:
-            values = _query_values(raw)
-            idx = self._string_lookup(values)
+        values = (_query_values(raw) if self._ids.dtype == object
+                  else np.atleast_1d(np.asarray(raw)))
+        if len(values) <= SMALL_LOOKUP and values.dtype.kind in "iuOU":
+            idx = np.fromiter((self._index_of(v) for v in values.tolist()), dtype=INDEX_DTYPE,
+                              count=len(values))
         else:
-            values = np.atleast_1d(np.asarray(raw))
-            if self._ids.dtype.kind in "iu" and values.dtype.kind not in "iu":
-                values = _coerce_numeric(values)
-            idx = self._hash_index().get_indexer(_as_index(values)).astype(INDEX_DTYPE, copy=False)
+            idx = self._lookup(values)
         if missing == "raise" and (idx < 0).any():
-            bad = values[np.flatnonzero(idx < 0)[0]]
-            bad = bad.item() if isinstance(bad, np.generic) else bad  # 42, not np.int64(42)
-            label = "id" if what == "id" else f"{what} id"
-            raise UnknownIdError(f"unknown {label} {bad!r}")
+            raise _unknown_id(values[np.flatnonzero(idx < 0)[0]], what, self.is_numeric)
         return idx[0] if scalar else idx
+
+    def _lookup(self, values: np.ndarray) -> np.ndarray:
+        """int32 indices of an array of raw ids (-1 where unknown), by a vectorised hash lookup."""
+        if self._ids.dtype == object:
+            return self._string_lookup(values)
+        if self._ids.dtype.kind in "iu" and values.dtype.kind not in "iu":
+            values = _coerce_numeric(values)
+        return self._hash_index().get_indexer(_as_index(values)).astype(INDEX_DTYPE, copy=False)
 
     def _string_lookup(self, values: np.ndarray) -> np.ndarray:
         """int32 indices of ``values`` (an array; non-strings are looked up as their text)."""
@@ -210,6 +267,15 @@ class IdMap:
         if len(arr) > 1 and not bool(np.all(arr[1:] > arr[:-1])):
             return cls(arr)
         return cls.from_sorted_unique(arr)
+
+
+def _unknown_id(bad: Any, what: str, numeric: bool) -> UnknownIdError:
+    """The error for an id the vocabulary does not hold: ``unknown user id 42``."""
+    bad = bad.item() if isinstance(bad, np.generic) else bad  # 42, not np.int64(42)
+    if numeric and isinstance(bad, str) and _DECIMAL.fullmatch(bad.strip()):
+        bad = int(bad.strip())  # the integer the text spells, as it was looked up
+    label = "id" if what == "id" else f"{what} id"
+    return UnknownIdError(f"unknown {label} {bad!r}")
 
 
 def _is_arrow(values: Any) -> bool:

@@ -26,7 +26,7 @@ from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError, NotFittedError
 from cfrec.models import names, persistence
 from cfrec.models.params import check_params, param_specs
-from cfrec.ranking import Recs, RecsBatch, rank
+from cfrec.ranking import Recs, RecsBatch, rank, top_k_row
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +307,9 @@ class Recommender(ABC):
         Unknown user -> ``mu + b_i``; unknown item -> ``mu + b_u``; both -> ``mu``.
         """
         self._check_fitted()
+        if np.ndim(users) == 0 and np.ndim(items) == 0 and not isinstance(users, FoldedUser):
+            return self._predict_indices(np.array([self.user_map_.index_of(users)], dtype=np.int64),
+                                         np.array([self.item_map_.index_of(items)], dtype=np.int64))
         items_arr = np.atleast_1d(np.asarray(items))
         i_idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
         if isinstance(users, FoldedUser):
@@ -318,6 +321,31 @@ class Recommender(ABC):
             raise ValueError(f"users ({len(users_arr)}) and items ({len(items_arr)}) differ in length")
         u_idx = self.user_map_.to_index(users_arr, missing="-1").astype(np.int64)
         return self._predict_indices(u_idx, i_idx)
+
+    def score(self, users: Any, items: Any) -> np.ndarray:
+        """The model's ranking scores (what :meth:`recommend` sorts by, unclipped) of raw
+        (user, item) pairs, without scoring whole rows.
+
+        ``users`` may be one raw id (broadcast over ``items``) or an array as long as ``items``.
+        An unknown user gets the cold-start scores; an unknown item has no score (NaN).
+        """
+        self._check_fitted()
+        i_idx = (np.array([self.item_map_.index_of(items)], dtype=np.int64) if np.ndim(items) == 0
+                 else self.item_map_.to_index(np.asarray(items), missing="-1").astype(np.int64))
+        if np.ndim(users) == 0:
+            u_idx = np.full(len(i_idx), self.user_map_.index_of(users), dtype=np.int64)
+        else:
+            u_idx = self.user_map_.to_index(np.asarray(users), missing="-1").astype(np.int64)
+            if len(u_idx) != len(i_idx):
+                raise ValueError(f"users ({len(u_idx)}) and items ({len(i_idx)}) differ in length")
+        out = np.full(len(i_idx), np.nan, dtype=np.float32)
+        both = (u_idx >= 0) & (i_idx >= 0)
+        if both.any():
+            out[both] = self._score_pairs(u_idx[both], i_idx[both])
+        cold = (u_idx < 0) & (i_idx >= 0)
+        if cold.any():
+            out[cold] = self._cold_user_scores()[i_idx[cold]]
+        return out
 
     def _predict_indices(self, u_idx: np.ndarray, i_idx: np.ndarray) -> Prediction:
         """Predictions for model indices where -1 marks an unknown id (internal, vectorised)."""
@@ -378,33 +406,38 @@ class Recommender(ABC):
             cand_idx = self.item_map_.to_index(np.atleast_1d(np.asarray(candidates)), missing="-1")
             cand_idx = np.unique(cand_idx[cand_idx >= 0]).astype(np.int64)
         n_items = len(self.item_map_)
-        if isinstance(users, FoldedUser):
-            folded = users
-            scores = (self._score_folded(folded, np.arange(n_items)) if folded.n_ratings
-                      else self._cold_user_scores())
-
-            def score_one(_rows: np.ndarray) -> np.ndarray:
-                return np.array(scores, dtype=np.float32)[None, :]
-
-            exclude = None
-            if exclude_seen and len(folded.seen):
-                exclude = sp.csr_array((np.ones(len(folded.seen), dtype=np.float32), folded.seen,
-                                        [0, len(folded.seen)]), shape=(1, n_items))
-            idx, top = rank(score_one, np.zeros(1, dtype=np.int64), n_items, int(k), exclude=exclude,
-                            candidates=cand_idx)
-            ratings = None
-            if self.predicts_ratings:
-                ratings = self._predict_folded(folded, np.maximum(idx[0], 0)).ratings[None, :]
-            return _one(RecsBatch(np.array([None], dtype=object), idx, top,
-                                  _mask(ratings, idx), self.item_map_))
-        users_arr = np.asarray(users)
-        scalar = users_arr.ndim == 0
-        raw = np.atleast_1d(users_arr)
+        if np.ndim(users) == 0:  # one raw id or folded-in user: one score row, no batch set-up
+            return self._recommend_one(users, int(k), exclude_seen, cand_idx)
+        raw = np.asarray(users)
         u_idx = self.user_map_.to_index(raw, missing="-1").astype(np.int64)
         idx, top = rank(self.score_rows, u_idx, n_items, int(k),
                         exclude=self.seen_ if exclude_seen else None, candidates=cand_idx)
-        batch = RecsBatch(raw, idx, top, self._ratings_of(u_idx, idx), self.item_map_)
-        return _one(batch) if scalar else batch
+        return RecsBatch(raw, idx, top, self._ratings_of(u_idx, idx), self.item_map_)
+
+    def _recommend_one(self, user: Any, k: int, exclude_seen: bool,
+                       candidates: np.ndarray | None) -> Recs:
+        """:meth:`recommend` for one raw id or :class:`FoldedUser`: the same list, scores and
+        ratings as the batch path, from one score row ranked by :func:`~cfrec.ranking.top_k_row`."""
+        exclude = None
+        if isinstance(user, FoldedUser):
+            scores = (self._score_folded(user, np.arange(len(self.item_map_))) if user.n_ratings
+                      else self._cold_user_scores())
+            if exclude_seen:
+                exclude = user.seen
+            idx, top = top_k_row(scores, k, exclude=exclude, candidates=candidates)
+            ratings = self._predict_folded(user, idx).ratings if self.predicts_ratings else None
+        else:
+            u = self.user_map_.index_of(user)
+            scores = self.score_rows(np.array([u], dtype=np.int64))[0]
+            if exclude_seen and u >= 0:
+                exclude = self.seen_.indices[self.seen_.indptr[u]:self.seen_.indptr[u + 1]]
+            idx, top = top_k_row(scores, k, exclude=exclude, candidates=candidates)
+            ratings = None
+            if self.predicts_ratings:  # _predict_indices for these pairs, all items known
+                users = np.full(len(idx), u, dtype=np.int64)
+                ratings = (self._clip(np.asarray(self._predict_known(users, idx), dtype=np.float32))
+                           if u >= 0 else self._predict_indices(users, idx).ratings)
+        return Recs(self.item_map_.to_raw(idx), top, ratings)
 
     def _ratings_of(self, u_idx: np.ndarray, idx: np.ndarray) -> np.ndarray | None:
         """Predicted ratings (clipped; NaN in padded slots) of ranked item indices, or None for
@@ -449,16 +482,17 @@ class Recommender(ABC):
             raise CfrecError(f"{type(self).__name__} has no item embeddings to compare; use a factor model")
         norms = np.linalg.norm(emb, axis=1)
         unit = emb / np.maximum(norms, 1e-12)[:, None]
-        arr = np.asarray(items)
-        scalar = arr.ndim == 0
-        raw = np.atleast_1d(arr)
-        idx = self.item_map_.to_index(raw, what="item").astype(np.int64)
         nonzero = np.flatnonzero(norms > 0)
+        if np.ndim(items) == 0:  # one row, itself excluded: the batch path's arithmetic, no set-up
+            i = np.array([self.item_map_.index_of(items, missing="raise", what="item")])
+            one, sims = top_k_row((unit[i] @ unit.T)[0], int(k), exclude=i, candidates=nonzero)
+            return Recs(self.item_map_.to_raw(one), sims)
+        raw = np.asarray(items)
+        idx = self.item_map_.to_index(raw, what="item").astype(np.int64)
         itself = sp.eye_array(len(unit), dtype=np.float32, format="csr")  # row i excludes item i
         top_idx, top = rank(lambda rows: unit[rows] @ unit.T, idx, len(unit), int(k),
                             exclude=itself, candidates=nonzero)
-        batch = RecsBatch(raw, top_idx, top, None, self.item_map_)
-        return _one(batch) if scalar else batch
+        return RecsBatch(raw, top_idx, top, None, self.item_map_)
 
     # ------------------------------------------------------------------ cold start
     def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
@@ -639,10 +673,6 @@ def popularity_scores(seen: Any, n_items: int) -> np.ndarray:
     the cold-start list of the ranking models, whose own scores have no bias to fall back on."""
     counts = np.bincount(seen.indices, minlength=n_items).astype(np.float64)
     return (counts / max(float(counts.max(initial=0.0)), 1.0)).astype(np.float32)
-
-
-def _one(batch: RecsBatch) -> Recs:
-    return batch[0]
 
 
 def _mask(ratings: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:

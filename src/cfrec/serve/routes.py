@@ -1,0 +1,250 @@
+"""The JSON API's endpoints: each one reads the current model snapshot once, calls the library's
+one-user verbs (``recommend``, ``fold_in``, ``similar_items``, ``predict``, ``score``) and turns
+their raw ids into response bodies with the catalogue's item records."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import anyio.to_thread
+import numpy as np
+from fastapi import FastAPI, Query
+from fastapi.responses import Response
+
+from cfrec.errors import CfrecError
+from cfrec.serve.errors import ApiError, JSONResponse
+from cfrec.serve.schemas import (
+    FoldInRecommendations,
+    FoldInRequest,
+    Health,
+    K,
+    ModelCard,
+    PredictionOut,
+    Ready,
+    ReloadResult,
+    SearchResults,
+    SimilarItems,
+    UserRecommendations,
+    error_responses,
+)
+from cfrec.serve.snapshot import ModelHolder, ServedModel
+
+#: Most results of one title search.
+MAX_SEARCH = 200
+
+T = TypeVar("T")
+#: Reloads the model folder: ``(source, force) -> (served, previous version, changed)``.
+Reloader = Callable[[str, bool], Awaitable[tuple[ServedModel, str | None, bool]]]
+
+
+class Service:
+    """The endpoints' logic over a :class:`~cfrec.serve.snapshot.ModelHolder` (one per
+    application)."""
+
+    def __init__(self, holder: ModelHolder) -> None:
+        self.holder = holder
+
+    def served(self) -> ServedModel:
+        served = self.holder.current
+        if served is None:
+            detail = f": {self.holder.last_error}" if self.holder.last_error else ""
+            raise ApiError(503, "not_ready", f"no model is loaded yet{detail}")
+        return served
+
+    async def run(self, served: ServedModel, fn: Callable[..., T], *args: Any) -> T:
+        """Run a model call on the event loop (fast models) or in the worker thread pool."""
+        if served.inline:
+            return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    @staticmethod
+    def check_k(served: ServedModel, k: int) -> None:
+        if not 1 <= k <= served.n_items:
+            raise ApiError(422, "invalid_value", f"k must be between 1 and {served.n_items} "
+                                                 f"(the catalogue size), got {k}", "k")
+
+    @staticmethod
+    def ranked(served: ServedModel, ids: np.ndarray, scores: np.ndarray,
+               ratings: np.ndarray | None) -> list[dict[str, Any]]:
+        """Response items of a ranked list: item records with rank, score and predicted rating."""
+        out = served.catalog.records_of(ids)
+        rating_list = [None] * len(out) if ratings is None else ratings.tolist()
+        for rank, (rec, s, r) in enumerate(zip(out, scores.tolist(), rating_list, strict=True), 1):
+            rec["rank"] = rank
+            rec["score"] = _finite(s)
+            rec["predicted_rating"] = None if r is None else _finite(r)
+        return out
+
+    # ------------------------------------------------------------------ endpoint bodies
+    def recommend_user(self, served: ServedModel, user_id: str, k: int,
+                       exclude_seen: bool) -> dict[str, Any]:
+        model = served.model
+        self.check_k(served, k)
+        u = model.user_map_.index_of(user_id)
+        # a known user as the model spells the id; an unknown one gets the cold-start list
+        user = model.user_map_.raw_id(u) if u >= 0 else user_id
+        n_train = int(model.seen_.indptr[u + 1] - model.seen_.indptr[u]) if u >= 0 else 0
+        recs = model.recommend(user, k, exclude_seen=exclude_seen)
+        return {"user": user, "known": u >= 0, "cold_start": u < 0, "n_train_ratings": n_train,
+                "k": k, "exclude_seen": exclude_seen,
+                "predicts_ratings": model.predicts_ratings, "model_version": served.version,
+                "items": self.ranked(served, recs.ids, recs.scores, recs.ratings)}
+
+    def recommend_new(self, served: ServedModel, body: FoldInRequest) -> dict[str, Any]:
+        model = served.model
+        self.check_k(served, body.k)
+        lo, hi = model.rating_scale_
+        for j, entry in enumerate(body.ratings):
+            if not lo <= entry.rating <= hi:
+                name = f"ratings[{j}].rating"
+                raise ApiError(422, "rating_off_scale", f"{name}: {entry.rating:g} is outside the "
+                                                        f"model's rating scale {lo:g}..{hi:g}", name)
+        # known items as the model spells them, unknown ones as given (the model reports them)
+        vocab = model.item_map_
+        items = [vocab.raw_id(i) if i >= 0 else e.item
+                 for i, e in zip((vocab.index_of(e.item) for e in body.ratings), body.ratings,
+                                 strict=True)]
+        folded = model.fold_in(_id_array(items), np.fromiter(
+            (e.rating for e in body.ratings), dtype=np.float64, count=len(body.ratings)))
+        recs = model.recommend(folded, body.k, exclude_seen=body.exclude_rated)
+        return {"cold_start": folded.n_ratings == 0, "n_ratings_used": int(folded.n_ratings),
+                "unknown_items": list(folded.unknown_items),
+                "duplicate_items": list(folded.duplicate_items),
+                "k": body.k, "predicts_ratings": model.predicts_ratings,
+                "model_version": served.version,
+                "items": self.ranked(served, recs.ids, recs.scores, recs.ratings)}
+
+    def similar(self, served: ServedModel, item_id: str, k: int) -> dict[str, Any]:
+        self.check_k(served, k)
+        i = served.model.item_map_.index_of(item_id)
+        if i < 0:
+            raise ApiError(404, "unknown_item", f"unknown item id {item_id!r}", "item_id")
+        if not served.has_similar:
+            raise ApiError(409, "not_supported", f"{type(served.model).__name__} has no item vectors "
+                                                 "to compare; similar items need a factor model",
+                           "item_id")
+        recs = served.model.similar_items(served.catalog.raw_id(i), k)
+        out = served.catalog.records_of(recs.ids)
+        for rank, (rec, s) in enumerate(zip(out, recs.scores.tolist(), strict=True), 1):
+            rec["rank"] = rank
+            rec["similarity"] = _finite(s)
+        return {"item": served.catalog.record(i), "k": k, "model_version": served.version,
+                "items": out}
+
+    def predict(self, served: ServedModel, user_id: str, item_id: str) -> dict[str, Any]:
+        model = served.model
+        u = model.user_map_.index_of(user_id)
+        i = model.item_map_.index_of(item_id)
+        user = model.user_map_.raw_id(u) if u >= 0 else user_id
+        item = served.catalog.raw_id(i) if i >= 0 else item_id
+        fallback = ("none" if u >= 0 and i >= 0 else "unknown_user" if i >= 0
+                    else "unknown_item" if u >= 0 else "unknown_both")
+        score = _finite(float(model.score(user, item)[0])) if i >= 0 else None
+        rating = _finite(float(model.predict(user, item)[0])) if model.predicts_ratings else None
+        return {"user": user, "item": item, "known_user": u >= 0, "known_item": i >= 0,
+                "fallback": fallback, "score": score, "predicted_rating": rating,
+                "predicts_ratings": model.predicts_ratings, "model_version": served.version,
+                "item_info": served.catalog.record(i) if i >= 0 else None}
+
+    def items(self, served: ServedModel, q: str | None, limit: int) -> dict[str, Any]:
+        catalog = served.catalog
+        if q is None or not q.strip():
+            idx = catalog.popular(limit)
+            total = len(catalog)
+        else:
+            hits = catalog.search(q, limit=None)
+            idx, total = hits[:limit], len(hits)
+        return {"query": q, "total": int(total), "model_version": served.version,
+                "items": catalog.records(idx)}
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _id_array(items: list[Any]) -> np.ndarray:
+    """Raw ids as one array: int64 when all are integers, else an object array of the ids as
+    they came (numpy's fixed-width strings would drop trailing NUL characters)."""
+    if items and all(isinstance(v, int) for v in items):
+        return np.asarray(items, dtype=np.int64)
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def add_routes(app: FastAPI, service: Service, reload_now: Reloader) -> None:
+    """The API's routes on ``app``, answering from ``service``; ``reload_now`` serves the admin
+    reload."""
+    holder = service.holder
+
+    @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", response_model=Ready, tags=["health"], summary="Readiness: a model is loaded",
+             responses=error_responses(503))
+    async def readyz() -> Response:
+        served = service.served()
+        return JSONResponse({"status": "ready", "model_version": served.version})
+
+    @app.get("/v1/model", response_model=ModelCard, tags=["model"], summary="Model card",
+             responses=error_responses(503))
+    async def model_card() -> Response:
+        return JSONResponse(service.served().card)
+
+    @app.get("/v1/recommend/{user_id}", response_model=UserRecommendations, tags=["recommend"],
+             summary="Top-k items for a user (an unknown user gets the cold-start list)",
+             responses=error_responses(422, 503))
+    async def recommend_user(user_id: str, k: K = 10, exclude_seen: bool = True) -> Response:
+        served = service.served()
+        return JSONResponse(await service.run(served, service.recommend_user, served, user_id, k,
+                                              exclude_seen))
+
+    @app.post("/v1/recommend", response_model=FoldInRecommendations, tags=["recommend"],
+              summary="Top-k items for a new user given a few ratings (folded in, no retraining)",
+              responses=error_responses(400, 413, 422, 503))
+    async def recommend_new(body: FoldInRequest) -> Response:
+        served = service.served()
+        return JSONResponse(await service.run(served, service.recommend_new, served, body))
+
+    @app.get("/v1/similar/{item_id}", response_model=SimilarItems, tags=["items"],
+             summary="Items closest to an item by cosine similarity of the model's item vectors",
+             responses=error_responses(404, 409, 422, 503))
+    async def similar(item_id: str, k: K = 10) -> Response:
+        served = service.served()
+        return JSONResponse(await service.run(served, service.similar, served, item_id, k))
+
+    @app.get("/v1/predict", response_model=PredictionOut, tags=["recommend"],
+             summary="Score (and predicted rating) of one user-item pair",
+             responses=error_responses(422, 503))
+    async def predict(user: Annotated[str, Query(min_length=1, max_length=256)],
+                      item: Annotated[str, Query(min_length=1, max_length=256)]) -> Response:
+        served = service.served()
+        return JSONResponse(await service.run(served, service.predict, served, user, item))
+
+    @app.get("/v1/items", response_model=SearchResults, tags=["items"],
+             summary="Title search, most-rated first (no query: the most-rated items)",
+             responses=error_responses(422, 503))
+    async def items(q: Annotated[str | None, Query(max_length=200)] = None,
+                    limit: Annotated[int, Query(ge=1, le=MAX_SEARCH)] = 20) -> Response:
+        served = service.served()
+        return JSONResponse(await service.run(served, service.items, served, q, limit))
+
+    @app.post("/v1/admin/reload", response_model=ReloadResult, tags=["admin"],
+              summary="Load the model folder's current version and swap it in (the old model "
+                      "serves until the new one is loaded and checked)",
+              responses=error_responses(409, 422))
+    async def reload(force: bool = False) -> Response:
+        start = time.perf_counter()
+        previous = holder.current.version if holder.current else ""
+        try:
+            served, _, changed = await reload_now("admin reload", force)
+        except CfrecError as exc:
+            still = holder.current.version if holder.current else "nothing"
+            raise ApiError(409, "reload_failed", f"{exc}; still serving {still}") from None
+        return JSONResponse({"reloaded": changed, "model_version": served.version,
+                             "previous_version": previous,
+                             "seconds": time.perf_counter() - start})

@@ -1,0 +1,193 @@
+"""Request and response bodies of the JSON API (pydantic models: validation and the OpenAPI
+description)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+
+#: Most ratings one fold-in request may carry.
+MAX_RATINGS = 10_000
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _raw_id(value: Any) -> int | str:
+    """A raw id in a request body: a JSON integer (int64) or a non-empty string."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be an integer or a string id")
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        raise ValueError("integer id out of the 64-bit range")
+    if isinstance(value, str) and not (0 < len(value) <= 256):
+        raise ValueError("string id must have 1 to 256 characters")
+    return value
+
+
+def _rating(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError("must be a finite number")
+    return out
+
+
+RawIdIn = Annotated[int | str, PlainValidator(_raw_id), WithJsonSchema({
+    "anyOf": [{"type": "integer", "minimum": _INT64[0], "maximum": _INT64[1]},
+              {"type": "string", "minLength": 1, "maxLength": 256}],
+    "description": "A raw item id as the model knows it (integer or string).",
+})]
+RatingValue = Annotated[float, PlainValidator(_rating), WithJsonSchema({
+    "type": "number", "description": "A rating on the model's scale (see /v1/model)."})]
+RawIdOut = Annotated[int | str, Field(description="A raw id as the model knows it.")]
+K = Annotated[int, Query(ge=1, description="List length (at most the catalogue size).")]
+
+
+class RatingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item: RawIdIn
+    rating: RatingValue
+
+
+class FoldInRequest(BaseModel):
+    """A new user's ratings; ``k`` recommendations come back."""
+
+    model_config = ConfigDict(extra="forbid")
+    ratings: list[RatingIn] = Field(default_factory=list, max_length=MAX_RATINGS)
+    k: int = Field(10, ge=1, strict=True, description="List length (at most the catalogue size).")
+    exclude_rated: bool = Field(True, strict=True, description="Leave the rated items out of the list.")
+
+
+class ItemOut(BaseModel):
+    id: RawIdOut
+    title: str | None
+    year: int | None
+    genres: list[str]
+    n_ratings: int = Field(description="Ratings of the item in the training data.")
+
+
+class RecommendedItem(ItemOut):
+    rank: int
+    score: float = Field(description="The model's ranking score (what the list is sorted by).")
+    predicted_rating: float | None = Field(
+        description="Predicted rating on the model's scale; null for ranking-only models.")
+
+
+class SimilarItem(ItemOut):
+    rank: int
+    similarity: float = Field(description="Cosine similarity of the item vectors.")
+
+
+class UserRecommendations(BaseModel):
+    user: RawIdOut
+    known: bool = Field(description="Whether the user is in the training data.")
+    cold_start: bool = Field(description="True when the list is the model's cold-start list.")
+    n_train_ratings: int
+    k: int
+    exclude_seen: bool
+    predicts_ratings: bool
+    model_version: str
+    items: list[RecommendedItem]
+
+
+class FoldInRecommendations(BaseModel):
+    cold_start: bool = Field(description="True when no rated item is known to the model.")
+    n_ratings_used: int
+    unknown_items: list[RawIdOut] = Field(description="Items the model does not know (ignored).")
+    duplicate_items: list[RawIdOut] = Field(description="Items given twice (the last rating kept).")
+    k: int
+    predicts_ratings: bool
+    model_version: str
+    items: list[RecommendedItem]
+
+
+class SimilarItems(BaseModel):
+    item: ItemOut
+    k: int
+    model_version: str
+    items: list[SimilarItem]
+
+
+class PredictionOut(BaseModel):
+    user: RawIdOut
+    item: RawIdOut
+    known_user: bool
+    known_item: bool
+    fallback: Literal["none", "unknown_user", "unknown_item", "unknown_both"]
+    score: float | None = Field(description="The model's ranking score; null for an unknown item.")
+    predicted_rating: float | None = Field(description="Null for ranking-only models.")
+    predicts_ratings: bool
+    model_version: str
+    item_info: ItemOut | None
+
+
+class SearchResults(BaseModel):
+    query: str | None
+    total: int = Field(description="Items matching the query (before the limit).")
+    model_version: str
+    items: list[ItemOut]
+
+
+class ModelCard(BaseModel):
+    model_class: str
+    model_name: str
+    model_version: str
+    path: str
+    params: dict[str, Any]
+    predicts_ratings: bool
+    rating_scale: list[float]
+    n_users: int
+    n_items: int
+    n_ratings: int | None
+    dataset: str | None
+    fingerprint: str | None
+    metrics: dict[str, Any] | None = Field(description="Test metrics saved with the model.")
+    fit_info: dict[str, Any]
+    trained_with_cfrec: str | None
+    cfrec_version: str
+    has_titles: bool
+    has_similar: bool
+    loaded_at: float
+    scoring: Literal["event-loop", "thread-pool"]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    model_version: str
+
+
+class ReloadResult(BaseModel):
+    reloaded: bool
+    model_version: str
+    previous_version: str
+    seconds: float
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    status: int
+    code: str
+    message: str
+    field: str | None
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorInfo
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "Malformed request body", 404: "Unknown id", 409: "Not possible with this model",
+            413: "Request body too large", 422: "Invalid parameter", 503: "No model loaded yet"}
+    return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
+
