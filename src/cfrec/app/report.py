@@ -23,6 +23,7 @@ import pandas as pd
 
 from cfrec._io import write_bytes_atomic
 from cfrec._version import __version__
+from cfrec.catalog import Catalog
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split, find_training_split, split_spec
 from cfrec.data.stats import compute_statistics
@@ -84,36 +85,27 @@ class SimilarItems:
     neighbours: pd.DataFrame  # item_id, title, similarity, n_ratings, genres
 
 
-def _model_counts(model: Recommender) -> np.ndarray:
-    return np.asarray(model.seen_.sum(axis=0)).ravel().astype(np.int64)
-
-
-def _info(model: Recommender, data: Interactions | None) -> pd.DataFrame | None:
+def _catalog(model: Recommender, data: Interactions | None = None) -> Catalog:
+    """The model's items with their training counts, and the titles of ``data`` where it has
+    them (else those saved with the model)."""
+    catalog = Catalog.from_model(model)
     if data is not None and data.item_info is not None:
-        return data.item_info
-    return getattr(model, "item_info_", None)
+        catalog = Catalog(model.item_map_, data.item_info, catalog.counts)
+    return catalog
 
 
-def _titles(info: pd.DataFrame | None, ids: np.ndarray) -> list[str]:
-    ids = np.asarray(ids)
-    if info is None or "title" not in info.columns:
-        return [f"item {i}" for i in ids]
-    titles = info["title"].reindex(ids).tolist()
-    return [t if isinstance(t, str) else f"item {i}" for i, t in zip(ids, titles, strict=True)]
-
-
-def _genres(info: pd.DataFrame | None, ids: np.ndarray) -> list[str]:
-    if info is None or "genres" not in info.columns:
-        return [""] * len(ids)
+def _titles(catalog: Catalog, ids: Any) -> list[str]:
+    """Titles of raw item ids (``"item <id>"`` where there is none)."""
     out = []
-    for g in info["genres"].reindex(np.asarray(ids)).tolist():
-        if isinstance(g, str):
-            out.append(g)
-        elif g is None or isinstance(g, float):
-            out.append("")
-        else:
-            out.append(", ".join(map(str, g)))
+    for raw in np.asarray(ids).tolist():
+        i = catalog.item_map.index_of(raw)
+        title = catalog.title(i) if i >= 0 else None
+        out.append(title if title is not None else f"item {raw}")
     return out
+
+
+def _genres(catalog: Catalog, ids: Any) -> list[str]:
+    return [", ".join(r["genres"]) for r in catalog.records_of(ids)]
 
 
 def pick_users(model: Recommender, split: Split, n: int = 2, *, min_ratings: int = 20) -> list[Any]:
@@ -149,13 +141,13 @@ def user_recommendations(
 ) -> UserRecs:
     """The user's ``n_top`` highest-rated training items (ties: more popular first) and the
     model's top-``k`` recommendations, marking those the user rated in ``test``."""
-    info = _info(model, train)
+    catalog = _catalog(model, train)
     u = train.user_map.to_index(np.atleast_1d(np.asarray(user)), what="user")[0]
     rows = np.flatnonzero(train.users == u)
     pop = train.item_counts()
     order = np.lexsort((-pop[train.items[rows]], -train.ratings[rows]))[:n_top]
     top_items = train.item_map.to_raw(train.items[rows[order]])
-    top = pd.DataFrame({"item_id": top_items, "title": _titles(info, top_items),
+    top = pd.DataFrame({"item_id": top_items, "title": _titles(catalog, top_items),
                         "rating": train.ratings[rows[order]].astype(np.float64)})
     recs = model.recommend(user, k=k)
     test_ratings = pd.Series(dtype=np.float64)
@@ -165,10 +157,10 @@ def user_recommendations(
         test_ratings = pd.Series(test.ratings[t_rows].astype(np.float64),
                                  index=test.item_map.to_raw(test.items[t_rows]))
         test_ratings = test_ratings[~test_ratings.index.duplicated(keep="last")]
-    rec_counts = _model_counts(model)[model.item_map_.to_index(recs.ids, what="item")]
+    rec_counts = [r["n_ratings"] for r in catalog.records_of(recs.ids)]
     predicted = (recs.ratings.astype(np.float64) if recs.ratings is not None
                  else np.full(len(recs), np.nan))
-    rec = pd.DataFrame({"item_id": recs.ids, "title": _titles(info, recs.ids),
+    rec = pd.DataFrame({"item_id": recs.ids, "title": _titles(catalog, recs.ids),
                         "score": recs.scores.astype(np.float64), "predicted": predicted, "n_ratings": rec_counts,
                         "test_rating": test_ratings.reindex(recs.ids).to_numpy(dtype=np.float64)})
     return UserRecs(user, len(rows), top, rec)
@@ -176,29 +168,26 @@ def user_recommendations(
 
 def find_items(model: Recommender, patterns: Sequence[str] = DEFAULT_FILMS, *, n: int | None = None,
                data: Interactions | None = None) -> list[Any]:
-    """Raw ids of the most rated model item whose title contains each pattern (case-insensitive).
+    """Raw ids of the best title match of each pattern (:meth:`Catalog.search
+    <cfrec.catalog.Catalog.search>`: an exact title first, then the most rated).
 
     Patterns without a match are skipped; the list is topped up with the most rated items not yet
     chosen until it has ``n`` entries (default ``len(patterns)``), so synthetic data without
     titles still gets popular items.
     """
     n = len(patterns) if n is None else n
-    counts = _model_counts(model)
-    order = np.argsort(-counts, kind="stable")
-    ids = model.item_map_.ids
-    titles = [t.lower() for t in _titles(_info(model, data), ids)]
+    catalog = _catalog(model, data)
     chosen: list[int] = []
     for pattern in patterns:
-        p = pattern.lower()
-        match = next((int(i) for i in order if p in titles[i] and int(i) not in chosen), None)
+        match = next((i for i in catalog.search(pattern, limit=None).tolist() if i not in chosen), None)
         if match is not None:
             chosen.append(match)
-    for i in order:
+    for i in catalog.by_popularity.tolist():
         if len(chosen) >= n:
             break
-        if int(i) not in chosen:
-            chosen.append(int(i))
-    return [_py(ids[i]) for i in chosen[:n]]
+        if i not in chosen:
+            chosen.append(i)
+    return [catalog.raw_id(i) for i in chosen[:n]]
 
 
 def similar_items_table(model: Recommender, item: Any, *, k: int = 10, min_ratings: int = 0,
@@ -209,18 +198,18 @@ def similar_items_table(model: Recommender, item: Any, *, k: int = 10, min_ratin
     of rarely rated items stay close to their random start, so their cosine similarities are
     mostly noise.
     """
-    info = _info(model, data)
-    counts = _model_counts(model)
+    catalog = _catalog(model, data)
+    counts = catalog.counts
     n_items = len(model.item_map_)
     recs = model.similar_items(item, k=(n_items - 1) if min_ratings > 0 else k)
     idx = model.item_map_.to_index(recs.ids, what="item")
     keep = np.flatnonzero(counts[idx] >= min_ratings)[:k]
     ids, idx = recs.ids[keep], idx[keep]
     own = int(counts[model.item_map_.to_index(np.atleast_1d(np.asarray(item)), what="item")[0]])
-    table = pd.DataFrame({"item_id": ids, "title": _titles(info, ids),
+    table = pd.DataFrame({"item_id": ids, "title": _titles(catalog, ids),
                           "similarity": recs.scores[keep].astype(np.float64), "n_ratings": counts[idx],
-                          "genres": _genres(info, ids)})
-    return SimilarItems(item, _titles(info, np.atleast_1d(np.asarray(item)))[0], own, table)
+                          "genres": _genres(catalog, ids)})
+    return SimilarItems(item, _titles(catalog, [item])[0], own, table)
 
 
 def describe_ranker(model: Recommender) -> str:
