@@ -105,6 +105,15 @@ def stop_service(proc: subprocess.Popen[bytes]) -> int:
     return 0 if code == -signal.SIGTERM else code
 
 
+def model_card(port: int) -> dict[str, Any]:
+    """The service's ``/v1/model`` card (it says whether the model is scored on the event loop
+    or in the thread pool, which the service decides from timings at start-up)."""
+    from urllib.request import urlopen
+
+    with urlopen(f"http://{HOST}:{port}/v1/model", timeout=30) as resp:  # noqa: S310 - loopback
+        return cast(dict[str, Any], json.loads(resp.read()))
+
+
 # ---------------------------------------------------------------------- HTTP client
 async def _one_request(port: int, raw: bytes) -> int:
     conn = await _connect(port)
@@ -372,13 +381,15 @@ def main(argv: list[str] | None = None) -> int:
         log_path = tmp_path / "service.log"
         proc = start_service(model_dir, port, log_path, args.workers, not args.no_access_log)
         rows: list[dict[str, Any]] = []
+        scoring = "?"
         load_before = os.getloadavg()
         try:
             t0 = time.perf_counter()
             wait_ready(port, proc)
+            scoring = model_card(port).get("scoring", "?")
             print(f"service ready on {HOST}:{port} after {time.perf_counter() - t0:.1f} s "
-                  f"({args.workers} worker(s), access log {'off' if args.no_access_log else 'on'})",
-                  flush=True)
+                  f"({args.workers} worker(s), access log {'off' if args.no_access_log else 'on'}, "
+                  f"scoring on the {scoring})", flush=True)
             first = next(iter(plan.values()))
             run_async(drive(port, "warmup", first[:args.warmup], args.concurrency))
             for name, reqs in plan.items():
@@ -405,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             print("service log tail:\n" + "\n".join(log_tail))
         if args.json:
             args.json.write_text(json.dumps({
-                "model": str(args.model or args.build), "workers": args.workers,
+                "model": str(args.model or args.build), "workers": args.workers, "scoring": scoring,
                 "access_log": not args.no_access_log, "load_before": load_before,
                 "load_after": load_after, "cpus": os.cpu_count(), "results": rows}, indent=2))
     total_errors = sum(r["errors"] for r in rows)
