@@ -203,7 +203,7 @@ def environment(device: str | None, with_myfm: bool) -> dict[str, Any]:
     import torch
 
     import cfrec
-    from cfrec.models.torch_engine import resolve_device
+    from cfrec.engines.backend import resolve_device
 
     env: dict[str, Any] = {
         "cfrec": cfrec.__version__,

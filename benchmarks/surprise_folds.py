@@ -186,7 +186,7 @@ def environment(device: str | None, with_surprise: bool) -> dict[str, Any]:
     import torch
 
     import cfrec
-    from cfrec.models.torch_engine import resolve_device
+    from cfrec.engines.backend import resolve_device
 
     env = {
         "cfrec": cfrec.__version__,

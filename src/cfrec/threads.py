@@ -23,7 +23,7 @@ thread's work per operation) only lets very large blocks use the cores. On a mac
 own with idle cores, ask for them.
 
 Work cut into independent chunks that a pool of workers takes one at a time (the conjugate-
-gradient products of ALS and iALS, :class:`~cfrec.models.als_solvers.NumpyCG`) is different:
+gradient products of ALS and iALS, :class:`~cfrec.engines.cg.NumpyCG`) is different:
 no operation waits at a barrier for every thread, so a worker that the kernel deschedules holds
 up only the chunk it has while the others take the rest. :func:`pool_threads` gives such pools
 every available core. Measured on synthetic ml-10m (iALS, 64 factors, seconds an iteration on

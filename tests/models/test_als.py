@@ -12,12 +12,15 @@ import pytest
 import torch
 
 from cfrec.data import Interactions
+from cfrec.engines import cg as cg_mod
+from cfrec.engines import exact as solvers
+from cfrec.engines.backend import NumpyArrays, TorchArrays
+from cfrec.engines.cg import NumpyCG, TorchCG, cg_half_step
+from cfrec.engines.exact import RatingSide, solve_side
 from cfrec.errors import CfrecError
 from cfrec.models import Recommender
 from cfrec.models import als as als_mod
-from cfrec.models import als_solvers as solvers
 from cfrec.models.als import ALS
-from cfrec.models.als_solvers import NumpyCG, RatingSide, cg_half_step
 from tests.models.conftest import large_sparse_ratings
 
 
@@ -77,7 +80,7 @@ def test_each_half_step_decreases_objective_and_is_exact(planted_data) -> None:
     train, _, _ = planted_data
     data = train.compact()
     pen = solvers.Penalty(reg=0.05, reg_const=2.0, reg_bias=1.0)
-    ops = solvers.NumpyOps()
+    ops = NumpyArrays()
     by_user = RatingSide.build(data.users, data.items, data.n_users, data.n_items)
     by_item = RatingSide.build(data.items, data.users, data.n_items, data.n_users)
     mu = float(data.ratings.mean())
@@ -96,10 +99,10 @@ def test_each_half_step_decreases_objective_and_is_exact(planted_data) -> None:
 
     values = [objective()]
     for _ in range(4):
-        sol, _ = ops.solve_side(by_user, q, resid[by_user.order] - bi[by_user.indices], pen)
+        sol, _ = solve_side(ops, by_user, q, resid[by_user.order] - bi[by_user.indices], pen)
         bu, p = sol[:, 0].copy(), sol[:, 1:].copy()
         values.append(objective())
-        sol, sse = ops.solve_side(by_item, p, resid[by_item.order] - bu[by_item.indices], pen)
+        sol, sse = solve_side(ops, by_item, p, resid[by_item.order] - bu[by_item.indices], pen)
         bi, q = sol[:, 0].copy(), sol[:, 1:].copy()
         values.append(objective())
         # the cheap SSE identity used during training equals the direct sum of squares
@@ -117,7 +120,7 @@ def test_each_half_step_decreases_objective_and_is_exact(planted_data) -> None:
     t = resid[rows] - bi[items[rows]]
     lam = np.r_[pen.reg_bias, np.full(k, pen.reg * len(rows) + pen.reg_const)]
     expected = np.linalg.solve(y.T @ y + np.diag(lam), y.T @ t)
-    sol, _ = ops.solve_side(by_user, q, resid[by_user.order] - bi[by_user.indices], pen)
+    sol, _ = solve_side(ops, by_user, q, resid[by_user.order] - bi[by_user.indices], pen)
     np.testing.assert_allclose(sol[0], expected, rtol=1e-4, atol=1e-5)
 
 
@@ -145,7 +148,7 @@ def test_cg_half_steps_never_increase_objective(planted_data, steps: int) -> Non
     train, _, _ = planted_data
     data = train.compact()
     pen = solvers.Penalty(reg=0.05, reg_const=2.0, reg_bias=1.0)
-    ops = solvers.NumpyOps()
+    ops = NumpyArrays()
     k = 4
     engine = NumpyCG(data.users, data.items, data.n_users, data.n_items, width=k + 1, chunk=3000)
     us, its = engine.user_side, engine.item_side
@@ -177,7 +180,7 @@ def test_cg_half_steps_never_increase_objective(planted_data, steps: int) -> Non
             user, _ = cg_half_step(
                 engine,
                 us,
-                engine.with_ones(item),
+                engine.xp.with_ones(item),
                 user,
                 target=resid[us.order] - item[:, 0][us.other],
                 weight=None,
@@ -190,7 +193,7 @@ def test_cg_half_steps_never_increase_objective(planted_data, steps: int) -> Non
             item, f = cg_half_step(
                 engine,
                 its,
-                engine.with_ones(user),
+                engine.xp.with_ones(user),
                 item,
                 target=target,
                 weight=None,
@@ -247,7 +250,7 @@ def test_cg_history_is_the_direct_objective(planted_data) -> None:
     counts_u = np.bincount(users, minlength=data.n_users).astype(np.float32)
     counts_i = np.bincount(items, minlength=data.n_items).astype(np.float32)
     loss, train_rmse = solvers.explicit_objective(
-        solvers.NumpyOps(),
+        NumpyArrays(),
         users,
         items,
         data.ratings - np.float32(model.global_mean_),
@@ -265,7 +268,7 @@ def test_cg_history_is_the_direct_objective(planted_data) -> None:
 
 def test_threads_do_not_change_the_fit(planted_data, monkeypatch: pytest.MonkeyPatch) -> None:
     train, _, _ = planted_data
-    monkeypatch.setattr(solvers, "CG_CHUNK_MIN", 500)  # several chunks on this small set
+    monkeypatch.setattr(cg_mod, "CG_CHUNK_MIN", 500)  # several chunks on this small set
     one = ALS(n_factors=4, iterations=3, device="cpu", threads=1).fit(train)
     two = ALS(n_factors=4, iterations=3, device="cpu", threads=2).fit(train)
     np.testing.assert_array_equal(one.user_factors_, two.user_factors_)
@@ -310,10 +313,8 @@ def test_seed_reproducible_and_seed_matters(planted_data) -> None:
 def torch_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run ALS's CUDA code paths (torch sparse products, batched Cholesky) on the CPU."""
     cpu = torch.device("cpu")
-    monkeypatch.setattr(als_mod, "NumpyOps", lambda: solvers.TorchOps(cpu))
-    monkeypatch.setattr(
-        als_mod, "cg_engine", lambda _dev, *args, **kw: solvers.TorchCG(*args, device=cpu, **kw)
-    )
+    monkeypatch.setattr(als_mod, "array_backend", lambda _dev: TorchArrays(cpu))
+    monkeypatch.setattr(als_mod, "cg_engine", lambda _dev, *args, **kw: TorchCG(*args, device=cpu, **kw))
 
 
 @pytest.mark.parametrize("solver", ["cg", "exact"])

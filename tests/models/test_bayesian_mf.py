@@ -13,8 +13,18 @@ import pytest
 import torch
 
 from cfrec.data import Interactions
+from cfrec.engines.backend import TorchArrays
+from cfrec.engines.gibbs import (
+    GibbsChain,
+    Priors,
+    Residuals,
+    block_cg,
+    gibbs_residuals,
+    kept_sweeps,
+    spectral_basis,
+)
+from cfrec.engines.matrix import normalized_sets
 from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models import bayesian_mf as bmf
 from cfrec.models.bayesian_mf import BayesianMF
 from cfrec.testing import RecommenderContract
 
@@ -78,16 +88,16 @@ def assert_cov_close(draws: np.ndarray, cov: np.ndarray, effective: float | None
     np.testing.assert_array_less(np.abs(np.cov(draws.T) - cov), 4 * se)
 
 
-def tiny_chain(implicit: bool, seed: int = 0) -> tuple[bmf._Gibbs, np.ndarray, np.ndarray, np.ndarray]:
+def tiny_chain(implicit: bool, seed: int = 0) -> tuple[GibbsChain, np.ndarray, np.ndarray, np.ndarray]:
     """A 3-user x 6-item chain (every pair rated once) with k = 2, for checking conditionals."""
     rng = np.random.default_rng(seed)
     users = np.repeat(np.arange(3), 6).astype(np.int32)
     items = np.tile(np.arange(6), 3).astype(np.int32)
     ratings = rng.normal(0, 1, len(users)).astype(np.float32)
-    mat = bmf._implicit_matrix(users[:10], items[:10], 3, 6) if implicit else None  # users 0-1 only
-    be = bmf._NumpyBackend(users, items, ratings, 3, 6, np.random.SeedSequence(seed))
-    priors = bmf._Priors(1.0, 1.0, 1.0, 1.0)
-    chain = bmf._Gibbs(be, len(ratings), 2, priors, 0.5, mat, None, 1e-6, 200, np.random.default_rng(seed))
+    mat = normalized_sets(users[:10], items[:10], 3, 6) if implicit else None  # users 0-1 only
+    be = gibbs_residuals(torch.device("cpu"), users, items, ratings, 3, 6, np.random.SeedSequence(seed))
+    priors = Priors(1.0, 1.0, 1.0, 1.0)
+    chain = GibbsChain(be, len(ratings), 2, priors, 0.5, mat, None, 1e-6, 200, np.random.default_rng(seed))
     return chain, users, items, ratings
 
 
@@ -127,7 +137,7 @@ def test_implicit_step_samples_the_exact_conditional() -> None:
     chain.bu = np.array([0.5, -0.4, 0.2], dtype=np.float32)
     chain.mu_bu, chain.lam_bu = 0.05, 3.0
     chain.mu_x, chain.lam_x = np.array([0.1, -0.3]), np.array([2.0, 0.5])
-    n = bmf._implicit_matrix(np.repeat([0, 1], [6, 4]), np.r_[np.arange(6), np.arange(4)], 3, 6).toarray()
+    n = normalized_sets(np.repeat([0, 1], [6, 4]), np.r_[np.arange(6), np.arange(4)], 3, 6).toarray()
     beta = 0.8
     draws = []
     for _ in range(3000):
@@ -154,13 +164,13 @@ def test_block_cg_solves_spd_systems_to_tolerance() -> None:
     a = m.T @ m + 0.5 * np.eye(30)
     b = rng.normal(size=(30, 4))
     jacobi = 1 / np.diag(a)[:, None]
-    x, its = bmf._block_cg(lambda v: a @ v, b, np.zeros_like(b), lambda r: jacobi * r, 1e-8, 500)
+    x, its = block_cg(lambda v: a @ v, b, np.zeros_like(b), lambda r: jacobi * r, 1e-8, 500)
     np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-6, atol=1e-8)
     assert 0 < its < 500
-    _, capped = bmf._block_cg(lambda v: a @ v, b, np.zeros_like(b), lambda r: jacobi * r, 1e-12, 3)
+    _, capped = block_cg(lambda v: a @ v, b, np.zeros_like(b), lambda r: jacobi * r, 1e-12, 3)
     assert capped == 3
     exact = np.linalg.inv(a)  # the exact inverse as preconditioner: one step
-    _, one = bmf._block_cg(lambda v: a @ v, b, np.zeros_like(b), lambda r: exact @ r, 1e-8, 500)
+    _, one = block_cg(lambda v: a @ v, b, np.zeros_like(b), lambda r: exact @ r, 1e-8, 500)
     assert one == 1
 
 
@@ -169,22 +179,22 @@ def test_spectral_basis_dense_and_lanczos_agree() -> None:
     rng = np.random.default_rng(0)
     n_u, n_i = 400, 300
     u, i = np.nonzero(rng.random((n_u, n_i)) < 0.05)
-    mat = bmf._implicit_matrix(u.astype(np.int32), i.astype(np.int32), n_u, n_i)
-    vals, vecs = bmf._spectral_basis(mat, rank=8)  # Lanczos (300 > 8 * 8 items)
+    mat = normalized_sets(u.astype(np.int32), i.astype(np.int32), n_u, n_i)
+    vals, vecs = spectral_basis(mat, rank=8)  # Lanczos (300 > 8 * 8 items)
     dense = np.linalg.eigvalsh((mat.T @ mat).toarray())[::-1][:8]
     np.testing.assert_allclose(vals, dense, rtol=1e-3)
     g = (mat.T @ mat).toarray()
     np.testing.assert_allclose(g @ vecs[:, 0], vals[0] * vecs[:, 0], atol=1e-2 * vals[0])
-    small_vals, small_vecs = bmf._spectral_basis(mat[:, :40].tocsr(), rank=8)  # dense path
+    small_vals, small_vecs = spectral_basis(mat[:, :40].tocsr(), rank=8)  # dense path
     np.testing.assert_allclose(small_vals, np.linalg.eigvalsh((mat[:, :40].T @ mat[:, :40]).toarray())[::-1][:8],
                                rtol=1e-6, atol=1e-9)
     assert small_vecs.shape == (40, 8) and vecs.dtype == np.float32
 
 
 def test_kept_sweeps_are_thinned_evenly() -> None:
-    assert bmf._kept_sweeps(200, 50, 50).tolist() == list(range(53, 201, 3))
-    assert bmf._kept_sweeps(10, 4, 100).tolist() == [5, 6, 7, 8, 9, 10]
-    assert bmf._kept_sweeps(100, 0, 1).tolist() == [100]
+    assert kept_sweeps(200, 50, 50).tolist() == list(range(53, 201, 3))
+    assert kept_sweeps(10, 4, 100).tolist() == [5, 6, 7, 8, 9, 10]
+    assert kept_sweeps(100, 0, 1).tolist() == [100]
 
 
 # ---------------------------------------------------------------------- known answers
@@ -390,31 +400,31 @@ def test_torch_backend_matches_numpy_backend() -> None:
     users = np.sort(cells // n_i).astype(np.int32)
     items = (cells % n_i)[np.argsort(cells // n_i, kind="stable")].astype(np.int32)
     resid = rng.normal(size=n).astype(np.float32)
-    mat = bmf._implicit_matrix(users, items, n_u, n_i)
+    mat = normalized_sets(users, items, n_u, n_i)
     seed = np.random.SeedSequence(0)
-    nb = bmf._NumpyBackend(users, items, resid, n_u, n_i, seed)
-    tb = bmf._TorchBackend(users, items, resid, n_u, n_i, seed, torch.device("cpu"))
-    nop, top = nb.sparse(mat), tb.sparse(mat)
+    nb = gibbs_residuals(torch.device("cpu"), users, items, resid, n_u, n_i, seed)
+    tb = Residuals(TorchArrays(torch.device("cpu"), seed), users, items, resid, n_u, n_i)
+    nop, top = nb.xp.sparse(mat), tb.xp.sparse(mat)
     vi, vu = rng.normal(size=n_i).astype(np.float32), rng.normal(size=n_u).astype(np.float32)
     mi, mu = rng.normal(size=(3, n_i)).astype(np.float32), rng.normal(size=(3, n_u)).astype(np.float32)
     pairs = (
-        (nb.resid_by_user(vi), tb.resid_by_user(tb.asarray(vi))),
-        (nb.resid_by_item(vu), tb.resid_by_item(tb.asarray(vu))),
-        (nb.count_by_user(mi), tb.count_by_user(tb.asarray(mi))),
-        (nb.count_by_item(mu), tb.count_by_item(tb.asarray(mu))),
-        (nb.at_users(vu), tb.at_users(tb.asarray(vu))),
-        (nb.at_items(vi), tb.at_items(tb.asarray(vi))),
-        (nop.apply(mi.T.copy()), top.apply(tb.asarray(mi.T))),
-        (nop.adjoint(mu.T.copy()), top.adjoint(tb.asarray(mu.T))),
-        (nb.pair_dot(mu, mi, nb.index(users), nb.index(items)),
-         tb.pair_dot(tb.asarray(mu), tb.asarray(mi), tb.index(users), tb.index(items))),
+        (nb.resid_by_user(vi), tb.resid_by_user(tb.xp.asarray(vi))),
+        (nb.resid_by_item(vu), tb.resid_by_item(tb.xp.asarray(vu))),
+        (nb.count_by_user(mi), tb.count_by_user(tb.xp.asarray(mi))),
+        (nb.count_by_item(mu), tb.count_by_item(tb.xp.asarray(mu))),
+        (nb.at_users(vu), tb.at_users(tb.xp.asarray(vu))),
+        (nb.at_items(vi), tb.at_items(tb.xp.asarray(vi))),
+        (nop.apply(mi.T.copy()), top.apply(tb.xp.asarray(mi.T))),
+        (nop.adjoint(mu.T.copy()), top.adjoint(tb.xp.asarray(mu.T))),
+        (nb.pair_dot(mu, mi, nb.xp.index(users), nb.xp.index(items)),
+         tb.pair_dot(tb.xp.asarray(mu), tb.xp.asarray(mi), tb.xp.index(users), tb.xp.index(items))),
     )
     for a, b in pairs:
-        np.testing.assert_allclose(a, tb.to_numpy(b), rtol=1e-5, atol=1e-5)
-    for a, b in zip(nb.row_moments(mi), tb.row_moments(tb.asarray(mi)), strict=True):
+        np.testing.assert_allclose(a, tb.xp.to_numpy(b), rtol=1e-5, atol=1e-5)
+    for a, b in zip(nb.xp.row_moments(mi), tb.xp.row_moments(tb.xp.asarray(mi)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
-    np.testing.assert_allclose(nb.col_sqsum(mi.T), tb.col_sqsum(tb.asarray(mi.T)), rtol=1e-6)
-    assert nb.sqsum64(nb.resid) == pytest.approx(tb.sqsum64(tb.resid), rel=1e-6)
+    np.testing.assert_allclose(nb.xp.col_sqsum(mi.T), tb.xp.col_sqsum(tb.xp.asarray(mi.T)), rtol=1e-6)
+    assert nb.xp.sqsum64(nb.resid) == pytest.approx(tb.xp.sqsum64(tb.resid), rel=1e-6)
 
 
 def test_torch_backend_chain_fits_like_numpy(planted_data) -> None:
@@ -436,11 +446,11 @@ def _torch_fit(self: BayesianMF, train: Interactions, valid: Interactions | None
     order = np.argsort(train.users, kind="stable")
     users, items = train.users[order], train.items[order]
     resid = train.ratings[order] - np.float32(self.global_mean_)
-    user_sets = bmf._implicit_matrix(users, items, train.n_users, train.n_items) if self.implicit else None
-    item_sets = bmf._implicit_matrix(items, users, train.n_items, train.n_users) if self.implicit_items else None
+    user_sets = normalized_sets(users, items, train.n_users, train.n_items) if self.implicit else None
+    item_sets = normalized_sets(items, users, train.n_items, train.n_users) if self.implicit_items else None
     seeds = np.random.SeedSequence(self.seed).spawn(2)
-    be = bmf._TorchBackend(users, items, resid, train.n_users, train.n_items, seeds[1], torch.device("cpu"))
-    chain = bmf._Gibbs(be, len(resid), self.n_factors, bmf._Priors(1.0, 1.0, 1.0, 1.0), self.init_std,
+    be = Residuals(TorchArrays(torch.device("cpu"), seeds[1]), users, items, resid, train.n_users, train.n_items)
+    chain = GibbsChain(be, len(resid), self.n_factors, Priors(1.0, 1.0, 1.0, 1.0), self.init_std,
                        user_sets, item_sets, self.cg_tol, self.cg_max_iter, np.random.default_rng(seeds[0]))
     self._run(chain, be, valid, on_epoch)
 

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 
 import cfrec.models.bpr as bpr_mod
 from cfrec.data import Interactions
+from cfrec.engines.torch_loop import make_optimizer
 from cfrec.errors import CfrecError, ModelFileError, TrainingDiverged
 from cfrec.models import Recommender
-from cfrec.models.bpr import BPR, PopularityNegatives, _BPRLoss, _BPRNet, pair_keys
-from cfrec.models.neumf import _NegativeSampler
-from cfrec.models.torch_engine import make_optimizer
+from cfrec.models.bpr import BPR, _BPRLoss, _BPRNet
 from cfrec.testing import RecommenderContract, make_ratings
+from tests.engines.test_negatives import _seen_sets
 
 
 def small_model(**overrides: Any) -> BPR:
@@ -92,62 +92,10 @@ def test_a_step_updates_only_the_batchs_rows(optimizer: str) -> None:
 
 
 # ---------------------------------------------------------------------- negatives
-def _seen_sets(users: np.ndarray, items: np.ndarray) -> dict[int, set[int]]:
-    out: dict[int, set[int]] = {}
-    for u, i in zip(users.tolist(), items.tolist(), strict=True):
-        out.setdefault(u, set()).add(i)
-    return out
 
 
-def _nearly_full_ratings(n_users: int = 6, n_items: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Users who rated from a few items up to all but one (and a popular head rated by all)."""
-    rng = np.random.default_rng(seed)
-    users, items = [], []
-    for u in range(n_users):
-        n = [3, 10, 20, 27, 29, 29][u % 6]
-        chosen = np.r_[0, 1, rng.choice(np.arange(2, n_items), n - 2, replace=False)]
-        users += [u] * n
-        items += chosen.tolist()
-    return np.array(users), np.array(items)
 
 
-@pytest.mark.parametrize("rounds", [16, 0])  # rejection, or the exact fallback alone
-def test_popularity_negatives_are_unrated_and_follow_the_weights(rounds: int,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bpr_mod, "_REJECTION_ROUNDS", rounds)
-    monkeypatch.setattr(bpr_mod, "_FALLBACK_ENTRIES", 60)  # blocks of two users in the fallback
-    users, items = _nearly_full_ratings()
-    n_items = 30
-    weights = (1.0 + np.arange(n_items)[::-1].astype(np.float64)) ** 1.5  # item 0 the heaviest
-    sampler = PopularityNegatives(pair_keys(users, items, n_items), weights)
-    rated = _seen_sets(users, items)
-    draw_users = np.repeat(np.arange(6), 20_000)
-    got = sampler.draw(draw_users, np.random.default_rng(1))
-    assert got.dtype == np.int64 and got.min() >= 0 and got.max() < n_items
-    for u in range(6):
-        mine = got[draw_users == u]
-        assert not set(mine.tolist()) & rated[u]  # never an item the user rated
-        free = np.array(sorted(set(range(n_items)) - rated[u]))
-        expected = weights[free] / weights[free].sum()
-        freq = np.bincount(mine, minlength=n_items)[free] / len(mine)
-        # 20,000 draws: each frequency within 5 standard errors of its probability
-        assert np.all(np.abs(freq - expected) <= 5 * np.sqrt(expected * (1 - expected) / len(mine)) + 1e-12)
-
-
-def test_uniform_negatives_are_unrated_and_uniform() -> None:
-    users, items = _nearly_full_ratings()
-    sampler = _NegativeSampler(pair_keys(users, items, 30), 6, 30)
-    rated = _seen_sets(users, items)
-    draw_users = np.repeat(np.arange(6), 6_000)
-    got = sampler.draw(draw_users, np.random.default_rng(2))
-    for u in range(6):
-        mine = got[draw_users == u]
-        assert not set(mine.tolist()) & rated[u]
-        free = sorted(set(range(30)) - rated[u])
-        assert set(mine.tolist()) == set(free)
-        freq = np.bincount(mine, minlength=30)[free] / len(mine)
-        p = 1.0 / len(free)
-        assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / len(mine)))
 
 
 @pytest.mark.parametrize("neg_exponent", [0.0, 1.0])

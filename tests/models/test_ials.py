@@ -11,13 +11,16 @@ import pandas as pd
 import pytest
 import torch
 
-import cfrec.models.als_solvers as solvers
 from cfrec.data import Interactions, load_dataset, make_splits
+from cfrec.engines import cg as cg_mod
+from cfrec.engines.backend import NumpyArrays, TorchArrays
+from cfrec.engines.cg import NumpyCG, TorchCG, cg_half_step
+from cfrec.engines.exact import RatingSide, implicit_solve
+from cfrec.engines.matrix import confidence_minus_one
 from cfrec.errors import CfrecError
 from cfrec.evaluation import evaluate
 from cfrec.models import FoldedUser, Recommender
 from cfrec.models import ials as ials_mod
-from cfrec.models.als_solvers import NumpyCG, RatingSide, cg_half_step
 from cfrec.models.ials import IALS
 from cfrec.models.popularity import PopularityRecommender
 from tests.models.conftest import large_sparse_ratings
@@ -97,9 +100,9 @@ def test_half_step_is_the_exact_minimiser(blocks: Interactions) -> None:
     q = rng.normal(0, 0.3, (data.n_items, 3)).astype(np.float32)
     side = RatingSide.build(data.users, data.items, data.n_users, data.n_items)
     for kind in ("linear", "log"):
-        w = solvers.confidence_minus_one(data.ratings, 1.5, kind, 2.0)
+        w = confidence_minus_one(data.ratings, 1.5, kind, 2.0)
         reg = np.full(data.n_users, 0.7, dtype=np.float32)
-        x = solvers.implicit_solve_numpy(side, q, w[side.order], reg)
+        x = implicit_solve(NumpyArrays(), side, q, w[side.order], reg)
         c = np.ones((data.n_users, data.n_items))
         pref = np.zeros_like(c)
         c[data.users, data.items] += w
@@ -111,8 +114,8 @@ def test_half_step_is_the_exact_minimiser(blocks: Interactions) -> None:
                 x[u], np.linalg.solve(a, y.T @ (c[u] * pref[u])), rtol=1e-4, atol=1e-5
             )
         # the torch (CUDA) path solves the same systems
-        xt = solvers.implicit_solve_torch(
-            side, torch.as_tensor(q), torch.as_tensor(w[side.order]), torch.as_tensor(reg)
+        xt = implicit_solve(
+            TorchArrays(torch.device("cpu")), side, torch.as_tensor(q), torch.as_tensor(w[side.order]), torch.as_tensor(reg)
         )
         np.testing.assert_allclose(xt.numpy(), x, rtol=1e-4, atol=1e-5)
 
@@ -125,7 +128,7 @@ def test_cg_half_steps_never_increase_objective(blocks: Interactions, steps: int
     k, alpha, reg = 3, 2.0, 0.5
     engine = NumpyCG(data.users, data.items, data.n_users, data.n_items, width=k, chunk=50)
     us, its = engine.user_side, engine.item_side
-    w = solvers.confidence_minus_one(data.ratings, alpha, "linear", 1.0)[us.order]
+    w = confidence_minus_one(data.ratings, alpha, "linear", 1.0)[us.order]
     reg_u, reg_i = (
         np.full((data.n_users, 1), reg, np.float32),
         np.full((data.n_items, 1), reg, np.float32),
@@ -147,7 +150,7 @@ def test_cg_half_steps_never_increase_objective(blocks: Interactions, steps: int
                 p,
                 target=None,
                 weight=w,
-                gram=engine.gram(q),
+                gram=engine.xp.gram(q),
                 diag=reg_u,
                 steps=steps,
             )
@@ -159,7 +162,7 @@ def test_cg_half_steps_never_increase_objective(blocks: Interactions, steps: int
                 q,
                 target=None,
                 weight=w,
-                gram=engine.gram(p),
+                gram=engine.xp.gram(p),
                 diag=reg_i,
                 steps=steps,
             )
@@ -195,7 +198,7 @@ def torch_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run iALS's CUDA CG code path (torch sparse products) on the CPU."""
     cpu = torch.device("cpu")
     monkeypatch.setattr(
-        ials_mod, "cg_engine", lambda _dev, *args, **kw: solvers.TorchCG(*args, device=cpu, **kw)
+        ials_mod, "cg_engine", lambda _dev, *args, **kw: TorchCG(*args, device=cpu, **kw)
     )
 
 
@@ -221,7 +224,7 @@ def test_cuda_matches_cpu(blocks: Interactions, solver: str) -> None:
 
 def test_threads_do_not_change_the_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     data = two_blocks(n_per_group=60, block=30, per_user=12, seed=2)
-    monkeypatch.setattr(solvers, "CG_CHUNK_MIN", 100)  # several chunks on this small set
+    monkeypatch.setattr(cg_mod, "CG_CHUNK_MIN", 100)  # several chunks on this small set
     one = IALS(n_factors=4, iterations=3, threads=1).fit(data)
     two = IALS(n_factors=4, iterations=3, threads=2).fit(data)
     np.testing.assert_array_equal(one.user_factors_, two.user_factors_)
@@ -263,9 +266,9 @@ def test_fold_in_of_own_items_recommends_from_the_block(fitted: IALS, blocks: In
     # fold-in is a user half-step against the fitted items
     data = blocks.compact()
     side = RatingSide.build(data.users, data.items, data.n_users, data.n_items)
-    w = solvers.confidence_minus_one(data.ratings, 2.0, "linear", 1.0)
-    x = solvers.implicit_solve_numpy(
-        side, fitted.item_factors_, w[side.order], np.full(data.n_users, 0.5, dtype=np.float32)
+    w = confidence_minus_one(data.ratings, 2.0, "linear", 1.0)
+    x = implicit_solve(
+        NumpyArrays(), side, fitted.item_factors_, w[side.order], np.full(data.n_users, 0.5, dtype=np.float32)
     )
     u = int(fitted.user_map_.to_index(np.array(["b05"]))[0])
     frame = blocks.to_frame().query("user_id == 'b05'")

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from cfrec.data import Interactions
+from cfrec.engines.backend import make_generator
+from cfrec.engines.torch_loop import make_optimizer
 from cfrec.errors import CfrecError, TrainingDiverged
 from cfrec.models import make_model
 from cfrec.models.baseline import Baseline
 from cfrec.models.mf import BiasedMF, _BiasedMFLoss, _compiled_funk_loop, funk_step
 from cfrec.models.persistence import current_version
-from cfrec.models.torch_engine import make_generator, make_optimizer
 from cfrec.testing import make_ratings
 
 

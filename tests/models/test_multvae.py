@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from cfrec.data import Interactions
+from cfrec.engines.torch_loop import csr_segments
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import Recommender
 from cfrec.models.multvae import MultVAE, _MultVAENet
-from cfrec.models.torch_engine import csr_segments
 from cfrec.testing import RecommenderContract, make_ratings
 
 

@@ -14,7 +14,7 @@ from cfrec.data import Interactions
 from cfrec.errors import CfrecError, ModelFileError, TrainingDiverged
 from cfrec.models import Recommender
 from cfrec.models.baseline import Baseline
-from cfrec.models.neumf import NeuMF, _NegativeSampler, _pair_keys, _parse_layers
+from cfrec.models.neumf import NeuMF, _parse_layers
 from cfrec.models.persistence import current_version
 
 
@@ -180,18 +180,7 @@ def test_implicit_ranks_held_out_positives_above_negatives(cluster_data, implici
     assert np.all(ig[recs.ids] == ug[u_raw[0]])
 
 
-def test_negative_sampler_avoids_seen_pairs() -> None:
-    rng = np.random.default_rng(0)
-    n_items = 10
-    seen = np.array([0 * n_items + i for i in range(9)] + [1 * n_items + 3], dtype=np.int64)
-    users = np.array([0] * 50 + [1] * 50, dtype=np.int64)
-    items = _NegativeSampler(np.sort(seen), 2, n_items).draw(users, rng)
-    assert np.all(items[:50] == 9)  # user 0 has only item 9 left
-    assert np.all(items[50:] != 3) and np.all((items[50:] >= 0) & (items[50:] < n_items))
-    full = np.arange(n_items, dtype=np.int64)  # user 0 rated everything: nothing to draw
-    assert np.all(_NegativeSampler(full, 1, n_items).draw(np.zeros(5, np.int64), rng) == -1)
-    keys = _pair_keys(np.array([1, 0, 1]), np.array([3, 2, 3]), n_items)
-    assert keys.tolist() == [2, 13]  # sorted, unique user * n_items + item
+
 
 
 # ---------------------------------------------------------------------- persistence
@@ -278,7 +267,7 @@ def test_embedding_gradients_are_row_sparse_and_only_batch_rows_move() -> None:
     model.global_mean_ = float(train.ratings.mean())
     net = model._build_net(train.n_users, train.n_items)
     net.reset(torch.Generator().manual_seed(0))
-    from cfrec.models.torch_engine import make_optimizer
+    from cfrec.engines.torch_loop import make_optimizer
 
     opt = make_optimizer("adam", list(net.parameters()), lr=0.01)
     before = {k: v.detach().clone() for k, v in net.state_dict().items()}

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cfrec.data import Interactions
+from cfrec.engines.backend import make_generator
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import Recommender, make_model
 from cfrec.models import svdpp as svdpp_module
@@ -22,7 +23,6 @@ from cfrec.models.svdpp import (
     _ratings_batch_cost,
     _SVDppLoss,
 )
-from cfrec.models.torch_engine import make_generator
 from cfrec.testing import make_ratings
 from tests.models.test_mf import _rmse
 

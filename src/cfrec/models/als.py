@@ -11,14 +11,13 @@ of ML-100K the mix beats weighted-lambda alone by about 0.009 RMSE and a constan
 
 All rows of one side are solved at once, by default with a few conjugate-gradient steps
 warm-started from the current vectors (``ratings x d`` work per step, memory ``O((users +
-items) x d)`` plus one chunk's buffers; :func:`~cfrec.models.als_solvers.cg_half_step`), or
+items) x d)`` plus one chunk's buffers; :func:`~cfrec.engines.cg.cg_half_step`), or
 exactly (``solver="exact"``: normal equations from packed outer products, ``ratings x d^2``).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Generator
 from contextlib import closing
 from typing import Any, Literal
@@ -27,27 +26,21 @@ import numpy as np
 import torch
 
 from cfrec.data.interactions import Interactions
-from cfrec.errors import CfrecError, TrainingDiverged
-from cfrec.models.als_solvers import (
-    NumpyOps,
-    Ops,
-    Penalty,
-    RatingSide,
-    TorchOps,
-    after_setup,
-    cg_engine,
-    cg_half_step,
-    penalty_value,
-    valid_rmse,
-)
+from cfrec.engines.backend import ArrayBackend, array_backend, resolve_device
+from cfrec.engines.cg import cg_engine, cg_half_step
+from cfrec.engines.driver import Trainer, after_setup
+from cfrec.engines.exact import Penalty, RatingSide, penalty_value, solve_side, valid_rmse
+from cfrec.errors import CfrecError
 from cfrec.models.base import EpochCallback
 from cfrec.models.factor import FactorRecommender, RidgeFoldIn
 from cfrec.models.params import hyperparameters, invalid, param
-from cfrec.models.torch_engine import resolve_device
 from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
+
+
+_SOLVERS = ("cg", "exact")
 #: One iteration's state: user ``[b_u, p_u]``, item ``[b_i, q_i]`` and the training SSE.
 _State = tuple[Any, Any, float]
 
@@ -141,47 +134,41 @@ class ALS(FactorRecommender):
         self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None
     ) -> None:
         penalty = self._penalty()
-        iterations = int(self.iterations)
         dev = resolve_device(self.device)
-        ops: Ops[Any] = NumpyOps() if dev.type == "cpu" else TorchOps(dev)
+        xp = array_backend(dev)
         f32, i64 = np.float32, np.int64
         n_u, n_i = (
-            ops.asarray(np.bincount(a, minlength=n).astype(f32), f32)
+            xp.asarray(np.bincount(a, minlength=n).astype(f32), f32)
             for a, n in ((train.users, train.n_users), (train.items, train.n_items))
         )
-        if valid is not None:
-            v_u, v_i = ops.asarray(valid.users, i64), ops.asarray(valid.items, i64)
-            v_r = ops.asarray(valid.ratings, f32)
         steps = (
             self._cg_iterations(train, penalty, dev)
             if self.solver == "cg"
-            else self._exact_iterations(train, penalty, dev, ops)
+            else self._exact_iterations(train, penalty, xp)
         )
+        state: dict[str, Any] = {}
+
+        def iteration(_: int) -> dict[str, Any]:
+            user, item, sse = next(sweeps)
+            bu, p, bi, q = user[:, 0], user[:, 1:], item[:, 0], item[:, 1:]
+            state.update(bu=bu, p=p, bi=bi, q=q)
+            loss = sse + penalty_value(xp, penalty, n_u, bu, p, n_i, bi, q)
+            return {"train_loss": loss / len(train), "train_rmse": (max(sse, 0.0) / len(train)) ** 0.5}
+
+        validate = None
+        if valid is not None:
+            v_u, v_i = xp.asarray(valid.users, i64), xp.asarray(valid.items, i64)
+            v_r = xp.asarray(valid.ratings, f32)
+
+            def validate() -> float:
+                return valid_rmse(xp, v_u, v_i, v_r, self.global_mean_, state["bu"], state["bi"], state["p"],
+                                  state["q"], self.rating_scale_)
+
         with closing(steps):
             sweeps = after_setup(steps)
-            start = time.perf_counter()
-            for it, (user, item, sse) in enumerate(sweeps, start=1):
-                bu, p, bi, q = user[:, 0], user[:, 1:], item[:, 0], item[:, 1:]
-                loss = sse + penalty_value(ops, penalty, n_u, bu, p, n_i, bi, q)
-                if not np.isfinite(loss):
-                    raise TrainingDiverged("ALS", it, None, loss)
-                record: dict[str, Any] = {
-                    "epoch": it,
-                    "train_loss": loss / len(train),
-                    "train_rmse": (max(sse, 0.0) / len(train)) ** 0.5,
-                }
-                if valid is not None:
-                    record["valid_rmse"] = valid_rmse(
-                        ops, v_u, v_i, v_r, self.global_mean_, bu, bi, p, q, self.rating_scale_
-                    )
-                record["seconds"] = time.perf_counter() - start
-                self.history_.append(record)
-                logger.debug("ALS iteration %d: %s", it, record)
-                if on_epoch is not None:
-                    on_epoch(dict(record, epochs=iterations))
-                start = time.perf_counter()
-        self.user_bias_, self.item_bias_ = ops.to_numpy(bu), ops.to_numpy(bi)
-        self.user_factors_, self.item_factors_ = ops.to_numpy(p), ops.to_numpy(q)
+            self.history_.extend(Trainer("ALS", int(self.iterations), on_epoch).run(iteration, validate=validate))
+        self.user_bias_, self.item_bias_ = xp.to_numpy(state["bu"]), xp.to_numpy(state["bi"])
+        self.user_factors_, self.item_factors_ = xp.to_numpy(state["p"]), xp.to_numpy(state["q"])
 
     def _initial_items(self, n_items: int) -> np.ndarray:
         """``[b_i, q_i]`` to start from: zero biases, seeded normal factors (only the item side
@@ -205,23 +192,23 @@ class ALS(FactorRecommender):
             us, its = engine.user_side, engine.item_side
             mu = np.float32(self.global_mean_)
             # r - mu in each side's rating order (one array when both sides share the order)
-            t_u = engine.asarray(train.ratings[us.order] - mu, np.float32)
+            t_u = engine.xp.asarray(train.ratings[us.order] - mu, np.float32)
             t_i = (
                 t_u
                 if its.order is us.order
-                else engine.asarray(train.ratings[its.order] - mu, np.float32)
+                else engine.xp.asarray(train.ratings[its.order] - mu, np.float32)
             )
-            item_of, user_of = engine.index(us.other), engine.index(its.other)
-            diag_u = engine.asarray(penalty.diagonal(us.counts, k), np.float32)
-            diag_i = engine.asarray(penalty.diagonal(its.counts, k), np.float32)
-            user = engine.zeros((n_users, k + 1))
-            item = engine.asarray(self._initial_items(n_items), np.float32)
+            item_of, user_of = engine.xp.index(us.other), engine.xp.index(its.other)
+            diag_u = engine.xp.asarray(penalty.diagonal(us.counts, k), np.float32)
+            diag_i = engine.xp.asarray(penalty.diagonal(its.counts, k), np.float32)
+            user = engine.xp.zeros((n_users, k + 1))
+            item = engine.xp.asarray(self._initial_items(n_items), np.float32)
             yield None  # set-up done (see after_setup)
             for _ in range(int(self.iterations)):
                 user, _ = cg_half_step(
                     engine,
                     us,
-                    engine.with_ones(item),
+                    engine.xp.with_ones(item),
                     user,
                     target=t_u - item[:, 0][item_of],
                     weight=None,
@@ -233,7 +220,7 @@ class ALS(FactorRecommender):
                 item, f = cg_half_step(
                     engine,
                     its,
-                    engine.with_ones(user),
+                    engine.xp.with_ones(user),
                     item,
                     target=target,
                     weight=None,
@@ -242,12 +229,12 @@ class ALS(FactorRecommender):
                     steps=steps,
                 )
                 # item half-step objective: sum t^2 + 2 f (item penalties included); minus them: SSE
-                sse = engine.dot64(target, target) + 2.0 * f - engine.sum64(diag_i * item * item)
+                sse = engine.xp.dot64(target, target) + 2.0 * f - engine.xp.sum64(diag_i * item * item)
                 del target
                 yield user, item, sse
 
     def _exact_iterations(
-        self, train: Interactions, penalty: Penalty, dev: torch.device, ops: Ops[Any]
+        self, train: Interactions, penalty: Penalty, xp: ArrayBackend
     ) -> Generator[_State | None, None, None]:
         """Exact sweeps (normal equations, batched LAPACK / Cholesky); yields as
         :meth:`_cg_iterations`."""
@@ -257,21 +244,17 @@ class ALS(FactorRecommender):
         by_item = RatingSide.build(train.items, train.users, n_items, n_users)
         f32, i64 = np.float32, np.int64
         resid_np = train.ratings.astype(np.float32) - np.float32(self.global_mean_)
-        resid_by_user = ops.asarray(resid_np[by_user.order], f32)  # each side's CSR order
-        resid_by_item = ops.asarray(resid_np[by_item.order], f32)
-        item_of = ops.asarray(by_user.indices, i64)  # item of each rating, user-major order
-        user_of = ops.asarray(by_item.indices, i64)
-        item = ops.asarray(self._initial_items(n_items), f32)
+        resid_by_user = xp.asarray(resid_np[by_user.order], f32)  # each side's CSR order
+        resid_by_item = xp.asarray(resid_np[by_item.order], f32)
+        item_of = xp.asarray(by_user.indices, i64)  # item of each rating, user-major order
+        user_of = xp.asarray(by_item.indices, i64)
+        item = xp.asarray(self._initial_items(n_items), f32)
         # one small dense system per row: the work of one LAPACK call is d^2
         with using_threads(threads_for((k + 1) ** 2, self.threads)):
             yield None  # set-up done (see after_setup)
             for _ in range(int(self.iterations)):
-                user, _ = ops.solve_side(
-                    by_user, item[:, 1:], resid_by_user - item[:, 0][item_of], penalty
-                )
-                item, sse = ops.solve_side(
-                    by_item, user[:, 1:], resid_by_item - user[:, 0][user_of], penalty
-                )
+                user, _ = solve_side(xp, by_user, item[:, 1:], resid_by_user - item[:, 0][item_of], penalty)
+                item, sse = solve_side(xp, by_item, user[:, 1:], resid_by_item - user[:, 0][user_of], penalty)
                 yield user, item, sse
 
     # ------------------------------------------------------------------ cold start

@@ -13,7 +13,7 @@ popular items a user skipped. The draws are exact (the user's rated items are ne
 :class:`PopularityNegatives`) and vectorised over a whole epoch.
 
 A step costs O(batch): the loss and its gradient are fused in one autograd function
-(:class:`_BPRLoss`) whose gradients are row-sparse (:func:`~cfrec.models.torch_engine.row_grad`),
+(:class:`_BPRLoss`) whose gradients are row-sparse (:func:`~cfrec.engines.torch_loop.row_grad`),
 so the engine's row-wise optimisers read and write the batch's rows of ``P``, ``Q`` and ``b``
 and nothing else.
 """
@@ -29,22 +29,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfrec.data.interactions import Interactions
-from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import EpochCallback, FoldedUser
-from cfrec.models.factor import LatentFactorRecommender
-from cfrec.models.neumf import _NegativeSampler  # the exact uniform sampler, shared with NeuMF
-from cfrec.models.params import hyperparameters, param
-from cfrec.models.ranking_only import RankingRecommender
-from cfrec.models.torch_engine import (
+from cfrec.engines.backend import make_generator, resolve_device
+from cfrec.engines.matrix import positives
+from cfrec.engines.negatives import PopularityNegatives, UniformNegatives, pair_keys
+from cfrec.engines.torch_loop import (
     TrainConfig,
     export_numpy,
-    make_generator,
     make_optimizer,
-    resolve_device,
     row_grad,
     shuffled_batches,
     train_loop,
 )
+from cfrec.errors import CfrecError, ModelFileError
+from cfrec.models.base import EpochCallback, FoldedUser
+from cfrec.models.factor import LatentFactorRecommender
+from cfrec.models.params import hyperparameters, param
+from cfrec.models.ranking_only import RankingRecommender
 from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
@@ -52,89 +52,6 @@ logger = logging.getLogger(__name__)
 #: Largest number of (positive, negative) pairs in a fold-in objective; above it the negatives
 #: are a seeded sample.
 _FOLD_IN_PAIRS = 1 << 20
-#: Rejection rounds of :class:`PopularityNegatives` before the exact per-user fallback.
-_REJECTION_ROUNDS = 16
-#: Dense entries per block in the exact fallback of :class:`PopularityNegatives`.
-_FALLBACK_ENTRIES = 1 << 22
-
-
-# ---------------------------------------------------------------------- negative sampling
-def pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
-    """Sorted unique int64 keys ``user * n_items + item`` of (user, item) pairs."""
-    return np.unique(users.astype(np.int64) * int(n_items) + items.astype(np.int64))
-
-
-class PopularityNegatives:
-    """Draws of items a user has not rated, with probability proportional to ``weights``.
-
-    Each draw is taken from the whole catalogue by inverse CDF and rejected when it hits one of
-    the user's rated items (a sorted-key lookup), for up to :data:`_REJECTION_ROUNDS` vectorised
-    rounds; that is exactly the distribution restricted to the unrated items. The few draws still
-    rejected after that (users whose rated items hold most of the weight) are drawn exactly from
-    their users' unrated items, a dense block of those users at a time.
-
-    Parameters
-    ----------
-    seen_keys
-        Sorted unique keys ``user * n_items + item`` of every rated pair (never drawn).
-    weights
-        (n_items,) positive sampling weights.
-    """
-
-    def __init__(self, seen_keys: np.ndarray, weights: np.ndarray) -> None:
-        self.keys = np.asarray(seen_keys, dtype=np.int64)
-        self.weights = np.asarray(weights, dtype=np.float64)
-        self.n_items = len(self.weights)
-        self.cdf = np.cumsum(self.weights)
-        self.total = float(self.cdf[-1])
-
-    def _seen(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        key = users * self.n_items + items
-        pos = np.minimum(np.searchsorted(self.keys, key), max(len(self.keys) - 1, 0))
-        return self.keys[pos] == key if len(self.keys) else np.zeros(len(key), dtype=bool)
-
-    def draw(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One unrated item per entry of ``users`` (each user must have an unrated item)."""
-        users = np.asarray(users, dtype=np.int64)
-        out = np.empty(len(users), dtype=np.int64)
-        todo = np.arange(len(users))
-        for _ in range(_REJECTION_ROUNDS):
-            if not len(todo):
-                return out
-            cand = np.searchsorted(self.cdf, rng.random(len(todo)) * self.total, side="right")
-            cand = np.minimum(cand, self.n_items - 1)
-            out[todo] = cand
-            todo = todo[self._seen(users[todo], cand)]
-        if len(todo):
-            self._draw_exact(users, todo, out, rng)
-        return out
-
-    def _draw_exact(self, users: np.ndarray, todo: np.ndarray, out: np.ndarray,
-                    rng: np.random.Generator) -> None:
-        """Exact draws for ``users[todo]`` from each user's unrated items (dense rows, blocked)."""
-        which, inverse = np.unique(users[todo], return_inverse=True)
-        step = max(1, _FALLBACK_ENTRIES // self.n_items)
-        starts = np.searchsorted(self.keys, which * self.n_items)
-        ends = np.searchsorted(self.keys, (which + 1) * self.n_items)
-        for b0 in range(0, len(which), step):
-            b1 = min(b0 + step, len(which))
-            block = np.tile(self.weights, (b1 - b0, 1))
-            lengths = ends[b0:b1] - starts[b0:b1]
-            offsets = np.cumsum(lengths) - lengths
-            rows = np.repeat(np.arange(b1 - b0), lengths)
-            pos = np.arange(int(lengths.sum())) + np.repeat(starts[b0:b1] - offsets, lengths)
-            block[rows, self.keys[pos] - which[b0 + rows] * self.n_items] = 0.0  # rated: weight 0
-            cdf = np.cumsum(block, axis=1)
-            # one sorted array for the block: row r's cdf shifted by r times more than any total
-            shift = float(cdf[:, -1].max()) + 1.0
-            flat = (cdf + shift * np.arange(b1 - b0)[:, None]).ravel()
-            mine = np.flatnonzero((inverse >= b0) & (inverse < b1))
-            r = inverse[mine] - b0
-            u = rng.random(len(mine)) * cdf[r, -1] + shift * r
-            picked = np.searchsorted(flat, u, side="right") - r * self.n_items
-            out[todo[mine]] = np.minimum(picked, self.n_items - 1)
-
-
 # ---------------------------------------------------------------------- fused loss
 class _BPRLoss(torch.autograd.Function):
     """Mean over a minibatch of ``softplus(-x_uij) + reg (|p_u|^2 + |q_i|^2 + |q_j|^2) +
@@ -302,9 +219,7 @@ class BPR(RankingRecommender, LatentFactorRecommender):
     # ------------------------------------------------------------------ fitting
     def _positives(self, ratings: np.ndarray) -> np.ndarray:
         """Mask of the ratings that count as positives."""
-        if self.threshold is None:
-            return np.ones(len(ratings), dtype=bool)
-        return np.asarray(ratings, dtype=np.float64) >= float(self.threshold)
+        return positives(ratings, self.threshold)
 
     def _seeds(self) -> list[int]:
         seq = np.random.SeedSequence(None if self.seed is None else int(self.seed))
@@ -334,8 +249,8 @@ class BPR(RankingRecommender, LatentFactorRecommender):
         counts = np.bincount(items, minlength=n_items)
         self.item_counts_ = counts.astype(np.int64)
         weights = self._item_weights(counts)
-        sampler: _NegativeSampler | PopularityNegatives = (
-            _NegativeSampler(seen, n_users, n_items) if weights is None else PopularityNegatives(seen, weights))
+        sampler: UniformNegatives | PopularityNegatives = (
+            UniformNegatives(seen, n_users, n_items) if weights is None else PopularityNegatives(seen, weights))
         rng = np.random.default_rng(s_neg)
         dev = resolve_device(self.device)
         net = _BPRNet(n_users, n_items, int(self.n_factors), float(self.init_std),
@@ -350,7 +265,7 @@ class BPR(RankingRecommender, LatentFactorRecommender):
         self.item_intercept_ = export_numpy(net.item_bias)
 
     def _train(self, net: _BPRNet, users: np.ndarray, items: np.ndarray,
-               sampler: _NegativeSampler | PopularityNegatives, rng: np.random.Generator,
+               sampler: UniformNegatives | PopularityNegatives, rng: np.random.Generator,
                dev: torch.device, s_order: int, on_epoch: EpochCallback | None) -> None:
         u_t = torch.as_tensor(users, device=dev)
         i_t = torch.as_tensor(items, device=dev)

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from cfrec.data.interactions import Interactions
+from cfrec.engines.matrix import interaction_matrix, interaction_weights
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.params import hyperparameters, param
@@ -271,28 +272,14 @@ class EASE(RankingRecommender):
 
     def _weights(self, ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Which ratings are interactions (a mask) and their weights (float32, the kept ones)."""
-        r = np.asarray(ratings, dtype=np.float64)
-        keep = np.ones(len(r), dtype=bool) if self.threshold is None else r >= float(self.threshold)
-        kept = r[keep]
-        power = float(self.rating_power)
-        if power == 0:
-            return keep, np.ones(len(kept), dtype=np.float32)
-        top = float(self.rating_scale_[1])
-        if len(kept) and (top <= 0 or kept.min() <= 0):
-            raise CfrecError(
-                f"EASE rating_power={power:g} weighs interactions by (rating / {top:g}) ** {power:g} "
-                f"and needs positive ratings (got {min(kept.min(), top):g}); set threshold to keep "
-                "only positive ratings, or rating_power=0 for binary interactions")
-        return keep, ((kept / top) ** power).astype(np.float32)
+        return interaction_weights(ratings, threshold=self.threshold, power=self.rating_power,
+                                   top=self.rating_scale_[1], model="EASE")
 
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
         n_users, n_items = train.n_users, train.n_items
         self.check_catalogue(n_items)
         keep, w = self._weights(train.ratings)
-        x = sp.csr_array((w, (train.users[keep], train.items[keep])), shape=(n_users, n_items))
-        x.sum_duplicates()
-        x = sp.csr_array((x.data.astype(np.float32), x.indices.astype(np.int32),
-                          x.indptr.astype(np.int64)), shape=(n_users, n_items))
+        x = interaction_matrix(train.users[keep], train.items[keep], w, n_users, n_items)
         lam = float(self.lam)
         start = time.perf_counter()
         gram_work = int(x.nnz) * max(int(x.nnz) // max(n_users, 1), 1)  # products of co-rated pairs

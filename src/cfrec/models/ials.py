@@ -18,7 +18,7 @@ takes a few conjugate-gradient steps warm-started from the current vectors (Taka
 Tikk 2011, as implicit and Spark do): one step costs ``ratings x k`` (a sampled product
 ``y_i . v_u`` at every rating and a sparse product back) plus ``rows x k^2`` for ``Y'Y``, with
 memory ``O((users + items) x k)`` plus one chunk's buffers
-(:func:`~cfrec.models.als_solvers.cg_half_step`). ``solver="exact"`` assembles every row's
+(:func:`~cfrec.engines.cg.cg_half_step`). ``solver="exact"`` assembles every row's
 normal equations instead (a sparse confidence matrix times packed outer products,
 ``ratings x k^2``) and solves them by batched LAPACK calls on CPU, or batched Cholesky with torch
 on CUDA.
@@ -27,42 +27,31 @@ on CUDA.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Generator
 from contextlib import closing
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from cfrec.data.interactions import Interactions
-from cfrec.errors import CfrecError, TrainingDiverged
-from cfrec.models.als_solvers import (
-    RatingSide,
-    after_setup,
-    cg_engine,
-    cg_half_step,
-    confidence_minus_one,
-    implicit_objective,
-    implicit_solve_numpy,
-    implicit_solve_torch,
-)
+from cfrec.engines.backend import array_backend, resolve_device, to_numpy
+from cfrec.engines.cg import cg_engine, cg_half_step
+from cfrec.engines.driver import Trainer, after_setup
+from cfrec.engines.exact import RatingSide, implicit_objective, implicit_solve
+from cfrec.engines.matrix import confidence_minus_one
+from cfrec.errors import CfrecError
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import LatentFactorRecommender
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.ranking_only import RankingRecommender
-from cfrec.models.torch_engine import resolve_device
 from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
 
 
-def _as_numpy(a: Any) -> np.ndarray:
-    """A float32 numpy copy of a numpy array or (device) tensor."""
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    return np.ascontiguousarray(a, dtype=np.float32)
+_CONFIDENCE = ("linear", "log")
+_SOLVERS = ("cg", "exact")
 
 
 @hyperparameters
@@ -168,28 +157,18 @@ class IALS(RankingRecommender, LatentFactorRecommender):
     def _fit(
         self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None
     ) -> None:
-        iterations = int(self.iterations)
         self._weights(train.ratings[:0])  # parameters checked before any work
         steps = self._cg_iterations(train) if self.solver == "cg" else self._exact_iterations(train)
-        factors: tuple[Any, Any] = (None, None)
+        factors: list[Any] = [None, None]
+
+        def iteration(_: int) -> dict[str, Any]:
+            factors[0], factors[1], loss = next(sweeps)
+            return {"train_loss": loss / len(train)}
+
         with closing(steps):
             sweeps = after_setup(steps)
-            start = time.perf_counter()
-            for it, (p, q, loss) in enumerate(sweeps, start=1):
-                if not np.isfinite(loss):
-                    raise TrainingDiverged("iALS", it, None, loss)
-                factors = (p, q)
-                record: dict[str, Any] = {
-                    "epoch": it,
-                    "train_loss": loss / len(train),
-                    "seconds": time.perf_counter() - start,
-                }
-                self.history_.append(record)
-                logger.debug("iALS iteration %d: %s", it, record)
-                if on_epoch is not None:
-                    on_epoch(dict(record, epochs=iterations))
-                start = time.perf_counter()
-        self.user_factors_, self.item_factors_ = (_as_numpy(f) for f in factors)
+            self.history_.extend(Trainer("iALS", int(self.iterations), on_epoch).run(iteration))
+        self.user_factors_, self.item_factors_ = (to_numpy(f) for f in factors)
 
     def _initial_items(self, n_items: int) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
@@ -215,27 +194,27 @@ class IALS(RankingRecommender, LatentFactorRecommender):
             rated = float(len(w_np)) + float(
                 np.sum(w_np, dtype=np.float64)
             )  # sum of c over rated pairs
-            w_u = engine.asarray(w_np, np.float32)
+            w_u = engine.xp.asarray(w_np, np.float32)
             del w_np
             w_i = (
                 w_u
                 if its.order is us.order
-                else engine.asarray(self._weights(train.ratings[its.order]), np.float32)
+                else engine.xp.asarray(self._weights(train.ratings[its.order]), np.float32)
             )
-            reg_u = engine.asarray(self._reg_diag(us.counts)[:, None], np.float32)
-            reg_i = engine.asarray(self._reg_diag(its.counts)[:, None], np.float32)
-            p = engine.zeros((n_users, k))
-            q = engine.asarray(self._initial_items(n_items), np.float32)
+            reg_u = engine.xp.asarray(self._reg_diag(us.counts)[:, None], np.float32)
+            reg_i = engine.xp.asarray(self._reg_diag(its.counts)[:, None], np.float32)
+            p = engine.xp.zeros((n_users, k))
+            q = engine.xp.asarray(self._initial_items(n_items), np.float32)
             def half(side: Any, fixed: Any, current: Any, weight: Any, diag: Any) -> tuple[Any, float]:
                 """One side's CG half-step against the fixed other side."""
                 return cg_half_step(engine, side, fixed, current, target=None, weight=weight,
-                                    gram=engine.gram(fixed), diag=diag, steps=steps)
+                                    gram=engine.xp.gram(fixed), diag=diag, steps=steps)
 
             yield None  # set-up done (see after_setup)
             for _ in range(int(self.iterations)):
                 p, _ = half(us, q, p, w_u, reg_u)
                 q, f = half(its, p, q, w_i, reg_i)
-                loss = rated + 2.0 * f + engine.sum64(reg_u[:, 0] * engine.rowdot(p, p))
+                loss = rated + 2.0 * f + engine.xp.sum64(reg_u[:, 0] * engine.xp.rowdot(p, p))
                 yield p, q, loss
 
     def _exact_iterations(
@@ -244,33 +223,24 @@ class IALS(RankingRecommender, LatentFactorRecommender):
         """Exact sweeps (normal equations, batched LAPACK / Cholesky); yields as
         :meth:`_cg_iterations`, with the objective computed from the ratings."""
         k = int(self.n_factors)
-        dev = resolve_device(self.device)
+        xp = array_backend(resolve_device(self.device))
         n_users, n_items = train.n_users, train.n_items
         weight = self._weights(train.ratings)
         by_user = RatingSide.build(train.users, train.items, n_users, n_items)
         by_item = RatingSide.build(train.items, train.users, n_items, n_users)
         reg_u, reg_i = self._reg_diag(by_user.counts), self._reg_diag(by_item.counts)
         users, items = train.users.astype(np.int64), train.items.astype(np.int64)
-        q = self._initial_items(n_items)
-        if dev.type == "cpu":
-            w_user, w_item = weight[by_user.order], weight[by_item.order]
-        else:
-            tw_user = torch.as_tensor(weight[by_user.order], device=dev)
-            tw_item = torch.as_tensor(weight[by_item.order], device=dev)
-            treg_u, treg_i = torch.as_tensor(reg_u, device=dev), torch.as_tensor(reg_i, device=dev)
-            tq = torch.as_tensor(q, device=dev)
+        w_user, w_item = xp.asarray(weight[by_user.order]), xp.asarray(weight[by_item.order])
+        x_reg_u, x_reg_i = xp.asarray(reg_u), xp.asarray(reg_i)
+        q = xp.asarray(self._initial_items(n_items))
         # one small dense system per row: the work of one LAPACK call is k^2
         with using_threads(threads_for(k * k, self.threads)):
             yield None  # set-up done (see after_setup)
             for _ in range(int(self.iterations)):
-                if dev.type == "cpu":
-                    p = implicit_solve_numpy(by_user, q, w_user, reg_u)
-                    q = implicit_solve_numpy(by_item, p, w_item, reg_i)
-                else:
-                    tp = implicit_solve_torch(by_user, tq, tw_user, treg_u)
-                    tq = implicit_solve_torch(by_item, tp, tw_item, treg_i)
-                    p, q = tp.cpu().numpy(), tq.cpu().numpy()
-                yield p, q, implicit_objective(users, items, weight, p, q, reg_u, reg_i)
+                p = implicit_solve(xp, by_user, q, w_user, x_reg_u)
+                q = implicit_solve(xp, by_item, p, w_item, x_reg_i)
+                p_np, q_np = xp.to_numpy(p), xp.to_numpy(q)
+                yield p_np, q_np, implicit_objective(users, items, weight, p_np, q_np, reg_u, reg_i)
 
     # ------------------------------------------------------------------ scoring
     # ------------------------------------------------------------------ cold start

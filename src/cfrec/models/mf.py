@@ -8,7 +8,7 @@ nothing else. With the engine's row-wise optimisers a step therefore costs O(bat
 number of users and items; each batch is taken in user order, so the user rows are read and
 written in increasing address order.
 
-:class:`~cfrec.models.torch_engine.TorchFactorModel` holds the fitting pipeline shared with
+:class:`~cfrec.models.torch_factor.TorchFactorModel` holds the fitting pipeline shared with
 :class:`~cfrec.models.svdpp.SVDpp`.
 """
 
@@ -21,21 +21,23 @@ import torch
 from torch import nn
 
 from cfrec.data.interactions import Interactions
-from cfrec.models.params import hyperparameters, invalid, param
-from cfrec.models.torch_engine import (
+from cfrec.engines.torch_loop import (
     OPTIMIZERS,
     BatchOrder,
     DirectUpdate,
     RowwiseOptimizer,
-    TorchFactorModel,
-    bias_grads,
     contiguous_batches,
     export_numpy,
+    row_grad,
+)
+from cfrec.models.params import hyperparameters, invalid, param
+from cfrec.models.torch_factor import (
+    TorchFactorModel,
+    bias_grads,
     init_tensors,
     penalised_sse,
     rating_error,
     reg_grad,
-    row_grad,
 )
 
 
@@ -45,7 +47,7 @@ class _BiasedMFLoss(torch.autograd.Function):
 
     The gradient is written out by hand (two ``addcmul`` over the batch's rows), several times
     faster on CPU than autograd's indexing backward; values equal the autograd ones. The four
-    table gradients are row-sparse (:func:`~cfrec.models.torch_engine.row_grad`): one row per
+    table gradients are row-sparse (:func:`~cfrec.engines.torch_loop.row_grad`): one row per
     batch entry, repeats summed by the optimiser, so no step touches a row outside the batch.
     """
 
@@ -114,10 +116,10 @@ def funk_step(net: _MFNet, u: torch.Tensor, i: torch.Tensor, r: torch.Tensor, lr
 
 @functools.cache
 def _compiled_funk_loop() -> Any:
-    """The compiled per-rating SGD loop (:func:`cfrec.models.compiled.funk_slice`, numba), loaded
+    """The compiled per-rating SGD loop (:func:`cfrec.engines.compiled.funk_slice`, numba), loaded
     on first use; None where numba is missing (the batched :func:`funk_step` is used instead)."""
     try:
-        from cfrec.models.compiled import funk_slice
+        from cfrec.engines.compiled import funk_slice
     except ImportError:  # pragma: no cover - numba is a dependency
         return None
     return funk_slice
@@ -256,7 +258,7 @@ class BiasedMF(TorchFactorModel):
             if kernel is not None:
                 # the sequential loop reads a user's ratings one after the other (as Surprise
                 # does), so the user's row stays in cache: users in order, their ratings shuffled
-                from cfrec.models.compiled import stable_key_order  # importable: the kernel loaded
+                from cfrec.engines.compiled import stable_key_order  # importable: the kernel loaded
 
                 by_user = stable_key_order(users.index_select(0, layout).numpy(), data.n_users)
                 layout = layout.index_select(0, torch.from_numpy(by_user))

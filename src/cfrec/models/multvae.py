@@ -36,20 +36,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfrec.data.interactions import Interactions
+from cfrec.engines.backend import make_generator, resolve_device
+from cfrec.engines.matrix import interaction_matrix, interaction_weights
+from cfrec.engines.torch_loop import (
+    TrainConfig,
+    csr_segments,
+    load_module_arrays,
+    make_optimizer,
+    module_arrays,
+    train_loop,
+)
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.ranking_only import RankingRecommender
-from cfrec.models.torch_engine import (
-    TrainConfig,
-    csr_segments,
-    load_module_arrays,
-    make_generator,
-    make_optimizer,
-    module_arrays,
-    resolve_device,
-    train_loop,
-)
 from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
@@ -197,17 +197,8 @@ class MultVAE(RankingRecommender):
 
     def _weights(self, ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Which ratings are interactions (a mask) and their input weights (float32)."""
-        r = np.asarray(ratings, dtype=np.float64)
-        keep = np.ones(len(r), dtype=bool) if self.threshold is None else r >= float(self.threshold)
-        power = float(self.rating_power)
-        if power == 0:
-            return keep, np.ones(int(keep.sum()), dtype=np.float32)
-        kept, top = r[keep], float(self.rating_scale_[1])
-        if len(kept) and (top <= 0 or kept.min() <= 0):
-            raise CfrecError(f"MultVAE rating_power={power:g} weighs interactions by (rating / {top:g}) ** "
-                             f"{power:g} and needs positive ratings (got {min(kept.min(), top):g}); set "
-                             "threshold to keep only positive ratings, or rating_power=0")
-        return keep, ((kept / top) ** power).astype(np.float32)
+        return interaction_weights(ratings, threshold=self.threshold, power=self.rating_power,
+                                   top=self.rating_scale_[1], model="MultVAE")
 
     def _threads(self, rows: int) -> int:
         """Threads for ``rows`` users through the network (the decoder's product dominates)."""
@@ -221,11 +212,7 @@ class MultVAE(RankingRecommender):
             logger.debug("MultVAE: validation data ignored (the epoch count is a hyperparameter)")
         n_users, n_items = train.n_users, train.n_items
         keep, w = self._weights(train.ratings)
-        x = sp.csr_array((w, (train.users[keep], train.items[keep])), shape=(n_users, n_items))
-        x.sum_duplicates()
-        x.sort_indices()
-        self.x_ = sp.csr_array((x.data.astype(np.float32), x.indices.astype(np.int32),
-                                x.indptr.astype(np.int64)), shape=(n_users, n_items))
+        self.x_ = interaction_matrix(train.users[keep], train.items[keep], w, n_users, n_items)
         seq = np.random.SeedSequence(None if self.seed is None else int(self.seed))
         s_init, s_order, s_noise = (int(s.generate_state(1)[0]) for s in seq.spawn(3))
         net.reset(make_generator(s_init, "cpu"))

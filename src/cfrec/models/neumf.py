@@ -18,7 +18,7 @@ Two modes:
     to keep one output range for every model; it is a preference score, not a rating, and its
     RMSE against ratings means nothing. ``recommend`` ranks by it.
 
-Training uses the shared engine (:func:`~cfrec.models.torch_engine.train_loop`): minibatches are index
+Training uses the shared engine (:func:`~cfrec.engines.torch_loop.train_loop`): minibatches are index
 slices of tensors held on the device, everything random is seeded, early stopping watches a
 validation part carved from the training data (validation RMSE in rating mode, validation
 binary cross-entropy on held-out positives and fixed sampled negatives in implicit mode, logged
@@ -39,21 +39,21 @@ from torch import nn
 
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import carve_validation
+from cfrec.engines.backend import make_generator, resolve_device
+from cfrec.engines.negatives import UniformNegatives, pair_keys
+from cfrec.engines.torch_loop import (
+    TrainConfig,
+    batched_rmse,
+    load_module_arrays,
+    make_optimizer,
+    module_arrays,
+    train_loop,
+)
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models._bias import fit_biases
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import BiasedRecommender
 from cfrec.models.params import hyperparameters, param
-from cfrec.models.torch_engine import (
-    TrainConfig,
-    batched_rmse,
-    load_module_arrays,
-    make_generator,
-    make_optimizer,
-    module_arrays,
-    resolve_device,
-    train_loop,
-)
 from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
@@ -187,10 +187,6 @@ class _NeuMFNet(nn.Module):
             out = out + self.offset + bias_u[:, None] + self.item_bias(items)[:, 0][None, :]
         return out
 
-    def reg_terms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Mean over the batch of the squared norms of every looked-up embedding and bias."""
-        return self.forward_train(users, items)[1]
-
     def forward_train(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Outputs of pairs (as :meth:`forward`) and the batch mean of the squared norms of every
         embedding and bias they look up (each looked up once, for both)."""
@@ -232,7 +228,7 @@ class NeuMF(BiasedRecommender):
         Training loop: at most ``epochs`` passes of minibatches with Adam (``"adam"``), Adagrad
         (``"adagrad"``) or plain SGD (``"sgd"``). The embeddings' gradients are row-sparse, so
         each step updates only the batch's embedding rows (Adam's moments of other rows do not
-        move: see :class:`~cfrec.models.torch_engine.Adam`); the MLP and output layers get dense
+        move: see :class:`~cfrec.engines.torch_loop.Adam`); the MLP and output layers get dense
         updates.
     reg
         L2 strength on the embeddings and biases looked up in each minibatch (per example, so a
@@ -345,7 +341,7 @@ class NeuMF(BiasedRecommender):
         rng = np.random.default_rng(s_neg)
         if self._implicit:
             # negatives avoid every training pair, the carved validation pairs included
-            sampler = _NegativeSampler(_pair_keys(train.users, train.items, train.n_items),
+            sampler = UniformNegatives(pair_keys(train.users, train.items, train.n_items),
                                        train.n_users, train.n_items)
             rows = self._implicit_rows(fit_part, sampler, rng, dev)
 
@@ -401,7 +397,7 @@ class NeuMF(BiasedRecommender):
             self.user_bias_ = net.user_bias.weight.detach()[:, 0].numpy().astype(np.float32)
             self.item_bias_ = net.item_bias.weight.detach()[:, 0].numpy().astype(np.float32)
 
-    def _implicit_rows(self, part: Interactions, sampler: _NegativeSampler, rng: np.random.Generator,
+    def _implicit_rows(self, part: Interactions, sampler: UniformNegatives, rng: np.random.Generator,
                        dev: torch.device) -> dict[str, torch.Tensor]:
         """One epoch of implicit training rows: every positive plus ``n_negatives`` fresh negatives each."""
         n_neg = int(self.n_negatives)
@@ -417,9 +413,9 @@ class NeuMF(BiasedRecommender):
     def _implicit_validator(self, net: _NeuMFNet, valid: Interactions, train: Interactions,
                             rng: np.random.Generator, dev: torch.device) -> Any:
         """Validation BCE on held-out positives and one fixed draw of negatives (lower is better)."""
-        all_keys = np.union1d(_pair_keys(train.users, train.items, train.n_items),
-                              _pair_keys(valid.users, valid.items, train.n_items))
-        rows = self._implicit_rows(valid, _NegativeSampler(all_keys, train.n_users, train.n_items), rng, dev)
+        all_keys = np.union1d(pair_keys(train.users, train.items, train.n_items),
+                              pair_keys(valid.users, valid.items, train.n_items))
+        rows = self._implicit_rows(valid, UniformNegatives(all_keys, train.n_users, train.n_items), rng, dev)
 
         def validate() -> float:
             total = torch.zeros((), dtype=torch.float64, device=dev)
@@ -511,7 +507,7 @@ class NeuMF(BiasedRecommender):
         if self._implicit:
             pos = np.unique(idx)
             rng = np.random.default_rng(self._seeds().spawn(6)[5])
-            neg = _NegativeSampler(pos, 1, len(self.item_map_)).draw(
+            neg = UniformNegatives(pos, 1, len(self.item_map_)).draw(
                 np.zeros(len(pos) * int(self.n_negatives), np.int64), rng)
             neg = neg[neg >= 0]
             target_items = torch.as_tensor(np.concatenate([pos, neg]))
@@ -565,37 +561,6 @@ class NeuMF(BiasedRecommender):
 
 
 # ---------------------------------------------------------------------- helpers
-def _pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
-    """Sorted unique int64 keys ``user * n_items + item`` of (user, item) pairs."""
-    return np.unique(users.astype(np.int64) * n_items + items.astype(np.int64))
-
-
-class _NegativeSampler:
-    """Uniform draws of items a user has not interacted with, exact and vectorised.
-
-    With a user's seen items sorted as ``s_0 < s_1 < ...``, the ``j``-th unseen item is
-    ``j + #{k : s_k - k <= j}``; one ``searchsorted`` over all users' adjusted keys answers that
-    for a whole batch of draws. No rejection loop, so users who rated nearly everything still get
-    correct negatives; a user who rated every item gets -1 (callers drop those).
-    """
-
-    def __init__(self, seen_keys: np.ndarray, n_users: int, n_items: int) -> None:
-        self.n_items = n_items
-        owner = seen_keys // n_items
-        self.start = np.searchsorted(seen_keys, np.arange(n_users + 1, dtype=np.int64) * n_items)
-        rank = np.arange(len(seen_keys), dtype=np.int64) - self.start[owner]
-        # adjusted keys (item - rank) stay sorted within a user; offset users apart
-        self.adjusted = owner * (n_items + 1) + (seen_keys - owner * n_items - rank)
-
-    def draw(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        users = users.astype(np.int64)
-        n_seen = self.start[users + 1] - self.start[users]
-        free = self.n_items - n_seen
-        j = np.floor(rng.random(len(users)) * np.maximum(free, 1)).astype(np.int64)
-        below = np.searchsorted(self.adjusted, users * (self.n_items + 1) + j, side="right") - self.start[users]
-        return np.where(free > 0, j + below, -1)
-
-
 def _rename_valid(record: dict[str, Any]) -> None:
     """Implicit mode: the engine's ``valid_rmse`` slot holds a binary cross-entropy."""
     if "valid_rmse" in record:

@@ -4,17 +4,17 @@ the user rated.
 ``r_ui = mu + b_u + b_i + q_i . (p_u + |N(u)|^-1/2 sum_{j in N(u)} y_j)``, with ``N(u)`` the
 items ``u`` rated in training. A step computes the implicit part only for the users in its
 batch: one ``embedding_bag`` (a segment sum weighted by ``|N(u)|^-1/2``) over those users' rated
-items, found by slicing the users x items CSR structure (:func:`~cfrec.models.torch_engine.csr_segments`),
+items, found by slicing the users x items CSR structure (:func:`~cfrec.engines.torch_loop.csr_segments`),
 and sends its gradient back to those items' ``y_j`` alone, as a row-sparse gradient. Batches hold
-whole users (:func:`~cfrec.models.torch_engine.grouped_batches`), so the items summed in a step
+whole users (:func:`~cfrec.engines.torch_loop.grouped_batches`), so the items summed in a step
 are about as many as the ratings in it: an epoch costs about what a biased-MF epoch costs, on any
 number of users, where summing over every user at every step (or over the rated items of the
 users of a random batch of ratings) would cost the whole rating matrix per step.
 
 On the CPU, with the default Adam, a step is one compiled pass
-(:func:`cfrec.models.compiled.svdpp_adam_step`, driven by :class:`_CompiledAdam`): the loss, its
+(:func:`cfrec.engines.compiled.svdpp_adam_step`, driven by :class:`_CompiledAdam`): the loss, its
 row-sparse gradients and lazy Adam on the touched rows, the same update as :class:`_SVDppLoss`
-followed by :class:`~cfrec.models.torch_engine.Adam` (a test holds them equal), without the
+followed by :class:`~cfrec.engines.torch_loop.Adam` (a test holds them equal), without the
 dozens of tensor operations and temporaries a step costs through autograd. With ``"users"``
 batches the ratings are laid out in user order once, so each user's ratings are one run of the
 columns. On CUDA, and with the ``"adagrad"`` or ``"sgd"`` optimisers, the autograd function trains.
@@ -29,42 +29,27 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cfrec.data.interactions import Interactions
-from cfrec.errors import ModelFileError
-from cfrec.models.factor import RidgeFoldIn
-from cfrec.models.params import hyperparameters, param
-from cfrec.models.torch_engine import (
+from cfrec.engines.matrix import normalized_sets
+from cfrec.engines.torch_loop import (
     BatchOrder,
     DirectUpdate,
     RowwiseOptimizer,
-    TorchFactorModel,
     UniqueRows,
-    bias_grads,
     csr_segments,
     export_numpy,
     grouped_batches,
-    init_tensors,
-    penalised_sse,
-    rating_error,
-    reg_grad,
     row_grad,
 )
-
-
-def _implicit_matrix(data: Interactions) -> sp.csr_array:
-    """Users x items CSR with ``|N(u)|^-1/2`` in each cell of user ``u`` (duplicates merged)."""
-    seen = data.to_csr(binary=True, dtype=np.float32)
-    seen.data[:] = 1.0
-    counts = np.diff(seen.indptr).astype(np.float64)
-    inv = np.zeros_like(counts)
-    inv[counts > 0] = counts[counts > 0] ** -0.5
-    seen.data = np.repeat(inv, np.diff(seen.indptr)).astype(np.float32)
-    return seen
+from cfrec.errors import ModelFileError
+from cfrec.models import torch_factor
+from cfrec.models.factor import RidgeFoldIn
+from cfrec.models.params import hyperparameters, param
+from cfrec.models.torch_factor import TorchFactorModel
 
 
 @dataclass
@@ -97,7 +82,7 @@ class _Implicit:
 
     @classmethod
     def build(cls, data: Interactions, batch_size: int, batching: str, device: torch.device) -> _Implicit:
-        norm_csr = _implicit_matrix(data)
+        norm_csr = normalized_sets(data.users, data.items, data.n_users, data.n_items)
         norm_csr.sort_indices()
         counts = np.diff(norm_csr.indptr).astype(np.float64)
         popularity = np.bincount(norm_csr.indices, minlength=data.n_items).astype(np.float64)
@@ -146,7 +131,7 @@ _AUTO_RATINGS_COST = 8.0
 def _user_order(data: Interactions) -> np.ndarray:
     """Positions of the training ratings sorted by user (stable): the layout of ``"users"`` batches."""
     try:
-        from cfrec.models.compiled import stable_key_order
+        from cfrec.engines.compiled import stable_key_order
     except ImportError:  # pragma: no cover - numba is a dependency
         return np.argsort(data.users, kind="stable")
     return stable_key_order(np.asarray(data.users), data.n_users)
@@ -189,9 +174,9 @@ class _SVDppLoss(torch.autograd.Function):
         pu, qi = p.index_select(0, u), q.index_select(0, i)
         x = pu + z.index_select(0, inv_u)
         bu_b, bi_b = bu.index_select(0, u), bi.index_select(0, i)
-        err = rating_error(x, qi, bu_b, bi_b, mu, r)
+        err = torch_factor.rating_error(x, qi, bu_b, bi_b, mu, r)
         n = max(len(u), 1)
-        loss = penalised_sse(err, pu, qi, bu_b, bi_b, reg, bias_reg)
+        loss = torch_factor.penalised_sse(err, pu, qi, bu_b, bi_b, reg, bias_reg)
         loss = loss / n
         rows_y, inv_y = implicit.items(items_j)
         y_r = coef = None
@@ -229,8 +214,8 @@ class _SVDppLoss(torch.autograd.Function):
                 gp = ex.add_(pu, alpha=reg) if reg else ex
                 dp = row_grad(u, gp.mul_(scale), p_shape)
         if need[1]:
-            dq = row_grad(i, reg_grad(qi, e, x, reg).mul_(scale * (reg or 1.0)), q_shape)
-        dbu, dbi = bias_grads(err, bu_b, bi_b, u, i, scale, bias_reg, bu_shape, bi_shape, (need[2], need[3]))
+            dq = row_grad(i, torch_factor.reg_grad(qi, e, x, reg).mul_(scale * (reg or 1.0)), q_shape)
+        dbu, dbi = torch_factor.bias_grads(err, bu_b, bi_b, u, i, scale, bias_reg, bu_shape, bi_shape, (need[2], need[3]))
         if need[5]:
             dmu = (err.sum() * scale).reshape(())
         return dp, dq, dbu, dbi, dy, dmu, *([None] * 7)
@@ -238,10 +223,10 @@ class _SVDppLoss(torch.autograd.Function):
 
 @functools.cache
 def _compiled_step() -> Any:
-    """:func:`cfrec.models.compiled.svdpp_adam_step`, or None where numba is missing (the
-    autograd step of :class:`_SVDppLoss` with :class:`~cfrec.models.torch_engine.Adam` is used)."""
+    """:func:`cfrec.engines.compiled.svdpp_adam_step`, or None where numba is missing (the
+    autograd step of :class:`_SVDppLoss` with :class:`~cfrec.engines.torch_loop.Adam` is used)."""
     try:
-        from cfrec.models.compiled import svdpp_adam_step
+        from cfrec.engines.compiled import svdpp_adam_step
     except ImportError:  # pragma: no cover - numba is a dependency
         return None
     return svdpp_adam_step
@@ -250,11 +235,11 @@ def _compiled_step() -> Any:
 class _CompiledAdam:
     """SVD++'s CPU step: the loss, its gradients and lazy Adam in one compiled pass per batch.
 
-    The same update as :class:`_SVDppLoss` followed by :class:`~cfrec.models.torch_engine.Adam`
+    The same update as :class:`_SVDppLoss` followed by :class:`~cfrec.engines.torch_loop.Adam`
     (its default betas and eps, coupled ``weight_decay`` on the touched rows), on numpy views of
     the network's parameters, with Adam's moments kept here. Called as the minibatch loss
     (row positions -> the step's loss, already applied); :attr:`schedule` is the optimiser
-    :func:`~cfrec.models.torch_engine.train_loop` sees, whose learning rate each step reads.
+    :func:`~cfrec.engines.torch_loop.train_loop` sees, whose learning rate each step reads.
     """
 
     betas = (0.9, 0.999)  # torch_engine.Adam's defaults
@@ -391,7 +376,7 @@ class SVDpp(TorchFactorModel):
     init_std: float = param(default=0.01, ge=0)
 
     def _build(self, data: Interactions, device: torch.device, gen: torch.Generator):
-        init = init_tensors(data, int(self.n_factors), float(self.init_std), bool(self.init_biases),
+        init = torch_factor.init_tensors(data, int(self.n_factors), float(self.init_std), bool(self.init_biases),
                              self.global_mean_, gen)
         batching = self._batching(data)  # a pass over the ratings on "auto": resolved once here
         implicit = _Implicit.build(data, int(self.batch_size), batching, device)

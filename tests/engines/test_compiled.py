@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cfrec.models.compiled import stable_key_order
+from cfrec.engines.compiled import stable_key_order
 
 
 @pytest.mark.parametrize("n_keys", [1, 7, 1000])

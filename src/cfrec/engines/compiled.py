@@ -9,10 +9,10 @@ folder is writable it is compiled in memory in each process.
 * :func:`funk_slice`: Funk's per-rating SGD over a slice of ratings (BiasedMF's default).
 * :func:`svdpp_adam_step`: one minibatch step of SVD++'s batch-mean loss with lazy Adam, the
   same update as :class:`~cfrec.models.svdpp._SVDppLoss` followed by
-  :class:`~cfrec.models.torch_engine.Adam` on its row-sparse gradients, in one pass that reads
+  :class:`~cfrec.engines.torch_loop.Adam` on its row-sparse gradients, in one pass that reads
   and writes the batch's rows only.
 * :func:`cg_chunk_products`: the products of ALS's and iALS's conjugate-gradient steps over one
-  chunk of ratings (:class:`~cfrec.models.als_solvers.NumpyCG`).
+  chunk of ratings (:class:`~cfrec.engines.cg.NumpyCG`).
 """
 
 from __future__ import annotations
@@ -289,7 +289,7 @@ def cg_chunk_products(ptr: np.ndarray, idx: np.ndarray, weight: np.ndarray, targ
     otherwise the columns (``v``, ``out``: n_cols x k; ``out`` is overwritten whole with this
     chunk's part). ``weight`` and ``target`` hold the chunk's ratings, or are empty for
     ``w = 1`` and ``t = 1 + w``. Returns ``(sum t s, sum w s^2)`` (zeros without the
-    residual). The same values as :class:`~cfrec.models.als_solvers.NumpyCG`'s sampled and
+    residual). The same values as :class:`~cfrec.engines.cg.NumpyCG`'s sampled and
     sparse products, without the sampled values' round trip through memory.
     """
     k = v.shape[1]
@@ -357,7 +357,7 @@ def cg_rows_half_step(ptr: np.ndarray, idx: np.ndarray, weight: np.ndarray, targ
                       steps: int, x: np.ndarray) -> float:  # pragma: no cover - compiled
     """The conjugate-gradient half-step of one chunk of rows, row after row, all steps at once.
 
-    The same steps as :func:`~cfrec.models.als_solvers.cg_half_step` (whose docstring gives
+    The same steps as :func:`~cfrec.engines.cg.cg_half_step` (whose docstring gives
     the system: ``A_r = gram + sum_o w_o f_o f_o' + diag_r``, ``b_r = sum_o t_o f_o``), but each
     row runs its residual and every step before the next row starts, so the fixed side's rows
     it rated stay in the cache across its steps instead of being read again from memory for

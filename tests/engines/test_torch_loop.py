@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from cfrec.data import Interactions
-from cfrec.errors import CfrecError, TrainingDiverged
-from cfrec.models.torch_engine import (
+from cfrec.engines.backend import make_generator, resolve_device
+from cfrec.engines.torch_loop import (
     SGD,
     Adagrad,
     Adam,
@@ -21,13 +21,12 @@ from cfrec.models.torch_engine import (
     batched_rmse,
     csr_segments,
     grouped_batches,
-    make_generator,
     make_optimizer,
-    resolve_device,
     row_grad,
     shuffled_batches,
     train_loop,
 )
+from cfrec.errors import CfrecError, TrainingDiverged
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -332,7 +331,7 @@ def test_make_optimizer_does_not_import_dynamo() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, torch; from cfrec.models.torch_engine import make_optimizer, row_grad;"
+    code = ("import sys, torch; from cfrec.engines.torch_loop import make_optimizer, row_grad;"
             "p=[torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4, 2))];"
             "o=make_optimizer('adam', p, lr=0.1); p[0].sum().backward();"
             "p[1].grad=row_grad(torch.tensor([1, 1, 3]), torch.ones(3, 2), (4, 2)); o.step();"

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from cfrec.engines import cg as solvers
+from cfrec.engines.backend import NumpyArrays
+from cfrec.engines.cg import CGSide, NumpyCG, TorchCG, cg_half_step
+from cfrec.engines.exact import Penalty, RatingSide, implicit_solve, solve_side
+from cfrec.engines.matrix import confidence_minus_one
 from cfrec.errors import CfrecError
-from cfrec.models import als_solvers as solvers
-from cfrec.models.als_solvers import CGSide, NumpyCG, RatingSide, TorchCG, cg_half_step
 
 
 def ratings(n_rows: int = 120, n_cols: int = 70, density: float = 0.15, seed: int = 0):
@@ -102,9 +105,9 @@ def test_products_equal_dense_reference(make, weighted: bool) -> None:
             w_dense = dense_weights(a, b, w_all if weighted else np.ones(len(r)), n, n_other)
             t_dense = dense_weights(a, b, t_all, n, n_other)
             s = v.astype(np.float64) @ fixed.T.astype(np.float64) * (w_dense != 0)
-            w_side = None if w_all is None else engine.asarray(w_all[side.order], np.float32)
-            t_side = engine.asarray(t_all[side.order], np.float32)
-            tv, tf = engine.asarray(v, np.float32), engine.asarray(fixed, np.float32)
+            w_side = None if w_all is None else engine.xp.asarray(w_all[side.order], np.float32)
+            t_side = engine.xp.asarray(t_all[side.order], np.float32)
+            tv, tf = engine.xp.asarray(v, np.float32), engine.xp.asarray(fixed, np.float32)
             applied = to_np(engine.apply(side, tv, tf, w_side))
             np.testing.assert_allclose(applied, (w_dense * s) @ fixed, rtol=1e-4, atol=1e-4)
             res, t_s, w_ss = engine.residual(side, tv, tf, w_side, t_side)
@@ -174,7 +177,7 @@ def test_fused_user_half_step_equals_the_step_by_step_passes(implicit: bool,
             side = engine.user_side
             if implicit:
                 kw = dict(target=None, weight=(0.4 * r[side.order]).astype(np.float32),
-                          gram=engine.gram(fixed), diag=np.full((150, 1), 3.0, np.float32))
+                          gram=engine.xp.gram(fixed), diag=np.full((150, 1), 3.0, np.float32))
             else:
                 kw = dict(target=(r - r.mean())[side.order].astype(np.float32), weight=None, gram=None,
                           diag=rng.uniform(1, 2, (150, d)).astype(np.float32))
@@ -224,12 +227,12 @@ def explicit_problem(seed: int = 0, k: int = 4):
     rng = np.random.default_rng(seed + 10)
     fixed = rng.normal(0, 0.5, (n_cols, k)).astype(np.float32)
     target = (r - r.mean()).astype(np.float32)
-    return rows, cols, target, n_rows, n_cols, fixed, solvers.Penalty(0.05, 1.0, 2.0)
+    return rows, cols, target, n_rows, n_cols, fixed, Penalty(0.05, 1.0, 2.0)
 
 
 def exact_explicit(rows, cols, target, n_rows, n_cols, fixed, pen) -> np.ndarray:
     side = RatingSide.build(rows, cols, n_rows, n_cols)
-    return solvers.NumpyOps().solve_side(side, fixed, target[side.order], pen)[0]
+    return solve_side(NumpyArrays(), side, fixed, target[side.order], pen)[0]
 
 
 def cg_explicit(make, rows, cols, target, n_rows, n_cols, fixed, pen, steps, x0=None):
@@ -242,12 +245,12 @@ def cg_explicit(make, rows, cols, target, n_rows, n_cols, fixed, pen, steps, x0=
         x, f = cg_half_step(
             engine,
             side,
-            engine.asarray(f1, np.float32),
-            engine.asarray(start, np.float32),
-            target=engine.asarray(target[side.order], np.float32),
+            engine.xp.asarray(f1, np.float32),
+            engine.xp.asarray(start, np.float32),
+            target=engine.xp.asarray(target[side.order], np.float32),
             weight=None,
             gram=None,
-            diag=engine.asarray(pen.diagonal(side.counts, k), np.float32),
+            diag=engine.xp.asarray(pen.diagonal(side.counts, k), np.float32),
             steps=steps,
         )
     return to_np(x), f
@@ -272,14 +275,14 @@ def implicit_problem(seed: int = 0, k: int = 4):
     n_rows, n_cols = 120, 70
     rng = np.random.default_rng(seed + 20)
     fixed = rng.normal(0, 0.3, (n_cols, k)).astype(np.float32)
-    weight = solvers.confidence_minus_one(r, 2.0, "linear", 1.0)
+    weight = confidence_minus_one(r, 2.0, "linear", 1.0)
     reg = np.full(n_rows, 0.8, np.float32)
     return rows, cols, weight, n_rows, n_cols, fixed, reg
 
 
 def exact_implicit(rows, cols, weight, n_rows, n_cols, fixed, reg) -> np.ndarray:
     side = RatingSide.build(rows, cols, n_rows, n_cols)
-    return solvers.implicit_solve_numpy(side, fixed, weight[side.order], reg)
+    return implicit_solve(NumpyArrays(), side, fixed, weight[side.order], reg)
 
 
 def cg_implicit(make, rows, cols, weight, n_rows, n_cols, fixed, reg, steps, x0=None):
@@ -287,17 +290,17 @@ def cg_implicit(make, rows, cols, weight, n_rows, n_cols, fixed, reg, steps, x0=
     engine = make(rows, cols, n_rows, n_cols, k, chunk=200)
     with engine:
         side = engine.user_side
-        tf = engine.asarray(fixed, np.float32)
+        tf = engine.xp.asarray(fixed, np.float32)
         start = np.zeros((n_rows, k), np.float32) if x0 is None else x0
         x, f = cg_half_step(
             engine,
             side,
             tf,
-            engine.asarray(start, np.float32),
+            engine.xp.asarray(start, np.float32),
             target=None,
-            weight=engine.asarray(weight[side.order], np.float32),
-            gram=engine.gram(tf),
-            diag=engine.asarray(reg[:, None], np.float32),
+            weight=engine.xp.asarray(weight[side.order], np.float32),
+            gram=engine.xp.gram(tf),
+            diag=engine.xp.asarray(reg[:, None], np.float32),
             steps=steps,
         )
     return to_np(x), f

@@ -1,444 +1,42 @@
-"""Solvers shared by the alternating-least-squares models (:mod:`cfrec.models.als`, explicit
-ratings, and :mod:`cfrec.models.ials`, implicit feedback).
+"""Conjugate-gradient half-steps of the alternating-least-squares models (:mod:`cfrec.models.als`,
+explicit ratings, and :mod:`cfrec.models.ials`, implicit feedback).
 
 Both alternate half-steps: with one side fixed, every row ``r`` of the other side solves a small
 ridge regression ``A_r x_r = b_r`` with ``A_r = G + F_r' W_r F_r + D_r``, where ``F_r`` are the
 fixed side's vectors of the row's ratings, ``W_r`` their weights (1 for explicit ALS,
 ``c - 1`` for iALS), ``G`` a Gram matrix every row shares (``F'F`` for iALS, none for ALS) and
-``D_r`` the row's L2 diagonal. Two ways to solve them:
-
-* **Conjugate gradient** (:func:`cg_half_step`; Takacs, Pilaszy & Tikk 2011, as implicit and
-  Spark do): a few CG steps per half-step, warm-started from the current vectors, for every row
-  at once. One CG step needs ``A_r v_r`` for every row: a sampled dense-dense product (``f_o .
-  v_r`` at every rating), a sparse-dense product back (``sum_o w_o (f_o . v_r) f_o``), ``v_r G``
-  and ``D_r v_r``. That is ``ratings x d`` work per step and ``O((rows + others) x d)`` memory
-  plus one chunk's buffers. :class:`NumpyCG` runs the products on CPU over one user-major
-  layout, in chunks of ratings spread over a few threads; :class:`TorchCG` runs them with torch
-  (for CUDA).
-* **Exact** (:class:`NumpyOps`, :class:`TorchOps`, :func:`implicit_solve_numpy`,
-  :func:`implicit_solve_torch`): :class:`RatingSide` groups the ratings by row (CSR order); the
-  normal equations of all rows are assembled from a sparse (rows x others) matrix times the
-  fixed side's packed outer products and solved in chunks by batched LAPACK (numpy) or batched
-  Cholesky (torch), so work grows with ``ratings x d^2`` and memory with rows x d^2 per chunk,
-  never with users x items.
+``D_r`` the row's L2 diagonal. :func:`cg_half_step` takes a few CG steps per half-step (Takacs,
+Pilaszy & Tikk 2011, as implicit and Spark do), warm-started from the current vectors, for every
+row at once. One CG step needs ``A_r v_r`` for every row: a sampled dense-dense product (``f_o .
+v_r`` at every rating), a sparse-dense product back (``sum_o w_o (f_o . v_r) f_o``), ``v_r G``
+and ``D_r v_r``. That is ``ratings x d`` work per step and ``O((rows + others) x d)`` memory plus
+one chunk's buffers. :class:`NumpyCG` runs the products on CPU over one user-major layout, in
+chunks of ratings spread over a few threads; :class:`TorchCG` runs them with torch (for CUDA).
+Both do their vector arithmetic through their :class:`~cfrec.engines.backend.ArrayBackend`
+(``engine.xp``). :mod:`cfrec.engines.exact` solves the same systems exactly.
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, NamedTuple, Protocol, Self, TypeVar, cast
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from cfrec.engines.backend import ArrayBackend, NumpyArrays, TorchArrays, torch_csr
 from cfrec.errors import CfrecError
 from cfrec.threads import pool_threads, threads_for, using_threads
 
-#: Upper bound on the float32 elements of one chunk of normal equations (rows x d x d): 64 MiB.
-_CHUNK_ELEMENTS = 1 << 24
-#: Ratings per chunk when evaluating the objective (bounds the gathered (chunk, k) blocks).
-EVAL_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class RatingSide:
-    """The ratings grouped by one side (users or items) in CSR order.
-
-    ``indices[indptr[r]:indptr[r+1]]`` are the other-side indices of row ``r``'s ratings and
-    ``order`` maps CSR positions back to rows of the original rating arrays.
-    """
-
-    indptr: np.ndarray  # int64 (n_rows + 1,)
-    indices: np.ndarray  # int64 (nnz,)
-    order: np.ndarray  # int64 (nnz,)
-    counts: np.ndarray  # float32 (n_rows,)
-    n_other: int
-
-    @classmethod
-    def build(cls, rows: np.ndarray, other: np.ndarray, n_rows: int, n_other: int) -> RatingSide:
-        order = np.argsort(rows, kind="stable").astype(np.int64)
-        counts = np.bincount(rows, minlength=n_rows)
-        indptr = np.zeros(n_rows + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        return cls(indptr, other[order].astype(np.int64), order, counts.astype(np.float32), n_other)
-
-    def row_blocks(self, d: int) -> Iterator[RowBlock]:
-        """The rows in consecutive blocks of :func:`chunk_rows` ``(d)`` rows, so that one block's
-        ``d x d`` normal equations stay within :data:`_CHUNK_ELEMENTS`."""
-        n_rows = len(self.counts)
-        step = chunk_rows(d)
-        for start in range(0, n_rows, step):
-            stop = min(start + step, n_rows)
-            lo, hi = int(self.indptr[start]), int(self.indptr[stop])
-            yield RowBlock(start, stop, lo, hi, self.indptr[start : stop + 1] - lo,
-                           self.indices[lo:hi], (stop - start, self.n_other))
-
-
-class RowBlock(NamedTuple):
-    """Rows ``start:stop`` of a :class:`RatingSide` with their ratings ``lo:hi``: the block's
-    local CSR row pointers ``ptr``, other-side indices ``idx`` and matrix ``shape``."""
-
-    start: int
-    stop: int
-    lo: int
-    hi: int
-    ptr: np.ndarray
-    idx: np.ndarray
-    shape: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class Penalty:
-    """L2 strengths: ``reg * n + reg_const`` on a row's factors, ``reg_bias`` on its bias."""
-
-    reg: float
-    reg_const: float
-    reg_bias: float
-
-    def diagonal(self, counts: np.ndarray, k: int) -> np.ndarray:
-        """Per-row diagonal added to the ``[b, x]`` normal equations: (n_rows, k + 1) float32."""
-        diag = np.empty((len(counts), k + 1), dtype=np.float32)
-        diag[:, 0] = self.reg_bias
-        diag[:, 1:] = (self.reg * counts + self.reg_const)[:, None]
-        return diag
-
-
-def chunk_rows(d: int) -> int:
-    return max(1, _CHUNK_ELEMENTS // (d * d))
-
-
-class NumpyOps:
-    """CPU arithmetic: numpy + scipy.sparse + LAPACK.
-
-    On CPU this beats torch's sparse products and batched Cholesky (per-matrix overhead) by 3-5x
-    for the small ``d`` of explicit ALS, and single-threaded numpy elementwise work does not stall
-    when the cores are shared. The systems are symmetric positive definite (the factor block gets
-    at least ``reg_const + reg * n`` on its diagonal and the bias block's Schur complement is a
-    scatter matrix plus that), so LAPACK's batched LU solver is as accurate as Cholesky here and
-    faster for many tiny systems.
-    """
-
-    def asarray(self, a: np.ndarray, dtype: Any) -> np.ndarray:
-        return np.ascontiguousarray(a, dtype=dtype)
-
-    def to_numpy(self, a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(a, dtype=np.float32)
-
-    def sum64(self, a: np.ndarray) -> float:
-        return float(a.sum(dtype=np.float64))
-
-    def solve_side(
-        self, side: RatingSide, fixed: np.ndarray, target: np.ndarray, penalty: Penalty
-    ) -> tuple[np.ndarray, float]:
-        """Every row's ``[b, x]`` minimising its ridge problem against the fixed ``[1, fixed]``.
-
-        ``target`` holds, in the side's CSR order, the rating minus everything the fixed side
-        already explains (``r - mu - b_other``). Returns the (n_rows, k + 1) float32 solutions
-        and the training sum of squared errors after the step, without revisiting the ratings:
-        with ``A = G + D`` (Gram matrix plus penalty diagonal) and ``A x = rhs``,
-        ``sum (t - y.x)^2 = sum t^2 - x.rhs - x'Dx``.
-        """
-        k = fixed.shape[1]
-        d = k + 1
-        y = np.empty((fixed.shape[0], d), dtype=np.float32)
-        y[:, 0] = 1.0
-        y[:, 1:] = fixed
-        tri_r, tri_c = np.triu_indices(d)
-        packed = y[:, tri_r] * y[:, tri_c]  # (n_other, d(d+1)/2): packed outer products
-        n_rows = len(side.counts)
-        diag = penalty.diagonal(side.counts, k)
-        out = np.empty((n_rows, d), dtype=np.float32)
-        explained = 0.0
-        for start, stop, lo, hi, ptr, idx, shape in side.row_blocks(d):
-            ones = sp.csr_array((np.ones(hi - lo, dtype=np.float32), idx, ptr), shape=shape)
-            vals = sp.csr_array((target[lo:hi], idx, ptr), shape=shape)
-            gram = ones @ packed
-            a = np.empty((stop - start, d, d), dtype=np.float32)
-            a[:, tri_r, tri_c] = gram
-            a[:, tri_c, tri_r] = gram
-            a[:, np.arange(d), np.arange(d)] += diag[start:stop]
-            rhs = vals @ y
-            x = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
-            out[start:stop] = x
-            explained += float(
-                np.einsum("ij,ij->", x, rhs + diag[start:stop] * x, dtype=np.float64)
-            )
-        return out, float(np.square(target, dtype=np.float64).sum()) - explained
-
-
-class TorchOps:
-    """The same arithmetic with torch sparse products and batched Cholesky (for CUDA)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def asarray(self, a: np.ndarray, dtype: Any) -> torch.Tensor:
-        tdtype = torch.int64 if np.dtype(dtype).kind in "iu" else torch.float32
-        return torch.as_tensor(np.asarray(a, dtype=dtype), dtype=tdtype, device=self.device)
-
-    def to_numpy(self, a: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(a.detach().cpu().numpy(), dtype=np.float32)
-
-    def sum64(self, a: torch.Tensor) -> float:
-        return float(a.sum(dtype=torch.float64))
-
-    def solve_side(
-        self, side: RatingSide, fixed: torch.Tensor, target: torch.Tensor, penalty: Penalty
-    ) -> tuple[torch.Tensor, float]:
-        dev = self.device
-        k = fixed.shape[1]
-        d = k + 1
-        y = torch.cat(
-            [torch.ones((fixed.shape[0], 1), dtype=torch.float32, device=dev), fixed], dim=1
-        )
-        tri = torch.triu_indices(d, d, device=dev)
-        packed = y[:, tri[0]] * y[:, tri[1]]
-        n_rows = len(side.counts)
-        diag = torch.as_tensor(penalty.diagonal(side.counts, k), device=dev)
-        eye = torch.arange(d, device=dev)
-        out = torch.empty((n_rows, d), dtype=torch.float32, device=dev)
-        explained = torch.zeros((), dtype=torch.float64, device=dev)
-        for start, stop, lo, hi, np_ptr, np_idx, shape in side.row_blocks(d):
-            ptr, idx = torch.as_tensor(np_ptr, device=dev), torch.as_tensor(np_idx, device=dev)
-            ones = torch_csr_from_arrays(
-                ptr, idx, torch.ones(hi - lo, dtype=torch.float32, device=dev), shape
-            )
-            vals = torch_csr_from_arrays(ptr, idx, target[lo:hi].contiguous(), shape)
-            gram = ones @ packed
-            a = torch.empty((stop - start, d, d), dtype=torch.float32, device=dev)
-            a[:, tri[0], tri[1]] = gram
-            a[:, tri[1], tri[0]] = gram
-            a[:, eye, eye] += diag[start:stop]
-            chol, info = torch.linalg.cholesky_ex(a)
-            if bool((info != 0).any()):
-                raise CfrecError(
-                    "ALS normal equations are not positive definite (non-finite "
-                    "factors?); try a larger reg_const"
-                )
-            rhs = vals @ y
-            x = torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
-            out[start:stop] = x
-            explained += (x.double() * (rhs + diag[start:stop] * x).double()).sum()
-        return out, float(target.double().square().sum() - explained)
-
-
-def torch_csr_from_arrays(
-    ptr: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
-) -> torch.Tensor:
-    """A torch CSR matrix from arrays already known valid (silences torch's beta warning)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
-        )
-        return torch.sparse_csr_tensor(ptr, idx, values, shape, check_invariants=False)
-
-
 _A = TypeVar("_A", np.ndarray, torch.Tensor)
-_T = TypeVar("_T")
 
-
-def after_setup(sweeps: Generator[_T | None, None, None]) -> Generator[_T, None, None]:
-    """Run a solver's sweep generator through its set-up and return it.
-
-    The generator yields None once its set-up (layouts, weights, starting factors) is done,
-    then one item a sweep: a sweep's seconds, timed around each later item, leave the set-up
-    out (as implicit's per-iteration times and the torch models' epochs do); the fit's total
-    time still counts it.
-    """
-    if next(sweeps) is not None:
-        raise RuntimeError("a sweep generator yields None once its set-up is done")
-    return cast(Generator[_T, None, None], sweeps)
-
-
-class Ops(Protocol[_A]):
-    """The backend arithmetic ALS needs, over one array type ``_A`` (:class:`NumpyOps`: numpy
-    arrays, :class:`TorchOps`: torch tensors). The fitting code mixes the arrays with plain
-    operators, so it holds them as ``Ops[Any]``."""
-
-    def asarray(self, a: np.ndarray, dtype: Any) -> _A: ...
-
-    def to_numpy(self, a: _A) -> np.ndarray: ...
-
-    def sum64(self, a: _A) -> float: ...
-
-    def solve_side(
-        self, side: RatingSide, fixed: _A, target: _A, penalty: Penalty
-    ) -> tuple[_A, float]: ...
-
-
-def penalty_value(
-    ops: Ops[Any], penalty: Penalty, n_u: Any, bu: Any, p: Any, n_i: Any, bi: Any, q: Any
-) -> float:
-    """``sum_rows (reg * n + reg_const) |x|^2 + reg_bias * b^2`` over users and items."""
-    total = 0.0
-    for n, b, x in ((n_u, bu, p), (n_i, bi, q)):
-        total += ops.sum64((penalty.reg * n + penalty.reg_const) * (x * x).sum(1))
-        total += penalty.reg_bias * ops.sum64(b * b)
-    return total
-
-
-def explicit_objective(
-    ops: Ops[Any],
-    users: Any,
-    items: Any,
-    resid: Any,
-    bu: Any,
-    bi: Any,
-    p: Any,
-    q: Any,
-    n_u: Any,
-    n_i: Any,
-    penalty: Penalty,
-) -> tuple[float, float]:
-    """Regularised ALS objective and training RMSE (unclipped) computed from the ratings.
-
-    ``resid`` is ``r - mu``. The objective is ``sum (r - mu - b_u - b_i - p_u.q_i)^2`` plus
-    :func:`penalty_value`; each half-step minimises it exactly given the other side. Training
-    uses the cheaper identity of :meth:`NumpyOps.solve_side` instead; this direct form checks it.
-    """
-    sse = 0.0
-    for s in range(0, len(resid), EVAL_CHUNK):
-        u, i = users[s : s + EVAL_CHUNK], items[s : s + EVAL_CHUNK]
-        err = resid[s : s + EVAL_CHUNK] - bu[u] - bi[i] - (p[u] * q[i]).sum(1)
-        sse += ops.sum64(err * err)
-    return sse + penalty_value(ops, penalty, n_u, bu, p, n_i, bi, q), (
-        sse / max(len(resid), 1)
-    ) ** 0.5
-
-
-def valid_rmse(
-    ops: Ops[Any],
-    users: Any,
-    items: Any,
-    ratings: Any,
-    mu: float,
-    bu: Any,
-    bi: Any,
-    p: Any,
-    q: Any,
-    scale: tuple[float, float],
-) -> float:
-    """RMSE of clipped predictions on validation pairs (model indices)."""
-    sse = 0.0
-    for s in range(0, len(ratings), EVAL_CHUNK):
-        u, i = users[s : s + EVAL_CHUNK], items[s : s + EVAL_CHUNK]
-        pred = (mu + bu[u] + bi[i] + (p[u] * q[i]).sum(1)).clip(*scale)
-        err = ratings[s : s + EVAL_CHUNK] - pred
-        sse += ops.sum64(err * err)
-    return (sse / max(len(ratings), 1)) ** 0.5
-
-
-#: Ratings per chunk when evaluating the implicit objective.
-IMPLICIT_EVAL_CHUNK = 1 << 18
-
-
-def confidence_minus_one(ratings: np.ndarray, alpha: float, kind: str, eps: float) -> np.ndarray:
-    """``c - 1`` for rated pairs: ``alpha * r`` (linear) or ``alpha * log(1 + r / eps)`` (log),
-    float32 (computed in float32: no float64 copy of millions of ratings)."""
-    r = np.asarray(ratings, dtype=np.float32)
-    if kind == "linear":
-        return np.multiply(r, np.float32(alpha), dtype=np.float32)
-    f = np.log1p(np.divide(r, np.float32(eps), dtype=np.float32))
-    f *= np.float32(alpha)
-    return f
-
-
-def implicit_solve_numpy(
-    side: RatingSide, fixed: np.ndarray, weight: np.ndarray, reg_diag: np.ndarray
-) -> np.ndarray:
-    """Every row's ``x`` solving ``(F'F + F_r' W_r F_r + reg_r I) x = F_r' (1 + w_r)``.
-
-    ``weight`` holds ``c - 1`` in the side's CSR order and ``reg_diag`` the per-row L2 strength.
-    """
-    k = fixed.shape[1]
-    tri_r, tri_c = np.triu_indices(k)
-    packed = fixed[:, tri_r] * fixed[:, tri_c]  # (n_other, k(k+1)/2) packed outer products
-    shared = fixed.T.astype(np.float64) @ fixed.astype(np.float64)
-    n_rows = len(side.counts)
-    out = np.empty((n_rows, k), dtype=np.float32)
-    eye = np.arange(k)
-    for start, stop, lo, hi, ptr, idx, shape in side.row_blocks(k):
-        w = weight[lo:hi]
-        gram = sp.csr_array((w, idx, ptr), shape=shape) @ packed
-        rhs = sp.csr_array((w + np.float32(1.0), idx, ptr), shape=shape) @ fixed
-        a = np.empty((stop - start, k, k), dtype=np.float32)
-        a[:] = shared.astype(np.float32)
-        a[:, tri_r, tri_c] += gram
-        off = tri_r != tri_c
-        a[:, tri_c[off], tri_r[off]] += gram[:, off]
-        a[:, eye, eye] += reg_diag[start:stop, None]
-        out[start:stop] = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
-    return out
-
-
-def implicit_solve_torch(
-    side: RatingSide, fixed: torch.Tensor, weight: torch.Tensor, reg_diag: torch.Tensor
-) -> torch.Tensor:
-    """:func:`implicit_solve_numpy` with torch sparse products and batched Cholesky (for CUDA)."""
-    dev = fixed.device
-    k = fixed.shape[1]
-    tri = torch.triu_indices(k, k, device=dev)
-    packed = fixed[:, tri[0]] * fixed[:, tri[1]]
-    shared = (fixed.double().T @ fixed.double()).float()
-    off = tri[0] != tri[1]
-    eye = torch.arange(k, device=dev)
-    n_rows = len(side.counts)
-    out = torch.empty((n_rows, k), dtype=torch.float32, device=dev)
-    for start, stop, lo, hi, np_ptr, np_idx, shape in side.row_blocks(k):
-        ptr, idx = torch.as_tensor(np_ptr, device=dev), torch.as_tensor(np_idx, device=dev)
-        w = weight[lo:hi].contiguous()
-        gram = torch_csr_from_arrays(ptr, idx, w, shape) @ packed
-        rhs = torch_csr_from_arrays(ptr, idx, w + 1.0, shape) @ fixed
-        a = shared.expand(stop - start, k, k).clone()
-        a[:, tri[0], tri[1]] += gram
-        a[:, tri[1][off], tri[0][off]] += gram[:, off]
-        a[:, eye, eye] += reg_diag[start:stop, None]
-        chol, info = torch.linalg.cholesky_ex(a)
-        if bool((info != 0).any()):
-            raise CfrecError(
-                "iALS normal equations are not positive definite (non-finite factors?); "
-                "try a larger reg"
-            )
-        out[start:stop] = torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
-    return out
-
-
-def implicit_objective(
-    users: np.ndarray,
-    items: np.ndarray,
-    weight: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    reg_u: np.ndarray,
-    reg_i: np.ndarray,
-) -> float:
-    """The full iALS objective over all users x items pairs, without forming them.
-
-    ``sum_all c (p - s)^2 = sum_all s^2 + sum_rated [(1 + w)(1 - s)^2 - s^2]`` with
-    ``sum_all s^2 = <X'X, Y'Y>`` and ``w = c - 1``; plus the L2 terms.
-    """
-    x64, y64 = x.astype(np.float64), y.astype(np.float64)
-    total = float(np.sum((x64.T @ x64) * (y64.T @ y64)))
-    for s in range(0, len(users), IMPLICIT_EVAL_CHUNK):
-        u, i = users[s : s + IMPLICIT_EVAL_CHUNK], items[s : s + IMPLICIT_EVAL_CHUNK]
-        score = np.einsum("ij,ij->i", x[u], y[i]).astype(np.float64)
-        total += float(
-            np.sum((1.0 + weight[s : s + IMPLICIT_EVAL_CHUNK]) * (1.0 - score) ** 2 - score**2)
-        )
-    total += float(np.dot(reg_u, np.einsum("ij,ij->i", x64, x64)))
-    total += float(np.dot(reg_i, np.einsum("ij,ij->i", y64, y64)))
-    return total
-
-
-# ====================================================================== conjugate gradient
 #: The CG products run in chunks of about 1/CG_CHUNKS of the ratings, within these bounds: few
 #: enough chunks that adding up the per-chunk parts of a column-side product stays cheap, small
 #: enough buffers (a chunk's ratings, never times d) and enough chunks to share out over threads.
@@ -530,32 +128,11 @@ class CGEngine(Protocol):
 
     user_side: CGSide
     item_side: CGSide
+    xp: ArrayBackend
 
     def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
-
-    def asarray(self, a: np.ndarray, dtype: Any) -> Any: ...
-
-    def to_numpy(self, a: Any) -> np.ndarray: ...
-
-    def index(self, a: np.ndarray) -> Any: ...
-
-    def sum64(self, a: Any) -> float: ...
-
-    def dot64(self, a: Any, b: Any) -> float: ...
-
-    def copy(self, a: Any) -> Any: ...
-
-    def rowdot(self, a: Any, b: Any) -> Any: ...
-
-    def ratio(self, num: Any, den: Any) -> Any: ...
-
-    def zeros(self, shape: tuple[int, int]) -> Any: ...
-
-    def with_ones(self, z: Any) -> Any: ...
-
-    def gram(self, f: Any) -> Any: ...
 
     def residual(
         self, side: CGSide, v: Any, fixed: Any, weight: Any, target: Any
@@ -569,6 +146,8 @@ class CGEngine(Protocol):
 
 class _CGProducts(ABC, Generic[_A]):
     """The two products CG needs, from one engine's ``_products`` (numpy or torch arrays)."""
+
+    xp: ArrayBackend
 
     @abstractmethod
     def _products(self, side: CGSide, v: _A, fixed: _A, weight: _A | None, target: _A | None,
@@ -593,20 +172,6 @@ class _CGProducts(ABC, Generic[_A]):
         passes over all rows."""
         return None
 
-    def with_ones(self, z: _A) -> _A:
-        """A copy of ``z`` whose first column is 1 (the constant column of ALS's augmented factors)."""
-        out = self.copy(z)
-        out[:, 0] = 1.0
-        return out
-
-    @abstractmethod
-    def copy(self, a: _A) -> _A:
-        """A float32 copy of ``a`` that owns its memory."""
-
-    @abstractmethod
-    def _ones_like(self, a: _A) -> _A:
-        """An array of ones shaped like ``a``, in this engine's array type."""
-
     def _chunk_values(self, ch: _Chunk, s: _A, weight: Any, target: Any,
                       with_residual: bool) -> tuple[_A, _A | None, _A]:
         """``(values, t, w s)`` at the chunk's ratings from their sampled products ``s``: the
@@ -620,7 +185,7 @@ class _CGProducts(ABC, Generic[_A]):
         if target is not None:
             t = target[ch.lo : ch.hi]
         else:
-            t = self._ones_like(s) if w is None else 1.0 + w
+            t = self.xp.ones_like(s) if w is None else 1.0 + w
         return t - ws, t, ws
 
 
@@ -632,9 +197,9 @@ _NO_GRAM = np.zeros((0, 0), dtype=np.float32)  # "no Gram matrix" for the compil
 
 @functools.cache
 def _compiled_half_step() -> Any:
-    """:func:`cfrec.models.compiled.cg_rows_half_step`, or None where numba is missing."""
+    """:func:`cfrec.engines.compiled.cg_rows_half_step`, or None where numba is missing."""
     try:
-        from cfrec.models.compiled import cg_rows_half_step
+        from cfrec.engines.compiled import cg_rows_half_step
     except ImportError:  # pragma: no cover - numba is a dependency
         return None
     return cg_rows_half_step
@@ -642,10 +207,10 @@ def _compiled_half_step() -> Any:
 
 @functools.cache
 def _compiled_products() -> Any:
-    """:func:`cfrec.models.compiled.cg_chunk_products`, or None where numba is missing (then
+    """:func:`cfrec.engines.compiled.cg_chunk_products`, or None where numba is missing (then
     torch's sampled product and scipy's sparse product compute the same values)."""
     try:
-        from cfrec.models.compiled import cg_chunk_products
+        from cfrec.engines.compiled import cg_chunk_products
     except ImportError:  # pragma: no cover - numba is a dependency
         return None
     return cg_chunk_products
@@ -661,7 +226,7 @@ class NumpyCG(_CGProducts[np.ndarray]):
     product took 2-3x and its sparse product 4-5x as long. The sampled product
     is torch's ``sampled_addmm`` (CSR), the sparse-dense products are scipy's.
 
-    Each chunk's products are one compiled pass (:func:`cfrec.models.compiled.cg_chunk_products`)
+    Each chunk's products are one compiled pass (:func:`cfrec.engines.compiled.cg_chunk_products`)
     where numba is there, which computes the same values without the sampled values' round trip
     through memory.
 
@@ -680,6 +245,7 @@ class NumpyCG(_CGProducts[np.ndarray]):
         rows = np.asarray(rows)
         cols = np.asarray(cols)
         order, counts, indptr = _csr_layout(rows, cols, n_rows)
+        self.xp = NumpyArrays()
         self.n_rows, self.n_cols = int(n_rows), int(n_cols)
         self.indices = cols[order].astype(_index_dtype(n_cols), copy=False)
         row_of = rows[order].astype(_index_dtype(n_rows), copy=False)
@@ -710,7 +276,7 @@ class NumpyCG(_CGProducts[np.ndarray]):
         lo, hi = int(indptr[start]), int(indptr[stop])
         ptr = (indptr[start : stop + 1] - lo).astype(np.int32)
         idx = self.indices[lo:hi]
-        template = torch_csr_from_arrays(
+        template = torch_csr(
             torch.from_numpy(ptr),
             torch.from_numpy(idx),
             torch.from_numpy(self._zeros[: hi - lo]),
@@ -758,7 +324,7 @@ class NumpyCG(_CGProducts[np.ndarray]):
                         weight: np.ndarray | None, gram: np.ndarray | None, diag: np.ndarray,
                         steps: int) -> tuple[np.ndarray, float] | None:
         """The user side's half-step, a compiled pass a chunk
-        (:func:`cfrec.models.compiled.cg_rows_half_step`); the item side's ratings are spread
+        (:func:`cfrec.engines.compiled.cg_rows_half_step`); the item side's ratings are spread
         over every chunk of the user-major layout, so it runs step by step (None)."""
         kernel = _compiled_half_step()
         if kernel is None or side.kind != "rows":
@@ -783,42 +349,6 @@ class NumpyCG(_CGProducts[np.ndarray]):
         if key not in self._parts:
             self._parts = {key: [np.empty((self.n_cols, width), dtype=np.float32) for _ in range(n)]}
         return self._parts[key]
-
-    # ------------------------------------------------------------------ arithmetic
-    def asarray(self, a: np.ndarray, dtype: Any) -> np.ndarray:
-        return np.ascontiguousarray(a, dtype=dtype)
-
-    def to_numpy(self, a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(a, dtype=np.float32)
-
-    def index(self, a: np.ndarray) -> np.ndarray:
-        return a
-
-    def sum64(self, a: np.ndarray) -> float:
-        return float(np.sum(a, dtype=np.float64))
-
-    def dot64(self, a: np.ndarray, b: np.ndarray) -> float:
-        """``sum(a * b)`` of two vectors, accumulated in float64 without a float64 copy."""
-        return float(np.einsum("i,i->", a, b, dtype=np.float64))
-
-    def copy(self, a: np.ndarray) -> np.ndarray:
-        return np.array(a, dtype=np.float32, order="C")
-
-    def rowdot(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.einsum("ij,ij->i", a, b)
-
-    def ratio(self, num: np.ndarray, den: np.ndarray) -> np.ndarray:
-        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-
-    def zeros(self, shape: tuple[int, int]) -> np.ndarray:
-        return np.zeros(shape, dtype=np.float32)
-
-    def _ones_like(self, a: np.ndarray) -> np.ndarray:
-        return np.ones_like(a)
-
-    def gram(self, f: np.ndarray) -> np.ndarray:
-        f64 = f.astype(np.float64)
-        return (f64.T @ f64).astype(np.float32)
 
     # ------------------------------------------------------------------ products
     def _sampled(self, ch: _Chunk, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -877,7 +407,6 @@ class NumpyCG(_CGProducts[np.ndarray]):
         return total, sum_ts, sum_wss
 
 
-
 class TorchCG(_CGProducts[torch.Tensor]):
     """The products of :class:`NumpyCG` with torch on ``device`` (for CUDA).
 
@@ -889,6 +418,7 @@ class TorchCG(_CGProducts[torch.Tensor]):
     def __init__(self, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *, device: torch.device,
                  width: int, threads: int | None = None, chunk: int | None = None) -> None:
         self.device = device
+        self.xp = TorchArrays(device)
         self._threads = threads_for(int(len(rows)) * int(width), threads)
         self._stack: ExitStack | None = None
         size = int(chunk) if chunk is not None else TORCH_CG_CHUNK
@@ -909,7 +439,7 @@ class TorchCG(_CGProducts[torch.Tensor]):
             for a, b in zip(bounds[:-1], bounds[1:], strict=True):
                 lo, hi = int(indptr[a]), int(indptr[b])
                 ptr = torch.as_tensor(indptr[a : b + 1] - lo, device=device)
-                template = torch_csr_from_arrays(
+                template = torch_csr(
                     ptr, t_idx[lo:hi], zeros[: hi - lo], (int(b - a), int(n_c))
                 )
                 chunks.append(
@@ -930,42 +460,6 @@ class TorchCG(_CGProducts[torch.Tensor]):
         if stack is not None:
             stack.close()
 
-    def asarray(self, a: np.ndarray, dtype: Any) -> torch.Tensor:
-        tdtype = torch.int64 if np.dtype(dtype).kind in "iu" else torch.float32
-        return torch.as_tensor(np.asarray(a, dtype=dtype), dtype=tdtype, device=self.device)
-
-    def to_numpy(self, a: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(a.detach().cpu().numpy(), dtype=np.float32)
-
-    def index(self, a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(a, dtype=np.int64), device=self.device)
-
-    def sum64(self, a: torch.Tensor) -> float:
-        return float(a.sum(dtype=torch.float64))
-
-    def dot64(self, a: torch.Tensor, b: torch.Tensor) -> float:
-        return float(torch.dot(a.double(), b.double()))
-
-    def copy(self, a: torch.Tensor) -> torch.Tensor:
-        return a.clone()
-
-    def rowdot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (a * b).sum(1)
-
-    def ratio(self, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-        return torch.where(
-            den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num)
-        )
-
-    def zeros(self, shape: tuple[int, int]) -> torch.Tensor:
-        return torch.zeros(shape, dtype=torch.float32, device=self.device)
-
-    def _ones_like(self, a: torch.Tensor) -> torch.Tensor:
-        return torch.ones_like(a)
-
-    def gram(self, f: torch.Tensor) -> torch.Tensor:
-        return (f.double().T @ f.double()).float()
-
     def _products(self, side: CGSide, v: torch.Tensor, fixed: torch.Tensor, weight: torch.Tensor | None,
                   target: torch.Tensor | None, with_residual: bool) -> tuple[torch.Tensor, float, float]:
         if side.kind != "rows":
@@ -983,7 +477,7 @@ class TorchCG(_CGProducts[torch.Tensor]):
             if t is not None:
                 sum_ts += (t.double() * s.double()).sum()
                 sum_wss += (ws.double() * s.double()).sum()
-            mat = torch_csr_from_arrays(
+            mat = torch_csr(
                 ch.template.crow_indices(),
                 ch.template.col_indices(),
                 vals.contiguous(),
@@ -991,7 +485,6 @@ class TorchCG(_CGProducts[torch.Tensor]):
             )
             out[ch.start : ch.stop] = mat @ fixed
         return out, float(sum_ts), float(sum_wss)
-
 
 
 def cg_engine(device: torch.device, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *,
@@ -1030,32 +523,33 @@ def cg_half_step(
     fused = engine.fused_half_step(side, fixed, x0, target, weight, gram, diag, steps)
     if fused is not None:
         return fused
+    xp = engine.xp
     r, t_s, w_ss = engine.residual(side, x0, fixed, weight, target)
     rest = diag * x0
     if gram is not None:
         rest += x0 @ gram
     r -= rest
     # f(x0) = x0'A x0 / 2 - b'x0, with x0'A x0 = sum w s^2 + x0'(G + D) x0 and b'x0 = sum t s
-    f = 0.5 * (w_ss + engine.sum64(engine.rowdot(x0, rest))) - t_s
+    f = 0.5 * (w_ss + xp.sum64(xp.rowdot(x0, rest))) - t_s
     del rest
     # the vectors are updated in place: a few (n_rows, d) arrays, whatever the number of steps
-    x, p = engine.copy(x0), engine.copy(r)
-    rs = engine.rowdot(r, r)
+    x, p = xp.copy(x0), xp.copy(r)
+    rs = xp.rowdot(r, r)
     for step in range(steps):
         ap = engine.apply(side, p, fixed, weight)
         ap += diag * p
         if gram is not None:
             ap += p @ gram
-        pr = engine.rowdot(p, r)
-        alpha = engine.ratio(pr, engine.rowdot(p, ap))
+        pr = xp.rowdot(p, r)
+        alpha = xp.ratio(pr, xp.rowdot(p, ap))
         x += alpha[:, None] * p
-        f -= 0.5 * engine.sum64(alpha * pr)
+        f -= 0.5 * xp.sum64(alpha * pr)
         if step == steps - 1:
             break
         r -= alpha[:, None] * ap
         del ap
-        rs_new = engine.rowdot(r, r)
-        p *= engine.ratio(rs_new, rs)[:, None]
+        rs_new = xp.rowdot(r, r)
+        p *= xp.ratio(rs_new, rs)[:, None]
         p += r
         rs = rs_new
     return x, f
