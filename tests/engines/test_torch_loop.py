@@ -1,4 +1,4 @@
-"""The shared PyTorch training engine (cfrec.models.torch_engine)."""
+"""The PyTorch training loop (cfrec.engines.torch_loop): batches, row-sparse optimisers, epochs."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import torch
 
 from cfrec.data import Interactions
 from cfrec.engines.backend import make_generator
+from cfrec.engines.matrix import normalized_sets
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import Recommender, make_model
 from cfrec.models import svdpp as svdpp_module
@@ -19,12 +20,16 @@ from cfrec.models.svdpp import (
     _AUTO_RATINGS_COST,
     SVDpp,
     _Implicit,
-    _implicit_matrix,
     _ratings_batch_cost,
     _SVDppLoss,
 )
 from cfrec.testing import make_ratings
 from tests.models.test_mf import _rmse
+
+
+def _sets(d: Interactions):
+    """SVD++'s normalised implicit feedback ``|N(u)|^-1/2`` of a compacted data set."""
+    return normalized_sets(d.users, d.items, d.n_users, d.n_items)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +45,7 @@ def model(data: Interactions) -> SVDpp:
 def test_implicit_matrix_normalises_by_sqrt_count() -> None:
     d = make_ratings(n_users=5, n_items=6, per_user=3, seed=0)
     d = d.concat(d.subset(np.array([0])))  # a duplicated rating counts once in N(u)
-    norm = _implicit_matrix(d).toarray()
+    norm = _sets(d).toarray()
     binary = (d.to_csr(binary=True).toarray() > 0).astype(float)
     expected = binary / np.sqrt(binary.sum(1, keepdims=True))
     np.testing.assert_allclose(norm, expected, rtol=1e-6)
@@ -48,7 +53,7 @@ def test_implicit_matrix_normalises_by_sqrt_count() -> None:
 
 def _implicit_reference(d: Interactions, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense ``N_norm`` and the per-item L2 weight of the docstring's formula, written out."""
-    norm = torch.as_tensor(_implicit_matrix(d).toarray(), dtype=torch.float64)
+    norm = torch.as_tensor(_sets(d).toarray(), dtype=torch.float64)
     binary = (norm > 0).double()
     counts, popularity = binary.sum(1), binary.sum(0)
     c = float((counts ** 2).sum() / len(d) / d.n_items)
@@ -60,12 +65,12 @@ def test_batch_implicit_term_equals_the_all_users_computation() -> None:
     d = make_ratings(n_users=30, n_items=20, per_user=6, seed=3)
     implicit = _Implicit.build(d, 64, "users", torch.device("cpu"))
     y = torch.randn(d.n_items, 4)
-    every_user = torch.as_tensor(_implicit_matrix(d).toarray()) @ y
+    every_user = torch.as_tensor(_sets(d).toarray()) @ y
     users = torch.tensor([7, 0, 29, 3])
     torch.testing.assert_close(implicit.sums(y, users), every_user[users], rtol=1e-5, atol=1e-6)
     items, segment, offsets, weights = implicit.segments(users)
     # each batch user's own rated items, nothing else
-    seen = _implicit_matrix(d).tocsr()
+    seen = _sets(d).tocsr()
     for pos, u in enumerate(users.tolist()):
         mine = items[segment == pos].tolist()
         assert mine == seen.indices[seen.indptr[u]:seen.indptr[u + 1]].tolist()
@@ -165,7 +170,7 @@ def test_network_predictions_equal_the_all_users_formula(model: SVDpp, data: Int
     with torch.no_grad():
         net.implicit_factors.normal_()
         users, items = torch.tensor([3, 3, 0, 41, 7]), torch.tensor([1, 2, 2, 0, 9])
-        norm = torch.as_tensor(_implicit_matrix(d).toarray())
+        norm = torch.as_tensor(_sets(d).toarray())
         x = net.user_factors + norm @ net.implicit_factors
         by_hand = net.global_bias + net.user_bias[users] + net.item_bias[items] + (x[users] * net.item_factors[items]).sum(1)
         torch.testing.assert_close(predict(users, items), by_hand, rtol=1e-5, atol=1e-5)
@@ -213,7 +218,7 @@ def test_cuda_fit_matches_cpu_closely(data: Interactions) -> None:
 
 
 def test_user_factors_are_the_effective_vectors(model: SVDpp, data: Interactions) -> None:
-    norm = _implicit_matrix(data.compact()).toarray()
+    norm = _sets(data.compact()).toarray()
     expected = model.user_explicit_ + norm @ model.implicit_factors_
     np.testing.assert_allclose(model.user_factors_, expected, rtol=1e-4, atol=1e-5)
     assert np.abs(model.implicit_factors_).sum() > 0  # y was trained

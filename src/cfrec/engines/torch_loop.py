@@ -37,8 +37,6 @@ from torch import nn
 from cfrec.engines.driver import ProgressCallback, Trainer
 from cfrec.errors import CfrecError
 
-logger = logging.getLogger(__name__)
-
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps a 1-D tensor of row positions (a minibatch) to a scalar loss."""
 

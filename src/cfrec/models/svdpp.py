@@ -242,7 +242,7 @@ class _CompiledAdam:
     :func:`~cfrec.engines.torch_loop.train_loop` sees, whose learning rate each step reads.
     """
 
-    betas = (0.9, 0.999)  # torch_engine.Adam's defaults
+    betas = (0.9, 0.999)  # torch_loop.Adam's defaults
     eps = 1e-8
 
     def __init__(self, kernel: Any, net: _SVDppNet, users: torch.Tensor, items: torch.Tensor,
