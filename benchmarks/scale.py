@@ -15,8 +15,16 @@ parent when the child is killed before it can report):
   whose values are cfrec iALS' confidences ``c = 1 + alpha * r`` (``log`` confidence: ``1 +
   alpha * log(1 + r / eps)``) for every rating, with ``regularization`` = cfrec iALS' ``reg``:
   both minimise the same objective; implicit solves it with its default conjugate gradient;
+* ``implicit-bpr``: implicit's ``implicit.cpu.bpr.BayesianPersonalizedRanking(factors=128)`` on
+  the users x items CSR of cfrec BPR's positives (ratings ``>=`` its ``threshold``, as ones): the
+  same pairs cfrec ``bpr`` (``n_factors=128``) samples, one triple per positive an epoch;
 * ``surprise-svd``: Surprise's ``SVD(n_factors=100)`` on ``Dataset.load_from_df`` of the same
   (user, item, rating) rows.
+
+With ``--long N`` every model is fitted a second time, in its own process, with its epoch or
+iteration count set to ``N``: the cost of an epoch is then the slope between the two fits'
+wall-clock ``fit`` seconds and the set-up (everything a fit pays once) the intercept, each
+library measured the same way whatever it reports itself.
 
 Per model: seconds per epoch or iteration (cfrec: the ``seconds`` of ``history_``; implicit:
 its per-iteration callback; Surprise: ``(fit with n epochs - fit with 0 epochs) / n``, i.e.
@@ -32,6 +40,7 @@ Usage::
     python benchmarks/scale.py --sizes ml-10m --epochs 1 --iterations 1 --json scale.json
     python benchmarks/scale.py --sizes ml-1m --models mf,surprise-svd,ials,implicit-als
     python benchmarks/scale.py --param svdpp.n_factors=100 --threads 1
+    python benchmarks/scale.py --sizes ml-10m --models bpr,implicit-bpr --epochs 1 --long 4
 
 Threading is left at each library's default unless ``--threads N`` is given (then
 ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` are set for the children,
@@ -76,14 +85,14 @@ from _bench_util import (  # noqa: E402  (the helper module sits next to this sc
 SCRIPT = Path(__file__).resolve()
 SIZES = ("ml-1m", "ml-10m", "ml-25m")
 DEFAULT_SIZES = ("ml-10m", "ml-25m")
-PEERS = ("implicit-als", "surprise-svd")
+PEERS = ("implicit-als", "implicit-bpr", "surprise-svd")
 #: Run order: each cfrec model next to the peer it is compared with, so load changes hit both.
-DEFAULT_MODELS = ("mf", "surprise-svd", "ials", "implicit-als", "als", "svdpp", "neumf",
-                  "baseline", "pop")
+DEFAULT_MODELS = ("mf", "surprise-svd", "ials", "implicit-als", "bpr", "implicit-bpr", "als", "svdpp",
+                  "neumf", "baseline", "pop")
 #: Hyperparameters the issue's comparisons fix; everything else stays at the model's default.
 CFREC_PARAMS: dict[str, dict[str, Any]] = {"mf": {"n_factors": 100}, "als": {"n_factors": 64},
-                                           "ials": {"n_factors": 64}}
-PEER_PARAMS: dict[str, dict[str, Any]] = {"implicit-als": {"factors": 64},
+                                           "ials": {"n_factors": 64}, "bpr": {"n_factors": 128}}
+PEER_PARAMS: dict[str, dict[str, Any]] = {"implicit-als": {"factors": 64}, "implicit-bpr": {"factors": 128},
                                           "surprise-svd": {"n_factors": 100}}
 EPOCH_PARAMS = ("epochs", "n_epochs", "max_epochs")
 ITERATION_PARAMS = ("iterations", "n_iterations", "n_iter", "max_iter")
@@ -225,6 +234,39 @@ def child_implicit(spec: dict[str, Any]) -> dict[str, Any]:
             "input": "users x items CSR, values c = 1 + alpha*f(r) for every rating"}
 
 
+def child_implicit_bpr(spec: dict[str, Any]) -> dict[str, Any]:
+    """implicit's BPR on the users x items CSR of cfrec BPR's positives (ones)."""
+    t0 = time.perf_counter()
+    users, items, ratings = load_arrays(Path(spec["data"]))
+    load_s = time.perf_counter() - t0
+    import scipy.sparse as sp
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    t0 = time.perf_counter()
+    threshold = spec["threshold"]
+    keep = np.ones(len(ratings), dtype=bool) if threshold is None else ratings >= threshold
+    meta = spec["meta"]
+    user_items = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), (users[keep], items[keep])),
+                               shape=(meta["n_users"], meta["n_items"]))
+    user_items.data[:] = 1.0  # a pair rated twice is one positive
+    del users, items, ratings, keep
+    build_s = time.perf_counter() - t0
+    params = dict(spec["params"])
+    if spec.get("threads"):
+        params["num_threads"] = int(spec["threads"])
+    epochs: list[float] = []
+    model = BayesianPersonalizedRanking(**params)
+    rss_before = current_rss()
+    t0 = time.perf_counter()
+    model.fit(user_items, show_progress=False, callback=lambda *a: epochs.append(float(a[1])))
+    fit_s = time.perf_counter() - t0
+    return {"load_seconds": load_s, "build_seconds": build_s, "fit_seconds": fit_s,
+            "epoch_seconds": epochs, "epochs_run": len(epochs), "rss_before_fit": rss_before,
+            "peak_rss_self": peak_rss(), "params": params, "positives": int(user_items.nnz),
+            "implementation": f"{type(model).__module__}.{type(model).__name__}",
+            "input": "users x items CSR of the ratings >= cfrec BPR's threshold, as ones"}
+
+
 def child_surprise(spec: dict[str, Any]) -> dict[str, Any]:
     """Surprise SVD; its epoch time excludes the factor initialisation (a 0-epoch fit)."""
     t0 = time.perf_counter()
@@ -270,7 +312,7 @@ def child_surprise(spec: dict[str, Any]) -> dict[str, Any]:
 def child_main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     runners = {"generate": child_generate, "cfrec": child_cfrec, "implicit": child_implicit,
-               "surprise": child_surprise}
+               "implicit-bpr": child_implicit_bpr, "surprise": child_surprise}
     try:
         out = {"status": "ok", **runners[spec["kind"]](spec)}
     except MemoryError:
@@ -336,6 +378,13 @@ def plan(models: Sequence[str], args: argparse.Namespace) -> list[dict[str, Any]
             entries.append({"library": "implicit", "model": name, "label": "AlternatingLeastSquares",
                             "params": params, "confidence": conf, "bound": "iterations",
                             "factors": params["factors"], "note": note})
+        elif name == "implicit-bpr":
+            bpr = make_model("bpr", **{**CFREC_PARAMS["bpr"], **overrides.get("bpr", {})}).get_params()
+            params = {**PEER_PARAMS[name], "iterations": args.epochs, "random_state": SEED,
+                      **overrides.get(name, {})}
+            entries.append({"library": "implicit", "kind": "implicit-bpr", "model": name, "label": "BayesianPersonalizedRanking",
+                            "params": params, "threshold": bpr["threshold"], "bound": "iterations",
+                            "factors": params["factors"], "note": None})
         elif name == "surprise-svd":
             params = {**PEER_PARAMS[name], "n_epochs": args.epochs, "random_state": SEED,
                       **overrides.get(name, {})}
@@ -369,9 +418,10 @@ def measure(entry: dict[str, Any], size: str, meta: dict[str, Any], data_dir: Pa
     if "invalid" in entry:
         return dict(row, status="error", error=entry["invalid"])
     work = work_root / f"{size}-{entry['model']}"
-    spec = {"kind": entry["library"], "model": entry["model"], "params": entry["params"],
+    spec = {"kind": entry.get("kind", entry["library"]), "model": entry["model"], "params": entry["params"],
             "data": os.fspath(data_dir), "meta": meta, "threads": args.threads,
-            "confidence": entry.get("confidence"), "result": os.fspath(work / "result.json")}
+            "confidence": entry.get("confidence"), "threshold": entry.get("threshold"),
+            "result": os.fspath(work / "result.json")}
     run = run_child(SCRIPT, spec, workdir=work, timeout=args.timeout, threads=args.threads)
     result = read_json(work / "result.json") or {}
     # the child's own VmHWM when it reported, else the last one sampled while it ran
@@ -387,6 +437,24 @@ def measure(entry: dict[str, Any], size: str, meta: dict[str, Any], data_dir: Pa
     row["status"] = "ok"
     row["seconds_per_epoch"] = float(np.mean(epochs)) if epochs else None
     return row
+
+
+def add_long_fit(row: dict[str, Any], entry: dict[str, Any], size: str, meta: dict[str, Any], data_dir: Path,
+                 args: argparse.Namespace, work_root: Path) -> None:
+    """Fit ``entry`` again with its epoch/iteration count set to ``--long``; add the slope
+    (seconds an epoch) and intercept (set-up seconds) of fit seconds over the count."""
+    short = int(entry["params"][entry["bound"]])
+    if args.long <= short:
+        return
+    longer = dict(entry, model=entry["model"], params={**entry["params"], entry["bound"]: args.long})
+    log(f"[{size}] {entry['model']} ({entry['library']}) with {entry['bound']}={args.long} ...")
+    other = measure(longer, size, meta, data_dir, args, work_root / "long")
+    row["long"] = {"count": args.long, "status": other["status"], "fit_seconds": other.get("fit_seconds"),
+                   "peak_rss": other.get("peak_rss"), "error": other.get("error")}
+    if other["status"] == "ok":
+        slope = (float(other["fit_seconds"]) - float(row["fit_seconds"])) / (args.long - short)
+        row["slope_seconds_per_epoch"] = slope
+        row["setup_seconds"] = float(row["fit_seconds"]) - short * slope
 
 
 # ====================================================================== reuse
@@ -456,6 +524,12 @@ def ratios(rows: list[dict[str, Any]], size: str) -> list[dict[str, Any]]:
     a, b = rss("ials"), rss("implicit-als")
     out.append({"comparison": "iALS peak RSS − implicit ALS peak RSS (GB)",
                 "value": None if a is None or b is None else (a - b) / GB, "target": 0.6, "kind": "GB"})
+    def slope(model: str) -> float | None:
+        row = find(rows, size, model)
+        return None if row is None else row.get("slope_seconds_per_epoch", row.get("seconds_per_epoch"))
+
+    out.insert(2, {"comparison": "BPR s/epoch ÷ implicit BPR s/epoch (slopes with --long)",
+                   "value": ratio(slope("bpr"), slope("implicit-bpr")), "target": 1.0, "kind": "ratio"})
     neumf = spe("neumf")
     out.append({"comparison": "NeuMF s/epoch (reported, no target)", "value": neumf, "target": None,
                 "kind": "seconds"})
@@ -499,6 +573,18 @@ def markdown(rows: list[dict[str, Any]], datasets: dict[str, dict[str, Any]], ar
             ["model", "name", "factors", "epochs / iters", "s / epoch or iter", "fit s", "load s",
              "input build s", "RSS before fit GB", "peak RSS GB", "status"],
             table, ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "l"]))
+        sloped = [r for r in rows if r["size"] == size and r.get("slope_seconds_per_epoch") is not None]
+        if sloped:
+            parts.append("\nFits of two lengths (each in its own process): s / epoch = the slope of fit "
+                         "seconds over the epoch or iteration count, set-up = the intercept.\n")
+            parts.append(markdown_table(
+                ["model", "counts", "fit s", "s / epoch or iter (slope)", "set-up s (intercept)", "peak RSS GB"],
+                [[r["label"] if r["library"] == "cfrec" else f"{r['label']} ({r['library']})",
+                  f"{r['requested_params'][r['bound_param']]} / {r['long']['count']}",
+                  f"{fmt_seconds(r['fit_seconds'])} / {fmt_seconds(r['long']['fit_seconds'])}",
+                  fmt_seconds(r["slope_seconds_per_epoch"]), fmt_seconds(r["setup_seconds"]),
+                  f"{fmt_gb(r.get('peak_rss'))} / {fmt_gb(r['long'].get('peak_rss'))}"] for r in sloped],
+                ["l", "r", "r", "r", "r", "r"]))
         comp = []
         for item in ratios(rows, size):
             value, target = item["value"], item["target"]
@@ -541,12 +627,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", default=",".join(DEFAULT_SIZES),
                    help=f"comma-separated synthetic sizes among {', '.join(SIZES)} (default: %(default)s)")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                   help="comma-separated cfrec model names and peers implicit-als, surprise-svd "
+                   help="comma-separated cfrec model names and peers implicit-als, implicit-bpr, surprise-svd "
                         "(default: %(default)s)")
     p.add_argument("--epochs", type=int, default=1,
-                   help="epochs for epoch-based models (mf, svdpp, neumf, Surprise SVD; default 1)")
+                   help="epochs for epoch-based models (mf, svdpp, neumf, bpr, Surprise SVD, implicit BPR; default 1)")
     p.add_argument("--iterations", type=int, default=2,
                    help="iterations for ALS-type models (als, ials, baseline, implicit; default 2)")
+    p.add_argument("--long", type=int, default=None, metavar="N",
+                   help="also fit every model with N epochs/iterations, each in its own process, and "
+                        "report the slope (s an epoch) and intercept (set-up s) of the two fits")
     p.add_argument("--param", action="append", metavar="MODEL.KEY=VALUE",
                    help="override a hyperparameter, e.g. svdpp.n_factors=100 (repeatable; JSON values)")
     p.add_argument("--threads", type=int, default=None,
@@ -565,6 +654,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests of the harness
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.long is not None and args.long < 2:
+        p.error("--long must be at least 2")
     if args.epochs < 1 or args.iterations < 1:
         p.error("--epochs and --iterations must be at least 1")
     if args.threads is not None and args.threads < 1:
@@ -613,6 +704,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for entry in entries:
             log(f"[{size}] {entry['model']} ({entry['library']}) ...")
             row = measure(entry, size, meta, data_dir, args, work_root)
+            if args.long and row["status"] == "ok" and entry.get("bound"):
+                add_long_fit(row, entry, size, meta, data_dir, args, work_root)
             rows.append(row)
             log(f"[{size}] {entry['model']}: {row['status']}"
                 + (f", fit {fmt_seconds(row.get('fit_seconds'))} s, "

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import cfrec.models.bpr as bpr_mod
 from cfrec.data import Interactions
+from cfrec.engines import hogwild
 from cfrec.engines.torch_loop import make_optimizer
 from cfrec.errors import CfrecError, ModelFileError, TrainingDiverged
 from cfrec.models import Recommender
@@ -23,7 +24,7 @@ from tests.engines.test_negatives import _seen_sets
 
 
 def small_model(**overrides: Any) -> BPR:
-    params: dict[str, Any] = {"n_factors": 8, "epochs": 12, "batch_size": 64, "lr": 0.05, "reg": 1e-3,
+    params: dict[str, Any] = {"n_factors": 8, "epochs": 12, "batch_size": 64, "lr": 0.1, "reg": 1e-3,
                               "threshold": None, "seed": 0, "device": "cpu"}
     return BPR(**{**params, **overrides})
 
@@ -98,16 +99,22 @@ def test_a_step_updates_only_the_batchs_rows(optimizer: str) -> None:
 
 
 
-@pytest.mark.parametrize("neg_exponent", [0.0, 1.0])
-def test_training_negatives_never_include_the_users_rated_items(neg_exponent: float, ratings: Interactions,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every (user, negative) triple of every epoch of a fit: the negative is unrated by the user,
-    positives are the ratings >= threshold, and a user who rated every item does not train."""
-    frame = ratings.to_frame()
-    full = pd.DataFrame({"user_id": "everything", "item_id": sorted(frame["item_id"].unique()),
-                         "rating": 5.0, "timestamp": 0})
-    data = Interactions.from_frame(pd.concat([frame, full], ignore_index=True), rating_scale=(1.0, 5.0))
-    triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+def _record_triples(monkeypatch: pytest.MonkeyPatch, compiled: bool,
+                    triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """Record every (user, positive, negative) a fit steps on, on the compiled CPU path or the
+    batched torch path."""
+    if compiled:
+        class Recording(hogwild.HogwildBPR):
+            def epoch(self, epoch: int, lr: float) -> float:
+                self.record = np.full((len(self.pos_items), 2), -1, np.int64)
+                loss = super().epoch(epoch, lr)
+                owner = np.repeat(np.arange(len(self.pos_ptr) - 1), np.diff(self.pos_ptr))
+                done = self.record[:, 0] >= 0
+                triples.append((owner[done], self.pos_items[done], self.record[done, 1]))
+                return loss
+
+        monkeypatch.setattr(hogwild, "HogwildBPR", Recording)
+        return
     real = _BPRLoss.apply
 
     def recording(p: torch.Tensor, q: torch.Tensor, b: torch.Tensor, u: torch.Tensor, ij: torch.Tensor,
@@ -116,7 +123,23 @@ def test_training_negatives_never_include_the_users_rated_items(neg_exponent: fl
         triples.append((u.numpy().copy(), ij[:n].numpy().copy(), ij[n:].numpy().copy()))
         return real(p, q, b, u, ij, reg, bias_reg)
 
+    monkeypatch.setattr(bpr_mod, "_hogwild", lambda: None)
     monkeypatch.setattr(_BPRLoss, "apply", recording)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "batched"])
+@pytest.mark.parametrize("neg_exponent", [0.0, 1.0])
+def test_training_negatives_never_include_the_users_rated_items(neg_exponent: float, compiled: bool,
+                                                                ratings: Interactions,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every (user, negative) triple of every epoch of a fit: the negative is unrated by the user,
+    positives are the ratings >= threshold, and a user who rated every item does not train."""
+    frame = ratings.to_frame()
+    full = pd.DataFrame({"user_id": "everything", "item_id": sorted(frame["item_id"].unique()),
+                         "rating": 5.0, "timestamp": 0})
+    data = Interactions.from_frame(pd.concat([frame, full], ignore_index=True), rating_scale=(1.0, 5.0))
+    triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    _record_triples(monkeypatch, compiled, triples)
     model = small_model(epochs=3, threshold=4.0, neg_exponent=neg_exponent).fit(data)
     d = data.compact()
     rated = _seen_sets(d.users, d.items)
@@ -211,6 +234,30 @@ def test_history_and_on_epoch(ratings: Interactions) -> None:
 def test_training_diverged_on_a_non_finite_loss(ratings: Interactions) -> None:
     with pytest.raises(TrainingDiverged, match="BPR training diverged"):
         small_model(optimizer="sgd", lr=1e30, init_std=1.0, epochs=3).fit(ratings)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "batched"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "adam"])
+def test_both_paths_rank_the_training_positives_first(optimizer: str, compiled: bool, ratings: Interactions,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled per-sample loop (CPU) and the batched steps (CUDA's path, run here on the CPU)
+    learn with every optimiser: training positives score above random items."""
+    if not compiled:
+        monkeypatch.setattr(bpr_mod, "_hogwild", lambda: None)
+    lr = {"sgd": 0.05, "adagrad": 0.1, "adam": 0.01}[optimizer]
+    model = small_model(optimizer=optimizer, lr=lr, epochs=20).fit(ratings)
+    assert model.history_[-1]["train_loss"] < model.history_[0]["train_loss"]
+    u, i = ratings.raw_users(), ratings.raw_items()
+    other = np.random.default_rng(0).choice(model.item_map_.ids, len(ratings))
+    assert model.predict(u, i).mean() > model.predict(u, other).mean() + 0.2
+
+
+def test_hogwild_threads_train(ratings: Interactions) -> None:
+    """Two shards in parallel (lock-free): every positive is stepped on each epoch and the fit learns."""
+    one = small_model(threads=1, epochs=20).fit(ratings)
+    two = small_model(threads=2, epochs=20).fit(ratings)
+    assert abs(two.history_[-1]["train_loss"] - one.history_[-1]["train_loss"]) < 0.1
+    assert two.history_[-1]["train_loss"] < two.history_[0]["train_loss"]
 
 
 def test_seeds_reproduce_and_differ(ratings: Interactions) -> None:

@@ -1,0 +1,463 @@
+"""Compiled (numba) per-sample BPR training on the CPU, lock-free over the cores (Hogwild).
+
+Imported on first use by the models that train with it. The pieces:
+
+* :func:`pairwise_layout`: the training data as two user-major CSR structures, built in O(nnz)
+  single passes (two counting sorts, no comparison sort): every rated item of each user
+  (sorted, for the negatives' membership test) and each user's positives (in a seeded random
+  order, the order the epochs visit them in);
+* :func:`bpr_epoch`: one epoch of per-sample steps. The users are cut into ``shards`` (one per
+  thread) that run in parallel and write the shared tables without locks, as Hogwild!
+  (Niu et al. 2011) and implicit's BPR do: a user's rows belong to one shard only, and item
+  rows are rarely written by two threads at the same instant. Within a shard the users come in
+  the epoch's order and each user's positives one after the other, so the user's row (and its
+  optimiser state) stays in cache while the item rows stream by. Each sample draws its negative
+  inside the loop, from the shard's own random stream (xorshift64*, seeded from the seed, the
+  epoch and the shard), so one shard (one thread) reproduces a fit exactly.
+
+The step is the gradient of one triple's loss (see :mod:`cfrec.models.bpr`) followed by the
+optimiser's rule on the rows it touched: SGD, Adagrad or lazy Adam (the touched rows' moments
+only, bias corrections on the step count), the rules of :mod:`cfrec.engines.torch_loop`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+from numba import prange
+
+#: Optimiser codes of :func:`bpr_epoch`.
+SGD, ADAGRAD, ADAM = 0, 1, 2
+OPTIMIZER_CODES = {"sgd": SGD, "adagrad": ADAGRAD, "adam": ADAM}
+#: Rejected draws of a negative before the exact draw from the user's unrated items.
+_REJECTIONS = 32
+#: Step count from which Adam's bias corrections are taken as 1 (below 1e-6 away from it).
+_ADAM_SETTLED = 1 << 15
+_U64 = np.uint64
+
+
+def _jit(parallel: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit`` with the disk cache where a cache folder is writable, in memory otherwise;
+    ``fastmath`` (float sums may be reassociated) and numpy's division rules, as in
+    :mod:`cfrec.engines.compiled`."""
+
+    def compile_(fn: Callable[..., Any]) -> Any:
+        try:
+            return numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy", parallel=parallel)(fn)
+        except RuntimeError:  # pragma: no cover - no writable cache folder anywhere
+            return numba.njit(nogil=True, fastmath=True, error_model="numpy", parallel=parallel)(fn)
+
+    return compile_
+
+
+@_jit()
+def _mix(seed: int, a: int, b: int) -> np.uint64:  # pragma: no cover - compiled
+    """A non-zero 64-bit stream state from a seed and two counters (splitmix64 finaliser)."""
+    z = _U64(seed) + _U64(0x9E3779B97F4A7C15) * _U64(a + 1) + _U64(0xBF58476D1CE4E5B9) * _U64(b + 1)
+    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    z = z ^ (z >> _U64(31))
+    return z if z != _U64(0) else _U64(0x2545F4914F6CDD1D)
+
+
+@_jit()
+def _next(state: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    """The next xorshift64 state (the caller multiplies it for its output)."""
+    state ^= state >> _U64(12)
+    state ^= state << _U64(25)
+    state ^= state >> _U64(27)
+    return state
+
+
+@_jit()
+def _below(state: np.uint64, n: int) -> np.int64:  # pragma: no cover - compiled
+    """A draw in ``0..n-1`` from a state (xorshift64*: the high 32 bits, scaled; n < 2^32)."""
+    r = (state * _U64(0x2545F4914F6CDD1D)) >> _U64(32)
+    return np.int64((r * _U64(n)) >> _U64(32))
+
+
+@_jit()
+def _unit(state: np.uint64) -> float:  # pragma: no cover - compiled
+    """A draw in [0, 1) with 53 random bits."""
+    return float((state * _U64(0x2545F4914F6CDD1D)) >> _U64(11)) * (1.0 / 9007199254740992.0)
+
+
+@_jit()
+def _rated(seen: np.ndarray, lo: int, hi: int, item: int) -> bool:  # pragma: no cover - compiled
+    """Whether ``item`` is in the sorted run ``seen[lo:hi]`` (binary search)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        v = seen[mid]
+        if v < item:
+            lo = mid + 1
+        elif v > item:
+            hi = mid
+        else:
+            return True
+    return False
+
+
+@_jit()
+def _negative(state: np.uint64, seen: np.ndarray, lo: int, hi: int, n_items: int,
+              cdf: np.ndarray, weights: np.ndarray) -> tuple[int, np.uint64]:  # pragma: no cover
+    """One item outside ``seen[lo:hi]`` (the user's rated items, sorted; at least one item is
+    outside): uniform (``cdf`` empty) or with probability proportional to ``weights``.
+
+    Draws from the whole catalogue and rejects the user's items, which is exactly the
+    distribution restricted to the unrated items; after :data:`_REJECTIONS` rejections (a user
+    whose items hold most of the mass) it draws exactly from the unrated items in one pass.
+    Returns the item and the new stream state."""
+    weighted = len(cdf) > 0
+    for _ in range(_REJECTIONS):
+        state = _next(state)
+        if weighted:
+            target = _unit(state) * cdf[n_items - 1]
+            a, b = 0, n_items - 1
+            while a < b:  # the first item whose cumulative weight exceeds the target
+                mid = (a + b) >> 1
+                if cdf[mid] > target:
+                    b = mid
+                else:
+                    a = mid + 1
+            j = a
+        else:
+            j = _below(state, n_items)
+        if not _rated(seen, lo, hi, j):
+            return j, state
+    state = _next(state)
+    if not weighted:  # the k-th unrated item: k plus the rated items at or below it
+        j = _below(state, n_items - (hi - lo))
+        for s in range(lo, hi):
+            if seen[s] <= j:
+                j += 1
+            else:
+                break
+        return j, state
+    free = 0.0
+    for j in range(n_items):
+        free += weights[j]
+    for s in range(lo, hi):
+        free -= weights[seen[s]]
+    target = _unit(state) * free
+    s = lo
+    last = -1
+    for j in range(n_items):
+        if s < hi and seen[s] == j:
+            s += 1
+            continue
+        last = j
+        target -= weights[j]
+        if target < 0.0:
+            return j, state
+    return last, state  # rounding left a remainder: the last unrated item
+
+
+@_jit()
+def pairwise_layout(users: np.ndarray, items: np.ndarray, positive: np.ndarray, n_users: int,
+                    n_items: int, seed: int) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
+    """The rated and the positive (user, item) pairs as user-major CSR structures, in O(nnz).
+
+    ``positive[o]`` says whether rating ``o`` is a positive (a pair rated several times is rated
+    once, and positive when any of its ratings is). Returns ``(seen_ptr, seen_items, pos_ptr,
+    pos_items)``: int64 pointers (n_users + 1) and int32 items; each user's rated items sorted,
+    its positives in a random order drawn from ``seed`` (Fisher-Yates per user).
+    Two counting sorts (by item, then stably by user) put the pairs in (user, item) order."""
+    n = len(users)
+    start = np.zeros(n_items + 1, np.int64)
+    for o in range(n):
+        start[items[o] + 1] += 1
+    for i in range(n_items):
+        start[i + 1] += start[i]
+    by_item = np.empty(n, np.int64)
+    for o in range(n):
+        i = items[o]
+        by_item[start[i]] = o
+        start[i] += 1
+    seen_ptr = np.zeros(n_users + 1, np.int64)
+    for o in range(n):
+        seen_ptr[users[o] + 1] += 1
+    for u in range(n_users):
+        seen_ptr[u + 1] += seen_ptr[u]
+    fill = seen_ptr[:-1].copy()
+    order = np.empty(n, np.int64)
+    for c in range(n):
+        o = by_item[c]
+        u = users[o]
+        order[fill[u]] = o
+        fill[u] += 1
+    # one pass over the sorted pairs: drop repeats, keep the positives
+    seen_items = np.empty(n, np.int32)
+    pos_items = np.empty(n, np.int32)
+    new_seen = np.zeros(n_users + 1, np.int64)
+    pos_ptr = np.zeros(n_users + 1, np.int64)
+    s = 0
+    p = 0
+    for u in range(n_users):
+        previous = -1
+        for c in range(seen_ptr[u], seen_ptr[u + 1]):
+            o = order[c]
+            i = items[o]
+            if i != previous:
+                seen_items[s] = i
+                s += 1
+                if positive[o]:
+                    pos_items[p] = i
+                    p += 1
+            elif positive[o] and (p == pos_ptr[u] or pos_items[p - 1] != i):
+                pos_items[p] = i  # a repeat of a pair whose earlier rating was not positive
+                p += 1
+            previous = i
+        new_seen[u + 1] = s
+        pos_ptr[u + 1] = p
+    state = _mix(seed, 0, 0)
+    for u in range(n_users):
+        for a in range(pos_ptr[u + 1] - pos_ptr[u] - 1, 0, -1):
+            state = _next(state)
+            b = _below(state, a + 1)
+            x = pos_items[pos_ptr[u] + a]
+            pos_items[pos_ptr[u] + a] = pos_items[pos_ptr[u] + b]
+            pos_items[pos_ptr[u] + b] = x
+    return new_seen, seen_items[:s].copy(), pos_ptr, pos_items[:p].copy()
+
+
+@_jit()
+def _move3(p: np.ndarray, q: np.ndarray, u: int, i: int, j: int, z: float, two_reg: float,
+           sp: np.ndarray, sq: np.ndarray, tp: np.ndarray, tq: np.ndarray, opt: int, lr: float, b1: float,
+           b2: float, step_size: float, inv_root: float, eps: float) -> None:  # pragma: no cover
+    """The optimiser's step on rows ``p_u``, ``q_i`` and ``q_j`` (``i != j``) at once, one factor
+    after the other: each factor's three gradients are taken at its values before the step
+    (``g_pu = 2 reg p_u - z (q_i - q_j)``, ``g_qi = 2 reg q_i - z p_u``, ``g_qj = 2 reg q_j +
+    z p_u``), so one pass reads and writes each row once. ``sp``/``sq``: Adagrad's sums or
+    Adam's first moments of ``p``/``q``; ``tp``/``tq``: Adam's second moments."""
+    k = p.shape[1]
+    f32 = np.float32
+    zz, rr, rate = f32(z), f32(two_reg), f32(lr)
+    if opt == 0:
+        for f in range(k):
+            pf, qi, qj = p[u, f], q[i, f], q[j, f]
+            p[u, f] = pf - rate * (rr * pf - zz * (qi - qj))
+            q[i, f] = qi - rate * (rr * qi - zz * pf)
+            q[j, f] = qj - rate * (rr * qj + zz * pf)
+    elif opt == 1:
+        epsilon = f32(eps)
+        for f in range(k):
+            pf, qi, qj = p[u, f], q[i, f], q[j, f]
+            gp = rr * pf - zz * (qi - qj)
+            gi = rr * qi - zz * pf
+            gj = rr * qj + zz * pf
+            su = sp[u, f] + gp * gp
+            si = sq[i, f] + gi * gi
+            sj = sq[j, f] + gj * gj
+            sp[u, f] = su
+            sq[i, f] = si
+            sq[j, f] = sj
+            p[u, f] = pf - rate * gp / (np.sqrt(su) + epsilon)
+            q[i, f] = qi - rate * gi / (np.sqrt(si) + epsilon)
+            q[j, f] = qj - rate * gj / (np.sqrt(sj) + epsilon)
+    else:
+        keep1, take1, keep2, take2 = f32(b1), f32(1.0 - b1), f32(b2), f32(1.0 - b2)
+        size, inv, epsilon = f32(step_size), f32(inv_root), f32(eps)
+        for f in range(k):
+            pf, qi, qj = p[u, f], q[i, f], q[j, f]
+            gp = rr * pf - zz * (qi - qj)
+            gi = rr * qi - zz * pf
+            gj = rr * qj + zz * pf
+            mu = keep1 * sp[u, f] + take1 * gp
+            mi = keep1 * sq[i, f] + take1 * gi
+            mj = keep1 * sq[j, f] + take1 * gj
+            vu = keep2 * tp[u, f] + take2 * gp * gp
+            vi = keep2 * tq[i, f] + take2 * gi * gi
+            vj = keep2 * tq[j, f] + take2 * gj * gj
+            sp[u, f] = mu
+            sq[i, f] = mi
+            sq[j, f] = mj
+            tp[u, f] = vu
+            tq[i, f] = vi
+            tq[j, f] = vj
+            p[u, f] = pf - size * mu / (np.sqrt(vu) * inv + epsilon)
+            q[i, f] = qi - size * mi / (np.sqrt(vi) * inv + epsilon)
+            q[j, f] = qj - size * mj / (np.sqrt(vj) * inv + epsilon)
+
+
+@_jit()
+def _move1(w: np.ndarray, row: int, g: float, s1: np.ndarray, s2: np.ndarray, opt: int, lr: float,
+           b1: float, b2: float, step_size: float, inv_root: float,
+           eps: float) -> None:  # pragma: no cover - compiled
+    """:func:`_move` for one entry of a 1-D table (an intercept)."""
+    if opt == 0:
+        w[row] -= lr * g
+    elif opt == 1:
+        s1[row] += g * g
+        w[row] -= lr * g / (np.sqrt(s1[row]) + eps)
+    else:
+        s1[row] = b1 * s1[row] + (1.0 - b1) * g
+        s2[row] = b2 * s2[row] + (1.0 - b2) * g * g
+        w[row] -= step_size * s1[row] / (np.sqrt(s2[row]) * inv_root + eps)
+
+
+@_jit(parallel=True)
+def bpr_epoch(pos_ptr: np.ndarray, pos_items: np.ndarray, seen_ptr: np.ndarray, seen_items: np.ndarray,
+              user_order: np.ndarray, shard_bounds: np.ndarray, tables: tuple, first: tuple, second: tuple,
+              opt: int, lr: float, reg: float, bias_reg: float, betas: tuple, eps: float, step0: int,
+              cdf: np.ndarray, weights: np.ndarray, seed: int, epoch: int,
+              record: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled; tested against numpy
+    """One epoch of per-sample BPR steps; returns each shard's sum of the triples' losses.
+
+    Shard ``s`` takes the users ``user_order[shard_bounds[s]:shard_bounds[s + 1]]`` in that order
+    and each user's positives ``pos_items[pos_ptr[u]:pos_ptr[u + 1]]`` in that order, starting
+    at a random one and wrapping around. For each positive ``i`` it draws a negative ``j``
+    outside the user's rated items ``seen_items[seen_ptr[u]:seen_ptr[u + 1]]`` (uniform, or by
+    ``weights`` through their cumulative sums ``cdf``; both empty for uniform) and takes one
+    step on the triple's loss ``softplus(-x) + reg (|p_u|^2 + |q_i|^2 + |q_j|^2) +
+    bias_reg (b_i^2 + b_j^2)``, ``x = p_u . (q_i - q_j) + b_i - b_j``, every gradient taken at
+    the values before the step. ``tables`` = ``(p, q, b)``; ``first``/``second`` their
+    optimiser state (Adagrad: sums in ``first``; Adam: moments; SGD: unused). Adam's step
+    ``t`` is ``step0`` plus the samples the shard has done times the number of shards, plus
+    one. ``record`` ((len(pos_items), 2) int64, or (0, 2)) receives at each positive's
+    position the sample's step number in the epoch (counted as for Adam's ``t``) and its negative. The shards run in parallel without locks.
+    """
+    p, q, b = tables
+    mp, mq, mb = first
+    vp, vq, vb = second
+    b1, b2 = betas
+    n_items = q.shape[0]
+    k = p.shape[1]
+    n_shards = len(shard_bounds) - 1
+    losses = np.zeros(n_shards)
+    keep = len(record) > 0
+    two_reg = 2.0 * reg
+    two_bias_reg = 2.0 * bias_reg
+    f32 = np.float32
+    for shard in prange(n_shards):
+        state = _mix(seed, epoch, shard)
+        total = 0.0
+        done = 0
+        step_size, inv_root = lr, 1.0
+        for c in range(shard_bounds[shard], shard_bounds[shard + 1]):
+            u = user_order[c]
+            lo, hi = pos_ptr[u], pos_ptr[u + 1]
+            n_pos = hi - lo
+            if n_pos == 0:
+                continue
+            seen_lo, seen_hi = seen_ptr[u], seen_ptr[u + 1]
+            state = _next(state)
+            offset = _below(state, n_pos)
+            for a in range(n_pos):
+                e = lo + (offset + a) % n_pos
+                i = pos_items[e]
+                j, state = _negative(state, seen_items, seen_lo, seen_hi, n_items, cdf, weights)
+                if keep:
+                    record[e, 0] = done * n_shards + shard
+                    record[e, 1] = j
+                dot = f32(0.0)
+                sq = f32(0.0)
+                for f in range(k):
+                    pf, qi, qj = p[u, f], q[i, f], q[j, f]
+                    dot += pf * (qi - qj)
+                    sq += pf * pf + qi * qi + qj * qj
+                bi, bj = b[i], b[j]
+                x = float(dot) + bi - bj
+                # softplus(-x) and sigmoid(-x), without overflow
+                if x > 0:
+                    ex = np.exp(-x)
+                    total += np.log1p(ex)
+                    z = ex / (1.0 + ex)
+                else:
+                    ex = np.exp(x)
+                    total += np.log1p(ex) - x
+                    z = 1.0 / (1.0 + ex)
+                total += reg * sq + bias_reg * (bi * bi + bj * bj)
+                if opt == 2:
+                    t = step0 + done * n_shards + shard + 1
+                    if t < _ADAM_SETTLED:
+                        step_size = lr / (1.0 - b1 ** t)
+                        inv_root = 1.0 / np.sqrt(1.0 - b2 ** t)
+                    else:
+                        step_size, inv_root = lr, 1.0
+                _move3(p, q, u, i, j, z, two_reg, mp, mq, vp, vq, opt, lr, b1, b2, step_size, inv_root, eps)
+                _move1(b, i, two_bias_reg * bi - z, mb, vb, opt, lr, b1, b2, step_size, inv_root, eps)
+                _move1(b, j, two_bias_reg * bj + z, mb, vb, opt, lr, b1, b2, step_size, inv_root, eps)
+                done += 1
+        losses[shard] = total
+    return losses
+
+
+class HogwildBPR:
+    """Per-sample BPR epochs over the cores (:func:`bpr_epoch`) on tables held by the caller.
+
+    Parameters
+    ----------
+    layout
+        ``(seen_ptr, seen_items, pos_ptr, pos_items)`` from :func:`pairwise_layout`.
+    users
+        The users that train (each with a positive and an unrated item), int32.
+    tables
+        ``(p, q, b)``: (n_users, k) and (n_items, k) float32 factors and (n_items,) float32
+        intercepts, updated in place.
+    optimizer
+        ``"sgd"``, ``"adagrad"`` or ``"adam"`` (torch's defaults: Adam betas (0.9, 0.999) and
+        eps 1e-8, Adagrad eps 1e-10).
+    reg, bias_reg
+        The per-triple L2 strengths.
+    weights
+        (n_items,) negative-sampling weights, or None for uniform negatives.
+    shards
+        Shards of users an epoch runs in parallel (one thread each, as far as there are cores);
+        one shard reproduces a fit exactly.
+    seed
+        Seeds the epochs' user orders and negatives.
+    """
+
+    def __init__(self, layout: tuple[np.ndarray, ...], users: np.ndarray, tables: tuple[np.ndarray, ...],
+                 optimizer: str, reg: float, bias_reg: float, weights: np.ndarray | None, shards: int,
+                 seed: int) -> None:
+        self.seen_ptr, self.seen_items, self.pos_ptr, self.pos_items = layout
+        self.users = np.asarray(users, dtype=np.int32)
+        self.tables = tuple(tables)
+        self.opt = OPTIMIZER_CODES[optimizer]
+        stateful = self.opt != SGD
+        empty = [np.zeros((0,) * t.ndim, np.float32) for t in self.tables]
+        self.first = tuple(np.zeros_like(t) if stateful else e for t, e in zip(self.tables, empty, strict=True))
+        self.second = tuple(np.zeros_like(t) if self.opt == ADAM else e
+                            for t, e in zip(self.tables, empty, strict=True))
+        self.eps = 1e-8 if self.opt == ADAM else 1e-10
+        self.reg, self.bias_reg = float(reg), float(bias_reg)
+        if weights is None:
+            self.weights = self.cdf = np.zeros(0)
+        else:
+            self.weights = np.asarray(weights, dtype=np.float64)
+            self.cdf = np.cumsum(self.weights)
+        self.shards = max(1, int(shards))
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.counts = (self.pos_ptr[self.users + 1] - self.pos_ptr[self.users]).astype(np.int64)
+        self.n_samples = int(self.counts.sum())
+        self.record = np.zeros((0, 2), np.int64)  # (len(pos_items), 2) to record the samples
+
+    def warm_up(self) -> None:
+        """Load (or compile) the epoch kernel for these types, moving nothing."""
+        self._run(np.zeros(0, np.int32), np.zeros(2, np.int64), 0, 1e-3)
+
+    def epoch(self, epoch: int, lr: float) -> float:
+        """Epoch ``epoch`` (1-based) at learning rate ``lr``; returns the mean loss of its triples."""
+        order = self.rng.permutation(len(self.users))
+        ends = np.cumsum(self.counts[order])
+        cuts = np.searchsorted(ends, self.n_samples * np.arange(1, self.shards) / self.shards)
+        bounds = np.concatenate([[0], cuts, [len(order)]]).astype(np.int64)
+        losses = self._run(self.users[order], bounds, epoch, lr)
+        return float(losses.sum()) / max(self.n_samples, 1)
+
+    def _run(self, user_order: np.ndarray, bounds: np.ndarray, epoch: int, lr: float) -> np.ndarray:
+        threads = min(len(bounds) - 1, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        before = numba.get_num_threads()
+        numba.set_num_threads(max(threads, 1))
+        try:
+            return bpr_epoch(self.pos_ptr, self.pos_items, self.seen_ptr, self.seen_items, user_order, bounds,
+                             self.tables, self.first, self.second, self.opt, float(lr), self.reg,
+                             self.bias_reg, (0.9, 0.999), self.eps, max(epoch - 1, 0) * self.n_samples,
+                             self.cdf, self.weights, self.seed, int(epoch), self.record)
+        finally:
+            numba.set_num_threads(before)

@@ -1,0 +1,138 @@
+"""The compiled per-sample BPR loop: its layout and its steps against a numpy replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cfrec.engines.hogwild import HogwildBPR, pairwise_layout
+
+
+def _data(seed: int = 0, n_users: int = 30, n_items: int = 25, n: int = 400) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, n).astype(np.int32)
+    items = rng.integers(0, n_items, n).astype(np.int32)  # repeats of a pair included
+    positive = rng.random(n) < 0.6
+    return users, items, positive
+
+
+def test_layout_holds_each_users_rated_items_sorted_and_positives_once() -> None:
+    users, items, positive = _data()
+    seen_ptr, seen, pos_ptr, pos = pairwise_layout(users, items, positive, 30, 25, 7)
+    keys = users.astype(np.int64) * 25 + items
+    owner = np.repeat(np.arange(30), np.diff(seen_ptr))
+    np.testing.assert_array_equal(owner * 25 + seen, np.unique(keys))  # sorted within users, no repeats
+    pos_owner = np.repeat(np.arange(30), np.diff(pos_ptr))
+    got = pos_owner * 25 + pos
+    assert len(np.unique(got)) == len(got)
+    np.testing.assert_array_equal(np.sort(got), np.unique(keys[positive]))
+    again = pairwise_layout(users, items, positive, 30, 25, 7)
+    np.testing.assert_array_equal(again[3], pos)  # the same seed, the same order
+    assert not np.array_equal(pairwise_layout(users, items, positive, 30, 25, 8)[3], pos)
+
+
+def _trainer(optimizer: str, weights: np.ndarray | None = None, shards: int = 1,
+             seed: int = 3) -> tuple[HogwildBPR, np.ndarray]:
+    users, items, positive = _data()
+    layout = pairwise_layout(users, items, positive, 30, 25, 1)
+    rng = np.random.default_rng(5)
+    tables = ((rng.standard_normal((30, 6)) * 0.3).astype(np.float32),
+              (rng.standard_normal((25, 6)) * 0.3).astype(np.float32),
+              (rng.standard_normal(25) * 0.1).astype(np.float32))
+    train = np.flatnonzero(np.diff(layout[2]) > 0)
+    trainer = HogwildBPR(layout, train, tables, optimizer, 0.01, 0.003, weights, shards, seed)
+    trainer.record = np.full((len(layout[3]), 2), -1, np.int64)
+    return trainer, train
+
+
+def _replay(trainer: HogwildBPR, tables: list[np.ndarray], opt: str, lr: float, epoch: int,
+            state: dict[str, list[np.ndarray]]) -> float:
+    """The epoch's samples, in the recorded order, stepped in float64 with the written rules."""
+    p, q, b = tables
+    owner = np.repeat(np.arange(len(trainer.pos_ptr) - 1), np.diff(trainer.pos_ptr))
+    rec = trainer.record
+    order = np.argsort(rec[:, 0])
+    reg, bias_reg = trainer.reg, trainer.bias_reg
+    total = 0.0
+    b1, b2, eps = 0.9, 0.999, trainer.eps
+    for n, e in enumerate(order):
+        u, i, j = owner[e], trainer.pos_items[e], rec[e, 1]
+        x = p[u] @ (q[i] - q[j]) + b[i] - b[j]
+        total += np.logaddexp(0.0, -x) + reg * (p[u] @ p[u] + q[i] @ q[i] + q[j] @ q[j]) + bias_reg * (
+            b[i] ** 2 + b[j] ** 2)
+        z = 1.0 / (1.0 + np.exp(x))
+        grads = [(p, u, 2 * reg * p[u] - z * (q[i] - q[j]), 0), (q, i, 2 * reg * q[i] - z * p[u], 1),
+                 (q, j, 2 * reg * q[j] + z * p[u], 1), (b, i, 2 * bias_reg * b[i] - z, 2),
+                 (b, j, 2 * bias_reg * b[j] + z, 2)]
+        t = (epoch - 1) * trainer.n_samples + n + 1
+        for table, row, g, k in grads:
+            if opt == "sgd":
+                table[row] -= lr * g
+            elif opt == "adagrad":
+                s = state["first"][k]
+                s[row] += g * g
+                table[row] -= lr * g / (np.sqrt(s[row]) + eps)
+            else:
+                m, v = state["first"][k], state["second"][k]
+                m[row] = b1 * m[row] + (1 - b1) * g
+                v[row] = b2 * v[row] + (1 - b2) * g * g
+                table[row] -= lr / (1 - b1 ** t) * m[row] / (np.sqrt(v[row]) / np.sqrt(1 - b2 ** t) + eps)
+    return total / len(order)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "adam"])
+def test_one_shard_steps_equal_a_numpy_replay(optimizer: str) -> None:
+    trainer, _ = _trainer(optimizer)
+    ref = [t.astype(np.float64) for t in trainer.tables]
+    state = {"first": [np.zeros_like(t) for t in ref], "second": [np.zeros_like(t) for t in ref]}
+    for epoch, lr in ((1, 0.05), (2, 0.03)):
+        loss = trainer.epoch(epoch, lr)
+        assert (trainer.record[:, 0] >= 0).all()  # every positive drawn once
+        expected = _replay(trainer, ref, optimizer, lr, epoch, state)
+        assert loss == pytest.approx(expected, rel=1e-4)
+        for got, want in zip(trainer.tables, ref, strict=True):
+            np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_negatives_are_unrated_and_follow_the_weights(weighted: bool) -> None:
+    weights = np.linspace(1.0, 40.0, 25) if weighted else None
+    trainer, train = _trainer("sgd", weights)
+    owner = np.repeat(np.arange(30), np.diff(trainer.pos_ptr))
+    draws = np.zeros(25)
+    for epoch in range(1, 41):
+        trainer.epoch(epoch, 1e-6)
+        for e, j in enumerate(trainer.record[:, 1]):
+            u = owner[e]
+            assert j not in trainer.seen_items[trainer.seen_ptr[u]:trainer.seen_ptr[u + 1]]
+        np.add.at(draws, trainer.record[:, 1], 1)
+    # popular items are drawn more often with weights, about evenly without
+    low, high = draws[:8].sum(), draws[-8:].sum()
+    assert (high > 2 * low) if weighted else (0.5 < high / low < 2.0)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_user_with_one_unrated_item_gets_it_exactly(weighted: bool) -> None:
+    """After the rejections run out, the exact draw over the unrated items."""
+    n_items = 50
+    items = np.array([i for i in range(n_items) if i != 17] + [3], dtype=np.int32)
+    users = np.zeros(len(items), dtype=np.int32)
+    layout = pairwise_layout(users, items, np.ones(len(items), bool), 1, n_items, 0)
+    tables = (np.zeros((1, 4), np.float32), np.zeros((n_items, 4), np.float32), np.zeros(n_items, np.float32))
+    weights = np.ones(n_items) if weighted else None
+    trainer = HogwildBPR(layout, np.array([0]), tables, "sgd", 0.0, 0.0, weights, 1, 0)
+    trainer.record = np.zeros((len(layout[3]), 2), np.int64)
+    trainer.epoch(1, 0.1)
+    assert len(layout[3]) == n_items - 1 and (trainer.record[:, 1] == 17).all()
+
+
+def test_one_shard_reproduces_and_shards_cover_every_user() -> None:
+    a, _ = _trainer("adam")
+    b, _ = _trainer("adam")
+    for epoch in (1, 2):
+        assert a.epoch(epoch, 0.01) == b.epoch(epoch, 0.01)
+    for x, y in zip(a.tables, b.tables, strict=True):
+        np.testing.assert_array_equal(x, y)
+    c, _ = _trainer("adam", shards=3)
+    loss = c.epoch(1, 0.01)
+    assert np.isfinite(loss) and (c.record[:, 0] >= 0).all()  # every positive stepped once
