@@ -2,10 +2,10 @@
 
 Imported on first use by the models that train with it. The pieces:
 
-* :func:`pairwise_layout`: the training data as two user-major CSR structures, built in O(nnz)
-  single passes (two counting sorts, no comparison sort): every rated item of each user
-  (sorted, for the negatives' membership test) and each user's positives (in a seeded random
-  order, the order the epochs visit them in);
+* :func:`positive_layout`: each user's positives as a user-major CSR structure, in O(nnz)
+  single passes (a counting sort, no comparison sort), in a seeded random order (the order the
+  epochs visit them in); the negatives' membership test reads the rated items from the
+  model's binary users x items CSR (sorted columns), which fitting builds anyway;
 * :func:`bpr_epoch`: one epoch of per-sample steps. The users are cut into ``shards`` (one per
   thread) that run in parallel and write the shared tables without locks, as Hogwild!
   (Niu et al. 2011) and implicit's BPR do: a user's rows belong to one shard only, and item
@@ -156,71 +156,49 @@ def _negative(state: np.uint64, seen: np.ndarray, lo: int, hi: int, n_items: int
 
 
 @_jit()
-def pairwise_layout(users: np.ndarray, items: np.ndarray, positive: np.ndarray, n_users: int,
-                    n_items: int, seed: int) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
-    """The rated and the positive (user, item) pairs as user-major CSR structures, in O(nnz).
+def positive_layout(users: np.ndarray, items: np.ndarray, positive: np.ndarray, n_users: int, n_items: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """The positive (user, item) pairs as a user-major CSR structure, in O(nnz + n_items).
 
-    ``positive[o]`` says whether rating ``o`` is a positive (a pair rated several times is rated
-    once, and positive when any of its ratings is). Returns ``(seen_ptr, seen_items, pos_ptr,
-    pos_items)``: int64 pointers (n_users + 1) and int32 items; each user's rated items sorted,
-    its positives in a random order drawn from ``seed`` (Fisher-Yates per user).
-    Two counting sorts (by item, then stably by user) put the pairs in (user, item) order."""
+    ``positive[o]`` says whether rating ``o`` is a positive; a pair rated several times is one
+    positive. Returns ``(pos_ptr, pos_items)``: (n_users + 1) int64 pointers and int32 items,
+    each user's in a random order drawn from ``seed`` (Fisher-Yates per user). One counting
+    pass by user, then one pass that drops repeats (an item stamped with its user) and shuffles.
+    """
     n = len(users)
-    start = np.zeros(n_items + 1, np.int64)
+    ptr = np.zeros(n_users + 1, np.int64)
     for o in range(n):
-        start[items[o] + 1] += 1
-    for i in range(n_items):
-        start[i + 1] += start[i]
-    by_item = np.empty(n, np.int64)
-    for o in range(n):
-        i = items[o]
-        by_item[start[i]] = o
-        start[i] += 1
-    seen_ptr = np.zeros(n_users + 1, np.int64)
-    for o in range(n):
-        seen_ptr[users[o] + 1] += 1
+        if positive[o]:
+            ptr[users[o] + 1] += 1
     for u in range(n_users):
-        seen_ptr[u + 1] += seen_ptr[u]
-    fill = seen_ptr[:-1].copy()
-    order = np.empty(n, np.int64)
-    for c in range(n):
-        o = by_item[c]
-        u = users[o]
-        order[fill[u]] = o
-        fill[u] += 1
-    # one pass over the sorted pairs: drop repeats, keep the positives
-    seen_items = np.empty(n, np.int32)
-    pos_items = np.empty(n, np.int32)
-    new_seen = np.zeros(n_users + 1, np.int64)
+        ptr[u + 1] += ptr[u]
+    fill = ptr[:-1].copy()
+    bucket = np.empty(ptr[n_users], np.int32)
+    for o in range(n):
+        if positive[o]:
+            u = users[o]
+            bucket[fill[u]] = items[o]
+            fill[u] += 1
+    stamp = np.full(n_items, -1, np.int64)
     pos_ptr = np.zeros(n_users + 1, np.int64)
-    s = 0
+    state = _mix(seed, 0, 0)
     p = 0
     for u in range(n_users):
-        previous = -1
-        for c in range(seen_ptr[u], seen_ptr[u + 1]):
-            o = order[c]
-            i = items[o]
-            if i != previous:
-                seen_items[s] = i
-                s += 1
-                if positive[o]:
-                    pos_items[p] = i
-                    p += 1
-            elif positive[o] and (p == pos_ptr[u] or pos_items[p - 1] != i):
-                pos_items[p] = i  # a repeat of a pair whose earlier rating was not positive
+        start = p
+        for c in range(ptr[u], ptr[u + 1]):
+            i = bucket[c]
+            if stamp[i] != u:
+                stamp[i] = u
+                bucket[p] = i  # p <= c: compacts in place
                 p += 1
-            previous = i
-        new_seen[u + 1] = s
-        pos_ptr[u + 1] = p
-    state = _mix(seed, 0, 0)
-    for u in range(n_users):
-        for a in range(pos_ptr[u + 1] - pos_ptr[u] - 1, 0, -1):
+        for a in range(p - start - 1, 0, -1):
             state = _next(state)
             b = _below(state, a + 1)
-            x = pos_items[pos_ptr[u] + a]
-            pos_items[pos_ptr[u] + a] = pos_items[pos_ptr[u] + b]
-            pos_items[pos_ptr[u] + b] = x
-    return new_seen, seen_items[:s].copy(), pos_ptr, pos_items[:p].copy()
+            x = bucket[start + a]
+            bucket[start + a] = bucket[start + b]
+            bucket[start + b] = x
+        pos_ptr[u + 1] = p
+    return pos_ptr, bucket[:p].copy()
 
 
 @_jit()
@@ -391,7 +369,9 @@ class HogwildBPR:
     Parameters
     ----------
     layout
-        ``(seen_ptr, seen_items, pos_ptr, pos_items)`` from :func:`pairwise_layout`.
+        ``(seen_ptr, seen_items, pos_ptr, pos_items)``: each user's rated items, sorted (the
+        ``indptr`` and ``indices`` of the binary users x items CSR), and its positives
+        (:func:`positive_layout`).
     users
         The users that train (each with a positive and an unrated item), int32.
     tables
@@ -414,7 +394,9 @@ class HogwildBPR:
     def __init__(self, layout: tuple[np.ndarray, ...], users: np.ndarray, tables: tuple[np.ndarray, ...],
                  optimizer: str, reg: float, bias_reg: float, weights: np.ndarray | None, shards: int,
                  seed: int) -> None:
-        self.seen_ptr, self.seen_items, self.pos_ptr, self.pos_items = layout
+        seen_ptr, seen_items, self.pos_ptr, self.pos_items = layout
+        self.seen_ptr = np.asarray(seen_ptr, dtype=np.int64)
+        self.seen_items = np.asarray(seen_items, dtype=np.int32)
         self.users = np.asarray(users, dtype=np.int32)
         self.tables = tuple(tables)
         self.opt = OPTIMIZER_CODES[optimizer]

@@ -289,8 +289,9 @@ class BPR(RankingRecommender, LatentFactorRecommender):
         """The CPU fit: per-sample steps in a compiled loop over the cores (see the class notes);
         returns the users that trained (one per positive, for the caller's mask)."""
         n_users, n_items = train.n_users, train.n_items
-        layout = kernel.pairwise_layout(train.users, train.items, pos_mask, n_users, n_items, seed)
-        seen_ptr, _, pos_ptr, pos_items = layout
+        pos_ptr, pos_items = kernel.positive_layout(train.users, train.items, pos_mask, n_users, n_items, seed)
+        seen_ptr = self.seen_.indptr  # the binary users x items CSR of the training data: sorted columns
+        layout = (seen_ptr, self.seen_.indices, pos_ptr, pos_items)
         n_pos = np.diff(pos_ptr)
         trainable = (n_pos > 0) & (np.diff(seen_ptr) < n_items)  # a user who rated everything has no negative
         owners = np.repeat(trainable, n_pos)
