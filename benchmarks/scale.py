@@ -450,7 +450,8 @@ def add_long_fit(row: dict[str, Any], entry: dict[str, Any], size: str, meta: di
     log(f"[{size}] {entry['model']} ({entry['library']}) with {entry['bound']}={args.long} ...")
     other = measure(longer, size, meta, data_dir, args, work_root / "long")
     row["long"] = {"count": args.long, "status": other["status"], "fit_seconds": other.get("fit_seconds"),
-                   "peak_rss": other.get("peak_rss"), "error": other.get("error")}
+                   "peak_rss": other.get("peak_rss"), "error": other.get("error"),
+                   "seconds_per_epoch": other.get("seconds_per_epoch")}
     if other["status"] == "ok":
         slope = (float(other["fit_seconds"]) - float(row["fit_seconds"])) / (args.long - short)
         row["slope_seconds_per_epoch"] = slope
@@ -573,18 +574,21 @@ def markdown(rows: list[dict[str, Any]], datasets: dict[str, dict[str, Any]], ar
             ["model", "name", "factors", "epochs / iters", "s / epoch or iter", "fit s", "load s",
              "input build s", "RSS before fit GB", "peak RSS GB", "status"],
             table, ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "l"]))
-        sloped = [r for r in rows if r["size"] == size and r.get("slope_seconds_per_epoch") is not None]
+        sloped = [r for r in rows if r["size"] == size and r.get("slope_seconds_per_epoch") is not None
+                  and r.get("long")]
         if sloped:
             parts.append("\nFits of two lengths (each in its own process): s / epoch = the slope of fit "
                          "seconds over the epoch or iteration count, set-up = the intercept.\n")
             parts.append(markdown_table(
-                ["model", "counts", "fit s", "s / epoch or iter (slope)", "set-up s (intercept)", "peak RSS GB"],
+                ["model", "counts", "fit s", "s / epoch or iter (slope)", "set-up s (intercept)",
+                 "s / epoch or iter (own timer, longer fit)", "peak RSS GB"],
                 [[r["label"] if r["library"] == "cfrec" else f"{r['label']} ({r['library']})",
                   f"{r['requested_params'][r['bound_param']]} / {r['long']['count']}",
                   f"{fmt_seconds(r['fit_seconds'])} / {fmt_seconds(r['long']['fit_seconds'])}",
                   fmt_seconds(r["slope_seconds_per_epoch"]), fmt_seconds(r["setup_seconds"]),
+                  fmt_seconds(r["long"].get("seconds_per_epoch")),
                   f"{fmt_gb(r.get('peak_rss'))} / {fmt_gb(r['long'].get('peak_rss'))}"] for r in sloped],
-                ["l", "r", "r", "r", "r", "r"]))
+                ["l", "r", "r", "r", "r", "r", "r"]))
         comp = []
         for item in ratios(rows, size):
             value, target = item["value"], item["target"]

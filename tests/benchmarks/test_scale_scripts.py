@@ -278,6 +278,38 @@ def test_scale_children_measure_each_library(tmp_path: Path, tiny_arrays: tuple[
         assert peer["init_seconds"] >= 0 and len(peer["epoch_seconds"]) == 2
 
 
+def test_scale_implicit_bpr_child_trains_on_cfrec_bprs_positives(tmp_path: Path,
+                                                                  tiny_arrays: tuple[Path, dict]) -> None:
+    if not _have("implicit"):
+        pytest.skip("implicit is a benchmark extra")
+    folder, meta = tiny_arrays
+    peer = _child(tmp_path, {"data": os.fspath(folder), "meta": meta, "threads": 1, "kind": "implicit-bpr",
+                             "model": "implicit-bpr", "threshold": 4.0,
+                             "params": {"factors": 4, "iterations": 2, "random_state": 0}})
+    ratings = np.load(folder / "ratings.npy")
+    users, items = np.load(folder / "users.npy"), np.load(folder / "items.npy")
+    keep = ratings >= 4.0
+    assert peer["status"] == "ok" and peer["epochs_run"] == 2
+    assert peer["positives"] == len(np.unique(users[keep].astype(np.int64) * meta["n_items"] + items[keep]))
+
+
+def test_scale_slope_and_intercept_of_two_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--long: a second fit of N epochs; s/epoch is the slope of fit seconds, set-up the intercept."""
+    monkeypatch.setattr(scale, "measure", lambda entry, *a: {"status": "ok", "fit_seconds": 20.0,
+                                                             "peak_rss": 1.0, "seconds_per_epoch": 2.5})
+    args = scale.parse_args(["--long", "4"])
+    row = _row("bpr", 9.0, 1.0)
+    row.update(fit_seconds=11.0, bound_param="epochs", requested_params={"epochs": 1})
+    scale.add_long_fit(row, {"model": "bpr", "library": "cfrec", "bound": "epochs", "params": {"epochs": 1}},
+                       "ml-10m", {}, tmp_path, args, tmp_path)
+    assert row["slope_seconds_per_epoch"] == pytest.approx(3.0) and row["setup_seconds"] == pytest.approx(8.0)
+    peer = dict(_row("implicit-bpr", 6.0, 1.0), slope_seconds_per_epoch=6.0)
+    got = {r["comparison"]: r["value"] for r in scale.ratios([row, peer], "ml-10m")}
+    assert got["BPR s/epoch ÷ implicit BPR s/epoch (slopes with --long)"] == pytest.approx(0.5)
+    text = scale.markdown([row, peer], {"ml-10m": {"n_ratings": 1, "n_users": 1, "n_items": 1}}, args)
+    assert "| bpr (x) | 1 / 4 | 11.0 / 20.0 | 3.00 | 8.00 | 2.50 |" in text
+
+
 def test_scale_child_failure_is_a_result(tmp_path: Path, tiny_arrays: tuple[Path, dict]) -> None:
     folder, meta = tiny_arrays
     result = _child(tmp_path, {"kind": "cfrec", "model": "pop", "params": {"no_such_param": 1},

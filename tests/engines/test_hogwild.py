@@ -41,7 +41,7 @@ def test_layout_holds_each_users_positives_once_in_a_seeded_order() -> None:
     assert not np.array_equal(pairwise_layout(users, items, positive, 30, 25, 8)[3], pos)
 
 
-def _trainer(optimizer: str, weights: np.ndarray | None = None, shards: int = 1,
+def _trainer(optimizer: str, weights: np.ndarray | None = None, threads: int = 1,
              seed: int = 3) -> tuple[HogwildBPR, np.ndarray]:
     users, items, positive = _data()
     layout = pairwise_layout(users, items, positive, 30, 25, 1)
@@ -50,7 +50,7 @@ def _trainer(optimizer: str, weights: np.ndarray | None = None, shards: int = 1,
               (rng.standard_normal((25, 6)) * 0.3).astype(np.float32),
               (rng.standard_normal(25) * 0.1).astype(np.float32))
     train = np.flatnonzero(np.diff(layout[2]) > 0)
-    trainer = HogwildBPR(layout, train, tables, optimizer, 0.01, 0.003, weights, shards, seed)
+    trainer = HogwildBPR(layout, train, tables, optimizer, 0.01, 0.003, weights, threads, seed)
     trainer.record = np.full((len(layout[3]), 2), -1, np.int64)
     return trainer, train
 
@@ -143,6 +143,6 @@ def test_one_shard_reproduces_and_shards_cover_every_user() -> None:
         assert a.epoch(epoch, 0.01) == b.epoch(epoch, 0.01)
     for x, y in zip(a.tables, b.tables, strict=True):
         np.testing.assert_array_equal(x, y)
-    c, _ = _trainer("adam", shards=3)
+    c, _ = _trainer("adam", threads=3)
     loss = c.epoch(1, 0.01)
     assert np.isfinite(loss) and (c.record[:, 0] >= 0).all()  # every positive stepped once

@@ -6,8 +6,9 @@ Imported on first use by the models that train with it. The pieces:
   single passes (a counting sort, no comparison sort), in a seeded random order (the order the
   epochs visit them in); the negatives' membership test reads the rated items from the
   model's binary users x items CSR (sorted columns), which fitting builds anyway;
-* :func:`bpr_epoch`: one epoch of per-sample steps. The users are cut into ``shards`` (one per
-  thread) that run in parallel and write the shared tables without locks, as Hogwild!
+* :func:`bpr_epoch`: one epoch of per-sample steps. The users are cut into shards that the
+  threads take one at a time (a few per thread, so that a thread the kernel deschedules on a
+  busy machine holds up only its shard) and that write the shared tables without locks, as Hogwild!
   (Niu et al. 2011) and implicit's BPR do: a user's rows belong to one shard only, and item
   rows are rarely written by two threads at the same instant. Within a shard the users come in
   the epoch's order and each user's positives one after the other, so the user's row (and its
@@ -37,6 +38,8 @@ _REJECTIONS = 32
 #: Step count from which Adam's bias corrections are taken as 1 (below 1e-6 away from it).
 _ADAM_SETTLED = 1 << 15
 _U64 = np.uint64
+#: Shards of users per thread in a parallel epoch.
+SHARDS_PER_THREAD = 4
 
 
 def _jit(parallel: bool = False) -> Callable[[Callable[..., Any]], Any]:
@@ -384,15 +387,16 @@ class HogwildBPR:
         The per-triple L2 strengths.
     weights
         (n_items,) negative-sampling weights, or None for uniform negatives.
-    shards
-        Shards of users an epoch runs in parallel (one thread each, as far as there are cores);
-        one shard reproduces a fit exactly.
+    threads
+        Threads an epoch runs on (at most the cores numba has); the users are cut into
+        :data:`SHARDS_PER_THREAD` shards a thread (one in all on one thread, which reproduces a
+        fit exactly).
     seed
         Seeds the epochs' user orders and negatives.
     """
 
     def __init__(self, layout: tuple[np.ndarray, ...], users: np.ndarray, tables: tuple[np.ndarray, ...],
-                 optimizer: str, reg: float, bias_reg: float, weights: np.ndarray | None, shards: int,
+                 optimizer: str, reg: float, bias_reg: float, weights: np.ndarray | None, threads: int,
                  seed: int) -> None:
         seen_ptr, seen_items, self.pos_ptr, self.pos_items = layout
         self.seen_ptr = np.asarray(seen_ptr, dtype=np.int64)
@@ -412,7 +416,8 @@ class HogwildBPR:
         else:
             self.weights = np.asarray(weights, dtype=np.float64)
             self.cdf = np.cumsum(self.weights)
-        self.shards = max(1, int(shards))
+        self.threads = max(1, int(threads))
+        self.shards = 1 if self.threads == 1 else self.threads * SHARDS_PER_THREAD
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.counts = (self.pos_ptr[self.users + 1] - self.pos_ptr[self.users]).astype(np.int64)
@@ -433,13 +438,15 @@ class HogwildBPR:
         return float(losses.sum()) / max(self.n_samples, 1)
 
     def _run(self, user_order: np.ndarray, bounds: np.ndarray, epoch: int, lr: float) -> np.ndarray:
-        threads = min(len(bounds) - 1, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        threads = min(self.threads, len(bounds) - 1, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
         before = numba.get_num_threads()
         numba.set_num_threads(max(threads, 1))
+        chunk = numba.set_parallel_chunksize(1)  # shards handed out one at a time, as threads free up
         try:
             return bpr_epoch(self.pos_ptr, self.pos_items, self.seen_ptr, self.seen_items, user_order, bounds,
                              self.tables, self.first, self.second, self.opt, float(lr), self.reg,
                              self.bias_reg, (0.9, 0.999), self.eps, max(epoch - 1, 0) * self.n_samples,
                              self.cdf, self.weights, self.seed, int(epoch), self.record)
         finally:
+            numba.set_parallel_chunksize(chunk)
             numba.set_num_threads(before)

@@ -147,9 +147,9 @@ class BPR(RankingRecommender, LatentFactorRecommender):
 
     Scores are ``s_ui = p_u . q_i + b_i`` (see :mod:`cfrec.models.bpr`), trained on (user,
     positive, negative) triples; a step updates only the rows of its users and items: one
-    triple at a time in a compiled loop over the cores on the CPU, minibatches on CUDA. Ratings ``>= threshold`` are
-    positives (``None``: every rating); negatives are never items the user rated in training (of
-    any rating), and users who rated every item do not train. ``valid`` is ignored: the epoch
+    triple at a time in a compiled loop over the cores on the CPU, minibatches on CUDA.
+    Ratings ``>= threshold`` are positives (``None``: every rating); negatives are never items
+    the user rated in training (of any rating), and users who rated every item do not train. ``valid`` is ignored: the epoch
     count is a hyperparameter, chosen on validation carves.
 
     ``predicts_ratings`` is False: ``predict`` maps a score onto the rating scale through a
@@ -301,7 +301,7 @@ class BPR(RankingRecommender, LatentFactorRecommender):
         tables = tuple(t.detach().numpy() for t in (net.user_factors, net.item_factors, net.item_bias))
         trainer = kernel.HogwildBPR(layout, np.flatnonzero(trainable), tables, str(self.optimizer).lower(),
                                     float(self.reg), float(self.bias_reg), self._item_weights(counts),
-                                    self._shards(n_samples), seed)
+                                    self._fit_threads(n_samples), seed)
         trainer.warm_up()  # load (or compile) the kernel in the set-up, not in the first epoch
         rate = {"lr": float(self.lr)}
 
@@ -316,7 +316,7 @@ class BPR(RankingRecommender, LatentFactorRecommender):
                                              log_level=logging.INFO).run(epoch))
         return np.repeat(np.arange(n_users), np.where(trainable, n_pos, 0))
 
-    def _shards(self, n_samples: int) -> int:
+    def _fit_threads(self, n_samples: int) -> int:
         """Threads of the compiled epochs: ``threads``, else ``CFREC_NUM_THREADS``, else one for
         small data (below :data:`_PARALLEL_SAMPLES` triples an epoch) and every core above."""
         if self.threads is not None or configured_threads() is not None:
