@@ -267,7 +267,7 @@ def _move3(p: np.ndarray, q: np.ndarray, u: int, i: int, j: int, z: float, two_r
 def _move1(w: np.ndarray, row: int, g: float, s1: np.ndarray, s2: np.ndarray, opt: int, lr: float,
            b1: float, b2: float, step_size: float, inv_root: float,
            eps: float) -> None:  # pragma: no cover - compiled
-    """:func:`_move` for one entry of a 1-D table (an intercept)."""
+    """:func:`_move3` for one entry of a 1-D table (an intercept)."""
     if opt == 0:
         w[row] -= lr * g
     elif opt == 1:
