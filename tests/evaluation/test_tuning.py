@@ -266,7 +266,8 @@ def test_validation_carves_match_the_protocol(split) -> None:
 def test_temporal_carve_keeps_same_second_groups_whole(split) -> None:
     """The temporal carve never puts some of a user's ratings of one second in the fit part and
     the others in the validation part (the online replay reveals such a group at once)."""
-    from cfrec.data.split import _n_test, carve_validation
+    from cfrec.data.split import carve_validation
+    from cfrec.data.split.core import _n_test
 
     train = split.train
     # every user rates in hourly bursts, so the plain row cut would fall inside a group
