@@ -349,6 +349,32 @@ class RecommenderContract:
         with pytest.raises(ModelFileError, match="not a"):
             other.load(path)
 
+    # ------------------------------------------------------------------ interaction logs
+    def test_log_without_ratings(self, planted: Interactions, tmp_path: Path) -> None:
+        """A ranking model fits on interactions with no ratings, recommends, folds a new user in
+        from items alone and survives save/load; a rating model refuses the log in one line."""
+        log = planted.as_implicit()
+        assert log.is_implicit and log.weights is not None
+        model = self.make_model()
+        if model.predicts_ratings:
+            with pytest.raises(CfrecError, match="predicts ratings.*ranking model"):
+                model.fit(log)
+            assert not model.is_fitted
+            return
+        assert model.fit(log) is model
+        seen = set(log.subset(log.raw_users() == "u003").raw_items().tolist())
+        recs = model.recommend("u003", k=8)
+        assert len(recs.ids) == 8 and not seen & set(recs.ids.tolist())
+        assert np.all(np.diff(recs.scores) <= 1e-6)
+        folded = model.fold_in(items=[100, 101, 102, 424242])
+        assert folded.n_ratings == 3 and folded.unknown_items == (424242,)
+        liked = model.recommend(folded, k=8)
+        assert len(liked.ids) == 8 and not {100, 101, 102} & set(liked.ids.tolist())
+        loaded = Recommender.load(model.save(tmp_path / "log-model"))
+        np.testing.assert_array_equal(loaded.recommend("u003", k=8).ids, recs.ids)
+        np.testing.assert_array_equal(loaded.recommend(loaded.fold_in(items=[100, 101, 102]), k=8).ids,
+                                      liked.ids)
+
     # ------------------------------------------------------------------ configuration
     def test_reproducible_with_fixed_seed(self, planted: Interactions, fitted: Recommender) -> None:
         again = self.make_model().fit(planted)

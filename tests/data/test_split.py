@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from cfrec.data import Interactions, Split
 from cfrec.data.split import (
     SPEC_FORMS,
-    _lex_order,
     carve_validation,
     kfold_splits,
     make_splits,
@@ -23,6 +22,7 @@ from cfrec.data.split import (
     temporal_split,
     user_temporal_split,
 )
+from cfrec.data.split.core import _lex_order
 from cfrec.errors import CfrecError, DataError, DatasetUnavailable
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -230,8 +230,8 @@ def test_tuning_ranking_only_models_by_rmse_is_refused_and_by_ndcg_works() -> No
 
     data = make_synthetic(60, 40, 1200, seed=3)
     with pytest.raises(CfrecError, match="not ratings"):
-        tune(data, "neumf", {"n_factors": [4]}, base_params={"mode": "implicit", "epochs": 1})
-    result = tune(data, "ials", {"n_factors": [2, 4]}, base_params={"iterations": 2}, metric="ndcg@10")
+        tune(data, "neumf", {"n_factors": [4]}, base_params={"mode": "implicit", "epochs": 1}, metric="rmse")
+    result = tune(data, "ials", {"n_factors": [2, 4]}, base_params={"iterations": 2})  # NDCG@10 by default
     assert result.metric == "ndcg@10" and result.carve == "per-user"
     assert result.trials["valid_rmse"].isna().all() and result.trials["valid_ndcg@10"].between(0, 1).all()
     assert result.best_score == result.trials["valid_ndcg@10"].max()
@@ -266,7 +266,8 @@ def test_validation_carves_match_the_protocol(split) -> None:
 def test_temporal_carve_keeps_same_second_groups_whole(split) -> None:
     """The temporal carve never puts some of a user's ratings of one second in the fit part and
     the others in the validation part (the online replay reveals such a group at once)."""
-    from cfrec.data.split import _n_test, carve_validation
+    from cfrec.data.split import carve_validation
+    from cfrec.data.split.core import _n_test
 
     train = split.train
     # every user rates in hourly bursts, so the plain row cut would fall inside a group

@@ -242,3 +242,19 @@ def test_reversed_relevance_never_beats_perfect(case) -> None:
     front = np.sort(hits, axis=1)[:, ::-1]
     assert np.all(ndcg_at_k(hits, n_rel) <= ndcg_at_k(front, n_rel) + 1e-12)
     assert np.all(average_precision_at_k(hits, n_rel) <= average_precision_at_k(front, n_rel) + 1e-12)
+
+
+def test_mean_popularity_skips_empty_slots_and_empty_lists() -> None:
+    from cfrec.metrics import mean_popularity
+
+    pop = np.array([0.5, 0.25, 0.0, 1.0])
+    top = np.array([[0, 1, -1], [3, 2, 1], [-1, -1, -1]])
+    # row 0: (0.5 + 0.25) / 2; row 1: (1 + 0 + 0.25) / 3; row 2 holds no item and does not count
+    assert mean_popularity(top, pop) == pytest.approx((0.375 + 1.25 / 3) / 2)
+    assert mean_popularity(top, pop, k=1) == pytest.approx((0.5 + 1.0) / 2)
+    assert math.isnan(mean_popularity(np.full((2, 2), -1), pop))
+    with pytest.raises(ValueError, match="no popularity"):
+        mean_popularity(np.array([[4]]), pop)
+    res = ranking_metrics(top, np.array([0]), np.array([0]), np.array([1, 1, 1]), n_items=4, ks=[2],
+                          names=["popularity"], item_popularity=pop)
+    assert res["popularity@2"] == pytest.approx((0.375 + 0.5) / 2)

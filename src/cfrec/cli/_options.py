@@ -22,9 +22,11 @@ import typer
 from cfrec.cli._app import err_console, fail
 from cfrec.data.interactions import Interactions
 from cfrec.data.options import DATA_OPTIONS, DataOptions
+from cfrec.errors import CfrecError
 
 if typing.TYPE_CHECKING:
     from cfrec.data.io import LoadReport
+    from cfrec.models.base import Recommender
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 PANEL = "Data file options (a ratings or interactions file; MovieLens releases need none)"
@@ -143,15 +145,21 @@ def interactions_note(report: LoadReport) -> str:
             f"item) pairs; {how}{merged}")
 
 
-def refuse_rating_model(data: Interactions, model: str) -> None:
-    """Stop with one line when a rating-prediction ``model`` is given interactions (no ratings)."""
+def refuse_rating_model(data: Interactions, model: str | Recommender) -> None:
+    """Stop with one line when a rating-prediction ``model`` (a name or an instance) is given
+    interactions with no ratings (:func:`cfrec.models.base.check_feedback`)."""
     if not data.is_implicit:
         return
-    from cfrec.models.registry import resolve_name, specs
+    from cfrec.models.base import check_feedback
 
-    spec, _ = resolve_name(model)
-    if spec.ranking:
-        return
-    ranking = ", ".join(s.name for s in specs() if s.ranking)
-    fail(f"{spec.name} predicts ratings, and {data.name} holds interactions with no ratings "
-         f"(read with --feedback implicit); train a ranking model instead: {ranking}")
+    if isinstance(model, str):
+        from cfrec.models.registry import resolve_name
+
+        spec, preset = resolve_name(model)
+        instance: Recommender = spec.make(preset)
+    else:
+        instance = model
+    try:
+        check_feedback(instance, data)
+    except CfrecError as exc:
+        fail(str(exc))

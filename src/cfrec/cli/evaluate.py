@@ -41,10 +41,11 @@ def evaluate_cmd(
              "kfold[:5], u1..u5, ua, ub (default: the recorded one, else searched by fingerprint).")] = None,
     metrics: Annotated[str | None, typer.Option(
         help="Comma-separated metrics: rmse, mae, precision@K, recall@K, ndcg@K, map@K, mrr@K, "
-             "hit_rate@K, coverage@K (default: all at --k).")] = None,
+             "hit_rate@K, coverage@K, popularity@K (default: all at --k).")] = None,
     k: Annotated[int, typer.Option(help="Cut-off for ranking metrics named without @K.")] = 10,
     relevance: Annotated[float, typer.Option(
-        help="A test item is relevant when its rating is >= this (ranking metrics).")] = 4.0,
+        help="A test item is relevant when its rating is >= this (ranking metrics); on an "
+             "interaction log every held-out interaction is relevant.")] = 4.0,
     seed: Annotated[int | None, typer.Option(help="Seed of a random/k-fold split (default: the recorded one, else 0).")] = None,
     online: Annotated[bool, typer.Option(
         "--online", help="Also replay the test part in time order with fold-in (online RMSE).")] = False,
@@ -118,7 +119,7 @@ def evaluate_cmd(
             "dataset": data.name,
             "split": chosen.name,
             "train_matches_model": matches,
-            "relevance": relevance,
+            "relevance": None if chosen.test.is_implicit else relevance,
             "k": k,
             "metrics": ev.metrics,
             "breakdown": ev.breakdown.to_dict() if ev.breakdown is not None else None,
@@ -137,8 +138,10 @@ def evaluate_cmd(
     if not model.predicts_ratings:
         say(f"{type(model).__name__} ranks items by preference and does not predict ratings: RMSE and "
             "MAE are n/a")
-    console.print(f"ranking: all items unrated in training are candidates; relevant = test rating >= "
-                  f"{relevance:g}; users without a relevant test item are excluded from the averages",
+    relevant = ("every held-out interaction" if chosen.test.is_implicit
+                else f"test rating >= {relevance:g}")
+    console.print(f"ranking: all items unrated in training are candidates; relevant = {relevant}; "
+                  "users without a relevant test item are excluded from the averages",
                   highlight=False, soft_wrap=True, markup=False)
     bd = ev.breakdown
     if bd is not None and bd["all"].n != bd["known user & item"].n:
@@ -201,7 +204,8 @@ def benchmark_cmd(
     json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON to this file (atomically).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the splits and the models.")] = 0,
     k: Annotated[int, typer.Option(help="Ranking cut-off.")] = 10,
-    relevance: Annotated[float, typer.Option(help="Relevant = test rating >= this.")] = 4.0,
+    relevance: Annotated[float, typer.Option(
+        help="Relevant = test rating >= this (on an interaction log: every held-out interaction).")] = 4.0,
     popularity: Annotated[bool, typer.Option(
         "--popularity/--no-popularity", help="Include the most-popular baseline row.")] = True,
 ) -> None:
@@ -218,7 +222,12 @@ def benchmark_cmd(
             f"{'its official folds u1..u5' if protocol == 'folds' else '5-fold cross-validation'}; "
             "--protocol chooses another)", stderr=True)
     if models is None:
-        models = ",".join(default_models("online" if online_reveals(protocol) is not None else protocol))
+        chosen_models = default_models("online" if online_reveals(protocol) is not None else protocol)
+        if data.is_implicit:  # rating models are refused on interactions
+            from cfrec.models.names import ranking_names
+
+            chosen_models = [m for m in chosen_models if m in ranking_names()]
+        models = ",".join(chosen_models)
 
     def on_fold(name: str, fold: Any) -> None:
         m = fold.metrics

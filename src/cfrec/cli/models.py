@@ -182,7 +182,7 @@ def train(
     stages = StageLog()
     with stages.stage("load"):
         data = load_data(dataset, data_options)
-    refuse_rating_model(data, model)
+    refuse_rating_model(data, estimator)
     with stages.stage("split"):
         chosen = single_split(data, split, seed=seed, data_home=folds_home(dataset))
     train_part = data if chosen is None else chosen.train

@@ -9,7 +9,7 @@ listed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -22,6 +22,9 @@ from cfrec.cli._app import app, console, fail, say
 from cfrec.cli.models import _echo_json, load_model
 from cfrec.errors import CfrecError
 from cfrec.explain import because_rated
+
+if TYPE_CHECKING:
+    from cfrec.models.base import Recommender
 
 
 def _item_meta(model: Any, raw_ids: Any) -> list[dict[str, Any]]:
@@ -102,6 +105,43 @@ def _recommend_all(model: Any, users_file: Path | None, out: Path | None, k: int
         + (f" ({unknown:,} unknown to the model got its cold-start list)" if unknown else ""))
 
 
+def _recommend_liked(model: Recommender, liked: list[str], k: int, json_out: bool) -> None:
+    """``recommend --liked``: fold a new user in from the items alone and print their list."""
+    if model.predicts_ratings:
+        from cfrec.models.names import ranking_names
+
+        fail(f"{model.name} folds a new user in from ratings, not from items alone; --liked works with "
+             f"the ranking models ({', '.join(ranking_names())})")
+    given = _raw_items(model, liked)
+    folded = model.fold_in(given)
+    recs = model.recommend(folded, k)
+    rows = [{**meta, "score": float(s)} for meta, s in zip(_item_meta(model, recs.ids), recs.scores, strict=True)]
+    if json_out:
+        _echo_json({"model": model.name, "liked": to_jsonable(given), "known_items": int(folded.n_ratings),
+                    "unknown_items": to_jsonable(list(folded.unknown_items)),
+                    "fallback": None if folded.n_ratings else "popular", "recommendations": rows})
+        return
+    if folded.unknown_items:
+        say(f"not in the model, ignored: {', '.join(str(i) for i in folded.unknown_items)}")
+    if not folded.n_ratings:
+        say("none of the liked items is in the model: showing the most popular items")
+    table, titled = _ranked_table(model, f"for a new user ({folded.n_ratings} liked)")
+    table.add_column("score", justify="right")
+    for rank, row in enumerate(rows, 1):
+        table.add_row(str(rank), escape(str(row["item_id"])), *([escape(_title(row))] if titled else []),
+                      f"{row['score']:.3f}")
+    console.print(table)
+
+
+def _raw_items(model: Recommender, text_ids: list[str]) -> list[Any]:
+    """Item ids typed on the command line as the model's raw ids (integers where it uses them)."""
+    out: list[Any] = []
+    for text in text_ids:
+        idx = int(model.item_map_.to_index(np.asarray([text]), missing="-1")[0])
+        out.append(model.item_map_.to_raw(idx) if idx >= 0 else text)
+    return out
+
+
 @app.command()
 def recommend(
     model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'cfrec train'.")],
@@ -118,10 +158,19 @@ def recommend(
                                                                    "a line.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="With --all: the .csv or .parquet file "
                                                                  "to write (replaced atomically).")] = None,
+    liked: Annotated[list[str] | None, typer.Option(
+        "--liked", "-l", help="A new user described by the items they interacted with (repeatable, or "
+                              "comma-separated; ranking models): folded in, no retraining.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Top-k items for a user, ranked by the model's score (with predicted ratings for rating models); a new user gets the model's cold-start (popular) list."""
     model = load_model(model_dir)
+    if liked:
+        if user is not None or all_users or users_file is not None or out is not None:
+            fail("--liked describes a new user: give it without --user, --all, --users or --out")
+        _recommend_liked(model, [i.strip() for v in liked for i in v.split(",") if i.strip()], k,
+                         json_out)
+        return
     if all_users or users_file is not None:
         if user is not None:
             fail("give either --user or --all (with --users FILE), not both")

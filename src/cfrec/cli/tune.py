@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cfrec.cli._app import app, console, err_console, fail
-from cfrec.cli._options import load_data, with_data_options
+from cfrec.cli._options import load_data, refuse_rating_model, with_data_options
 from cfrec.cli.models import _MODEL_CHOICES, _echo_json, _fmt_fallback, build_params
 from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError
@@ -53,9 +53,11 @@ def tune(
     sampler: Annotated[str, typer.Option(help="auto (grid unless a range is given), grid or tpe.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seeds sampler, validation carve, split and model.")] = 0,
     valid_fraction: Annotated[float, typer.Option(help="Share of the train part held out for validation.")] = 0.1,
-    metric: Annotated[str, typer.Option(help="What picks the winner: rmse or mae (lower is better) or a "
-                                             "ranking metric such as ndcg@10, recall@10, map@10 (higher "
-                                             "is better; the way to tune ranking models).")] = "rmse",
+    metric: Annotated[str | None, typer.Option(help="What picks the winner: rmse or mae (lower is better) "
+                                                    "or a ranking metric such as ndcg@10, recall@10, map@10 "
+                                                    "(higher is better; the way to tune ranking models). "
+                                                    "Default: rmse for a rating model on ratings, ndcg@10 "
+                                                    "for a ranking model or an interaction log.")] = None,
     carve: Annotated[str, typer.Option(help="Validation carve: auto (ranking metric: per-user holdout, or "
                                             "the latest ratings on a temporal split; rmse/mae: random "
                                             "rows), random, per-user or temporal.")] = "auto",
@@ -100,6 +102,10 @@ def tune(
 
     progress = err_console if json_out else console
     data = load_data(dataset, data_options)
+    probe = cls(**base)
+    refuse_rating_model(data, probe)
+    if metric is None:
+        metric = "rmse" if probe.predicts_ratings else "ndcg@10"
     chosen = single_split(data, split, seed=seed, data_home=folds_home(dataset))
     target = data if chosen is None else chosen
     progress.print(

@@ -39,7 +39,7 @@ from cfrec.evaluation.protocols import (
     format_value,
     resolve_model,
 )
-from cfrec.models.base import Recommender
+from cfrec.models.base import Recommender, check_feedback
 from cfrec.models.registry import resolve_name, split_model_list
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,11 @@ class BenchmarkResult:
                     ("rmse_known_users", f"RMSE known users{tag}"), ("rmse_new_users", f"RMSE new users{tag}"),
                     ("mae", f"MAE online{tag}"), (f"ndcg@{k}", f"NDCG@{k}"), (f"recall@{k}", f"Recall@{k}"),
                     ("fit_seconds", "fit s"), ("predict_seconds", f"online replay s{tag}")]
+        if self.rows and not any("rmse" in r.mean for r in self.rows):  # an interaction log
+            return [(f"ndcg@{k}", f"NDCG@{k}"), (f"recall@{k}", f"Recall@{k}"), (f"map@{k}", f"MAP@{k}"),
+                    (f"mrr@{k}", f"MRR@{k}"), (f"coverage@{k}", f"coverage@{k}"),
+                    (f"popularity@{k}", f"popularity@{k}"), ("fit_seconds", "fit s"),
+                    ("predict_seconds", "predict s")]
         return [("rmse", "RMSE"), ("mae", "MAE"), (f"ndcg@{k}", f"NDCG@{k}"),
                 (f"recall@{k}", f"Recall@{k}"), ("fit_seconds", "fit s"),
                 ("predict_seconds", "predict s")]
@@ -160,7 +165,7 @@ class BenchmarkResult:
     def to_markdown(self) -> str:
         header, body = self.table()
         folds = max((r.n_folds for r in self.rows), default=1)
-        rel = "every test rating" if self.relevance is None else f"test rating >= {self.relevance:g}"
+        rel = "every held-out item" if self.relevance is None else f"test rating >= {self.relevance:g}"
         lines = [
             f"Benchmark on {self.dataset}, protocol {self.protocol} ({folds} fold{'s' if folds > 1 else ''}"
             f"{', mean ± std' if folds > 1 else ''}); ranking over all unrated items, relevant = {rel}",
@@ -242,10 +247,18 @@ def run_benchmark(
     if popularity and not any(_is_popularity(m) for m in specs):
         specs = [POPULARITY, *specs]
     factories = [(_seeded(*resolve_model(m), seed)) for m in specs]
+    for factory, _name in factories:  # refuse a rating model on a log before fitting anything
+        check_feedback(factory(), data)
     reveals = online_reveals(protocol)
     online = reveals is not None
-    metrics = ["rmse", "mae", f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"map@{k}", f"mrr@{k}",
-               f"hit_rate@{k}", f"coverage@{k}"]
+    if online and data.is_implicit:
+        raise CfrecError(f"the online protocol replays ratings, and {data.name} holds interactions with "
+                         "no ratings; use a split protocol (user-temporal:n=1, random:0.2, cv5)")
+    metrics = [*(() if data.is_implicit else ("rmse", "mae")), f"ndcg@{k}", f"recall@{k}",
+               f"precision@{k}", f"map@{k}", f"mrr@{k}", f"hit_rate@{k}", f"coverage@{k}",
+               f"popularity@{k}"]
+    if data.is_implicit:
+        relevance = None  # every held-out interaction is relevant
     splits = make_splits(data, ONLINE_SPEC if online else protocol, seed=seed, data_home=data_home)
     rows: list[BenchmarkRow] = []
     for factory, name in factories:

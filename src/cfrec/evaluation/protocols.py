@@ -5,9 +5,12 @@ predictions fell back to biases) and top-K ranking metrics over the *full* item 
 item the user did not rate in training is a candidate; no sampled negatives).
 
 Relevance rule for explicit ratings: a test item is relevant to its user when the test rating is
-``>= relevance`` (4.0 by default; ``None`` makes every test item relevant). Users whose test part
+``>= relevance`` (4.0 by default; ``None`` makes every test item relevant). On interaction logs
+(``test.is_implicit``: no ratings) every held-out interaction is relevant and the threshold does
+not apply. Users whose test part
 holds no relevant item are excluded from the ranking averages (their number is reported as
-``ranking_users_excluded``); catalogue coverage is computed over the lists of all test users.
+``ranking_users_excluded``); catalogue coverage and the mean popularity of recommended items (the share of training users who
+chose them) are computed over the lists of all test users.
 Relevant test items the model cannot rank (absent from its training data) stay in the
 denominators: they are misses for every model alike. Every ranking metric has a cut-off, MRR
 included (``mrr@10``: reciprocal rank of the first relevant item within the top 10, else 0); see
@@ -48,7 +51,7 @@ from cfrec.ranking import rank
 logger = logging.getLogger(__name__)
 
 RATING_METRICS = ("rmse", "mae")
-DEFAULT_RANKING = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate", "coverage")
+DEFAULT_RANKING = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate", "coverage", "popularity")
 
 ModelLike = Recommender | str | Callable[[], Recommender]
 """A model to evaluate: a registry name (``"mf"``, ``"mf:n_factors=64,epochs=30"``, ``"pop"``,
@@ -186,6 +189,8 @@ def evaluate(model: Recommender, test: Interactions, *, train: Interactions | No
         Default cut-off for ranking metrics named without ``@``.
     relevance
         Test ratings ``>= relevance`` are relevant; ``None`` makes every test rating relevant.
+        Ignored on interaction logs (``test.is_implicit``): every held-out interaction is
+        relevant.
     metrics
         Names such as ``["rmse", "ndcg@10", "recall@20"]`` (default: all at ``k``). Ranking is
         skipped when no ranking metric is asked for.
@@ -243,7 +248,8 @@ def _ranking(model: Recommender, test: Interactions, names: list[str],
     # One row per test user (test vocabulary index -> row).
     rows_of_user, row_users = _rows(test.users)
     u_model = model.user_map_.to_index(test.user_map.to_raw(row_users), missing="-1").astype(np.int64)
-    rel = np.ones(len(test), dtype=bool) if relevance is None else test.ratings >= relevance
+    rel = (np.ones(len(test), dtype=bool) if relevance is None or test.is_implicit
+           else test.ratings >= relevance)
     r_rows = rows_of_user[rel]
     r_items_test = test.items[rel].astype(np.int64)
     # Unique relevant (row, item) pairs; n_relevant counts those the model cannot rank too.
@@ -253,8 +259,12 @@ def _ranking(model: Recommender, test: Interactions, names: list[str],
     i_model = model.item_map_.to_index(test.item_map.to_raw(p_items_test), missing="-1").astype(np.int64)
     rankable = i_model >= 0
     top, _ = rank(model.score_rows, u_model, len(model.item_map_), max(ks), exclude=model.seen_)
+    popularity = None
+    if "popularity" in families:
+        n_train_users = max(len(model.user_map_), 1)
+        popularity = np.asarray((model.seen_ > 0).sum(axis=0), dtype=np.float64).ravel() / n_train_users
     res = ranking_metrics(top, p_rows[rankable], i_model[rankable], n_relevant,
-                          n_items=len(model.item_map_), ks=ks, names=families)
+                          n_items=len(model.item_map_), ks=ks, names=families, item_popularity=popularity)
     out = {n: res[n] for n in names}
     out["ranking_users"] = int((n_relevant > 0).sum())
     out["ranking_users_excluded"] = int((n_relevant == 0).sum())

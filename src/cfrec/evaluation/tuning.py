@@ -30,6 +30,7 @@ from cfrec._io import attributes, to_jsonable, write_text_atomic
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
 from cfrec.errors import CfrecError
+from cfrec.models.base import check_feedback
 from cfrec.models.registry import (
     check_params,
     coerce_param,
@@ -316,7 +317,7 @@ def tune(
     base_params: Mapping[str, Any] | None = None,
     valid_fraction: float = 0.1,
     refit: bool = True,
-    metric: str = "rmse",
+    metric: str | None = None,
     carve: Literal["auto", "random", "per-user", "temporal"] = "auto",
     on_trial: Callable[[dict[str, Any]], None] | None = None,
 ) -> TuningResult:
@@ -350,7 +351,9 @@ def tune(
     metric
         ``"rmse"`` or ``"mae"`` (minimised), or a ranking metric such as ``"ndcg@10"`` or
         ``"recall@20"`` (maximised; full ranking of the items unrated in the fit part, relevant =
-        validation rating >= 4). Ranking-only models can be tuned by ranking metrics only.
+        validation rating >= 4, or every validation interaction on a log). Ranking-only models
+        can be tuned by ranking metrics only. ``None``: RMSE for a rating model on ratings,
+        NDCG@10 for a ranking model or an interaction log (where rating models are refused).
     carve
         How the validation part is held out (:func:`cfrec.data.split.carve_validation`).
         ``"auto"``: for a ranking metric, the part that matches the test protocol (the latest
@@ -385,6 +388,10 @@ def tune(
         raise CfrecError(f"tune() needs a Split or Interactions, got {type(data_or_split).__name__}")
     from cfrec.evaluation.protocols import metric_names
 
+    probe = cls(**base)
+    check_feedback(probe, train)
+    if metric is None:
+        metric = "rmse" if probe.predicts_ratings else "ndcg@10"
     metric = metric_names([metric], 10)[0]
     carve_kind = carve
     if carve_kind == "auto":

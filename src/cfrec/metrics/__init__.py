@@ -1,7 +1,8 @@
 """Evaluation metrics: rating error (RMSE, MAE) and vectorised top-K ranking metrics.
 
 Ranking metrics use binary relevance; :func:`cfrec.evaluation.evaluate` turns explicit ratings
-into relevance with a threshold (a test rating ``>= 4`` by default).
+into relevance with a threshold (a test rating ``>= 4`` by default); on interaction logs every
+held-out interaction is relevant.
 """
 
 from cfrec.metrics.ranking import (
@@ -10,6 +11,7 @@ from cfrec.metrics.ranking import (
     catalogue_coverage,
     hit_matrix,
     hit_rate_at_k,
+    mean_popularity,
     ndcg_at_k,
     parse_metric,
     precision_at_k,
@@ -26,6 +28,7 @@ __all__ = [
     "hit_matrix",
     "hit_rate_at_k",
     "mae",
+    "mean_popularity",
     "ndcg_at_k",
     "parse_metric",
     "precision_at_k",

@@ -18,7 +18,10 @@ Definitions (binary relevance, rank ``j`` counted from 1, cut-off ``k``):
 * ``ap@k = sum_j precision@j * rel_j / min(n_relevant, k)`` (MAP@k is its mean over users);
 * ``rr@k = 1 / rank`` of the first relevant item within the first ``k``, 0 when there is none
   (MRR@k is its mean);
-* ``coverage@k`` = share of the catalogue that appears in at least one top-``k`` list.
+* ``coverage@k`` = share of the catalogue that appears in at least one top-``k`` list;
+* ``popularity@k`` = mean over lists of the mean popularity of the items in the first ``k``
+  slots, an item's popularity being the share of training users who interacted with it (how
+  much a model leans on the head of the catalogue: popularity ranks highest on it).
 
 Per-user functions return ``nan`` for users with ``n_relevant == 0`` where the metric is
 undefined (recall, NDCG, AP); :func:`ranking_metrics` averages over users with at least one
@@ -32,7 +35,7 @@ from collections.abc import Iterable
 import numpy as np
 
 #: Metric families that take a cut-off ``@k``.
-RANKING_METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate", "coverage")
+RANKING_METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate", "coverage", "popularity")
 
 
 def hit_matrix(top_items: np.ndarray, rel_rows: np.ndarray, rel_items: np.ndarray) -> np.ndarray:
@@ -156,6 +159,29 @@ def catalogue_coverage(top_items: np.ndarray, n_items: int, k: int | None = None
     return len(shown) / float(n_items)
 
 
+def mean_popularity(top_items: np.ndarray, item_popularity: np.ndarray, k: int | None = None) -> float:
+    """Mean over lists of the mean ``item_popularity`` of the items in each top-``k`` list.
+
+    Empty slots (negative entries) are skipped; a list with no item at all does not count.
+    ``item_popularity`` is indexed by item (e.g. the share of training users who chose it).
+    """
+    top = np.asarray(top_items, dtype=np.int64)
+    if top.ndim != 2:
+        raise ValueError(f"top_items must be 2-D (users x K), got shape {top.shape}")
+    if k is not None:
+        top = top[:, :k]
+    pop = np.asarray(item_popularity, dtype=np.float64).ravel()
+    filled = top >= 0
+    if filled.any() and top[filled].max() >= len(pop):
+        raise ValueError(f"item index {int(top[filled].max())} has no popularity (only {len(pop)} items)")
+    values = np.where(filled, pop[np.where(filled, top, 0)] if len(pop) else 0.0, 0.0)
+    n_filled = filled.sum(axis=1)
+    shown = n_filled > 0
+    if not shown.any():
+        return float("nan")
+    return float(np.mean(values[shown].sum(axis=1) / n_filled[shown]))
+
+
 def parse_metric(name: str) -> tuple[str, int | None]:
     """Split ``"ndcg@10"`` into ``("ndcg", 10)``; ``"rmse"`` -> ``("rmse", None)``.
 
@@ -181,12 +207,14 @@ def ranking_metrics(
     n_items: int,
     ks: Iterable[int] = (10,),
     names: Iterable[str] = RANKING_METRICS,
+    item_popularity: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Mean ranking metrics at each cut-off in ``ks``, keyed ``"ndcg@10"`` and so on.
 
-    Accuracy metrics are averaged over rows with ``n_relevant > 0``; coverage is computed over
-    all rows (every list shown). ``top_items`` must have at least ``max(ks)`` columns unless the
-    catalogue is smaller.
+    Accuracy metrics are averaged over rows with ``n_relevant > 0``; coverage and popularity are
+    computed over all rows (every list shown). ``top_items`` must have at least ``max(ks)``
+    columns unless the catalogue is smaller. ``popularity`` needs ``item_popularity`` (one value
+    per item); without it that metric is left out.
     """
     ks = sorted({int(k) for k in ks})
     names = list(names)
@@ -219,4 +247,6 @@ def ranking_metrics(
                 out[key] = mean(hit_rate_at_k(h, k))
             elif name == "coverage":
                 out[key] = catalogue_coverage(top_items, n_items, k)
+            elif name == "popularity" and item_popularity is not None:
+                out[key] = mean_popularity(top_items, item_popularity, k)
     return out

@@ -185,6 +185,7 @@ class Recommender(ABC):
         """
         if len(train) == 0:
             raise CfrecError("cannot fit on an empty training set")
+        check_feedback(self, train)
         check_params(self)  # an attribute may have been assigned directly since construction
         start = time.perf_counter()
         data = train.compact()
@@ -668,6 +669,16 @@ class Recommender(ABC):
 
 
 # ---------------------------------------------------------------------- helpers
+def check_feedback(model: Recommender, data: Interactions) -> None:
+    """Refuse a rating-prediction model on interactions with no ratings, in one line naming the
+    ranking models (the one check behind ``fit``, the benchmark, tuning and the CLI)."""
+    if not data.is_implicit or not model.predicts_ratings:
+        return
+    label = type(model).name or type(model).__name__
+    raise CfrecError(f"{label} predicts ratings, and {data.name} holds interactions with no ratings; "
+                     f"use a ranking model instead: {', '.join(names.ranking_names())}")
+
+
 def popularity_scores(seen: Any, n_items: int) -> np.ndarray:
     """Training ratings per item divided by the largest count (the most popular item scores 1):
     the cold-start list of the ranking models, whose own scores have no bias to fall back on."""

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cfrec.data.interactions import Interactions
+from cfrec.data.interactions import IMPLICIT_SCALE, Interactions
 from cfrec.engines.backend import make_generator, resolve_device
 from cfrec.engines.driver import Trainer
 from cfrec.engines.matrix import positives
@@ -188,8 +188,9 @@ class BPR(RankingRecommender, LatentFactorRecommender):
     bias_reg
         Per-triple L2 on the two intercepts.
     threshold
-        Ratings ``>= threshold`` are positives; ``None``: every rating (implicit data). The
-        default suits 1-5 star scales; a threshold no training rating reaches is an error.
+        Ratings ``>= threshold`` are positives; ``None``: every rating. The default suits 1-5
+        star scales; a threshold no training rating reaches is an error. A threshold is for
+        ratings: on interaction logs (no ratings) every interaction is a positive.
     neg_exponent
         Popularity-aware sampling: a negative ``j`` is drawn with probability proportional to
         ``(1 + n_j) ** neg_exponent`` among the user's unrated items, ``n_j`` being the item's
@@ -246,9 +247,10 @@ class BPR(RankingRecommender, LatentFactorRecommender):
     seed: int | None = param(default=0, ge=0)
 
     # ------------------------------------------------------------------ fitting
-    def _positives(self, ratings: np.ndarray) -> np.ndarray:
-        """Mask of the ratings that count as positives."""
-        return positives(ratings, self.threshold)
+    def _positives(self, ratings: np.ndarray, implicit: bool = False) -> np.ndarray:
+        """Mask of the ratings that count as positives (all of them on interaction data: a
+        threshold is for ratings)."""
+        return positives(ratings, None if implicit else self.threshold)
 
     def _seeds(self) -> list[int]:
         seq = np.random.SeedSequence(None if self.seed is None else int(self.seed))
@@ -263,7 +265,7 @@ class BPR(RankingRecommender, LatentFactorRecommender):
         if valid is not None:
             logger.debug("BPR: validation data ignored (the epoch count is a hyperparameter)")
         n_users, n_items = train.n_users, train.n_items
-        pos_mask = self._positives(train.ratings)
+        pos_mask = self._positives(train.ratings, train.is_implicit)
         if len(train) and not pos_mask.any():
             raise CfrecError(f"BPR threshold={self.threshold!r} keeps none of the {len(train):,} training ratings "
                              f"(highest {float(train.ratings.max()):g}); pass threshold=None (every rating "
@@ -420,7 +422,8 @@ class BPR(RankingRecommender, LatentFactorRecommender):
             return self._empty_folded(given, k)
         order = np.argsort(given.items, kind="stable")
         idx, r = given.items[order], given.ratings[order]
-        pos = idx[self._positives(r)] if ratings is not None else idx
+        implicit = self.rating_scale_ == IMPLICIT_SCALE  # fitted on a log: every item given is a positive
+        pos = idx[self._positives(r, implicit)] if ratings is not None else idx
         n_items = len(self.item_map_)
         lam = float(reg if reg is not None else (self.fold_in_reg if self.fold_in_reg is not None
                                                  else self.reg))

@@ -127,6 +127,20 @@ def specs() -> list[ModelSpec]:
     return list(_specs.values())
 
 
+def ranking_names() -> list[str]:
+    """Names that make a ranking-only model: each such model's name, and each alias whose preset
+    turns a rating model into a ranking one (``itemknn-rank``)."""
+    out: list[str] = []
+    for spec in _specs.values():
+        if spec.ranking:
+            out.append(spec.name)
+            continue
+        for alias, preset in spec.aliases.items():
+            if preset is not None and not spec.make(preset).predicts_ratings:
+                out.append(alias)
+    return out
+
+
 def resolve_name(name: str) -> tuple[ModelSpec, str | None]:
     """``(spec, preset)`` for a name, an alias (which may select a preset) or a class name."""
     key = name.strip().lower()

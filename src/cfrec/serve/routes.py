@@ -96,6 +96,13 @@ class Service:
     def recommend_new(self, served: ServedModel, body: FoldInRequest) -> dict[str, Any]:
         model = served.model
         self.check_k(served, body.k)
+        if body.items and body.ratings:
+            raise ApiError(422, "invalid_value", "give either ratings or items (liked, no ratings), not "
+                                                 "both", "items")
+        if body.items and model.predicts_ratings:
+            raise ApiError(422, "ratings_needed", f"{model.name} folds a new user in from ratings: send "
+                                                  "ratings [{item, rating}]; items alone work with ranking "
+                                                  "models", "items")
         lo, hi = model.rating_scale_
         for j, entry in enumerate(body.ratings):
             if not lo <= entry.rating <= hi:
@@ -104,11 +111,12 @@ class Service:
                                                         f"model's rating scale {lo:g}..{hi:g}", name)
         # known items as the model spells them, unknown ones as given (the model reports them)
         vocab = model.item_map_
-        items = [vocab.raw_id(i) if i >= 0 else e.item
-                 for i, e in zip((vocab.index_of(e.item) for e in body.ratings), body.ratings,
-                                 strict=True)]
-        folded = model.fold_in(_id_array(items), np.fromiter(
-            (e.rating for e in body.ratings), dtype=np.float64, count=len(body.ratings)))
+        given = body.items if body.items else [e.item for e in body.ratings]
+        items = [vocab.raw_id(i) if i >= 0 else raw
+                 for i, raw in zip((vocab.index_of(raw) for raw in given), given, strict=True)]
+        ratings = None if body.items else np.fromiter(
+            (e.rating for e in body.ratings), dtype=np.float64, count=len(body.ratings))
+        folded = model.fold_in(_id_array(items), ratings)
         recs = model.recommend(folded, body.k, exclude_seen=body.exclude_rated)
         return {"cold_start": folded.n_ratings == 0, "n_ratings_used": int(folded.n_ratings),
                 "unknown_items": list(folded.unknown_items),

@@ -52,10 +52,14 @@ class RatingIn(BaseModel):
 
 
 class FoldInRequest(BaseModel):
-    """A new user's ratings; ``k`` recommendations come back."""
+    """A new user's ratings, or for a ranking model the items they liked (``items``, no stars);
+    ``k`` recommendations come back."""
 
     model_config = ConfigDict(extra="forbid")
     ratings: list[RatingIn] = Field(default_factory=list, max_length=MAX_RATINGS)
+    items: list[RawIdIn] = Field(default_factory=list, max_length=MAX_RATINGS, description=(
+        "Items the user interacted with or liked, without ratings (ranking models; give either "
+        "this or ratings)."))
     k: int = Field(10, ge=1, strict=True, description="List length (at most the catalogue size).")
     exclude_rated: bool = Field(True, strict=True, description="Leave the rated items out of the list.")
 

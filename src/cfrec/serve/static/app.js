@@ -47,6 +47,14 @@ function showError(message) {
 }
 
 // ------------------------------------------------------------------ ratings <-> stars
+// A ranking-only model (no predicted ratings) takes a new user's liked items alone: the page
+// then offers "I like this" instead of stars, and posts {"items": [...]}.
+const LIKED = 5;
+
+function likesOnly() {
+  return Boolean(state.card) && !state.card.predicts_ratings;
+}
+
 function starsToRating(stars) {
   const [lo, hi] = state.card.rating_scale;
   return lo + ((stars - 1) * (hi - lo)) / 4;
@@ -84,6 +92,11 @@ function refreshStars() {
       b.classList.toggle("on", Number(b.dataset.stars) <= stars);
       b.setAttribute("aria-pressed", Number(b.dataset.stars) === stars ? "true" : "false");
     });
+    const like = li.querySelector(".like");
+    if (like) {
+      like.classList.toggle("on", Boolean(r));
+      like.setAttribute("aria-pressed", r ? "true" : "false");
+    }
     const remove = li.querySelector(".remove");
     if (remove) remove.hidden = !r;
   });
@@ -113,6 +126,14 @@ function itemElement(record, figures, options) {
   li.querySelectorAll(".stars button").forEach((b) => {
     b.addEventListener("click", () => rate(record, Number(b.dataset.stars)));
   });
+  const like = li.querySelector(".like");
+  if (likesOnly()) {
+    li.querySelector(".stars").hidden = true;
+    like.hidden = false;
+    like.addEventListener("click", () => rate(record, LIKED));  // a second click removes it
+  } else {
+    like.remove();
+  }
   const remove = li.querySelector(".remove");
   if (options && options.removable) {
     remove.addEventListener("click", () => unrate(record));
@@ -157,6 +178,11 @@ async function loadModel() {
       card.n_items.toLocaleString() + " items, " + card.n_users.toLocaleString() + " users; " +
       kind + " \u00b7 version " + card.model_version;
     el.dataset.state = "ready";
+    if (likesOnly()) {
+      $("mine-title").textContent = "Items you like";
+      $("ratings-empty").textContent = "None yet: press \u201cI like this\u201d on a few.";
+      $("clear").textContent = "Clear all";
+    }
     return true;
   } catch (err) {
     el.textContent = "The model could not be loaded.";
@@ -196,7 +222,8 @@ async function search(query) {
   return loadList("searchSeq", list, status, messages, () => api(url), (body) => {
     fill(list, body.items.map((it) => itemElement(it, it.n_ratings.toLocaleString() + " ratings")));
     if (!query) {
-      status.textContent = "Most-rated films: give stars to a few, or search.";
+      status.textContent = likesOnly() ? "Most-rated films: like a few, or search."
+        : "Most-rated films: give stars to a few, or search.";
     } else if (body.total === 0) {
       status.textContent = "No title matches \u201c" + query + "\u201d.";
     } else {
@@ -210,20 +237,25 @@ async function search(query) {
 async function loadRecommendations() {
   const list = $("recs");
   const status = $("recs-status");
-  const ratings = [...state.ratings.values()].map(({ stars, record }) =>
-    ({ item: record.id, rating: starsToRating(stars) }));
+  const chosen = [...state.ratings.values()];
+  const payload = likesOnly()
+    ? { items: chosen.map(({ record }) => record.id), k: 10 }
+    : { ratings: chosen.map(({ stars, record }) => ({ item: record.id, rating: starsToRating(stars) })), k: 10 };
   const request = () => api("/v1/recommend", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ ratings, k: 10 }),
+    body: JSON.stringify(payload),
   });
   const messages = { loading: "Updating\u2026", failed: "Recommendations could not be updated." };
   return loadList("recsSeq", list, status, messages, request, (body) => {
     fill(list, body.items.map((it) => itemElement(it, recFigures(it))));
+    const n = body.n_ratings_used;
     status.textContent = body.cold_start
-      ? "Popular with everyone: rate films to personalise this list."
-      : "From your " + body.n_ratings_used + " rating" + (body.n_ratings_used === 1 ? "" : "s") +
-        (state.card.predicts_ratings ? ", with the rating the model predicts you would give." : ".");
+      ? "Popular with everyone: " + (likesOnly() ? "like" : "rate") + " films to personalise this list."
+      : likesOnly()
+        ? "From the " + n + " film" + (n === 1 ? "" : "s") + " you like."
+        : "From your " + n + " rating" + (n === 1 ? "" : "s") +
+          (state.card.predicts_ratings ? ", with the rating the model predicts you would give." : ".");
     list.dataset.version = String(Number(list.dataset.version) + 1);
   });
 }
