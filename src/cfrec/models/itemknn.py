@@ -130,6 +130,29 @@ def _neighbour_rows(item_ptr: np.ndarray, item_users: np.ndarray, item_vals: np.
 
 
 @_jit
+def _nearest_rated(i: int, t: int, nbr_ptr: np.ndarray, nbr_idx: np.ndarray, nbr_val: np.ndarray,
+                   rated: np.ndarray, resid: np.ndarray, k: int, out_sim: np.ndarray,
+                   out_dev: np.ndarray, out_count: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Item ``i``'s neighbour row walked best first until ``k`` rated neighbours are found: their
+    similarity sum, similarity-weighted residual sum and number, written at output ``t``."""
+    sim = 0.0
+    dev = 0.0
+    n = 0
+    for p in range(nbr_ptr[i], nbr_ptr[i + 1]):
+        j = nbr_idx[p]
+        if rated[j]:
+            s = nbr_val[p]
+            sim += s
+            dev += s * resid[j]
+            n += 1
+            if n == k:
+                break
+    out_sim[t] = sim
+    out_dev[t] = dev
+    out_count[t] = n
+
+
+@_jit
 def _aggregate(query_ptr: np.ndarray, query_items: np.ndarray, query_resid: np.ndarray,
                target_ptr: np.ndarray, target_items: np.ndarray,
                nbr_ptr: np.ndarray, nbr_idx: np.ndarray, nbr_val: np.ndarray, k: int,
@@ -152,22 +175,8 @@ def _aggregate(query_ptr: np.ndarray, query_items: np.ndarray, query_resid: np.n
             rated[query_items[p]] = True
             resid[query_items[p]] = query_resid[p]
         for t in range(target_ptr[q], target_ptr[q + 1]):
-            i = target_items[t]
-            sim = 0.0
-            dev = 0.0
-            n = 0
-            for p in range(nbr_ptr[i], nbr_ptr[i + 1]):
-                j = nbr_idx[p]
-                if rated[j]:
-                    s = nbr_val[p]
-                    sim += s
-                    dev += s * resid[j]
-                    n += 1
-                    if n == k:
-                        break
-            out_sim[t] = sim
-            out_dev[t] = dev
-            out_count[t] = n
+            _nearest_rated(target_items[t], t, nbr_ptr, nbr_idx, nbr_val, rated, resid, k,
+                           out_sim, out_dev, out_count)
         for p in range(query_ptr[q], query_ptr[q + 1]):
             rated[query_items[p]] = False
             resid[query_items[p]] = 0.0
@@ -209,21 +218,8 @@ def _aggregate_rows(query_ptr: np.ndarray, query_items: np.ndarray, query_resid:
         for i in range(n_items):
             t = base + i
             if out_count[t] > k:
-                sim = 0.0
-                dev = 0.0
-                n = 0
-                for p in range(nbr_ptr[i], nbr_ptr[i + 1]):
-                    j = nbr_idx[p]
-                    if rated[j]:
-                        s = nbr_val[p]
-                        sim += s
-                        dev += s * resid[j]
-                        n += 1
-                        if n == k:
-                            break
-                out_sim[t] = sim
-                out_dev[t] = dev
-                out_count[t] = n
+                _nearest_rated(i, t, nbr_ptr, nbr_idx, nbr_val, rated, resid, k,
+                               out_sim, out_dev, out_count)
         for p in range(query_ptr[q], query_ptr[q + 1]):
             rated[query_items[p]] = False
             resid[query_items[p]] = 0.0
