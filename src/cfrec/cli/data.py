@@ -111,14 +111,7 @@ def stats_cmd(
     table.add_row("sparsity", f"{stats.sparsity:.3f} ({stats.sparsity:.2%})")
     table.add_row("rating scale", f"{lo:g} - {hi:g}")
     table.add_row("rating mean / std", f"{stats.rating_mean:.3f} / {stats.rating_std:.3f}")
-    for label, c in (("ratings per user", stats.ratings_per_user),
-                     ("ratings per item", stats.ratings_per_item)):
-        table.add_row(label, f"min {c.min:,} / median {c.median:g} / mean {c.mean:.1f} / max {c.max:,}")
-    if stats.first_date is not None:
-        table.add_row("time span", f"{stats.first_date[:10]} .. {str(stats.last_date)[:10]} "
-                                   f"({stats.span_days:.0f} days)")
-    else:
-        table.add_row("time span", "no timestamps")
+    _add_spread_rows(table, stats, "ratings")
     console.print(table)
 
     hist = Table(title="rating histogram", title_justify="left")
@@ -151,12 +144,17 @@ def _print_interaction_stats(stats: Any, how: str | None) -> None:
         table.add_row("weight total", f"{stats.weight_total:,.6g}")
         table.add_row("weight per pair", f"min {w.min:g} / median {w.median:g} / mean {w.mean:.3g} / "
                                           f"max {w.max:g}")
-    for label, c in (("pairs per user", stats.ratings_per_user),
-                     ("pairs per item", stats.ratings_per_item)):
-        table.add_row(label, f"min {c.min:,} / median {c.median:g} / mean {c.mean:.1f} / max {c.max:,}")
+    _add_spread_rows(table, stats, "pairs")
+    console.print(table)
+
+
+def _add_spread_rows(table: Table, stats: Any, noun: str) -> None:
+    """Rows per user and per item (min / median / mean / max) and the time span."""
+    for side, c in (("user", stats.ratings_per_user), ("item", stats.ratings_per_item)):
+        table.add_row(f"{noun} per {side}",
+                      f"min {c.min:,} / median {c.median:g} / mean {c.mean:.1f} / max {c.max:,}")
     if stats.first_date is not None:
         table.add_row("time span", f"{stats.first_date[:10]} .. {str(stats.last_date)[:10]} "
                                    f"({stats.span_days:.0f} days)")
     else:
         table.add_row("time span", "no timestamps")
-    console.print(table)
