@@ -27,14 +27,9 @@ def resolve_duplicates(
     """
     policy = check_duplicates(policy)
     n = len(data)
-    key = data.users.astype(np.int64) * np.int64(max(data.n_items, 1)) + data.items
-    sorted_keys = np.sort(key)  # vectorised sort: ~0.5 s for 25M keys, faster than hashing
-    repeats = sorted_keys[1:] == sorted_keys[:-1]
-    if not repeats.any():
+    key, rows = _repeated_pairs(data)
+    if rows is None:
         return data, 0
-    dup_keys = np.unique(sorted_keys[1:][repeats])
-    del sorted_keys, repeats
-    rows = np.flatnonzero(pd.Index(dup_keys).get_indexer(key) >= 0)
     # group the involved rows by pair, then by time, then by file position (stable lexsort)
     order = rows[np.lexsort((rows, data.timestamps[rows], key[rows]))]
     k = key[order]
@@ -98,14 +93,9 @@ def aggregate_interactions(data: Interactions) -> tuple[Interactions, int]:
     """
     if data.weights is None:
         raise ValueError("aggregate_interactions needs implicit data (with weights)")
-    key = data.users.astype(np.int64) * np.int64(max(data.n_items, 1)) + data.items
-    sorted_keys = np.sort(key)
-    repeats = sorted_keys[1:] == sorted_keys[:-1]
-    if not repeats.any():
+    key, rows = _repeated_pairs(data)
+    if rows is None:
         return data, 0
-    dup_keys = np.unique(sorted_keys[1:][repeats])
-    del sorted_keys, repeats
-    rows = np.flatnonzero(pd.Index(dup_keys).get_indexer(key) >= 0)
     order = rows[np.lexsort((rows, key[rows]))]
     k = key[order]
     starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
@@ -122,3 +112,17 @@ def aggregate_interactions(data: Interactions) -> tuple[Interactions, int]:
     out = replace(data, users=data.users[keep], items=data.items[keep],
                   ratings=data.ratings[keep], timestamps=timestamps[keep], weights=weights[keep])
     return out, int(len(data) - keep.sum())
+
+
+def _repeated_pairs(data: Interactions) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each row's (user, item) key, and the rows whose pair occurs more than once (None when no
+    pair repeats). Sorting the keys finds repeats (~0.5 s for 25M keys, faster than hashing);
+    only the rows involved are then looked up."""
+    key = data.users.astype(np.int64) * np.int64(max(data.n_items, 1)) + data.items
+    sorted_keys = np.sort(key)
+    repeats = sorted_keys[1:] == sorted_keys[:-1]
+    if not repeats.any():
+        return key, None
+    dup_keys = np.unique(sorted_keys[1:][repeats])
+    del sorted_keys, repeats
+    return key, np.flatnonzero(pd.Index(dup_keys).get_indexer(key) >= 0)
