@@ -15,7 +15,7 @@ import logging
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypedDict, TypeVar, Unpack
 
 import typer
 
@@ -62,22 +62,22 @@ def with_data_options(func: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_data(
-    dataset: str,
-    options: DataOptions,
-    *,
-    data_home: str | Path | None = None,
-    download: bool = True,
-    quiet: bool = False,
-) -> Interactions:
+class _LoadOptions(TypedDict, total=False):
+    """Keyword options of :func:`load_data` and :func:`load_data_with_report`."""
+
+    data_home: str | Path | None
+    download: bool
+    quiet: bool
+
+
+def load_data(dataset: str, options: DataOptions, **kwargs: Unpack[_LoadOptions]) -> Interactions:
     """Load a dataset for a command, saying on stderr what was detected or resolved.
 
     Notes (unless ``quiet``): the columns read when the file had no header or used other names,
     interactions read (and how repeated events were aggregated), an inferred rating scale (with
     the flag that declares one), duplicates resolved, rows skipped or dropped.
     """
-    return load_data_with_report(dataset, options, data_home=data_home, download=download,
-                                 quiet=quiet)[0]
+    return load_data_with_report(dataset, options, **kwargs)[0]
 
 
 def load_data_with_report(

@@ -95,10 +95,9 @@ class ALS(FactorRecommender):
         products (and LAPACK for ``"exact"``); CUDA uses torch sparse products (and batched
         Cholesky). Both solve the same systems and agree to float32 rounding.
     threads
-        CPU workers of the conjugate-gradient products (``None``: every core, see
-        :func:`~cfrec.threads.pool_threads`, or ``CFREC_NUM_THREADS``), and threads of the
-        ``"exact"`` solver's LAPACK calls (``None``: :func:`~cfrec.threads.threads_for` their
-        size). Results do not depend on it.
+        Threads of the solvers, as for :class:`~cfrec.models.ials.IALS` (``None``: every
+        core for the conjugate-gradient products, LAPACK's by size for ``"exact"``); results do
+        not depend on it.
     """
 
     name = "als"
