@@ -74,7 +74,7 @@ def run(name: str, data: Interactions, lam: float, variants: list[tuple[int, str
                         fit_s, nd, rec))
         print(rows[0], flush=True)
     print(f"\n## {title}")
-    print(f"(load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(f"(load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     print("| solve | fit s wall | fit s CPU | NDCG@10 | Recall@10 | NDCG / dense |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, fit_s, nd, rec in rows:

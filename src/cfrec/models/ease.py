@@ -62,12 +62,13 @@ _RESIDUAL_TOL = {"float64": 1e-6, "float32": 1e-3}
 
 
 #: ``solver="auto"`` solves densely up to this many items and over neighbours above: at 10,000
-#: items the dense solve is 10^12 operations (about 8 s at the 130 GFLOP/s two cores reach) and
-#: 1.2 GB; at 17,632 items 5.5 * 10^12 (42 s) and 3.7 GB, where the neighbour solve takes a few
-#: seconds (see :class:`EASE`).
+#: items the dense solve is 10^12 operations and 1.2 GB; at 17,587 items 5.4 * 10^12 and 3.7 GB
+#: (173 CPU seconds on two shared cores, against 6 for the neighbour solve, whose NDCG@10 was
+#: 2.5% above the dense solve's; see :class:`EASE`).
 DENSE_AUTO_MAX_ITEMS = 10_000
-#: Share of the measured matrix-product rate that LAPACK's Cholesky factorisation and inverse
-#: reach on large matrices (measured: 42 s for 17,632 items against a product rate of ...).
+#: Share of the measured matrix-product rate assumed for LAPACK's Cholesky factorisation and
+#: inverse. The small probe errs long: on two cores shared with other work it gave 2 GFLOP/s and
+#: an estimate of 2,896 s for 17,587 items, whose solve took 648 s.
 _SOLVE_EFFICIENCY = 0.7
 #: Side of the matrix product timed by :func:`measure_gflops` (about 0.27 GFLOP).
 _PROBE_SIZE = 512
@@ -312,17 +313,46 @@ class EASE(RankingRecommender):
     threads
         CPU threads for the Gram matrix and the solve (``None``: :func:`~cfrec.threads.threads_for`
         their work, or ``CFREC_NUM_THREADS``).
+    solver
+        ``"dense"``: the exact solve (``n_items^3`` work, ``12 n_items^2`` bytes), its time and
+        memory logged before it starts (a warning, which the command line shows, when it is
+        estimated at 10 s or more); ``"sparse"``: each item's regression on its ``neighbours``
+        nearest items only (:mod:`cfrec.engines.sparse_ease`; ``B_`` is then a sparse CSR of
+        ``n_items x neighbours`` entries and ``max_items`` does not apply); ``"auto"``: dense up
+        to :data:`DENSE_AUTO_MAX_ITEMS` (10,000) items, sparse above.
+    neighbours, neighbour_rule
+        The sparse solve's neighbours per item and how they are ranked among the items that
+        co-occur with it: by co-occurrence count or by cosine ``G_ij / sqrt(G_ii G_jj)``. Chosen
+        against the dense solve, NDCG@10 on a random 80/20 pair split with ``lam=50``
+        (``benchmarks/ease_sparse.py``): on a synthetic log of 17,587 trained items (Zipf 0.7
+        popularity, 240,000 pairs) the dense solve gave 0.0679 in 173 CPU seconds, 64 cosine
+        neighbours 0.0696 (+2.5%) in 6.0, 64 by co-occurrence 0.0711 in 6.5, 32 cosine 0.0684;
+        on ML-100K as a log the dense solve gave 0.408, 64 cosine neighbours 0.427, 64 by
+        co-occurrence 0.403, 32 by co-occurrence 0.388 (-5%). Cosine with 64 is the default.
+    implicit_weight
+        For implicit data (a log whose ``weights`` are event counts or summed weights), the
+        entries of ``X``: ``"binary"`` (1), ``"log"`` (``log(1 + w)``) or ``"count"`` (``w``).
+        Ratings of explicit data follow ``threshold`` and ``rating_power`` instead.
+    solve_gflops
+        The FLOP rate (10^9 per second) the dense solve's time estimate assumes; ``None``
+        measures it (:func:`measure_gflops`, a few milliseconds).
 
     Attributes
     ----------
     B_
-        Item-item weights, float32 array of shape (n_items, n_items) with a zero diagonal:
+        Item-item weights, float32 array of shape (n_items, n_items) with a zero diagonal (a
+        sparse CSR array after the sparse solve):
         ``B_[j, i]`` is how much interacting with item ``j`` adds to the score of item ``i``.
     x_
         The weighted users x items interaction matrix (float32 CSR) that scores training users.
     residual_
         Largest relative off-diagonal entry of ``G (I - B)`` on a few random columns (exactly
-        diagonal in exact arithmetic): the accuracy of the solve.
+        diagonal in exact arithmetic): the accuracy of the solve (NaN after the
+        sparse solve).
+    solver_
+        ``"dense"`` or ``"sparse"``: the solve that produced ``B_``.
+    fit_cost_
+        The dense solve's estimate made before it started and the measured seconds of each step.
     """
 
     name = "ease"
@@ -334,8 +364,8 @@ class EASE(RankingRecommender):
     dtype: Literal["float64", "float32"] = "float64"
     threads: int | None = param(default=None, ge=1)
     solver: Literal["auto", "dense", "sparse"] = "auto"
-    neighbours: int = param(default=128, ge=1)
-    neighbour_rule: Literal["cooccurrence", "cosine"] = "cooccurrence"
+    neighbours: int = param(default=64, ge=1)
+    neighbour_rule: Literal["cooccurrence", "cosine"] = "cosine"
     implicit_weight: Literal["binary", "log", "count"] = "binary"
     solve_gflops: float | None = param(default=None, gt=0)
 
