@@ -91,7 +91,7 @@ class SolveCost:
 
     def describe(self) -> str:
         how = "measured" if self.measured else "stated"
-        return (f"about {_duration(self.seconds)} ({self.flops / 1e12:.2g} TFLOP at {self.gflops:.0f} "
+        return (f"about {_duration(self.seconds)} ({self.flops / 1e12:.2g} TFLOP at {self.gflops:.3g} "
                 f"GFLOP/s {how}) and {_gigabytes(self.fit_bytes)} while fitting")
 
 
@@ -388,7 +388,7 @@ class EASE(RankingRecommender):
         fit_b, model_b = ease_memory_bytes(n_items, self.dtype)
         f32_fit, _ = ease_memory_bytes(n_items, "float32")
         alt = "" if self.dtype == "float32" else f"; {_gigabytes(f32_fit)} with dtype='float32'"
-        took = "" if cost is None else f", about {_duration(cost.seconds)} at {cost.gflops:.0f} GFLOP/s"
+        took = "" if cost is None else f", about {_duration(cost.seconds)} at {cost.gflops:.3g} GFLOP/s"
         raise CfrecError(
             f"EASE keeps a dense items x items matrix: {n_items:,} items would need "
             f"{_gigabytes(fit_b)} while fitting ({self.dtype} solve{alt}{took}) and {_gigabytes(model_b)} "
