@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 import cfrec.models.ease as ease_mod
-from cfrec.data import Interactions, load_dataset, make_splits
+from cfrec.data import Interactions, load_dataset, make_splits, make_synthetic_log
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.evaluation import evaluate
 from cfrec.models import FoldedUser, Recommender
-from cfrec.models.ease import EASE, ease_memory_bytes
+from cfrec.models.ease import EASE, dense_solve_cost, ease_memory_bytes
 from cfrec.models.popularity import PopularityRecommender
 from cfrec.testing import RecommenderContract
 
@@ -129,18 +132,26 @@ def test_refusal_message_states_the_memory() -> None:
     """ML-25M's 59,047 items: 13.9 GB for the float32 weights, 41.8 GB to fit with float64."""
     assert ease_memory_bytes(59_047, "float32") == (4 * 59_047 ** 2, 4 * 59_047 ** 2)
     with pytest.raises(CfrecError) as info:
-        EASE().check_catalogue(59_047)
+        EASE(solver="dense").check_catalogue(59_047)
     msg = str(info.value)
     for part in ("59,047 items", "41.8 GB while fitting", "13.9 GB with dtype='float32'",
-                 "13.9 GB for the fitted model", "max_items=20,000", "'ials'"):
+                 "13.9 GB for the fitted model", "max_items=20,000", "'ials'", "solver='sparse'"):
         assert part in msg, (part, msg)
-    EASE().check_catalogue(20_000)  # at the limit: accepted
-    EASE(max_items=60_000).check_catalogue(59_047)
+    EASE(solver="dense").check_catalogue(20_000)  # at the limit: accepted
+    EASE(solver="dense", max_items=60_000).check_catalogue(59_047)
+    EASE().check_catalogue(59_047)  # "auto" solves a catalogue that large over neighbours
+    # with a cost, the refusal also names the time at the stated rate: 59,047^3 / 100 GFLOP/s
+    cost = EASE(solver="dense", solve_gflops=100.0).solve_cost(59_047)
+    assert cost.seconds == pytest.approx(59_047 ** 3 / 100e9) and not cost.measured
+    with pytest.raises(CfrecError, match=r"about 34 min at 100 GFLOP/s.*solver='sparse'"):
+        EASE(solver="dense").check_catalogue(59_047, cost)
 
 
 def test_bad_parameters_and_ratings_raise(data: Interactions) -> None:
     for bad in ({"lam": 0.0}, {"lam": float("nan")}, {"rating_power": -1.0}, {"threshold": "4"},
-                {"max_items": 0}, {"max_items": 2.5}, {"dtype": "float16"}):
+                {"max_items": 0}, {"max_items": 2.5}, {"dtype": "float16"}, {"solver": "fast"},
+                {"neighbours": 0}, {"neighbours": 1.5}, {"neighbour_rule": "jaccard"},
+                {"implicit_weight": "sqrt"}, {"solve_gflops": 0.0}):
         with pytest.raises(CfrecError, match="EASE"):
             EASE(**bad).fit(data)  # type: ignore[arg-type]
     neg = Interactions(data.users, data.items, data.ratings - 3.0, data.timestamps,
@@ -243,10 +254,116 @@ def test_similar_items_are_columns_of_b(data: Interactions) -> None:
                                model._score_users(np.arange(len(model.user_map_))), rtol=1e-5, atol=1e-6)
 
 
+# ---------------------------------------------------------------------- cost and the sparse solve
+def test_the_dense_solve_states_its_cost_before_it_starts(data: Interactions, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[str] = []
+    solve = ease_mod.ease_solve
+
+    def recording_solve(gram: np.ndarray) -> np.ndarray:
+        seen.extend(r.getMessage() for r in caplog.records)  # what was logged before the solve
+        return solve(gram)
+
+    monkeypatch.setattr(ease_mod, "ease_solve", recording_solve)
+    with caplog.at_level(logging.INFO, logger="cfrec.models.ease"):
+        model = EASE(lam=3.0, solve_gflops=2.0).fit(data)
+    assert model.solver_ == "dense"
+    stated = [m for m in seen if m.startswith("EASE dense solve of 12 items")]
+    assert len(stated) == 1, seen
+    # 12^3 operations at the stated 2 GFLOP/s: 8.6e-7 s; 12 * 12^2 bytes while fitting
+    assert "about 0.0 s (1.7e-09 TFLOP at 2 GFLOP/s stated) and 0 MB while fitting" in stated[0]
+    assert model.fit_cost_["estimated_seconds"] == pytest.approx(12 ** 3 / 2e9)
+    assert [r.levelno for r in caplog.records if r.getMessage() in stated] == [logging.INFO]
+
+
+def test_a_long_dense_solve_is_announced_as_a_warning(data: Interactions, caplog: pytest.LogCaptureFixture) -> None:
+    """A warning is what the command line shows (it logs at WARNING level)."""
+    with caplog.at_level(logging.WARNING, logger="cfrec.models.ease"):
+        EASE(lam=3.0, solve_gflops=1e-10).fit(data)  # 12^3 operations at 0.1 operations/s
+    (record,) = [r for r in caplog.records if "dense solve" in r.getMessage()]
+    assert record.levelno == logging.WARNING and "about 4.8 h" in record.getMessage()
+
+
+def test_the_measured_rate_is_positive_and_scales_the_estimate() -> None:
+    cost = dense_solve_cost(4_000, "float32")
+    assert cost.measured and cost.gflops > 0
+    assert cost.seconds == pytest.approx(4_000 ** 3 / (cost.gflops * 1e9))
+    assert cost.fit_bytes == 4 * 4_000 ** 2
+
+
+def test_sparse_solve_with_every_neighbour_is_the_dense_solve(data: Interactions) -> None:
+    dense = EASE(lam=3.0, solver="dense").fit(data)
+    sparse = EASE(lam=3.0, solver="sparse", neighbours=11).fit(data)  # 12 items: all 11 others
+    assert sparse.solver_ == "sparse" and sp.issparse(sparse.B_)
+    np.testing.assert_allclose(sparse.B_.toarray(), dense.B_, atol=1e-6 * np.abs(dense.B_).max())
+    users = np.arange(len(dense.user_map_))
+    np.testing.assert_allclose(sparse._score_users(users), dense._score_users(users), rtol=1e-5, atol=1e-6)
+    for a, b in zip(sparse.recommend([0, 7, 30], k=5), dense.recommend([0, 7, 30], k=5), strict=True):
+        np.testing.assert_array_equal(a.ids, b.ids)
+
+
+def test_sparse_solve_keeps_k_neighbours_and_scores_consistently(data: Interactions) -> None:
+    model = EASE(lam=3.0, solver="sparse", neighbours=4).fit(data)
+    b = model.B_.toarray()
+    assert (np.count_nonzero(b, axis=0) <= 4).all() and not np.diagonal(b).any()
+    users = np.repeat(np.arange(len(model.user_map_)), len(model.item_map_))
+    items = np.tile(np.arange(len(model.item_map_)), len(model.user_map_))
+    full = model._score_users(np.arange(len(model.user_map_)))
+    np.testing.assert_allclose(model._score_pairs(users, items), full.ravel(), rtol=1e-5, atol=1e-6)
+    folded = model.fold_in([0, 3, 5], [5, 4, 3])
+    np.testing.assert_allclose(model._score_folded(folded, np.arange(12)), folded.factors @ b, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(model.item_embeddings(), b.T)
+
+
+def test_auto_solver_goes_sparse_above_the_documented_size(data: Interactions,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    assert EASE().fit(data).solver_ == "dense"
+    monkeypatch.setattr(ease_mod, "DENSE_AUTO_MAX_ITEMS", 10)
+    assert EASE().fit(data).solver_ == "sparse"
+    assert EASE(solver="dense").fit(data).solver_ == "dense"  # forced either way
+    assert EASE(solver="sparse", max_items=5).fit(data).solver_ == "sparse"  # no dense limit
+
+
+def test_sparse_model_save_load(data: Interactions, tmp_path: Path) -> None:
+    model = EASE(lam=3.0, solver="sparse", neighbours=5).fit(data)
+    loaded = EASE.load(model.save(tmp_path / "sparse"))
+    assert loaded.solver_ == "sparse" and sp.issparse(loaded.B_)
+    assert (loaded.B_ != model.B_).nnz == 0
+    for a, b in zip(loaded.recommend([0, 5, "nobody"], k=4), model.recommend([0, 5, "nobody"], k=4), strict=True):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    state = model._state()
+    assert "B" not in state and {"B_indptr", "B_indices", "B_data"} <= set(state)
+    with pytest.raises(ModelFileError):
+        model._set_state({**state, "B_indices": state["B_indices"] + 100}, {})
+    with pytest.raises(ModelFileError, match="lack"):
+        model._set_state({k: v for k, v in state.items() if not k.startswith("B")}, {})
+
+
+@pytest.mark.parametrize(("weighting", "expected"), [("binary", lambda w: np.ones_like(w)),
+                                                     ("log", np.log1p), ("count", lambda w: w)])
+def test_implicit_log_weights_enter_x(weighting: str, expected: Any) -> None:
+    log = make_synthetic_log(40, 30, 300, seed=1)
+    assert log.is_implicit and log.weights is not None and log.weights.max() > 1
+    model = EASE(lam=5.0, implicit_weight=weighting).fit(log)  # type: ignore[arg-type]
+    rows = model.user_map_.to_index(log.raw_users())
+    cols = model.item_map_.to_index(log.raw_items())
+    np.testing.assert_allclose(model.x_.toarray()[rows, cols], expected(log.weights), rtol=1e-6)
+    folded = model.fold_in(log.raw_items()[:2])  # a new user's items count as one event each
+    np.testing.assert_allclose(folded.factors[cols[:2]], expected(np.ones(2, dtype=np.float32)), rtol=1e-6)
+    loaded_meta = model._extra_meta()
+    assert loaded_meta["implicit"] is True
+
+
 # ---------------------------------------------------------------------- the shared contract
 class TestEASEContract(RecommenderContract):
     def make_model(self) -> Recommender:
         return EASE(lam=10.0)
+
+
+class TestSparseEASEContract(RecommenderContract):
+    def make_model(self) -> Recommender:
+        return EASE(lam=10.0, solver="sparse", neighbours=8)
 
 
 # ---------------------------------------------------------------------- real data

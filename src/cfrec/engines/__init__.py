@@ -12,7 +12,9 @@ Modules (each imported where it is used; importing this package loads nothing he
 * :mod:`cfrec.engines.gibbs`: the Gibbs sampler of Bayesian matrix factorisation;
 * :mod:`cfrec.engines.negatives`: negative sampling for implicit-feedback training;
 * :mod:`cfrec.engines.torch_loop`: the PyTorch minibatch loop and its row-sparse optimisers;
-* :mod:`cfrec.engines.compiled`: compiled (numba) CPU kernels.
+* :mod:`cfrec.engines.compiled`: compiled (numba) CPU kernels;
+* :mod:`cfrec.engines.sparse_ease` (kernels in :mod:`cfrec.engines.compiled_ease`): EASE
+  restricted to each item's nearest neighbours, the sparse solve for large catalogues.
 
 Engines import nothing from :mod:`cfrec.models`; models import engines.
 """
