@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,7 +27,6 @@ from cfrec.errors import CfrecError
 if TYPE_CHECKING:
     from cfrec.data.interactions import Interactions
 
-Weighting = Literal["none", "bm25", "tfidf"]
 WEIGHTINGS: tuple[str, ...] = ("none", "bm25", "tfidf")
 
 
@@ -99,7 +98,7 @@ def weighting_stats(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_
 
 
 def row_weighting(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_users: int,
-                  n_items: int, scheme: Weighting, *, k1: float = 100.0, b: float = 0.8,
+                  n_items: int, scheme: str, *, k1: float = 100.0, b: float = 0.8,
                   stats: WeightingStats | None = None) -> np.ndarray:
     """Reweigh each row's value (float32, same order as the rows), users as documents, items as
     terms:
