@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         for cfg in grid:
             weighting, confidence, alpha, reg = cfg
             t0 = time.perf_counter()
-            model = IALS(n_factors=bench.FACTORS, weighting=weighting, confidence=confidence,
+            model = IALS(n_factors=bench.FACTORS, weighting=None if weighting == "none" else weighting,
+                         confidence=confidence,
                          alpha=alpha, reg=reg).fit(fit_part)
             ndcg = bench.score_ranking(proto, model.score_rows)["ndcg@10"]
             scores[ds][cfg] = ndcg

@@ -48,7 +48,7 @@ def blocks() -> Interactions:
 
 @pytest.fixture(scope="module")
 def fitted(blocks: Interactions) -> IALS:
-    return IALS(weighting="none", n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=0).fit(blocks)
+    return IALS(weighting=None, n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=0).fit(blocks)
 
 
 def _dense_objective(
@@ -84,7 +84,7 @@ def test_recommendations_come_from_the_users_block(fitted: IALS) -> None:
 def test_loss_decreases_every_iteration_and_matches_dense_objective(
     blocks: Interactions, solver: str
 ) -> None:
-    model = IALS(weighting="none", n_factors=4, reg=0.5, alpha=2.0, iterations=8, seed=1, solver=solver).fit(blocks)
+    model = IALS(weighting=None, n_factors=4, reg=0.5, alpha=2.0, iterations=8, seed=1, solver=solver).fit(blocks)
     losses = [h["train_loss"] for h in model.history_]
     assert len(losses) == 8 and all("seconds" in h for h in model.history_)
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
@@ -180,7 +180,7 @@ def test_cg_half_steps_never_increase_objective(blocks: Interactions, steps: int
 
 
 def test_cg_fit_matches_exact_fit(blocks: Interactions) -> None:
-    kw = dict(n_factors=4, reg=0.5, alpha=2.0, iterations=15, seed=1, weighting="none")
+    kw = dict(n_factors=4, reg=0.5, alpha=2.0, iterations=15, seed=1, weighting=None)
     exact = IALS(solver="exact", **kw).fit(blocks)
     cg = IALS(solver="cg", cg_steps=3, **kw).fit(blocks)
     assert cg.history_[-1]["train_loss"] == pytest.approx(
@@ -234,7 +234,7 @@ def test_threads_do_not_change_the_fit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_weighted_reg_and_log_confidence_fit(blocks: Interactions) -> None:
     model = IALS(
-        weighting="none", n_factors=4, reg=0.1, alpha=3.0, iterations=5, confidence="log", eps=0.5, weighted_reg=True
+        weighting=None, n_factors=4, reg=0.1, alpha=3.0, iterations=5, confidence="log", eps=0.5, weighted_reg=True
     ).fit(blocks)
     losses = [h["train_loss"] for h in model.history_]
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
@@ -340,10 +340,10 @@ def test_bad_parameters_and_ratings_raise(blocks: Interactions) -> None:
 
 # -------------------------------------------------------------- configuration and persistence
 def test_seed_reproducibility(blocks: Interactions, fitted: IALS) -> None:
-    again = IALS(weighting="none", n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=0).fit(blocks)
+    again = IALS(weighting=None, n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=0).fit(blocks)
     np.testing.assert_array_equal(again.user_factors_, fitted.user_factors_)
     np.testing.assert_array_equal(again.item_factors_, fitted.item_factors_)
-    other = IALS(weighting="none", n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=1).fit(blocks)
+    other = IALS(weighting=None, n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=1).fit(blocks)
     assert not np.array_equal(other.item_factors_, fitted.item_factors_)
 
 
@@ -402,7 +402,7 @@ def test_ml100k_u1_beats_popularity(ml100k_dir: Path) -> None:
 
 def test_fold_in_uses_the_current_factors_after_they_change(blocks: Interactions) -> None:
     """The fold-in caches the items' Gram matrix; new factors (a refit, a load) replace it."""
-    model = IALS(weighting="none", n_factors=4, iterations=3, seed=0).fit(blocks)
+    model = IALS(weighting=None, n_factors=4, iterations=3, seed=0).fit(blocks)
     items = blocks.raw_items()[:3]
     first = model.fold_in(items).factors
     np.testing.assert_array_equal(model.fold_in(items).factors, first)  # cached: same result
@@ -429,7 +429,7 @@ def small_log() -> Interactions:
 
 
 def test_weights_of_a_log_set_the_confidence(small_log: Interactions) -> None:
-    params = dict(n_factors=6, reg=2.0, alpha=1.5, iterations=4, seed=0, weighting="none")
+    params = dict(n_factors=6, reg=2.0, alpha=1.5, iterations=4, seed=0, weighting=None)
     weighted = IALS(**params).fit(small_log)
     assert small_log.weights is not None and len(np.unique(small_log.weights)) > 3
     # the counts are read: the fit is the one of explicit data rated with the counts ...
@@ -447,7 +447,7 @@ def test_weights_of_a_log_set_the_confidence(small_log: Interactions) -> None:
 
 @pytest.mark.parametrize("weighting", ["bm25", "tfidf"])
 def test_weighting_is_the_fit_on_reweighted_values(small_log: Interactions, weighting: str) -> None:
-    params = dict(n_factors=5, reg=2.0, alpha=2.0, iterations=3, seed=0, confidence="log", weighting="none")
+    params = dict(n_factors=5, reg=2.0, alpha=2.0, iterations=3, seed=0, confidence="log", weighting=None)
     model = IALS(**{**params, "weighting": weighting}, bm25_k1=10.0, bm25_b=0.5).fit(small_log)
     data = small_log.compact()
     assert data.weights is not None
@@ -467,7 +467,7 @@ def test_weighting_of_a_fold_in_survives_save_and_load(small_log: Interactions, 
     np.testing.assert_allclose(loaded.weighting_stats_.idf, model.weighting_stats_.idf)
     np.testing.assert_allclose(loaded.fold_in(items).factors, before, rtol=1e-6)
     # the fold-in weighs the row: a bm25 model folds in differently from an unweighted one
-    plain = IALS(weighting="none", n_factors=5, iterations=3).fit(small_log)
+    plain = IALS(weighting=None, n_factors=5, iterations=3).fit(small_log)
     plain.item_factors_ = model.item_factors_
     assert not np.allclose(plain.fold_in(items).factors, before)
 
@@ -497,7 +497,7 @@ def test_planted_log_structure_is_recovered_better_than_by_popularity() -> None:
 
 
 def test_bad_weighting_parameters_raise(small_log: Interactions) -> None:
-    with pytest.raises(CfrecError, match="weighting must be one of"):
+    with pytest.raises(CfrecError, match="weighting must be None or one of 'bm25', 'tfidf'"):
         IALS(weighting="idf").fit(small_log)
     with pytest.raises(CfrecError, match="bm25_b"):
         IALS(weighting="bm25", bm25_b=2.0).fit(small_log)

@@ -70,7 +70,7 @@ class IALS(RankingRecommender, LatentFactorRecommender):
     ``1 + alpha * w`` (``confidence="linear"``) or ``1 + alpha * log(1 + w / eps)`` (``"log"``);
     every other pair has preference 0 and confidence 1. ``w`` is the pair's weight in implicit
     data (:attr:`~cfrec.data.Interactions.weights`: event counts or summed weights) and its rating
-    in explicit data, after the ``weighting``: ``"none"``, ``"bm25"`` (counts saturated with
+    in explicit data, after the ``weighting``: ``None`` (none), ``"bm25"`` (counts saturated with
     ``bm25_k1``, heavy users discounted with ``bm25_b``, popular items by their IDF) or
     ``"tfidf"`` (``sqrt(w) * idf``), as implicit's ``bm25_weight`` / ``tfidf_weight``. Each iteration solves all
     users' vectors given the items (``cg_steps`` conjugate-gradient steps, or exactly), then all
@@ -99,7 +99,7 @@ class IALS(RankingRecommender, LatentFactorRecommender):
     linear / 0.5 / 40 came first (0.168 and 0.241), ahead of no weighting with log confidence;
     ``reg=10`` was last on both logs. On star ratings the earlier defaults, chosen on ML-100K
     ``u1.base`` with ratings >= 4 relevant, stay better: on the official folds u1..u5 (ranking
-    all unrated items) ``n_factors=48, alpha=1, weighting="none"`` give NDCG@10 0.401 against
+    all unrated items) ``n_factors=48, alpha=1, weighting=None`` give NDCG@10 0.401 against
     0.383 for these (``cfrec benchmark ml-100k --protocol folds --models ials``); pass them for
     ratings.
 
@@ -125,7 +125,8 @@ class IALS(RankingRecommender, LatentFactorRecommender):
     eps
         Scale of the log confidence.
     weighting
-        ``"none"``, ``"bm25"`` or ``"tfidf"``: how each pair's strength is reweighted before the
+        ``None`` (none; ``weighting=none`` on the command line), ``"bm25"`` or ``"tfidf"``: how
+        each pair's strength is reweighted before the
         confidence (users as documents, items as terms; see
         :func:`~cfrec.engines.matrix.row_weighting`). A folded-in user is weighed with the
         training IDF and mean row length.
@@ -159,7 +160,7 @@ class IALS(RankingRecommender, LatentFactorRecommender):
     cg_steps: int = param(default=3, ge=1)
     confidence: Literal["linear", "log"] = "linear"
     eps: float = param(default=1.0, gt=0)
-    weighting: Literal["none", "bm25", "tfidf"] = "tfidf"
+    weighting: Literal["bm25", "tfidf"] | None = "tfidf"
     bm25_k1: float = param(default=100.0, ge=0)
     bm25_b: float = param(default=0.8, ge=0, le=1)
     weighted_reg: bool = False
@@ -185,11 +186,11 @@ class IALS(RankingRecommender, LatentFactorRecommender):
         values = interaction_values(train)
         self._weights(values)  # checked before the weighting divides by them
         stats = None
-        if self.weighting != "none":
+        if self.weighting is not None:
             stats = weighting_stats(train.users, train.items, values, train.n_users, train.n_items)
         self.weighting_stats_: WeightingStats | None = stats
         weighted = row_weighting(train.users, train.items, values, train.n_users, train.n_items,
-                                 self.weighting, k1=float(self.bm25_k1), b=float(self.bm25_b),
+                                 self.weighting or "none", k1=float(self.bm25_k1), b=float(self.bm25_b),
                                  stats=stats)
         return self._weights(weighted)
 
@@ -335,7 +336,7 @@ class IALS(RankingRecommender, LatentFactorRecommender):
             return self._weights(values)
         n = len(items)
         weighted = row_weighting(np.zeros(n, dtype=np.int64), items, values, 1, len(stats.idf),
-                                 self.weighting, k1=float(self.bm25_k1),
+                                 self.weighting or "none", k1=float(self.bm25_k1),
                                  b=float(self.bm25_b), stats=stats)
         return self._weights(weighted)
 
