@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cfrec.data import make_synthetic
 from cfrec.engines.matrix import (
     confidence_minus_one,
     interaction_matrix,
+    interaction_values,
     interaction_weights,
     normalized_sets,
     positives,
+    row_weighting,
+    weighting_stats,
 )
 from cfrec.errors import CfrecError
 
@@ -56,3 +60,62 @@ def test_normalized_sets() -> None:
     m = normalized_sets(rows, others, 3, 5).toarray()
     np.testing.assert_allclose(m[0], [0, 3 ** -0.5, 0, 3 ** -0.5, 3 ** -0.5], rtol=1e-6)
     assert m[1].tolist() == [0] * 5 and m[2].tolist() == [1, 0, 0, 0, 0]
+
+
+# A tiny log: 3 users x 3 items, written out as a dense matrix for the hand computations.
+#   user 0: item 0 x2, item 1 x1      (length 3)
+#   user 1: item 0 x4                 (length 4)
+#   user 2: item 0 x1, item 2 x5      (length 6)
+_USERS = np.array([0, 0, 1, 2, 2])
+_ITEMS = np.array([0, 1, 0, 0, 2])
+_COUNTS = np.array([2.0, 1.0, 4.0, 1.0, 5.0], dtype=np.float32)
+
+
+def test_confidence_by_hand_on_the_tiny_log() -> None:
+    # linear: c - 1 = alpha * w; log: c - 1 = alpha * ln(1 + w / eps)
+    assert confidence_minus_one(_COUNTS, 0.5, "linear", 1.0).tolist() == [1.0, 0.5, 2.0, 0.5, 2.5]
+    expected = [3 * np.log(1 + 2 / 2), 3 * np.log(1.5), 3 * np.log(3), 3 * np.log(1.5), 3 * np.log(3.5)]
+    np.testing.assert_allclose(confidence_minus_one(_COUNTS, 3.0, "log", 2.0), expected, rtol=1e-6)
+
+
+def test_bm25_and_tfidf_by_hand_on_the_tiny_log() -> None:
+    n_users = 3
+    # item document frequencies: item 0 in 3 users, item 1 in 1, item 2 in 1
+    idf = [max(0.0, np.log(3) - np.log(4)), np.log(3) - np.log(2), np.log(3) - np.log(2)]
+    stats = weighting_stats(_USERS, _ITEMS, _COUNTS, n_users, 3)
+    np.testing.assert_allclose(stats.idf, idf)
+    assert stats.mean_length == pytest.approx((3 + 4 + 6) / 3)
+    tfidf = row_weighting(_USERS, _ITEMS, _COUNTS, n_users, 3, "tfidf")
+    np.testing.assert_allclose(tfidf, [0.0, 1.0 * idf[1], 0.0, 0.0, np.sqrt(5) * idf[2]], rtol=1e-6)
+    k1, b, mean = 2.0, 0.5, 13 / 3
+    norm = {0: 1 - b + b * 3 / mean, 1: 1 - b + b * 4 / mean, 2: 1 - b + b * 6 / mean}
+    hand = [v * (k1 + 1) / (k1 * norm[u] + v) * idf[i] for u, i, v in zip(_USERS, _ITEMS, _COUNTS, strict=True)]
+    bm25 = row_weighting(_USERS, _ITEMS, _COUNTS, n_users, 3, "bm25", k1=k1, b=b)
+    np.testing.assert_allclose(bm25, hand, rtol=1e-6)
+    assert bm25.dtype == np.float32 and bm25[1] > 0 and bm25[0] == 0  # an item every user has: 0
+    assert row_weighting(_USERS, _ITEMS, _COUNTS, n_users, 3, "none").tolist() == _COUNTS.tolist()
+
+
+def test_bm25_of_a_new_row_uses_the_training_statistics() -> None:
+    stats = weighting_stats(_USERS, _ITEMS, _COUNTS, 3, 3)
+    # user 2's row alone, weighed against the training statistics, gives its training weights
+    alone = row_weighting(np.zeros(2, dtype=np.int64), _ITEMS[3:], _COUNTS[3:], 1, 3, "bm25",
+                          k1=2.0, b=0.5, stats=stats)
+    full = row_weighting(_USERS, _ITEMS, _COUNTS, 3, 3, "bm25", k1=2.0, b=0.5)
+    np.testing.assert_allclose(alone, full[3:], rtol=1e-6)
+
+
+def test_weighting_rejects_unknown_schemes_and_bad_bm25_parameters() -> None:
+    with pytest.raises(CfrecError, match="weighting must be one of"):
+        row_weighting(_USERS, _ITEMS, _COUNTS, 3, 3, "idf")
+    with pytest.raises(CfrecError, match="BM25 needs"):
+        row_weighting(_USERS, _ITEMS, _COUNTS, 3, 3, "bm25", b=1.5)
+
+
+def test_interaction_values_are_weights_of_logs_and_ratings_of_ratings() -> None:
+    ratings = make_synthetic(20, 15, 60, seed=0, with_metadata=False)
+    assert interaction_values(ratings).tolist() == ratings.ratings.tolist()
+    log = ratings.as_implicit(weight="rating")
+    assert np.all(log.ratings == 1.0)
+    assert interaction_values(log).tolist() == ratings.ratings.tolist()
+    assert interaction_values(log).dtype == np.float32

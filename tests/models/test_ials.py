@@ -4,6 +4,7 @@ devices, threads, scale, persistence."""
 from __future__ import annotations
 
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cfrec.data import Interactions, load_dataset, make_splits
+from cfrec.data import Interactions, load_dataset, make_splits, make_synthetic_log
 from cfrec.engines import cg as cg_mod
 from cfrec.engines.backend import NumpyArrays, TorchArrays
 from cfrec.engines.cg import NumpyCG, TorchCG, cg_half_step
 from cfrec.engines.exact import RatingSide, implicit_solve
-from cfrec.engines.matrix import confidence_minus_one
+from cfrec.engines.matrix import confidence_minus_one, row_weighting
 from cfrec.errors import CfrecError
 from cfrec.evaluation import evaluate
 from cfrec.models import FoldedUser, Recommender
@@ -47,7 +48,7 @@ def blocks() -> Interactions:
 
 @pytest.fixture(scope="module")
 def fitted(blocks: Interactions) -> IALS:
-    return IALS(n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=0).fit(blocks)
+    return IALS(weighting=None, n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=0).fit(blocks)
 
 
 def _dense_objective(
@@ -83,7 +84,7 @@ def test_recommendations_come_from_the_users_block(fitted: IALS) -> None:
 def test_loss_decreases_every_iteration_and_matches_dense_objective(
     blocks: Interactions, solver: str
 ) -> None:
-    model = IALS(n_factors=4, reg=0.5, alpha=2.0, iterations=8, seed=1, solver=solver).fit(blocks)
+    model = IALS(weighting=None, n_factors=4, reg=0.5, alpha=2.0, iterations=8, seed=1, solver=solver).fit(blocks)
     losses = [h["train_loss"] for h in model.history_]
     assert len(losses) == 8 and all("seconds" in h for h in model.history_)
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
@@ -179,13 +180,13 @@ def test_cg_half_steps_never_increase_objective(blocks: Interactions, steps: int
 
 
 def test_cg_fit_matches_exact_fit(blocks: Interactions) -> None:
-    kw = dict(n_factors=4, reg=0.5, alpha=2.0, iterations=15, seed=1)
-    exact = IALS(solver="exact", **kw).fit(blocks)  # type: ignore[arg-type]
-    cg = IALS(solver="cg", cg_steps=3, **kw).fit(blocks)  # type: ignore[arg-type]
+    kw = dict(n_factors=4, reg=0.5, alpha=2.0, iterations=15, seed=1, weighting=None)
+    exact = IALS(solver="exact", **kw).fit(blocks)
+    cg = IALS(solver="cg", cg_steps=3, **kw).fit(blocks)
     assert cg.history_[-1]["train_loss"] == pytest.approx(
         exact.history_[-1]["train_loss"], rel=1e-3
     )
-    many = IALS(solver="cg", cg_steps=8, **kw).fit(blocks)  # type: ignore[arg-type]
+    many = IALS(solver="cg", cg_steps=8, **kw).fit(blocks)
     scores = exact.user_factors_ @ exact.item_factors_.T
     np.testing.assert_allclose(many.user_factors_ @ many.item_factors_.T, scores, atol=2e-3)
     for user in ("a02", "b13"):
@@ -204,9 +205,9 @@ def torch_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_torch_cg_matches_numpy_cg(blocks: Interactions, monkeypatch: pytest.MonkeyPatch) -> None:
     kw = dict(n_factors=4, reg=0.5, alpha=2.0, iterations=5, seed=1)
-    ref = IALS(**kw).fit(blocks)  # type: ignore[arg-type]
+    ref = IALS(**kw).fit(blocks)
     torch_on_cpu(monkeypatch)
-    alt = IALS(**kw).fit(blocks)  # type: ignore[arg-type]
+    alt = IALS(**kw).fit(blocks)
     np.testing.assert_allclose(alt.user_factors_, ref.user_factors_, atol=1e-4)
     np.testing.assert_allclose(alt.item_factors_, ref.item_factors_, atol=1e-4)
     assert alt.history_[-1]["train_loss"] == pytest.approx(ref.history_[-1]["train_loss"], rel=1e-5)
@@ -216,8 +217,8 @@ def test_torch_cg_matches_numpy_cg(blocks: Interactions, monkeypatch: pytest.Mon
 @pytest.mark.parametrize("solver", ["cg", "exact"])
 def test_cuda_matches_cpu(blocks: Interactions, solver: str) -> None:
     kw = dict(n_factors=4, reg=0.5, alpha=2.0, iterations=5, seed=1, solver=solver)
-    cpu = IALS(device="cpu", **kw).fit(blocks)  # type: ignore[arg-type]
-    gpu = IALS(device="cuda", **kw).fit(blocks)  # type: ignore[arg-type]
+    cpu = IALS(device="cpu", **kw).fit(blocks)
+    gpu = IALS(device="cuda", **kw).fit(blocks)
     np.testing.assert_allclose(gpu.item_factors_, cpu.item_factors_, atol=1e-3)
     assert gpu.history_[-1]["train_loss"] == pytest.approx(cpu.history_[-1]["train_loss"], rel=1e-4)
 
@@ -233,7 +234,7 @@ def test_threads_do_not_change_the_fit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_weighted_reg_and_log_confidence_fit(blocks: Interactions) -> None:
     model = IALS(
-        n_factors=4, reg=0.1, alpha=3.0, iterations=5, confidence="log", eps=0.5, weighted_reg=True
+        weighting=None, n_factors=4, reg=0.1, alpha=3.0, iterations=5, confidence="log", eps=0.5, weighted_reg=True
     ).fit(blocks)
     losses = [h["train_loss"] for h in model.history_]
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
@@ -323,7 +324,7 @@ def test_bad_parameters_and_ratings_raise(blocks: Interactions) -> None:
         {"threads": 0},
     ):
         with pytest.raises(CfrecError):
-            IALS(**bad).fit(blocks)  # type: ignore[arg-type]
+            IALS(**bad).fit(blocks)
     neg = Interactions(
         blocks.users,
         blocks.items,
@@ -339,10 +340,10 @@ def test_bad_parameters_and_ratings_raise(blocks: Interactions) -> None:
 
 # -------------------------------------------------------------- configuration and persistence
 def test_seed_reproducibility(blocks: Interactions, fitted: IALS) -> None:
-    again = IALS(n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=0).fit(blocks)
+    again = IALS(weighting=None, n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=0).fit(blocks)
     np.testing.assert_array_equal(again.user_factors_, fitted.user_factors_)
     np.testing.assert_array_equal(again.item_factors_, fitted.item_factors_)
-    other = IALS(n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=1).fit(blocks)
+    other = IALS(weighting=None, n_factors=2, reg=0.5, alpha=2.0, iterations=6, seed=1).fit(blocks)
     assert not np.array_equal(other.item_factors_, fitted.item_factors_)
 
 
@@ -401,7 +402,7 @@ def test_ml100k_u1_beats_popularity(ml100k_dir: Path) -> None:
 
 def test_fold_in_uses_the_current_factors_after_they_change(blocks: Interactions) -> None:
     """The fold-in caches the items' Gram matrix; new factors (a refit, a load) replace it."""
-    model = IALS(n_factors=4, iterations=3, seed=0).fit(blocks)
+    model = IALS(weighting=None, n_factors=4, iterations=3, seed=0).fit(blocks)
     items = blocks.raw_items()[:3]
     first = model.fold_in(items).factors
     np.testing.assert_array_equal(model.fold_in(items).factors, first)  # cached: same result
@@ -413,3 +414,90 @@ def test_fold_in_uses_the_current_factors_after_they_change(blocks: Interactions
     a = y.T @ y + (y[idx] * w[:, None]).T @ y[idx] + lam * np.eye(4)
     expected = np.linalg.solve(a, y[idx].T @ (1.0 + w))
     np.testing.assert_allclose(model.fold_in(items).factors, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- interaction logs
+def _as_ratings(log: Interactions, values: np.ndarray) -> Interactions:
+    """The same pairs as explicit data whose ratings are ``values``."""
+    return Interactions(log.users, log.items, np.asarray(values, dtype=np.float32), log.timestamps,
+                        log.user_map, log.item_map, (0.0, float(values.max())))
+
+
+@pytest.fixture(scope="module")
+def small_log() -> Interactions:
+    return make_synthetic_log(150, 200, 3000, seed=3)
+
+
+def test_weights_of_a_log_set_the_confidence(small_log: Interactions) -> None:
+    params = dict(n_factors=6, reg=2.0, alpha=1.5, iterations=4, seed=0, weighting=None)
+    weighted = IALS(**params).fit(small_log)
+    assert small_log.weights is not None and len(np.unique(small_log.weights)) > 3
+    # the counts are read: the fit is the one of explicit data rated with the counts ...
+    as_ratings = IALS(**params).fit(_as_ratings(small_log, small_log.weights))
+    np.testing.assert_allclose(weighted.user_factors_, as_ratings.user_factors_, rtol=1e-4, atol=1e-6)
+    # ... and not the one of the binary log (every pair weight 1), which differs
+    binary = replace(small_log, weights=np.ones(len(small_log), dtype=np.float32))
+    flat = IALS(**params).fit(binary)
+    assert np.abs(weighted.user_factors_ - flat.user_factors_).max() > 1e-2
+    # with alpha = 0 the confidence is 1 everywhere and the weights cannot matter
+    zero = {**params, "alpha": 0.0}
+    np.testing.assert_allclose(IALS(**zero).fit(small_log).user_factors_,
+                               IALS(**zero).fit(binary).user_factors_, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("weighting", ["bm25", "tfidf"])
+def test_weighting_is_the_fit_on_reweighted_values(small_log: Interactions, weighting: str) -> None:
+    params = dict(n_factors=5, reg=2.0, alpha=2.0, iterations=3, seed=0, confidence="log", weighting=None)
+    model = IALS(**{**params, "weighting": weighting}, bm25_k1=10.0, bm25_b=0.5).fit(small_log)
+    data = small_log.compact()
+    assert data.weights is not None
+    w = row_weighting(data.users, data.items, data.weights, data.n_users, data.n_items,
+                      weighting, k1=10.0, b=0.5)
+    by_hand = IALS(**params).fit(_as_ratings(data, w))
+    np.testing.assert_allclose(model.user_factors_, by_hand.user_factors_, rtol=1e-4, atol=1e-6)
+
+
+def test_weighting_of_a_fold_in_survives_save_and_load(small_log: Interactions, tmp_path: Path) -> None:
+    model = IALS(n_factors=5, iterations=3, weighting="bm25").fit(small_log)
+    items = small_log.item_map.to_raw(np.arange(6))
+    before = model.fold_in(items).factors
+    assert model.weighting_stats_ is not None
+    loaded = IALS.load(model.save(tmp_path / "m"))
+    assert loaded.weighting_stats_ is not None
+    np.testing.assert_allclose(loaded.weighting_stats_.idf, model.weighting_stats_.idf)
+    np.testing.assert_allclose(loaded.fold_in(items).factors, before, rtol=1e-6)
+    # the fold-in weighs the row: a bm25 model folds in differently from an unweighted one
+    plain = IALS(weighting=None, n_factors=5, iterations=3).fit(small_log)
+    plain.item_factors_ = model.item_factors_
+    assert not np.allclose(plain.fold_in(items).factors, before)
+
+
+def test_planted_log_structure_is_recovered_better_than_by_popularity() -> None:
+    log, truth = make_synthetic_log(400, 500, 12_000, taste=3.0, seed=5, return_truth=True)
+    data = log.compact()
+    model = IALS(n_factors=16, iterations=8, reg=5.0).fit(data)
+    pop = PopularityRecommender().fit(data)
+    users = np.arange(data.n_users)
+    raw_users = data.user_map.to_raw(users)
+    truth_users = log.user_map.to_index(raw_users)
+    truth_items = log.item_map.to_index(data.item_map.to_raw(np.arange(data.n_items)))
+    planted = truth.affinity(np.repeat(truth_users, data.n_items), np.tile(truth_items, len(users)))
+    planted = planted.reshape(len(users), data.n_items)
+
+    def taste_agreement(scores: np.ndarray) -> float:
+        """Mean over users of the correlation between a model's scores and the planted taste."""
+        s = scores - scores.mean(1, keepdims=True)
+        t = planted - planted.mean(1, keepdims=True)
+        den = np.sqrt((s * s).sum(1) * (t * t).sum(1))
+        return float(np.mean(np.divide((s * t).sum(1), den, out=np.zeros(len(s)), where=den > 0)))
+
+    ials_corr = taste_agreement(model.score_rows(users).astype(np.float64))
+    pop_corr = taste_agreement(pop.score_rows(users).astype(np.float64))
+    assert ials_corr > 0.3 and ials_corr > pop_corr + 0.2, (ials_corr, pop_corr)
+
+
+def test_bad_weighting_parameters_raise(small_log: Interactions) -> None:
+    with pytest.raises(CfrecError, match="weighting must be None or one of 'bm25', 'tfidf'"):
+        IALS(weighting="idf").fit(small_log)
+    with pytest.raises(CfrecError, match="bm25_b"):
+        IALS(weighting="bm25", bm25_b=2.0).fit(small_log)

@@ -4,7 +4,8 @@ Modules (each imported where it is used; importing this package loads nothing he
 
 * :mod:`cfrec.engines.backend`: one array backend over numpy (CPU) or torch (CUDA), the device
   choice, seeded torch generators and the scipy-to-torch CSR conversion;
-* :mod:`cfrec.engines.matrix`: the interaction matrix (binary, weighted or confidence weights);
+* :mod:`cfrec.engines.matrix`: the interaction matrix (binary, weighted or confidence weights;
+  BM25 / TF-IDF reweighting of logs);
 * :mod:`cfrec.engines.driver`: the training driver (epochs, progress, history, early stopping,
   divergence) every iterative model runs through;
 * :mod:`cfrec.engines.exact` and :mod:`cfrec.engines.cg`: the exact and conjugate-gradient

@@ -4,6 +4,10 @@
 * :func:`interaction_weights`: those interactions' weights, binary or ``(rating / top) ** power``;
 * :func:`confidence_minus_one`: iALS's confidence ``1 + alpha * f(r)`` less one, with ``f(r) = r``
   or ``log(1 + r / eps)``;
+* :func:`interaction_values`: the strength of each training row: the weights (event counts or
+  summed weights) of implicit data, the ratings of explicit data;
+* :func:`row_weighting`: BM25 or TF-IDF reweighting of those strengths (users as documents, items
+  as terms), with :class:`WeightingStats` to apply the same weighting to a new user's row;
 * :func:`interaction_matrix`: the users x items CSR of given weights (duplicates summed, sorted
   indices, float32 values);
 * :func:`normalized_sets`: rows x others CSR with ``|N(r)|^-1/2`` in each cell of the set ``N(r)``,
@@ -12,10 +16,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
 
 from cfrec.errors import CfrecError
+
+if TYPE_CHECKING:
+    from cfrec.data.interactions import Interactions
+
+WEIGHTINGS: tuple[str, ...] = ("none", "bm25", "tfidf")
 
 
 def positives(ratings: np.ndarray, threshold: float | None) -> np.ndarray:
@@ -54,6 +66,70 @@ def confidence_minus_one(ratings: np.ndarray, alpha: float, kind: str, eps: floa
     f = np.log1p(np.divide(r, np.float32(eps), dtype=np.float32))
     f *= np.float32(alpha)
     return f
+
+
+def interaction_values(data: Interactions) -> np.ndarray:
+    """Each row's strength as float32: the weights of implicit data (event counts, summed
+    weights), the ratings of explicit data (so a rating model's input keeps its meaning)."""
+    values = data.weights if data.is_implicit and data.weights is not None else data.ratings
+    return np.asarray(values, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class WeightingStats:
+    """What a BM25 / TF-IDF weighting learned from the training rows, enough to weigh a new
+    user's row the same way: each item's inverse document frequency and the mean row length."""
+
+    idf: np.ndarray  # float64, one per item
+    mean_length: float
+
+
+def weighting_stats(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_users: int,
+                    n_items: int) -> WeightingStats:
+    """Item IDF ``max(0, log(n_users) - log(1 + df_i))`` (``df_i``: users with item ``i``) and
+    the mean over users of their summed values. The IDF is floored at 0 so an item nearly every
+    user has gets weight 0, never a negative confidence."""
+    pairs = sp.csr_array((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
+    pairs.sum_duplicates()
+    df = np.bincount(pairs.indices, minlength=n_items).astype(np.float64)
+    idf = np.maximum(np.log(max(n_users, 1)) - np.log1p(df), 0.0)
+    lengths = np.bincount(users, weights=np.asarray(values, dtype=np.float64), minlength=n_users)
+    return WeightingStats(idf, float(lengths.mean()) if n_users else 0.0)
+
+
+def row_weighting(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_users: int,
+                  n_items: int, scheme: str, *, k1: float = 100.0, b: float = 0.8,
+                  stats: WeightingStats | None = None) -> np.ndarray:
+    """Reweigh each row's value (float32, same order as the rows), users as documents, items as
+    terms:
+
+    * ``"none"``: the values unchanged;
+    * ``"tfidf"``: ``sqrt(v) * idf_i``;
+    * ``"bm25"``: ``v * (k1 + 1) / (k1 * L_u + v) * idf_i`` with length norm
+      ``L_u = 1 - b + b * len_u / mean_len`` (``len_u``: the user's summed values).
+
+    ``idf_i`` and ``mean_len`` come from ``stats`` when given (a new user weighed against the
+    training rows), else from these rows (:func:`weighting_stats`). BM25 saturates counts
+    (a 300th play adds almost nothing), discounts heavy users and popular items; TF-IDF only
+    compresses counts and discounts popular items. Values must be >= 0.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if scheme == "none":
+        return v.astype(np.float32)
+    if scheme not in WEIGHTINGS:
+        raise CfrecError(f"weighting must be one of {WEIGHTINGS}, got {scheme!r}")
+    if stats is None:
+        stats = weighting_stats(users, items, v, n_users, n_items)
+    idf = stats.idf[np.asarray(items, dtype=np.int64)]
+    if scheme == "tfidf":
+        return (np.sqrt(v) * idf).astype(np.float32)
+    if not (k1 >= 0 and 0 <= b <= 1):
+        raise CfrecError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1:g}, b={b:g}")
+    lengths = np.bincount(users, weights=v, minlength=n_users)[np.asarray(users, dtype=np.int64)]
+    norm = (1.0 - b) + b * lengths / (stats.mean_length or 1.0)
+    denom = k1 * norm + v
+    out = np.divide(v * (k1 + 1.0), denom, out=np.zeros_like(v), where=denom > 0) * idf
+    return out.astype(np.float32)
 
 
 def interaction_matrix(users: np.ndarray, items: np.ndarray, weights: np.ndarray, n_users: int,
