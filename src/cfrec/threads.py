@@ -46,7 +46,8 @@ import logging
 import numbers
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -179,3 +180,16 @@ def using_threads(n: int, *, blas: bool = True) -> Iterator[int]:
             pool.set_num_threads(current)
         if torch is not None and torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def run_chunks(work: Callable[[int], None], starts: Sequence[int], workers: int) -> None:
+    """Call ``work(start)`` for every chunk start, on ``workers`` threads (in this thread when
+    one is enough). For independent chunks whose kernels release the GIL (numba ``nogil``,
+    BLAS, scipy's sparse products)."""
+    workers = max(1, min(int(workers), len(starts)))
+    if workers == 1:
+        for start in starts:
+            work(start)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(work, starts))

@@ -20,13 +20,13 @@ entry); the ``k x k`` systems are gathered from it by a compiled kernel and solv
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from cfrec.errors import CfrecError
+from cfrec.threads import run_chunks
 
 NeighbourRule = Literal["cooccurrence", "cosine"]
 NEIGHBOUR_RULES: tuple[str, ...] = ("cooccurrence", "cosine")
@@ -98,13 +98,7 @@ def neighbour_solve(g: sp.csr_array, nbr_ptr: np.ndarray, nbr_idx: np.ndarray, l
     def chunk(j0: int) -> None:
         solve_items(indptr, indices, data, nbr_ptr, nbr_idx, j0, min(j0 + step, n), width, lam, values)
 
-    workers = max(1, min(int(threads), len(starts)))
-    if workers == 1:
-        for j0 in starts:
-            chunk(j0)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(chunk, starts))
+    run_chunks(chunk, starts, int(threads))
     # column j holds N(j): the lists are a CSC of B
     b = sp.csc_array((values, nbr_idx.astype(np.int32), nbr_ptr.astype(np.int64)), shape=(n, n))
     out = sp.csr_array(b.tocsr())

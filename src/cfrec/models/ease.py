@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,7 +43,7 @@ from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.persistence import sparse_from_state, sparse_to_state
 from cfrec.models.ranking_only import RankingRecommender
-from cfrec.threads import threads_for, using_threads
+from cfrec.threads import run_chunks, threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
@@ -167,13 +166,7 @@ def gram_matrix(x: sp.csr_array, lam: float, dtype: str, threads: int = 1) -> np
         g[:c1, c0:c1] = sp.csr_array(xt[:c1] @ xc[:, c0:c1]).toarray()
 
     starts = list(range(0, n, step))
-    workers = max(1, min(len(starts), int(threads), _GRAM_THREADS))
-    if workers == 1:
-        for c0 in starts:
-            block(c0)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(block, starts))
+    run_chunks(block, starts, min(int(threads), _GRAM_THREADS))
     g[np.arange(n), np.arange(n)] += lam
     return g
 
