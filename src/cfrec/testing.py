@@ -82,6 +82,11 @@ class RecommenderContract:
         """A small, fast, seeded, unfitted instance of the model under contract."""
         raise NotImplementedError
 
+    def make_log_model(self) -> Recommender:
+        """The model as configured for interaction logs (a model that fits logs only in some
+        configurations, as item-kNN with cosine similarities, returns that one)."""
+        return self.make_model()
+
     def fallback_source(self, fitted: Recommender) -> Recommender:
         """The model whose biases give ``fitted``'s cold-start fallbacks (itself, unless it
         delegates them, as TwoStage does to its rater)."""
@@ -355,13 +360,14 @@ class RecommenderContract:
         from items alone and survives save/load; a rating model refuses the log in one line."""
         log = planted.as_implicit()
         assert log.is_implicit and log.weights is not None
-        model = self.make_model()
-        if model.predicts_ratings:
+        model = self.make_log_model()
+        if model.predicts_ratings and not model.fits_interactions:
             with pytest.raises(CfrecError, match="predicts ratings.*ranking model"):
                 model.fit(log)
             assert not model.is_fitted
             return
         assert model.fit(log) is model
+        assert not model.predicts_ratings, "a model fitted on interactions ranks only"
         seen = set(log.subset(log.raw_users() == "u003").raw_items().tolist())
         recs = model.recommend("u003", k=8)
         assert len(recs.ids) == 8 and not seen & set(recs.ids.tolist())

@@ -194,6 +194,13 @@ class TestItemKNNContract(RecommenderContract):
     def make_model(self) -> Recommender:
         return ItemKNN()
 
+    def make_log_model(self) -> Recommender:
+        return ItemKNN(similarity="cosine")
+
+    def test_log_needs_cosine(self, planted: Interactions) -> None:
+        with pytest.raises(CfrecError, match="similarity=cosine"):
+            ItemKNN().fit(planted.as_implicit())
+
     def test_similar_items_excludes_query(self, fitted: Recommender) -> None:  # noqa: F811
         assert isinstance(fitted, ItemKNN)
         sims = fitted.similar_items(100, k=5)

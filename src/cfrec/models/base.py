@@ -180,6 +180,10 @@ class Recommender(ABC):
              on_epoch: EpochCallback | None) -> None:
         """Model-specific training on compacted data (indices = model indices)."""
 
+    #: Whether the model also fits interactions with no ratings (then ranking only), though it
+    #: predicts ratings when given them (item-kNN).
+    fits_interactions: ClassVar[bool] = False
+
     @property
     def predicts_ratings(self) -> bool:
         """Whether ``predict`` estimates ratings. Ranking-only models (popularity, iALS, EASE,
@@ -634,7 +638,7 @@ class Recommender(ABC):
 def check_feedback(model: Recommender, data: Interactions) -> None:
     """Refuse a rating-prediction model on interactions with no ratings, in one line naming the
     ranking models (the one check behind ``fit``, the benchmark, tuning and the CLI)."""
-    if not data.is_implicit or not model.predicts_ratings:
+    if not data.is_implicit or not model.predicts_ratings or type(model).fits_interactions:
         return
     label = type(model).name or type(model).__name__
     raise CfrecError(f"{label} predicts ratings, and {data.name} holds interactions with no ratings; "

@@ -292,6 +292,7 @@ class ItemKNN(BiasedRecommender):
     """
 
     name = "itemknn"
+    fits_interactions = True
 
     k: int = param(default=30, ge=1)
     min_k: int = param(default=1, ge=1)
@@ -312,7 +313,17 @@ class ItemKNN(BiasedRecommender):
         return cls(**{"similarity": "cosine", "k": 1000, **overrides})
 
     # ------------------------------------------------------------------ fitting
+    @property
+    def predicts_ratings(self) -> bool:
+        """False once fitted on interactions with no ratings: then it ranks only."""
+        return not getattr(self, "on_interactions_", False)
+
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
+        self.on_interactions_ = bool(train.is_implicit)
+        if self.on_interactions_ and str(self.similarity).lower() != "cosine":
+            raise CfrecError(f"ItemKNN on interactions ({train.name}) compares items by the cosine of "
+                             f"their binary interaction columns; {self.similarity!r} centres ratings "
+                             "it does not have: pass -p similarity=cosine, or use itemknn-rank")
         n_users, n_items = train.n_users, train.n_items
         start = time.perf_counter()
         self.user_bias_, self.item_bias_ = fit_biases(
@@ -509,6 +520,9 @@ class ItemKNN(BiasedRecommender):
                           duplicate_items=given.duplicates)
 
     # ------------------------------------------------------------------ persistence
+    def _extra_meta(self) -> dict[str, Any]:
+        return {"on_interactions": bool(getattr(self, "on_interactions_", False))}
+
     def _state(self) -> dict[str, np.ndarray]:
         return {**sparse_to_state("neighbors", self.neighbors_), **sparse_to_state("ratings", self.ratings_)}
 
@@ -521,3 +535,4 @@ class ItemKNN(BiasedRecommender):
             raise ModelFileError("ItemKNN neighbour matrix: rows are not positive similarities sorted best first")
         self.neighbors_ = nb
         self.ratings_ = sparse_from_state(arrays, "ratings", (n_u, n_i), "ItemKNN rating matrix")
+        self.on_interactions_ = bool(meta.get("on_interactions", False))

@@ -128,15 +128,16 @@ def specs() -> list[ModelSpec]:
 
 
 def ranking_names() -> list[str]:
-    """Names that make a ranking-only model: each such model's name, and each alias whose preset
-    turns a rating model into a ranking one (``itemknn-rank``)."""
+    """Names that make a ranking model: each ranking-only model's name, and each alias whose preset
+    makes a ranking model or fits interactions (``itemknn-rank``)."""
     out: list[str] = []
     for spec in _specs.values():
         if spec.ranking:
             out.append(spec.name)
             continue
         for alias, preset in spec.aliases.items():
-            if preset is not None and not spec.make(preset).predicts_ratings:
+            model = spec.make(preset) if preset is not None else None
+            if model is not None and (not model.predicts_ratings or model.fits_interactions):
                 out.append(alias)
     return out
 
