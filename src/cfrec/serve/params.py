@@ -61,7 +61,7 @@ async def parse_json_body(request: Request, model: type[M]) -> M:
     # not sent as JSON: validated as the bytes it is (and refused), as FastAPI does
     data: Any = _loads(raw) if content_type == "application/json" or _is_json(content_type) else raw
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, from_attributes=True)  # as FastAPI validates a body
     except ValidationError as exc:
         raise _relocated(exc, "body") from None
 
