@@ -9,7 +9,13 @@ from fastapi import FastAPI, Query, Request
 from fastapi.testclient import TestClient
 
 from cfrec.serve.errors import add_error_handlers
-from cfrec.serve.params import add_components, json_body, parse_json_body, parse_query, query_parameters
+from cfrec.serve.params import (
+    add_components,
+    json_body,
+    parse_json_body,
+    parse_query,
+    query_parameters,
+)
 from cfrec.serve.schemas import FoldInRequest, RecommendQuery
 
 
