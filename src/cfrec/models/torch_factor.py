@@ -38,6 +38,10 @@ from cfrec.models.factor import FactorRecommender
 from cfrec.models.params import hyperparameters, param
 from cfrec.threads import threads_for, using_threads
 
+#: Scoring work (users x items x factors) below which the thread counts are left as they are:
+#: one user's row of a catalogue takes less time than switching the pools.
+SCOPED_WORK = 1 << 22
+
 logger = logging.getLogger(__name__)
 
 #: L2 (user, item) of the closed-form biases that start training when ``init_biases`` is on
@@ -154,6 +158,8 @@ class TorchFactorModel(FactorRecommender):
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         """Every item's score for each user, on the threads the block's size calls for."""
         work = len(users) * len(self.item_map_) * max(int(self.user_factors_.shape[1]), 1)
+        if work < SCOPED_WORK and self.threads is None:  # a request's row: switching costs more
+            return super()._score_users(users)
         with using_threads(threads_for(work, self.threads)):
             return super()._score_users(users)
 

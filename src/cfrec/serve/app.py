@@ -18,6 +18,8 @@ The package keeps only HTTP; every answer is the library's own (``Recommender.re
 :class:`~cfrec.catalog.Catalog`'s item records). Its modules:
 
 * :mod:`~cfrec.serve.schemas` -- request and response bodies (validation, OpenAPI);
+* :mod:`~cfrec.serve.params` -- the busiest endpoints' parameters, read from the request and
+  validated by the schemas' models (FastAPI's own errors and OpenAPI entries, a fraction of the cost);
 * :mod:`~cfrec.serve.snapshot` -- one immutable, checked snapshot per model version, swapped
   atomically on reload (``POST /v1/admin/reload`` or ``SIGHUP`` to ``cfrec serve``) without
   downtime: the old model answers until the new one has loaded and passed its check;

@@ -11,19 +11,29 @@ from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 import numpy as np
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
 from cfrec.errors import CfrecError
-from cfrec.serve.errors import ApiError, JSONResponse
+from cfrec.serve.errors import ApiError, JSONResponse, json_bytes
+from cfrec.serve.params import (
+    add_components,
+    json_body,
+    parse_json_body,
+    parse_query,
+    path_parameter,
+    query_parameters,
+)
 from cfrec.serve.schemas import (
     FoldInRecommendations,
     FoldInRequest,
     Health,
-    K,
+    ListQuery,
     ModelCard,
     PredictionOut,
+    PredictQuery,
     Ready,
+    RecommendQuery,
     ReloadResult,
     SearchResults,
     SimilarItems,
@@ -183,6 +193,11 @@ def _id_array(items: list[Any]) -> np.ndarray:
     return out
 
 
+def json_response(content: Any) -> Response:
+    """A 200 JSON answer encoded once (:func:`~cfrec.serve.errors.json_bytes`)."""
+    return Response(json_bytes(content), media_type="application/json")
+
+
 def add_routes(app: FastAPI, service: Service, reload_now: Reloader) -> None:
     """The API's routes on ``app``, answering from ``service``; ``reload_now`` serves the admin
     reload."""
@@ -203,35 +218,48 @@ def add_routes(app: FastAPI, service: Service, reload_now: Reloader) -> None:
     async def model_card() -> Response:
         return JSONResponse(service.served().card)
 
+    # The busiest endpoints read their parameters themselves (see cfrec.serve.params): the same
+    # validation and error bodies, described in the OpenAPI document from the same models.
     @app.get("/v1/recommend/{user_id}", response_model=UserRecommendations, tags=["recommend"],
              summary="Top-k items for a user (an unknown user gets the cold-start list)",
-             responses=error_responses(422, 503))
-    async def recommend_user(user_id: str, k: K = 10, exclude_seen: bool = True) -> Response:
+             responses=error_responses(422, 503),
+             openapi_extra={"parameters": [path_parameter("user_id", "Raw user id."),
+                                           *query_parameters(RecommendQuery)]})
+    async def recommend_user(request: Request) -> Response:
         served = service.served()
-        return JSONResponse(await service.run(served, service.recommend_user, served, user_id, k,
-                                              exclude_seen))
+        q = parse_query(request, RecommendQuery)
+        return json_response(await service.run(served, service.recommend_user, served,
+                                               request.path_params["user_id"], q.k,
+                                               q.exclude_seen))
 
     @app.post("/v1/recommend", response_model=FoldInRecommendations, tags=["recommend"],
               summary="Top-k items for a new user given a few ratings (folded in, no retraining)",
-              responses=error_responses(400, 413, 422, 503))
-    async def recommend_new(body: FoldInRequest) -> Response:
+              responses=error_responses(400, 413, 422, 503),
+              openapi_extra={"requestBody": json_body(FoldInRequest)})
+    async def recommend_new(request: Request) -> Response:
+        body = await parse_json_body(request, FoldInRequest)
         served = service.served()
-        return JSONResponse(await service.run(served, service.recommend_new, served, body))
+        return json_response(await service.run(served, service.recommend_new, served, body))
 
     @app.get("/v1/similar/{item_id}", response_model=SimilarItems, tags=["items"],
              summary="Items closest to an item by cosine similarity of the model's item vectors",
-             responses=error_responses(404, 409, 422, 503))
-    async def similar(item_id: str, k: K = 10) -> Response:
+             responses=error_responses(404, 409, 422, 503),
+             openapi_extra={"parameters": [path_parameter("item_id", "Raw item id."),
+                                           *query_parameters(ListQuery)]})
+    async def similar(request: Request) -> Response:
         served = service.served()
-        return JSONResponse(await service.run(served, service.similar, served, item_id, k))
+        q = parse_query(request, ListQuery)
+        return json_response(await service.run(served, service.similar, served,
+                                               request.path_params["item_id"], q.k))
 
     @app.get("/v1/predict", response_model=PredictionOut, tags=["recommend"],
              summary="Score (and predicted rating) of one user-item pair",
-             responses=error_responses(422, 503))
-    async def predict(user: Annotated[str, Query(min_length=1, max_length=256)],
-                      item: Annotated[str, Query(min_length=1, max_length=256)]) -> Response:
+             responses=error_responses(422, 503),
+             openapi_extra={"parameters": query_parameters(PredictQuery)})
+    async def predict(request: Request) -> Response:
         served = service.served()
-        return JSONResponse(await service.run(served, service.predict, served, user, item))
+        q = parse_query(request, PredictQuery)
+        return json_response(await service.run(served, service.predict, served, q.user, q.item))
 
     @app.get("/v1/items", response_model=SearchResults, tags=["items"],
              summary="Title search, most-rated first (no query: the most-rated items)",
@@ -256,3 +284,12 @@ def add_routes(app: FastAPI, service: Service, reload_now: Reloader) -> None:
         return JSONResponse({"reloaded": changed, "model_version": served.version,
                              "previous_version": previous,
                              "seconds": time.perf_counter() - start})
+
+    schema = app.openapi
+
+    def openapi() -> dict[str, Any]:  # the request body model the routes read themselves
+        if app.openapi_schema is None:
+            app.openapi_schema = add_components(schema(), FoldInRequest)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

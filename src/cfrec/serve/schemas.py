@@ -64,6 +64,25 @@ class FoldInRequest(BaseModel):
     exclude_rated: bool = Field(True, strict=True, description="Leave the rated items out of the list.")
 
 
+class ListQuery(BaseModel):
+    """Query parameters of ``GET /v1/similar/{item_id}``."""
+
+    k: int = Field(10, ge=1, description="List length (at most the catalogue size).")
+
+
+class RecommendQuery(ListQuery):
+    """Query parameters of ``GET /v1/recommend/{user_id}``."""
+
+    exclude_seen: bool = Field(True, description="Leave the user's training items out of the list.")
+
+
+class PredictQuery(BaseModel):
+    """Query parameters of ``GET /v1/predict``."""
+
+    user: str = Field(min_length=1, max_length=256, description="Raw user id.")
+    item: str = Field(min_length=1, max_length=256, description="Raw item id.")
+
+
 class ItemOut(BaseModel):
     id: RawIdOut
     title: str | None
