@@ -211,13 +211,14 @@ def recommend(
             "model": model.name,
             "known": known,
             "fallback": None if known else "popular",
+            "fallback_label": None if known else model.cold_start_label,
+            "score_label": model.score_label,
             "n_train_ratings": n_train,
             "rated": None if rated is None else rated[:history],
             "recommendations": rows,
         })
         return
-    ranked_by = (f"ranked by {type(model).__name__} ({model.name})" + ("; scores are predicted ratings "
-                 "before clipping" if model.predicts_ratings else "; scores are preferences, not ratings"))
+    ranked_by = f"ranked by {type(model).__name__} ({model.name}); scores are {model.score_label}"
     if known:
         say(f"user {user_raw}: {n_train} ratings in training; {ranked_by}")
         if rated:
@@ -232,9 +233,9 @@ def recommend(
         elif note:
             console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     else:
-        how = "item bias (mu + b_i)" if model.predicts_ratings else "popularity"
-        console.print(f"user {user!r} is not in the model (a new user): showing the most popular items by "
-                      f"{how}, not personalised recommendations", highlight=False, soft_wrap=True, markup=False)
+        console.print(f"user {user!r} is not in the model (a new user): showing the new-user list, ordered "
+                      f"by {model.cold_start_label}, not personalised recommendations", highlight=False,
+                      soft_wrap=True, markup=False)
     table, titled = _ranked_table(model, ("recommended" if known else "popular (new-user fallback)")
                                   + f" for user {user_raw}")
     table.add_column("score", justify="right")
@@ -256,10 +257,8 @@ def recommend(
             cells.append(escape(_name(row["because"])) if row["because"] is not None else "")
         table.add_row(*cells)
     console.print(table)
-    if not known:
-        return
-    say(ranked_by + ("; 'because you rated' is the rated item with the most similar item vector"
-                     if explained else ""))
+    if known and explained:  # the ranking was said above the table; this explains the last column
+        say("'because you rated' is the rated item with the most similar item vector")
 
 
 @app.command()
@@ -277,7 +276,7 @@ def predict(
     items_raw = [model.item_map_.to_raw(i) if i >= 0 else _typed(model.item_map_, v)
                  for i, v in zip(i_idx.tolist(), item, strict=True)]
     pred = model.predict_detailed(np.asarray([user_raw] * len(items_raw), dtype=object), np.asarray(items_raw, dtype=object))
-    how = {0: "personalised", 1: "unknown user: mu + b_i", 2: "unknown item: mu + b_u", 3: "both unknown: mu"}
+    how = model.fallback_labels
     rows = [{**meta, "prediction": float(p), "how": how[int(f)]}
             for meta, p, f in zip(_item_meta(model, items_raw), pred.ratings, pred.fallback, strict=True)]
     if json_out:
