@@ -152,14 +152,17 @@ def test_recommend_include_seen_marks_rated_items(trained, capsys, ml100k_dir):
     assert any(r["seen"] for r in recs)
 
 
-def test_recommend_new_user_gets_bias_ranked_list(trained, capsys, ml100k_dir):
+def test_recommend_new_user_gets_the_support_shrunk_bias_list(trained, capsys, ml100k_dir):
     rc, out, _ = run(capsys, "recommend", trained["baseline"], "--user", "99999", "-k", "5", "--json")
     assert rc == 0
     obj = json.loads(out)
     assert obj["known"] is False and obj["fallback"] == "popular"
     model = Recommender.load(trained["baseline"])
-    by_bias = model.item_map_.to_raw(np.argsort(-model.item_bias_, kind="stable")[:5]).tolist()
+    counts = np.bincount(model.seen_.indices, minlength=len(model.item_map_))
+    shrunk = model.item_bias_ * counts / (counts + np.median(counts[counts > 0]))  # support-aware
+    by_bias = model.item_map_.to_raw(np.argsort(-shrunk, kind="stable")[:5]).tolist()
     assert [r["item_id"] for r in obj["recommendations"]] == by_bias
+    assert obj["fallback_label"] == model.cold_start_label
     rc, out, _ = run(capsys, "recommend", trained["baseline"], "--user", "99999", "-k", "3")
     assert rc == 0 and "new user" in out and "not personalised" in out
 
