@@ -299,3 +299,25 @@ def test_one_user_paths_equal_the_batch_paths(name: str, string_items: bool) -> 
             np.testing.assert_array_equal(one.scores, batch.scores)
         with pytest.raises(CfrecError, match="unknown item id"):
             model.similar_items("no-such-item", 3)
+
+
+def test_which_models_have_similar_items_is_what_the_readme_says() -> None:
+    """``has_similar_items`` is the one answer; the README names the models without it."""
+    import re
+
+    from cfrec.models.registry import make_model
+
+    data = make_ratings()
+    specs = {"baseline": {}, "pop": {}, "mf": {"epochs": 1}, "itemknn": {}, "ease": {}}
+    without = set()
+    for name, params in specs.items():
+        model = make_model(name, **params).fit(data)
+        if model.has_similar_items:
+            assert len(model.similar_items(data.raw_items()[0], k=2)) >= 1, name
+        else:
+            without.add(name)
+            with pytest.raises(CfrecError, match="no item embeddings"):
+                model.similar_items(data.raw_items()[0], k=2)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    said = re.search(r"`similar_items` needs [^.]*?every model but ([^(]*)\(", " ".join(readme.split()))
+    assert said and set(re.findall(r"`([\w-]+)`", said.group(1))) == without == {"baseline", "pop"}

@@ -265,15 +265,19 @@ def recommend(
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'cfrec train'.")],
     user: Annotated[str, typer.Option("--user", "-u", help="Raw user id.")],
-    item: Annotated[list[str], typer.Option("--item", "-i", help="Raw item id (repeatable).")],
+    item: Annotated[list[str], typer.Option("--item", "-i", help="Item id, or part of a title as 'similar' "
+                                                                "takes it (repeatable); an id the model does "
+                                                                "not know gets the unknown-item fallback.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Predicted rating of items for a user (and, for ranking models, their ranking score)."""
+    """Predicted rating of items for a user; for a ranking model (ials, ease, bpr, multvae, pop), its
+    preference score shown on the rating scale, not a rating estimate. The 'how' column names the
+    model's fallback for an unknown user or item."""
     model = load_model(model_dir)
     u_idx = int(model.user_map_.to_index(np.asarray([user]), missing="-1")[0])
     user_raw: Any = model.user_map_.to_raw(u_idx) if u_idx >= 0 else user
     i_idx = model.item_map_.to_index(np.asarray(item), missing="-1")
-    items_raw = [model.item_map_.to_raw(i) if i >= 0 else _typed(model.item_map_, v)
+    items_raw = [model.item_map_.to_raw(i) if i >= 0 else _item_or_title(model, v)
                  for i, v in zip(i_idx.tolist(), item, strict=True)]
     pred = model.predict_detailed(np.asarray([user_raw] * len(items_raw), dtype=object), np.asarray(items_raw, dtype=object))
     how = model.fallback_labels
@@ -296,6 +300,15 @@ def predict(
         cells = [escape(str(row["item_id"]))] + ([escape(_title(row))] if _has_titles(model) else [])
         table.add_row(*cells, f"{row['prediction']:.3f}", row["how"])
     console.print(table)
+
+
+def _item_or_title(model: Any, text: str) -> Any:
+    """An --item the vocabulary does not hold: an id of the vocabulary's type stays an (unknown)
+    id; other text is a title query as 'similar' takes it, and no match is an error."""
+    typed = _typed(model.item_map_, text)
+    if model.item_map_.is_numeric and isinstance(typed, int):
+        return typed
+    return resolve_item(model, text)[0]
 
 
 def _title(row: dict[str, Any]) -> str:
