@@ -68,3 +68,15 @@ def test_new_user_and_fallback_wording_is_the_models(ratings_file: Path, tmp_pat
         out = " ".join(capsys.readouterr().out.split())
         assert model.fallback_labels[1] in out
     assert "EASE" in model.cold_start_label and "mu + b_i" not in model.cold_start_label
+
+
+def test_two_stage_heading_says_its_scores_are_blends(ratings_file: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    data = load_dataset(ratings_file)
+    model = make_model("two-stage:rater=baseline").fit(data)
+    user = data.raw_users()[0]
+    assert main(["recommend", str(model.save(tmp_path / "ts")), "--user", str(user), "-k", "5"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "scores are blends of EASE's retrieval score (weight 0.9) and Baseline's predicted rating" in out
+    assert "predicted ratings before clipping" not in out
+    assert out.count("ranked by") == 1  # said once, above the table
