@@ -35,6 +35,9 @@ def test_readme_serving_model_follows_the_user(ml100k_dir: Path, tmp_path: Path)
     assert main(args) == 0
     counts = load_dataset("ml-100k").item_counts()
     with TestClient(create_app(tmp_path / "model")) as client:
+        card = client.get("/v1/model").json()
+        assert card["cold_start_label"].startswith("number of training ratings")  # EASE's, as served
+        assert card["score_label"].startswith("blends of EASE's retrieval score")
         new = client.get("/v1/recommend/nobody?k=10").json()
         assert new["cold_start"]
         cold = [it["id"] for it in new["items"]]
