@@ -213,7 +213,7 @@ def similar_items_table(model: Recommender, item: Any, *, k: int = 10, min_ratin
 
 
 def describe_ranker(model: Recommender) -> str:
-    """How a model's lists are made, for a sentence, from the model's own :attr:`score_label`."""
+    """How a model's lists are made, for a sentence, from the model's own :attr:`~cfrec.models.base.Recommender.score_label`."""
     from cfrec.models.two_stage import TwoStage
 
     if isinstance(model, TwoStage):
