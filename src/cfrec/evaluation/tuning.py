@@ -124,7 +124,7 @@ DEFAULT_SPACES: dict[str, tuple[str, ...]] = {
     "ials": ("n_factors=16,32,48,64,128", "reg=5:200:log", "alpha=0.3:10:log"),
     "ease": ("lam=50:1000:log", "rating_power=0,0.5,1,1.5,2"),
     "itemknn": ("k=10,20,30,50,100", "shrinkage=0,10,50,100"),
-    "bpr": ("n_factors=32,64,128", "lr=0.001:0.01:log", "reg=0.001:0.03:log"),
+    "bpr": ("n_factors=32,64,128", "lr=0.05:0.5:log", "reg=0.001:0.03:log"),
     "multvae": ("dropout=0.2,0.5,0.7", "beta_cap=0.1,0.2,0.4"),
     "two-stage": ("weight=0:1", "candidates=50,100,200"),
     "pop": ("reg_item=0.5:50:log",),
