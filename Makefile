@@ -57,6 +57,11 @@ docs: $(STAMP)
 	$(PIP) install --quiet -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
+# Figures of README.md and docs/ that a cheap command regenerates (marked <!-- figure: NAME -->).
+.PHONY: docs-figures
+docs-figures: $(STAMP)
+	$(PY) benchmarks/docs_figures.py
+
 bench: $(STAMP)
 	$(PIP) install --quiet -e ".[bench]"
 	$(PY) benchmarks/surprise_folds.py

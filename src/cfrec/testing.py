@@ -160,7 +160,8 @@ class RecommenderContract:
 
     def test_unknown_ids_fall_back_to_biases(self, fitted: Recommender) -> None:
         """``mu + b_i`` for an unknown user, ``mu + b_u`` for an unknown item, ``mu`` for both; a
-        model without a bias adds nothing for it."""
+        model without a bias adds nothing for it. A ranking-only model shows an unknown user the
+        item's popularity on the scale and an unknown item the bottom of the scale."""
         source = self.fallback_source(fitted)
         mu = source.global_mean_
         u_idx = fitted.user_map_.to_index(np.array(["u003"]))[0]
@@ -168,8 +169,19 @@ class RecommenderContract:
         b_u = getattr(source, "user_bias_", np.zeros(len(fitted.user_map_)))
         b_i = getattr(source, "item_bias_", np.zeros(len(fitted.item_map_)))
         pred = fitted.predict_detailed(["nobody", "u003", "nobody", "u003"], [105, 99999, 99999, 105])
-        expected = np.clip([mu + b_i[i_idx], mu + b_u[u_idx], mu], *RATING_SCALE)
+        from cfrec.models.base import popularity_scores
+        from cfrec.models.ranking_only import RankingRecommender, linear_to_scale
+
+        if isinstance(source, RankingRecommender):  # preferences: popularity, and nothing below an unknown item
+            pop = popularity_scores(source.seen_, len(source.item_map_))[i_idx]
+            lo = source.rating_scale_[0]
+            expected = np.array([float(linear_to_scale(np.array([pop]), source.rating_scale_)[0]), lo, lo])
+            known = fitted.predict("u003", fitted.item_map_.ids)
+            assert pred.ratings[1] <= known.min()  # an unknown item never outscores a known one
+        else:
+            expected = np.clip([mu + b_i[i_idx], mu + b_u[u_idx], mu], *RATING_SCALE)
         np.testing.assert_allclose(pred.ratings[:3], expected, rtol=1e-6)
+        assert set(fitted.fallback_labels) == {0, 1, 2, 3}
         assert pred.fallback.tolist() == [1, 2, 3, 0]
         assert pred.counts() == {"personalised": 1, "unknown_user": 1, "unknown_item": 1, "unknown_both": 1}
 

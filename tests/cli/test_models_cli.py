@@ -152,14 +152,17 @@ def test_recommend_include_seen_marks_rated_items(trained, capsys, ml100k_dir):
     assert any(r["seen"] for r in recs)
 
 
-def test_recommend_new_user_gets_bias_ranked_list(trained, capsys, ml100k_dir):
+def test_recommend_new_user_gets_the_support_shrunk_bias_list(trained, capsys, ml100k_dir):
     rc, out, _ = run(capsys, "recommend", trained["baseline"], "--user", "99999", "-k", "5", "--json")
     assert rc == 0
     obj = json.loads(out)
     assert obj["known"] is False and obj["fallback"] == "popular"
     model = Recommender.load(trained["baseline"])
-    by_bias = model.item_map_.to_raw(np.argsort(-model.item_bias_, kind="stable")[:5]).tolist()
+    counts = np.bincount(model.seen_.indices, minlength=len(model.item_map_))
+    shrunk = model.item_bias_ * counts / (counts + np.median(counts[counts > 0]))  # support-aware
+    by_bias = model.item_map_.to_raw(np.argsort(-shrunk, kind="stable")[:5]).tolist()
     assert [r["item_id"] for r in obj["recommendations"]] == by_bias
+    assert obj["fallback_label"] == model.cold_start_label
     rc, out, _ = run(capsys, "recommend", trained["baseline"], "--user", "99999", "-k", "3")
     assert rc == 0 and "new user" in out and "not personalised" in out
 
@@ -253,3 +256,21 @@ def test_a_bad_hyperparameter_fails_before_any_data_is_read(model, tmp_path, cap
     assert rc == 1
     line = one_error_line(err)
     assert re.search(r"\b\w+ reg must be a finite number >=? 0, got -1\.0$", line), line
+
+
+def test_predict_takes_titles_as_similar_does_and_refuses_what_matches_nothing(trained, capsys) -> None:
+    rc, out, err = run(capsys, "predict", trained["als"], "--user", "42", "--item", "star wars", "--json")
+    assert rc == 0, err
+    pred = json.loads(out)["predictions"][0]
+    assert pred["item_id"] == 50 and pred["how"] == "personalised"
+    rc, out, err = run(capsys, "predict", trained["als"], "--user", "42", "--item", "no such film qqzx")
+    assert rc == 1 and "no item id or title matches 'no such film qqzx'" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    rc, out, _ = run(capsys, "predict", trained["als"], "--user", "42", "--item", "99999", "--json")
+    assert rc == 0 and json.loads(out)["predictions"][0]["how"].startswith("unknown item")
+
+
+def test_predict_help_says_what_a_ranking_model_shows(capsys) -> None:
+    assert main(["predict", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "ranking model" in text and "not a rating estimate" in text and "ranking score)" not in text

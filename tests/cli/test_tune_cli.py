@@ -82,7 +82,7 @@ def test_tune_json_output(capsys, ml100k_dir):
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--model", "baseline", "--param", "reg_user=1:5", "--sampler", "grid"], "grid search needs value lists"),
-    (["--model", "baseline"], "nothing to tune"),
+    (["--model", "baseline", "--param", "reg_user=5", "--param", "reg_item=5"], "nothing to tune"),
     (["--model", "baseline", "--param", "n_factors=8,16"], "no hyperparameter 'n_factors'"),
     (["--preset", "lab-everything"], "unknown tuning preset"),
     (["--preset", "lab-dim", "--model", "baseline"], "tunes 'mf', not 'baseline'"),
@@ -116,3 +116,30 @@ def test_lab_presets_on_the_lab_split(tmp_path, capsys, ml100k_dir):
                        "--split", "temporal:0.2", "--out", tmp_path / "lab", "--json")
     assert rc == 0, err
     assert json.loads(out)["params"] == lab
+
+
+def test_every_tunable_model_has_a_default_space_holding_its_defaults() -> None:
+    from cfrec.evaluation.tuning import DEFAULT_SPACES, Range, default_space
+    from cfrec.models.names import model_names
+    from cfrec.models.registry import make_model, model_class
+
+    for name in model_names():
+        assert name in DEFAULT_SPACES, name
+        space = default_space(model_class(name))
+        defaults = make_model(name).get_params()
+        for key, values in space.items():
+            value = defaults[key]
+            held = (values.low <= value <= values.high) if isinstance(values, Range) else value in values
+            assert held, (name, key, value, values)
+
+
+def test_tune_without_a_space_searches_the_default_one_and_compares_with_the_defaults(
+        tmp_path, capsys, ml100k_dir):
+    rc, out, err = run(capsys, "tune", "ml-100k", "--model", "ease", "--metric", "ndcg@10", "--trials", "2",
+                       "--split", "u1", "--json")
+    assert rc == 0, err
+    obj = json.loads(out)
+    assert set(obj["space"]) == {"lam", "rating_power"} and "the default search space" in err
+    t = obj["test"]
+    assert t["tuned"] == pytest.approx(t["ndcg@10"])
+    assert t["tuned_loses_to_defaults"] == (t["tuned"] < t["defaults"])

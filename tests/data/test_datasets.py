@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -123,22 +124,43 @@ def test_movielens_format_files_need_no_options(tmp_path: Path) -> None:
              "ratings.csv": "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
                             "1,3,4.5,964981247\n"}
     for k, (name, text) in enumerate(texts.items()):
-        # under its own name, the file makes its folder a release: the known scale applies
+        # beside the release's README, the file's folder is a release: the known scale applies
         own = tmp_path / f"release{k}"
         own.mkdir()
         (own / name).write_text(text)
+        (own / "README.txt").write_text("Summary\n=======\nThis dataset (ml-latest) describes ...\n")
         data, report = load_dataset(own / name, return_report=True)
         assert len(data) == 2 and report.scale_source == "movielens", name
         # u.data is ML-100K (1-5); ratings.dat without users.dat is ML-10M and ratings.csv a
         # later release (half stars 0.5-5)
         assert data.rating_scale == ((1.0, 5.0) if name == "u.data" else (0.5, 5.0))
-        # under another name it is any ratings file: columns detected, scale inferred
-        other = tmp_path / f"other{k}"
-        other.mkdir()
-        renamed = other / f"mine{Path(name).suffix}"
-        renamed.write_text(text)
-        data, report = load_dataset(renamed, return_report=True)
-        assert len(data) == 2 and report.scale_source == "inferred", name
+        # alone in its folder, or under another name, it is any ratings file: scale inferred
+        for folder, file in ((f"alone{k}", name), (f"other{k}", f"mine{Path(name).suffix}")):
+            (tmp_path / folder).mkdir()
+            (tmp_path / folder / file).write_text(text)
+            data, report = load_dataset(tmp_path / folder / file, return_report=True)
+            assert len(data) == 2 and report.scale_source == "inferred", (folder, name)
+
+
+def test_a_file_named_like_a_release_is_not_taken_for_one(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``ratings.csv`` with MovieLens' header and ratings 1-5, alone in its folder: scale 1-5,
+    inferred and said, from ``load_dataset``, ``load_ratings`` and ``cfrec stats`` alike."""
+    from cfrec.cli import main
+    from cfrec.data import load_ratings
+
+    path = tmp_path / "ratings.csv"
+    rows = [f"{u},{i},{1 + (u * i) % 5},{1000 + u * 10 + i}" for u in range(1, 9) for i in range(1, 7)]
+    path.write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows) + "\n")
+    for loader in (load_dataset, load_ratings):
+        data, report = loader(path, return_report=True)
+        assert data.rating_scale == (1.0, 5.0) and report.scale_source == "inferred", loader
+    assert main(["stats", str(path), "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["rating_scale"] == [1.0, 5.0]
+    assert "rating scale 1..5 inferred" in out.err
+    with pytest.raises(DataError, match="give the ratings file itself"):  # nor is its folder a release
+        load_dataset(tmp_path)
 
 
 def test_crlf_and_semicolon_files_by_path(tmp_path: Path) -> None:

@@ -124,14 +124,17 @@ def test_tuning_never_sees_the_test_part(split, spy_registered):
     n_train = len(split.train)
     result = tune(split, "spy", {"reg_user": [1.0, 5.0]}, seed=0, valid_fraction=0.25)
     test_pairs = set(zip(split.test.raw_users().tolist(), split.test.raw_items().tolist(), strict=True))
-    *trial_calls, refit_call = spy_registered.calls
+    *trial_calls, refit_call, defaults_call = spy_registered.calls
     assert len(trial_calls) == 2
     for call in trial_calls:
         assert call["n"] == n_train - round(0.25 * n_train)
         assert not call["pairs"] & test_pairs
-    assert refit_call["n"] == n_train  # the refit uses the whole train part ...
-    assert not refit_call["pairs"] & test_pairs  # ... and still not the test part
+    for call in (refit_call, defaults_call):  # the refit and the defaults use the whole train part ...
+        assert call["n"] == n_train
+        assert not call["pairs"] & test_pairs  # ... and still not the test part
+    assert defaults_call["params"] == type(result.best_model)().get_params()
     assert result.test is not None
+    assert result.test["tuned_loses_to_defaults"] == (result.test["tuned"] > result.test["defaults"])
 
 
 def test_failed_trials_are_recorded_not_fatal(split, spy_registered):

@@ -73,12 +73,27 @@ def test_recommend_ranks_by_score_and_pads() -> None:
         model.recommend("a", k=0)
 
 
-def test_recommend_for_unknown_user_is_the_bias_ranked_list() -> None:
+def test_recommend_for_unknown_user_is_the_support_shrunk_bias_list() -> None:
     data = _frame([("a", 1, 1.0), ("b", 2, 5.0), ("c", 3, 3.0), ("d", 2, 5.0), ("d", 3, 3.0)])
     model = Baseline(reg_user=1.0, reg_item=1.0).fit(data)
     recs = model.recommend("stranger", k=3)
     assert recs.ids.tolist() == [2, 3, 1]
-    np.testing.assert_allclose(recs.scores, model.predict("stranger", [2, 3, 1]), rtol=1e-6)
+    # the list ranks by mu + b_i * n_i / (n_i + median n); the predicted ratings stay mu + b_i
+    idx = model.item_map_.to_index(np.array([2, 3, 1]))
+    n = np.array([2.0, 2.0, 1.0])
+    np.testing.assert_allclose(recs.scores, model.global_mean_ + model.item_bias_[idx] * n / (n + 2.0), rtol=1e-5)
+    np.testing.assert_allclose(recs.ratings, model.predict("stranger", [2, 3, 1]), rtol=1e-6)
+    assert "shrunk" in model.cold_start_label
+
+
+def test_cold_start_list_is_not_topped_by_a_rarely_rated_item() -> None:
+    """An item two people loved does not outrank one forty people liked in a new user's list,
+    though its bias (and predicted rating) is higher."""
+    rows = [(f"u{u}", 1, 5.0) for u in range(2)] + [(f"v{u}", 2, 4.0 + (u % 2)) for u in range(40)]
+    rows += [(f"w{u}", i, 3.0) for u in range(40) for i in (3, 4, 5)]
+    model = Baseline(reg_user=0.1, reg_item=0.1).fit(_frame(rows))
+    assert model.predict("stranger", [1])[0] > model.predict("stranger", [2])[0]
+    assert model.recommend("stranger", k=1).ids.tolist() == [2]
 
 
 def test_folded_user_predictions_and_exclusions() -> None:
@@ -284,3 +299,25 @@ def test_one_user_paths_equal_the_batch_paths(name: str, string_items: bool) -> 
             np.testing.assert_array_equal(one.scores, batch.scores)
         with pytest.raises(CfrecError, match="unknown item id"):
             model.similar_items("no-such-item", 3)
+
+
+def test_which_models_have_similar_items_is_what_the_readme_says() -> None:
+    """``has_similar_items`` is the one answer; the README names the models without it."""
+    import re
+
+    from cfrec.models.registry import make_model
+
+    data = make_ratings()
+    specs = {"baseline": {}, "pop": {}, "mf": {"epochs": 1}, "itemknn": {}, "ease": {}}
+    without = set()
+    for name, params in specs.items():
+        model = make_model(name, **params).fit(data)
+        if model.has_similar_items:
+            assert len(model.similar_items(data.raw_items()[0], k=2)) >= 1, name
+        else:
+            without.add(name)
+            with pytest.raises(CfrecError, match="no item embeddings"):
+                model.similar_items(data.raw_items()[0], k=2)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    said = re.search(r"`similar_items` needs [^.]*?every model but ([^(]*)\(", " ".join(readme.split()))
+    assert said and set(re.findall(r"`([\w-]+)`", said.group(1))) == without == {"baseline", "pop"}

@@ -213,13 +213,13 @@ def similar_items_table(model: Recommender, item: Any, *, k: int = 10, min_ratin
 
 
 def describe_ranker(model: Recommender) -> str:
-    """How a model's lists are made, for a sentence ("ranked by EASE, ordered with BiasedMF's ...")."""
+    """How a model's lists are made, for a sentence, from the model's own :attr:`~cfrec.models.base.Recommender.score_label`."""
     from cfrec.models.two_stage import TwoStage
 
     if isinstance(model, TwoStage):
-        return (f"retrieved by {type(model.retriever_).__name__} and ordered with "
-                f"{type(model.rater_).__name__}'s predicted ratings (two-stage, weight {model.weight:g})")
-    return f"ranked by {type(model).__name__}" + ("" if model.predicts_ratings else " (a ranking model)")
+        return (f"retrieved by {type(model.retriever_).__name__} and ordered by {model.score_label} "
+                "(two-stage)")
+    return f"ranked by {type(model).__name__} (scores are {model.score_label})"
 
 
 def _has_embeddings(model: Recommender) -> bool:
@@ -548,22 +548,23 @@ def build_report(
                ["of items with no training rating", f"{cold['unknown_item']:,} ({cold['unknown_item_share']:.1%})"],
                ["either (predicted by a bias fallback)", f"{cold['unknown_either']:,} ({cold['cold_start_share']:.1%})"]]
     names = list(dict.fromkeys([*metrics, *(baseline_metrics or {})]))
-    scores = [m for m in names if m.lower() in ("rmse", "mae")] + [m for m in names if "@" in m]
+    scores = [m for m in names if m.lower() in ("rmse", "mae") and model.metric_applies(m)] + \
+        [m for m in names if "@" in m]
     header = ["Metric", model_label] + (["Baseline (biases only)"] if baseline_metrics is not None else [])
     m_rows = [[m, metrics.get(m, math.nan)] + ([baseline_metrics.get(m, math.nan)] if baseline_metrics is not None else [])
               for m in scores]
     shown = {"n_test", *fallback} if fallback else set()
-    counts = {m: metrics[m] for m in names if m not in scores and m in metrics and m not in shown}
+    counts = {m: metrics[m] for m in names if m not in scores and m in metrics and m not in shown
+              and model.metric_applies(m)}
     metrics_html = (f"<p>Measured on the test part of the <code>{_e(the_split.name)}</code> split "
                     f"({len(the_split.test):,} ratings; training part {len(the_split.train):,}), top-{k} "
                     "lists exclude each user's training items.</p>" + _table(header, m_rows))
     if fallback:
         metrics_html += ("<h3>How the test predictions were made</h3>" + _table(
             ["Prediction", "Test ratings"],
-            [["personalised (user and item known)", fallback["personalised"]],
-             ["unknown user: mu + b_i", fallback["unknown_user"]],
-             ["unknown item: mu + b_u", fallback["unknown_item"]],
-             ["both unknown: mu", fallback["unknown_both"]]]))
+            [[label, fallback[key]] for key, label in zip(
+                ("personalised", "unknown_user", "unknown_item", "unknown_both"),
+                (model.fallback_labels[code] for code in range(4)), strict=True)]))
     metrics_html += "<h3>Cold start in the test part</h3>" + _table(["", ""], cs_rows)
     if counts:
         metrics_html += "<h3>Other evaluation figures</h3>" + _table(

@@ -102,9 +102,6 @@ def evaluate_cmd(
                           "warning: the model records no training fingerprint; cannot check the split",
                           highlight=False, soft_wrap=True, markup=False)
     ev = evaluate_detailed(model, chosen.test, k=k, relevance=relevance, metrics=names)
-    if not model.predicts_ratings:  # its scores are preferences: an RMSE against ratings means nothing
-        ev.metrics.update({m: math.nan for m in RATING_METRICS if m in ev.metrics})
-        ev.breakdown = None
     online_res = None
     if online:
         from cfrec.evaluation.online import online_evaluate
@@ -135,9 +132,8 @@ def evaluate_cmd(
     for key, value in ev.metrics.items():
         table.add_row(escape(key), escape(_cell(key, value)))
     console.print(table)
-    if not model.predicts_ratings:
-        say(f"{type(model).__name__} ranks items by preference and does not predict ratings: RMSE and "
-            "MAE are n/a")
+    if not all(model.metric_applies(m) for m in RATING_METRICS):
+        say(f"{type(model).__name__}'s scores are {model.score_label}: RMSE and MAE are n/a")
     relevant = ("every held-out interaction" if chosen.test.is_implicit
                 else f"test rating >= {relevance:g}")
     console.print(f"ranking: all items unrated in training are candidates; relevant = {relevant}; "

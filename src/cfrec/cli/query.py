@@ -211,13 +211,14 @@ def recommend(
             "model": model.name,
             "known": known,
             "fallback": None if known else "popular",
+            "fallback_label": None if known else model.cold_start_label,
+            "score_label": model.score_label,
             "n_train_ratings": n_train,
             "rated": None if rated is None else rated[:history],
             "recommendations": rows,
         })
         return
-    ranked_by = (f"ranked by {type(model).__name__} ({model.name})" + ("; scores are predicted ratings "
-                 "before clipping" if model.predicts_ratings else "; scores are preferences, not ratings"))
+    ranked_by = f"ranked by {type(model).__name__} ({model.name}); scores are {model.score_label}"
     if known:
         say(f"user {user_raw}: {n_train} ratings in training; {ranked_by}")
         if rated:
@@ -232,9 +233,9 @@ def recommend(
         elif note:
             console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     else:
-        how = "item bias (mu + b_i)" if model.predicts_ratings else "popularity"
-        console.print(f"user {user!r} is not in the model (a new user): showing the most popular items by "
-                      f"{how}, not personalised recommendations", highlight=False, soft_wrap=True, markup=False)
+        console.print(f"user {user!r} is not in the model (a new user): showing the new-user list, ordered "
+                      f"by {model.cold_start_label}, not personalised recommendations", highlight=False,
+                      soft_wrap=True, markup=False)
     table, titled = _ranked_table(model, ("recommended" if known else "popular (new-user fallback)")
                                   + f" for user {user_raw}")
     table.add_column("score", justify="right")
@@ -256,28 +257,30 @@ def recommend(
             cells.append(escape(_name(row["because"])) if row["because"] is not None else "")
         table.add_row(*cells)
     console.print(table)
-    if not known:
-        return
-    say(ranked_by + ("; 'because you rated' is the rated item with the most similar item vector"
-                     if explained else ""))
+    if known and explained:  # the ranking was said above the table; this explains the last column
+        say("'because you rated' is the rated item with the most similar item vector")
 
 
 @app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'cfrec train'.")],
     user: Annotated[str, typer.Option("--user", "-u", help="Raw user id.")],
-    item: Annotated[list[str], typer.Option("--item", "-i", help="Raw item id (repeatable).")],
+    item: Annotated[list[str], typer.Option("--item", "-i", help="Item id, or part of a title as 'similar' "
+                                                                "takes it (repeatable); an id the model does "
+                                                                "not know gets the unknown-item fallback.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Predicted rating of items for a user (and, for ranking models, their ranking score)."""
+    """Predicted rating of items for a user; for a ranking model (ials, ease, bpr, multvae, pop), its
+    preference score shown on the rating scale, not a rating estimate. The 'how' column names the
+    model's fallback for an unknown user or item."""
     model = load_model(model_dir)
     u_idx = int(model.user_map_.to_index(np.asarray([user]), missing="-1")[0])
     user_raw: Any = model.user_map_.to_raw(u_idx) if u_idx >= 0 else user
     i_idx = model.item_map_.to_index(np.asarray(item), missing="-1")
-    items_raw = [model.item_map_.to_raw(i) if i >= 0 else _typed(model.item_map_, v)
+    items_raw = [model.item_map_.to_raw(i) if i >= 0 else _item_or_title(model, v)
                  for i, v in zip(i_idx.tolist(), item, strict=True)]
     pred = model.predict_detailed(np.asarray([user_raw] * len(items_raw), dtype=object), np.asarray(items_raw, dtype=object))
-    how = {0: "personalised", 1: "unknown user: mu + b_i", 2: "unknown item: mu + b_u", 3: "both unknown: mu"}
+    how = model.fallback_labels
     rows = [{**meta, "prediction": float(p), "how": how[int(f)]}
             for meta, p, f in zip(_item_meta(model, items_raw), pred.ratings, pred.fallback, strict=True)]
     if json_out:
@@ -297,6 +300,15 @@ def predict(
         cells = [escape(str(row["item_id"]))] + ([escape(_title(row))] if _has_titles(model) else [])
         table.add_row(*cells, f"{row['prediction']:.3f}", row["how"])
     console.print(table)
+
+
+def _item_or_title(model: Any, text: str) -> Any:
+    """An --item the vocabulary does not hold: an id of the vocabulary's type stays an (unknown)
+    id; other text is a title query as 'similar' takes it, and no match is an error."""
+    typed = _typed(model.item_map_, text)
+    if model.item_map_.is_numeric and isinstance(typed, int):
+        return typed
+    return resolve_item(model, text)[0]
 
 
 def _title(row: dict[str, Any]) -> str:

@@ -96,7 +96,7 @@ def report(
     path = rep.write(out)
     for note in rep.notes:
         err_console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
-    key = "rmse" if model.predicts_ratings else f"ndcg@{k}"
+    key = "rmse" if model.metric_applies("rmse") else f"ndcg@{k}"
     value = rep.metrics.get(key)
     if value is not None:
         line = f"test {key.upper() if key == 'rmse' else key.replace('ndcg', 'NDCG')} {value:.4f} on split {rep.split_name}"
@@ -159,7 +159,8 @@ def quickstart(
     for recs in result.recommendations[:1]:
         rated = recs.recommended["predicted"].notna().all()
         what = "predicted rating" if rated else "score"
-        _say(f"Top 5 recommendations for user {recs.user_id}{tag} ({what}, title):", style="bold")
+        order = f", {result.recommender_name}" if result.recommender_name else ""
+        _say(f"Top 5 recommendations for user {recs.user_id}{tag} ({what}, title){order}:", style="bold")
         column = recs.recommended["predicted" if rated else "score"]
         for title, value in zip(recs.recommended["title"][:5], column[:5], strict=True):
             _say(f"  {value:.2f}  {title}")

@@ -68,7 +68,13 @@ def tune(
 ) -> None:
     """Search hyperparameters by a validation metric (RMSE, or NDCG@10 ...), then refit the best and score the test part once."""
     from cfrec.data.split import folds_home, single_split
-    from cfrec.evaluation.tuning import PRESETS, parse_space, preset_space
+    from cfrec.evaluation.tuning import (
+        DEFAULT_SPACES,
+        PRESETS,
+        default_space,
+        parse_space,
+        preset_space,
+    )
     from cfrec.evaluation.tuning import tune as run_tune
     from cfrec.models.registry import model_class
 
@@ -97,6 +103,10 @@ def tune(
     space.update(extra_space)
     base.update(fixed)
     base.update(build_params(cls, flags={"device": device}))
+    searched_default = False
+    if not space and preset is None:
+        space = {k: v for k, v in default_space(cls).items() if k not in fixed}
+        searched_default = bool(space)
     if not space:
         fail("nothing to tune: give --param NAME=v1,v2,... or NAME=low:high[:log], or a --preset")
 
@@ -110,7 +120,9 @@ def tune(
     target = data if chosen is None else chosen
     progress.print(
         f"tuning {cls.name} ({cls.__name__}) on {data.name}, split {'none' if chosen is None else chosen.name}: "
-        f"{', '.join(space)}; validation = {valid_fraction:.0%} of the train part",
+        f"{', '.join(space)}; validation = {valid_fraction:.0%} of the train part"
+        + (f" (the default search space: {' '.join(DEFAULT_SPACES[cls.name])}; --param sets another)"
+           if searched_default else ""),
         highlight=False, soft_wrap=True, markup=False,
     )
 
@@ -186,6 +198,12 @@ def tune(
             f"ratings; cold-start fallbacks: {_fmt_fallback(t['fallback'])} ({t['fallback_share']:.1%})",
             highlight=False, soft_wrap=True, markup=False,
         )
+    if result.test is not None and result.test.get("tuned_loses_to_defaults"):
+        t = result.test
+        console.print(f"note: the tuned model scores worse on the test part than the defaults ({metric} "
+                      f"{t['tuned']:.4f} tuned vs {t['defaults']:.4f} with the defaults): the validation "
+                      "winner did not carry over; more trials, another carve or the defaults may serve better",
+                      highlight=False, soft_wrap=True, markup=False)
     if saved is not None:
         console.print(f"wrote {saved['csv']}, {saved['json']}, {saved['best_params']}", highlight=False, soft_wrap=True, markup=False)
         split_arg = "" if split == "auto" else f" --split {split}"

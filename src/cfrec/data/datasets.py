@@ -102,8 +102,8 @@ def load_dataset(
                 return data
             return data, _release_report(data, str(path), release_ratings_file(path))
         if path.is_dir():
-            raise DataError("folder is not a MovieLens release (no u.data, ratings.dat or "
-                            "ratings.csv in a MovieLens format); give the ratings file itself",
+            raise DataError("folder is not a MovieLens release (a ratings file in a MovieLens format "
+                            "beside the release's movie list or README); give the ratings file itself",
                             path=path)
         if not kwargs and release_ratings_file(path.parent) == path.name:
             # a release's own ratings file, as it ships: load the release (titles included)

@@ -456,7 +456,10 @@ def load_movielens_path(path: str | os.PathLike[str], *, name: str | None = None
 
 
 def is_movielens_path(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder or zip holding a ratings file in a MovieLens format."""
+    """Whether ``path`` is a folder or zip that proves to be a MovieLens release: a ratings file
+    in a MovieLens format beside the release's movie list or its README. A ``ratings.csv`` with
+    MovieLens' header alone proves nothing (any export may share the name and columns): it is
+    read as a rating file, its scale inferred and said."""
     p = Path(path).expanduser()
     if not (p.is_dir() or (p.is_file() and zipfile.is_zipfile(p))):
         return False
@@ -465,12 +468,22 @@ def is_movielens_path(path: str | os.PathLike[str]) -> bool:
     except DataError:
         return False
     try:
-        _check_format(src, _layout_of(src))
+        layout = _layout_of(src)
+        _check_format(src, layout)
+        return _proves_release(src, layout)
     except DataError:
         return False
     finally:
         src.close()
-    return True
+
+
+#: Files whose presence beside a ratings file proves a MovieLens release (GroupLens ships both).
+_README_FILES = ("README", "README.txt", "README.html")
+
+
+def _proves_release(src: _Source, layout: Layout) -> bool:
+    """Whether the folder holds the release's movie list or its README beside the ratings."""
+    return src.has(_ITEMS_FILE[layout]) or any(src.has(name) for name in _README_FILES)
 
 
 _ITEMS_FILE = {"100k": "u.item", "dat": "movies.dat", "csv": "movies.csv"}

@@ -223,13 +223,14 @@ def evaluate_detailed(model: Recommender, test: Interactions, *, train: Interact
     if need_rating:
         pred = model.predict_detailed(test.raw_users(), test.raw_items())
     predict_seconds = time.perf_counter() - t0
-    if need_rating:
+    if need_rating:  # a model whose predictions are not rating estimates gets n/a (NaN), not an error
         if "rmse" in names:
-            out["rmse"] = rmse(test.ratings, pred.ratings)
+            out["rmse"] = rmse(test.ratings, pred.ratings) if model.metric_applies("rmse") else math.nan
         if "mae" in names:
-            out["mae"] = mae(test.ratings, pred.ratings)
+            out["mae"] = mae(test.ratings, pred.ratings) if model.metric_applies("mae") else math.nan
         out.update(pred.counts())
-        breakdown = error_breakdown(test.ratings, pred)
+        if model.predicts_ratings:
+            breakdown = error_breakdown(test.ratings, pred)
     ranking = [n for n in names if n not in RATING_METRICS]
     t0 = time.perf_counter()
     if ranking:

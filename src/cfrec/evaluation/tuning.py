@@ -112,6 +112,30 @@ PRESETS: dict[str, TunePreset] = {
 }
 
 
+#: The search space ``tune`` uses when none is given, by model name, in ``--param`` syntax; each
+#: range or list holds the model's default value.
+DEFAULT_SPACES: dict[str, tuple[str, ...]] = {
+    "baseline": ("reg_user=0.5:50:log", "reg_item=0.5:50:log"),
+    "mf": ("n_factors=16,32,64,128", "lr=0.003:0.03:log", "reg=0.01:0.3:log"),
+    "als": ("n_factors=5,10,20,40", "reg=0.01:0.2:log", "reg_bias=0.5:10:log"),
+    "svdpp": ("n_factors=16,32,64", "lr=0.002:0.02:log", "reg=0.02:0.3:log"),
+    "neumf": ("n_factors=8,16,32", "lr=0.0003:0.003:log", "reg=0.005:0.05:log"),
+    "bmf": ("n_factors=5,10,20",),
+    "ials": ("n_factors=16,32,48,64,128", "reg=5:200:log", "alpha=0.3:10:log"),
+    "ease": ("lam=50:1000:log", "rating_power=0,0.5,1,1.5,2"),
+    "itemknn": ("k=10,20,30,50,100", "shrinkage=0,10,50,100"),
+    "bpr": ("n_factors=32,64,128", "lr=0.05:0.5:log", "reg=0.001:0.03:log"),
+    "multvae": ("dropout=0.2,0.5,0.7", "beta_cap=0.1,0.2,0.4"),
+    "two-stage": ("weight=0:1", "candidates=50,100,200"),
+    "pop": ("reg_item=0.5:50:log",),
+}
+
+
+def default_space(model_cls: type[Recommender]) -> dict[str, SpaceValue]:
+    """The default search space of a model (see :data:`DEFAULT_SPACES`); empty when it has none."""
+    return parse_space(model_cls, DEFAULT_SPACES.get(model_cls.name, ()))[0]
+
+
 def preset_space(preset: TunePreset | str) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """``(base_params, space)`` of a tuning preset, ready for :func:`tune`.
 
@@ -473,6 +497,14 @@ def tune(
             test_metrics = summarize_test(best_model, split.test)
             if metric not in ERROR_METRICS:
                 test_metrics[metric] = float(evaluate(best_model, split.test, metrics=[metric])[metric])
+            # the same test metric for the untuned model (base settings, searched ones at their
+            # defaults): a winner by validation can lose on the test part, and then it is said
+            defaults = cls(**base).fit(train)
+            test_metrics["defaults"] = float(evaluate(defaults, split.test, metrics=[metric])[metric])
+            test_metrics["tuned"] = float(evaluate(best_model, split.test, metrics=[metric])[metric])
+            worse = (test_metrics["tuned"] > test_metrics["defaults"] if minimise
+                     else test_metrics["tuned"] < test_metrics["defaults"])
+            test_metrics["tuned_loses_to_defaults"] = bool(worse)
     return TuningResult(
         model=short,
         space=dims,

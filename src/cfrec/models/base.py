@@ -190,6 +190,45 @@ class Recommender(ABC):
         implicit NeuMF ...) say False: their RMSE means nothing and reports show none."""
         return True
 
+    # ------------------------------------------------------------------ what the outputs are
+    # The one source of the words every output uses (CLI, report, benchmark, service): a model
+    # says what its scores are, how a new user's list is made and how each fallback predicts.
+    @property
+    def score_label(self) -> str:
+        """What the scores of this model's lists are, for "scores are ...": predicted ratings
+        (before clipping) for rating models whose ranking is their prediction."""
+        return "predicted ratings before clipping" if self.predicts_ratings else "preferences, not ratings"
+
+    @property
+    def cold_start_label(self) -> str:
+        """How the list of a user the model does not know is ordered, for "the most popular
+        items by ...": here the number of training ratings per item."""
+        return "number of training ratings"
+
+    @property
+    def fallback_labels(self) -> dict[int, str]:
+        """How :meth:`predict_detailed` predicts each fallback code (0 personalised, 1 unknown
+        user, 2 unknown item, 3 both): here the training mean ``mu`` for every unknown pair."""
+        return {KNOWN: "personalised", UNKNOWN_USER: "unknown user: mu", UNKNOWN_ITEM: "unknown item: mu",
+                UNKNOWN_BOTH: "both unknown: mu"}
+
+    def metric_applies(self, name: str) -> bool:
+        """Whether the metric ``name`` measures this model: rating errors (RMSE, MAE) only when
+        ``predict`` estimates ratings; ranking metrics (``ndcg@10`` ...) always."""
+        return self.predicts_ratings or name.split("@")[0].strip().lower() not in ("rmse", "mae")
+
+    @property
+    def has_similar_items(self) -> bool:
+        """Whether :meth:`similar_items` works: the model has its own similarity or item vectors
+        to compare (bias-only models such as popularity and the baseline have neither)."""
+        if type(self).similar_items is not Recommender.similar_items:
+            return True
+        try:
+            emb = self.item_embeddings()
+        except (NotImplementedError, CfrecError):
+            return False
+        return np.ndim(emb) == 2 and np.shape(emb)[1] > 0
+
     @property
     def personalised(self) -> bool:
         """Whether rankings differ between users beyond excluding what each one rated (False for

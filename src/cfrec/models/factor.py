@@ -62,8 +62,19 @@ class BiasedRecommender(Recommender):
     item_bias_: np.ndarray
 
     def _cold_user_scores(self) -> np.ndarray:
-        """``mu + b_i``: a bias-ranked popular list."""
-        return (self.global_mean_ + self.item_bias_).astype(np.float32)
+        """``mu + b_i * n_i / (n_i + m)``: the item biases shrunk by their support (``n_i``
+        training ratings of the item, ``m`` the median over items), so an item a handful of
+        people loved does not top every new user's list; predicted ratings stay ``mu + b_i``."""
+        return support_shrunk(self.global_mean_, self.item_bias_, self.seen_, len(self.item_map_))
+
+    @property
+    def cold_start_label(self) -> str:
+        return "item bias shrunk by its number of ratings (mu + b_i * n_i / (n_i + median n))"
+
+    @property
+    def fallback_labels(self) -> dict[int, str]:
+        return {0: "personalised", 1: "unknown user: mu + b_i", 2: "unknown item: mu + b_u",
+                3: "both unknown: mu"}
 
     def _fallback_ratings(self, u_idx: np.ndarray, i_idx: np.ndarray) -> np.ndarray:
         out = np.full(len(u_idx), self.global_mean_, dtype=np.float32)
@@ -85,6 +96,15 @@ class BiasedRecommender(Recommender):
         if len(self.user_bias_) != n_u or len(self.item_bias_) != n_i:
             raise ModelFileError(f"biases do not match the id vocabularies ({len(self.user_bias_)} user "
                                  f"biases for {n_u} users, {len(self.item_bias_)} item biases for {n_i} items)")
+
+
+def support_shrunk(mu: float, item_bias: np.ndarray, seen: Any, n_items: int) -> np.ndarray:
+    """``mu + b_i * n_i / (n_i + m)`` (float32) with ``n_i`` the training ratings of each item and
+    ``m`` their median: the cold-start ranking of biased models (an item with the median number
+    of ratings keeps half its bias, one with seven ratings almost none)."""
+    counts = np.bincount(seen.indices, minlength=n_items).astype(np.float64)
+    m = float(np.median(counts[counts > 0])) if (counts > 0).any() else 1.0
+    return (mu + np.asarray(item_bias, dtype=np.float64) * counts / (counts + max(m, 1.0))).astype(np.float32)
 
 
 class LatentFactorRecommender(Recommender):

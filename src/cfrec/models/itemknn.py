@@ -304,6 +304,10 @@ class ItemKNN(BiasedRecommender):
     reg_item: float = param(default=2.0, ge=0)
     iterations: int = param(default=10, ge=1)
 
+    @property
+    def score_label(self) -> str:
+        return "sums of neighbour similarities, not ratings (the predicted rating column is the estimate)"
+
     @classmethod
     def ranking(cls, **overrides: Any) -> Self:
         """Settings for top-K lists: cosine similarities summed over up to 1,000 rated

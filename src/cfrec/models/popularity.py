@@ -42,6 +42,15 @@ class PopularityRecommender(Recommender):
     def personalised(self) -> bool:
         return False
 
+    @property
+    def cold_start_label(self) -> str:
+        return "number of training ratings (the same list for every user)"
+
+    @property
+    def fallback_labels(self) -> dict[int, str]:
+        return {0: "personalised: mu + b_i", 1: "unknown user: mu + b_i", 2: "unknown item: mu",
+                3: "both unknown: mu"}
+
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
         _, self.item_bias_ = fit_biases(
             train.users, train.items, train.ratings, train.n_users, train.n_items,

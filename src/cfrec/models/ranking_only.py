@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from cfrec.models.base import Recommender
+from cfrec.models.base import Recommender, popularity_scores
 
 
 class RankingRecommender(Recommender):
@@ -27,6 +27,22 @@ class RankingRecommender(Recommender):
     def predicts_ratings(self) -> bool:
         """False: the scores rank items; they do not estimate ratings."""
         return False
+
+    @property
+    def fallback_labels(self) -> dict[int, str]:
+        return {0: "personalised", 1: "unknown user: item popularity on the rating scale",
+                2: "unknown item: the bottom of the rating scale", 3: "both unknown: the bottom of the rating scale"}
+
+    def _fallback_ratings(self, u_idx: np.ndarray, i_idx: np.ndarray) -> np.ndarray:
+        """An unknown user's rating is the item's popularity on the scale (the cold-start list's
+        order); an unknown item gets the bottom of the scale: the model prefers it to nothing."""
+        lo = self.rating_scale_[0]
+        out = np.full(len(u_idx), lo, dtype=np.float32)
+        ki = i_idx >= 0
+        if ki.any():
+            pop = popularity_scores(self.seen_, len(self.item_map_))
+            out[ki] = linear_to_scale(pop[i_idx[ki]], self.rating_scale_)
+        return out
 
     def _as_ratings(self, scores: np.ndarray) -> np.ndarray:
         to_scale = sigmoid_to_scale if self.score_to_scale == "sigmoid" else linear_to_scale

@@ -185,6 +185,29 @@ class TwoStage(Recommender):
     def personalised(self) -> bool:
         return True
 
+    @property
+    def score_label(self) -> str:
+        """Blends, not ratings: the retriever's score and the rater's predicted rating, each
+        standardised over the user's candidates, weighted ``weight`` : ``1 - weight``."""
+        retriever = type(self.retriever_).__name__ if self.is_fitted else str(self.retriever)
+        rater = type(self.rater_).__name__ if self.is_fitted else str(self.rater)
+        return (f"blends of {retriever}'s retrieval score (weight {float(self.weight):g}) and {rater}'s "
+                f"predicted rating (weight {1 - float(self.weight):g}), not ratings")
+
+    @property
+    def cold_start_label(self) -> str:
+        """A new user's list is the retriever's (see :meth:`_cold_user_scores`)."""
+        if not self.is_fitted:
+            return f"the retriever's ({self.retriever}) new-user order"
+        return f"{self.retriever_.cold_start_label} ({type(self.retriever_).__name__}'s new-user list)"
+
+    @property
+    def fallback_labels(self) -> dict[int, str]:
+        """Predictions are the rater's, fallbacks included."""
+        if not self.is_fitted:
+            return super().fallback_labels
+        return self.rater_.fallback_labels
+
     def item_embeddings(self) -> np.ndarray:
         """The rater's item vectors if it has any, else the retriever's."""
         return self._embeddings("item")

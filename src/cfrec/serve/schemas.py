@@ -160,6 +160,9 @@ class ModelCard(BaseModel):
     path: str
     params: dict[str, Any]
     predicts_ratings: bool
+    score_label: str = Field(description="What the scores of the model's lists are (the model's own words).")
+    cold_start_label: str = Field(description="How the list of a user the model does not know is ordered.")
+    fallback_labels: dict[str, str] = Field(description="How a prediction is made for each `fallback` value.")
     rating_scale: list[float]
     n_users: int
     n_items: int

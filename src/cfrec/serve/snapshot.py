@@ -119,11 +119,12 @@ def load_served(path: str | Path, *, inline: bool | None = None) -> ServedModel:
         model.score(top, top)
     except CfrecError as exc:
         raise ModelFileError(f"{folder}: the model failed its serving check ({exc})") from None
-    has_similar = True
-    try:
-        model.similar_items(top, k=min(k, max(n_items - 1, 1)))
-    except CfrecError:
-        has_similar = False  # e.g. popularity or a bias-only model: no item vectors
+    has_similar = model.has_similar_items  # the model's own answer (popularity, baseline: no)
+    if has_similar:
+        try:
+            model.similar_items(top, k=min(k, max(n_items - 1, 1)))
+        except CfrecError as exc:
+            raise ModelFileError(f"{folder}: the model failed its serving check ({exc})") from None
     if inline is None:
         inline = max(timings.values(), default=0.0) < INLINE_SECONDS
     fit_info = dict(meta.get("fit_info") or {})
@@ -134,6 +135,10 @@ def load_served(path: str | Path, *, inline: bool | None = None) -> ServedModel:
         "path": str(path.resolve()),
         "params": dict(meta.get("params") or {}),
         "predicts_ratings": bool(model.predicts_ratings),
+        "score_label": model.score_label,
+        "cold_start_label": model.cold_start_label,
+        "fallback_labels": {name: model.fallback_labels[code] for code, name in
+                            enumerate(("none", "unknown_user", "unknown_item", "unknown_both"))},
         "rating_scale": [float(lo), float(hi)],
         "n_users": len(model.user_map_),
         "n_items": n_items,
