@@ -33,6 +33,7 @@ from cfrec.models.types import (
     FoldedUser,
     FoldInInput,
     Prediction,
+    check_fold_in_input,
 )
 from cfrec.ranking import Recs, RecsBatch, rank, top_k_row
 
@@ -521,49 +522,10 @@ class Recommender(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not fold in new users")
 
     def _fold_in_input(self, items: Any, ratings: Any) -> FoldInInput:
-        """Validate fold-in input: known unique items (last rating wins) and their ratings.
-
-        Ratings must be finite and on the model's rating scale; ``None`` (allowed for ranking-only
-        models) counts every item as liked, rated at the top of the scale.
-        """
-        items_arr = np.atleast_1d(np.asarray(items, dtype=object if _mixed(items) else None))
-        lo, hi = self.rating_scale_
-        if ratings is None:
-            if self.predicts_ratings:
-                raise CfrecError(f"{type(self).__name__} folds a new user in from ratings: give one "
-                                 "rating per item")
-            r = np.full(len(items_arr), hi, dtype=np.float64)
-        else:
-            try:
-                r = np.atleast_1d(np.asarray(ratings, dtype=np.float64))
-            except (TypeError, ValueError):
-                raise CfrecError(f"fold-in ratings must be numbers, got {ratings!r}") from None
-        if items_arr.ndim != 1 or len(items_arr) != len(r):
-            raise CfrecError(f"fold-in: items ({len(items_arr)}) and ratings ({len(r)}) differ in length")
-        bad = np.flatnonzero(~np.isfinite(r) | (r < lo) | (r > hi))
-        if len(bad):
-            j = int(bad[0])
-            raise CfrecError(f"fold-in rating {r[j]:g} for item {_plain(items_arr[j])!r} is outside the "
-                             f"model's rating scale {lo:g}..{hi:g}")
-        idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
-        unknown = tuple(_plain(v) for v in items_arr[idx < 0])
-        known = np.flatnonzero(idx >= 0)
-        # last occurrence of each item wins
-        rev = known[::-1]
-        _, first_in_rev = np.unique(idx[rev], return_index=True)
-        keep = np.sort(rev[first_in_rev])
-        dup_mask = np.ones(len(known), dtype=bool)
-        dup_mask[np.searchsorted(known, keep)] = False
-        duplicates = tuple(dict.fromkeys(_plain(v) for v in items_arr[known[dup_mask]]))
-        if unknown or duplicates:
-            parts = []
-            if unknown:
-                parts.append(f"{len(unknown)} unknown item(s) ignored ({_preview(unknown)})")
-            if duplicates:
-                parts.append(f"{len(duplicates)} item(s) given more than once, last rating kept "
-                             f"({_preview(duplicates)})")
-            logger.warning("fold-in: %s", "; ".join(parts))
-        return FoldInInput(idx[keep], r[keep], unknown, duplicates)
+        """Validate fold-in input: known unique items (last rating wins) and their ratings, see
+        :func:`~cfrec.models.types.check_fold_in_input`."""
+        return check_fold_in_input(self.item_map_, self.rating_scale_, items, ratings,
+                                   needs_ratings=self.predicts_ratings, model=type(self).__name__)
 
     def _empty_folded(self, given: FoldInInput, k: int) -> FoldedUser:
         """A folded user with no known item: ranked and predicted like an unknown user."""
@@ -697,23 +659,6 @@ def _mask(ratings: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
     out = np.asarray(ratings, dtype=np.float32).copy()
     out[idx < 0] = np.nan
     return out
-
-
-def _mixed(values: Any) -> bool:
-    """Whether a list mixes strings and numbers (numpy would turn the numbers into strings)."""
-    if isinstance(values, list | tuple) and values:
-        kinds = {isinstance(v, str) for v in values}
-        return len(kinds) > 1
-    return False
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _preview(values: tuple[Any, ...], n: int = 5) -> str:
-    shown = ", ".join(repr(v) for v in values[:n])
-    return shown + (f", ... ({len(values) - n} more)" if len(values) > n else "")
 
 
 def _item_info_for(data: Interactions) -> pd.DataFrame | None:
