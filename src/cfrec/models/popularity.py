@@ -34,22 +34,12 @@ class PopularityRecommender(Recommender):
 
     reg_item: float = param(default=5.0, ge=0)
 
-    @property
-    def predicts_ratings(self) -> bool:
-        return False
-
-    @property
-    def personalised(self) -> bool:
-        return False
-
-    @property
-    def cold_start_label(self) -> str:
-        return "number of training ratings (the same list for every user)"
-
-    @property
-    def fallback_labels(self) -> dict[int, str]:
-        return {0: "personalised: mu + b_i", 1: "unknown user: mu + b_i", 2: "unknown item: mu",
-                3: "both unknown: mu"}
+    # one list for everyone, by item: nothing about the user enters it
+    predicts_ratings = property(lambda self: False)
+    personalised = property(lambda self: False)
+    cold_start_label = property(lambda self: "number of training ratings (the same list for every user)")
+    fallback_labels = property(lambda self: {0: "personalised: mu + b_i", 1: "unknown user: mu + b_i",
+                                             2: "unknown item: mu", 3: "both unknown: mu"})
 
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
         _, self.item_bias_ = fit_biases(
