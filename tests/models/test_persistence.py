@@ -205,10 +205,15 @@ def test_folders_of_format_version_1_load_and_predict_as_saved(name: str, tmp_pa
     assert meta["format_version"] == 1
     model = Recommender.load(FORMAT_V1 / name)
     users, items = np.array(expected["users"], dtype=object), np.array(expected["items"])
-    np.testing.assert_array_equal(model.predict(users, items), np.float32(expected["predict"]))
+    # a ranking model's fallbacks for unknown ids changed since (an unknown item at the bottom of
+    # the scale, an unknown user by popularity): its personalised pairs must still be as saved
+    kept = (np.ones(len(users), dtype=bool) if model.predicts_ratings
+            else model.predict_detailed(users, items).fallback == 0)
+    assert kept.any()
+    np.testing.assert_array_equal(model.predict(users, items)[kept], np.float32(expected["predict"])[kept])
     assert model.recommend("u003", k=5).ids.tolist() == expected["recommend"]
     again = Recommender.load(model.save(tmp_path / name))
-    np.testing.assert_array_equal(again.predict(users, items), np.float32(expected["predict"]))
+    np.testing.assert_array_equal(again.predict(users, items), model.predict(users, items))
     meta = json.loads((current_version(tmp_path / name) / "model.json").read_text(encoding="utf-8"))
     assert meta["format_version"] == 2
 
