@@ -110,10 +110,18 @@ def _supervise(model_dir: str, host: str, port: int, workers: int, log_level: st
             if p.pid is not None and p.is_alive():
                 os.kill(p.pid, signal.SIGTERM)
 
-    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, relay)
+    # workers start with SIGHUP ignored (an ignored signal stays ignored across exec) until their
+    # event loop installs the reload handler: a SIGHUP relayed while one is still starting must
+    # not kill it (one that had already loaded the previous model keeps it until the next reload)
+    sighup = getattr(signal, "SIGHUP", None)
+    if sighup is not None:
+        signal.signal(sighup, signal.SIG_IGN)
     for p in procs:
         p.start()
+    if sighup is not None:
+        signal.signal(sighup, relay)
     logger.info("serving %s on http://%s:%d with %d workers (pids %s)", model_dir, host, port,
                 workers, ", ".join(str(p.pid) for p in procs))
     status = 0
