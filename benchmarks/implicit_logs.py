@@ -48,13 +48,15 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
+sys.path.insert(0, os.fspath(Path(__file__).resolve().parent))
+from ranking_folds import Protocol, score_ranking  # noqa: E402  (the script next to this one)
+from ranking_folds import make_protocol as folds_protocol  # noqa: E402
 
 K = 10
 FACTORS = 64
@@ -66,56 +68,9 @@ DATASETS = ("synthetic", "ml100k-log")
 SYNTHETIC = {"n_users": 2000, "n_items": 4000, "n_pairs": 80_000, "seed": 0}
 
 
-@dataclass
-class Protocol:
-    """The ranking protocol of one split, over the training part's vocabularies.
-
-    ``rows``: test users as training indices (-1: unknown to training); ``rel_rows`` /
-    ``rel_items``: the held-out pairs the models can rank; ``n_relevant``: every test user's
-    number of held-out items, rankable or not; ``seen``: the training pairs (excluded).
-    """
-
-    rows: np.ndarray
-    rel_rows: np.ndarray
-    rel_items: np.ndarray
-    n_relevant: np.ndarray
-    seen: sp.csr_array
-    popularity: np.ndarray
-    n_items: int
-
-
 def make_protocol(train: Any, test: Any) -> Protocol:
     """Relevant pairs (every held-out pair) and exclusions of ``test`` against ``train``."""
-    test_users, row_of = np.unique(test.users, return_inverse=True)
-    rows = train.user_map.to_index(test.user_map.to_raw(test_users), missing="-1").astype(np.int64)
-    keys = np.unique(row_of.astype(np.int64) * test.n_items + test.items)
-    p_rows, p_items = keys // test.n_items, keys % test.n_items
-    n_relevant = np.bincount(p_rows, minlength=len(test_users))
-    items = train.item_map.to_index(test.item_map.to_raw(p_items), missing="-1").astype(np.int64)
-    ok = items >= 0
-    seen = train.to_csr(binary=True)
-    counts = np.bincount(train.items, minlength=train.n_items).astype(np.float32)
-    return Protocol(rows, p_rows[ok], items[ok], n_relevant, seen, counts / max(counts.max(), 1.0),
-                    train.n_items)
-
-
-def score_ranking(proto: Protocol, score_rows: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
-    """Rank with cfrec's ranking code (training pairs excluded) and score with its metrics."""
-    from cfrec.metrics import ranking_metrics
-    from cfrec.ranking import rank
-
-    def scores(rows: np.ndarray) -> np.ndarray:
-        out = np.empty((len(rows), proto.n_items), dtype=np.float32)
-        known = rows >= 0
-        if known.any():
-            out[known] = score_rows(rows[known])
-        out[~known] = proto.popularity
-        return out
-
-    top, _ = rank(scores, proto.rows, proto.n_items, K, exclude=proto.seen)
-    res = ranking_metrics(top, proto.rel_rows, proto.rel_items, proto.n_relevant, n_items=proto.n_items,
-                          ks=(K,), names=("ndcg", "recall"))
-    return {m: float(res[m]) for m in METRICS}
+    return folds_protocol(train, test, relevance=None)
 
 
 def load(name: str, data_home: str | None) -> Any:

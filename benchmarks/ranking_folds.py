@@ -98,11 +98,13 @@ class Protocol:
     n_items: int
 
 
-def make_protocol(train: Any, test: Any) -> Protocol:
-    """Relevant pairs and exclusions of ``test`` against the compacted ``train`` (public API only)."""
+def make_protocol(train: Any, test: Any, relevance: float | None = RELEVANCE) -> Protocol:
+    """Relevant pairs and exclusions of ``test`` against the compacted ``train`` (public API only):
+    held-out ratings ``>= relevance``, or every held-out pair with ``relevance=None`` (logs)."""
     test_users, row_of = np.unique(test.users, return_inverse=True)
     rows = train.user_map.to_index(test.user_map.to_raw(test_users), missing="-1").astype(np.int64)
-    rel = test.ratings >= RELEVANCE
+    rel = (np.ones(len(test.users), dtype=bool) if relevance is None
+           else np.asarray(test.ratings >= relevance))
     keys = np.unique(row_of[rel].astype(np.int64) * test.n_items + test.items[rel])
     p_rows, p_items = keys // test.n_items, keys % test.n_items
     n_relevant = np.bincount(p_rows, minlength=len(test_users))
