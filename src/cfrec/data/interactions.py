@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cfrec.data.features import Features
 from cfrec.data.idmap import INDEX_DTYPE, IdMap
 from cfrec.errors import DataError
 
@@ -65,6 +66,9 @@ class Interactions:
         pair); ``None`` for explicit data.
     feedback
         ``"explicit"`` or ``"implicit"``.
+    item_features, user_features
+        Side features (:class:`~cfrec.data.features.Features`, keyed by raw id, so they survive
+        subsets, splits and re-indexing) for the models that use them; ``None`` when absent.
     """
 
     users: np.ndarray
@@ -79,6 +83,8 @@ class Interactions:
     name: str = "ratings"
     weights: np.ndarray | None = field(default=None, repr=False)
     feedback: FeedbackKind = "explicit"
+    item_features: Features | None = field(default=None, repr=False)
+    user_features: Features | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.users)
