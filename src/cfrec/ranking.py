@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 #: Score elements (float32) one ranking chunk may hold: 64 MiB.
 CHUNK_ELEMENTS = 1 << 24
+#: Blocks of at least this many scores (and lists of at most ``COMPILED_MAX_K``) are selected by
+#: the compiled one-pass heap over every core; smaller ones by ``numpy.argpartition``, which
+#: needs no compiled code loaded (the same lists either way).
+COMPILED_MIN_ELEMENTS = 1 << 22
+COMPILED_MAX_K = 1024
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 """Maps model row indices (1-D int64) to a (len(rows), n_items) float32 score block."""
@@ -147,16 +152,27 @@ def top_k(
         Column indices allowed for every row (1-D), or an (n, m) CSR matrix of the allowed
         entries per row; ``None`` allows every column.
 
+    NaN scores rank as ``-inf``. Large blocks are selected by a compiled one-pass heap over every
+    core (:mod:`cfrec.engines.compiled_topk`), smaller ones by ``numpy.argpartition``.
+
     Returns
     -------
     indices, top
         int64 and float32 arrays of shape (n, min(k, m)); slots without a candidate hold index
-        -1 and score ``-inf``. Ties are broken deterministically (the same scores give the same
-        list, alone or in a batch of any size).
+        -1 and score ``-inf``. Ties are broken by the lower column, so the same scores give the
+        same list, alone or in a batch of any size, on either selection path.
     """
     if k < 1:
         raise ValueError("k must be >= 1")
     n, m = scores.shape
+    k = min(k, m)
+    if (candidates is None and k <= COMPILED_MAX_K and n * m >= COMPILED_MIN_ELEMENTS
+            and scores.dtype == np.float32 and scores.flags.c_contiguous and scores.flags.writeable):
+        from cfrec.engines.compiled_topk import top_k_into
+
+        ex = exclude if exclude is not None and exclude.nnz else None
+        return top_k_into(scores, k, None if ex is None else ex.indptr,
+                          None if ex is None else ex.indices)
     if exclude is not None and exclude.nnz:
         rows = np.repeat(np.arange(n), np.diff(exclude.indptr))
         scores[rows, exclude.indices] = -np.inf
@@ -170,18 +186,36 @@ def top_k(
             mask = np.ones(m, dtype=bool)
             mask[np.asarray(candidates, dtype=np.int64)] = False
             scores[:, mask] = -np.inf
-    k = min(k, m)
     if k < m:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        _lowest_columns_at_ties(scores, part, k)  # part[:, k-1] holds each row's k-th best
     else:
         part = np.broadcast_to(np.arange(m), (n, m)).copy()
     part_scores = np.take_along_axis(scores, part, axis=1)
+    part_scores[np.isnan(part_scores)] = -np.inf  # NaN ranks as -inf (a slot without a candidate)
     # descending score, then ascending column among the selected: a deterministic order
     order = np.lexsort((part, -part_scores), axis=1)
     idx = np.take_along_axis(part, order, axis=1).astype(np.int64, copy=False)
     top = np.take_along_axis(part_scores, order, axis=1).astype(np.float32, copy=False)
     idx[np.isneginf(top)] = -1
     return idx, top
+
+
+def _lowest_columns_at_ties(scores: np.ndarray, part: np.ndarray, k: int) -> None:
+    """Make an ``argpartition`` selection (``part``, (n, k), changed in place) take the lowest
+    columns among the scores tied with the k-th best, as the compiled path and a full sort do
+    (argpartition picks among boundary ties in no stated order). One extra pass over the block;
+    only rows where a tied score was left out are re-selected."""
+    picked = np.take_along_axis(scores, part, axis=1)
+    kth = picked[:, k - 1:k]  # argpartition's k-th position holds the k-th best (NaN: none)
+    in_part = (picked == kth).sum(axis=1)
+    ambiguous = np.flatnonzero(((scores == kth).sum(axis=1) > in_part) & (kth[:, 0] > -np.inf))
+    if not len(ambiguous):
+        return
+    sub, sub_kth = scores[ambiguous], kth[ambiguous]
+    tied = sub == sub_kth
+    keep = (sub > sub_kth) | (tied & (np.cumsum(tied, axis=1) <= in_part[ambiguous, None]))
+    part[ambiguous] = np.nonzero(keep)[1].reshape(len(ambiguous), k)
 
 
 def top_k_row(scores: np.ndarray, k: int, *, exclude: np.ndarray | None = None,
@@ -204,8 +238,21 @@ def top_k_row(scores: np.ndarray, k: int, *, exclude: np.ndarray | None = None,
         allowed[np.asarray(candidates, dtype=np.int64)] = True
         row[~allowed] = -np.inf
     k = min(k, m)
-    part = np.argpartition(-row, k - 1)[:k] if k < m else np.arange(m)
-    part_scores = row[part]
+    if k < m:
+        partition = np.argpartition(-row, k - 1)
+        part = partition[:k]
+        part_scores = row[part]
+        kth = row[partition[k - 1]]  # the k-th best (NaN when fewer than k are numbers)
+        if kth > -np.inf and np.count_nonzero(row == kth) > 1:  # ties at the cut: lowest columns
+            in_part = int(np.count_nonzero(part_scores == kth))
+            tied = np.flatnonzero(row == kth)
+            if len(tied) > in_part:
+                part = np.concatenate([np.flatnonzero(row > kth), tied[:in_part]])
+                part_scores = row[part]
+    else:
+        part = np.arange(m)
+        part_scores = row[part]
+    part_scores[np.isnan(part_scores)] = -np.inf
     order = np.lexsort((part, -part_scores))
     idx = part[order].astype(np.int64, copy=False)
     top = part_scores[order]
