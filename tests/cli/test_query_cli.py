@@ -80,6 +80,20 @@ def test_recommend_shows_which_model_ranked(models, capsys) -> None:
     assert rc == 0 and "ranked by Baseline" in out and "predicted rating" in out
 
 
+def test_recommend_reason_does_not_depend_on_the_history_shown(models, capsys) -> None:
+    reasons = []
+    for history in ("0", "1", "5"):
+        rc, out, err = run(capsys, "recommend", models["ials"], "--user", "3", "--history", history, "--json")
+        assert rc == 0, err
+        obj = json.loads(out)
+        reasons.append([None if r["because"] is None else r["because"]["item_id"] for r in obj["recommendations"]])
+        if history != "0":  # the dataset was read, so a rating-based choice would have differed
+            assert obj["rated"] is not None and len(obj["rated"]) == int(history)
+    assert reasons[0] == reasons[1] == reasons[2] and any(r is not None for r in reasons[0])
+    rc, out, _ = run(capsys, "recommend", models["ials"], "--user", "3", "--history", "0")
+    assert rc == 0 and "among the user's 10 training items" in out
+
+
 def test_evaluate_shows_no_rmse_for_a_ranking_model(models, ratings, capsys) -> None:
     rc, out, err = run(capsys, "evaluate", models["ials"], "--json")
     assert rc == 0, err

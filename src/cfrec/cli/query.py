@@ -193,12 +193,9 @@ def recommend(
         seen = model.seen_
         seen_set = set(model.item_map_.to_raw(seen.indices[seen.indptr[u_idx]:seen.indptr[u_idx + 1]]).tolist())
     ratings = recs.ratings if recs.ratings is not None else [None] * len(recs)
-    liked = [r["item_id"] for r in rated] if rated else sorted(seen_set)
-    hi = model.rating_scale_[1]
-    if rated:  # explain by what the user liked most when their ratings are at hand
-        top = [r["item_id"] for r in rated if r["rating"] >= hi - 1]
-        liked = top or liked
-    because = because_rated(model, recs.ids, liked) if known else None
+    # The reason is a property of the recommendation: drawn from every item the model holds for the
+    # user (what it was fitted on), never from the ratings --history happens to load and print.
+    because = because_rated(model, recs.ids, sorted(seen_set)) if known else None
     reasons = because.items if because is not None else [None] * len(recs)
     rows = [{**meta, "score": float(s), "predicted_rating": None if r is None else float(r),
              "seen": meta["item_id"] in seen_set,
@@ -258,7 +255,8 @@ def recommend(
         table.add_row(*cells)
     console.print(table)
     if known and explained:  # the ranking was said above the table; this explains the last column
-        say("'because you rated' is the rated item with the most similar item vector")
+        say(f"'because you rated' is the item, among the user's {n_train} training items, with the most "
+            "similar item vector")
 
 
 @app.command()
