@@ -284,6 +284,24 @@ def test_registry_and_persisted_params(tmp_path: Path) -> None:
     assert len(meta["history"]) == 2
 
 
+def test_a_folded_user_is_ranked_by_taste_shrunk_by_support_and_predicted_as_a_rating() -> None:
+    data = make_ratings(n_users=60, n_items=40, per_user=14, seed=5)
+    model = BiasedMF(n_factors=4, epochs=5, seed=0).fit(data)
+    items = data.raw_items()[:5]
+    folded = model.fold_in(items, [5.0] * 5)
+    recs = model.recommend(folded, k=10)
+    idx = model.item_map_.to_index(recs.ids)
+    counts = np.bincount(model.seen_.indices, minlength=len(model.item_map_)).astype(np.float64)
+    weights = counts / (counts + np.median(counts[counts > 0]))
+    taste = model.item_factors_[idx] @ folded.factors * weights[idx]
+    np.testing.assert_allclose(recs.scores, taste, rtol=1e-5, atol=1e-6)
+    assert np.all(np.diff(recs.scores) <= 1e-7)
+    rating = model.global_mean_ + folded.bias + model.item_bias_[idx] + model.item_factors_[idx] @ folded.factors
+    np.testing.assert_allclose(recs.ratings, np.clip(rating, 1, 5), rtol=1e-5)
+    np.testing.assert_allclose(model.predict(folded, recs.ids), recs.ratings, rtol=1e-6)
+    assert "folded in" in model.score_label
+
+
 # ---------------------------------------------------------------------- ML-100K
 @pytest.mark.slow
 def test_ml100k_u1_accuracy(ml100k_u1) -> None:
@@ -293,6 +311,18 @@ def test_ml100k_u1_accuracy(ml100k_u1) -> None:
     baseline = _rmse(Baseline().fit(train), test)
     assert rmse < 0.930, rmse
     assert rmse < baseline - 0.025
+
+
+@pytest.mark.slow
+def test_ml100k_a_handful_of_ratings_moves_the_folded_list(ml100k_u1) -> None:
+    """Five 5-star films of one genre change most of the new-user top 10 (ranked by predicted
+    rating they changed 2 and 1 of 10: the item biases drowned the small folded vector)."""
+    train, _ = ml100k_u1
+    model = BiasedMF(seed=0).fit(train)
+    cold = set(model.recommend("nobody", k=10).ids.tolist())
+    for films in ([50, 172, 181, 228, 183], [1, 71, 95, 99, 588]):  # sci-fi; animation
+        top = model.recommend(model.fold_in(films, [5] * 5), k=10).ids.tolist()
+        assert len(set(top) - cold) >= 6, (films, top, cold)
 
 
 @pytest.mark.slow

@@ -98,13 +98,21 @@ class BiasedRecommender(Recommender):
                                  f"biases for {n_u} users, {len(self.item_bias_)} item biases for {n_i} items)")
 
 
-def support_shrunk(mu: float, item_bias: np.ndarray, seen: Any, n_items: int) -> np.ndarray:
-    """``mu + b_i * n_i / (n_i + m)`` (float32) with ``n_i`` the training ratings of each item and
-    ``m`` their median: the cold-start ranking of biased models (an item with the median number
-    of ratings keeps half its bias, one with seven ratings almost none)."""
+def support_weights(seen: Any, n_items: int) -> np.ndarray:
+    """``n_i / (n_i + m)`` (float64) with ``n_i`` the training ratings of each item and ``m``
+    their median: how far an item's learned parameters are trusted when a list is ranked (an
+    item with the median number of ratings gets 1/2, one with seven ratings almost 0)."""
     counts = np.bincount(seen.indices, minlength=n_items).astype(np.float64)
     m = float(np.median(counts[counts > 0])) if (counts > 0).any() else 1.0
-    return (mu + np.asarray(item_bias, dtype=np.float64) * counts / (counts + max(m, 1.0))).astype(np.float32)
+    return counts / (counts + max(m, 1.0))
+
+
+def support_shrunk(mu: float, item_bias: np.ndarray, seen: Any, n_items: int) -> np.ndarray:
+    """``mu + b_i * n_i / (n_i + m)`` (float32, see :func:`support_weights`): the cold-start
+    ranking of biased models (an item with the median number of ratings keeps half its bias,
+    one with seven ratings almost none)."""
+    weights = support_weights(seen, n_items)
+    return (mu + np.asarray(item_bias, dtype=np.float64) * weights).astype(np.float32)
 
 
 class LatentFactorRecommender(Recommender):
