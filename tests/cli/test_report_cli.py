@@ -98,6 +98,9 @@ def test_quickstart_offline_then_report(tmp_path: Path, monkeypatch: pytest.Monk
     out = capsys.readouterr().out
     assert "SYNTHETIC DATA: could not get ml-100k: ml-100k: not cached and no network" in out
     assert "[SYNTHETIC DATA]" in out and "All of the above is SYNTHETIC DATA" in out
+    # the top-5 caption says what the numbers are and which model ordered the list
+    assert re.search(r"Top 5 recommendations for user \S+ \[SYNTHETIC DATA\] \((predicted rating|score), title\), "
+                     r"(ranked by|retrieved by) ", " ".join(out.split())), out
     report = tmp_path / "cfrec-quickstart" / "report.html"  # the default output folder
     assert f"Report written to {report}" in out
     assert "SYNTHETIC DATA" in report.read_text(encoding="utf-8")

@@ -299,7 +299,7 @@ def test_a_folded_user_is_ranked_by_taste_shrunk_by_support_and_predicted_as_a_r
     rating = model.global_mean_ + folded.bias + model.item_bias_[idx] + model.item_factors_[idx] @ folded.factors
     np.testing.assert_allclose(recs.ratings, np.clip(rating, 1, 5), rtol=1e-5)
     np.testing.assert_allclose(model.predict(folded, recs.ids), recs.ratings, rtol=1e-6)
-    assert "folded in" in model.score_label
+    assert "folded-in" in model.score_label
 
 
 # ---------------------------------------------------------------------- ML-100K

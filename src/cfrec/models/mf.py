@@ -330,8 +330,8 @@ class BiasedMF(TorchFactorModel):
     # training ratings. Known users keep the ranking by predicted rating.
     @property
     def score_label(self) -> str:
-        return ("predicted ratings before clipping (for a user folded in from ratings: p_u . q_i, what their "
-                "ratings add, shrunk by each item's number of ratings)")
+        return ("predicted ratings before clipping; a folded-in user's: p_u . q_i, what their ratings add, shrunk "
+                "by each item's number of ratings")
 
     def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
         if not user.factors.size:
