@@ -327,7 +327,7 @@ class BiasedMF(TorchFactorModel):
     # support n_i / (n_i + median n); predicted ratings stay the model's. On ML-100K u1 this
     # both follows the user (five 5-star sci-fi films change 9 of the new-user top 10) and ranks
     # better: NDCG@10 0.109 against 0.091 by predicted rating, users folded in from 5 of their
-    # training ratings. Known users keep the ranking by predicted rating.
+    # training ratings (benchmarks/fold_in_lists.py). Known users keep the ranking by predicted rating.
     @property
     def score_label(self) -> str:
         return ("predicted ratings before clipping; a folded-in user's: p_u . q_i, what their ratings add, shrunk "
