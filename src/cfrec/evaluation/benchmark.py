@@ -31,6 +31,7 @@ from cfrec._version import __version__
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import Split
 from cfrec.errors import CfrecError
+from cfrec.evaluation.cold_items import parse_cold_items
 from cfrec.evaluation.protocols import (
     FoldResult,
     ModelLike,
@@ -166,6 +167,14 @@ class BenchmarkResult:
         header, body = self.table()
         folds = max((r.n_folds for r in self.rows), default=1)
         rel = "every held-out item" if self.relevance is None else f"test rating >= {self.relevance:g}"
+        cold = parse_cold_items(self.protocol)
+        if cold is not None:
+            from cfrec.evaluation.cold_items import describe
+
+            return "\n".join([f"Benchmark on {self.dataset}, protocol {self.protocol}: "
+                              f"{describe(cold, self.k, self.relevance)} (mean ± std over seeds)", "",
+                              "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1),
+                              *("| " + " | ".join(cells) + " |" for cells in body)])
         lines = [
             f"Benchmark on {self.dataset}, protocol {self.protocol} ({folds} fold{'s' if folds > 1 else ''}"
             f"{', mean ± std' if folds > 1 else ''}); ranking over all unrated items, relevant = {rel}",
@@ -249,6 +258,9 @@ def run_benchmark(
     factories = [(_seeded(*resolve_model(m), seed)) for m in specs]
     for factory, _name in factories:  # refuse a rating model on a log before fitting anything
         check_feedback(factory(), data)
+    cold = parse_cold_items(protocol)
+    if cold is not None:
+        return _cold_items_benchmark(data, factories, cold, protocol, seed, k, relevance, start, on_row)
     reveals = online_reveals(protocol)
     online = reveals is not None
     if online and data.is_implicit:
@@ -350,3 +362,37 @@ def _online_row(factory: Callable[[], Recommender], name: str, split: Split, met
     })
     return BenchmarkRow(name, est.personalised, mean, {key: math.nan for key in mean}, 1,
                         to_jsonable(est.get_params()), {**detail, "offline": fold.to_dict()})
+
+
+def _cold_items_benchmark(data: Interactions, factories: list[tuple[Callable[[], Recommender], str]],
+                          spec: Any, protocol: str, seed: int, k: int, relevance: float | None, start: float,
+                          on_row: Callable[[BenchmarkRow], None] | None) -> BenchmarkResult:
+    """The ``cold-items`` protocol (:mod:`cfrec.evaluation.cold_items`): models that take new
+    items beside its two references; the popularity row added by default is left out (it
+    cannot rank items it never saw)."""
+    from cfrec.evaluation.cold_items import REFERENCES, run_cold_items, summarise
+
+    chosen = [(f, n) for f, n in factories if not _is_popularity(n)]
+    for factory, name in chosen:
+        if not factory().takes_new_items:
+            raise CfrecError(f"{name} cannot take new items, so it cannot score held-out items under "
+                             f"{protocol}; benchmark a model that builds items from features (e.g. hybrid)")
+    if data.is_implicit:
+        relevance = None
+    runs = run_cold_items(data, chosen, spec, seed=seed, k=k, relevance=relevance)
+    rows: list[BenchmarkRow] = []
+    reference = REFERENCES[1]
+    for name, name_runs in runs.items():
+        mean, std = summarise(name_runs)
+        personal = all(r.personalised for r in name_runs)
+        row = BenchmarkRow(name, personal, mean, std, len(name_runs),
+                           detail={"repeats": [dict(r.metrics) for r in name_runs]},
+                           predicts_ratings=all(r.predicts_ratings for r in name_runs))
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    ref = next(r for r in rows if r.model == reference)
+    for r in rows:
+        if r.personalised:
+            r.beats_popularity = bool(r.mean.get(f"ndcg@{k}", -1) > ref.mean.get(f"ndcg@{k}", math.inf))
+    return BenchmarkResult(data.name, protocol, seed, k, relevance, rows, time.perf_counter() - start)

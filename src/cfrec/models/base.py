@@ -521,6 +521,20 @@ class Recommender(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not fold in new users")
 
+    def fold_in_item(self, item: Any, features: Any = None, *, users: Any = None, ratings: Any = None) -> Self:
+        """Add an item that arrived after training, from its side features (and optionally a
+        few ``users`` who rated it, with their ``ratings``), so that ``recommend``, ``predict``
+        and ``similar_items`` take it like a training item. Changes the model in place and
+        returns it. Only models that build items from features can (see :attr:`takes_new_items`);
+        the others raise :class:`~cfrec.errors.CfrecError` naming those that can.
+        """
+        can = [s.name for s in names.specs() if getattr(s.cls(), "takes_new_items", False)]
+        raise CfrecError(f"{type(self).__name__} cannot take new items (its items are learned from ratings "
+                         f"alone); models that can: {', '.join(can) or 'none registered'}")
+
+    #: Whether :meth:`fold_in_item` adds new items (models that build items from features).
+    takes_new_items: ClassVar[bool] = False
+
     def _fold_in_input(self, items: Any, ratings: Any) -> FoldInInput:
         """Validate fold-in input: known unique items (last rating wins) and their ratings, see
         :func:`~cfrec.models.types.check_fold_in_input`."""

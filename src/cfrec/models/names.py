@@ -107,6 +107,8 @@ DEFAULT_BENCHMARK: dict[str, tuple[str, ...]] = {
     "offline": ("baseline", "mf", "als", "svdpp", "neumf", "ials", "ease", "bpr", "multvae"),
     # the online replay folds NeuMF in once per test rating (tens of minutes on ML-100K)
     "online": ("baseline", "mf", "als", "svdpp", "ials", "ease"),
+    # models that take new items (the protocol adds its own references)
+    "cold-items": ("hybrid",),
 }
 #: The model the quickstart trains (the lab's model family) and its settings.
 QUICKSTART_MODEL = "mf"

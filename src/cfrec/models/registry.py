@@ -85,7 +85,8 @@ def preset_params(spec: ModelSpec | str, preset: str) -> dict[str, Any]:
 
 def default_models(protocol: str = "offline") -> list[str]:
     """The models ``cfrec benchmark`` compares when none are named."""
-    return list(DEFAULT_BENCHMARK["online" if protocol.strip().lower() == "online" else "offline"])
+    key = protocol.strip().lower().split(":")[0]
+    return list(DEFAULT_BENCHMARK[key if key in ("online", "cold-items") else "offline"])
 
 
 # ---------------------------------------------------------------------- model specs as text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,8 @@ def predefined_split(
                 f"ML-100K: pass cfrec.data.load_dataset('ml-100k') or no data",
                 path=path,
             ) from None
+    if data is not None:  # the release's side features travel with its folds, as its metadata does
+        parts = [replace(p, item_features=data.item_features, user_features=data.user_features) for p in parts]
     split = Split(parts[0], parts[1], key)
     logger.info("ML-100K split %s: %d train / %d test ratings", key, len(split.train),
                 len(split.test))
