@@ -23,7 +23,7 @@ CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.cont
           checks.negative_data_rejection]
 OPERATIONS = ["GET /healthz", "GET /readyz", "GET /v1/model", "GET /v1/recommend/{user_id}",
               "POST /v1/recommend", "GET /v1/similar/{item_id}", "GET /v1/predict", "GET /v1/items",
-              "POST /v1/admin/reload"]
+              "POST /v1/admin/reload", "POST /v1/items"]
 NO_INPUT = {"GET /healthz", "GET /readyz", "GET /v1/model"}
 
 

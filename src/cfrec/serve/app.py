@@ -56,6 +56,7 @@ from cfrec.models.persistence import read_meta
 from cfrec.serve.errors import JSONResponse, add_error_handlers
 from cfrec.serve.middleware import MAX_BODY_BYTES, AccessLog, BodyLimit
 from cfrec.serve.routes import Service, add_routes
+from cfrec.serve.routes_items import add_item_routes
 from cfrec.serve.snapshot import INLINE_SECONDS, ModelHolder, ServedModel, load_served
 
 __all__ = ["INLINE_SECONDS", "MAX_BODY_BYTES", "ModelHolder", "ServedModel", "create_app",
@@ -156,6 +157,7 @@ def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bo
 
     add_error_handlers(app)
     add_routes(app, service, reload_now)
+    add_item_routes(app, service, reload_now)
 
     # -------------------------------------------------------------- the page
     @app.get("/", include_in_schema=False)
