@@ -94,7 +94,7 @@ _BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec("ease", "cfrec.models.ease:EASE"),
     ModelSpec("itemknn", "cfrec.models.itemknn:ItemKNN", aliases={"itemknn-rank": "ranking"}, presets=("ranking",)),
     ModelSpec("bpr", "cfrec.models.bpr:BPR"),
-    ModelSpec("hybrid", "cfrec.models.hybrid:HybridRanker", aliases={"lightfm": None}),
+    ModelSpec("hybrid", "cfrec.models.hybrid:HybridRanker"),
     ModelSpec("multvae", "cfrec.models.multvae:MultVAE"),
     ModelSpec("two-stage", "cfrec.models.two_stage:TwoStage",
               aliases={"twostage": None}),
