@@ -174,7 +174,9 @@ class BenchmarkResult:
             return "\n".join([f"Benchmark on {self.dataset}, protocol {self.protocol}: "
                               f"{describe(cold, self.k, self.relevance)} (mean ± std over seeds)", "",
                               "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1),
-                              *("| " + " | ".join(cells) + " |" for cells in body)])
+                              *("| " + " | ".join(cells) + " |" for cells in body),
+                              *(["", f"(!) does not beat pop-in-genre on NDCG@{self.k}: {', '.join(self.flagged)}"]
+                                if self.flagged else [])])
         lines = [
             f"Benchmark on {self.dataset}, protocol {self.protocol} ({folds} fold{'s' if folds > 1 else ''}"
             f"{', mean ± std' if folds > 1 else ''}); ranking over all unrated items, relevant = {rel}",
