@@ -22,6 +22,7 @@ cfrec's model is (flipped) SVD++ exactly. Variants:
   feature family in both libraries. cfrec runs :class:`~cfrec.models.bayesian_fm.BayesianFM`
   (a factorization machine like myFM), given the same design rows.
 * ``features-plain``: ids and side features, no implicit feedback (cfrec's BayesianFM).
+* ``features-test``: ``features`` with the implicit sets of ``implicit-test``.
 
 For each variant, library and fold the script records RMSE and MAE (clipped to 1..5), fit
 wall-clock seconds and fit CPU seconds (less sensitive to other jobs on a shared machine), then
@@ -70,10 +71,11 @@ VARIANTS: dict[str, tuple[bool, bool, bool]] = {
     "implicit-test": (True, True, True),
     "features": (True, True, False),
     "features-plain": (False, False, False),
+    "features-test": (True, True, True),
 }
 #: variants with the release's side features (user age, gender, occupation, zip region; item
 #: genres and decade): cfrec runs its Bayesian factorization machine on them
-FEATURE_VARIANTS = ("features", "features-plain")
+FEATURE_VARIANTS = ("features", "features-plain", "features-test")
 
 
 def _rmse_mae(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
@@ -177,7 +179,8 @@ def run_cfrec(variant: str, train: Any, test: Any, params: dict[str, Any]) -> di
     model: Any
     if variant in FEATURE_VARIANTS:
         fm_params = {k: v for k, v in params.items() if k != "device"}
-        model = BayesianFM(**fm_params, implicit=user_side, implicit_items=item_side)
+        model = BayesianFM(**fm_params, implicit=user_side, implicit_items=item_side,
+                           implicit_include_valid=with_test)
     else:
         model = BayesianMF(**params, implicit=user_side, implicit_items=item_side,
                            implicit_include_valid=with_test)

@@ -89,6 +89,10 @@ class BayesianFM(FactorRecommender):
         Give each user the normalised set of items it rated in training (myFM's implicit features).
     implicit_items
         Give each item the normalised set of users who rated it.
+    implicit_include_valid
+        Also count the pairs of ``valid`` (given to ``fit``; never their ratings) in the implicit
+        sets, the protocol of myFM's published ML-100K examples. It tells the model which
+        held-out pairs exist, so it is off by default.
     alpha_0, beta_0, gamma_0, reg_0
         Hyperprior constants (libFM / myFM names; see the module docstring).
     init_std
@@ -127,6 +131,7 @@ class BayesianFM(FactorRecommender):
     item_features: bool = True
     implicit: bool = True
     implicit_items: bool = True
+    implicit_include_valid: bool = False
     alpha_0: float = param(default=1.0, gt=0)
     beta_0: float = param(default=1.0, gt=0)
     gamma_0: float = param(default=1.0, gt=0)
@@ -137,6 +142,9 @@ class BayesianFM(FactorRecommender):
     def _check_combination(self) -> None:
         if self.burn_in >= self.n_sweeps:
             raise invalid(self, "burn_in", f"< n_sweeps ({self.n_sweeps})")
+        if self.implicit_include_valid and not (self.implicit or self.implicit_items):
+            raise invalid(self, "implicit_include_valid", "False unless implicit or implicit_items is True "
+                          "(it adds the pairs in valid to the implicit sets)")
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
@@ -145,28 +153,37 @@ class BayesianFM(FactorRecommender):
         k = int(self.n_factors)
         n_u, n_i = train.n_users, train.n_items
         users, items = train.users.astype(np.int64), train.items.astype(np.int64)
+        pu, pi = users, items  # the pairs of the implicit sets
+        if self.implicit_include_valid and valid is not None and len(valid):
+            pu, pi = np.concatenate([pu, valid.users]), np.concatenate([pi, valid.items])
         self.user_features_ = train.user_features if self.user_features else None
         self.item_features_ = train.item_features if self.item_features else None
         u_groups, _ = feature_groups(self.user_features_)
         i_groups, _ = feature_groups(self.item_features_)
-        u_parts: list[Any] = [sp.identity(n_u, dtype=np.float64, format="csr")]
-        u_group_ids = [np.zeros(n_u, dtype=np.int64)]
+        # columns: side features first (drawn first in each sweep, they take up the effects that
+        # entities share before the ids can absorb them), then the one-hot ids, then the rated sets
+        u_parts: list[Any] = []
+        u_group_ids: list[np.ndarray] = []
         if self.user_features_ is not None:
             u_parts.append(self.user_features_.align(self.user_map_))
             u_group_ids.append(1 + u_groups)
+        u_parts.append(sp.identity(n_u, dtype=np.float64, format="csr"))
+        u_group_ids.append(np.zeros(n_u, dtype=np.int64))
         n_ug = 1 + (int(u_groups.max()) + 1 if len(u_groups) else 0)
         if self.implicit:
-            u_parts.append(normalized_sets(users, items, n_u, n_i))
+            u_parts.append(normalized_sets(pu, pi, n_u, n_i))
             u_group_ids.append(np.full(n_i, n_ug, dtype=np.int64))
             n_ug += 1
-        i_parts: list[Any] = [sp.identity(n_i, dtype=np.float64, format="csr")]
-        i_group_ids = [np.zeros(n_i, dtype=np.int64)]
+        i_parts: list[Any] = []
+        i_group_ids: list[np.ndarray] = []
         if self.item_features_ is not None:
             i_parts.append(self.item_features_.align(self.item_map_))
             i_group_ids.append(1 + i_groups)
+        i_parts.append(sp.identity(n_i, dtype=np.float64, format="csr"))
+        i_group_ids.append(np.zeros(n_i, dtype=np.int64))
         n_ig = 1 + (int(i_groups.max()) + 1 if len(i_groups) else 0)
         if self.implicit_items:
-            i_parts.append(normalized_sets(items, users, n_i, n_u))
+            i_parts.append(normalized_sets(pi, pu, n_i, n_u))
             i_group_ids.append(np.full(n_u, n_ig, dtype=np.int64))
             n_ig += 1
         seeds = np.random.SeedSequence(self.seed).spawn(2)
@@ -186,8 +203,8 @@ class BayesianFM(FactorRecommender):
         n_u, n_i = ub.shape[0], ib.shape[0]
         f_u = 0 if self.user_features_ is None else self.user_features_.n_features
         f_i = 0 if self.item_features_ is None else self.item_features_.n_features
-        u_keep = slice(n_u, ub.shape[1])  # user feature columns, then the implicit item columns
-        i_keep = slice(n_i, n_i + f_i)
+        u_keep = np.r_[0:f_u, f_u + n_u:ub.shape[1]]  # user feature columns, then the implicit item columns
+        i_keep = slice(0, f_i)
         kept = kept_sweeps(n_sweeps, int(self.burn_in), int(self.max_samples))
         slot_of = {int(s): j for j, s in enumerate(kept)}
         s_n = len(kept)
@@ -200,7 +217,6 @@ class BayesianFM(FactorRecommender):
         self.sample_user_prior_ = np.empty((s_n, 2 + 2 * k), dtype=np.float32)
         self.sample_user_params_ = np.empty((s_n, ub.shape[1] - n_u, 1 + k), dtype=np.float32)
         self.sample_item_params_ = np.empty((s_n, f_i, 1 + k), dtype=np.float32)
-        del f_u
         lo, hi = self.rating_scale_
         v_sum = None
         if valid is not None:
