@@ -149,7 +149,7 @@ class Block:
         self.col_ptr = csc.indptr.astype(np.int64)
         self.col_rows = csc.indices.astype(np.int64)
         self.col_vals = csc.data.astype(np.float64)
-        self.mat = sp.csr_array(mat, dtype=np.float64)
+        self.mat = sp.csr_array(mat).astype(np.float64)
         self.mat_sq = self.mat.multiply(self.mat).tocsr()
         self.groups = np.asarray(groups, dtype=np.int64)
         self.n_groups = n_groups
@@ -178,13 +178,14 @@ class Block:
     def draw_hyper(self, priors: Priors, rng: np.random.Generator) -> None:
         """Normal-Gamma draws of every group's ``(mu_w, lam_w)`` and ``(mu_vf, lam_vf)``."""
         n = np.maximum(self.group_sizes, 1e-12)
+        sizes: Any = self.group_sizes  # one count per group (normal_gamma broadcasts)
         mean_w = np.bincount(self.groups, self.w, self.n_groups) / n
         ss_w = np.bincount(self.groups, (self.w - mean_w[self.groups]) ** 2, self.n_groups)
-        self.mu_w, self.lam_w = priors.normal_gamma(rng, self.group_sizes, mean_w, ss_w)
+        self.mu_w, self.lam_w = priors.normal_gamma(rng, sizes, mean_w, ss_w)
         for f in range(self.v.shape[0]):
             mean = np.bincount(self.groups, self.v[f], self.n_groups) / n
             ss = np.bincount(self.groups, (self.v[f] - mean[self.groups]) ** 2, self.n_groups)
-            self.mu_v[:, f], self.lam_v[:, f] = priors.normal_gamma(rng, self.group_sizes, mean, ss)
+            self.mu_v[:, f], self.lam_v[:, f] = priors.normal_gamma(rng, sizes, mean, ss)
 
 
 @dataclass
@@ -247,7 +248,7 @@ class FMChain:
 def entity_terms(mat: sp.csr_array, w: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bias (n,) and vector (n, k) of entities with design rows ``mat`` under one sample's
     first-order weights ``w`` (cols,) and vectors ``v`` (cols, k)."""
-    m = sp.csr_array(mat, dtype=np.float64)
+    m = sp.csr_array(mat).astype(np.float64)
     a = m @ v
     sq = m.multiply(m) @ (v * v)
     bias = m @ w + 0.5 * (a * a - sq).sum(axis=1)

@@ -52,9 +52,9 @@ from cfrec.engines.gibbs import Priors, kept_sweeps
 from cfrec.engines.matrix import normalized_sets
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
-from cfrec.models.types import Prediction
 from cfrec.models.factor import FactorRecommender, RidgeFoldIn
 from cfrec.models.params import hyperparameters, invalid, param
+from cfrec.models.types import Prediction
 
 
 def feature_groups(features: Features | None) -> tuple[np.ndarray, list[str]]:
@@ -295,7 +295,7 @@ class BayesianFM(FactorRecommender):
         design rows are ``rows`` (m, cols) under the kept samples' ``params`` (S, cols, 1 + k)."""
         s_n, n_cols, kk = params.shape
         k = kk - 1
-        m = sp.csr_array(rows, dtype=np.float64)
+        m = sp.csr_array(rows).astype(np.float64)
         w = params[:, :, 0].T.astype(np.float64)  # (cols, S)
         v = params[:, :, 1:].transpose(1, 0, 2).reshape(n_cols, s_n * k).astype(np.float64)
         a = np.asarray(m @ v)  # (m, S*k)
