@@ -130,13 +130,10 @@ def predefined_split(
     parts = []
     for df, path in ((base, base_path), (test, test_path)):
         try:
-            part = Interactions.from_frame(
+            parts.append(Interactions.from_frame(
                 df, user_map=umap, item_map=imap, rating_scale=scale, item_info=item_info,
                 user_info=user_info, name=data_name,
-            )
-            if data is not None:  # the release's side features follow its ratings
-                part = replace(part, item_features=data.item_features, user_features=data.user_features)
-            parts.append(part)
+            ))
         except UnknownIdError as exc:
             raise DataError(
                 f"{exc}; the given data ({data.name if data is not None else '?'}) is not the full "
