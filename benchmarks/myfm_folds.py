@@ -17,6 +17,12 @@ cfrec's model is (flipped) SVD++ exactly. Variants:
 * ``implicit-test``: both sides, and the sets also include the pairs of the test part (never
   their ratings), the protocol of myFM's published ML-100K examples. cfrec needs
   ``implicit_include_valid=True`` for it and gets the test part as ``valid``.
+* ``features``: implicit feedback on both sides plus the release's side features (users: age
+  group, gender, occupation, zip region; items: genres, release decade), one prior group per
+  feature family in both libraries. cfrec runs :class:`~cfrec.models.bayesian_fm.BayesianFM`
+  (a factorization machine like myFM), given the same design rows.
+* ``features-plain``: ids and side features, no implicit feedback (cfrec's BayesianFM).
+* ``features-test``: ``features`` with the implicit sets of ``implicit-test``.
 
 For each variant, library and fold the script records RMSE and MAE (clipped to 1..5), fit
 wall-clock seconds and fit CPU seconds (less sensitive to other jobs on a shared machine), then
@@ -63,7 +69,13 @@ VARIANTS: dict[str, tuple[bool, bool, bool]] = {
     "user-implicit": (True, False, False),
     "plain": (False, False, False),
     "implicit-test": (True, True, True),
+    "features": (True, True, False),
+    "features-plain": (False, False, False),
+    "features-test": (True, True, True),
 }
+#: variants with the release's side features (user age, gender, occupation, zip region; item
+#: genres and decade): cfrec runs its Bayesian factorization machine on them
+FEATURE_VARIANTS = ("features", "features-plain", "features-test")
 
 
 def _rmse_mae(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
@@ -112,11 +124,16 @@ def run_myfm(myfm: Any, variant: str, train: Any, test: Any, rank: int, sweeps: 
     users = np.concatenate([p.users for p in parts])
     items = np.concatenate([p.items for p in parts])
     user_block, groups = sp.identity(n_users, format="csr"), [n_users]
+    with_features = variant in FEATURE_VARIANTS
+    if with_features:
+        user_block, groups = _with_feature_groups(user_block, groups, train.user_features, train.user_map)
     if user_side:
         user_block = sp.hstack([user_block, implicit_sets(users, items, n_users, n_items)], format="csr")
         groups.append(n_items)
     item_block = sp.identity(n_items, format="csr")
     groups.append(n_items)
+    if with_features:
+        item_block, groups = _with_feature_groups(item_block, groups, train.item_features, train.item_map)
     if item_side:
         item_block = sp.hstack([item_block, implicit_sets(items, users, n_items, n_users)], format="csr")
         groups.append(n_users)
@@ -138,13 +155,35 @@ def run_myfm(myfm: Any, variant: str, train: Any, test: Any, rank: int, sweeps: 
     return {"rmse": rmse, "mae": mae, "fit_s": fit_s, "fit_cpu_s": fit_cpu_s, "predict_s": predict_s}
 
 
+def _with_feature_groups(block: Any, groups: list[int], features: Any, vocab: Any) -> tuple[Any, list[int]]:
+    """``block`` with the side features' columns appended, ordered by family (the text before
+    ``=``), and one myFM group per family (as cfrec's BayesianFM groups them)."""
+    if features is None:
+        return block, groups
+    from cfrec.models.bayesian_fm import feature_groups
+
+    fam, _ = feature_groups(features)
+    order = np.argsort(fam, kind="stable")
+    mat = sp.csr_matrix(features.align(vocab))[:, order]
+    sizes = np.bincount(fam)
+    return sp.hstack([block, mat], format="csr"), groups + [int(n) for n in sizes if n]
+
+
 def run_cfrec(variant: str, train: Any, test: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """Fit cfrec's BayesianMF on a fold; score the test rows (unknown ids get its fallbacks)."""
+    """Fit cfrec's BayesianMF (BayesianFM for the feature variants) on a fold; score the test
+    rows (unknown ids get its fallbacks)."""
+    from cfrec.models.bayesian_fm import BayesianFM
     from cfrec.models.bayesian_mf import BayesianMF
 
     user_side, item_side, with_test = VARIANTS[variant]
-    model = BayesianMF(**params, implicit=user_side, implicit_items=item_side,
-                       implicit_include_valid=with_test)
+    model: Any
+    if variant in FEATURE_VARIANTS:
+        fm_params = {k: v for k, v in params.items() if k != "device"}
+        model = BayesianFM(**fm_params, implicit=user_side, implicit_items=item_side,
+                           implicit_include_valid=with_test)
+    else:
+        model = BayesianMF(**params, implicit=user_side, implicit_items=item_side,
+                           implicit_include_valid=with_test)
     t0, c0 = time.perf_counter(), time.process_time()
     model.fit(train, test if with_test else None)
     fit_s, fit_cpu_s = time.perf_counter() - t0, time.process_time() - c0
@@ -156,7 +195,7 @@ def run_cfrec(variant: str, train: Any, test: Any, params: dict[str, Any]) -> di
     return {"rmse": rmse, "mae": mae, "fit_s": fit_s, "fit_cpu_s": fit_cpu_s, "predict_s": predict_s,
             "seconds_per_sweep": statistics.fmean(seconds), "kept_samples": len(model.sample_global_),
             "cg_iterations": statistics.fmean(r.get("cg_iterations_users", 0) + r.get("cg_iterations_items", 0)
-                                              for r in model.history_)}
+                                              for r in model.history_), "model": type(model).__name__}
 
 
 # ---------------------------------------------------------------------- report

@@ -728,7 +728,8 @@ def test_every_data_option_has_one_flag() -> None:
         "item_col": "--item-col", "rating_col": "--rating-col", "time_col": "--time-col",
         "rating_scale": "--rating-scale", "encoding": "--encoding", "duplicates": "--duplicates",
         "weight_col": "--weight-col", "feedback": "--feedback", "implicit_value": "--implicit-value",
-        "on_bad_rows": "--on-bad-rows"}
+        "on_bad_rows": "--on-bad-rows", "item_features": "--item-features",
+        "user_features": "--user-features", "release_features": "--no-release-features"}
     assert DATA_OPTIONS["rating_scale"].metavar == "LOW,HIGH"
     assert DATA_OPTIONS["duplicates"].metavar == "first|last|mean|error"
     assert all(spec.help for spec in DATA_OPTIONS.values())

@@ -3,7 +3,8 @@
 
 ``@with_data_options`` adds every option of the table (``--sep``, ``--columns``, ``--user-col``,
 ``--item-col``, ``--rating-col``, ``--time-col``, ``--weight-col``, ``--feedback``,
-``--implicit-value``, ``--on-bad-rows``, ``--rating-scale``, ``--encoding``, ``--duplicates``) to
+``--implicit-value``, ``--on-bad-rows``, ``--rating-scale``, ``--encoding``, ``--duplicates``,
+``--item-features``, ``--user-features``, ``--no-release-features``) to
 a command (in their own help panel) and passes them to it as one ``data_options`` argument.
 """
 
@@ -47,12 +48,19 @@ def with_data_options(func: _F) -> _F:
             annotation=Annotated[str | None, typer.Option(spec.flag, help=spec.help, metavar=spec.metavar,
                                                           rich_help_panel=PANEL, show_default=False)],
         )
-        for name, spec in DATA_OPTIONS.items()
+        for name, spec in DATA_OPTIONS.items() if name != "release_features"
     ]
+    flag = DATA_OPTIONS["release_features"]
+    added.append(inspect.Parameter(
+        "no_release_features", inspect.Parameter.KEYWORD_ONLY, default=False,
+        annotation=Annotated[bool, typer.Option(flag.flag, help=flag.help, rich_help_panel=PANEL,
+                                                show_default=False)]))
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name, None) for name in DATA_OPTIONS}
+        values = {name: kwargs.pop(name, None) for name in DATA_OPTIONS if name != "release_features"}
+        if kwargs.pop("no_release_features", False):
+            values["release_features"] = "false"
         return func(*args, data_options=DataOptions.from_strings(**values), **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=kept + added)  # type: ignore[attr-defined]

@@ -112,6 +112,7 @@ def stats_cmd(
     table.add_row("rating scale", f"{lo:g} - {hi:g}")
     table.add_row("rating mean / std", f"{stats.rating_mean:.3f} / {stats.rating_std:.3f}")
     _add_spread_rows(table, stats, "ratings")
+    _add_feature_rows(table, stats)
     console.print(table)
 
     hist = Table(title="rating histogram", title_justify="left")
@@ -145,7 +146,15 @@ def _print_interaction_stats(stats: Any, how: str | None) -> None:
         table.add_row("weight per pair", f"min {w.min:g} / median {w.median:g} / mean {w.mean:.3g} / "
                                           f"max {w.max:g}")
     _add_spread_rows(table, stats, "pairs")
+    _add_feature_rows(table, stats)
     console.print(table)
+
+
+def _add_feature_rows(table: Table, stats: Any) -> None:
+    """Rows saying which side features came with the data (counts), when any did."""
+    for label, f in (("item features", stats.item_features), ("user features", stats.user_features)):
+        if f is not None:
+            table.add_row(label, f.describe())
 
 
 def _add_spread_rows(table: Table, stats: Any, noun: str) -> None:

@@ -17,7 +17,7 @@ from cfrec.data.movielens import (
     release_ratings_file,
     release_scale,
 )
-from cfrec.data.options import DATA_OPTIONS, DataOptions
+from cfrec.data.options import DATA_OPTIONS, FEATURE_OPTIONS, DataOptions
 from cfrec.errors import CfrecError, DataError, OptionHint
 
 
@@ -75,6 +75,11 @@ def load_dataset(
         Also return a :class:`~cfrec.data.io.LoadReport` (for a MovieLens release: its rows,
         columns and known scale).
 
+    A MovieLens release comes with its own side features (``item_features``: genres, decades,
+    tags; ``user_features``: age, gender, occupation, zip region) unless the options say
+    ``release_features=False``; ``item_features``/``user_features`` options name CSV files of
+    more (:func:`~cfrec.data.features_files.read_features`), for any source.
+
     Raises
     ------
     CfrecError
@@ -85,6 +90,36 @@ def load_dataset(
         From the MovieLens loader.
     """
     kwargs = _merge_options(options, load_ratings_kwargs)
+    feature_opts = {name: kwargs.pop(name, None) for name in FEATURE_OPTIONS}
+    loaded = _load_any(name_or_path, data_home, download, return_report, kwargs)
+    if isinstance(loaded, tuple):
+        return _with_features(loaded[0], feature_opts), loaded[1]
+    return _with_features(loaded, feature_opts)
+
+
+def _with_features(data: Interactions, opts: dict[str, Any]) -> Interactions:
+    """``data`` with the release's features dropped (``release_features=False``) and the
+    features of the given files added."""
+    from dataclasses import replace
+
+    from cfrec.data.features_files import merge_features, read_features
+
+    items, users = data.item_features, data.user_features
+    if opts.get("release_features") is False:
+        items = users = None
+    if opts.get("item_features"):
+        items = merge_features(items, read_features(opts["item_features"], "item"))
+    if opts.get("user_features"):
+        users = merge_features(users, read_features(opts["user_features"], "user"))
+    if items is data.item_features and users is data.user_features:
+        return data
+    return replace(data, item_features=items, user_features=users)
+
+
+def _load_any(name_or_path: str | os.PathLike[str], data_home: str | os.PathLike[str] | None,
+              download: bool, return_report: bool,
+              kwargs: dict[str, Any]) -> Interactions | tuple[Interactions, LoadReport]:
+    """:func:`load_dataset` without the feature options."""
     key = os.fspath(name_or_path)
     as_log = kwargs.get("feedback") == "implicit"
     if key in MOVIELENS:

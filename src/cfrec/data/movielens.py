@@ -435,9 +435,31 @@ def _load_source(src: _Source, *, name: str, layout: Layout) -> Interactions:
     user_info = _read_users(src, layout)
     data = build_interactions(users, items, ratings, timestamps, rating_scale=scale,
                               item_info=item_info, user_info=user_info, name=name)
+    data = _with_release_features(data, src)
     del users, items, ratings, timestamps
     _release_arrow_memory()  # the raw id columns were parsed into pyarrow's pool
     return data
+
+
+def _with_release_features(data: Interactions, src: _Source) -> Interactions:
+    """The release's own side features attached: genres and decades of its movies (plus its
+    tags, when it ships ``tags.csv``/``tags.dat``), demographics of its users (ML-100K, ML-1M)."""
+    from dataclasses import replace
+
+    from cfrec.data.features_files import (
+        item_features_from_info,
+        read_release_tags,
+        user_features_from_info,
+    )
+
+    tags = None
+    for tag_file in ("tags.csv", "tags.dat"):
+        if src.has(tag_file):
+            tags = read_release_tags(src.label(tag_file), text=src.read_text(tag_file))
+            break
+    item_features = item_features_from_info(data.item_info, tags, source=f"{data.name} release")
+    user_features = user_features_from_info(data.user_info, source=f"{data.name} release")
+    return replace(data, item_features=item_features, user_features=user_features)
 
 
 def _layout_file(layout: Layout) -> str:

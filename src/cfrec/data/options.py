@@ -93,8 +93,21 @@ DATA_OPTIONS: dict[str, OptionSpec] = {
         _option("duplicates", "|".join(DUPLICATE_POLICIES),
                 "What to do with repeated (user, item) pairs: keep the first or last by "
                 "time, average them, or stop with an error (default: last)."),
+        _option("item_features", "FILE",
+                "Item features for the models that use them: a CSV, long (item_id,feature[,value]) "
+                "or wide (item_id and one column per attribute; Action|Comedy cells are "
+                "multi-valued, numbers standardised and bucketed). Added to a MovieLens "
+                "release's own genres, decades and tags."),
+        _option("user_features", "FILE",
+                "User features, as --item-features (user_id,feature[,value] or wide columns such "
+                "as age,gender,occupation). Added to a MovieLens release's own demographics."),
+        OptionSpec("release_features", "--no-release-features", "",
+                   "Do not attach a MovieLens release's own features (genres, decades, tags, "
+                   "age, gender, occupation, zip region); only --item-features/--user-features."),
     )
 }
+#: Options about side features rather than the ratings file: a MovieLens release accepts them.
+FEATURE_OPTIONS: tuple[str, ...] = ("item_features", "user_features", "release_features")
 
 
 def option(name: str) -> OptionSpec:
@@ -131,6 +144,10 @@ class DataOptions:
         A rating value meaning "interacted, not rated".
     on_bad_rows
         ``"error"`` or ``"skip"`` malformed rows.
+    item_features, user_features
+        Paths of CSV files of side features (see :func:`cfrec.data.features_files.read_features`).
+    release_features
+        ``False`` drops a MovieLens release's own features (default: attached).
     """
 
     sep: str | None = None
@@ -146,6 +163,9 @@ class DataOptions:
     rating_scale: tuple[float, float] | None = None
     encoding: str | None = None
     duplicates: DuplicatePolicy | None = None
+    item_features: str | None = None
+    user_features: str | None = None
+    release_features: bool | None = None
 
     def __post_init__(self) -> None:
         if self.columns is not None and not isinstance(self.columns, tuple):
@@ -186,6 +206,8 @@ class DataOptions:
                 out[name] = text.strip().lower()
             elif name == "implicit_value":
                 out[name] = parse_implicit_value(text)
+            elif name == "release_features":
+                out[name] = text.strip().lower() not in ("false", "no", "0", "off")
             elif name == "time_col" and text.strip().lower() == "none":
                 out[name] = False
             else:

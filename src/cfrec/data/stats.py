@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from cfrec.data.features import Features
 from cfrec.data.interactions import Interactions
 
 
@@ -40,6 +41,31 @@ class WeightSummary:
     median: float
     mean: float
     max: float
+
+
+@dataclass(frozen=True)
+class FeatureSummary:
+    """Side features of one kind: how many entities have some, how many features, in how many
+    families (the text before ``=``: ``genre``, ``age`` ...), nonzeros, and where they came from."""
+
+    with_features: int
+    features: int
+    families: int
+    nonzeros: int
+    source: str
+
+    @classmethod
+    def of(cls, features: Features | None) -> FeatureSummary | None:
+        if features is None:
+            return None
+        names = [str(n) for n in features.names.to_list()]
+        per_row = np.diff(features.matrix.indptr)
+        return cls(int((per_row > 0).sum()), len(names), len({n.split("=", 1)[0] for n in names}),
+                   int(features.matrix.nnz), features.source)
+
+    def describe(self) -> str:
+        return (f"{self.features:,} in {self.families} famil{'y' if self.families == 1 else 'ies'} "
+                f"on {self.with_features:,} ({self.nonzeros:,} nonzeros; {self.source or 'given'})")
 
 
 @dataclass(frozen=True)
@@ -82,6 +108,8 @@ class DatasetStats:
     feedback: str = "explicit"
     weight_total: float | None = None
     weight_per_pair: WeightSummary | None = None
+    item_features: FeatureSummary | None = None
+    user_features: FeatureSummary | None = None
 
     @property
     def first_date(self) -> str | None:
@@ -152,6 +180,8 @@ def compute_statistics(data: Interactions) -> DatasetStats:
         weight_total=None if w is None else float(w.sum(dtype=np.float64)),
         weight_per_pair=None if w is None or not n else WeightSummary(
             float(w.min()), float(np.median(w)), float(w.mean(dtype=np.float64)), float(w.max())),
+        item_features=FeatureSummary.of(data.item_features),
+        user_features=FeatureSummary.of(data.user_features),
     )
 
 
@@ -185,6 +215,9 @@ def format_dataset_info(data: Interactions | DatasetStats) -> str:
         noun = "pairs" if s.feedback == "implicit" else "ratings"
         lines.append(f"  {noun} {label}: min {c.min:,}, median {c.median:g}, "
                      f"mean {c.mean:.1f}, max {c.max:,}")
+    for label, f in (("item features", s.item_features), ("user features", s.user_features)):
+        if f is not None:
+            lines.append(f"  {label}: {f.describe()}")
     if s.first_date is not None:
         lines.append(f"  time      {s.first_date[:10]} .. {str(s.last_date)[:10]} ({s.span_days:.0f} days, UTC)")
     else:

@@ -90,6 +90,8 @@ _BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec("neumf", "cfrec.models.neumf:NeuMF"),
     ModelSpec("bmf", "cfrec.models.bayesian_mf:BayesianMF",
               aliases={"bayesian-mf": None, "bpmf": None}),
+    ModelSpec("bfm", "cfrec.models.bayesian_fm:BayesianFM",
+              aliases={"bayesian-fm": None, "fm": None}),
     ModelSpec("ials", "cfrec.models.ials:IALS"),
     ModelSpec("ease", "cfrec.models.ease:EASE"),
     ModelSpec("itemknn", "cfrec.models.itemknn:ItemKNN", aliases={"itemknn-rank": "ranking"}, presets=("ranking",)),

@@ -1,0 +1,143 @@
+"""BayesianFM: the contract, side features (cold items and users predicted from them), fold-in,
+persistence of the features, and the registry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cfrec.data import Interactions
+from cfrec.data.features import Features
+from cfrec.models import Recommender
+from cfrec.models.bayesian_fm import BayesianFM
+from cfrec.models.registry import make_model
+from cfrec.testing import RecommenderContract
+
+
+class TestBayesianFMContract(RecommenderContract):
+    def make_model(self) -> BayesianFM:
+        return BayesianFM(n_factors=4, n_sweeps=40, burn_in=10, max_samples=15, seed=0)
+
+
+class TestBayesianFMPlainContract(RecommenderContract):
+    def make_model(self) -> BayesianFM:
+        return BayesianFM(n_factors=4, n_sweeps=30, burn_in=10, max_samples=10, implicit=False,
+                          implicit_items=False, seed=0)
+
+
+def genre_ratings(seed: int = 0, n_users: int = 120, n_items: int = 80, n: int = 4000) -> Interactions:
+    """Ratings driven by features: items of genre ``A`` rate 4.5 with users of kind ``x``, 2 with
+    the others; items of genre ``B`` the other way round (noise 0.3). Every item and user has its
+    feature; items ``900``, ``901`` (genres A, B) and user ``new-x`` have features and no ratings."""
+    rng = np.random.default_rng(seed)
+    genre = np.where(rng.random(n_items) < 0.5, "A", "B")
+    kind = np.where(rng.random(n_users) < 0.5, "x", "y")
+    u, i = rng.integers(0, n_users, n), rng.integers(0, n_items, n)
+    match = (genre[i] == "A") == (kind[u] == "x")
+    r = np.clip(np.where(match, 4.5, 2.0) + 0.3 * rng.standard_normal(n), 1, 5)
+    import pandas as pd
+
+    frame = pd.DataFrame({"user_id": [f"u{j}" for j in u], "item_id": i + 100, "rating": r.astype(np.float32)})
+    frame = frame.drop_duplicates(["user_id", "item_id"])
+    data = Interactions.from_frame(frame, rating_scale=(1.0, 5.0))
+    items = Features.from_pairs(np.r_[np.arange(n_items) + 100, 900, 901],
+                                [f"genre={g}" for g in genre] + ["genre=A", "genre=B"], owner="item")
+    users = Features.from_pairs([f"u{j}" for j in range(n_users)] + ["new-x"],
+                                [f"kind={k}" for k in kind] + ["kind=x"], owner="user")
+    return replace(data, item_features=items, user_features=users)
+
+
+@pytest.fixture(scope="module")
+def genre_model() -> tuple[BayesianFM, Interactions]:
+    data = genre_ratings()
+    return BayesianFM(n_factors=4, n_sweeps=120, burn_in=40, max_samples=40, seed=0).fit(data), data
+
+
+def test_new_items_and_users_are_predicted_from_their_features(genre_model: tuple[BayesianFM, Interactions]) -> None:
+    model, data = genre_model
+    assert model.user_features_.names.to_list() == ["kind=x", "kind=y"]
+    x_users = [u for u in data.user_map.ids if model.user_features_.rows([u])[0, 0] > 0][:10]
+    y_users = [u for u in data.user_map.ids if model.user_features_.rows([u])[0, 0] == 0][:10]
+    # item 900 (genre A) is liked by kind x and disliked by kind y; item 901 (B) the other way round
+    for item, fans, others in ((900, x_users, y_users), (901, y_users, x_users)):
+        pred_fans, pred_others = model.predict(fans, [item] * 10), model.predict(others, [item] * 10)
+        assert pred_fans.mean() > 3.9 and pred_others.mean() < 2.6
+    detail = model.predict_detailed([x_users[0]], [900])
+    assert detail.fallback.tolist() == [2]  # the id had no ratings (scored from its features)
+    # a new user known only by kind x likes genre A items, known or new
+    a_items = [i for i in data.item_map.ids if model.item_features_.rows([i])[0, 0] > 0][:10]
+    assert model.predict(["new-x"] * 10, a_items).mean() > 3.9
+    assert model.predict("new-x", [900, 901]).tolist()[0] > 3.9 > model.predict("new-x", [901])[0]
+    # without features a new item falls back to the user's bias: both new items look the same
+    plain = BayesianFM(n_factors=4, n_sweeps=30, burn_in=10, max_samples=10, user_features=False,
+                       item_features=False, seed=0).fit(data)
+    np.testing.assert_array_equal(plain.predict(x_users, [900] * 10), plain.predict(x_users, [901] * 10))
+
+
+def test_features_improve_held_out_rmse() -> None:
+    data = genre_ratings(seed=1, n=1000)  # few ratings per id: the features carry the signal
+    rng = np.random.default_rng(0)
+    test = rng.random(len(data)) < 0.2
+    train, held = data.subset(~test), data.subset(test)
+    kwargs = dict(n_factors=4, n_sweeps=80, burn_in=20, max_samples=30, seed=0)
+
+    def rmse(model: BayesianFM) -> float:
+        pred = model.fit(train).predict(held.raw_users(), held.raw_items())
+        return float(np.sqrt(np.mean((pred - held.ratings) ** 2)))
+
+    with_features = rmse(BayesianFM(**kwargs))
+    without = rmse(BayesianFM(**kwargs, user_features=False, item_features=False))
+    assert with_features < without - 0.05
+
+
+def test_fold_in_of_a_training_user_reproduces_its_predictions(genre_model: tuple[BayesianFM, Interactions]) -> None:
+    model, data = genre_model
+    user = data.user_map.ids[3]
+    mine = data.subset(data.users == 3)
+    folded = model.fold_in(mine.raw_items(), mine.ratings)
+    items = data.item_map.ids[:30]
+    # the new user is an id column of its own (not the user's features): close, not equal
+    diff = model.predict(folded, items) - model.predict(user, items)
+    assert np.sqrt(np.mean(diff ** 2)) < 0.35
+    assert np.corrcoef(model.predict(folded, items), model.predict(user, items))[0, 1] > 0.9
+    # a folded user also gets the features' prediction for a new item: the one of its own kind
+    np.testing.assert_allclose(model.predict(folded, [900, 901]), model.predict(user, [900, 901]), atol=0.35)
+
+
+def test_save_load_keeps_the_features(genre_model: tuple[BayesianFM, Interactions], tmp_path: Path) -> None:
+    model, data = genre_model
+    loaded = Recommender.load(model.save(tmp_path / "bfm"))
+    assert isinstance(loaded, BayesianFM)
+    assert loaded.item_features_ is not None and loaded.user_features_ is not None
+    assert loaded.item_features_.names.to_list() == model.item_features_.names.to_list()
+    users = ["u1", "u2", "new-x", "nobody"]
+    items = [900, 901, 100, 100]
+    np.testing.assert_array_equal(loaded.predict(users, items), model.predict(users, items))
+    folded = data.subset(data.users == 5)
+    np.testing.assert_array_equal(loaded.predict(loaded.fold_in(folded.raw_items(), folded.ratings), [900, 101]),
+                                  model.predict(model.fold_in(folded.raw_items(), folded.ratings), [900, 101]))
+
+
+def test_registry_and_parameter_checks() -> None:
+    assert isinstance(make_model("bfm"), BayesianFM)
+    assert isinstance(make_model("bayesian-fm"), BayesianFM)
+    with pytest.raises(Exception, match="burn_in"):
+        BayesianFM(n_sweeps=10, burn_in=10)
+    with pytest.raises(Exception, match="implicit_include_valid"):
+        BayesianFM(implicit=False, implicit_items=False, implicit_include_valid=True)
+
+
+@pytest.mark.slow
+def test_ml100k_u1_with_release_features(ml100k_dir: Path) -> None:
+    """The release's own features reach the model through the fold and help on u1 (short chains)."""
+    from cfrec.data import load_dataset, predefined_split
+
+    data = load_dataset(ml100k_dir)
+    split = predefined_split("u1", data_home=ml100k_dir.parent, data=data)
+    assert split.train.item_features is not None and split.train.user_features is not None
+    model = BayesianFM(n_sweeps=40, burn_in=10, seed=0).fit(split.train)
+    pred = model.predict(split.test.raw_users(), split.test.raw_items())
+    assert float(np.sqrt(np.mean((pred - split.test.ratings) ** 2))) < 0.91
