@@ -11,6 +11,7 @@ import pytest
 
 from cfrec.data import Interactions
 from cfrec.data.features import Features
+from cfrec.errors import CfrecError
 from cfrec.models import Recommender
 from cfrec.models.bayesian_fm import BayesianFM
 from cfrec.models.registry import make_model
@@ -75,6 +76,31 @@ def test_new_items_and_users_are_predicted_from_their_features(genre_model: tupl
     plain = BayesianFM(n_factors=4, n_sweeps=30, burn_in=10, max_samples=10, user_features=False,
                        item_features=False, seed=0).fit(data)
     np.testing.assert_array_equal(plain.predict(x_users, [900] * 10), plain.predict(x_users, [901] * 10))
+
+
+def test_fold_in_item_equals_an_item_known_only_by_features(genre_model: tuple[BayesianFM, Interactions],
+                                                              tmp_path: Path) -> None:
+    """A new item added from its features predicts exactly as an item that was in the training
+    features with no rating (known answer), and is then ranked, saved and loaded like the others."""
+    fitted, data = genre_model
+    model = BayesianFM.load(fitted.save(tmp_path / "m"))  # a copy: the fixture stays as fitted
+    users = list(data.user_map.ids[:30])
+    want = model.predict(users, [900] * len(users))
+    model.fold_in_item(950, ["genre=A", "genre=unseen"])  # the unknown feature is ignored
+    assert 950 in model.item_map_ and model.item_factors_.shape[0] == len(model.item_map_)
+    np.testing.assert_allclose(model.predict(users, [950] * len(users)), want, rtol=1e-5, atol=1e-5)
+    assert model.predict_detailed(users[:1], [950]).fallback.tolist() == [0]  # now a model item
+    # the ranking takes it: for users of kind x it outranks the genre-B newcomer added the same way
+    model.fold_in_item(Features.from_pairs([951], ["genre=B"]))
+    x_users = [u for u in users if model.user_features_.rows([u])[0, 0] > 0]
+    scores = model.score_rows(model.user_map_.to_index(x_users).astype(np.int64))
+    col = model.item_map_.to_index([950, 951])
+    assert (scores[:, col[0]] > scores[:, col[1]]).all()
+    assert model.similar_items(950, 3).ids.size == 3
+    with pytest.raises(CfrecError, match="already in the model"):
+        model.fold_in_item(100, ["genre=A"])
+    again = BayesianFM.load(model.save(tmp_path / "grown"))
+    np.testing.assert_allclose(again.predict(users, [950] * len(users)), want, rtol=1e-5, atol=1e-5)
 
 
 def test_features_improve_held_out_rmse() -> None:

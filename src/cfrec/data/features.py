@@ -13,6 +13,7 @@ whose rows follow a model's own vocabulary (an entity without features gets an e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -83,6 +84,39 @@ class Features:
                 else np.asarray(values, dtype=np.float32))
         matrix = sp.csr_array((data, (rows, cols)), shape=(len(ids), len(names)))
         return cls(ids=ids, names=names, matrix=matrix, owner=owner, source=source)
+
+    @classmethod
+    def of_one(cls, entity: Any, features: Any, *, owner: FeatureOwner = "item") -> Features:
+        """The features of one entity from what a caller gives: a mapping ``{name: value}``, an
+        iterable of feature names (value 1), or a :class:`Features` holding its row."""
+        if isinstance(features, Features):
+            return cls(ids=IdMap([entity]), names=features.names, matrix=features.rows([entity]),
+                       owner=owner, source=features.source)
+        pairs = (list(features.items()) if isinstance(features, Mapping)
+                 else [(f, 1.0) for f in ([features] if isinstance(features, str) else features or [])])
+        try:
+            values = np.asarray([float(v) for _, v in pairs], dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"{owner} features must be feature names or a mapping of feature name to "
+                             f"number, got {features!r}") from None
+        if not np.isfinite(values).all():
+            raise ValueError(f"{owner} feature values must be finite, got {features!r}")
+        if pairs:
+            return cls.from_pairs([entity] * len(pairs), [str(f) for f, _ in pairs], values, owner=owner)
+        empty: Any = sp.csr_array((1, 0), dtype=np.float32)
+        return cls(ids=IdMap([entity]), names=IdMap(np.array([], dtype=object)), matrix=empty, owner=owner)
+
+    def in_columns(self, names: IdMap) -> tuple[sp.csr_array, list[str]]:
+        """This matrix with its columns moved onto another feature vocabulary (a model's), and
+        the feature names that vocabulary lacks (their columns are dropped)."""
+        target = names.to_index(self.names.ids, missing="-1") if len(self.names) else np.zeros(0, np.int32)
+        unknown = [str(n) for n in self.names.ids[target < 0]] if len(target) else []
+        coo = self.matrix.tocoo()
+        cols = target[coo.col] if len(target) else coo.col
+        keep = cols >= 0
+        out = sp.csr_array((coo.data[keep], (coo.row[keep], cols[keep])),
+                           shape=(len(self.ids), len(names)))
+        return out.astype(np.float32), unknown
 
     def align(self, vocab: IdMap) -> sp.csr_array:
         """The rows of the entities of ``vocab``, in its order; an entity without features gets

@@ -39,6 +39,7 @@ mean. :meth:`BayesianFM.fold_in` places a new user from a few ratings (and their
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -46,6 +47,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cfrec.data.features import Features
+from cfrec.data.idmap import IdMap
 from cfrec.data.interactions import Interactions
 from cfrec.engines.driver import Trainer
 from cfrec.engines.gibbs import Priors, kept_sweeps
@@ -55,6 +57,8 @@ from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import FactorRecommender, RidgeFoldIn
 from cfrec.models.params import hyperparameters, invalid, param
 from cfrec.models.types import Prediction
+
+logger = logging.getLogger(__name__)
 
 
 def feature_groups(features: Features | None) -> tuple[np.ndarray, list[str]]:
@@ -293,6 +297,11 @@ class BayesianFM(FactorRecommender):
     def _feature_terms(self, params: np.ndarray, rows: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
         """Posterior-mean bias (m,) and concatenated scaled vectors (m, S*k) of entities whose
         design rows are ``rows`` (m, cols) under the kept samples' ``params`` (S, cols, 1 + k)."""
+        bias, vec = self._feature_sample_terms(params, rows)
+        return bias.mean(axis=1), vec
+
+    def _feature_sample_terms(self, params: np.ndarray, rows: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_feature_terms` with the bias of every kept sample (m, S)."""
         s_n, n_cols, kk = params.shape
         k = kk - 1
         m = sp.csr_array(rows).astype(np.float64)
@@ -301,8 +310,7 @@ class BayesianFM(FactorRecommender):
         a = np.asarray(m @ v)  # (m, S*k)
         sq = np.asarray(m.multiply(m) @ (v * v))
         inner = 0.5 * (a * a - sq).reshape(len(a), s_n, k).sum(axis=2)  # (m, S)
-        bias = (np.asarray(m @ w) + inner).mean(axis=1)
-        return bias, (a / math.sqrt(s_n)).astype(np.float32)
+        return np.asarray(m @ w) + inner, (a / math.sqrt(s_n)).astype(np.float32)
 
     def _cold_side(self, raw: np.ndarray, idx: np.ndarray, user_side: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bias, scaled vectors and a "from features" mask for raw ids of one side: known ids their
@@ -365,6 +373,81 @@ class BayesianFM(FactorRecommender):
         return Prediction(out, pred.fallback)
 
     # ------------------------------------------------------------------ cold start
+    #: New items come from their features (a model fitted with item features).
+    takes_new_items = True
+
+    def fold_in_item(self, item: Any, features: Any = None, *, users: Any = None, ratings: Any = None) -> BayesianFM:
+        """Add items that arrived after training, from their side features alone: each kept
+        sample's item terms are those of its feature columns (exactly what :meth:`predict` gives
+        an item that is in the features but had no rating), so ``recommend``, ``predict`` and
+        ``similar_items`` then take them like training items. ``item`` is a raw id with
+        ``features`` (``{name: value}``, names, or a :class:`Features` holding its row), or a
+        :class:`Features` of several items. Features the model never saw are ignored (logged);
+        an item already in the vocabulary is an error. Ratings of a new item need a refit.
+        Returns the model (changed in place: the vocabulary and item arrays grow)."""
+        self._check_fitted()
+        if self.item_features_ is None:
+            raise CfrecError("this BayesianFM was fitted without item features, so it cannot build an "
+                             "item from features; fit it on data with item features (--item-features)")
+        if users is not None or ratings is not None:
+            raise CfrecError("BayesianFM.fold_in_item builds a new item from its features alone; "
+                             "to learn from its ratings, refit with them")
+        try:
+            new = item if isinstance(item, Features) else Features.of_one(item, features, owner="item")
+        except ValueError as exc:
+            raise CfrecError(str(exc)) from None
+        if isinstance(item, Features) and features is not None:
+            raise CfrecError("fold_in_item(Features) takes the items' features from it; give no features")
+        rows, unknown = new.in_columns(self.item_features_.names)
+        if unknown:
+            logger.warning("item features the model does not know were ignored: %s", ", ".join(unknown[:10]))
+        ids = np.asarray(new.ids.ids)
+        known = self.item_map_.to_index(ids, missing="-1")
+        if (known >= 0).any():
+            raise CfrecError(f"item {ids[known >= 0][0]!r} is already in the model; fold_in_item adds new items")
+        bias_s, vec = self._feature_sample_terms(self.sample_item_params_, rows)  # (m, S), (m, S*k)
+        s_n, k = len(self.sample_global_), int(self.n_factors)
+        old = self.item_map_
+        merged = IdMap(np.concatenate([old.ids, ids.astype(old.ids.dtype, copy=False)]))
+        old_pos = merged.to_index(old.ids).astype(np.int64)
+        new_pos = merged.to_index(ids).astype(np.int64)
+        n = len(merged)
+
+        def grow(arr: np.ndarray, new_rows: np.ndarray, axis: int = 0) -> np.ndarray:
+            shape = list(arr.shape)
+            shape[axis] = n
+            out = np.zeros(shape, dtype=arr.dtype)
+            np.moveaxis(out, axis, 0)[old_pos] = np.moveaxis(arr, axis, 0)
+            np.moveaxis(out, axis, 0)[new_pos] = np.moveaxis(new_rows.astype(arr.dtype), axis, 0)
+            return out
+
+        self.item_bias_ = grow(self.item_bias_, bias_s.mean(axis=1))
+        self.item_factors_ = grow(self.item_factors_, vec)
+        self.item_mean_factors_ = grow(self.item_mean_factors_,
+                                       vec.reshape(len(ids), s_n, k).mean(axis=1) * math.sqrt(s_n))
+        self.sample_item_bias_ = grow(self.sample_item_bias_, bias_s.T, axis=1)
+        if self.implicit:  # a new item is in nobody's rated set: a zero implicit column
+            f_u = 0 if self.user_features_ is None else self.user_features_.n_features
+            head, tail = self.sample_user_params_[:, :f_u], self.sample_user_params_[:, f_u:]
+            tail = grow(tail, np.zeros((s_n, len(ids), 1 + k), tail.dtype), axis=1)
+            self.sample_user_params_ = np.concatenate([head, tail], axis=1)
+        feats = self.item_features_
+        src = np.empty(len(feats.ids) + len(ids), dtype=np.int64)
+        all_ids = IdMap(np.concatenate([feats.ids.ids, ids.astype(feats.ids.ids.dtype, copy=False)]))
+        src[all_ids.to_index(feats.ids.ids)] = np.arange(len(feats.ids))
+        src[all_ids.to_index(ids)] = len(feats.ids) + np.arange(len(ids))
+        stacked = sp.csr_array(sp.vstack([feats.matrix, rows], format="csr"))
+        self.item_features_ = Features(all_ids, feats.names, sp.csr_array(stacked[src]), owner="item",
+                                       source=feats.source)
+        seen = self.seen_
+        remap = old_pos.astype(np.int32)
+        self.seen_ = sp.csr_array((seen.data, remap[seen.indices] if seen.nnz else seen.indices, seen.indptr),
+                                  shape=(seen.shape[0], n))
+        if self.item_info_ is not None:
+            self.item_info_ = self.item_info_.reindex(merged.ids)
+        self.item_map_ = merged
+        return self
+
     def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
         """A new user from a few ratings, solved against every kept posterior sample.
 
