@@ -35,6 +35,7 @@ import scipy.sparse as sp
 import torch
 
 from cfrec.distributed.blocks import RankData
+from cfrec.distributed.launch import maybe_kill
 from cfrec.distributed.runtime import Context
 from cfrec.engines.backend import resolve_device, to_numpy
 from cfrec.engines.cg import CGEngine, cg_engine
@@ -169,6 +170,7 @@ def fit_blocked(model: ALS | IALS, data: RankData, ctx: Context, *,
         model.user_factors_, model.item_factors_ = user, item
     iterations = max(1, len(history))
     loop_bytes = sum(int(rec.get("bytes_sent", 0)) for rec in history)
+    all_ranks = int(ctx.all_reduce_sum([loop_bytes], op="final")[0])
     model.fit_info_ = {
         "dataset": data.name,
         "fingerprint": fingerprint,
@@ -180,6 +182,7 @@ def fit_blocked(model: ALS | IALS, data: RankData, ctx: Context, *,
             "world_size": ctx.world_size,
             "backend": ctx.backend,
             "bytes_sent_per_iteration_rank0": loop_bytes // iterations,
+            "bytes_sent_per_iteration_all_ranks": all_ranks // iterations,
             "bytes_sent_total_rank0": ctx.sent.total - sent_before,
         },
     }
@@ -188,7 +191,8 @@ def fit_blocked(model: ALS | IALS, data: RankData, ctx: Context, *,
 
 def _run(name: str, iterations: int, on_epoch: EpochCallback | None, ctx: Context,
          step: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
-    def iteration(_: int) -> dict[str, Any]:
+    def iteration(epoch: int) -> dict[str, Any]:
+        maybe_kill(ctx.rank, epoch)
         before = ctx.sent.total
         record = step()
         record["bytes_sent"] = ctx.sent.total - before

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -98,9 +99,10 @@ class Context:
         try:
             yield
         except (RuntimeError, dist.DistError) as exc:
+            # the transport's first sentence, without its source location
+            detail = re.sub(r"^\[[^\]]*\]\s*", "", (str(exc).splitlines() or [""])[0]).split(". ")[0]
             raise RankFailed(f"rank {self.rank}: {op} across {self.world_size} ranks failed: another rank "
-                             f"stopped or timed out (its own error says why) [{str(exc).splitlines()[0]}]"
-                             ) from None
+                             f"stopped or timed out (its own error says why) [{detail}]") from None
 
     def all_gather_rows(self, block: Any, sizes: list[int] | np.ndarray, op: str = "all_gather") -> Any:
         """Every rank's ``block`` of rows stacked in rank order (blocks of ``sizes[r]`` rows).
