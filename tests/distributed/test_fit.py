@@ -1,0 +1,92 @@
+"""Blocked ALS and iALS: the model of a single-process fit (same seed and iterations), on one
+process and on two processes over gloo."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch.multiprocessing as mp
+
+from cfrec.distributed import Context, fit_blocked, rank_data
+from cfrec.errors import CfrecError
+from cfrec.models.baseline import Baseline
+from tests.distributed._workers import CASES, case_data, case_model, fit_cases
+
+RTOL = 1e-4
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest difference relative to the largest magnitude of the reference."""
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every case fitted by a job of two processes on gloo (one job: start-up is the cost)."""
+    out = tmp_path_factory.mktemp("dist")
+    mp.spawn(fit_cases, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def single() -> dict[str, Any]:
+    return {name: case_model(model, params).fit(case_data(kind)) for name, model, params, kind in CASES}
+
+
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_two_ranks_equal_one_process(case: str, two_ranks: Path, single: dict[str, Any]) -> None:
+    ref = single[case]
+    users, items = np.load(two_ranks / f"{case}-users.npy"), np.load(two_ranks / f"{case}-items.npy")
+    assert users.shape == ref.user_factors_.shape and items.shape == ref.item_factors_.shape
+    assert _rel(users, ref.user_factors_) <= RTOL
+    assert _rel(items, ref.item_factors_) <= RTOL
+    if case == "als":
+        assert _rel(np.load(two_ranks / f"{case}-user-bias.npy"), ref.user_bias_) <= RTOL
+        assert _rel(np.load(two_ranks / f"{case}-item-bias.npy"), ref.item_bias_) <= RTOL
+    loss = np.load(two_ranks / f"{case}-loss.npy")
+    np.testing.assert_allclose(loss, [r["train_loss"] for r in ref.history_], rtol=1e-5)
+    assert np.array_equal(np.load(two_ranks / f"{case}-seen.npy"), ref.seen_.toarray())
+
+
+def test_bytes_sent_stay_within_the_bound(two_ranks: Path, single: dict[str, Any]) -> None:
+    """Rank 0 sends its factor blocks once an iteration (plus a few scalars and the Gram):
+    under (users + items) x k x 4 bytes, half the bound for the whole job."""
+    for name, model, params, _ in CASES:
+        ref = single[name]
+        width = ref.user_factors_.shape[1] + (1 if model == "als" else 0)
+        sent = np.load(two_ranks / f"{name}-bytes.npy")
+        bound = (ref.user_factors_.shape[0] + ref.item_factors_.shape[0]) * width * 4
+        assert np.all(sent > 0) and np.all(sent <= bound), (name, sent, bound)
+
+
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_one_process_context_is_the_plain_fit(case: str, single: dict[str, Any]) -> None:
+    _, model, params, kind = next(c for c in CASES if c[0] == case)
+    ctx = Context.local()
+    fitted = fit_blocked(case_model(model, params), rank_data(case_data(kind), 0, 1), ctx)
+    ref = single[case]
+    assert _rel(fitted.user_factors_, ref.user_factors_) <= RTOL
+    assert _rel(fitted.item_factors_, ref.item_factors_) <= RTOL
+    assert fitted.user_map_ == ref.user_map_ and fitted.item_map_ == ref.item_map_
+    assert fitted.global_mean_ == pytest.approx(ref.global_mean_, rel=1e-12)
+    assert ctx.sent.total == 0
+    if model == "ials" and ref.weighting_stats_ is not None:
+        np.testing.assert_array_equal(fitted.weighting_stats_.idf, ref.weighting_stats_.idf)
+
+
+def test_refuses_models_without_a_blocked_fit() -> None:
+    data = rank_data(case_data("ratings"), 0, 1)
+    with pytest.raises(CfrecError, match="Baseline has no distributed fit"):
+        fit_blocked(Baseline(), data, Context.local())  # type: ignore[arg-type]
+    with pytest.raises(CfrecError, match="solver=cg"):
+        fit_blocked(case_model("als", {"solver": "exact"}), data, Context.local())
