@@ -61,7 +61,7 @@ def test_two_ranks_equal_one_process(case: str, two_ranks: Path, single: dict[st
 def test_bytes_sent_stay_within_the_bound(two_ranks: Path, single: dict[str, Any]) -> None:
     """Rank 0 sends its factor blocks once an iteration (plus a few scalars and the Gram):
     under (users + items) x k x 4 bytes, half the bound for the whole job."""
-    for name, model, params, _ in CASES:
+    for name, model, _params, _ in CASES:
         ref = single[name]
         width = ref.user_factors_.shape[1] + (1 if model == "als" else 0)
         sent = np.load(two_ranks / f"{name}-bytes.npy")
