@@ -32,7 +32,6 @@ from cfrec.cli._stages import StageLog
 from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError
 from cfrec.models.registry import model_names
-from cfrec.threads import ENV_VAR
 
 if TYPE_CHECKING:
     from cfrec.models.base import Recommender
@@ -137,10 +136,6 @@ def _distributed_world(cls: type[Recommender], nproc: int | None) -> int:
             fail(f"--nproc {nproc} inside a torchrun job of {world} processes: give one or the other")
         if _rank() != 0:
             console.quiet = True  # only rank 0 prints
-        if not os.environ.get(ENV_VAR, "").strip():  # share this machine's cores among its ranks
-            from cfrec.distributed.launch import threads_per_rank
-
-            os.environ[ENV_VAR] = str(threads_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
         return world
     from cfrec.distributed.launch import launch_local, strip_nproc
 

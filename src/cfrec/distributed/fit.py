@@ -25,6 +25,7 @@ padding of uneven blocks included), which :func:`needed_rows` lets one compare.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -35,7 +36,7 @@ import scipy.sparse as sp
 import torch
 
 from cfrec.distributed.blocks import RankData
-from cfrec.distributed.launch import maybe_kill
+from cfrec.distributed.launch import maybe_kill, threads_per_rank
 from cfrec.distributed.runtime import Context
 from cfrec.engines.backend import resolve_device, to_numpy
 from cfrec.engines.cg import CGEngine, cg_engine
@@ -46,6 +47,7 @@ from cfrec.errors import CfrecError
 from cfrec.models.als import ALS
 from cfrec.models.base import EpochCallback
 from cfrec.models.ials import IALS
+from cfrec.threads import configured_threads
 
 #: Models with a blocked fit.
 BLOCKED_MODELS = ("als", "ials")
@@ -147,10 +149,11 @@ def fit_blocked(model: ALS | IALS, data: RankData, ctx: Context, *,
     model.global_mean_ = float(total / data.n_interactions)
     model.history_ = []
     dev = resolve_device(model.device)
+    threads = _rank_threads(model.threads)
     if isinstance(model, IALS):
-        user, item, history = _ials(model, data, ctx, dev, on_epoch)
+        user, item, history = _ials(model, data, ctx, dev, threads, on_epoch)
     else:
-        user, item, history = _als(model, data, ctx, dev, on_epoch)
+        user, item, history = _als(model, data, ctx, dev, threads, on_epoch)
     model.history_.extend(history)
     seen = ctx.gather_arrays(data.by_user.users.astype(np.int64) * data.n_items + data.by_user.items, op="final")
     # rank 0 gets the seen pairs (the saved model's); the others an empty matrix of that shape
@@ -189,6 +192,15 @@ def fit_blocked(model: ALS | IALS, data: RankData, ctx: Context, *,
     return model
 
 
+def _rank_threads(threads: int | None) -> int | None:
+    """The model's ``threads``, else ``CFREC_NUM_THREADS``, else this machine's cores shared
+    among its ranks (``LOCAL_WORLD_SIZE``, set by torchrun): ranks on one machine do not
+    oversubscribe its cores by default."""
+    if threads is not None or configured_threads() is not None:
+        return threads
+    return threads_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+
+
 def _run(name: str, iterations: int, on_epoch: EpochCallback | None, ctx: Context,
          step: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
     def iteration(epoch: int) -> dict[str, Any]:
@@ -201,7 +213,7 @@ def _run(name: str, iterations: int, on_epoch: EpochCallback | None, ctx: Contex
     return Trainer(name, iterations, on_epoch).run(iteration)
 
 
-def _ials(model: IALS, data: RankData, ctx: Context, dev: torch.device,
+def _ials(model: IALS, data: RankData, ctx: Context, dev: torch.device, threads: int | None,
           on_epoch: EpochCallback | None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     k = int(model.n_factors)
     blocks, rank = data.blocks, data.rank
@@ -223,7 +235,7 @@ def _ials(model: IALS, data: RankData, ctx: Context, dev: torch.device,
                                  stats, lengths)
     rated_local = float(len(w_user)) + float(np.sum(w_user, dtype=np.float64))
     rated = float(ctx.all_reduce_sum([rated_local], op="setup")[0])
-    with _Engines(data, dev, k, model.threads) as eng:
+    with _Engines(data, dev, k, threads) as eng:
         xp = eng.xp
         w_u = _like(xp, w_user[eng.us.order])
         w_i = _like(xp, w_item[eng.its.order])
@@ -251,14 +263,14 @@ def _ials(model: IALS, data: RankData, ctx: Context, dev: torch.device,
     return user, item, history
 
 
-def _als(model: ALS, data: RankData, ctx: Context, dev: torch.device,
+def _als(model: ALS, data: RankData, ctx: Context, dev: torch.device, threads: int | None,
          on_epoch: EpochCallback | None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     k = int(model.n_factors)
     blocks, rank = data.blocks, data.rank
     i0, i1 = blocks.item_range(rank)
     penalty = model._penalty()
     mu = np.float32(model.global_mean_)
-    with _Engines(data, dev, k + 1, model.threads) as eng:
+    with _Engines(data, dev, k + 1, threads) as eng:
         xp = eng.xp
         t_u = _like(xp, data.by_user.ratings[eng.us.order] - mu)
         t_i = _like(xp, data.by_item.ratings[eng.its.order] - mu)
