@@ -90,3 +90,19 @@ def test_refuses_models_without_a_blocked_fit() -> None:
         fit_blocked(Baseline(), data, Context.local())  # type: ignore[arg-type]
     with pytest.raises(CfrecError, match="solver=cg"):
         fit_blocked(case_model("als", {"solver": "exact"}), data, Context.local())
+
+
+@pytest.mark.parametrize("model", ["ials", "als"])
+def test_resumed_fit_equals_an_uninterrupted_one(model: str, tmp_path: Path) -> None:
+    kind = "log" if model == "ials" else "ratings"
+    part = rank_data(case_data(kind), 0, 1)
+    whole = fit_blocked(case_model(model, {"iterations": 6}), part, Context.local())
+    first = fit_blocked(case_model(model, {"iterations": 3}), part, Context.local(), checkpoint=tmp_path)
+    assert [r["epoch"] for r in first.history_] == [1, 2, 3]
+    resumed = fit_blocked(case_model(model, {"iterations": 6}), part, Context.local(), checkpoint=tmp_path)
+    assert [r["epoch"] for r in resumed.history_] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal(resumed.user_factors_, whole.user_factors_)
+    np.testing.assert_array_equal(resumed.item_factors_, whole.item_factors_)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0-of-1-iter6.safetensors", "state.json"]
+    with pytest.raises(CfrecError, match="checkpoints of another job"):
+        fit_blocked(case_model(model, {"iterations": 6, "seed": 9}), part, Context.local(), checkpoint=tmp_path)

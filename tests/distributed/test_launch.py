@@ -59,3 +59,19 @@ def test_killed_rank_leaves_the_previous_model(ratings: Path, tmp_path: Path) ->
     assert "Traceback" not in failed.stderr
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
+
+
+@pytest.mark.slow
+def test_restarted_job_resumes_from_its_checkpoint(ratings: Path, tmp_path: Path) -> None:
+    """Rank 1 is killed at iteration 3; the job restarts once, resumes after iteration 2 and
+    saves the model of an uninterrupted single-process fit."""
+    assert main(["train", str(ratings), *ARGS, "--out", str(tmp_path / "one")]) == 0
+    cmd = [sys.executable, "-m", "cfrec", "train", str(ratings), *ARGS, "--nproc", "2", "--max-restarts", "1",
+           "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "two")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, FAULT_ENV: "1:3"})
+    assert done.returncode == 0, done.stderr
+    one, two = Recommender.load(tmp_path / "one"), Recommender.load(tmp_path / "two")
+    assert [r["epoch"] for r in two.history_] == [1, 2, 3, 4]
+    assert np.abs(two.item_factors_ - one.item_factors_).max() <= 1e-4 * np.abs(one.item_factors_).max()
+    assert np.abs(two.user_factors_ - one.user_factors_).max() <= 1e-4 * np.abs(one.user_factors_).max()

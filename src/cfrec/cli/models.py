@@ -121,7 +121,7 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
-def _distributed_world(cls: type[Recommender], nproc: int | None) -> int:
+def _distributed_world(cls: type[Recommender], nproc: int | None, max_restarts: int = 0) -> int:
     """The job's world size (1: a plain fit), or 0 after launching ``--nproc`` processes here."""
     from cfrec.distributed import BLOCKED_MODELS, world_size_from_env
 
@@ -143,11 +143,11 @@ def _distributed_world(cls: type[Recommender], nproc: int | None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     assert nproc is not None
-    launch_local(nproc, strip_nproc(list(argv)))
+    launch_local(nproc, strip_nproc(list(argv)), max_restarts=max_restarts)
     return 0
 
 
-def _fit_distributed(estimator: Any, train_part: Any, on_epoch: Any) -> None:
+def _fit_distributed(estimator: Any, train_part: Any, on_epoch: Any, checkpoint: Path | None) -> None:
     """Every rank's share of the blocked fit (rank 0 alone reports progress)."""
     from cfrec.distributed import fit_blocked, from_env, rank_data
     from cfrec.models.base import _item_info_for
@@ -156,7 +156,7 @@ def _fit_distributed(estimator: Any, train_part: Any, on_epoch: Any) -> None:
         data = train_part.compact()
         fit_blocked(estimator, rank_data(data, ctx.rank, ctx.world_size), ctx,
                     on_epoch=on_epoch if ctx.is_main else None, fingerprint=train_part.fingerprint(),
-                    item_info=_item_info_for(data) if ctx.is_main else None)
+                    item_info=_item_info_for(data) if ctx.is_main else None, checkpoint=checkpoint)
 
 
 # ---------------------------------------------------------------------- train
@@ -194,6 +194,12 @@ def train(
         "--nproc", min=1, help="Processes on this machine (als, ials): a blocked fit on torch.distributed, "
                                "the same model as one process; across machines start it with torchrun "
                                "(docs/distributed.md).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Distributed fit: save every rank's blocks after each iteration in this folder and resume "
+             "from the last complete one (after --max-restarts, or a job started again).")] = None,
+    max_restarts: Annotated[int, typer.Option(
+        "--max-restarts", min=0, help="With --nproc: restart the processes this many times after a "
+                                      "failure (use --checkpoint to resume rather than start over).")] = 0,
 ) -> None:
     """Train a model on the train part of a split, score the test part and save the model.
 
@@ -229,9 +235,11 @@ def train(
         fail(f"invalid hyperparameters for {cls.name}: {exc}")
 
     check_writable(out)  # before a long fit, not after it
-    world = _distributed_world(cls, nproc)
+    world = _distributed_world(cls, nproc, max_restarts)
     if world == 0:  # this process launched the job: its ranks did the work
         return
+    if checkpoint is not None and world == 1:
+        fail("--checkpoint applies to a distributed fit (--nproc N or torchrun)")
     main_rank = world == 1 or _rank() == 0
     to_err = json_out
     stages = StageLog()
@@ -258,7 +266,7 @@ def train(
     with stages.stage("fit"):
         try:
             if world > 1:
-                _fit_distributed(estimator, train_part, on_epoch)
+                _fit_distributed(estimator, train_part, on_epoch, checkpoint)
             else:
                 estimator.fit(train_part, on_epoch=on_epoch)
         except ValueError as exc:

@@ -29,6 +29,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ import scipy.sparse as sp
 import torch
 
 from cfrec.distributed.blocks import RankData
+from cfrec.distributed.checkpoint import Checkpoints
 from cfrec.distributed.launch import maybe_kill, threads_per_rank
 from cfrec.distributed.runtime import Context
 from cfrec.engines.backend import resolve_device, to_numpy
@@ -102,6 +104,26 @@ class _Engines:
         self._stack.close()
 
 
+def _gather_seen(data: RankData, ctx: Context) -> sp.csr_array:
+    """The users x items matrix of seen pairs (ones, repeated pairs summed, as a single-process
+    fit keeps it) on rank 0, from the user blocks' rows: each rank sends its block's row
+    lengths and column indices (int32). The other ranks get an empty matrix of that shape."""
+    u0, u1 = data.blocks.user_range(data.rank)
+    bu = data.by_user
+    block = sp.csr_array((np.ones(len(bu), dtype=np.float32), (bu.users - np.int32(u0), bu.items)),
+                         shape=(u1 - u0, data.n_items))
+    block.sum_duplicates()
+    lengths = ctx.gather_arrays(np.diff(block.indptr).astype(np.int64), op="final")
+    indices = ctx.gather_arrays(block.indices.astype(np.int32, copy=False), op="final")
+    values = ctx.gather_arrays(block.data.astype(np.float32, copy=False), op="final")
+    if lengths is None or indices is None or values is None:
+        return sp.csr_array((np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(data.n_users + 1, np.int64)),
+                            shape=(data.n_users, data.n_items))
+    indptr = np.zeros(data.n_users + 1, dtype=np.int64)
+    np.cumsum(np.concatenate(lengths), out=indptr[1:])
+    return sp.csr_array((np.concatenate(values), np.concatenate(indices), indptr), shape=(data.n_users, data.n_items))
+
+
 def _weighting_stats(model: IALS, data: RankData, ctx: Context) -> WeightingStats | None:
     """The weighting's statistics of the whole training set: item document frequencies from the
     item blocks, user lengths from the user blocks, gathered (once, before the iterations)."""
@@ -124,13 +146,15 @@ def _weighting_stats(model: IALS, data: RankData, ctx: Context) -> WeightingStat
 
 def fit_blocked(model: ALS | IALS, data: RankData, ctx: Context, *,
                 on_epoch: EpochCallback | None = None, fingerprint: str | None = None,
-                item_info: Any = None) -> ALS | IALS:
+                item_info: Any = None, checkpoint: str | Path | None = None) -> ALS | IALS:
     """Fit ``model`` on the job's data, of which this rank holds ``data``; every rank calls it.
 
     Returns the fitted model on every rank (the whole factor tables are gathered at the end;
     only rank 0 should save it). ``on_epoch`` receives each iteration's record (the same on
     every rank; pass it on rank 0 only to print once); records add ``bytes_sent`` (this rank's
-    bytes sent that iteration).
+    bytes sent that iteration). With ``checkpoint`` (a folder) every rank's blocks are saved
+    after each iteration and a restarted job resumes from the last complete iteration
+    (:mod:`cfrec.distributed.checkpoint`).
     """
     if not isinstance(model, ALS | IALS):
         raise CfrecError(f"{type(model).__name__} has no distributed fit; models with one: "
@@ -150,21 +174,13 @@ def fit_blocked(model: ALS | IALS, data: RankData, ctx: Context, *,
     model.history_ = []
     dev = resolve_device(model.device)
     threads = _rank_threads(model.threads)
+    checkpoints = None if checkpoint is None else Checkpoints(checkpoint, ctx, data, model, fingerprint)
     if isinstance(model, IALS):
-        user, item, history = _ials(model, data, ctx, dev, threads, on_epoch)
+        user, item, history = _ials(model, data, ctx, dev, threads, on_epoch, checkpoints)
     else:
-        user, item, history = _als(model, data, ctx, dev, threads, on_epoch)
+        user, item, history = _als(model, data, ctx, dev, threads, on_epoch, checkpoints)
     model.history_.extend(history)
-    seen = ctx.gather_arrays(data.by_user.users.astype(np.int64) * data.n_items + data.by_user.items, op="final")
-    # rank 0 gets the seen pairs (the saved model's); the others an empty matrix of that shape
-    model.seen_ = sp.csr_array((np.zeros(0, np.float32), (np.zeros(0, np.int32), np.zeros(0, np.int32))),
-                               shape=(data.n_users, data.n_items))
-    if seen is not None:
-        flat = np.concatenate(seen)
-        mat = sp.csr_array((np.ones(len(flat), dtype=np.float32), (flat // data.n_items, flat % data.n_items)),
-                           shape=(data.n_users, data.n_items))
-        mat.sum_duplicates()
-        model.seen_ = mat
+    model.seen_ = _gather_seen(data, ctx)
     model.item_info_ = item_info
     if isinstance(model, ALS):
         model.user_bias_, model.item_bias_ = user[:, 0].copy(), item[:, 0].copy()
@@ -201,20 +217,40 @@ def _rank_threads(threads: int | None) -> int | None:
     return threads_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
-def _run(name: str, iterations: int, on_epoch: EpochCallback | None, ctx: Context,
-         step: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
+def _run(name: str, model: ALS | IALS, on_epoch: EpochCallback | None, ctx: Context, xp: Any,
+         state: dict[str, Any], step: Callable[[], dict[str, Any]],
+         checkpoints: Checkpoints | None) -> list[dict[str, Any]]:
+    """Run the iterations not yet done: from the last checkpoint when there is one (its blocks
+    replace ``state["p"]``, ``state["q"]``), checkpointing after each when asked."""
+    total, done = int(model.iterations), 0
+    records: list[dict[str, Any]] = []
+    resumed = checkpoints.resume() if checkpoints is not None else None
+    if resumed is not None:
+        done, records = resumed.iteration, list(resumed.history)
+        state["p"], state["q"] = _like(xp, resumed.users), _like(xp, resumed.items)
+
     def iteration(epoch: int) -> dict[str, Any]:
-        maybe_kill(ctx.rank, epoch)
+        maybe_kill(ctx.rank, done + epoch)
         before = ctx.sent.total
         record = step()
         record["bytes_sent"] = ctx.sent.total - before
+        record["epoch"] = done + epoch
         return record
 
-    return Trainer(name, iterations, on_epoch).run(iteration)
+    def finished(record: dict[str, Any]) -> None:
+        record = {key: value for key, value in record.items() if key != "epochs"}
+        records.append(record)
+        if checkpoints is not None:
+            checkpoints.save(int(record["epoch"]), to_numpy(state["p"]), to_numpy(state["q"]), records)
+        if on_epoch is not None:
+            on_epoch({**record, "epochs": total})
+
+    Trainer(name, max(0, total - done), finished).run(iteration)
+    return records
 
 
 def _ials(model: IALS, data: RankData, ctx: Context, dev: torch.device, threads: int | None,
-          on_epoch: EpochCallback | None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+          on_epoch: EpochCallback | None, checkpoints: Checkpoints | None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     k = int(model.n_factors)
     blocks, rank = data.blocks, data.rank
     i0, i1 = blocks.item_range(rank)
@@ -253,18 +289,18 @@ def _ials(model: IALS, data: RankData, ctx: Context, dev: torch.device, threads:
             p_all = ctx.all_gather_rows(p, blocks.user_sizes(), op="factors")
             gram = _like(xp, ctx.all_reduce_sum(_gram64(p), op="gram").astype(np.float32))
             q, f = model._cg_half(eng.items, eng.its, p_all, state["q"], w_i, reg_i, gram=gram)
-            state.update(p=p, q=q, p_all=p_all)
+            state.update(p=p, q=q)
             parts = ctx.all_reduce_sum([2.0 * f, xp.sum64(reg_u[:, 0] * xp.rowdot(p, p))], op="loss")
             return {"train_loss": (rated + float(parts.sum())) / data.n_interactions}
 
-        history = _run("iALS", int(model.iterations), on_epoch, ctx, step)
-        user = to_numpy(state["p_all"])
+        history = _run("iALS", model, on_epoch, ctx, xp, state, step, checkpoints)
+        user = to_numpy(ctx.all_gather_rows(state["p"], blocks.user_sizes(), op="final"))
         item = to_numpy(ctx.all_gather_rows(state["q"], blocks.item_sizes(), op="final"))
     return user, item, history
 
 
 def _als(model: ALS, data: RankData, ctx: Context, dev: torch.device, threads: int | None,
-         on_epoch: EpochCallback | None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+         on_epoch: EpochCallback | None, checkpoints: Checkpoints | None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     k = int(model.n_factors)
     blocks, rank = data.blocks, data.rank
     i0, i1 = blocks.item_range(rank)
@@ -278,22 +314,22 @@ def _als(model: ALS, data: RankData, ctx: Context, dev: torch.device, threads: i
         n_u, n_i = _like(xp, eng.us.counts), _like(xp, eng.its.counts)
         diag_u = _like(xp, penalty.diagonal(eng.us.counts, k))
         diag_i = _like(xp, penalty.diagonal(eng.its.counts, k))
-        state: dict[str, Any] = {"user": xp.zeros((len(eng.us.counts), k + 1)),
-                                 "item": _like(xp, model._initial_items(data.n_items)[i0:i1])}
+        state: dict[str, Any] = {"p": xp.zeros((len(eng.us.counts), k + 1)),
+                                 "q": _like(xp, model._initial_items(data.n_items)[i0:i1])}
 
         def step() -> dict[str, Any]:
-            item_all = ctx.all_gather_rows(state["item"], blocks.item_sizes(), op="factors")
-            user, _ = model._cg_half(eng.users, eng.us, item_all, state["user"], t_u, item_of, diag_u)
+            item_all = ctx.all_gather_rows(state["q"], blocks.item_sizes(), op="factors")
+            user, _ = model._cg_half(eng.users, eng.us, item_all, state["p"], t_u, item_of, diag_u)
             del item_all
             user_all = ctx.all_gather_rows(user, blocks.user_sizes(), op="factors")
-            item, sse = model._cg_half(eng.items, eng.its, user_all, state["item"], t_i, user_of, diag_i)
-            state.update(user=user, item=item, user_all=user_all)
+            item, sse = model._cg_half(eng.items, eng.its, user_all, state["q"], t_i, user_of, diag_i)
+            state.update(p=user, q=item)
             pen = penalty_value(xp, penalty, n_u, user[:, 0], user[:, 1:], n_i, item[:, 0], item[:, 1:])
             sse, pen = ctx.all_reduce_sum([sse, pen], op="loss")
             n = data.n_interactions
             return {"train_loss": float(sse + pen) / n, "train_rmse": (max(float(sse), 0.0) / n) ** 0.5}
 
-        history = _run("ALS", int(model.iterations), on_epoch, ctx, step)
-        user = to_numpy(state["user_all"])
-        item = to_numpy(ctx.all_gather_rows(state["item"], blocks.item_sizes(), op="final"))
+        history = _run("ALS", model, on_epoch, ctx, xp, state, step, checkpoints)
+        user = to_numpy(ctx.all_gather_rows(state["p"], blocks.user_sizes(), op="final"))
+        item = to_numpy(ctx.all_gather_rows(state["q"], blocks.item_sizes(), op="final"))
     return user, item, history

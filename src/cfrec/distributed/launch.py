@@ -18,7 +18,7 @@ from cfrec.errors import CfrecError
 from cfrec.threads import available_cores
 
 #: Set on a rank to make it kill itself (SIGKILL) at an iteration, ``RANK:ITERATION``: rehearses
-#: a machine lost mid-job (what ``--out`` and the error then show).
+#: a machine lost mid-job (what ``--out`` and the error then show; a restarted job is spared).
 FAULT_ENV = "CFREC_DIST_KILL"
 
 
@@ -69,7 +69,8 @@ def launch_local(nproc: int, argv: list[str], *, max_restarts: int = 0) -> None:
 def maybe_kill(rank: int, iteration: int) -> None:
     """Kill this process when :data:`FAULT_ENV` names this rank and iteration."""
     raw = os.environ.get(FAULT_ENV, "").strip()
-    if raw and raw == f"{rank}:{iteration}":
+    restarted = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0")
+    if raw and raw == f"{rank}:{iteration}" and not restarted:  # a restarted job runs through
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
