@@ -51,9 +51,25 @@ def _model(args: argparse.Namespace) -> Any:
     return IALS(n_factors=args.factors, iterations=args.iterations, threads=args.threads, device="cpu")
 
 
-def _report(record: dict[str, Any], history: list[dict[str, Any]]) -> None:
+class _CpuClock:
+    """CPU seconds of this process in each iteration (``on_epoch``: called after each)."""
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+
+    def __call__(self, _: dict[str, Any]) -> None:
+        self.marks.append(time.process_time())
+
+    def per_iteration(self) -> list[float]:
+        return [round(b - a, 3) for a, b in zip(self.marks[:-1], self.marks[1:], strict=True)]
+
+
+def _report(record: dict[str, Any], history: list[dict[str, Any]], clock: _CpuClock) -> None:
     secs = [float(r["seconds"]) for r in history]
+    cpu = clock.per_iteration()
     record.update(iteration_seconds=[round(s, 3) for s in secs],
+                  iteration_cpu_seconds_after_first=cpu,
+                  median_iteration_cpu_seconds=round(float(np.median(cpu)), 3) if cpu else None,
                   median_iteration_seconds=round(float(np.median(secs[1:] if len(secs) > 1 else secs)), 3),
                   peak_rss_gb=round(_rss_gb(), 3), load_avg_1min=os.getloadavg()[0])
     print(json.dumps(record), flush=True)
@@ -88,8 +104,9 @@ def single(args: argparse.Namespace) -> None:
         data = Interactions(z["users"], z["items"], z["ratings"], np.zeros(len(z["users"]), np.int64),
                             IdMap.from_sorted_unique(np.arange(n_users)),
                             IdMap.from_sorted_unique(np.arange(n_items)), name=args.dir)
-    model = _model(args).fit(data)
-    _report({"mode": "single", "threads": args.threads, "factors": args.factors}, model.history_)
+    clock = _CpuClock()
+    model = _model(args).fit(data, on_epoch=clock)
+    _report({"mode": "single", "threads": args.threads, "factors": args.factors}, model.history_, clock)
     if args.save:
         np.savez(args.save, users=model.user_factors_, items=model.item_factors_)
 
@@ -108,7 +125,8 @@ def ranks(args: argparse.Namespace) -> None:
                         IdMap.from_sorted_unique(np.arange(blocks.n_items)), (1.0, 5.0), False, int(z["n"][0]),
                         args.dir)
     with from_env("cpu") as ctx:
-        model = fit_blocked(_model(args), data, ctx)
+        clock = _CpuClock()
+        model = fit_blocked(_model(args), data, ctx, on_epoch=clock)
         k = args.factors
         bound = 2 * (blocks.n_users + blocks.n_items) * k * 4
         info = model.fit_info_["distributed"]
@@ -116,7 +134,7 @@ def ranks(args: argparse.Namespace) -> None:
         _report({"mode": "ranks", "rank": ctx.rank, "world": ctx.world_size, "threads": args.threads,
                  "factors": k, "bytes_sent_per_iteration": sent[-1],
                  "bytes_sent_per_iteration_all_ranks": info["bytes_sent_per_iteration_all_ranks"],
-                 "bound_2x_users_plus_items_k_4B": bound}, model.history_)
+                 "bound_2x_users_plus_items_k_4B": bound}, model.history_, clock)
         if args.save and ctx.is_main:
             np.savez(args.save, users=model.user_factors_, items=model.item_factors_)
 
@@ -130,27 +148,38 @@ def compare(args: argparse.Namespace) -> None:
 def project(args: argparse.Namespace) -> None:
     """Iteration time and memory per machine of blocked iALS at scale, from measured rates.
 
-    Assumptions (stated in the output): compute splits evenly over machines (blocks balanced
-    by interactions); each iteration every machine receives the other machines' factor rows
-    (all-gather: (users + items) x k x 4 bytes x (M - 1) / M) over a link of ``--gbit`` Gbit/s
-    at ``--efficiency`` of line rate, not overlapped with compute; memory per machine is its
-    two parts of the interactions (``--bytes-per-interaction`` each, both sides) plus the full
-    factor tables (gathered) and the solver's buffers (3 more tables of its own rows).
+    Assumptions (printed with the table): compute splits evenly over the machines (blocks
+    balanced by interactions) at the measured seconds per interaction of one iteration on one
+    core (``--seconds-per-interaction``) times ``--cores-per-machine`` cores working in parallel;
+    the network is ``--gbit`` Gbit/s per machine at ``--efficiency`` of line rate, not
+    overlapped with compute. Two exchanges are costed: the all-gather cfrec does (every machine
+    receives every other block's rows: ``(users + items) x k x 4 x (M - 1) / M`` bytes) and an
+    all-to-all of only the rows a block's interactions name (at most ``interactions / M`` rows
+    of each side, and never more than the side has). Memory per machine: its two parts of the
+    interactions at ``--bytes-per-interaction`` (measured: a rank's RSS above an empty process
+    over the interactions it holds) plus, for the all-gather, the whole factor tables.
     """
     rows = []
     for total in (1e9, 1e10):
         users, items = total / args.per_user, total / args.per_item
         for machines in (8, 64):
-            compute = total * args.seconds_per_interaction / machines
-            table = (users + items) * args.factors * 4
-            wire = table * (machines - 1) / machines
-            comm = wire * 8 / (args.gbit * 1e9 * args.efficiency)
-            memory = (2 * total / machines * args.bytes_per_interaction + table
-                      + 3 * table / machines)
-            rows.append({"interactions": f"{total:.0e}", "machines": machines, "users": int(users),
-                         "items": int(items), "compute_s": round(compute, 1), "network_s": round(comm, 1),
-                         "iteration_s": round(compute + comm, 1), "memory_gb_per_machine": round(memory / 1e9, 1),
-                         "received_gb_per_iteration_per_machine": round(wire / 1e9, 2)})
+            compute = total * args.seconds_per_interaction / (machines * args.cores_per_machine)
+            rate = args.gbit * 1e9 * args.efficiency / 8  # bytes a second
+            gather_bytes = (users + items) * args.factors * 4 * (machines - 1) / machines
+            needed = (min(users, total / machines) + min(items, total / machines)) * (machines - 1) / machines
+            a2a_bytes = needed * (args.factors * 4 + 4)  # rows and their indices
+            held = 2 * total / machines * args.bytes_per_interaction
+            own_rows = (users + items) / machines * args.factors * 4
+            rows.append({
+                "interactions": f"{total:.0e}", "machines": machines, "users": int(users), "items": int(items),
+                "compute_s": round(compute, 1),
+                "all_gather_network_s": round(gather_bytes / rate, 1),
+                "all_gather_iteration_s": round(compute + gather_bytes / rate, 1),
+                "all_gather_memory_gb": round((held + (users + items) * args.factors * 4 + 3 * own_rows) / 1e9, 1),
+                "all_to_all_network_s": round(a2a_bytes / rate, 1),
+                "all_to_all_iteration_s": round(compute + a2a_bytes / rate, 1),
+                "all_to_all_memory_gb": round((held + needed * args.factors * 4 + 3 * own_rows) / 1e9, 1),
+            })
     print(json.dumps({"assumptions": {k: v for k, v in vars(args).items() if k != "func"}, "rows": rows}, indent=1))
 
 
@@ -182,8 +211,9 @@ def main() -> None:
     p.add_argument("--per-item", type=float, default=20000.0, help="interactions per item")
     p.add_argument("--gbit", type=float, default=10.0)
     p.add_argument("--efficiency", type=float, default=0.7)
-    p.add_argument("--bytes-per-interaction", type=float, default=24.0,
-                   help="measured bytes a rank holds per interaction of one part")
+    p.add_argument("--bytes-per-interaction", type=float, required=True,
+                   help="measured bytes a rank holds per interaction of its parts")
+    p.add_argument("--cores-per-machine", type=int, default=16)
     p.set_defaults(func=project)
     args = ap.parse_args()
     start = time.perf_counter()
