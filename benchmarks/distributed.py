@@ -105,8 +105,10 @@ def single(args: argparse.Namespace) -> None:
                             IdMap.from_sorted_unique(np.arange(n_users)),
                             IdMap.from_sorted_unique(np.arange(n_items)), name=args.dir)
     clock = _CpuClock()
+    loaded = round(_rss_gb(), 3)
     model = _model(args).fit(data, on_epoch=clock)
-    _report({"mode": "single", "threads": args.threads, "factors": args.factors}, model.history_, clock)
+    _report({"mode": "single", "threads": args.threads, "factors": args.factors, "rss_before_fit_gb": loaded},
+            model.history_, clock)
     if args.save:
         np.savez(args.save, users=model.user_factors_, items=model.item_factors_)
 
@@ -126,13 +128,14 @@ def ranks(args: argparse.Namespace) -> None:
                         args.dir)
     with from_env("cpu") as ctx:
         clock = _CpuClock()
+        loaded = round(_rss_gb(), 3)
         model = fit_blocked(_model(args), data, ctx, on_epoch=clock)
         k = args.factors
         bound = 2 * (blocks.n_users + blocks.n_items) * k * 4
         info = model.fit_info_["distributed"]
         sent = [int(r["bytes_sent"]) for r in model.history_]
         _report({"mode": "ranks", "rank": ctx.rank, "world": ctx.world_size, "threads": args.threads,
-                 "factors": k, "bytes_sent_per_iteration": sent[-1],
+                 "factors": k, "rss_before_fit_gb": loaded, "bytes_sent_per_iteration": sent[-1],
                  "bytes_sent_per_iteration_all_ranks": info["bytes_sent_per_iteration_all_ranks"],
                  "bound_2x_users_plus_items_k_4B": bound}, model.history_, clock)
         if args.save and ctx.is_main:
