@@ -55,3 +55,11 @@ def fit_cases(rank: int, world: int, port: int, out: str) -> None:
                 np.save(folder / f"{name}-loss.npy", np.array([r["train_loss"] for r in fitted.history_]))
                 np.save(folder / f"{name}-bytes.npy", np.array([r["bytes_sent"] for r in fitted.history_]))
                 np.save(folder / f"{name}-seen.npy", fitted.seen_.toarray())
+            if name == "ials-tfidf":  # every rank scores its users with the saved model
+                if ctx.is_main:
+                    fitted.save(Path(out) / "model")
+                ctx.barrier()
+                from cfrec.distributed import write_recommendations_sharded
+                from cfrec.models.base import Recommender
+
+                write_recommendations_sharded(Recommender.load(Path(out) / "model"), Path(out) / "recs", ctx, k=7)

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 
 from cfrec.distributed import Context, fit_blocked, rank_data
 from cfrec.errors import CfrecError
+from cfrec.models.base import Recommender
 from cfrec.models.baseline import Baseline
 from tests.distributed._workers import CASES, case_data, case_model, fit_cases
 
@@ -106,3 +107,18 @@ def test_resumed_fit_equals_an_uninterrupted_one(model: str, tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0-of-1-iter6.safetensors", "state.json"]
     with pytest.raises(CfrecError, match="checkpoints of another job"):
         fit_blocked(case_model(model, {"iterations": 6, "seed": 9}), part, Context.local(), checkpoint=tmp_path)
+
+
+def test_sharded_lists_equal_one_process(two_ranks: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from cfrec.models.export import write_recommendations
+
+    parts = sorted((two_ranks / "recs").glob("part-*.parquet"))
+    assert [p.name for p in parts] == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
+    sharded = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    model = Recommender.load(two_ranks / "model")
+    write_recommendations(model, tmp_path / "one.parquet", k=7)
+    one = pd.read_parquet(tmp_path / "one.parquet")
+    assert len(one) == 7 * len(model.user_map_)
+    pd.testing.assert_frame_equal(sharded, one)
