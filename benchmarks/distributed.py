@@ -12,10 +12,10 @@ Steps (each its own process, so that each peak RSS is that process's alone)::
     torchrun --standalone --nproc-per-node 2 benchmarks/distributed.py ranks --dir /tmp/ml10m \\
         --threads 1 --save /tmp/two.npz
     # two "machines": two launches with one process each, meeting at 127.0.0.1:29533
-    torchrun --nnodes 2 --nproc-per-node 1 --node-rank 0 --rdzv-backend c10d \\
-        --rdzv-endpoint 127.0.0.1:29533 benchmarks/distributed.py ranks --dir /tmp/ml10m &
-    torchrun --nnodes 2 --nproc-per-node 1 --node-rank 1 --rdzv-backend c10d \\
-        --rdzv-endpoint 127.0.0.1:29533 benchmarks/distributed.py ranks --dir /tmp/ml10m
+    torchrun --nnodes 2 --nproc-per-node 1 --node-rank 0 --rdzv-endpoint 127.0.0.1:29533 \\
+        benchmarks/distributed.py ranks --dir /tmp/ml10m --save /tmp/nodes.npz &
+    torchrun --nnodes 2 --nproc-per-node 1 --node-rank 1 --rdzv-endpoint 127.0.0.1:29533 \\
+        benchmarks/distributed.py ranks --dir /tmp/ml10m
     python benchmarks/distributed.py compare /tmp/one.npz /tmp/two.npz
     # the projection to 8 and 64 machines from measured figures
     python benchmarks/distributed.py project --seconds-per-interaction 5e-8
