@@ -115,7 +115,7 @@ def single(args: argparse.Namespace) -> None:
 
 def ranks(args: argparse.Namespace) -> None:
     from cfrec.data.idmap import IdMap
-    from cfrec.distributed import Blocks, Part, RankData, fit_blocked, from_env
+    from cfrec.distributed import Blocks, Part, RankData, fit_blocked, from_env, needed_rows
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -126,6 +126,7 @@ def ranks(args: argparse.Namespace) -> None:
                         IdMap.from_sorted_unique(np.arange(blocks.n_users)),
                         IdMap.from_sorted_unique(np.arange(blocks.n_items)), (1.0, 5.0), False, int(z["n"][0]),
                         args.dir)
+    need_items, need_users = needed_rows(data)
     with from_env("cpu") as ctx:
         clock = _CpuClock()
         loaded = round(_rss_gb(), 3)
@@ -137,7 +138,11 @@ def ranks(args: argparse.Namespace) -> None:
         _report({"mode": "ranks", "rank": ctx.rank, "world": ctx.world_size, "threads": args.threads,
                  "factors": k, "rss_before_fit_gb": loaded, "bytes_sent_per_iteration": sent[-1],
                  "bytes_sent_per_iteration_all_ranks": info["bytes_sent_per_iteration_all_ranks"],
-                 "bound_2x_users_plus_items_k_4B": bound}, model.history_, clock)
+                 "bound_2x_users_plus_items_k_4B": bound,
+                 # what an all-to-all of only the rows this rank's interactions name would receive
+                 "needed_rows_items_users": [need_items, need_users],
+                 "all_to_all_bytes_received_per_iteration": (need_items + need_users) * (k * 4 + 4)},
+                model.history_, clock)
         if args.save and ctx.is_main:
             np.savez(args.save, users=model.user_factors_, items=model.item_factors_)
 
