@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,14 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("ials-ratings", "ials", {"weighting": None, "n_factors": 6}, "ratings"),
     ("als", "als", {}, "ratings"),
 ]
+
+
+METRICS = ["ndcg@10", "recall@5", "map@10", "hit_rate@3"]
+
+
+def held_out() -> Interactions:
+    """A log over the same ids as :func:`case_data`'s, mostly of pairs the models did not see."""
+    return make_synthetic_log(n_users=300, n_items=200, n_pairs=3000, seed=11)
 
 
 def case_data(kind: str) -> Interactions:
@@ -62,4 +71,9 @@ def fit_cases(rank: int, world: int, port: int, out: str) -> None:
                 from cfrec.distributed import write_recommendations_sharded
                 from cfrec.models.base import Recommender
 
-                write_recommendations_sharded(Recommender.load(Path(out) / "model"), Path(out) / "recs", ctx, k=7)
+                loaded = Recommender.load(Path(out) / "model")
+                write_recommendations_sharded(loaded, Path(out) / "recs", ctx, k=7)
+                from cfrec.distributed import evaluate_sharded
+
+                metrics = evaluate_sharded(loaded, held_out(), ctx, metrics=METRICS)
+                (Path(out) / f"metrics-rank{ctx.rank}.json").write_text(json.dumps(metrics))

@@ -122,3 +122,19 @@ def test_sharded_lists_equal_one_process(two_ranks: Path, tmp_path: Path) -> Non
     one = pd.read_parquet(tmp_path / "one.parquet")
     assert len(one) == 7 * len(model.user_map_)
     pd.testing.assert_frame_equal(sharded, one)
+
+
+def test_sharded_metrics_equal_one_process(two_ranks: Path) -> None:
+    import json
+
+    from cfrec.evaluation import evaluate
+    from tests.distributed._workers import METRICS, held_out
+
+    model = Recommender.load(two_ranks / "model")
+    one = evaluate(model, held_out(), metrics=METRICS)
+    assert one["ndcg@10"] > 0
+    for rank in (0, 1):
+        sharded = json.loads((two_ranks / f"metrics-rank{rank}.json").read_text())
+        for name in METRICS:
+            assert sharded[name] == pytest.approx(one[name], rel=1e-12, abs=1e-15)
+        assert sharded["ranking_users"] == one["ranking_users"]
