@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from rich.markup import escape
 
-from cfrec.cli._app import app, err_console
+from cfrec.cli._app import app, command_line, err_console
 from cfrec.errors import CfrecError
 
 # Command modules register themselves on `app` when imported.
@@ -22,15 +23,26 @@ from cfrec.cli import serve as _serve  # noqa: E402,F401  isort: skip
 __all__ = ["app", "main"]
 
 
+def _rank_prefix() -> str:
+    """``"rank R: "`` in a process of a multi-process job (torchrun), else empty."""
+    world, rank = os.environ.get("WORLD_SIZE", ""), os.environ.get("RANK", "")
+    return f"rank {rank}: " if world not in ("", "0", "1") and rank and not rank.isspace() else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cfrec`` script: user errors become one line on stderr and exit code 1."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        # the command line as given: `train --nproc N` starts N copies of it
+        command_line.set(list(sys.argv[1:] if argv is None else argv))
         app(args=argv, standalone_mode=True)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
     except CfrecError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(exc.render('cli'))}", highlight=False, soft_wrap=True)
+        message = exc.render("cli")
+        if not message.startswith("rank "):
+            message = _rank_prefix() + message
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         return 1
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}: {escape(str(exc.filename))}", highlight=False)

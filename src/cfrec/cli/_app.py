@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import NoReturn
 
 import typer
@@ -17,6 +18,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
+#: The arguments of the running command line (set by :func:`cfrec.cli.main`).
+command_line: ContextVar[list[str] | None] = ContextVar("command_line", default=None)
 err_console = Console(stderr=True)
 
 

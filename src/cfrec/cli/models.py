@@ -17,6 +17,8 @@ Choices made here (also in each command's help):
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,7 +26,7 @@ import typer
 from rich.markup import escape
 
 from cfrec._io import to_jsonable
-from cfrec.cli._app import app, err_console, fail, say
+from cfrec.cli._app import app, command_line, console, err_console, fail, say
 from cfrec.cli._options import load_data, refuse_rating_model, with_data_options
 from cfrec.cli._stages import StageLog
 from cfrec.data.options import DataOptions
@@ -114,6 +116,49 @@ def _fmt_fallback(counts: dict[str, int]) -> str:
     return ", ".join(parts) if parts else "none"
 
 
+# ---------------------------------------------------------------------- distributed train
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def _distributed_world(cls: type[Recommender], nproc: int | None, max_restarts: int = 0) -> int:
+    """The job's world size (1: a plain fit), or 0 after launching ``--nproc`` processes here."""
+    from cfrec.distributed import BLOCKED_MODELS, world_size_from_env
+
+    world = world_size_from_env()
+    if world == 1 and (nproc is None or nproc == 1):
+        return 1
+    if cls.name not in BLOCKED_MODELS:
+        fail(f"{cls.name} has no distributed fit (models with one: {', '.join(BLOCKED_MODELS)}); drop --nproc "
+             f"or start it without torchrun")
+    if world > 1:
+        if nproc is not None and nproc != 1:
+            fail(f"--nproc {nproc} inside a torchrun job of {world} processes: give one or the other")
+        if _rank() != 0:
+            console.quiet = True  # only rank 0 prints
+        return world
+    from cfrec.distributed.launch import launch_local, strip_nproc
+
+    argv = command_line.get()
+    if argv is None:
+        argv = sys.argv[1:]
+    assert nproc is not None
+    launch_local(nproc, strip_nproc(list(argv)), max_restarts=max_restarts)
+    return 0
+
+
+def _fit_distributed(estimator: Any, train_part: Any, on_epoch: Any, checkpoint: Path | None) -> None:
+    """Every rank's share of the blocked fit (rank 0 alone reports progress)."""
+    from cfrec.distributed import fit_blocked, from_env, rank_data
+    from cfrec.models.base import _item_info_for
+
+    with from_env(estimator.device) as ctx:
+        data = train_part.compact()
+        fit_blocked(estimator, rank_data(data, ctx.rank, ctx.world_size), ctx,
+                    on_epoch=on_epoch if ctx.is_main else None, fingerprint=train_part.fingerprint(),
+                    item_info=_item_info_for(data) if ctx.is_main else None, checkpoint=checkpoint)
+
+
 # ---------------------------------------------------------------------- train
 @app.command()
 @with_data_options
@@ -145,10 +190,22 @@ def train(
         "--strict", help="Fail (and save nothing) when the model's test RMSE is worse than the bias "
                          "baseline's on the same split, instead of warning.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary (progress goes to stderr).")] = False,
+    nproc: Annotated[int | None, typer.Option(
+        "--nproc", min=1, help="Processes on this machine (als, ials): a blocked fit on torch.distributed, "
+                               "the same model as one process; across machines start it with torchrun "
+                               "(docs/distributed.md).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Distributed fit: save every rank's blocks after each iteration in this folder and resume "
+             "from the last complete one (after --max-restarts, or a job started again).")] = None,
+    max_restarts: Annotated[int, typer.Option(
+        "--max-restarts", min=0, help="With --nproc: restart the processes this many times after a "
+                                      "failure (use --checkpoint to resume rather than start over).")] = 0,
 ) -> None:
     """Train a model on the train part of a split, score the test part and save the model.
 
-    Each stage (load, split, fit, evaluate, save) is timed with its peak memory.
+    Each stage (load, split, fit, evaluate, save) is timed with its peak memory. Under torchrun
+    (``WORLD_SIZE`` > 1) or with ``--nproc N`` ALS and iALS fit blocked over the processes and
+    rank 0 alone prints, evaluates and saves.
     """
     from cfrec.data.split import folds_home, single_split
     from cfrec.evaluation.protocols import summarize_test
@@ -178,6 +235,12 @@ def train(
         fail(f"invalid hyperparameters for {cls.name}: {exc}")
 
     check_writable(out)  # before a long fit, not after it
+    world = _distributed_world(cls, nproc, max_restarts)
+    if world == 0:  # this process launched the job: its ranks did the work
+        return
+    if checkpoint is not None and world == 1:
+        fail("--checkpoint applies to a distributed fit (--nproc N or torchrun)")
+    main_rank = world == 1 or _rank() == 0
     to_err = json_out
     stages = StageLog()
     with stages.stage("load"):
@@ -188,8 +251,10 @@ def train(
     train_part = data if chosen is None else chosen.train
     split_name = "none" if chosen is None else chosen.name
     cold = chosen.cold_start() if chosen is not None else None
-    say(f"training {cls.name} ({cls.__name__}) on {data.name}, split {split_name}: "
-        f"{len(train_part):,} train / {0 if chosen is None else len(chosen.test):,} test ratings", stderr=to_err)
+    if main_rank:
+        say(f"training {cls.name} ({cls.__name__}) on {data.name}, split {split_name}: "
+            f"{len(train_part):,} train / {0 if chosen is None else len(chosen.test):,} test ratings"
+            + (f" on {world} processes" if world > 1 else ""), stderr=to_err)
 
     def on_epoch(rec: dict[str, Any]) -> None:
         total = rec.get("epochs", "?")
@@ -200,12 +265,17 @@ def train(
 
     with stages.stage("fit"):
         try:
-            estimator.fit(train_part, on_epoch=on_epoch)
+            if world > 1:
+                _fit_distributed(estimator, train_part, on_epoch, checkpoint)
+            else:
+                estimator.fit(train_part, on_epoch=on_epoch)
         except ValueError as exc:
             if isinstance(exc, CfrecError):
                 raise
             fail(f"{cls.name} training failed: {exc}")
     seconds = stages.stages[-1].seconds
+    if not main_rank:  # rank 0 evaluates and saves
+        return
 
     test = baseline_rmse = None
     if chosen is not None and len(chosen.test):

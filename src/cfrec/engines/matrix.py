@@ -92,14 +92,21 @@ def weighting_stats(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_
     pairs = sp.csr_array((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
     pairs.sum_duplicates()
     df = np.bincount(pairs.indices, minlength=n_items).astype(np.float64)
-    idf = np.maximum(np.log(max(n_users, 1)) - np.log1p(df), 0.0)
     lengths = np.bincount(users, weights=np.asarray(values, dtype=np.float64), minlength=n_users)
-    return WeightingStats(idf, float(lengths.mean()) if n_users else 0.0)
+    return weighting_stats_from(df, lengths)
+
+
+def weighting_stats_from(df: np.ndarray, lengths: np.ndarray) -> WeightingStats:
+    """:func:`weighting_stats` from every item's ``df`` and every user's summed values (as a
+    fit whose interactions are split over processes adds them up)."""
+    n_users = len(lengths)
+    idf = np.maximum(np.log(max(n_users, 1)) - np.log1p(np.asarray(df, dtype=np.float64)), 0.0)
+    return WeightingStats(idf, float(np.mean(lengths)) if n_users else 0.0)
 
 
 def row_weighting(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_users: int,
                   n_items: int, scheme: str, *, k1: float = 100.0, b: float = 0.8,
-                  stats: WeightingStats | None = None) -> np.ndarray:
+                  stats: WeightingStats | None = None, lengths: np.ndarray | None = None) -> np.ndarray:
     """Reweigh each row's value (float32, same order as the rows), users as documents, items as
     terms:
 
@@ -109,7 +116,8 @@ def row_weighting(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_us
       ``L_u = 1 - b + b * len_u / mean_len`` (``len_u``: the user's summed values).
 
     ``idf_i`` and ``mean_len`` come from ``stats`` when given (a new user weighed against the
-    training rows), else from these rows (:func:`weighting_stats`). BM25 saturates counts
+    training rows), else from these rows (:func:`weighting_stats`); ``len_u`` from ``lengths``
+    (every user's summed values) when given, else from these rows. BM25 saturates counts
     (a 300th play adds almost nothing), discounts heavy users and popular items; TF-IDF only
     compresses counts and discounts popular items. Values must be >= 0.
     """
@@ -125,7 +133,9 @@ def row_weighting(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_us
         return (np.sqrt(v) * idf).astype(np.float32)
     if not (k1 >= 0 and 0 <= b <= 1):
         raise CfrecError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1:g}, b={b:g}")
-    lengths = np.bincount(users, weights=v, minlength=n_users)[np.asarray(users, dtype=np.int64)]
+    if lengths is None:
+        lengths = np.bincount(users, weights=v, minlength=n_users)
+    lengths = np.asarray(lengths, dtype=np.float64)[np.asarray(users, dtype=np.int64)]
     norm = (1.0 - b) + b * lengths / (stats.mean_length or 1.0)
     denom = k1 * norm + v
     out = np.divide(v * (k1 + 1.0), denom, out=np.zeros_like(v), where=denom > 0) * idf

@@ -27,7 +27,7 @@ import torch
 
 from cfrec.data.interactions import Interactions
 from cfrec.engines.backend import ArrayBackend, array_backend, resolve_device
-from cfrec.engines.cg import cg_engine, cg_half_step
+from cfrec.engines.cg import CGEngine, CGSide, cg_engine, cg_half_step
 from cfrec.engines.driver import Trainer, after_setup
 from cfrec.engines.exact import Penalty, RatingSide, penalty_value, solve_side, valid_rmse
 from cfrec.errors import CfrecError
@@ -182,7 +182,7 @@ class ALS(FactorRecommender):
         self, train: Interactions, penalty: Penalty, dev: torch.device
     ) -> Generator[_State | None, None, None]:
         """Conjugate-gradient sweeps; yields ``(users [b, p], items [b, q], SSE)`` per iteration."""
-        k, steps = int(self.n_factors), int(self.cg_steps)
+        k = int(self.n_factors)
         n_users, n_items = train.n_users, train.n_items
         engine = cg_engine(
             dev, train.users, train.items, n_users, n_items, width=k + 1, threads=self.threads
@@ -204,33 +204,22 @@ class ALS(FactorRecommender):
             item = engine.xp.asarray(self._initial_items(n_items), np.float32)
             yield None  # set-up done (see after_setup)
             for _ in range(int(self.iterations)):
-                user, _ = cg_half_step(
-                    engine,
-                    us,
-                    engine.xp.with_ones(item),
-                    user,
-                    target=t_u - item[:, 0][item_of],
-                    weight=None,
-                    gram=None,
-                    diag=diag_u,
-                    steps=steps,
-                )
-                target = t_i - user[:, 0][user_of]
-                item, f = cg_half_step(
-                    engine,
-                    its,
-                    engine.xp.with_ones(user),
-                    item,
-                    target=target,
-                    weight=None,
-                    gram=None,
-                    diag=diag_i,
-                    steps=steps,
-                )
-                # item half-step objective: sum t^2 + 2 f (item penalties included); minus them: SSE
-                sse = engine.xp.dot64(target, target) + 2.0 * f - engine.xp.sum64(diag_i * item * item)
-                del target
+                user, _ = self._cg_half(engine, us, item, user, t_u, item_of, diag_u)
+                item, sse = self._cg_half(engine, its, user, item, t_i, user_of, diag_i)
                 yield user, item, sse
+
+    def _cg_half(self, engine: CGEngine, side: CGSide, fixed: Any, current: Any, centred: Any, other_of: Any,
+                 diag: Any) -> tuple[Any, float]:
+        """One side's CG half-step: every row's ``[b, p]`` against the fixed side's ``[b, q]``
+        (``fixed``: every row the side's ratings name; ``centred``: ``r - mu`` in the side's
+        rating order; ``other_of``: the fixed row of each rating). Returns the new rows and the
+        side's share of the training SSE (its ratings' squared error at the new rows)."""
+        target = centred - fixed[:, 0][other_of]
+        new, f = cg_half_step(engine, side, engine.xp.with_ones(fixed), current, target=target, weight=None,
+                              gram=None, diag=diag, steps=int(self.cg_steps))
+        # the half-step's objective: sum t^2 + 2 f (penalties included); minus them: the SSE
+        sse = engine.xp.dot64(target, target) + 2.0 * f - engine.xp.sum64(diag * new * new)
+        return new, sse
 
     def _exact_iterations(
         self, train: Interactions, penalty: Penalty, xp: ArrayBackend

@@ -37,7 +37,7 @@ import numpy as np
 
 from cfrec.data.interactions import Interactions
 from cfrec.engines.backend import array_backend, resolve_device, to_numpy
-from cfrec.engines.cg import cg_engine, cg_half_step
+from cfrec.engines.cg import CGEngine, CGSide, cg_engine, cg_half_step
 from cfrec.engines.driver import Trainer, after_setup
 from cfrec.engines.exact import RatingSide, implicit_objective, implicit_solve
 from cfrec.engines.matrix import (
@@ -189,9 +189,18 @@ class IALS(RankingRecommender, LatentFactorRecommender):
         if self.weighting is not None:
             stats = weighting_stats(train.users, train.items, values, train.n_users, train.n_items)
         self.weighting_stats_: WeightingStats | None = stats
-        weighted = row_weighting(train.users, train.items, values, train.n_users, train.n_items,
-                                 self.weighting or "none", k1=float(self.bm25_k1), b=float(self.bm25_b),
-                                 stats=stats)
+        return self._pair_weights(train.users, train.items, values, train.n_users, train.n_items, stats)
+
+    def _pair_weights(self, users: np.ndarray, items: np.ndarray, values: np.ndarray, n_users: int,
+                      n_items: int, stats: WeightingStats | None,
+                      lengths: np.ndarray | None = None) -> np.ndarray:
+        """``c - 1`` of interactions given the weighting's statistics: every pair's weight
+        depends only on its value, its item's IDF and (BM25) its user's summed values, so a
+        block of interactions is weighed alone when ``lengths`` (every user's summed values)
+        are given."""
+        weighted = row_weighting(users, items, values, n_users, n_items, self.weighting or "none",
+                                 k1=float(self.bm25_k1), b=float(self.bm25_b), stats=stats,
+                                 lengths=lengths)
         return self._weights(weighted)
 
     def _reg_diag(self, counts: np.ndarray) -> np.ndarray:
@@ -227,7 +236,7 @@ class IALS(RankingRecommender, LatentFactorRecommender):
         iteration (arrays of the engine's backend). The objective comes from the CG steps' own
         bookkeeping: after the item half-step it is ``sum_rated c + 2 sum_i f_i + sum_u reg_u
         |x_u|^2``."""
-        k, steps = int(self.n_factors), int(self.cg_steps)
+        k = int(self.n_factors)
         n_users, n_items = train.n_users, train.n_items
         dev = resolve_device(self.device)
         engine = cg_engine(
@@ -253,17 +262,23 @@ class IALS(RankingRecommender, LatentFactorRecommender):
             reg_i = engine.xp.asarray(self._reg_diag(its.counts)[:, None], np.float32)
             p = engine.xp.zeros((n_users, k))
             q = engine.xp.asarray(self._initial_items(n_items), np.float32)
-            def half(side: Any, fixed: Any, current: Any, weight: Any, diag: Any) -> tuple[Any, float]:
-                """One side's CG half-step against the fixed other side."""
-                return cg_half_step(engine, side, fixed, current, target=None, weight=weight,
-                                    gram=engine.xp.gram(fixed), diag=diag, steps=steps)
-
             yield None  # set-up done (see after_setup)
             for _ in range(int(self.iterations)):
-                p, _ = half(us, q, p, w_u, reg_u)
-                q, f = half(its, p, q, w_i, reg_i)
+                p, _ = self._cg_half(engine, us, q, p, w_u, reg_u)
+                q, f = self._cg_half(engine, its, p, q, w_i, reg_i)
                 loss = rated + 2.0 * f + engine.xp.sum64(reg_u[:, 0] * engine.xp.rowdot(p, p))
                 yield p, q, loss
+
+    def _cg_half(self, engine: CGEngine, side: CGSide, fixed: Any, current: Any, weight: Any, diag: Any,
+                 gram: Any = None) -> tuple[Any, float]:
+        """One side's CG half-step against the fixed other side (``fixed``: every row the side's
+        interactions name); ``gram`` is ``fixed``'s full Gram matrix ``F'F``, computed here when
+        None (a blocked fit passes the sum of its blocks' Grams). Returns the new rows and their
+        part of the objective (see :func:`~cfrec.engines.cg.cg_half_step`)."""
+        if gram is None:
+            gram = engine.xp.gram(fixed)
+        return cg_half_step(engine, side, fixed, current, target=None, weight=weight, gram=gram, diag=diag,
+                            steps=int(self.cg_steps))
 
     def _exact_iterations(
         self, train: Interactions
