@@ -356,13 +356,22 @@ def test_fast_and_fallback_readers_agree(tmp_path: Path, monkeypatch: pytest.Mon
             'u2,,10,3,2001-01-02\r\n'
             '3,c,x11,0.5,2001-01-03T12:00:00\r\n')
     f = write(tmp_path / "r.csv", text)
-    real = cio._TextReader._read_arrow
+    real = cio._TextReader._arrow_batches
     used = []
-    monkeypatch.setattr(cio._TextReader, "_read_arrow",
-                        lambda self, *a: used.append(real(self, *a) is not None) or real(self, *a))
+
+    def arrow(self: cio._TextReader, *a: object) -> object:
+        used.append(True)
+        return real(self, *a)
+
+    monkeypatch.setattr(cio._TextReader, "_arrow_batches", arrow)
     fast = load_ratings(f)
     assert used == [True]  # pyarrow read this one
-    monkeypatch.setattr(cio._TextReader, "_read_arrow", lambda self, *a: None)
+
+    def refuse(self: cio._TextReader, *a: object) -> object:
+        raise cio.UseAnotherParser("refused")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(cio._TextReader, "_arrow_batches", refuse)
     slow = load_ratings(f)
     assert frame_rows(fast) == frame_rows(slow) == [
         ("1", "10", 4.5, 978307200), ("u2", "10", 3.0, 978393600), ("3", "x11", 0.5, 978523200)]

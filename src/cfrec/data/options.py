@@ -104,6 +104,9 @@ DATA_OPTIONS: dict[str, OptionSpec] = {
         OptionSpec("release_features", "--no-release-features", "",
                    "Do not attach a MovieLens release's own features (genres, decades, tags, "
                    "age, gender, occupation, zip region); only --item-features/--user-features."),
+        _option("max_input_size", "SIZE",
+                "The most a compressed file may decompress to, e.g. 8GB, or none (default: 100x "
+                "the compressed size, at least 1GB); guards against decompression bombs."),
     )
 }
 #: Options about side features rather than the ratings file: a MovieLens release accepts them.
@@ -148,6 +151,9 @@ class DataOptions:
         Paths of CSV files of side features (see :func:`cfrec.data.features_files.read_features`).
     release_features
         ``False`` drops a MovieLens release's own features (default: attached).
+    max_input_size
+        The most bytes a compressed file may decompress to (``"8GB"``, ``0``/``"none"``: no
+        limit).
     """
 
     sep: str | None = None
@@ -166,6 +172,7 @@ class DataOptions:
     item_features: str | None = None
     user_features: str | None = None
     release_features: bool | None = None
+    max_input_size: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.columns is not None and not isinstance(self.columns, tuple):

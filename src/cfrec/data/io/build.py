@@ -42,6 +42,80 @@ def encode_ids(raw: Any, *, what: str = "id") -> tuple[IdMap, np.ndarray]:
     return IdMap.encode(raw, what=what)
 
 
+class IdPieces:
+    """Raw ids gathered chunk by chunk, encoded into one vocabulary at the end.
+
+    A chunk of plain integer ids is kept as int32 when its values fit (int64 otherwise); a chunk
+    of text ids is dictionary-encoded as it arrives (its distinct ids and an int32 code per
+    row), so no step holds the text of every row. The vocabulary is the one
+    :func:`encode_ids` builds from the whole column: integers when every chunk held plain
+    integers, else text (integer chunks then read as their canonical text).
+    """
+
+    def __init__(self) -> None:
+        self._ints: list[np.ndarray | None] = []
+        self._text: list[tuple[Any, np.ndarray] | None] = []
+        self.rows = 0
+
+    def add(self, raw: Any) -> None:
+        """Append a chunk's ids: an integer numpy array or a pyarrow string array, no nulls."""
+        self.rows += len(raw)
+        if isinstance(raw, np.ndarray) and raw.dtype.kind in "iu":
+            small = len(raw) == 0 or (int(raw.min()) >= np.iinfo(np.int32).min
+                                      and int(raw.max()) <= np.iinfo(np.int32).max)
+            self._ints.append(raw.astype(np.int32 if small else np.int64, copy=False))
+            self._text.append(None)
+            return
+        self._ints.append(None)
+        self._text.append(_dictionary(raw))
+
+    def finish(self, what: str) -> tuple[IdMap, np.ndarray]:
+        """The vocabulary and the int32 index of every row, in the order added."""
+        if all(t is None for t in self._text):
+            pieces = [p for p in self._ints if p is not None]
+            dtype = (np.int32 if all(p.dtype == np.int32 for p in pieces) else np.int64)
+            raw = (np.concatenate(pieces).astype(dtype, copy=False) if pieces
+                   else np.zeros(0, np.int64))
+            self._ints.clear()
+            self._text.clear()
+            if not len(raw) or int(raw.min()) < 0 or int(raw.max()) >= max(_DENSE_ID_LIMIT,
+                                                                           4 * len(raw)):
+                raw = raw.astype(np.int64, copy=False)  # the general path keeps int64 ids
+            return encode_ids(raw, what=what)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        encoded = [t if t is not None else _dictionary(pc.cast(pa.array(i), pa.string()))
+                   for i, t in zip(self._ints, self._text, strict=True)]
+        self._ints.clear()
+        self._text.clear()
+        distinct = pc.unique(pa.concat_arrays([d for d, _ in encoded]))
+        uniques = distinct.take(pc.sort_indices(distinct))
+        vocab, _ = IdMap.encode(uniques, what=what)
+        codes = np.empty(self.rows, dtype=INDEX_DTYPE)
+        at = 0
+        for dictionary, idx in encoded:
+            where = pc.index_in(dictionary, value_set=uniques).to_numpy(zero_copy_only=False)
+            codes[at:at + len(idx)] = where.astype(INDEX_DTYPE)[idx]
+            at += len(idx)
+        return vocab, codes
+
+
+def _dictionary(raw: Any) -> tuple[Any, np.ndarray]:
+    """(distinct values, int32 code of each row) of a pyarrow string array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
+    if not isinstance(arr, pa.Array):
+        arr = pa.array(np.asarray(raw).astype(str))
+    if not pa.types.is_string(arr.type):
+        arr = pc.cast(arr, pa.string())
+    enc = pc.dictionary_encode(arr)
+    return enc.dictionary, enc.indices.to_numpy(zero_copy_only=False).astype(INDEX_DTYPE,
+                                                                             copy=False)
+
+
 def _is_arrow(values: Any) -> bool:
     pa = sys.modules.get("pyarrow")
     return pa is not None and isinstance(values, (pa.Array, pa.ChunkedArray))
@@ -80,9 +154,14 @@ def build_interactions(
     weights: np.ndarray | None = None,
     feedback: FeedbackKind = "explicit",
 ) -> Interactions:
-    """Encode raw ids (numpy or pyarrow arrays) and assemble an :class:`Interactions`."""
-    umap, users = encode_ids(users_raw, what="user")
-    imap, items = encode_ids(items_raw, what="item")
+    """Encode raw ids (numpy or pyarrow arrays) and assemble an :class:`Interactions`.
+
+    ``users_raw``/``items_raw`` may also be already encoded, as ``(IdMap, int32 indices)``.
+    """
+    umap, users = (users_raw if isinstance(users_raw, tuple)
+                   else encode_ids(users_raw, what="user"))
+    imap, items = (items_raw if isinstance(items_raw, tuple)
+                   else encode_ids(items_raw, what="item"))
     ts = (np.zeros(len(users), dtype=TIME_DTYPE) if timestamps is None
           else _compact(timestamps, TIME_DTYPE))
     return Interactions(

@@ -11,11 +11,18 @@ from typing import Any, Literal, TypedDict, Unpack, overload
 
 import numpy as np
 
-from cfrec.data.interactions import IMPLICIT_SCALE, RATING_DTYPE, Interactions
-from cfrec.data.io.build import _release_arrow_memory, build_interactions
+from cfrec.data.interactions import (
+    IMPLICIT_SCALE,
+    RATING_DTYPE,
+    TIME_DTYPE,
+    WEIGHT_DTYPE,
+    Interactions,
+)
+from cfrec.data.io.build import IdPieces, _release_arrow_memory, build_interactions
 from cfrec.data.io.columns import _resolve_roles
 from cfrec.data.io.duplicates import aggregate_interactions, resolve_duplicates
-from cfrec.data.io.readers import _ParquetReader, _TextReader
+from cfrec.data.io.guard import check_estimate, input_limit, parse_size
+from cfrec.data.io.readers import UseAnotherParser, _ParquetReader, _TextReader
 from cfrec.data.io.roles import Role
 from cfrec.data.io.source import _data_stem, _inspect
 from cfrec.data.io.values import (
@@ -23,6 +30,7 @@ from cfrec.data.io.values import (
     _empty_rows,
     _ids,
     _ratings,
+    _Shifted,
     _timestamps,
     _weights,
     finish_ids,
@@ -46,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 #: How many skipped lines a report names.
 NAMED_LINES = 5
+#: Bytes of text parsed at a time: memory beyond the loaded arrays stays about this size.
+DEFAULT_CHUNK_BYTES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,8 @@ class _LoadOptions(TypedDict, total=False):
     feedback: Feedback
     implicit_value: float | None
     on_bad_rows: BadRowPolicy
+    max_input_size: int | str | None
+    chunk_bytes: int | None
 
 
 @overload
@@ -182,6 +194,8 @@ def load_ratings(
     feedback: Feedback = "auto",
     implicit_value: float | None = None,
     on_bad_rows: BadRowPolicy = "error",
+    max_input_size: int | str | None = None,
+    chunk_bytes: int | None = None,
     return_report: bool = False,
 ) -> Interactions | tuple[Interactions, LoadReport]:
     """Load ratings or interactions from a CSV, TSV, ``::``-separated or Parquet file.
@@ -255,6 +269,16 @@ def load_ratings(
         id, a bad rating, weight or time); ``"skip"`` drops such rows and reports how many and
         the first lines. Rows whose every field read is empty (``,,``) are always dropped and
         counted.
+    max_input_size
+        The most bytes a compressed file may decompress to (bytes, or text such as ``"4GB"``;
+        ``0`` or ``"none"``: no limit). The default is 100 times the compressed size and at
+        least 1 GiB. The size is estimated before reading (a ZIP directory's size, a gzip
+        trailer, the ratio of the first MB) and counted while reading; a file over the limit
+        is refused, naming the sizes.
+    chunk_bytes
+        Bytes of text parsed at a time (default 16 MiB). The file is read in chunks and each
+        is converted to typed columns as it is read, so the memory a parse needs beyond the
+        loaded arrays stays about this size; the result does not depend on it.
     return_report
         Also return a :class:`LoadReport` (rows read, duplicates resolved, columns used ...).
 
@@ -289,57 +313,49 @@ def load_ratings(
                         hints=(option("encoding").hint('"latin-1"', "latin-1"),)) from None
 
     skip = on_bad_rows == "skip"
+    chunk = DEFAULT_CHUNK_BYTES if chunk_bytes is None else max(1, int(chunk_bytes))
     source = _inspect(path, codec)
+    limit = input_limit(path, source.compression, parse_size(max_input_size))
+    check_estimate(path, source.compression, source.member, limit)
     reader: _ParquetReader | _TextReader
     if source.parquet:
         reader = _ParquetReader(path)
     else:
-        reader = _TextReader(path, source, sep, names, codec, skip_bad=skip)
+        reader = _TextReader(path, source, sep, names, codec, skip_bad=skip, limit=limit)
     explicit: dict[Role, str | None] = {"user": user_col, "item": item_col, "rating": rating_col,
                                         "time": time_col or None, "weight": weight_col}
     roles, kind = _resolve_roles(reader, explicit, use_time=time_col is not False,
                                  feedback=feedback)
-    table = reader.read(roles)
-    n_rows = len(table[roles["user"]])
-    empty = _empty_rows([table[c] for c in dict.fromkeys(roles.values())])
-    n_empty = 0 if empty is None else int(empty.sum())
+    engines = reader.engines()
+    for k, engine in enumerate(engines):
+        cols = _Columns(reader, roles, kind, skip=skip, scale=scale, scale_source=scale_source,
+                        unrated_value=unrated_value)
+        try:
+            for batch in reader.batches(roles, chunk, engine):
+                cols.add(batch)
+            break
+        except UseAnotherParser:
+            if k == len(engines) - 1:
+                raise
+            del cols
+            _release_arrow_memory()
+    _release_arrow_memory()
+
+    n_rows, n_empty, n_bad, n_unrated = cols.rows, cols.empty, cols.bad, cols.unrated
     if n_rows == n_empty:
         what = "rating rows" if kind == "explicit" else "rows"
         raise DataError(f"no {what} after the header" if reader.has_header else f"no {what}",
                         path=path)
-    check = _Check(reader, skip=skip, ignore=empty)
-
-    users_raw, bad_u = _ids(table[roles["user"]], roles["user"], "user", check)
-    items_raw, bad_i = _ids(table[roles["item"]], roles["item"], "item", check)
-    unrated = None
-    bad_r = bad_w = None
-    values: np.ndarray | None
-    if kind == "explicit":
-        values, bad_r, unrated = _ratings(table[roles["rating"]], roles["rating"], scale,
-                                          scale_source, check, unrated_value)
-    else:
-        values, bad_w = (_weights(table[roles["weight"]], roles["weight"], check)
-                         if "weight" in roles else (None, None))
-    ts, bad_t = (_timestamps(table[roles["time"]], roles["time"], check)
-                 if "time" in roles else (None, None))
-    del table
-    _release_arrow_memory()
-
-    bad = _union(bad_u, bad_i, bad_r, bad_w, bad_t)
-    drop = _union(bad, empty, unrated)
-    n_bad = 0 if bad is None else int(bad.sum())
-    n_unrated = 0 if unrated is None else int(unrated.sum())
-    skipped_lines = _skipped_lines(reader, bad, n_bad)
+    skipped_lines = _skipped_lines(reader, cols.bad_rows, n_bad)
     n_skipped = n_bad + reader.ragged_skipped
-    if drop is not None:
-        keep = ~drop
-        users_raw, items_raw = _take(users_raw, keep), _take(items_raw, keep)
-        values = None if values is None else values[keep]
-        ts = None if ts is None else ts[keep]
-    users_raw, items_raw = finish_ids(users_raw), finish_ids(items_raw)
-    if len(users_raw) == 0:
+    if cols.kept == 0:
         raise DataError(f"no rows left: {n_skipped:,} skipped as malformed, {n_empty:,} empty, "
                         f"{n_unrated:,} unrated", path=path)
+    users_raw = cols.users.finish("user")
+    items_raw = cols.items.finish("item")
+    values = cols.column("values", RATING_DTYPE if kind == "explicit" else WEIGHT_DTYPE)
+    ts = cols.column("ts", TIME_DTYPE)
+    drops = cols.drops
 
     stem = name if name is not None else _data_stem(path)
     if kind == "explicit":
@@ -352,11 +368,12 @@ def load_ratings(
         data = build_interactions(users_raw, items_raw, values, ts, rating_scale=scale,
                                   name=stem)
         del users_raw, items_raw, values, ts
-        located = reader if drop is None else _KeptRows(reader, np.flatnonzero(~drop))
+        located = reader if not drops else _KeptRows(reader, cols.chunks)
         data, n_resolved = resolve_duplicates(data, duplicates, reader=located)
         policy, aggregation = str(duplicates), None
     else:
-        weights = values if values is not None else np.ones(len(users_raw), dtype=np.float32)
+        weights = (values if values is not None
+                   else np.ones(len(users_raw[1]), dtype=np.float32))
         data = build_interactions(users_raw, items_raw, np.ones(len(weights), RATING_DTYPE), ts,
                                   rating_scale=IMPLICIT_SCALE, name=stem, weights=weights,
                                   feedback="implicit")
@@ -379,13 +396,97 @@ def load_ratings(
 
 
 class _KeptRows:
-    """Locates rows of the data kept after dropping some: row ``k`` is file row ``kept[k]``."""
+    """Locates rows of the data kept after dropping some: row ``k`` of the kept rows is found
+    through the chunks' ``(start, rows, dropped mask or None)``."""
 
-    def __init__(self, reader: _ParquetReader | _TextReader, kept: np.ndarray) -> None:
-        self.reader, self.kept = reader, kept
+    def __init__(self, reader: _ParquetReader | _TextReader,
+                 chunks: list[tuple[int, int, np.ndarray | None]]) -> None:
+        self.reader, self.chunks = reader, chunks
 
     def where(self, row: int) -> dict[str, Any]:
-        return self.reader.where(int(self.kept[row]))
+        k = row
+        for start, n, drop in self.chunks:
+            kept = n if drop is None else n - int(drop.sum())
+            if k < kept:
+                at = k if drop is None else int(np.flatnonzero(~drop)[k])
+                return self.reader.where(start + at)
+            k -= kept
+        return self.reader.where(row)
+
+
+class _Columns:
+    """The checked columns of a file, gathered chunk by chunk.
+
+    Each chunk is converted and checked as it is read (the first bad row raises, or bad rows
+    are dropped); only typed values are kept: ids as int32 numbers or dictionary codes
+    (:class:`IdPieces`), ratings or weights as float32, times as int64.
+    """
+
+    def __init__(self, reader: _ParquetReader | _TextReader, roles: dict[Role, str], kind: str,
+                 *, skip: bool, scale: tuple[float, float] | None, scale_source: str,
+                 unrated_value: float | None) -> None:
+        self.reader, self.roles, self.kind, self.skip = reader, roles, kind, skip
+        self.scale, self.scale_source, self.unrated_value = scale, scale_source, unrated_value
+        self.users, self.items = IdPieces(), IdPieces()
+        self.pieces: dict[str, list[np.ndarray]] = {"values": [], "ts": []}
+        self.rows = self.empty = self.bad = self.unrated = self.kept = 0
+        self.bad_rows: list[int] = []  # the first few bad rows (0-based, in the file)
+        self.chunks: list[tuple[int, int, np.ndarray | None]] = []
+        self.drops = False
+
+    def add(self, batch: dict[str, Any]) -> None:
+        roles, start = self.roles, self.rows
+        n = len(batch[roles["user"]])
+        if not n:
+            return
+        self.rows += n
+        empty = _empty_rows([batch[c] for c in dict.fromkeys(roles.values())])
+        self.empty += 0 if empty is None else int(empty.sum())
+        check = _Check(_Shifted(self.reader, start), skip=self.skip, ignore=empty)
+        users_raw, bad_u = _ids(batch[roles["user"]], roles["user"], "user", check)
+        items_raw, bad_i = _ids(batch[roles["item"]], roles["item"], "item", check)
+        unrated = bad_r = bad_w = None
+        values: np.ndarray | None
+        if self.kind == "explicit":
+            values, bad_r, unrated = _ratings(batch[roles["rating"]], roles["rating"], self.scale,
+                                              self.scale_source, check, self.unrated_value)
+        else:
+            values, bad_w = (_weights(batch[roles["weight"]], roles["weight"], check)
+                             if "weight" in roles else (None, None))
+        ts, bad_t = (_timestamps(batch[roles["time"]], roles["time"], check)
+                     if "time" in roles else (None, None))
+        check.raise_first()
+        bad = _union(bad_u, bad_i, bad_r, bad_w, bad_t)
+        drop = _union(bad, empty, unrated)
+        if bad is not None:
+            self.bad += int(bad.sum())
+            need = NAMED_LINES - len(self.bad_rows)
+            if need > 0:
+                self.bad_rows += [start + int(r) for r in np.flatnonzero(bad)[:need]]
+        self.unrated += 0 if unrated is None else int(unrated.sum())
+        if drop is not None:
+            keep = ~drop
+            users_raw, items_raw = _take(users_raw, keep), _take(items_raw, keep)
+            values = None if values is None else values[keep]
+            ts = None if ts is None else ts[keep]
+            self.drops = True
+        self.chunks.append((start, n, drop))
+        self.users.add(finish_ids(users_raw))
+        self.items.add(finish_ids(items_raw))
+        self.kept += len(users_raw)
+        if values is not None:
+            self.pieces["values"].append(values)
+        if ts is not None:
+            self.pieces["ts"].append(ts)
+
+    def column(self, name: str, dtype: Any) -> np.ndarray | None:
+        """One column of every kept row (``None`` when the file has none), its chunks freed."""
+        pieces = self.pieces[name]
+        if not pieces:
+            return None
+        out = np.concatenate(pieces).astype(dtype, copy=False)
+        pieces.clear()
+        return out
 
 
 def _union(*masks: np.ndarray | None) -> np.ndarray | None:
@@ -404,15 +505,14 @@ def _take(values: Any, keep: np.ndarray) -> Any:
     return values.filter(pa.array(keep))
 
 
-def _skipped_lines(reader: _ParquetReader | _TextReader, bad: np.ndarray | None, n_bad: int
+def _skipped_lines(reader: _ParquetReader | _TextReader, bad_rows: list[int], n_bad: int
                    ) -> tuple[int, ...]:
     """The first lines (Parquet: row numbers) skipped, ragged rows and bad values together."""
     if not n_bad and not reader.ragged_skipped:
         return ()
     lines = list(reader.ragged_lines(NAMED_LINES)) if reader.ragged_skipped else []
-    if bad is not None and n_bad:
-        rows = [int(r) for r in np.flatnonzero(bad)[:NAMED_LINES]]
-        found = reader.lines_of(rows)
+    if bad_rows:
+        found = reader.lines_of(bad_rows[:NAMED_LINES])
         lines += [line if line is not None else r + 1 for r, line in found.items()]
     return tuple(sorted(lines)[:NAMED_LINES])
 

@@ -35,25 +35,55 @@ def _fail(reader: Any, row: int, col: str, role: str, describe: Any) -> DataErro
 
 
 class _Check:
-    """How a column check treats bad values: raise on the first (``skip`` False) or flag them.
+    """How a column check treats bad values: raise for the first (``skip`` False) or flag them.
 
     ``ignore`` marks rows that are neither checked nor flagged (entirely empty rows, dropped
-    apart); ``reader`` locates a row for the error.
+    apart); ``reader`` locates a row for the error. Without ``skip``, the checks of a chunk note
+    their first bad row and :meth:`raise_first` raises for the earliest of them, so the error
+    names the first bad line of the file whatever the chunk size.
     """
 
     def __init__(self, reader: Any, *, skip: bool = False, ignore: np.ndarray | None = None
                  ) -> None:
         self.reader, self.skip, self.ignore = reader, skip, ignore
+        self._first: tuple[int, str, str, Any] | None = None
 
     def bad(self, mask: np.ndarray, col: str, role: str, describe: Any) -> np.ndarray | None:
-        """``mask`` less the ignored rows; raises for its first row unless skipping."""
+        """``mask`` less the ignored rows (``None`` when no row is left)."""
         if self.ignore is not None:
             mask = mask & ~self.ignore
         if not mask.any():
             return None
         if not self.skip:
-            raise _fail(self.reader, int(np.flatnonzero(mask)[0]), col, role, describe)
+            row = int(np.argmax(mask))
+            if self._first is None or row < self._first[0]:
+                self._first = (row, col, role, describe)
         return mask
+
+    def raise_first(self) -> None:
+        """Raise the error of the earliest bad row noted (nothing when none was, or skipping)."""
+        if self._first is not None:
+            row, col, role, describe = self._first
+            raise _fail(self.reader, row, col, role, describe)
+
+
+class _Shifted:
+    """A reader seen from a chunk: row ``k`` of the chunk is row ``start + k`` of the file."""
+
+    def __init__(self, reader: Any, start: int) -> None:
+        self.reader, self.start, self.path = reader, start, reader.path
+
+    def cell(self, row: int, col: str | None) -> tuple[int | None, int | None, str | None]:
+        return self.reader.cell(self.start + row, col)
+
+    def where(self, row: int) -> dict[str, Any]:
+        return self.reader.where(self.start + row)
+
+    def expected_fields(self) -> int | None:
+        return self.reader.expected_fields()
+
+    def _ragged_error(self, line: int | None, found: int) -> DataError:
+        return self.reader._ragged_error(line, found)
 
 
 def _arrow_column(col: Any) -> Any:
@@ -174,11 +204,30 @@ def _canonical_ints(arr: Any) -> np.ndarray | None:
     return values
 
 
+def _cast(arr: Any, kind: Any) -> Any:
+    """``arr`` cast to ``kind``, or ``None`` when some value does not convert (a failing cast of
+    a long column is slow, so a slice is tried first)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        pc.cast(arr.slice(0, 1024), kind)
+        return pc.cast(arr, kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
 def _numbers(col: Any) -> np.ndarray:
     """float64 values of a column, NaN where a cell is empty or not a number."""
     import pyarrow as pa
 
     arr = _arrow_column(col)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        typed = _cast(arr, pa.float64())  # numbers read as text: cast in C when all convert
+        if typed is None:
+            typed = _cast(arr, pa.bool_())
+        if typed is not None:
+            arr = typed
     if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(
             arr.type):
         values = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
@@ -193,7 +242,7 @@ def _numbers(col: Any) -> np.ndarray:
 def _not_a_number(what: str, expected: str, reader: Any) -> Any:
     """``describe`` for a cell that is empty or not a number."""
     def describe(text: str | None) -> tuple[str, str, list[OptionHint]]:
-        if text is None and not (isinstance(reader, _ParquetReader)):
+        if text is None and not isinstance(getattr(reader, "reader", reader), _ParquetReader):
             text = ""
         if text is None or text.strip() == "":
             return (f"missing {what} (the field is empty); expected {expected}", expected, [])
@@ -242,7 +291,8 @@ def _ratings(col: Any, name: str, scale: tuple[float, float] | None, scale_sourc
 
             more = check.bad(out, name, "rating", describe_out)
             bad = more if bad is None else (bad if more is None else bad | more)
-    return np.nan_to_num(values, nan=0.0).astype(RATING_DTYPE), bad, unrated
+    return (np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(RATING_DTYPE), bad,
+            unrated)
 
 
 def _weights(col: Any, name: str, check: _Check) -> tuple[np.ndarray, np.ndarray | None]:
@@ -266,6 +316,12 @@ def _timestamps(col: Any, name: str, check: _Check) -> tuple[np.ndarray, np.ndar
     import pyarrow.compute as pc
 
     arr = _arrow_column(col)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        typed = _cast(arr, pa.int64())  # numbers read as text: cast in C when all convert
+        if typed is None:
+            typed = _cast(arr, pa.float64())
+        if typed is not None:
+            arr = typed
     expected = "Unix seconds or an ISO-8601 date"
 
     def empty(text: str | None) -> tuple[str, str, list[OptionHint]]:
