@@ -738,7 +738,8 @@ def test_every_data_option_has_one_flag() -> None:
         "rating_scale": "--rating-scale", "encoding": "--encoding", "duplicates": "--duplicates",
         "weight_col": "--weight-col", "feedback": "--feedback", "implicit_value": "--implicit-value",
         "on_bad_rows": "--on-bad-rows", "item_features": "--item-features",
-        "user_features": "--user-features", "release_features": "--no-release-features"}
+        "user_features": "--user-features", "release_features": "--no-release-features",
+        "max_input_size": "--max-input-size"}
     assert DATA_OPTIONS["rating_scale"].metavar == "LOW,HIGH"
     assert DATA_OPTIONS["duplicates"].metavar == "first|last|mean|error"
     assert all(spec.help for spec in DATA_OPTIONS.values())

@@ -4,6 +4,9 @@
 * ``cfrec download NAME``: fetch, verify and unpack one release (progress bar on stderr).
 * ``cfrec stats DATASET [--json]``: statistics of a MovieLens name or any ratings path; ``--json``
   prints full-precision JSON on stdout (nothing else goes to stdout).
+* ``cfrec shard DATASET --parts P --out DIR``: split a ratings or log file into P user-block and
+  P item-block Parquet parts and the id vocabularies, streaming (memory does not grow with the
+  file); see ``docs/data-files.md``.
 """
 
 from __future__ import annotations
@@ -126,6 +129,41 @@ def stats_cmd(
         hist.add_row(f"{rating:g}", f"{count:,}", f"{share:.1%}",
                      "[cyan]" + "█" * max(1, round(30 * count / peak)) + "[/]")
     console.print(hist)
+
+
+@app.command("shard")
+@with_data_options
+def shard_cmd(
+    dataset: Annotated[str, typer.Argument(help="A ratings or log file, or a MovieLens folder.")],
+    data_options: DataOptions,
+    parts: Annotated[int, typer.Option("--parts", "-p", min=1,
+                                       help="Number of user blocks (and of item blocks).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (created whole, or "
+                                      "not at all).")],
+    overwrite: Annotated[bool, typer.Option("--overwrite",
+                                            help="Replace an existing --out folder.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Split a ratings or log file into P user-block and P item-block Parquet parts with
+    balanced row counts, plus the id vocabularies, in two streaming passes."""
+    from cfrec.data.shard import shard_dataset
+
+    kwargs = data_options.to_kwargs()
+    duplicates = kwargs.pop("duplicates", "last")
+    shards = shard_dataset(dataset, out, parts, duplicates=duplicates, overwrite=overwrite,
+                           **kwargs)
+    summary = {"out": str(shards.path), "parts": shards.parts, "rows": shards.rows,
+               "users": shards.n_users, "items": shards.n_items,
+               "user_rows": list(shards.user_rows), "item_rows": list(shards.item_rows),
+               "feedback": shards.feedback}
+    if json_out:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    console.print(f"{shards.rows:,} rows ({shards.n_users:,} users, {shards.n_items:,} items) in "
+                  f"{shards.parts} user parts ({min(shards.user_rows):,}-{max(shards.user_rows):,}"
+                  f" rows) and {shards.parts} item parts ({min(shards.item_rows):,}-"
+                  f"{max(shards.item_rows):,} rows) -> {shards.path}", highlight=False,
+                  soft_wrap=True)
 
 
 def _print_interaction_stats(stats: Any, how: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
@@ -73,15 +74,29 @@ class IdPieces:
         """The vocabulary and the int32 index of every row, in the order added."""
         if all(t is None for t in self._text):
             pieces = [p for p in self._ints if p is not None]
-            dtype = (np.int32 if all(p.dtype == np.int32 for p in pieces) else np.int64)
-            raw = (np.concatenate(pieces).astype(dtype, copy=False) if pieces
-                   else np.zeros(0, np.int64))
             self._ints.clear()
             self._text.clear()
-            if not len(raw) or int(raw.min()) < 0 or int(raw.max()) >= max(_DENSE_ID_LIMIT,
-                                                                           4 * len(raw)):
-                raw = raw.astype(np.int64, copy=False)  # the general path keeps int64 ids
-            return encode_ids(raw, what=what)
+            dtype = np.int32 if all(p.dtype == np.int32 for p in pieces) else np.int64
+            raw = np.empty(self.rows, dtype=dtype)
+            at = 0
+            pieces.reverse()
+            while pieces:  # each chunk freed once copied: the column is never held twice
+                piece = pieces.pop()
+                raw[at:at + len(piece)] = piece
+                at += len(piece)
+                del piece
+            _release_arrow_memory()
+            if len(raw) and dtype == np.int32 and int(raw.min()) >= 0 and int(raw.max()) < max(
+                    _DENSE_ID_LIMIT, 4 * len(raw)):
+                present = np.zeros(int(raw.max()) + 1, dtype=bool)
+                present[raw] = True
+                ids = np.flatnonzero(present).astype(np.int64)
+                lut = np.full(len(present), -1, dtype=INDEX_DTYPE)
+                lut[ids] = np.arange(len(ids), dtype=INDEX_DTYPE)
+                index: Any = raw
+                np.take(lut, index, out=raw)  # in place: the raw ids become the indices
+                return IdMap.from_sorted_unique(ids), raw
+            return encode_ids(raw.astype(np.int64, copy=False), what=what)
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -122,10 +137,28 @@ def _is_arrow(values: Any) -> bool:
 
 
 def _release_arrow_memory() -> None:
-    """Return memory pyarrow's allocator keeps after a parse (frames from ``to_pandas`` live in it)."""
+    """Return memory pyarrow's allocator keeps after a parse (frames from ``to_pandas`` live in it),
+    and the free pages of the C heap (where the chunks of a parse were), to the system."""
     pa = sys.modules.get("pyarrow")
     if pa is not None:
         pa.default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim`` (None elsewhere): freed chunks in the middle of the heap stay
+    resident until it is called, which after a chunked parse is as much as the data."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _compact(values: np.ndarray, dtype: Any) -> np.ndarray:

@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 #: How many skipped lines a report names.
 NAMED_LINES = 5
 #: Bytes of text parsed at a time: memory beyond the loaded arrays stays about this size.
-DEFAULT_CHUNK_BYTES = 1 << 24
+DEFAULT_CHUNK_BYTES = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,7 @@ def load_ratings(
         trailer, the ratio of the first MB) and counted while reading; a file over the limit
         is refused, naming the sizes.
     chunk_bytes
-        Bytes of text parsed at a time (default 16 MiB). The file is read in chunks and each
+        Bytes of text parsed at a time (default 8 MiB). The file is read in chunks and each
         is converted to typed columns as it is read, so the memory a parse needs beyond the
         loaded arrays stays about this size; the result does not depend on it.
     return_report
@@ -293,43 +293,17 @@ def load_ratings(
         flag).
     """
     duplicates = check_duplicates(duplicates)
-    feedback = check_choice("feedback", feedback, FEEDBACK_KINDS)
-    on_bad_rows = check_choice("on_bad_rows", on_bad_rows, BAD_ROW_POLICIES)
-    unrated_value = None if implicit_value is None else parse_implicit_value(implicit_value)
-    scale = None if rating_scale is None else check_rating_scale(rating_scale)
-    names = None if columns is None else list(parse_columns(list(columns)))
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError("no such file", path=path)
-    if path.is_dir():
-        raise DataError("is a folder, expected a ratings file (CSV, TSV or Parquet)", path=path)
-    if path.stat().st_size == 0:
-        raise DataError("file is empty; expected rating rows (user, item, rating[, timestamp])",
-                        path=path)
-    try:
-        codec = codecs.lookup(encoding).name
-    except LookupError:
-        raise DataError(f"unknown text encoding {encoding!r}", field="encoding", value=encoding,
-                        hints=(option("encoding").hint('"latin-1"', "latin-1"),)) from None
-
-    skip = on_bad_rows == "skip"
-    chunk = DEFAULT_CHUNK_BYTES if chunk_bytes is None else max(1, int(chunk_bytes))
-    source = _inspect(path, codec)
-    limit = input_limit(path, source.compression, parse_size(max_input_size))
-    check_estimate(path, source.compression, source.member, limit)
-    reader: _ParquetReader | _TextReader
-    if source.parquet:
-        reader = _ParquetReader(path)
-    else:
-        reader = _TextReader(path, source, sep, names, codec, skip_bad=skip, limit=limit)
-    explicit: dict[Role, str | None] = {"user": user_col, "item": item_col, "rating": rating_col,
-                                        "time": time_col or None, "weight": weight_col}
-    roles, kind = _resolve_roles(reader, explicit, use_time=time_col is not False,
-                                 feedback=feedback)
+    plan = _plan(path, user_col=user_col, item_col=item_col, rating_col=rating_col,
+                 time_col=time_col, weight_col=weight_col, sep=sep, columns=columns,
+                 rating_scale=rating_scale, encoding=encoding, scale_source=scale_source,
+                 feedback=feedback, implicit_value=implicit_value, on_bad_rows=on_bad_rows,
+                 max_input_size=max_input_size, chunk_bytes=chunk_bytes)
+    path, reader, roles, kind = plan.path, plan.reader, plan.roles, plan.kind
+    scale, scale_source, unrated_value = plan.scale, plan.scale_source, plan.unrated_value
+    chunk = plan.chunk_bytes
     engines = reader.engines()
     for k, engine in enumerate(engines):
-        cols = _Columns(reader, roles, kind, skip=skip, scale=scale, scale_source=scale_source,
-                        unrated_value=unrated_value)
+        cols = plan.columns()
         try:
             for batch in reader.batches(roles, chunk, engine):
                 cols.add(batch)
@@ -369,7 +343,7 @@ def load_ratings(
                                   name=stem)
         del users_raw, items_raw, values, ts
         located = reader if not drops else _KeptRows(reader, cols.chunks)
-        data, n_resolved = resolve_duplicates(data, duplicates, reader=located)
+        data, n_resolved = resolve_duplicates(data, duplicates, reader=located, inplace=True)
         policy, aggregation = str(duplicates), None
     else:
         weights = (values if values is not None
@@ -378,7 +352,7 @@ def load_ratings(
                                   rating_scale=IMPLICIT_SCALE, name=stem, weights=weights,
                                   feedback="implicit")
         del users_raw, items_raw, values, ts, weights
-        data, n_resolved = aggregate_interactions(data)
+        data, n_resolved = aggregate_interactions(data, inplace=True)
         policy, scale, scale_source = "aggregate", IMPLICIT_SCALE, "implicit"
         aggregation = f"sum of {roles['weight']}" if "weight" in roles else "count"
     _release_arrow_memory()  # the raw id columns lived in pyarrow's pool
@@ -393,6 +367,69 @@ def load_ratings(
                         skipped_rows=n_skipped, skipped_lines=skipped_lines, empty_rows=n_empty,
                         unrated_rows=n_unrated)
     return data, report
+
+
+@dataclass
+class _Plan:
+    """How to read one file: its reader, the column of each role and the checks' settings."""
+
+    path: Path
+    reader: _ParquetReader | _TextReader
+    roles: dict[Role, str]
+    kind: str
+    skip: bool
+    scale: tuple[float, float] | None
+    scale_source: str
+    unrated_value: float | None
+    chunk_bytes: int
+
+    def columns(self) -> _Columns:
+        return _Columns(self.reader, self.roles, self.kind, skip=self.skip, scale=self.scale,
+                        scale_source=self.scale_source, unrated_value=self.unrated_value)
+
+
+def _plan(path: str | Path, *, user_col: str | None = None, item_col: str | None = None,
+          rating_col: str | None = None, time_col: TimeCol = None, weight_col: str | None = None,
+          sep: str | None = None, columns: Sequence[str] | None = None,
+          rating_scale: tuple[float, float] | None = None, encoding: str = "utf-8",
+          scale_source: str = "given", feedback: Feedback = "auto",
+          implicit_value: float | None = None, on_bad_rows: BadRowPolicy = "error",
+          max_input_size: int | str | None = None, chunk_bytes: int | None = None) -> _Plan:
+    """Check the options, recognise the file and find its columns (nothing is parsed yet)."""
+    feedback = check_choice("feedback", feedback, FEEDBACK_KINDS)
+    on_bad_rows = check_choice("on_bad_rows", on_bad_rows, BAD_ROW_POLICIES)
+    unrated_value = None if implicit_value is None else parse_implicit_value(implicit_value)
+    scale = None if rating_scale is None else check_rating_scale(rating_scale)
+    names = None if columns is None else list(parse_columns(list(columns)))
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError("no such file", path=path)
+    if path.is_dir():
+        raise DataError("is a folder, expected a ratings file (CSV, TSV or Parquet)", path=path)
+    if path.stat().st_size == 0:
+        raise DataError("file is empty; expected rating rows (user, item, rating[, timestamp])",
+                        path=path)
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise DataError(f"unknown text encoding {encoding!r}", field="encoding", value=encoding,
+                        hints=(option("encoding").hint('"latin-1"', "latin-1"),)) from None
+
+    skip = on_bad_rows == "skip"
+    chunk = DEFAULT_CHUNK_BYTES if chunk_bytes is None else max(1, int(chunk_bytes))
+    source = _inspect(path, codec)
+    limit = input_limit(path, source.compression, parse_size(max_input_size))
+    check_estimate(path, source.compression, source.member, limit)
+    reader: _ParquetReader | _TextReader
+    if source.parquet:
+        reader = _ParquetReader(path)
+    else:
+        reader = _TextReader(path, source, sep, names, codec, skip_bad=skip, limit=limit)
+    explicit: dict[Role, str | None] = {"user": user_col, "item": item_col, "rating": rating_col,
+                                        "time": time_col or None, "weight": weight_col}
+    roles, kind = _resolve_roles(reader, explicit, use_time=time_col is not False,
+                                 feedback=feedback)
+    return _Plan(path, reader, roles, kind, skip, scale, scale_source, unrated_value, chunk)
 
 
 class _KeptRows:
@@ -435,10 +472,28 @@ class _Columns:
         self.drops = False
 
     def add(self, batch: dict[str, Any]) -> None:
+        """Check a chunk and keep its typed columns."""
+        checked = self.check(batch)
+        if checked is None:
+            return
+        if len(self.chunks) % 8 == 0:
+            _release_arrow_memory()  # what the last chunks' parsing freed
+        users_raw, items_raw, values, ts = checked
+        self.users.add(users_raw)
+        self.items.add(items_raw)
+        if values is not None:
+            self.pieces["values"].append(values)
+        if ts is not None:
+            self.pieces["ts"].append(ts)
+
+    def check(self, batch: dict[str, Any]) -> tuple[Any, Any, Any, Any] | None:
+        """A chunk's kept rows as (user ids, item ids, ratings or weights, times), or ``None``
+        for an empty chunk; ids are int64 numpy or pyarrow strings, like :func:`finish_ids`'s.
+        Counts what was read, skipped and dropped."""
         roles, start = self.roles, self.rows
         n = len(batch[roles["user"]])
         if not n:
-            return
+            return None
         self.rows += n
         empty = _empty_rows([batch[c] for c in dict.fromkeys(roles.values())])
         self.empty += 0 if empty is None else int(empty.sum())
@@ -471,22 +526,30 @@ class _Columns:
             ts = None if ts is None else ts[keep]
             self.drops = True
         self.chunks.append((start, n, drop))
-        self.users.add(finish_ids(users_raw))
-        self.items.add(finish_ids(items_raw))
         self.kept += len(users_raw)
-        if values is not None:
-            self.pieces["values"].append(values)
-        if ts is not None:
-            self.pieces["ts"].append(ts)
+        return finish_ids(users_raw), finish_ids(items_raw), values, ts
 
     def column(self, name: str, dtype: Any) -> np.ndarray | None:
         """One column of every kept row (``None`` when the file has none), its chunks freed."""
         pieces = self.pieces[name]
         if not pieces:
             return None
-        out = np.concatenate(pieces).astype(dtype, copy=False)
-        pieces.clear()
-        return out
+        return _drain(pieces, dtype)
+
+
+def _drain(pieces: list[np.ndarray], dtype: Any) -> np.ndarray:
+    """The pieces concatenated into one ``dtype`` array, each freed once copied (the column is
+    never held twice)."""
+    out = np.empty(sum(len(p) for p in pieces), dtype=dtype)
+    at = 0
+    pieces.reverse()
+    while pieces:
+        piece = pieces.pop()
+        out[at:at + len(piece)] = piece
+        at += len(piece)
+        del piece
+    _release_arrow_memory()
+    return out
 
 
 def _union(*masks: np.ndarray | None) -> np.ndarray | None:
