@@ -146,6 +146,27 @@ def _iso(ts: int | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
+_BLOCK = 1 << 22
+
+
+def _rating_moments(ratings: np.ndarray) -> tuple[float, float, dict[float, int]]:
+    """Mean, standard deviation and histogram of the ratings, a block at a time (no float64 or
+    sorted copy of the whole column: a stats run stays close to the data's own size)."""
+    n = len(ratings)
+    if not n:
+        return float("nan"), float("nan"), {}
+    mean = float(ratings.mean(dtype=np.float64))
+    squares = 0.0
+    histogram: dict[float, int] = {}
+    for start in range(0, n, _BLOCK):
+        block = ratings[start:start + _BLOCK].astype(np.float64)
+        squares += float(np.square(block - mean).sum())
+        values, counts = np.unique(block, return_counts=True)
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+            histogram[v] = histogram.get(v, 0) + c
+    return mean, float(np.sqrt(squares / n)), dict(sorted(histogram.items()))
+
+
 def compute_statistics(data: Interactions) -> DatasetStats:
     """Sizes, sparsity, rating distribution, per-user/per-item activity and time span of ``data``."""
     n = len(data)
@@ -156,8 +177,7 @@ def compute_statistics(data: Interactions) -> DatasetStats:
     n_users, n_items = len(user_counts), len(item_counts)
     cells = n_users * n_items
     density = n / cells if cells else 0.0
-    ratings = data.ratings.astype(np.float64)
-    values, counts = np.unique(data.ratings, return_counts=True)
+    mean, std, histogram = _rating_moments(data.ratings)
     ts = data.timestamps
     w = data.weights
     has_time = n > 0 and bool(np.any(ts != 0))
@@ -169,9 +189,9 @@ def compute_statistics(data: Interactions) -> DatasetStats:
         sparsity=1.0 - density if cells else 1.0,
         density=density,
         rating_scale=(float(data.rating_scale[0]), float(data.rating_scale[1])),
-        rating_mean=float(ratings.mean()) if n else float("nan"),
-        rating_std=float(ratings.std()) if n else float("nan"),
-        rating_histogram={float(v): int(c) for v, c in zip(values, counts, strict=True)},
+        rating_mean=mean,
+        rating_std=std,
+        rating_histogram=histogram,
         ratings_per_user=CountSummary.of(user_counts),
         ratings_per_item=CountSummary.of(item_counts),
         first_timestamp=int(ts.min()) if has_time else None,

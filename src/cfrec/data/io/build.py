@@ -94,7 +94,8 @@ class IdPieces:
                 lut = np.full(len(present), -1, dtype=INDEX_DTYPE)
                 lut[ids] = np.arange(len(ids), dtype=INDEX_DTYPE)
                 index: Any = raw
-                np.take(lut, index, out=raw)  # in place: the raw ids become the indices
+                # in place ("clip": no buffered copy; every index is in range)
+                np.take(lut, index, out=raw, mode="clip")
                 return IdMap.from_sorted_unique(ids), raw
             return encode_ids(raw.astype(np.int64, copy=False), what=what)
         import pyarrow as pa
