@@ -146,10 +146,13 @@ def shard_cmd(
 ) -> None:
     """Split a ratings or log file into P user-block and P item-block Parquet parts with
     balanced row counts, plus the id vocabularies, in two streaming passes."""
+    from cfrec.data.options import FEATURE_OPTIONS
     from cfrec.data.shard import shard_dataset
 
     kwargs = data_options.to_kwargs()
     duplicates = kwargs.pop("duplicates", "last")
+    for name in FEATURE_OPTIONS:  # side features are not part of the rating rows
+        kwargs.pop(name, None)
     shards = shard_dataset(dataset, out, parts, duplicates=duplicates, overwrite=overwrite,
                            **kwargs)
     summary = {"out": str(shards.path), "parts": shards.parts, "rows": shards.rows,

@@ -89,13 +89,16 @@ def resolve_duplicates(
 
 
 def _kept(values: np.ndarray, keep: np.ndarray, inplace: bool) -> np.ndarray:
-    """``values[keep]``; with ``inplace``, moved to the front of ``values`` itself (one column's
-    worth of memory at a time instead of a copy of every column)."""
-    kept = values[keep]
+    """``values[keep]``; with ``inplace``, moved to the front of ``values`` itself a block at a
+    time (no second copy of any column)."""
     if not inplace:
-        return kept
-    values[: len(kept)] = kept
-    return values[: len(kept)]
+        return values[keep]
+    at = 0
+    for start in range(0, len(values), _KEY_BLOCK):  # at <= start: a block never overwrites
+        part = values[start:start + _KEY_BLOCK][keep[start:start + _KEY_BLOCK]]  # a later one
+        values[at:at + len(part)] = part
+        at += len(part)
+    return values[:at]
 
 
 
