@@ -25,7 +25,7 @@ GENRES = ("action", "comedy", "drama", "horror")
 
 def small_model(**overrides: Any) -> HybridRanker:
     params: dict[str, Any] = {"n_factors": 8, "epochs": 12, "lr": 0.1, "reg": 1e-3, "threshold": None,
-                              "seed": 0, "threads": 1}
+                              "seed": 0, "threads": 1, "use_user_features": True}
     return HybridRanker(**{**params, **overrides})
 
 
