@@ -140,3 +140,21 @@ def test_k_must_be_positive() -> None:
         top_k_row(np.zeros(3, dtype=np.float32), 0)
     with pytest.raises(ValueError, match="k must be"):
         top_k(np.zeros((1, 3), dtype=np.float32), 0)
+
+
+def test_iter_rank_holds_one_score_block_at_a_time() -> None:
+    """The block scored for one chunk is freed before the next chunk is scored."""
+    import weakref
+
+    table = np.random.default_rng(1).normal(size=(40, 25)).astype(np.float32)
+    blocks: list[weakref.ref[np.ndarray]] = []
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        assert all(ref() is None for ref in blocks), "an earlier score block is still alive"
+        block = table[rows] * 1.0
+        blocks.append(weakref.ref(block))
+        return block
+
+    idx, _ = rank(score, np.arange(40), 25, 3, exclude=sp.csr_array(np.eye(40, 25, dtype=np.float32)),
+                  budget=25 * 6)
+    assert len(blocks) == 7 and idx.shape == (40, 3)

@@ -283,6 +283,7 @@ def iter_rank(score_rows: ScoreFn, rows: np.ndarray, n_items: int, k: int, *,
         ex = _take_rows(exclude, block) if exclude is not None else None
         cand = _take_rows(sp.csr_array(candidates), block) if sp.issparse(candidates) else candidates
         idx, top = top_k(scores, k, exclude=ex, candidates=cand)
+        del scores, ex, cand  # one block alive at a time: freed before the next is scored
         yield start, idx, top
 
 

@@ -275,3 +275,20 @@ def test_invariants_of_the_two_kinds() -> None:
         replace(d, weights=d.weights.astype(np.float64))
     with pytest.raises(ValueError, match="feedback must be"):
         replace(d, feedback="clicks")
+
+
+def test_fingerprint_compiled_pass_equals_numpy(monkeypatch) -> None:
+    """Large data is hashed in one compiled pass: the same fingerprint as numpy's passes, for
+    ratings, weights and a subset indexed in the full data's vocabularies."""
+    import cfrec.data.interactions as interactions
+    from cfrec.data import make_synthetic, make_synthetic_log
+
+    data = make_synthetic(300, 200, 6000, seed=5)
+    cases = [data, data.subset(np.arange(0, len(data), 3)), data.as_implicit(),
+             make_synthetic_log(200, 300, 5000, seed=2)]
+    for case in cases:
+        monkeypatch.setattr(interactions, "FINGERPRINT_COMPILED_MIN", 1 << 62)
+        numpy_fp = case.fingerprint()
+        monkeypatch.setattr(interactions, "FINGERPRINT_COMPILED_MIN", 1)
+        assert case.fingerprint() == numpy_fp
+    assert cases[0].fingerprint() != cases[1].fingerprint()

@@ -337,3 +337,39 @@ def test_chunked_ranking_metrics_equal_unchunked(monkeypatch) -> None:
     monkeypatch.setattr(protocols, "rank", tiny)
     chunked = evaluate(model, split.test, metrics=names)
     assert calls and chunked == whole
+
+
+def test_rating_predictions_are_made_in_bounded_chunks(monkeypatch) -> None:
+    """A test part is predicted a chunk of pairs at a time: the same values, and the memory of
+    the per-pair factor rows gathered by the model stays that of one chunk, not of the test part."""
+    import tracemalloc
+
+    import cfrec.evaluation.protocols as protocols
+    from cfrec.data import make_splits, make_synthetic
+    from cfrec.models.mf import BiasedMF
+
+    split = make_splits(make_synthetic(400, 300, 60_000, seed=3), "random:0.5", seed=0)[0]
+    model = BiasedMF(n_factors=128, epochs=1).fit(split.train)
+    whole = model.predict_detailed(split.test.raw_users(), split.test.raw_items())
+    sizes: list[int] = []
+    predict = model.predict_detailed
+
+    def spy(users, items):
+        sizes.append(len(users))
+        return predict(users, items)
+
+    monkeypatch.setattr(model, "predict_detailed", spy)
+    monkeypatch.setattr(protocols, "PREDICT_CHUNK", 1000)
+    tracemalloc.start()
+    try:
+        chunked = evaluate(model, split.test, metrics=["rmse", "mae"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert max(sizes) == 1000 and sum(sizes) == len(split.test)
+    assert chunked["rmse"] == pytest.approx(float(np.sqrt(np.mean((whole.ratings - split.test.ratings) ** 2))))
+    pred = protocols.predict_pairs(model, split.test.raw_users(), split.test.raw_items(), chunk=777)
+    np.testing.assert_array_equal(pred.ratings, whole.ratings)
+    np.testing.assert_array_equal(pred.fallback, whole.fallback)
+    gathered = len(split.test) * 128 * 4  # one (pairs x factors) float32 gather of the whole part
+    assert peak < gathered / 2, (peak, gathered)

@@ -347,6 +347,13 @@ class Interactions:
         Each row is mixed into a 64-bit hash; the sorted row hashes (a multiset) and the raw ids
         present are digested, so a subset hashes the same whatever vocabulary it is indexed in.
         """
+        if len(self) >= FINGERPRINT_COMPILED_MIN:
+            compiled = self._compiled_row_hashes(hashlib.sha256())
+            if compiled is not None:
+                digest, hashes = compiled
+                hashes.sort()
+                digest.update(hashes.tobytes())
+                return str(digest.hexdigest())
         d = self.compact()  # vocabularies reduced to the ids present, so a subset hashes alike
         h = hashlib.sha256()
         for ids in (d.user_map.ids, d.item_map.ids):
@@ -362,10 +369,37 @@ class Interactions:
         return h.hexdigest()
 
 
+    def _compiled_row_hashes(self, h: Any) -> tuple[Any, np.ndarray] | None:
+        """:meth:`fingerprint`'s vocabulary digest (into ``h``) and row hashes, the rows hashed in
+        one compiled pass against the compacted indices without building the compacted copy;
+        None where numba is missing."""
+        try:
+            from cfrec.engines.compiled import row_fingerprints
+        except ImportError:  # pragma: no cover - numba is a dependency
+            return None
+        remap = []
+        for idx, n, vocab in ((self.users, self.n_users, self.user_map), (self.items, self.n_items, self.item_map)):
+            present = np.flatnonzero(np.bincount(idx, minlength=n))
+            ids = vocab.ids[present]
+            h.update(np.ascontiguousarray(ids if ids.dtype.kind in "iu" else ids.astype(str)).tobytes())
+            new = np.full(n, -1, dtype=np.int64)
+            new[present] = np.arange(len(present), dtype=np.int64)
+            remap.append(new)
+        weights = self.weights if self.weights is not None else self.ratings
+        row = row_fingerprints(self.users, self.items, remap[0], remap[1], self.timestamps.view(np.uint64),
+                               self.ratings.view(np.uint32), weights.view(np.uint32), self.weights is not None)
+        return h, row
+
+
 def _times(df: pd.DataFrame, time_col: str | None) -> np.ndarray:
     if time_col is not None and time_col in df.columns:
         return df[time_col].to_numpy(dtype=TIME_DTYPE)
     return np.zeros(len(df), dtype=TIME_DTYPE)
+
+
+#: Rows from which :meth:`Interactions.fingerprint` hashes them in one compiled pass (smaller
+#: data is hashed by numpy, with no compiled code to load).
+FINGERPRINT_COMPILED_MIN = 1 << 18
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

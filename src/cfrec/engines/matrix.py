@@ -85,12 +85,15 @@ class WeightingStats:
 
 
 def weighting_stats(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_users: int,
-                    n_items: int) -> WeightingStats:
+                    n_items: int, *, pairs: sp.csr_array | None = None) -> WeightingStats:
     """Item IDF ``max(0, log(n_users) - log(1 + df_i))`` (``df_i``: users with item ``i``) and
     the mean over users of their summed values. The IDF is floored at 0 so an item nearly every
-    user has gets weight 0, never a negative confidence."""
-    pairs = sp.csr_array((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
-    pairs.sum_duplicates()
+    user has gets weight 0, never a negative confidence. ``pairs``: the users x items CSR of
+    these rows with duplicates summed, when the caller has it (a model's ``seen_``), so that it
+    is not built again."""
+    if pairs is None:
+        pairs = sp.csr_array((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
+        pairs.sum_duplicates()
     df = np.bincount(pairs.indices, minlength=n_items).astype(np.float64)
     lengths = np.bincount(users, weights=np.asarray(values, dtype=np.float64), minlength=n_users)
     return weighting_stats_from(df, lengths)

@@ -51,6 +51,10 @@ from cfrec.ranking import rank
 logger = logging.getLogger(__name__)
 
 RATING_METRICS = ("rmse", "mae")
+#: Test pairs predicted per call: models gather a factor row per pair (n_pairs x k floats, twice),
+#: so a test part of ML-25M's size (5M pairs, 64 factors) predicted at once would hold 2.6 GB of
+#: gathered rows; in chunks of this many pairs it holds a few tens of MB.
+PREDICT_CHUNK = 1 << 16
 DEFAULT_RANKING = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate", "coverage", "popularity")
 
 ModelLike = Recommender | str | Callable[[], Recommender]
@@ -221,7 +225,7 @@ def evaluate_detailed(model: Recommender, test: Interactions, *, train: Interact
     t0 = time.perf_counter()
     need_rating = any(n in RATING_METRICS for n in names)
     if need_rating:
-        pred = model.predict_detailed(test.raw_users(), test.raw_items())
+        pred = predict_pairs(model, test.raw_users(), test.raw_items())
     predict_seconds = time.perf_counter() - t0
     if need_rating:  # a model whose predictions are not rating estimates gets n/a (NaN), not an error
         if "rmse" in names:
@@ -239,6 +243,24 @@ def evaluate_detailed(model: Recommender, test: Interactions, *, train: Interact
     ordered = {n: out[n] for n in names}
     ordered.update({key: v for key, v in out.items() if key not in ordered})
     return Evaluation(ordered, breakdown, predict_seconds, rank_seconds)
+
+
+def predict_pairs(model: Recommender, users: np.ndarray, items: np.ndarray,
+                  chunk: int | None = None) -> Prediction:
+    """``model.predict_detailed(users, items)`` for equal-length raw id arrays, ``chunk`` pairs at a
+    time (default :data:`PREDICT_CHUNK`), so that the model's per-pair working arrays never exceed
+    one chunk (the same values)."""
+    chunk = PREDICT_CHUNK if chunk is None else chunk
+    n = len(users)
+    if n <= chunk:
+        return model.predict_detailed(users, items)
+    ratings = np.empty(n, dtype=np.float32)
+    fallback = np.empty(n, dtype=np.int8)
+    for start in range(0, n, chunk):
+        part = model.predict_detailed(users[start:start + chunk], items[start:start + chunk])
+        ratings[start:start + chunk] = part.ratings
+        fallback[start:start + chunk] = part.fallback
+    return Prediction(ratings, fallback)
 
 
 def _ranking(model: Recommender, test: Interactions, names: list[str],
@@ -263,7 +285,9 @@ def _ranking(model: Recommender, test: Interactions, names: list[str],
     popularity = None
     if "popularity" in families:
         n_train_users = max(len(model.user_map_), 1)
-        popularity = np.asarray((model.seen_ > 0).sum(axis=0), dtype=np.float64).ravel() / n_train_users
+        seen = model.seen_  # training users per item, without a copy of the matrix
+        cols = seen.indices if bool((seen.data > 0).all()) else seen.indices[seen.data > 0]
+        popularity = np.bincount(cols, minlength=len(model.item_map_)).astype(np.float64) / n_train_users
     res = ranking_metrics(top, p_rows[rankable], i_model[rankable], n_relevant,
                           n_items=len(model.item_map_), ks=ks, names=families, item_popularity=popularity)
     out = {n: res[n] for n in names}

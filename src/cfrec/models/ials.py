@@ -187,7 +187,10 @@ class IALS(RankingRecommender, LatentFactorRecommender):
         self._weights(values)  # checked before the weighting divides by them
         stats = None
         if self.weighting is not None:
-            stats = weighting_stats(train.users, train.items, values, train.n_users, train.n_items)
+            seen = getattr(self, "seen_", None)  # fit's binary CSR of these rows: not built again
+            shared = seen is not None and seen.shape == (train.n_users, train.n_items)
+            stats = weighting_stats(train.users, train.items, values, train.n_users, train.n_items,
+                                    pairs=seen if shared else None)
         self.weighting_stats_: WeightingStats | None = stats
         return self._pair_weights(train.users, train.items, values, train.n_users, train.n_items, stats)
 
