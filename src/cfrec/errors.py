@@ -150,6 +150,22 @@ class ModelFileError(CfrecError):
     """A model folder is missing, corrupted, truncated or was not written by cfrec."""
 
 
+class StorageError(CfrecError, OSError):
+    """Reading or writing a file failed on the system's side (disk full, quota, permission,
+    read-only file system, a file that vanished): one line naming the file, what failed and what
+    was kept. An :class:`OSError` too (``errno`` and ``filename`` set), so code that catches
+    ``OSError`` still does."""
+
+    def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.filename = filename
+        self.strerror = message
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class NotFittedError(CfrecError, AttributeError):
     """A model method that needs learned state was called before ``fit``."""
 

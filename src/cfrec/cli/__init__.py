@@ -8,6 +8,7 @@ import sys
 
 from rich.markup import escape
 
+from cfrec._io import is_os_failure, os_error_reason
 from cfrec.cli._app import app, command_line, err_console
 from cfrec.errors import CfrecError
 
@@ -44,13 +45,24 @@ def main(argv: list[str] | None = None) -> int:
             message = _rank_prefix() + message
         err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         return 1
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}: {escape(str(exc.filename))}", highlight=False)
+    except Exception as exc:  # a failure of the system (disk full, permission ...) in any command
+        if not is_os_failure(exc):
+            raise
+        line = _rank_prefix() + _os_failure_line(exc)
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
     return 0
+
+
+def _os_failure_line(exc: BaseException) -> str:
+    """``"FILE: REASON"`` for an OS failure no command turned into a sentence of its own."""
+    _, reason = os_error_reason(exc)
+    names = [getattr(exc, attr, None) for attr in ("filename", "filename2")]
+    where = " -> ".join(str(n) for n in names if n)
+    return f"{where}: {reason}" if where else reason
 
 
 if __name__ == "__main__":  # pragma: no cover

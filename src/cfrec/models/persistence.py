@@ -47,7 +47,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cfrec._io import file_mode, to_jsonable, write_json_atomic
+from cfrec._io import (
+    file_mode,
+    is_os_failure,
+    locked_mkdir,
+    locked_temp_file,
+    remove_stale,
+    storage_error,
+    to_jsonable,
+)
 from cfrec._version import __version__
 from cfrec.errors import ModelFileError
 
@@ -98,56 +106,126 @@ def save(path: str | Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, 
     ``items`` entry, per-item metadata, goes to ``items.json``). ``on_step`` is called with each
     name of :data:`SAVE_STEPS` after that step is durable (tests use it to interrupt a save at
     every point).
-    """
-    from safetensors.numpy import save_file
 
+    Temporaries that killed saves left in ``path`` are removed first (only unlocked ones, see
+    :func:`cfrec._io.remove_stale`). A failure of the system (disk full, quota, permission,
+    read-only file system) raises :class:`~cfrec.errors.StorageError` in one line that says the
+    previous model is unchanged; whatever this save wrote is removed.
+    """
     path = check_writable(path)
-    path.mkdir(parents=True, exist_ok=True)
-    mode = file_mode()
+    kept = (f"the previous model at {path} is unchanged" if current_version(path) is not None
+            else "no model was saved")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(path)
+    except OSError as exc:
+        raise storage_error(exc, "save the model to", path, kept) from None
     version = _new_version_name()
     tmp = path / f"{_TMP_PREFIX}{version}"
-    tmp.mkdir()
-    _step(on_step, "started")
+    final = path / version
+    pointer_tmp = path / f"{_TMP_PREFIX}{POINTER_FILE}-{version}"
+    held: list[int] = []
+    doing = ["creating a version folder"]
+    committed = False
     try:
-        weights = tmp / WEIGHTS_FILE
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(weights))
-        _fsync_file(weights)
-        _step(on_step, "weights_written")
-        body = {k: v for k, v in meta.items() if k != ITEMS_KEY}
-        doc = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "cfrec_version": __version__,
-               **to_jsonable(body), "weights_sha256": _sha256(weights)}
-        write_json_atomic(tmp / META_FILE, doc, indent=None)
-        if meta.get(ITEMS_KEY) is not None:
-            write_json_atomic(tmp / ITEMS_FILE, meta[ITEMS_KEY], indent=None)
-        _step(on_step, "meta_written")
-        for child in tmp.iterdir():
-            os.chmod(child, mode)
-        os.chmod(tmp, mode | 0o111)
-        final = path / version
+        _write_version(tmp, arrays, meta, held, doing, on_step)
+        doing[0] = "renaming the version folder"
         os.replace(tmp, final)
         _fsync_dir(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _step(on_step, "version_written")
+        doing[0] = f"writing {POINTER_FILE}"
+        fd, pointer_tmp = locked_temp_file(path, f"{_TMP_PREFIX}{POINTER_FILE}-", "")
+        held.append(fd)
+        os.write(fd, (version + "\n").encode("ascii"))
+        os.fsync(fd)
+        os.chmod(pointer_tmp, file_mode())
+        _step(on_step, "pointer_written")
+        os.replace(pointer_tmp, path / POINTER_FILE)
+        committed = True
+        _fsync_dir(path)
+    except BaseException as exc:
+        if not committed:
+            for leftover in (tmp, final, pointer_tmp):
+                _remove(leftover)
+        if isinstance(exc, Exception) and is_os_failure(exc) and not committed:
+            raise storage_error(exc, "save the model to", path, kept, doing[0]) from None
         raise
-    _step(on_step, "version_written")
-    pointer_tmp = path / f"{_TMP_PREFIX}{POINTER_FILE}-{version}"
-    with open(pointer_tmp, "w", encoding="utf-8") as fh:
-        fh.write(version + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(pointer_tmp, mode)
-    _step(on_step, "pointer_written")
-    os.replace(pointer_tmp, path / POINTER_FILE)
-    _fsync_dir(path)
+    finally:
+        for fd in held:
+            os.close(fd)
     _step(on_step, "pointer_replaced")
     clean_model_folder(path)
     _step(on_step, "cleaned")
     return path
 
 
+def _write_version(tmp: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], held: list[int],
+                   doing: list[str], on_step: StepHook | None) -> None:
+    """Write one complete version into the new folder ``tmp`` (locked while this process lives)."""
+    from safetensors.numpy import save_file
+
+    mode = file_mode()
+    held.append(locked_mkdir(tmp))
+    _step(on_step, "started")
+    weights = tmp / WEIGHTS_FILE
+    doing[0] = f"writing {WEIGHTS_FILE}"
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(weights))
+    _fsync_file(weights)
+    _step(on_step, "weights_written")
+    body = {k: v for k, v in meta.items() if k != ITEMS_KEY}
+    doc = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "cfrec_version": __version__,
+           **to_jsonable(body), "weights_sha256": _sha256(weights)}
+    doing[0] = f"writing {META_FILE}"
+    _write_json(tmp / META_FILE, doc)
+    if meta.get(ITEMS_KEY) is not None:
+        doing[0] = f"writing {ITEMS_FILE}"
+        _write_json(tmp / ITEMS_FILE, meta[ITEMS_KEY])
+    doing[0] = "setting permissions"
+    _step(on_step, "meta_written")
+    for child in tmp.iterdir():
+        os.chmod(child, mode)
+    os.chmod(tmp, mode | 0o111)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Strict JSON into a file of a version folder not yet visible (no rename needed)."""
+    text = json.dumps(to_jsonable(obj), indent=None, ensure_ascii=False, allow_nan=False) + "\n"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def clean_stale_temps(path: str | Path) -> list[Path]:
+    """Remove what killed saves left in the model folder ``path``: unfinished version folders and
+    pointer files (``.tmp-*``), and the sibling temporary folders of older releases, each only when
+    no live writer holds it (:func:`cfrec._io.remove_stale`). Returns the removed paths."""
+    path = Path(path)
+    removed = []
+    try:
+        inside = [path / n for n in os.listdir(path) if n.startswith(_TMP_PREFIX)]
+        beside = [path.parent / n for n in os.listdir(path.parent)
+                  if re.fullmatch(rf"\.{re.escape(path.name)}\.(tmp|old)-.*", n)]
+    except OSError:
+        return []
+    for candidate in inside + beside:
+        if remove_stale(candidate):
+            removed.append(candidate)
+    return removed
+
+
 def clean_model_folder(path: str | Path) -> list[Path]:
     """Remove what the current version does not need: versions older than the previous one,
-    interrupted saves and the files of the pre-versioned layout. Returns the removed paths.
+    interrupted saves (unless a live writer holds them) and the files of the pre-versioned
+    layout. Returns the removed paths.
 
     The version replaced last is kept, so a reader that followed ``CURRENT`` just before a save
     replaced it (a service reloading its model, say) can still read every file of it.
@@ -159,24 +237,16 @@ def clean_model_folder(path: str | Path) -> list[Path]:
     versions = sorted((c for c in path.iterdir() if c.is_dir() and _VERSION_RE.match(c.name) and c != keep),
                       key=lambda c: c.stat().st_mtime_ns)
     previous = versions[-1] if versions else None
-    removed = []
+    removed = clean_stale_temps(path)
     for child in path.iterdir():
-        if child in (keep, previous) or child.name == POINTER_FILE:
+        if child in (keep, previous) or child.name == POINTER_FILE or child.name.startswith(_TMP_PREFIX):
             continue
-        stale = (child.name.startswith(_TMP_PREFIX) or _VERSION_RE.match(child.name)
-                 or child.name in (META_FILE, WEIGHTS_FILE, ITEMS_FILE))
-        if stale:
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    child.unlink()
+        if _VERSION_RE.match(child.name):  # a version a live save is about to point to is locked
+            if remove_stale(child):
+                removed.append(child)
+        elif child.name in (META_FILE, WEIGHTS_FILE, ITEMS_FILE):
+            _remove(child)
             removed.append(child)
-    # leftovers of the sibling temporary folders older releases wrote
-    for sibling in path.parent.glob(f".{path.name}.*"):
-        if re.fullmatch(rf"\.{re.escape(path.name)}\.(tmp|old)-.*", sibling.name) and sibling.is_dir():
-            shutil.rmtree(sibling, ignore_errors=True)
-            removed.append(sibling)
     return removed
 
 
