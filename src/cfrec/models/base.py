@@ -24,7 +24,8 @@ from cfrec.data.idmap import IdMap
 from cfrec.data.interactions import Interactions
 from cfrec.errors import CfrecError, ModelFileError, NotFittedError
 from cfrec.models import names, persistence
-from cfrec.models.params import check_params, param_specs
+from cfrec.models.layout import Array, Layout, csr
+from cfrec.models.params import check_params, check_saved_params, param_specs
 from cfrec.models.types import (
     KNOWN,
     UNKNOWN_BOTH,
@@ -80,6 +81,13 @@ class Recommender(ABC):
 
     #: Short name used by the registry and the CLI (``mf``, ``als`` ...).
     name: ClassVar[str] = ""
+
+    #: The arrays this class adds to a saved model, by name in the weights file (merged along the
+    #: class hierarchy, a subclass's entry replacing its base's; see :mod:`cfrec.models.layout`).
+    #: Every model saves the seen-items matrix. A class that overrides ``_state`` or
+    #: ``_fallback_state`` declares what it saves; one of a user's own that does not is loaded
+    #: with the arrays its bases declare checked and others let through.
+    state_layout: ClassVar[dict[str, Array]] = csr("base.seen", "users", "items", data=False)
 
     # learned state (set by fit or load)
     user_map_: IdMap
@@ -624,6 +632,53 @@ class Recommender(ABC):
             raise ModelFileError(f"incomplete or inconsistent model state ({exc!r})") from None
         return model
 
+    def _declared_arrays(self, meta: dict[str, Any]) -> dict[str, Array]:
+        """The arrays a saved model of these hyperparameters holds: the ``state_layout`` tables
+        of the class hierarchy merged (models whose arrays depend on the metadata add them here)."""
+        merged: dict[str, Array] = {}
+        for klass in reversed(type(self).__mro__):
+            merged.update(klass.__dict__.get("state_layout", {}))
+        return merged
+
+    @classmethod
+    def saved_layout(cls, meta: dict[str, Any]) -> Layout:
+        """Check a saved model's metadata (hyperparameters valid by their declarations, a device
+        this machine has, id vocabularies, a finite mean and rating scale) and give the layout its
+        weights must follow. Raises :class:`ModelFileError` naming the field at fault."""
+        try:
+            check_saved_params(cls, meta.get("params"))
+            model = cls(**meta["params"])
+        except CfrecError as exc:
+            raise ModelFileError(str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"params: {exc}") from None
+        sizes = {}
+        for key, what in (("user_ids", "users"), ("item_ids", "items")):
+            ids = meta.get(key)
+            if not isinstance(ids, list) or not all(isinstance(i, int | str) and not isinstance(i, bool)
+                                                    for i in ids):
+                raise ModelFileError(f"{key} must be a list of raw ids (whole numbers or text)")
+            sizes[what] = len(ids)
+        mean = meta.get("global_mean")
+        if isinstance(mean, bool) or not isinstance(mean, int | float) or not np.isfinite(mean):
+            raise ModelFileError(f"global_mean must be a finite number, got {mean!r}")
+        scale = meta.get("rating_scale")
+        if (not isinstance(scale, list) or len(scale) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in scale)
+                or scale[0] > scale[1]):
+            raise ModelFileError(f"rating_scale must be [low, high] of finite numbers, got {scale!r}")
+        try:
+            arrays = model._declared_arrays(meta)
+        except (CfrecError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"params do not describe a valid {cls.__name__} ({exc})") from None
+        if meta.get("format_version") == 1:  # version 1 wrote zero biases for every model
+            arrays.setdefault("base.user_bias", Array(("users",), optional=True))
+            arrays.setdefault("base.item_bias", Array(("items",), optional=True))
+        # names not declared are refused when every class that saves arrays declares them
+        strict = all("state_layout" in k.__dict__ or "_declared_arrays" in k.__dict__ for k in cls.__mro__
+                     if "_state" in k.__dict__ or "_fallback_state" in k.__dict__)
+        return Layout(arrays, sizes, strict=strict)
+
     def save(self, path: str | Path) -> Path:
         """Write the model to the folder ``path`` (safetensors weights + JSON metadata).
 
@@ -641,7 +696,10 @@ class Recommender(ABC):
         a model class it returns that class (a user's own subclass included). Nothing is imported
         because a file says so: the class is the caller's or one the registry knows.
         """
-        saved = persistence.load(path)
+        def layout_for(meta: dict[str, Any], meta_path: Path) -> Layout:
+            return names.saved_class(meta, cls, where=meta_path).saved_layout(meta)
+
+        saved = persistence.load(path, layout_for)
         klass = names.saved_class(saved.meta, cls, where=saved.meta_path)
         try:
             return klass.from_state(saved.arrays, saved.meta)

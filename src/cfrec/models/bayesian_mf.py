@@ -91,6 +91,7 @@ from cfrec.engines.matrix import normalized_sets
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import FactorRecommender, RidgeFoldIn
+from cfrec.models.layout import Array
 from cfrec.models.params import hyperparameters, invalid, param
 
 
@@ -173,6 +174,17 @@ class BayesianMF(FactorRecommender):
     """
 
     name = "bmf"
+    state_layout = {  # factors of every kept sample side by side, and their means
+        "model.user_factors": Array(("users", "sample_factors")),
+        "model.item_factors": Array(("items", "sample_factors")),
+        "model.user_mean_factors": Array(("users", "factors")),
+        "model.item_mean_factors": Array(("items", "factors")),
+        "model.sample_global": Array(("samples",)),
+        "model.sample_noise_precision": Array(("samples",)),
+        "model.sample_item_bias": Array(("samples", "items")),
+        "model.sample_user_prior": Array(("samples", "prior")),
+        "model.sample_implicit": Array(("samples", "items", "implicit"), optional=True),
+    }
 
     n_factors: int = param(default=10, ge=1)
     n_sweeps: int = param(default=200, ge=1)

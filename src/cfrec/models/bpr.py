@@ -50,6 +50,7 @@ from cfrec.engines.torch_loop import (
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import LatentFactorRecommender
+from cfrec.models.layout import Array
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.ranking_only import RankingRecommender
 from cfrec.threads import configured_threads, pool_threads, threads_for, using_threads
@@ -227,6 +228,7 @@ class BPR(RankingRecommender, LatentFactorRecommender):
     """
 
     name = "bpr"
+    state_layout = {"model.item_intercept": Array(("items",)), "model.item_counts": Array(("items",), "int")}
     score_to_scale = "sigmoid"
 
     n_factors: int = param(default=128, ge=1)

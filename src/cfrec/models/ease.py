@@ -40,6 +40,7 @@ from cfrec.engines.matrix import interaction_matrix, interaction_weights
 from cfrec.engines.sparse_ease import cooccurrence, neighbour_solve, top_neighbours
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
+from cfrec.models.layout import Array, csr
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.persistence import sparse_from_state, sparse_to_state
 from cfrec.models.ranking_only import RankingRecommender
@@ -349,6 +350,8 @@ class EASE(RankingRecommender):
     """
 
     name = "ease"
+    state_layout = {"model.B": Array(("items", "items"), optional=True),
+                    **csr("model.B", "items", "items", optional=True), **csr("model.x", "users", "items")}
 
     lam: float = param(default=200.0, gt=0)
     threshold: float | None = None

@@ -21,6 +21,7 @@ import numpy as np
 
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import FoldedUser, Recommender
+from cfrec.models.layout import Array
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class BiasedRecommender(Recommender):
 
     user_bias_: np.ndarray
     item_bias_: np.ndarray
+    state_layout = {"base.user_bias": Array(("users",)), "base.item_bias": Array(("items",))}
 
     def _cold_user_scores(self) -> np.ndarray:
         """``mu + b_i * n_i / (n_i + m)``: the item biases shrunk by their support (``n_i``
@@ -122,6 +124,8 @@ class LatentFactorRecommender(Recommender):
 
     user_factors_: np.ndarray
     item_factors_: np.ndarray
+    state_layout = {"model.user_factors": Array(("users", "factors")),
+                    "model.item_factors": Array(("items", "factors"))}
 
     @property
     def personalised(self) -> bool:

@@ -50,6 +50,7 @@ from cfrec.engines.matrix import (
 from cfrec.errors import CfrecError
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import LatentFactorRecommender
+from cfrec.models.layout import Array
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.ranking_only import RankingRecommender
 from cfrec.threads import threads_for, using_threads
@@ -151,6 +152,8 @@ class IALS(RankingRecommender, LatentFactorRecommender):
     """
 
     name = "ials"
+    state_layout = {"model.weighting_idf": Array(("items",), optional=True),
+                    "model.weighting_mean_length": Array((1,), optional=True)}
 
     n_factors: int = param(default=64, ge=1)
     reg: float = param(default=40.0, gt=0)

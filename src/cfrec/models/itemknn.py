@@ -36,6 +36,7 @@ from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models._bias import fit_biases
 from cfrec.models.base import EpochCallback, FoldedUser, RawId
 from cfrec.models.factor import BiasedRecommender
+from cfrec.models.layout import csr
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.persistence import sparse_from_state, sparse_to_state
 from cfrec.ranking import Recs, RecsBatch, rank
@@ -292,6 +293,7 @@ class ItemKNN(BiasedRecommender):
     """
 
     name = "itemknn"
+    state_layout = {**csr("model.neighbors", "items", "items"), **csr("model.ratings", "users", "items")}
     fits_interactions = True
 
     k: int = param(default=30, ge=1)

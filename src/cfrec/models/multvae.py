@@ -48,6 +48,7 @@ from cfrec.engines.torch_loop import (
 )
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
+from cfrec.models.layout import Array, csr, module_layout
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.ranking_only import RankingRecommender
 from cfrec.threads import threads_for, using_threads
@@ -371,6 +372,11 @@ class MultVAE(RankingRecommender):
                        "x_indices": self.x_.indices.astype(np.int32),
                        "x_data": self.x_.data.astype(np.float32)})
         return arrays
+
+    def _declared_arrays(self, meta: dict[str, Any]) -> dict[str, Array]:
+        n_i = len(meta["item_ids"])
+        return {**super()._declared_arrays(meta), **module_layout(lambda: self._build_net(n_i)),
+                **csr("model.x", "users", "items")}
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         n_u, n_i = len(self.user_map_), len(self.item_map_)

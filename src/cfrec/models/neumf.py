@@ -53,6 +53,7 @@ from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models._bias import fit_biases
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import BiasedRecommender
+from cfrec.models.layout import Array, module_layout
 from cfrec.models.params import hyperparameters, param
 from cfrec.threads import threads_for, using_threads
 
@@ -550,6 +551,10 @@ class NeuMF(BiasedRecommender):
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
         return module_arrays(self.net_)
+
+    def _declared_arrays(self, meta: dict[str, Any]) -> dict[str, Array]:
+        n_u, n_i = len(meta["user_ids"]), len(meta["item_ids"])
+        return {**super()._declared_arrays(meta), **module_layout(lambda: self._build_net(n_u, n_i))}
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         try:

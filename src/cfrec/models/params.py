@@ -35,6 +35,11 @@ _T = TypeVar("_T", bound=type)
 
 _KEY = "cfrec"  # the key of a field's metadata that holds its Bounds
 
+#: The most threads any model may ask for (a ``threads`` field declares no higher bound of its own).
+MAX_THREADS = 1024
+_DEVICE_RE = r"(auto|cpu|mps|cuda|xpu)(:\d{1,4})?"
+_DEVICE_EXPECT = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
 
 @dataclass(frozen=True)
 class Bounds:
@@ -182,6 +187,7 @@ def _spec(name: str, hint: Any, default: Any, bounds: Bounds) -> ParamSpec:
         accepted.append(type(default))
     if bounds.choices is not None:
         choices = bounds.choices
+    bounds = _common_bounds(name, bounds)
     if not accepted and choices is None:
         accepted.append(Any)
     return ParamSpec(name, tuple(accepted), allow_none, choices, default, bounds)
@@ -213,6 +219,68 @@ def check_params(model: Any) -> None:
     combination = getattr(model, "_check_combination", None)
     if combination is not None:
         combination()
+
+
+def _common_bounds(name: str, bounds: Bounds) -> Bounds:
+    """Rules every model shares for fields of a well-known name, unless the field says otherwise:
+    ``threads`` at most :data:`MAX_THREADS`; ``device`` spelled as a device."""
+    if name == "threads" and bounds.le is None and bounds.lt is None:
+        return dataclasses.replace(bounds, le=MAX_THREADS)
+    if name == "device" and bounds.check is None:
+        return dataclasses.replace(bounds, check=_device_spelled, expect=_DEVICE_EXPECT)
+    return bounds
+
+
+def _device_spelled(value: Any) -> bool:
+    import re
+
+    return isinstance(value, str) and re.fullmatch(_DEVICE_RE, value) is not None
+
+
+def device_missing(value: Any) -> str | None:
+    """Why the device ``value`` (a checked ``device`` hyperparameter) is not on this machine, or
+    None when it is (``None``, ``"auto"`` and ``"cpu"`` always are)."""
+    if value is None or value in ("auto", "cpu"):
+        return None
+    import torch
+
+    dev = torch.device(value)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available on this machine"
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            return f"this machine has {count} CUDA device(s)"
+        return None
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        return "MPS is not available on this machine"
+    if dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        return "XPU is not available on this machine"
+    return None
+
+
+def check_saved_params(cls: type, params: Any) -> None:
+    """Check hyperparameters read from a model file before the model is built from them: an
+    object of known names, each valid by its declaration, and a ``device`` this machine has.
+    Raises :class:`CfrecError` naming the field (``params.device``)."""
+    if not isinstance(params, dict):
+        raise CfrecError(f"params must be an object of hyperparameters, got {type(params).__name__}")
+    specs = param_specs(cls)
+    for name, value in params.items():
+        spec = specs.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise CfrecError(f"params.{name}: {cls.__name__} has no such hyperparameter")
+        if not spec.accepts(value):
+            raise CfrecError(f"params.{name} must be {spec.expected()}, got {_short(value)}")
+    missing = device_missing(params.get("device")) if "device" in specs else None
+    if missing:
+        raise CfrecError(f"params.device {params['device']!r} names a device this machine lacks ({missing}); "
+                         "load the model where it exists, or retrain it with device 'cpu' or 'auto'")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _is_number(value: Any, *, whole: bool) -> bool:

@@ -52,12 +52,14 @@ from cfrec._io import (
     is_os_failure,
     locked_mkdir,
     locked_temp_file,
+    os_error_reason,
     remove_stale,
     storage_error,
     to_jsonable,
 )
 from cfrec._version import __version__
 from cfrec.errors import ModelFileError
+from cfrec.models.layout import Layout, check_header, check_json_depth, check_values, read_header
 
 FORMAT_NAME = "cfrec-model"
 #: 2: arrays a model does not have are not written (version 1 wrote zero biases for every model).
@@ -69,6 +71,10 @@ ITEMS_FILE = "items.json"
 POINTER_FILE = "CURRENT"
 _VERSION_RE = re.compile(r"^v-\d{8}T\d{6}-\d+-[0-9a-f]{8}$")
 _TMP_PREFIX = ".tmp-"
+#: Limits on a model folder's JSON files (a real model.json of 10 million users is ~100 MB and
+#: nests 6 deep).
+MAX_JSON_BYTES = 512 << 20
+MAX_JSON_DEPTH = 32
 
 #: Steps of :func:`save`, in order (a test kills the writer after each of them).
 SAVE_STEPS = ("started", "weights_written", "meta_written", "version_written", "pointer_written",
@@ -283,15 +289,12 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
             raise ModelFileError(f"{path / POINTER_FILE}: points to no complete model version")
         raise ModelFileError(f"{path}: not a cfrec model folder (missing {META_FILE})")
     meta_path = folder / META_FILE
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{meta_path}: corrupted metadata ({exc})") from None
+    meta = read_json(meta_path, "metadata")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{meta_path}: not written by cfrec (format field is not {FORMAT_NAME!r})")
     try:
         version = int(meta.get("format_version", -1))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         version = -1
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{meta_path}: format version {meta.get('format_version')} is newer "
@@ -316,31 +319,73 @@ class Saved:
         return self.folder / WEIGHTS_FILE
 
 
-def load(path: str | Path) -> Saved:
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file of a model folder, read within :data:`MAX_JSON_BYTES` and
+    :data:`MAX_JSON_DEPTH` (a file nested 100,000 deep is refused before the parser recurses)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise ModelFileError(f"{path}: {size:,} bytes of {what} (at most {MAX_JSON_BYTES:,} read)")
+        text = path.read_text(encoding="utf-8")
+        return json.loads(check_json_depth(text, MAX_JSON_DEPTH))
+    except ModelFileError as exc:
+        raise ModelFileError(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: corrupted {what} ({exc})") from None
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+
+
+#: Gives the layout of a folder's weights from its metadata and the metadata's path.
+LayoutFor = Callable[[dict[str, Any], Path], Layout | None]
+
+
+def load(path: str | Path, layout_for: LayoutFor | None = None) -> Saved:
     """Read the current version of a model folder written by :func:`save` (or by an earlier
     format version: 1 differs only in always holding bias arrays, which models without biases
-    ignore). The weights are checked against their recorded checksum."""
+    ignore).
+
+    ``layout_for`` maps the metadata to the :class:`~cfrec.models.layout.Layout` the weights must
+    follow (raising :class:`~cfrec.errors.ModelFileError` when the metadata itself is wrong);
+    the weights' header is checked against it before any data is read and their values after
+    (see :mod:`cfrec.models.layout`). The recorded checksum is verified too, though the checks
+    do not rely on it. Every failure is a :class:`~cfrec.errors.ModelFileError` naming the file.
+    """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     folder, meta = read_meta(path)
-    weights = folder / WEIGHTS_FILE
+    meta_path, weights = folder / META_FILE, folder / WEIGHTS_FILE
+    layout = None
+    if layout_for is not None:
+        try:
+            layout = layout_for(meta, meta_path)
+        except ModelFileError as exc:
+            raise ModelFileError(str(exc) if str(exc).startswith(str(folder)) else f"{meta_path}: {exc}") from None
     if not weights.is_file():
         raise ModelFileError(f"{folder}: missing {WEIGHTS_FILE}")
-    if meta.get("weights_sha256") and _sha256(weights) != meta["weights_sha256"]:
-        raise ModelFileError(f"{weights}: checksum mismatch (file corrupted or truncated)")
     try:
-        arrays = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{weights}: unreadable weights ({exc})") from None
-    items_path = folder / ITEMS_FILE
-    meta[ITEMS_KEY] = None
-    if items_path.is_file():
+        dims = check_header(read_header(weights), layout) if layout is not None else {}
+        if meta.get("weights_sha256") and _sha256(weights) != meta["weights_sha256"]:
+            raise ModelFileError("checksum mismatch (file corrupted or truncated)")
         try:
-            meta[ITEMS_KEY] = json.loads(items_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{items_path}: corrupted item metadata ({exc})") from None
+            arrays = load_file(str(weights))
+        except (SafetensorError, ValueError) as exc:
+            raise ModelFileError(f"unreadable weights ({exc})") from None
+        if layout is not None:
+            check_values(arrays, layout, dims)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{weights}: {exc}") from None
+    except OSError as exc:
+        raise _unreadable(weights, exc) from None
+    items_path = folder / ITEMS_FILE
+    meta[ITEMS_KEY] = read_json(items_path, "item metadata") if items_path.is_file() else None
     return Saved(folder, arrays, meta)
+
+
+def _unreadable(path: Path, exc: OSError) -> ModelFileError:
+    _, reason = os_error_reason(exc)
+    return ModelFileError(f"{path}: cannot read it: {reason}")
 
 
 def frame_to_json(info: pd.DataFrame) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from cfrec.data.interactions import Interactions
 from cfrec.errors import ModelFileError
 from cfrec.models._bias import fit_biases
 from cfrec.models.base import EpochCallback, FoldedUser, Recommender
+from cfrec.models.layout import Array
 from cfrec.models.params import hyperparameters, param
 
 
@@ -31,6 +32,7 @@ class PopularityRecommender(Recommender):
     """
 
     name = "pop"
+    state_layout = {"base.item_bias": Array(("items",)), "model.item_counts": Array(("items",), "int")}
 
     reg_item: float = param(default=5.0, ge=0)
 

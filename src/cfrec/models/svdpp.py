@@ -48,6 +48,7 @@ from cfrec.engines.torch_loop import (
 from cfrec.errors import ModelFileError
 from cfrec.models import torch_factor
 from cfrec.models.factor import RidgeFoldIn
+from cfrec.models.layout import Array
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.torch_factor import TorchFactorModel
 
@@ -365,6 +366,8 @@ class SVDpp(TorchFactorModel):
     """
 
     name = "svdpp"
+    state_layout = {"model.implicit_factors": Array(("items", "factors")),
+                    "model.user_explicit": Array(("users", "factors"))}
 
     n_factors: int = param(default=32, ge=1)
     epochs: int = param(default=20, ge=1)
