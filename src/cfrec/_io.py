@@ -47,7 +47,7 @@ _REASONS = {
     errno_codes.EACCES: "permission denied",
     errno_codes.EPERM: "operation not permitted",
     errno_codes.EROFS: "the file system is read-only",
-    errno_codes.ENOENT: "the file or folder vanished (no such file or directory)",
+    errno_codes.ENOENT: "no such file or directory (missing, or removed while in use)",
     errno_codes.EIO: "an input/output error of the device",
     errno_codes.EFBIG: "the file is too large for this file system or the process's file-size limit",
 }
