@@ -86,7 +86,7 @@ def test_command_line_text_is_typed_then_checked() -> None:
     for text, message in (("reg=-1", "ALS reg must be a finite number >= 0, got -1.0"),
                           ("reg=abc", "ALS reg must be a finite number >= 0, got 'abc'"),
                           ("solver=magic", "ALS solver must be one of 'cg', 'exact', got 'magic'"),
-                          ("threads=0", "ALS threads must be None or a whole number >= 1, got 0")):
+                          ("threads=0", "ALS threads must be None or a whole number >= 1 and <= 1024, got 0")):
         with pytest.raises(CfrecError) as info:
             parse_param_assignments(als, [text])
         assert str(info.value) == message

@@ -223,11 +223,9 @@ def check_params(model: Any) -> None:
 
 def _common_bounds(name: str, bounds: Bounds) -> Bounds:
     """Rules every model shares for fields of a well-known name, unless the field says otherwise:
-    ``threads`` at most :data:`MAX_THREADS`; ``device`` spelled as a device."""
+    ``threads`` at most :data:`MAX_THREADS`."""
     if name == "threads" and bounds.le is None and bounds.lt is None:
         return dataclasses.replace(bounds, le=MAX_THREADS)
-    if name == "device" and bounds.check is None:
-        return dataclasses.replace(bounds, check=_device_spelled, expect=_DEVICE_EXPECT)
     return bounds
 
 
@@ -272,7 +270,10 @@ def check_saved_params(cls: type, params: Any) -> None:
             raise CfrecError(f"params.{name}: {cls.__name__} has no such hyperparameter")
         if not spec.accepts(value):
             raise CfrecError(f"params.{name} must be {spec.expected()}, got {_short(value)}")
-    missing = device_missing(params.get("device")) if "device" in specs else None
+    device = params.get("device") if "device" in specs else None
+    if device is not None and not _device_spelled(device):
+        raise CfrecError(f"params.device {_short(device)} is not a device ({_DEVICE_EXPECT})")
+    missing = device_missing(device)
     if missing:
         raise CfrecError(f"params.device {params['device']!r} names a device this machine lacks ({missing}); "
                          "load the model where it exists, or retrain it with device 'cpu' or 'auto'")
