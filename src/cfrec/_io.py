@@ -55,7 +55,7 @@ _CODE_RE = re.compile(r"(?:code: |Errno |os error )(\d+)")
 
 
 def os_error_reason(exc: BaseException) -> tuple[int | None, str]:
-    """``(errno, reason in words)`` of an OS-level failure: an :class:`OSError`, or an error of a
+    """``(errno, reason in words)`` of an OS-level failure: an ``OSError``, or an error of a
     library that wraps one in its message (safetensors' ``SafetensorError`` says ``code: 28``)."""
     code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
     if code is None:
@@ -86,7 +86,7 @@ def storage_error(exc: BaseException, doing: str, path: str | Path, kept: str,
 
 
 def is_os_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` is a failure of the system rather than of the data: an :class:`OSError`,
+    """Whether ``exc`` is a failure of the system rather than of the data: an ``OSError``,
     or safetensors' error wrapping one (disk full while serialising)."""
     if isinstance(exc, OSError):
         return True
@@ -129,7 +129,7 @@ def locked_temp_file(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]
 
 def locked_mkdir(path: Path) -> int:
     """Create the folder ``path`` and return a descriptor holding an exclusive lock on it (see
-    :func:`locked_temp_file`); raises :class:`FileExistsError` when ``path`` exists."""
+    :func:`locked_temp_file`); raises ``FileExistsError`` when ``path`` exists."""
     for _ in range(100):
         os.mkdir(path)
         fd = os.open(path, os.O_RDONLY)

@@ -153,7 +153,7 @@ class ModelFileError(CfrecError):
 class StorageError(CfrecError, OSError):
     """Reading or writing a file failed on the system's side (disk full, quota, permission,
     read-only file system, a file that vanished): one line naming the file, what failed and what
-    was kept. An :class:`OSError` too (``errno`` and ``filename`` set), so code that catches
+    was kept. An ``OSError`` too (``errno`` and ``filename`` set), so code that catches
     ``OSError`` still does."""
 
     def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None) -> None:
