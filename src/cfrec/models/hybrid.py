@@ -40,6 +40,7 @@ from cfrec.engines.matrix import positives
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import LatentFactorRecommender
+from cfrec.models.layout import Array, csr
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.ranking_only import RankingRecommender
 from cfrec.ranking import Recs, top_k_row
@@ -152,6 +153,11 @@ class HybridRanker(RankingRecommender, LatentFactorRecommender):
     """
 
     name = "hybrid"
+    state_layout = {"model.item_intercept": Array(("items",)), "model.item_trained": Array(("items",), "int"),
+                    "model.item_feature_factors": Array(("item_features", "factors")),
+                    "model.item_feature_bias": Array(("item_features",)),
+                    "model.user_feature_factors": Array(("user_features", "factors")),
+                    **csr("model.item_features", "items", "item_features", optional=True)}
     score_to_scale = "sigmoid"
     takes_new_items = True
 
