@@ -217,16 +217,34 @@ class ModelHolder:
         """
         with self._lock:
             old = self._current
-            if old is not None and not force:
-                folder, meta = read_meta(self.path)
-                if _version_name(self.path, folder, meta) == old.version:
-                    return old, old.version, False
             try:
+                if old is not None and not force:
+                    folder, meta = read_meta(self.path)
+                    if _version_name(self.path, folder, meta) == old.version:
+                        return old, old.version, False
                 new = load_served(self.path, inline=self.inline)
             except CfrecError as exc:
                 self.last_error = str(exc)
                 raise
+            except Exception as exc:  # noqa: BLE001 - any loading failure keeps the old model
+                error = _loading_error(self.path, exc)
+                self.last_error = str(error)
+                raise error from exc
             self._current = new
             self.last_error = None
             return new, None if old is None else old.version, True
 
+
+def _loading_error(path: Path, exc: BaseException) -> ModelFileError:
+    """A :class:`~cfrec.errors.ModelFileError` for an unexpected exception while loading the
+    model folder ``path`` (a defect of the folder the loader did not word): names the file when
+    the exception carries one, and logs the traceback once for the developers."""
+    where = getattr(exc, "filename", None) or path
+    if isinstance(exc, RecursionError):
+        reason = "a file nests its data too deeply to be read"
+    elif isinstance(exc, MemoryError):
+        reason = "a file needs more memory than there is to be read"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    logger.error("loading %s failed unexpectedly", path, exc_info=exc)
+    return ModelFileError(f"{where}: cannot load the model ({reason})")
