@@ -60,7 +60,7 @@ class ServeOptions:
     max_header_bytes: int = 64 * 1024
     header_timeout: float = 10.0
     body_timeout: float = 30.0
-    pool_threads: int = 2
+    pool_threads: int = 1
     pool_queue: int = 32
 
 
@@ -262,7 +262,7 @@ def serve(
     body_timeout: Annotated[float, typer.Option(
         min=0.1, help="Seconds a client has to send a request body; slower: 408, closed.")] = 30.0,
     pool_threads: Annotated[int, typer.Option(
-        min=1, help="Threads for large requests (long lists, big fold-ins) per worker.")] = 2,
+        min=1, help="Threads for large requests (long lists, big fold-ins) per worker.")] = 1,
     pool_queue: Annotated[int, typer.Option(
         min=0, help="Large requests that may wait for a thread; more: 429 with Retry-After.")] = 32,
 ) -> None:

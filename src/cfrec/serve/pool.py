@@ -27,7 +27,9 @@ INLINE_MAX_K = 200
 #: scored on the event loop; larger ones go to the pool.
 INLINE_MAX_BODY = 4096
 #: Worker threads of the pool (a large request holds one) and requests that may wait for one.
-POOL_THREADS = 2
+#: One thread: the work is mostly Python (parsing, validation) and holds the interpreter lock,
+#: so a second thread would add no speed, only more contention with the event loop.
+POOL_THREADS = 1
 POOL_QUEUE = 32
 #: Seconds a client refused with 429 is told to wait.
 RETRY_AFTER = 1

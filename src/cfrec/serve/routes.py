@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from cfrec.data.idmap import IdMap
 from cfrec.errors import CfrecError
 from cfrec.serve.errors import ApiError, JSONResponse, json_bytes
 from cfrec.serve.middleware import MAX_BODY_BYTES
@@ -121,14 +122,10 @@ class Service:
                 name = f"ratings[{j}].rating"
                 raise ApiError(422, "rating_off_scale", f"{name}: {entry.rating:g} is outside the "
                                                         f"model's rating scale {lo:g}..{hi:g}", name)
-        # known items as the model spells them, unknown ones as given (the model reports them)
-        vocab = model.item_map_
         given = body.items if body.items else [e.item for e in body.ratings]
-        items = [vocab.raw_id(i) if i >= 0 else raw
-                 for i, raw in zip((vocab.index_of(raw) for raw in given), given, strict=True)]
         ratings = None if body.items else np.fromiter(
             (e.rating for e in body.ratings), dtype=np.float64, count=len(body.ratings))
-        folded = model.fold_in(_id_array(items), ratings)
+        folded = model.fold_in(_as_model_ids(model.item_map_, given), ratings)
         recs = model.recommend(folded, body.k, exclude_seen=body.exclude_rated)
         return {"cold_start": folded.n_ratings == 0, "n_ratings_used": int(folded.n_ratings),
                 "unknown_items": list(folded.unknown_items),
@@ -182,6 +179,22 @@ class Service:
 
 def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
+
+
+def _as_model_ids(vocab: IdMap, given: list[Any]) -> np.ndarray:
+    """Raw ids of a request as one array, known ones as the model spells them (``"50"`` is
+    item 50 of an integer vocabulary, ``50`` item ``"50"`` of a string one) and unknown ones as
+    given (the model reports them), in one vectorised lookup."""
+    ids = _id_array(given)
+    if ids.dtype.kind == "i" and vocab.is_numeric:
+        return ids  # already the vocabulary's own spelling
+    idx = vocab.to_index(ids, missing="-1")
+    known = np.flatnonzero(idx >= 0)
+    if len(known):
+        if ids.dtype.kind == "i":
+            ids = ids.astype(object)
+        ids[known] = vocab.ids[idx[known]].tolist()
+    return ids
 
 
 def _id_array(items: list[Any]) -> np.ndarray:

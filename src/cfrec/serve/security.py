@@ -108,7 +108,7 @@ class RequestGuard:
         path: str = scope.get("path", "")
         admin = path.startswith(ADMIN_PREFIX)
         if admin or scope.get("method") not in _SAFE_METHODS:
-            if origin is not None and not self._same_origin(origin, host):
+            if origin is not None and not _same_origin(origin, scope.get("scheme", "http"), host):
                 return (403, "foreign_origin", f"a request from the origin {origin[:100]!r} may not "
                                                "change this service (cross-site)", "header Origin")
             if fetch_site == "cross-site":
@@ -131,14 +131,16 @@ class RequestGuard:
                         "header Authorization")
         return None
 
-    def _same_origin(self, origin: str, host: str | None) -> bool:
-        if origin == "null" or host is None:
-            return False
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return False
-        # the page's origin is the address the browser used to reach this service
-        return parts.netloc.lower() == host.strip().lower()
+
+
+def _same_origin(origin: str, scheme: str, host: str | None) -> bool:
+    """Whether ``origin`` is the origin this request reached the service at (scheme, name and
+    port of its ``Host``)."""
+    if origin == "null" or host is None:
+        return False
+    parts = urlsplit(origin)
+    return parts.scheme == scheme and bool(parts.netloc) and \
+        parts.netloc.lower() == host.strip().lower()
 
 
 async def _refuse(send: Send, status: int, code: str, message: str, field: str,
