@@ -176,6 +176,11 @@ class IdMap:
         if table is None:
             # built once; concurrent first calls build equal dicts and one of them is kept
             table = self._dict = {v: i for i, v in enumerate(self._ids.tolist())}
+        kind = type(raw)
+        if kind is int or kind is str:  # the usual case: a known id, of the vocabulary's type
+            found = table.get(raw)      # (int keys and str keys never equal each other)
+            if found is not None:
+                return found
         if isinstance(raw, np.generic):
             raw = raw.item()
         key: Any = raw
