@@ -257,10 +257,11 @@ async def drive(port: int, name: str, requests: list[bytes], concurrency: int) -
     return result
 
 
-async def stall(port: int, gets: list[bytes], big: bytes, posters: int) -> tuple[Result, Result]:
-    """``gets`` one at a time on one connection while ``posters`` other connections post ``big``
-    (a fold-in from 10,000 ratings) without pause: what one client's heavy requests cost the
-    others. Returns the GET and the POST results."""
+async def stall(port: int, gets: list[bytes], big: bytes, posters: int,
+                seconds: float) -> tuple[Result, Result]:
+    """``gets`` one at a time on one connection (for at most ``seconds``) while ``posters``
+    other connections post ``big`` (a fold-in from 10,000 ratings) without pause: what one
+    client's heavy requests cost the others. Returns the GET and the POST results."""
     got = Result(f"GET /v1/recommend/{{user}} beside {posters} big fold-ins", 1)
     folds = Result("POST /v1/recommend (10,000 ratings)", posters)
     clock = time.perf_counter
@@ -295,6 +296,8 @@ async def stall(port: int, gets: list[bytes], big: bytes, posters: int) -> tuple
     conn = await _connect(port)
     for raw in gets:
         conn = await record(got, conn, raw)
+        if clock() - start > seconds:
+            break
     got.seconds = folds.seconds = clock() - start
     stop.set()
     await asyncio.gather(*tasks)
@@ -430,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also: GET latency of one client (--stall-requests GETs, one at a "
                              "time) alone, then beside N clients posting 10,000-rating fold-ins")
     parser.add_argument("--stall-requests", type=int, default=1000)
+    parser.add_argument("--stall-seconds", type=float, default=30.0,
+                        help="at most this long for the GETs beside the fold-ins")
     parser.add_argument("--only-stall", action="store_true", help="skip the endpoint scenarios")
     args = parser.parse_args(argv)
 
@@ -471,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.stall:
                 gets = first[:args.stall_requests]
                 alone = run_async(drive(port, "GET /v1/recommend/{user} alone", gets, 1))
-                beside, folds = run_async(stall(port, gets, big_fold_in(model_dir), args.stall))
+                beside, folds = run_async(stall(port, gets, big_fold_in(model_dir), args.stall,
+                                                args.stall_seconds))
                 for res in (alone, beside, folds):
                     rows.append(res.summary())
                     print(f"  {res.name}: p50 {rows[-1]['p50_ms']:.1f} ms, p99 "

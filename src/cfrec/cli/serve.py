@@ -64,6 +64,10 @@ class ServeOptions:
     pool_queue: int = 32
 
 
+#: Seconds a thread may hold the interpreter lock while another waits for it (see _run_worker).
+SWITCH_INTERVAL = 0.001
+
+
 def _uvicorn_config(application: Any, opts: ServeOptions) -> Any:
     import uvicorn
 
@@ -91,6 +95,10 @@ def _run_worker(opts: ServeOptions, sock: socket.socket | None) -> None:
     from cfrec.threads import using_threads
 
     _configure_logging(opts.log_level, opts.access_log)
+    # A large request in the pool thread holds the interpreter lock while it parses and
+    # validates; the event loop gets the lock back after at most this long (Python's default:
+    # 5 ms, several times per request), so small requests are not held behind large ones.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     # Each request's numeric work is small: one BLAS/torch thread per process avoids idle
     # thread pools spinning against the event loop (CFREC_NUM_THREADS overrides).
     threads = int(os.environ.get("CFREC_NUM_THREADS", "") or 1)
