@@ -132,7 +132,6 @@ class RequestGuard:
         return None
 
 
-
 def _same_origin(origin: str, scheme: str, host: str | None) -> bool:
     """Whether ``origin`` is the origin this request reached the service at (scheme, name and
     port of its ``Host``)."""
