@@ -84,7 +84,7 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 300.0)
         if proc.poll() is not None:
             raise SystemExit(f"the service exited with status {proc.returncode} before it was ready")
         try:
-            status = run_async(_one_request(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"))
+            status = run_async(_one_request(port, get("/readyz")))
             if status == 200:
                 return
         except OSError:
@@ -257,6 +257,69 @@ async def drive(port: int, name: str, requests: list[bytes], concurrency: int) -
     return result
 
 
+async def stall(port: int, gets: list[bytes], big: bytes, posters: int,
+                seconds: float) -> tuple[Result, Result]:
+    """``gets`` one at a time on one connection (for at most ``seconds``) while ``posters``
+    other connections post ``big`` (a fold-in from 10,000 ratings) without pause: what one
+    client's heavy requests cost the others. Returns the GET and the POST results."""
+    got = Result(f"GET /v1/recommend/{{user}} beside {posters} big fold-ins", 1)
+    folds = Result("POST /v1/recommend (10,000 ratings)", posters)
+    clock = time.perf_counter
+    stop = asyncio.Event()
+
+    async def record(res: Result, conn: _Connection, raw: bytes) -> _Connection:
+        start = clock()
+        try:
+            status = await conn.request(raw)
+        except (OSError, ValueError):
+            res.errors += 1
+            if conn.transport is not None:
+                conn.transport.close()
+            return await _connect(port)
+        res.statuses[status] = res.statuses.get(status, 0) + 1
+        if 200 <= status < 300:
+            res.latencies.append(clock() - start)
+        else:
+            res.errors += 1
+        return conn
+
+    async def poster() -> None:
+        conn = await _connect(port)
+        while not stop.is_set():
+            conn = await record(folds, conn, big)
+        if conn.transport is not None:
+            conn.transport.close()
+
+    tasks = [asyncio.ensure_future(poster()) for _ in range(posters)]
+    await asyncio.sleep(1.0)  # every poster has a fold-in in flight
+    start = clock()
+    conn = await _connect(port)
+    for raw in gets:
+        conn = await record(got, conn, raw)
+        if clock() - start > seconds:
+            break
+    got.seconds = folds.seconds = clock() - start
+    stop.set()
+    await asyncio.gather(*tasks)
+    if conn.transport is not None:
+        conn.transport.close()
+    return got, folds
+
+
+def big_fold_in(model_dir: Path, n: int = 10_000, seed: int = 0) -> bytes:
+    """A fold-in request from ``n`` ratings of random known items (repeats allowed)."""
+    from cfrec.models.base import Recommender
+
+    model = Recommender.load(model_dir)
+    rng = np.random.default_rng(seed)
+    items = model.item_map_.to_list()
+    picks = rng.integers(0, len(items), n).tolist()
+    stars = rng.integers(1, 6, n).tolist()
+    return post_json("/v1/recommend", {"ratings": [{"item": items[i], "rating": float(r)}
+                                                   for i, r in zip(picks, stars, strict=True)],
+                                       "k": 10})
+
+
 def run_async(coro: Any) -> Any:
     """``asyncio.run`` on uvloop when it is installed (a cheaper event loop for the client too)."""
     try:
@@ -366,6 +429,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-access-log", action="store_true", help="serve without access log lines")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--stall", type=int, default=0, metavar="N",
+                        help="also: GET latency of one client (--stall-requests GETs, one at a "
+                             "time) alone, then beside N clients posting 10,000-rating fold-ins")
+    parser.add_argument("--stall-requests", type=int, default=1000)
+    parser.add_argument("--stall-seconds", type=float, default=30.0,
+                        help="at most this long for the GETs beside the fold-ins")
+    parser.add_argument("--only-stall", action="store_true", help="skip the endpoint scenarios")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="cfrec-serve-load-") as tmp:
@@ -392,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"scoring on the {scoring})", flush=True)
             first = next(iter(plan.values()))
             run_async(drive(port, "warmup", first[:args.warmup], args.concurrency))
-            for name, reqs in plan.items():
+            for name, reqs in ({} if args.only_stall else plan).items():
                 cpu0, own0 = service_cpu_seconds(proc.pid), time.process_time()
                 all0 = machine_cpu_seconds()
                 res = run_async(drive(port, name, reqs, args.concurrency))
@@ -403,6 +473,16 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(res.summary())
                 print(f"  {name}: {rows[-1]['throughput_rps']:.0f} req/s, p99 {rows[-1]['p99_ms']:.1f} ms, "
                       f"{rows[-1]['errors']} errors", flush=True)
+            if args.stall:
+                gets = first[:args.stall_requests]
+                alone = run_async(drive(port, "GET /v1/recommend/{user} alone", gets, 1))
+                beside, folds = run_async(stall(port, gets, big_fold_in(model_dir), args.stall,
+                                                args.stall_seconds))
+                for res in (alone, beside, folds):
+                    rows.append(res.summary())
+                    print(f"  {res.name}: p50 {rows[-1]['p50_ms']:.1f} ms, p99 "
+                          f"{rows[-1]['p99_ms']:.1f} ms, {rows[-1]['requests']} requests, "
+                          f"{rows[-1]['errors']} errors {rows[-1]['statuses']}", flush=True)
         finally:
             load_after = os.getloadavg()
             code = stop_service(proc)

@@ -214,3 +214,27 @@ def test_one_id_lookup_raises_like_the_array_lookup() -> None:
         m.to_index(["1", "42"], what="user")
     with pytest.raises(UnknownIdError, match="^unknown item id 'x'$"):
         IdMap(["a"]).index_of("x", missing="raise", what="item")
+
+
+@pytest.mark.parametrize("text", ["1e0", "5e1", "001", "050", "+1", "1\n", " 1", "1 ", "\u00a01",
+                                  "1.0", "-0", "0x1", "١", "1_0", ""])
+def test_an_integer_vocabulary_accepts_only_canonical_integer_text(text: str) -> None:
+    """"50" is item 50, but "5e1", "050", "+50", " 50" or a full-width digit are other ids: an
+    unknown id is answered as unknown, never guessed, by the one-id and the array lookups."""
+    m = IdMap([-3, 0, 1, 10, 50])
+    assert m.index_of(text) == -1
+    assert m.to_index(np.array([text], dtype=object), missing="-1").tolist() == [-1]
+    big = np.array([text] * 100, dtype=object)  # over SMALL_LOOKUP: the vectorised path
+    assert (m.to_index(big, missing="-1") == -1).all()
+    with pytest.raises(UnknownIdError, match="^unknown user id "):
+        m.index_of(text, missing="raise", what="user")
+
+
+def test_canonical_integer_text_finds_integer_ids() -> None:
+    m = IdMap([-3, 0, 1, 10, 50, 2**62])
+    for text, want in [("50", 4), ("-3", 0), ("0", 1), (str(2**62), 5), ("51", -1), ("9" * 40, -1)]:
+        assert m.index_of(text) == want
+        assert m.to_index(np.array([text] * 20, dtype=object), missing="-1").tolist() == [want] * 20
+    # a zero-padded string vocabulary keeps its ids as they are written
+    padded = IdMap(["001", "002", "010"])
+    assert padded.index_of("001") == 0 and padded.index_of("1") == -1 and padded.index_of(1) == -1

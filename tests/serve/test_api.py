@@ -204,11 +204,11 @@ def test_model_without_item_vectors_refuses_similar(pop_dir: Path) -> None:
 @pytest.mark.parametrize(("url", "field"), [
     ("/v1/recommend/3?k=0", "k"),
     ("/v1/recommend/3?k=-4", "k"),
-    ("/v1/recommend/3?k=31", "k"),      # the catalogue has 30 items
+    ("/v1/recommend/3?k=10001", "k"),   # over cfrec.limits.MAX_K
     ("/v1/recommend/3?k=ten", "k"),
     ("/v1/recommend/3?exclude_seen=maybe", "exclude_seen"),
     ("/v1/similar/11?k=0", "k"),
-    ("/v1/similar/11?k=1000", "k"),
+    ("/v1/similar/11?k=10001", "k"),
     ("/v1/items?limit=0", "limit"),
     ("/v1/items?limit=100000", "limit"),
     ("/v1/predict?user=3", "item"),
@@ -217,6 +217,21 @@ def test_model_without_item_vectors_refuses_similar(pop_dir: Path) -> None:
 def test_bad_query_parameters(client: TestClient, url: str, field: str) -> None:
     err = error_of(client.get(url), 422, field)
     assert field in err["message"]
+
+
+def test_k_over_the_catalogue_gives_every_item_as_the_cli_does(client: TestClient) -> None:
+    """The catalogue has 30 items: k=31 (within cfrec.limits.MAX_K) lists all of them, as
+    ``cfrec recommend -k 31`` does; the schema states the maximum."""
+    body = client.get("/v1/recommend/3?k=31&exclude_seen=false").json()
+    assert body["k"] == 31 and len(body["items"]) == 30
+    assert len(client.get("/v1/similar/11?k=31").json()["items"]) == 29
+    schema = client.get("/openapi.json").json()
+    k = next(p for p in schema["paths"]["/v1/recommend/{user_id}"]["get"]["parameters"]
+             if p["name"] == "k")
+    assert k["schema"]["maximum"] == 10_000 and k["schema"]["minimum"] == 1
+    rating = schema["components"]["schemas"]["RatingIn"]["properties"]["rating"]
+    assert (rating["minimum"], rating["maximum"]) == (1.0, 5.0)  # the served model's scale
+    assert "bytes" in schema["paths"]["/v1/recommend"]["post"]["requestBody"]["description"]
 
 
 def test_unknown_item_in_similar_is_404(client: TestClient) -> None:
@@ -237,7 +252,7 @@ def test_unknown_item_in_similar_is_404(client: TestClient) -> None:
     ({"ratings": [{"item": 11, "rating": 4, "extra": 1}]}, "ratings[0].extra"),
     ({"ratings": {"item": 11}}, "ratings"),
     ({"ratings": [], "k": 0}, "k"),
-    ({"ratings": [], "k": 31}, "k"),
+    ({"ratings": [], "k": 10_001}, "k"),
     ({"ratings": [], "k": "10"}, "k"),
     ([1, 2], "body"),
 ])
@@ -312,9 +327,13 @@ def test_page_and_assets_are_served_without_external_references(client: TestClie
 
 
 # ---------------------------------------------------------------------- reload
+TOKEN = "a-test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def test_reload_swaps_in_a_new_version(tmp_path: Path) -> None:
     folder = save("mf", clustered_data(), tmp_path / "model")
-    with TestClient(create_app(folder)) as c:
+    with TestClient(create_app(folder, admin_token=TOKEN), headers=ADMIN) as c:
         before = c.get("/readyz").json()["model_version"]
         same = c.post("/v1/admin/reload").json()
         assert same["reloaded"] is False and same["model_version"] == before
@@ -331,7 +350,7 @@ def test_reload_swaps_in_a_new_version(tmp_path: Path) -> None:
 
 def test_failed_reload_keeps_the_old_model(tmp_path: Path) -> None:
     folder = save("mf", clustered_data(), tmp_path / "model")
-    with TestClient(create_app(folder)) as c:
+    with TestClient(create_app(folder, admin_token=TOKEN), headers=ADMIN) as c:
         before = c.get("/readyz").json()["model_version"]
         expected = c.get("/v1/recommend/3").json()
         save("mf", clustered_data(), folder, seed=2)

@@ -21,6 +21,7 @@ from cfrec.models.persistence import current_version
 from tests.serve.conftest import clustered_data, save
 
 HOST = "127.0.0.1"
+TOKEN = "a-test-admin-token-0123456789"
 
 
 def free_port() -> int:
@@ -30,7 +31,7 @@ def free_port() -> int:
 
 
 def start(folder: Path, port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CFREC_ADMIN_TOKEN": TOKEN}
     return subprocess.Popen([sys.executable, "-m", "cfrec", "serve", str(folder), "--host", HOST,
                              "--port", str(port), "--workers", str(workers)],
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
@@ -107,7 +108,8 @@ def test_reload_under_load_loses_no_request(tmp_path: Path, workers: int) -> Non
             if workers == 1:  # the admin endpoint reloads the process that receives it
                 save("mf", clustered_data(), folder, n_factors=4, seed=2)
                 third = current_version(folder).name
-                reply = httpx.post(f"{base}/v1/admin/reload", timeout=120).json()
+                reply = httpx.post(f"{base}/v1/admin/reload", timeout=120,
+                                   headers={"Authorization": f"Bearer {TOKEN}"}).json()
                 assert reply["reloaded"] and reply["model_version"] == third
                 assert reply["previous_version"] == second
                 time.sleep(0.5)

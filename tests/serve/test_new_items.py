@@ -23,6 +23,10 @@ def hybrid_dir(tmp_path: Path) -> Path:
     return tmp_path / "hybrid"
 
 
+TOKEN = "a-test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def _share_listing(client: TestClient, users: list[str], item: int) -> float:
     hits = [any(it["id"] == item for it in client.get(f"/v1/recommend/{u}", params={"k": 10}).json()["items"])
             for u in users]
@@ -30,7 +34,7 @@ def _share_listing(client: TestClient, users: list[str], item: int) -> float:
 
 
 def test_new_item_is_recommended_without_restart_and_survives_reload(hybrid_dir: Path) -> None:
-    with TestClient(create_app(hybrid_dir)) as client:
+    with TestClient(create_app(hybrid_dir, admin_token=TOKEN), headers=ADMIN) as client:
         before = client.get("/v1/model").json()
         assert _share_listing(client, COMEDY_FANS, 5000) == 0.0
         res = client.post("/v1/items", json={"item_id": 5000, "features": ["genre=comedy"], "title": "New comedy"})

@@ -22,6 +22,7 @@ from cfrec.cli._app import app, console, fail, say
 from cfrec.cli.models import _echo_json, load_model
 from cfrec.errors import CfrecError
 from cfrec.explain import because_rated
+from cfrec.limits import MAX_K
 
 if TYPE_CHECKING:
     from cfrec.models.base import Recommender
@@ -146,7 +147,9 @@ def _raw_items(model: Recommender, text_ids: list[str]) -> list[Any]:
 def recommend(
     model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'cfrec train'.")],
     user: Annotated[str | None, typer.Option("--user", "-u", help="Raw user id.")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many recommendations.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K,
+                                   help="How many recommendations (a list is never longer than "
+                                        "the catalogue).")] = 10,
     include_seen: Annotated[bool, typer.Option(help="Also rank items the user rated in training.")] = False,
     history: Annotated[int, typer.Option(min=0, help="How many of the user's top-rated training items "
                                                      "to show (0: skip loading the dataset).")] = 5,
@@ -366,7 +369,7 @@ def similar(
     model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'cfrec train'.")],
     item: Annotated[str, typer.Option("--item", "-i", help="Item id, or part of a title (case-insensitive); "
                                                            "several matches -> the most-rated is used.")],
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many neighbours.")] = 5,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K, help="How many neighbours.")] = 5,
     min_ratings: Annotated[int, typer.Option(min=0, help="Only neighbours with at least this many training "
                                                          "ratings (rare items have noisy vectors).")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Iterable
@@ -16,7 +17,11 @@ INDEX_DTYPE = np.int32
 #: Lookups of at most this many ids go through :meth:`IdMap.index_of` (a dict) one by one: a
 #: pandas or Arrow hash lookup costs tens of microseconds whatever the length.
 SMALL_LOOKUP = 16
-_DECIMAL = re.compile(r"[+-]?[0-9]{1,1000}")
+#: The one text form of an integer id: an optional minus sign and digits without leading zeros
+#: (``"50"``, ``"-3"``, ``"0"``); ``"050"``, ``"+50"``, ``"5e1"``, ``" 50"`` or ``"50\\n"`` are
+#: other ids, never a guess at an integer one.
+_INT_TEXT = re.compile(r"0|-?[1-9][0-9]{0,999}")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class IdMap:
@@ -151,9 +156,9 @@ class IdMap:
         """Index of one raw id: a dict lookup of well under a microsecond, for paths that look
         up one id at a time (a request, one user).
 
-        Agrees with :meth:`to_index`: decimal text (``"50"``) finds an integer id, an integer
-        finds a string id (``50`` -> ``"50"``); any other form of an id is looked up by
-        :meth:`to_index` itself. An unknown id gives -1, or with ``missing="raise"``
+        Agrees with :meth:`to_index`: the canonical text of an integer (``"50"``, not ``"050"``,
+        ``"+50"``, ``"5e1"`` or ``" 50"``) finds an integer id, an integer finds a string id
+        (``50`` -> ``"50"``); any other form of an id is looked up by :meth:`to_index` itself. An unknown id gives -1, or with ``missing="raise"``
         :class:`UnknownIdError` worded as :meth:`to_index` words it.
         """
         i = self._index_of(raw)
@@ -171,15 +176,19 @@ class IdMap:
         if table is None:
             # built once; concurrent first calls build equal dicts and one of them is kept
             table = self._dict = {v: i for i, v in enumerate(self._ids.tolist())}
+        kind = type(raw)
+        if kind is int or kind is str:  # the usual case: a known id, of the vocabulary's type
+            found = table.get(raw)      # (int keys and str keys never equal each other)
+            if found is not None:
+                return found
         if isinstance(raw, np.generic):
             raw = raw.item()
         key: Any = raw
         if self._ids.dtype.kind in "iu":
             if isinstance(raw, str):
-                text = raw.strip()
-                if not _DECIMAL.fullmatch(text):
-                    return self._index_of_slow(raw)
-                key = int(text)
+                if not _INT_TEXT.fullmatch(raw):
+                    return -1
+                key = int(raw)
             elif isinstance(raw, bool) or not isinstance(raw, int):
                 return self._index_of_slow(raw)
         elif isinstance(raw, int) and not isinstance(raw, bool):
@@ -201,8 +210,9 @@ class IdMap:
         Parameters
         ----------
         raw
-            One raw id or a sequence/array of them. Integer ids given as strings (``"12"``) or
-            whole floats are found in an integer vocabulary, and integers in a string one.
+            One raw id or a sequence/array of them. Integer ids given as their canonical text
+            (``"12"``; not ``"012"``, ``"+12"``, ``"1.2e1"`` or ``" 12"``) or as whole floats are
+            found in an integer vocabulary, and integers in a string one (``12`` -> ``"12"``).
         missing
             ``"raise"`` raises :class:`UnknownIdError` naming the first unknown id;
             ``"-1"`` marks unknown ids with -1.
@@ -225,9 +235,13 @@ class IdMap:
         """int32 indices of an array of raw ids (-1 where unknown), by a vectorised hash lookup."""
         if self._ids.dtype == object:
             return self._string_lookup(values)
+        valid = None
         if self._ids.dtype.kind in "iu" and values.dtype.kind not in "iu":
-            values = _coerce_numeric(values)
-        return self._hash_index().get_indexer(_as_index(values)).astype(INDEX_DTYPE, copy=False)
+            values, valid = _coerce_numeric(values)
+        idx = self._hash_index().get_indexer(_as_index(values)).astype(INDEX_DTYPE, copy=False)
+        if valid is not None:
+            idx[~valid] = -1
+        return idx
 
     def _string_lookup(self, values: np.ndarray) -> np.ndarray:
         """int32 indices of ``values`` (an array; non-strings are looked up as their text)."""
@@ -272,8 +286,8 @@ class IdMap:
 def _unknown_id(bad: Any, what: str, numeric: bool) -> UnknownIdError:
     """The error for an id the vocabulary does not hold: ``unknown user id 42``."""
     bad = bad.item() if isinstance(bad, np.generic) else bad  # 42, not np.int64(42)
-    if numeric and isinstance(bad, str) and _DECIMAL.fullmatch(bad.strip()):
-        bad = int(bad.strip())  # the integer the text spells, as it was looked up
+    if numeric and isinstance(bad, str) and _INT_TEXT.fullmatch(bad):
+        bad = int(bad)  # the integer the text spells, as it was looked up
     label = "id" if what == "id" else f"{what} id"
     return UnknownIdError(f"unknown {label} {bad!r}")
 
@@ -369,16 +383,40 @@ def _query_values(raw: Any) -> np.ndarray:
     return _from_iterable(raw)
 
 
-def _coerce_numeric(values: np.ndarray) -> np.ndarray:
-    """Turn strings like "12" or floats like 12.0 into int64 where possible; keep others (they miss)."""
+def _coerce_numeric(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keys for an integer vocabulary: ``(int64 keys, valid)``. Whole floats (``12.0``), integers
+    and the canonical text of an integer (``"12"``) are valid; any other text (``"012"``,
+    ``"1e1"``, ``" 12"``), a fraction, NaN or another object is not (it misses)."""
     if values.dtype.kind == "f":
-        out = np.full(len(values), np.iinfo(np.int64).min, dtype=np.int64)
-        whole = np.isfinite(values) & (values == np.round(values))
-        out[whole] = values[whole].astype(np.int64)
-        return out
-    numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan)
-    return _coerce_numeric(numbers)
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(values) & (values == np.round(values)) & (
+                np.abs(values) < 2.0**63)
+        out = np.zeros(len(values), dtype=np.int64)
+        out[valid] = values[valid].astype(np.int64)
+        return out, valid
+    if values.dtype.kind == "b":
+        return values.astype(np.int64), np.ones(len(values), dtype=bool)
+    keys = [_int_key(v) for v in values.tolist()]
+    valid = np.fromiter((k is not None for k in keys), dtype=bool, count=len(keys))
+    out = np.fromiter((0 if k is None else k for k in keys), dtype=np.int64, count=len(keys))
+    return out, valid
+
+
+def _int_key(value: Any) -> int | None:
+    """The integer id ``value`` names in an integer vocabulary, or None (see :func:`_coerce_numeric`)."""
+    if isinstance(value, str):
+        if not _INT_TEXT.fullmatch(value):
+            return None
+        value = int(value)
+    elif isinstance(value, float):
+        if not (math.isfinite(value) and value == round(value)):
+            return None
+        value = int(value)
+    elif isinstance(value, np.generic):
+        return _int_key(value.item())
+    elif not isinstance(value, int):  # bool is an int (True is 1), as numpy and pandas read it
+        return None
+    return int(value) if _INT64_MIN <= value <= _INT64_MAX else None
 
 
 def _as_index(values: np.ndarray) -> pd.Index:

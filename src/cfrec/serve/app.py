@@ -11,6 +11,7 @@ Endpoints (JSON, raw ids as the model knows them: integers or strings)::
     GET  /v1/predict?user=&item=       one score / predicted rating
     GET  /v1/items?q=&limit=           title search (no ``q``: the most-rated items)
     POST /v1/admin/reload              load the model folder's current version and swap it in
+                                       (needs the admin token)
     GET  /                             the web page; /openapi.json and /docs describe the API
 
 The package keeps only HTTP; every answer is the library's own (``Recommender.recommend``,
@@ -24,14 +25,21 @@ The package keeps only HTTP; every answer is the library's own (``Recommender.re
   atomically on reload (``POST /v1/admin/reload`` or ``SIGHUP`` to ``cfrec serve``) without
   downtime: the old model answers until the new one has loaded and passed its check;
 * :mod:`~cfrec.serve.middleware` -- the access log and the request body limit;
+* :mod:`~cfrec.serve.security` -- the Host and Origin checks and the admin token;
+* :mod:`~cfrec.serve.pool` -- where a request runs: small ones on the event loop, large ones (by
+  their own size) in a bounded thread pool that answers 429 when full;
+* :mod:`~cfrec.serve.protocol` -- uvicorn's HTTP protocol with a request head limit (431) and
+  timeouts for slow heads and bodies (408), as ``cfrec serve`` runs it;
 * :mod:`~cfrec.serve.routes` -- the endpoints;
 * :mod:`~cfrec.serve.errors` -- every 4xx/5xx as ``{"error": {"status", "code", "message",
   "field"}}``.
 
-Scoring runs on the event loop when it is fast: the load check times a recommendation and a
-fold-in, and a model whose calls take under :data:`~cfrec.serve.snapshot.INLINE_SECONDS` is
-scored inline, where a thread hop would cost about as much as the work; slower models (large
-catalogues, NeuMF's L-BFGS fold-in) run in the worker thread pool so the loop keeps answering.
+A request runs on the event loop when it is small by its own size (a list of at most
+:data:`~cfrec.serve.pool.INLINE_MAX_K` items, a fold-in body of at most
+:data:`~cfrec.serve.pool.INLINE_MAX_BODY` bytes) and the model is fast (its load check's
+recommendation and fold-in take under :data:`~cfrec.serve.snapshot.INLINE_SECONDS`), where a
+thread hop would cost about as much as the work; anything else runs in the bounded pool, so no
+client can hold the loop that answers everyone else.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +63,10 @@ from cfrec.errors import CfrecError
 from cfrec.models.persistence import read_meta
 from cfrec.serve.errors import JSONResponse, add_error_handlers
 from cfrec.serve.middleware import MAX_BODY_BYTES, AccessLog, BodyLimit
+from cfrec.serve.pool import POOL_QUEUE, POOL_THREADS, BoundedPool
 from cfrec.serve.routes import Service, add_routes
 from cfrec.serve.routes_items import add_item_routes
+from cfrec.serve.security import RequestGuard, allowed_host_names
 from cfrec.serve.snapshot import INLINE_SECONDS, ModelHolder, ServedModel, load_served
 
 __all__ = ["INLINE_SECONDS", "MAX_BODY_BYTES", "ModelHolder", "ServedModel", "create_app",
@@ -71,7 +81,10 @@ PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
 
 
 def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bool = False,
-               inline: bool | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               inline: bool | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               admin_token: str | None = None, allowed_hosts: Iterable[str] | None = None,
+               bind_host: str = "127.0.0.1", pool_threads: int = POOL_THREADS,
+               pool_queue: int = POOL_QUEUE) -> FastAPI:
     """The FastAPI application serving the model folder ``model_dir``.
 
     Parameters
@@ -92,6 +105,19 @@ def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bo
         decides per model from the load check's timings (see :data:`INLINE_SECONDS`).
     max_body_bytes
         Largest request body accepted; larger ones get 413.
+    admin_token
+        The token admin endpoints need (``Authorization: Bearer <token>``); None turns them off
+        (403; ``SIGHUP`` still reloads).
+    allowed_hosts
+        ``Host`` names answered besides the loopback ones and ``bind_host`` (``"*"``: any);
+        None answers any name (for an application that checks names itself), as an empty list
+        answers loopback names and ``bind_host`` only (what ``cfrec serve`` does by default).
+        Requests that change something are also refused from a foreign ``Origin``.
+    bind_host
+        The address the service listens on (a name it answers to).
+    pool_threads, pool_queue
+        Large requests run at most ``pool_threads`` at once with ``pool_queue`` more waiting;
+        beyond that, 429 with ``Retry-After``.
     """
     path = Path(model_dir)
     holder = ModelHolder(path, inline=inline)
@@ -99,7 +125,7 @@ def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bo
         holder.reload()
     else:
         read_meta(path)  # fail now on a folder that is not a model at all
-    service = Service(holder)
+    service = Service(holder, BoundedPool(pool_threads, pool_queue))
     background: set[asyncio.Task[Any]] = set()
 
     async def reload_now(source: str, force: bool = False) -> tuple[ServedModel, str | None, bool]:
@@ -114,9 +140,11 @@ def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bo
     async def reload_in_background(source: str) -> None:
         try:
             await reload_now(source)
-        except CfrecError as exc:
+        except CfrecError as exc:  # the holder words every loading failure as one
             still = holder.current.version if holder.current else "nothing"
             logger.error("%s: reload failed, still serving %s: %s", source, still, exc)
+        except Exception:  # never "Task exception was never retrieved"
+            logger.exception("%s: reload failed", source)
 
     def spawn(coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -133,6 +161,9 @@ def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bo
             try:
                 loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reload_in_background("SIGHUP")))
                 sighup = True
+                if preload:  # a SIGHUP sent while this process was loading went unheard (it
+                    # was ignored until now): catch up with a version saved meanwhile
+                    spawn(reload_in_background("SIGHUP during start-up"))
             except (RuntimeError, ValueError, NotImplementedError):  # not the main thread
                 logger.warning("SIGHUP reload unavailable (the event loop is not in the main thread)")
         try:
@@ -156,7 +187,7 @@ def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bo
     app.state.service = service
 
     add_error_handlers(app)
-    add_routes(app, service, reload_now)
+    add_routes(app, service, reload_now, max_body_bytes)
     add_item_routes(app, service, reload_now)
 
     # -------------------------------------------------------------- the page
@@ -168,5 +199,7 @@ def create_app(model_dir: str | Path, *, preload: bool = True, handle_sighup: bo
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    hosts = None if allowed_hosts is None else allowed_host_names(bind_host, allowed_hosts)
+    app.add_middleware(RequestGuard, admin_token=admin_token, allowed_hosts=hosts)
     app.add_middleware(AccessLog)
     return app

@@ -107,6 +107,10 @@ def _validation_error(exc: RequestValidationError) -> JSONResponse:
     return JSONResponse(error_body(422, "invalid_value", message, name, details), status_code=422)
 
 
+def _part(request: Request) -> str:
+    """The part of a request its parameters came from: the body of a POST, else the query."""
+    return "body" if request.method in ("POST", "PUT", "PATCH") else "query"
+
 
 def add_error_handlers(app: FastAPI) -> None:
     """Answer every error raised while handling a request with a JSON error body."""
@@ -120,18 +124,21 @@ def add_error_handlers(app: FastAPI) -> None:
         return _validation_error(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(exc.status_code, code, str(exc.detail)),
+        # which part of the request was wrong: no such path, a method the path does not take
+        where = {404: "path", 405: "method"}.get(exc.status_code, _part(request))
+        return JSONResponse(error_body(exc.status_code, code, str(exc.detail), where),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(UnknownIdError)
-    async def _unknown(_request: Request, exc: UnknownIdError) -> Response:
-        return JSONResponse(error_body(404, "unknown_id", str(exc)), status_code=404)
+    async def _unknown(request: Request, exc: UnknownIdError) -> Response:
+        return JSONResponse(error_body(404, "unknown_id", str(exc), _part(request)), status_code=404)
 
     @app.exception_handler(CfrecError)
-    async def _cfrec_error(_request: Request, exc: CfrecError) -> Response:
-        return JSONResponse(error_body(422, "invalid_value", str(exc)), status_code=422)
+    async def _cfrec_error(request: Request, exc: CfrecError) -> Response:
+        return JSONResponse(error_body(422, "invalid_value", str(exc), _part(request)),
+                            status_code=422)
 
     @app.exception_handler(Exception)
     async def _internal(_request: Request, exc: Exception) -> Response:

@@ -17,7 +17,6 @@ from urllib.parse import parse_qsl
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
 from cfrec.serve.errors import _orjson
@@ -51,13 +50,17 @@ def _is_json(content_type: str | None) -> bool:
 
 
 async def parse_json_body(request: Request, model: type[M]) -> M:
-    """``model`` validated from a JSON request body, with FastAPI's answers to a missing body
-    (``body is required``), a body that is not JSON (400 ``malformed_json``) or not sent as JSON."""
-    raw = await request.body()
+    """``model`` validated from a JSON request body (see :func:`validate_json_body`)."""
+    return validate_json_body(await request.body(), request.headers.get("content-type"), model)
+
+
+def validate_json_body(raw: bytes, content_type: str | None, model: type[M]) -> M:
+    """``model`` validated from the bytes of a JSON request body, with FastAPI's answers to a
+    missing body (``body is required``), a body that is not JSON (400 ``malformed_json``) or not
+    sent as JSON. Needs no event loop (large bodies are validated in a worker thread)."""
     if not raw:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required",
                                        "input": None}])
-    content_type = request.headers.get("content-type")
     # not sent as JSON: validated as the bytes it is (and refused), as FastAPI does
     data: Any = _loads(raw) if content_type == "application/json" or _is_json(content_type) else raw
     try:
@@ -67,6 +70,8 @@ async def parse_json_body(request: Request, model: type[M]) -> M:
 
 
 def _loads(raw: bytes) -> Any:
+    """The JSON value of a request body; a body that is not JSON (bad syntax, not UTF-8, nested
+    deeper than the parser goes) is a ``json_invalid`` error of the field ``body`` (400)."""
     if _orjson is not None:
         try:
             return _orjson.loads(raw)
@@ -75,11 +80,20 @@ def _loads(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except json.JSONDecodeError as e:
-        raise RequestValidationError([{"type": "json_invalid", "loc": ("body", e.pos),
-                                       "msg": "JSON decode error", "input": {},
-                                       "ctx": {"error": e.msg}}]) from None
-    except Exception:  # noqa: BLE001 - undecodable bytes: FastAPI's answer
-        raise StarletteHTTPException(400, "There was an error parsing the body") from None
+        raise _not_json(e.msg, e.pos) from None
+    except UnicodeDecodeError as e:
+        raise _not_json(f"not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start}",
+                        e.start) from None
+    except RecursionError:
+        raise _not_json("nested too deeply", 0) from None
+    except Exception as e:  # noqa: BLE001 - any other undecodable body is still the body's fault
+        raise _not_json(f"cannot be decoded ({type(e).__name__})", 0) from None
+
+
+def _not_json(reason: str, pos: int) -> RequestValidationError:
+    return RequestValidationError([{"type": "json_invalid", "loc": ("body", pos),
+                                    "msg": "JSON decode error", "input": {},
+                                    "ctx": {"error": reason}}])
 
 
 # ---------------------------------------------------------------------- OpenAPI description
@@ -103,11 +117,14 @@ def path_parameter(name: str, description: str) -> dict[str, Any]:
             "schema": {"type": "string", "title": name.replace("_", " ").title()}}
 
 
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
+def json_body(model: type[BaseModel], description: str | None = None) -> dict[str, Any]:
     """OpenAPI ``requestBody`` of a required JSON body of ``model`` (the model itself is added
     to the document's components by :func:`add_components`)."""
-    return {"required": True, "content": {"application/json": {
+    out: dict[str, Any] = {"required": True, "content": {"application/json": {
         "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    if description:
+        out["description"] = description
+    return out
 
 
 def add_components(openapi: dict[str, Any], *models: type[BaseModel]) -> dict[str, Any]:

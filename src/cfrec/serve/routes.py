@@ -9,22 +9,25 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from cfrec.data.idmap import IdMap
 from cfrec.errors import CfrecError
 from cfrec.serve.errors import ApiError, JSONResponse, json_bytes
+from cfrec.serve.middleware import MAX_BODY_BYTES
 from cfrec.serve.params import (
     add_components,
     json_body,
-    parse_json_body,
     parse_query,
     path_parameter,
     query_parameters,
+    validate_json_body,
 )
+from cfrec.serve.pool import INLINE_MAX_BODY, INLINE_MAX_K, BoundedPool
 from cfrec.serve.schemas import (
+    MAX_RATINGS,
     FoldInRecommendations,
     FoldInRequest,
     Health,
@@ -54,8 +57,9 @@ class Service:
     """The endpoints' logic over a :class:`~cfrec.serve.snapshot.ModelHolder` (one per
     application)."""
 
-    def __init__(self, holder: ModelHolder) -> None:
+    def __init__(self, holder: ModelHolder, pool: BoundedPool | None = None) -> None:
         self.holder = holder
+        self.pool = pool if pool is not None else BoundedPool()
 
     def served(self) -> ServedModel:
         served = self.holder.current
@@ -64,17 +68,12 @@ class Service:
             raise ApiError(503, "not_ready", f"no model is loaded yet{detail}")
         return served
 
-    async def run(self, served: ServedModel, fn: Callable[..., T], *args: Any) -> T:
-        """Run a model call on the event loop (fast models) or in the worker thread pool."""
-        if served.inline:
+    async def run(self, served: ServedModel, small: bool, fn: Callable[..., T], *args: Any) -> T:
+        """Run a call on the event loop when the request is small (by its own size) and the
+        model fast, else in the bounded pool (429 when it is full)."""
+        if small and served.inline:
             return fn(*args)
-        return await anyio.to_thread.run_sync(fn, *args)
-
-    @staticmethod
-    def check_k(served: ServedModel, k: int) -> None:
-        if not 1 <= k <= served.n_items:
-            raise ApiError(422, "invalid_value", f"k must be between 1 and {served.n_items} "
-                                                 f"(the catalogue size), got {k}", "k")
+        return await self.pool.run(fn, *args)
 
     @staticmethod
     def ranked(served: ServedModel, ids: np.ndarray, scores: np.ndarray,
@@ -92,7 +91,6 @@ class Service:
     def recommend_user(self, served: ServedModel, user_id: str, k: int,
                        exclude_seen: bool) -> dict[str, Any]:
         model = served.model
-        self.check_k(served, k)
         u = model.user_map_.index_of(user_id)
         # a known user as the model spells the id; an unknown one gets the cold-start list
         user = model.user_map_.raw_id(u) if u >= 0 else user_id
@@ -103,9 +101,14 @@ class Service:
                 "predicts_ratings": model.predicts_ratings, "model_version": served.version,
                 "items": self.ranked(served, recs.ids, recs.scores, recs.ratings)}
 
+    def recommend_new_raw(self, served: ServedModel, raw: bytes,
+                          content_type: str | None) -> dict[str, Any]:
+        """:meth:`recommend_new` from the request body's bytes (validated here, so a large body
+        is parsed off the event loop too)."""
+        return self.recommend_new(served, validate_json_body(raw, content_type, FoldInRequest))
+
     def recommend_new(self, served: ServedModel, body: FoldInRequest) -> dict[str, Any]:
         model = served.model
-        self.check_k(served, body.k)
         if body.items and body.ratings:
             raise ApiError(422, "invalid_value", "give either ratings or items (liked, no ratings), not "
                                                  "both", "items")
@@ -119,14 +122,10 @@ class Service:
                 name = f"ratings[{j}].rating"
                 raise ApiError(422, "rating_off_scale", f"{name}: {entry.rating:g} is outside the "
                                                         f"model's rating scale {lo:g}..{hi:g}", name)
-        # known items as the model spells them, unknown ones as given (the model reports them)
-        vocab = model.item_map_
         given = body.items if body.items else [e.item for e in body.ratings]
-        items = [vocab.raw_id(i) if i >= 0 else raw
-                 for i, raw in zip((vocab.index_of(raw) for raw in given), given, strict=True)]
         ratings = None if body.items else np.fromiter(
             (e.rating for e in body.ratings), dtype=np.float64, count=len(body.ratings))
-        folded = model.fold_in(_id_array(items), ratings)
+        folded = model.fold_in(_as_model_ids(model.item_map_, given), ratings)
         recs = model.recommend(folded, body.k, exclude_seen=body.exclude_rated)
         return {"cold_start": folded.n_ratings == 0, "n_ratings_used": int(folded.n_ratings),
                 "unknown_items": list(folded.unknown_items),
@@ -136,7 +135,6 @@ class Service:
                 "items": self.ranked(served, recs.ids, recs.scores, recs.ratings)}
 
     def similar(self, served: ServedModel, item_id: str, k: int) -> dict[str, Any]:
-        self.check_k(served, k)
         i = served.model.item_map_.index_of(item_id)
         if i < 0:
             raise ApiError(404, "unknown_item", f"unknown item id {item_id!r}", "item_id")
@@ -183,6 +181,22 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _as_model_ids(vocab: IdMap, given: list[Any]) -> np.ndarray:
+    """Raw ids of a request as one array, known ones as the model spells them (``"50"`` is
+    item 50 of an integer vocabulary, ``50`` item ``"50"`` of a string one) and unknown ones as
+    given (the model reports them), in one vectorised lookup."""
+    ids = _id_array(given)
+    if ids.dtype.kind == "i" and vocab.is_numeric:
+        return ids  # already the vocabulary's own spelling
+    idx = vocab.to_index(ids, missing="-1")
+    known = np.flatnonzero(idx >= 0)
+    if len(known):
+        if ids.dtype.kind == "i":
+            ids = ids.astype(object)
+        ids[known] = vocab.ids[idx[known]].tolist()
+    return ids
+
+
 def _id_array(items: list[Any]) -> np.ndarray:
     """Raw ids as one array: int64 when all are integers, else an object array of the ids as
     they came (numpy's fixed-width strings would drop trailing NUL characters)."""
@@ -198,7 +212,8 @@ def json_response(content: Any) -> Response:
     return Response(json_bytes(content), media_type="application/json")
 
 
-def add_routes(app: FastAPI, service: Service, reload_now: Reloader) -> None:
+def add_routes(app: FastAPI, service: Service, reload_now: Reloader,
+               max_body_bytes: int = MAX_BODY_BYTES) -> None:
     """The API's routes on ``app``, answering from ``service``; ``reload_now`` serves the admin
     reload."""
     holder = service.holder
@@ -222,35 +237,40 @@ def add_routes(app: FastAPI, service: Service, reload_now: Reloader) -> None:
     # validation and error bodies, described in the OpenAPI document from the same models.
     @app.get("/v1/recommend/{user_id}", response_model=UserRecommendations, tags=["recommend"],
              summary="Top-k items for a user (an unknown user gets the cold-start list)",
-             responses=error_responses(422, 503),
+             responses=error_responses(422, 429, 503),
              openapi_extra={"parameters": [path_parameter("user_id", "Raw user id."),
                                            *query_parameters(RecommendQuery)]})
     async def recommend_user(request: Request) -> Response:
         served = service.served()
         q = parse_query(request, RecommendQuery)
-        return json_response(await service.run(served, service.recommend_user, served,
-                                               request.path_params["user_id"], q.k,
+        return json_response(await service.run(served, q.k <= INLINE_MAX_K, service.recommend_user,
+                                               served, request.path_params["user_id"], q.k,
                                                q.exclude_seen))
 
     @app.post("/v1/recommend", response_model=FoldInRecommendations, tags=["recommend"],
               summary="Top-k items for a new user given a few ratings (folded in, no retraining)",
-              responses=error_responses(400, 413, 422, 503),
-              openapi_extra={"requestBody": json_body(FoldInRequest)})
+              responses=error_responses(400, 413, 422, 429, 503),
+              openapi_extra={"requestBody": json_body(
+                  FoldInRequest, f"At most {max_body_bytes} bytes (413 beyond) and "
+                                 f"{MAX_RATINGS} ratings or items; ratings on the served "
+                                 "model's scale (`rating_scale` of /v1/model).")})
     async def recommend_new(request: Request) -> Response:
-        body = await parse_json_body(request, FoldInRequest)
+        raw = await request.body()
         served = service.served()
-        return json_response(await service.run(served, service.recommend_new, served, body))
+        return json_response(await service.run(served, len(raw) <= INLINE_MAX_BODY,
+                                               service.recommend_new_raw, served, raw,
+                                               request.headers.get("content-type")))
 
     @app.get("/v1/similar/{item_id}", response_model=SimilarItems, tags=["items"],
              summary="Items closest to an item by cosine similarity of the model's item vectors",
-             responses=error_responses(404, 409, 422, 503),
+             responses=error_responses(404, 409, 422, 429, 503),
              openapi_extra={"parameters": [path_parameter("item_id", "Raw item id."),
                                            *query_parameters(ListQuery)]})
     async def similar(request: Request) -> Response:
         served = service.served()
         q = parse_query(request, ListQuery)
-        return json_response(await service.run(served, service.similar, served,
-                                               request.path_params["item_id"], q.k))
+        return json_response(await service.run(served, q.k <= INLINE_MAX_K, service.similar,
+                                               served, request.path_params["item_id"], q.k))
 
     @app.get("/v1/predict", response_model=PredictionOut, tags=["recommend"],
              summary="Score (and predicted rating) of one user-item pair",
@@ -259,7 +279,8 @@ def add_routes(app: FastAPI, service: Service, reload_now: Reloader) -> None:
     async def predict(request: Request) -> Response:
         served = service.served()
         q = parse_query(request, PredictQuery)
-        return json_response(await service.run(served, service.predict, served, q.user, q.item))
+        return json_response(await service.run(served, True, service.predict, served, q.user,
+                                               q.item))
 
     @app.get("/v1/items", response_model=SearchResults, tags=["items"],
              summary="Title search, most-rated first (no query: the most-rated items)",
@@ -267,20 +288,21 @@ def add_routes(app: FastAPI, service: Service, reload_now: Reloader) -> None:
     async def items(q: Annotated[str | None, Query(max_length=200)] = None,
                     limit: Annotated[int, Query(ge=1, le=MAX_SEARCH)] = 20) -> Response:
         served = service.served()
-        return JSONResponse(await service.run(served, service.items, served, q, limit))
+        return JSONResponse(await service.run(served, True, service.items, served, q, limit))
 
     @app.post("/v1/admin/reload", response_model=ReloadResult, tags=["admin"],
               summary="Load the model folder's current version and swap it in (the old model "
                       "serves until the new one is loaded and checked)",
-              responses=error_responses(409, 422))
+              responses=error_responses(401, 403, 409, 422))
     async def reload(force: bool = False) -> Response:
         start = time.perf_counter()
         previous = holder.current.version if holder.current else ""
         try:
             served, _, changed = await reload_now("admin reload", force)
-        except CfrecError as exc:
+        except CfrecError as exc:  # the holder turns any loading failure into ModelFileError
             still = holder.current.version if holder.current else "nothing"
-            raise ApiError(409, "reload_failed", f"{exc}; still serving {still}") from None
+            raise ApiError(409, "reload_failed", f"{exc}; still serving {still}",
+                           "model folder") from None
         return JSONResponse({"reloaded": changed, "model_version": served.version,
                              "previous_version": previous,
                              "seconds": time.perf_counter() - start})
@@ -290,6 +312,11 @@ def add_routes(app: FastAPI, service: Service, reload_now: Reloader) -> None:
     def openapi() -> dict[str, Any]:  # the request body model the routes read themselves
         if app.openapi_schema is None:
             app.openapi_schema = add_components(schema(), FoldInRequest)
+        served = holder.current
+        rating = app.openapi_schema["components"]["schemas"]["RatingIn"]["properties"]["rating"]
+        if served is not None:  # the served version's scale (a reload may change it)
+            lo, hi = served.model.rating_scale_
+            rating["minimum"], rating["maximum"] = float(lo), float(hi)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

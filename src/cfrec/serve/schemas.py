@@ -9,8 +9,13 @@ from typing import Annotated, Any, Literal
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
+from cfrec.limits import MAX_FOLD_IN, MAX_K
+
 #: Most ratings one fold-in request may carry.
-MAX_RATINGS = 10_000
+MAX_RATINGS = MAX_FOLD_IN
+#: What the API says of ``k`` (the CLI's ``-k`` has the same range).
+K_DESCRIPTION = (f"List length, 1 to {MAX_K}; a list is never longer than the catalogue "
+                 "(a larger k gives every item).")
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -40,9 +45,10 @@ RawIdIn = Annotated[int | str, PlainValidator(_raw_id), WithJsonSchema({
     "description": "A raw item id as the model knows it (integer or string).",
 })]
 RatingValue = Annotated[float, PlainValidator(_rating), WithJsonSchema({
-    "type": "number", "description": "A rating on the model's scale (see /v1/model)."})]
+    "type": "number", "description": "A rating on the model's scale (`rating_scale` of /v1/model; "
+                                     "the served model's bounds are given as minimum/maximum)."})]
 RawIdOut = Annotated[int | str, Field(description="A raw id as the model knows it.")]
-K = Annotated[int, Query(ge=1, description="List length (at most the catalogue size).")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description=K_DESCRIPTION)]
 
 
 class RatingIn(BaseModel):
@@ -60,14 +66,14 @@ class FoldInRequest(BaseModel):
     items: list[RawIdIn] = Field(default_factory=list, max_length=MAX_RATINGS, description=(
         "Items the user interacted with or liked, without ratings (ranking models; give either "
         "this or ratings)."))
-    k: int = Field(10, ge=1, strict=True, description="List length (at most the catalogue size).")
+    k: int = Field(10, ge=1, le=MAX_K, strict=True, description=K_DESCRIPTION)
     exclude_rated: bool = Field(True, strict=True, description="Leave the rated items out of the list.")
 
 
 class ListQuery(BaseModel):
     """Query parameters of ``GET /v1/similar/{item_id}``."""
 
-    k: int = Field(10, ge=1, description="List length (at most the catalogue size).")
+    k: int = Field(10, ge=1, le=MAX_K, description=K_DESCRIPTION)
 
 
 class RecommendQuery(ListQuery):
@@ -213,7 +219,12 @@ class ErrorBody(BaseModel):
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {400: "Malformed request body", 404: "Unknown id", 409: "Not possible with this model",
-            413: "Request body too large", 422: "Invalid parameter", 503: "No model loaded yet"}
+    text = {400: "Malformed request body", 401: "Admin token missing",
+            403: "Wrong admin token, foreign Host or Origin, or admin endpoints disabled",
+            404: "Unknown id", 409: "Not possible with this model (reload: the new version cannot "
+                                    "be loaded; the old one keeps serving)",
+            413: "Request body too large", 422: "Invalid parameter",
+            429: "Too many large requests queued; retry after the Retry-After seconds",
+            503: "No model loaded yet"}
     return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
 
