@@ -60,6 +60,12 @@ def load_dataset(
     out-of-scale rating is an error naming its line; the release's own ratings file
     (``ml-1m/ratings.dat`` ...) given with no options loads as the release, titles included.
 
+    A MovieLens release comes with its own side features (``item_features``: genres, decades,
+    tags; ``user_features``: age, gender, occupation, zip region) unless the options say
+    ``release_features=False``; the ``item_features``/``user_features`` options name CSV files
+    with further features (read by :func:`~cfrec.data.features_files.read_features`) for any
+    source.
+
     Parameters
     ----------
     name_or_path
@@ -75,10 +81,6 @@ def load_dataset(
         Also return a :class:`~cfrec.data.io.LoadReport` (for a MovieLens release: its rows,
         columns and known scale).
 
-    A MovieLens release comes with its own side features (``item_features``: genres, decades,
-    tags; ``user_features``: age, gender, occupation, zip region) unless the options say
-    ``release_features=False``; ``item_features``/``user_features`` options name CSV files of
-    more (:func:`~cfrec.data.features_files.read_features`), for any source.
 
     Raises
     ------
