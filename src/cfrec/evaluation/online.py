@@ -67,7 +67,7 @@ from cfrec.models.factor import FactorRecommender, RidgeFoldIn
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["auto", "fast", "replay"]
+Method = Literal["auto", "fast", "batch", "replay"]
 Reveal = Literal["group", "rating"]
 REVEALS: tuple[str, ...] = ("group", "rating")
 DiagonalFn = Callable[[np.ndarray], np.ndarray]
@@ -82,6 +82,7 @@ HISTORY_BUCKETS: tuple[tuple[str, int, float], ...] = (
 )
 
 _MEMORY_BUDGET = 128 * 2**20  # bytes of per-user (D x D) state processed at once
+_BATCH_PAIRS = 1 << 18  # history ratings per batched fold-in call
 
 
 # ---------------------------------------------------------------------- results
@@ -287,6 +288,15 @@ def supports_fast(model: Recommender) -> bool:
     return ridge is not None and not ridge.item_set_offset
 
 
+def supports_batch(model: Recommender) -> bool:
+    """Whether ``model`` folds in many users at once: a ``fold_in_predict(hist_users, hist_items,
+    hist_ratings, query_users, query_items, *, reg)`` method that stands for ``predict(fold_in(...))``
+    per user (NeuMF's), through which the ``"batch"`` method solves every revelation unit at once.
+    Only on request (``method="batch"``): NeuMF's batched optimiser approximates its ``fold_in``
+    (a non-convex objective) rather than reproducing it."""
+    return callable(getattr(model, "fold_in_predict", None))
+
+
 def _diagonal_fn(model: Recommender, reg: float | None) -> DiagonalFn | None:
     """The model's count-dependent fold-in ridge diagonal, or None for a constant ridge."""
     ridge = fold_in_ridge(model, reg)
@@ -314,7 +324,9 @@ def online_predictions(model: Recommender, test: Interactions, *, train: Interac
         ``fold_in_reg`` attribute for the base-class ridge).
     method
         ``"fast"`` (vectorised rank-one updates, linear factor models only), ``"replay"``
-        (group by group through the public API) or ``"auto"``.
+        (group by group through the public API), ``"batch"`` (every revelation unit through the
+        model's batched ``fold_in_predict``; see :func:`supports_batch`) or ``"auto"`` (fast
+        where it applies, else replay).
     reveal
         ``"group"`` (default): all ratings a user gave in the same second are predicted before
         any of them is revealed. ``"rating"``: one rating at a time in the tie order (user id,
@@ -327,8 +339,8 @@ def online_predictions(model: Recommender, test: Interactions, *, train: Interac
     model._check_fitted()
     if len(test) == 0:
         raise CfrecError("the test set is empty: nothing to replay")
-    if method not in ("auto", "fast", "replay"):
-        raise CfrecError(f"unknown online method {method!r}; choose auto, fast or replay")
+    if method not in ("auto", "fast", "batch", "replay"):
+        raise CfrecError(f"unknown online method {method!r}; choose auto, fast, batch or replay")
     if reveal not in REVEALS:
         raise CfrecError(f"unknown online reveal order {reveal!r}; choose group (same-second ratings "
                          f"predicted together) or rating (one at a time)")
@@ -336,7 +348,13 @@ def online_predictions(model: Recommender, test: Interactions, *, train: Interac
     if method == "fast" and not fast_ok:
         raise CfrecError(f"{type(model).__name__}'s fold-in is not a ridge on [b_u, p_u] "
                          f"(fold_in_ridge() is None); use method='replay'")
+    if method == "batch" and not supports_batch(model):
+        raise CfrecError(f"{type(model).__name__} has no batched fold-in (fold_in_predict); use method='replay'")
+    if method == "batch" and trace is not None:
+        raise CfrecError("the batch method solves every revelation unit at once and records no trace; "
+                         "use method='replay'")
     use_fast = fast_ok if method == "auto" else method == "fast"
+    use_batch = not use_fast and method == "batch"
     if reg is not None and not float(reg) > 0:
         raise CfrecError(f"fold-in regularisation must be positive, got {reg}")
     # The fast path solves the ridge the model declares; the replay path passes ``reg`` through to
@@ -369,6 +387,9 @@ def online_predictions(model: Recommender, test: Interactions, *, train: Interac
     if use_fast:
         preds = _fast(model, test, train, g_of_row, by_user, pos, before, size, g_train, keep, lam,
                       _diagonal_fn(model, reg), trace)
+    elif use_batch:
+        preds = _replay_batched(model, test, train, order, np.flatnonzero(unit_start), g_of_row, raw_users,
+                                g_train, keep, reg, trace)
     else:
         preds = _replay(model, test, train, order, np.flatnonzero(unit_start), g_of_row, raw_users,
                         g_train, keep, reg, trace)
@@ -376,7 +397,7 @@ def online_predictions(model: Recommender, test: Interactions, *, train: Interac
     reg_used = float(reg) if reg is not None else (lam if constant else None)
     group_size = size if reveal == "group" else _group_size(test, order)
     return OnlinePredictions(preds, order, before, before + n_train_of_g[g_of_row], group_size,
-                             "fast" if use_fast else "replay", reveal, reg_used)
+                             "fast" if use_fast else "batch" if use_batch else "replay", reveal, reg_used)
 
 
 def _group_size(test: Interactions, order: np.ndarray) -> np.ndarray:
@@ -583,6 +604,87 @@ def _replay(model: Recommender, test: Interactions, train: Interactions, order: 
         if trace is not None:
             trace.append(("reveal", rows.copy()))
     return preds
+
+
+def _replay_batched(model: Recommender, test: Interactions, train: Interactions, order: np.ndarray,
+                    unit_starts: np.ndarray, g_of_row: np.ndarray, raw_users: np.ndarray, g_train: np.ndarray,
+                    keep: np.ndarray, reg: float | None, trace: list | None) -> np.ndarray:
+    """The replay of :func:`_replay` for a model with a batched fold-in (``fold_in_predict``).
+
+    A revelation unit's prediction depends only on its user's history before it (the training
+    ratings, then the test ratings of the user's earlier units), which is data, not an earlier
+    prediction: the units are independent fold-in problems. Each user's history is laid out
+    once; each unit reads the prefix of its user's layout that precedes it (never its own rows
+    nor later ones), and all units are solved in a few batched calls; the Python work is per
+    call, not per unit.
+    """
+    n_groups = len(raw_users)
+    # Each user's history, laid out once: training ratings, then test ratings in replay order
+    # (items the model does not know never inform a user).
+    tr_raw_items = train.raw_items()
+    tr_rows = np.flatnonzero(keep & (model.item_map_.to_index(tr_raw_items, missing="-1") >= 0))
+    tr_rows = tr_rows[np.argsort(g_train[tr_rows], kind="stable")]
+    t_raw_items = test.raw_items()
+    t_known = model.item_map_.to_index(t_raw_items, missing="-1") >= 0
+    te_rows = order[np.argsort(g_of_row[order], kind="stable")]  # by user, replay order within
+    te_user = g_of_row[te_rows]
+    n_tr = np.bincount(g_train[tr_rows], minlength=n_groups)
+    n_te = np.bincount(te_user, minlength=n_groups)
+    lay_items = np.empty(len(tr_rows) + len(te_rows), dtype=object if tr_raw_items.dtype == object
+                         or t_raw_items.dtype == object else np.result_type(tr_raw_items, t_raw_items))
+    lay_r = np.empty(len(lay_items), dtype=np.float64)
+    lay_known = np.empty(len(lay_items), dtype=bool)
+    start = np.cumsum(n_tr + n_te) - (n_tr + n_te)  # each user's history start in the layout
+    tr_pos = start[g_train[tr_rows]] + (np.arange(len(tr_rows)) - (np.cumsum(n_tr) - n_tr)[g_train[tr_rows]])
+    te_within = np.arange(len(te_rows)) - (np.cumsum(n_te) - n_te)[te_user]
+    te_pos = start[te_user] + n_tr[te_user] + te_within
+    lay_items[tr_pos], lay_r[tr_pos], lay_known[tr_pos] = tr_raw_items[tr_rows], train.ratings[tr_rows], True
+    lay_items[te_pos], lay_r[te_pos], lay_known[te_pos] = t_raw_items[te_rows], test.ratings[te_rows], t_known[te_rows]
+    pos_of_row = np.empty(len(test), dtype=np.int64)
+    pos_of_row[te_rows] = te_within
+    # Units: first row, length, user, and rank among the user's units (the round).
+    bounds = np.r_[unit_starts, len(order)]
+    u_len = np.diff(bounds)
+    u_first = order[unit_starts]
+    u_user = g_of_row[u_first]
+    u_round = np.empty(len(unit_starts), dtype=np.int64)
+    by_u = np.argsort(u_user, kind="stable")
+    counts = np.bincount(u_user, minlength=n_groups)
+    u_round[by_u] = np.arange(len(by_u)) - (np.cumsum(counts) - counts)[u_user[by_u]]
+    # history of a unit: its user's layout prefix (training + test rows before the unit)
+    u_hist = n_tr[u_user] + pos_of_row[u_first]
+    preds = np.empty(len(test), dtype=np.float32)
+    # Every unit's history is data known in advance (the user's earlier ratings), so all units
+    # are independent problems: they are solved together, in chunks of about _BATCH_PAIRS
+    # history ratings, each unit reading only its own prefix of its user's layout.
+    units = np.argsort(u_round, kind="stable")
+    ends = np.cumsum(u_hist[units])
+    cuts = np.unique(np.searchsorted(ends, np.arange(_BATCH_PAIRS, int(ends[-1]) + _BATCH_PAIRS, _BATCH_PAIRS)))
+    for chunk in np.split(units, np.minimum(cuts + 1, len(units))[:-1]):
+        if not len(chunk):
+            continue
+        lens = u_len[chunk]
+        q_seg = np.repeat(np.arange(len(chunk)), lens)
+        q_rows = order[np.repeat(bounds[chunk], lens) + _within(lens)]
+        h_len = u_hist[chunk]
+        h_seg = np.repeat(np.arange(len(chunk)), h_len)
+        h_pos = np.repeat(start[u_user[chunk]], h_len) + _within(h_len)
+        h_ok = lay_known[h_pos]
+        empty = np.bincount(h_seg[h_ok], minlength=len(chunk)) == 0
+        if empty.any():  # nothing known of the user yet: the model's own prediction of the raw user
+            cold = empty[q_seg]
+            preds[q_rows[cold]] = model.predict(raw_users[u_user[chunk]][q_seg[cold]], t_raw_items[q_rows[cold]])
+        warm = ~empty[q_seg]
+        if warm.any():
+            preds[q_rows[warm]] = model.fold_in_predict(  # type: ignore[attr-defined]
+                h_seg[h_ok], lay_items[h_pos[h_ok]], lay_r[h_pos[h_ok]], q_seg[warm], t_raw_items[q_rows[warm]],
+                reg=reg)
+    return preds
+
+
+def _within(lens: np.ndarray) -> np.ndarray:
+    """``0..lens[0]-1, 0..lens[1]-1, ...`` (positions within consecutive runs)."""
+    return np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
 
 
 # ---------------------------------------------------------------------- evaluation

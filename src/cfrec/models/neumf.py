@@ -247,7 +247,7 @@ class NeuMF(BiasedRecommender):
     fold_in_reg
         L2 strength for :meth:`fold_in` (``None``: ``reg``).
     fold_in_steps
-        Optimiser iterations (L-BFGS) for :meth:`fold_in`.
+        Optimiser iterations (L-BFGS) for :meth:`fold_in` and :meth:`fold_in_predict`.
     device
         ``None``/``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` for training.
     threads
@@ -542,6 +542,88 @@ class NeuMF(BiasedRecommender):
                           len(idx), state={"gmf": g, "mlp": m, "bias": b},
                           unknown_items=given.unknown, duplicate_items=given.duplicates)
 
+    def _fold_in_lam(self, reg: float | None) -> float:
+        return float(reg if reg is not None else (self.fold_in_reg if self.fold_in_reg is not None else self.reg))
+
+    def _fold_in_targets(self, idx: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Items and targets of one user's fold-in objective (implicit mode: the rated items as
+        positives and the seeded negatives)."""
+        if not self._implicit:
+            return idx.astype(np.int64), np.asarray(r, dtype=np.float64)
+        pos = np.unique(idx)
+        rng = np.random.default_rng(self._seeds().spawn(6)[5])
+        neg = UniformNegatives(pos, 1, len(self.item_map_)).draw(
+            np.zeros(len(pos) * int(self.n_negatives), np.int64), rng)
+        neg = neg[neg >= 0]
+        return np.concatenate([pos, neg]).astype(np.int64), np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+
+    def fold_in_predict(self, hist_users: np.ndarray, hist_items: Any, hist_ratings: Any,
+                        query_users: np.ndarray, query_items: Any, *, reg: float | None = None) -> np.ndarray:
+        """Predictions of many folded-in users at once, without a Python loop per user.
+
+        For every user number ``s`` (``0 <= s < n``, numbered by the caller) this approximates
+        ``predict(fold_in(hist_items[hist_users == s], hist_ratings[hist_users == s], reg=reg),
+        query_items[query_users == s])``: the same objective, minimised from zero for all users
+        at once by a batched L-BFGS (:func:`_solve_fold_in`: each user its own curvature pairs
+        and Armijo step sizes, instead of :meth:`fold_in`'s strong-Wolfe line search). The
+        objective is not convex in the MLP vector (ReLU layers), so the two optimisers can stop
+        in different local minima: the predictions agree closely but not to float rounding.
+        Items are raw ids; unknown history items are ignored, a repeated item keeps its last
+        rating, and a user with no known history item gets the unknown-user fallbacks.
+        """
+        self._check_fitted()
+        hu = np.asarray(hist_users, dtype=np.int64)
+        qu = np.asarray(query_users, dtype=np.int64)
+        q_items = np.atleast_1d(np.asarray(query_items))
+        if len(qu) != len(q_items):
+            raise ValueError(f"query users ({len(qu)}) and items ({len(q_items)}) differ in length")
+        h_items = np.atleast_1d(np.asarray(hist_items))
+        h_r = np.atleast_1d(np.asarray(hist_ratings, dtype=np.float64))
+        if not (len(hu) == len(h_items) == len(h_r)):
+            raise ValueError("history users, items and ratings differ in length")
+        n = int(max(hu.max(initial=-1), qu.max(initial=-1))) + 1
+        h_idx = self.item_map_.to_index(h_items, missing="-1").astype(np.int64)
+        # known items, the last rating of a repeated (user, item) kept, in user order
+        rows = np.flatnonzero(h_idx >= 0)[::-1]
+        _, first = np.unique(hu[rows] * len(self.item_map_) + h_idx[rows], return_index=True)
+        rows = np.sort(rows[first])
+        rows = rows[np.argsort(hu[rows], kind="stable")]
+        seg, idx, r = hu[rows], h_idx[rows], h_r[rows]
+        if self._implicit:  # each user's own seeded negatives, as fold_in draws them
+            starts = np.searchsorted(seg, np.arange(n + 1))
+            parts = [self._fold_in_targets(idx[a:b], r[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+            lens = np.array([len(p[0]) for p in parts], dtype=np.int64)
+            idx = np.concatenate([p[0] for p in parts]) if parts else idx
+            r = np.concatenate([p[1] for p in parts]) if parts else r
+            seg = np.repeat(np.arange(n, dtype=np.int64), lens)
+        has = np.bincount(seg, minlength=n) > 0
+        net = self.net_
+        k, half = net.user_gmf.embedding_dim, net.mlp_half
+        w = np.zeros((n, k + half + int(net.with_bias)))
+        if len(seg):
+            with using_threads(self._threads(len(seg)), blas=False):
+                w = _solve_fold_in(net, idx, seg, r, n, self._fold_in_lam(reg), self._implicit,
+                                   int(self.fold_in_steps))
+        w32 = w.astype(np.float32)
+        q_idx = self.item_map_.to_index(q_items, missing="-1").astype(np.int64)
+        out = np.empty(len(qu), dtype=np.float32)
+        cold = ~has[qu]
+        if cold.any():  # no known rating: the unknown-user fallbacks
+            out[cold] = self._predict_indices(np.full(int(cold.sum()), -1, dtype=np.int64), q_idx[cold]).ratings
+        warm = ~cold & (q_idx >= 0)
+        if warm.any():
+            u, i = qu[warm], q_idx[warm]
+            with torch.no_grad(), using_threads(self._threads(len(u)), blas=False):
+                vec = torch.as_tensor(w32[u])
+                scores = net.forward_parts(vec[:, :k], vec[:, k:k + half],
+                                           vec[:, -1] if net.with_bias else torch.zeros(()),
+                                           torch.as_tensor(i)).numpy()
+            out[warm] = self._as_ratings(scores)
+        new_item = ~cold & (q_idx < 0)
+        if new_item.any():  # an unknown item: mu + the folded bias
+            out[new_item] = self.global_mean_ + (w32[qu[new_item], -1] if net.with_bias else 0.0)
+        return self._clip(out)
+
     def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
         gmf = torch.as_tensor(np.asarray(user.state["gmf"], np.float32))[None]
         mlp = torch.as_tensor(np.asarray(user.state["mlp"], np.float32))[None]
@@ -563,6 +645,166 @@ class NeuMF(BiasedRecommender):
             raise ModelFileError(f"NeuMF hyperparameters in the model file are invalid ({exc})") from None
         load_module_arrays(net, arrays, "NeuMF")
         self.net_ = net.eval()
+
+
+# ---------------------------------------------------------------------- fold-in solver
+#: Step and gradient-change pairs each user's L-BFGS keeps.
+_LBFGS_HISTORY = 20
+
+
+@torch.no_grad()
+def _solve_fold_in(net: _NeuMFNet, items: np.ndarray, seg: np.ndarray, target: np.ndarray, n: int,
+                   lam: float, implicit: bool, max_steps: int, tol: float = 1e-7) -> np.ndarray:
+    """Fold-in vectors ``[gmf | mlp | bias]`` (n, d) of ``n`` users at once (float32).
+
+    User ``s`` has the (item, target) pairs where ``seg == s`` (``seg`` sorted); it minimises
+    ``mean_i loss(f_i(p), y_i) + lam |p|^2`` over its own vector ``p`` with the network fixed
+    (squared error, or binary cross-entropy on logits when ``implicit``). Batched L-BFGS from
+    zero: every user keeps its own last ``_LBFGS_HISTORY`` (step, gradient change) pairs, its
+    own inverse-Hessian scale and its own Armijo backtracking step; the first step is
+    ``min(1, 1 / |g|_1)`` along the gradient, as in ``torch.optim.LBFGS``. Gradients come from
+    the network's Jacobian written out (``f`` is linear in the GMF vector and the bias and
+    piecewise linear in the MLP vector), one pass over every pair per evaluation. A user stops
+    when its gradient's max norm is below ``tol``, its step or objective change is below 1e-9,
+    or no step decreases its objective; at most ``max_steps`` iterations.
+    """
+    dt = torch.float32
+    k, half = net.user_gmf.embedding_dim, net.mlp_half
+    bias = net.with_bias
+    d = k + half + int(bias)
+    items_t = torch.as_tensor(np.asarray(items, dtype=np.int64))
+    seg_t = torch.as_tensor(np.asarray(seg, dtype=np.int64))
+    y = torch.as_tensor(np.asarray(target), dtype=dt)
+    with torch.no_grad():
+        w_head = net.head.weight[0].to(dt)
+        first_layer = net.tower[0]
+        assert isinstance(first_layer, nn.Linear)
+        w_user = first_layer.weight[:, :half].to(dt)
+        qw = net.item_gmf.weight.index_select(0, items_t).to(dt) * w_head[:k]  # the GMF part of J
+        item_pre = torch.addmm(first_layer.bias.to(dt), net.item_mlp.weight.index_select(0, items_t).to(dt),
+                               first_layer.weight[:, half:].T.to(dt))
+        rest: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for layer in net.tower[1:]:
+            assert isinstance(layer, nn.Linear)
+            rest.append((layer.weight.to(dt), layer.bias.to(dt)))
+        w_out = w_head[k:]
+        const = net.head.bias[0].to(dt) + torch.zeros(len(items_t), dtype=dt)
+        if bias:
+            const = const + net.offset.to(dt) + net.item_bias.weight[:, 0].index_select(0, items_t).to(dt)
+    counts = torch.bincount(seg_t, minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    inv_n = (1.0 / counts.clamp_min(1).to(dt)).index_select(0, seg_t)
+
+    def outputs(sel: torch.Tensor, p: torch.Tensor, jac: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Outputs of the pairs ``sel`` for per-pair vectors ``p`` and, with ``jac``, their Jacobian rows."""
+        pre = [torch.addmm(item_pre.index_select(0, sel), p[:, k:k + half], w_user.T)]
+        h = torch.relu(pre[0])
+        for w, c in rest:
+            pre.append(torch.addmm(c, h, w.T))
+            h = torch.relu(pre[-1])
+        q = qw.index_select(0, sel)
+        out = (p[:, :k] * q).sum(1) + h @ w_out + const.index_select(0, sel)
+        if bias:
+            out = out + p[:, -1]
+        if not jac:
+            return out, None
+        g = w_out * (pre[-1] > 0)
+        for (w, _), z in zip(reversed(rest), reversed(pre[:-1]), strict=True):
+            g = (g @ w) * (z > 0)
+        parts = [q, g @ w_user] + ([torch.ones(len(sel), 1, dtype=dt)] if bias else [])
+        return out, torch.cat(parts, 1)
+
+    def losses(out: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+        if implicit:
+            return F.binary_cross_entropy_with_logits(out, y.index_select(0, sel), reduction="none")
+        return (out - y.index_select(0, sel)).square()
+
+    def objective(users: torch.Tensor, sel: torch.Tensor, local: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        out, _ = outputs(sel, p.index_select(0, local), False)
+        data = torch.zeros(len(users), dtype=dt).index_add_(0, local, losses(out, sel) * inv_n.index_select(0, sel))
+        return data + lam * p.square().sum(1)
+
+    def value_grad(users: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lens = counts.index_select(0, users)
+        local = torch.repeat_interleave(torch.arange(len(users)), lens)
+        sel = torch.arange(int(lens.sum())) + (starts.index_select(0, users)
+                                               - (torch.cumsum(lens, 0) - lens)).index_select(0, local)
+        out, jac = outputs(sel, p.index_select(0, local), True)
+        assert jac is not None
+        yy, wt = y.index_select(0, sel), inv_n.index_select(0, sel)
+        r = torch.sigmoid(out) - yy if implicit else 2.0 * (out - yy)
+        f = torch.zeros(len(users), dtype=dt).index_add_(0, local, losses(out, sel) * wt) + lam * p.square().sum(1)
+        g = torch.zeros(len(users), d, dtype=dt).index_add_(0, local, jac * (wt * r)[:, None]) + 2.0 * lam * p
+        return f, g
+
+    def value(users: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        lens = counts.index_select(0, users)
+        local = torch.repeat_interleave(torch.arange(len(users)), lens)
+        sel = torch.arange(int(lens.sum())) + (starts.index_select(0, users)
+                                               - (torch.cumsum(lens, 0) - lens)).index_select(0, local)
+        return objective(users, sel, local, p)
+
+    hist = _LBFGS_HISTORY
+    w = torch.zeros(n, d, dtype=dt)
+    s_mem = torch.zeros(n, hist, d, dtype=dt)  # each user's last steps ...
+    y_mem = torch.zeros(n, hist, d, dtype=dt)  # ... and gradient changes (inert rows: rho = 0)
+    rho = torch.zeros(n, hist, dtype=dt)
+    gamma = torch.ones(n, dtype=dt)  # initial inverse-Hessian scale s.y / y.y
+    active = torch.nonzero(counts > 0).flatten()
+    f, g = value_grad(active, w.index_select(0, active))
+    initial = True
+    for step_no in range(int(max_steps)):
+        keep = g.abs().amax(1) > tol  # first-order optimal: done
+        active, f, g = active[keep], f[keep], g[keep]
+        if not len(active):
+            break
+        p = w.index_select(0, active)
+        # two-loop recursion over the stored pairs, newest first, for every user at once
+        q = g.clone()
+        sm, ym, rh = s_mem.index_select(0, active), y_mem.index_select(0, active), rho.index_select(0, active)
+        newest = [(step_no - 1 - j) % hist for j in range(min(step_no, hist))]
+        alphas = []
+        for j in newest:
+            a_j = rh[:, j] * (sm[:, j] * q).sum(1)
+            q -= a_j[:, None] * ym[:, j]
+            alphas.append(a_j)
+        q *= gamma.index_select(0, active)[:, None]
+        for j, a_j in zip(reversed(newest), reversed(alphas), strict=True):
+            b_j = rh[:, j] * (ym[:, j] * q).sum(1)
+            q += (a_j - b_j)[:, None] * sm[:, j]
+        direction = -q
+        slope = (g * direction).sum(1)
+        descent = slope < -1e-12
+        t = (torch.clamp(1.0 / g.abs().sum(1), max=1.0) if initial else torch.ones(len(active), dtype=dt))
+        initial = False
+        accepted = torch.zeros(len(active), dtype=torch.bool)
+        f_new = f.clone()
+        for _ls in range(25):  # Armijo backtracking, every user its own step size
+            todo = descent & ~accepted
+            if not bool(todo.any()):
+                break
+            trial = value(active, p + t[:, None] * direction)
+            ok = todo & (trial <= f + 1e-4 * t * slope)
+            f_new = torch.where(ok, trial, f_new)
+            accepted |= ok
+            t = torch.where(todo & ~ok, t * 0.5, t)
+        step = torch.where(accepted[:, None], t[:, None] * direction, torch.zeros_like(direction))
+        p_new = p + step
+        w.index_copy_(0, active, p_new)
+        f_next, g_next = value_grad(active, p_new)
+        # store the pair where its curvature is positive (as torch.optim.LBFGS does)
+        yv = g_next - g
+        ys = (yv * step).sum(1)
+        good = accepted & (ys > 1e-10)
+        slot = step_no % hist
+        zero = torch.zeros_like(step)
+        s_mem[active, slot] = torch.where(good[:, None], step, zero)
+        y_mem[active, slot] = torch.where(good[:, None], yv, zero)
+        rho[active, slot] = torch.where(good, 1.0 / ys.clamp_min(1e-10), torch.zeros_like(ys))
+        gamma[active] = torch.where(good, ys / yv.square().sum(1).clamp_min(1e-30), gamma.index_select(0, active))
+        done = ~accepted | (step.abs().amax(1) <= 1e-9) | ((f - f_new).abs() < 1e-9)
+        active, f, g = active[~done], f_next[~done], g_next[~done]
+    return w.numpy()
 
 
 # ---------------------------------------------------------------------- helpers
