@@ -138,7 +138,6 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str]] = {
                          r"model\.json: global_mean must be a finite number, got None"),
     "inverted rating scale": (_with_meta(lambda m: m.update(rating_scale=[5, 1])), r"model\.json: rating_scale"),
     "user ids not a list": (_with_meta(lambda m: m.update(user_ids={"a": 1})), r"model\.json: user_ids must be a list"),
-    "device cuda:7": (_with_meta(_params(device="cuda:7")), r"model\.json: params\.device 'cuda:7' names a device"),
     "device gibberish": (_with_meta(_params(device="rm -rf /")), r"model\.json: params\.device 'rm -rf /' is not a device"),
     "threads 1e9 (whole)": (_with_meta(_params(threads=1_000_000_000)),
                             r"model\.json: params\.threads must be .*<= 1024, got 1000000000"),
@@ -185,6 +184,24 @@ def _extra_declared_tensor(weights: Path, name: str, nbytes: int) -> None:
         fh.truncate(8 + len(head) + len(data) + nbytes)  # sparse: no disk used
 
 
+def test_a_device_this_machine_lacks(saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A model saved for a GPU loads on a machine with none and runs on the CPU (logged); an index
+    beyond the GPUs a machine has is refused."""
+    import torch
+
+    path, version = _copy(saved, tmp_path)
+    _with_meta(_params(device="cuda:7"))(version)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = Recommender.load(path)
+    assert model.get_params()["device"] == "cpu" and "runs on the CPU" in caplog.text
+    assert np.isfinite(model.predict([1], [1])).all()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ModelFileError, match=r"params\.device 'cuda:7' names a device this machine lacks"):
+        Recommender.load(path)
+
+
 def test_a_2gb_extra_tensor_is_refused_from_the_header_alone(saved: Path, tmp_path: Path) -> None:
     path, version = _copy(saved, tmp_path)
     weights = version / "weights.safetensors"
@@ -223,13 +240,15 @@ def test_the_service_answers_409_naming_the_file(saved: Path, tmp_path: Path) ->
     from cfrec.serve.app import create_app
 
     path, version = _copy(saved, tmp_path)
-    with TestClient(create_app(path)) as client:
+    token = "a-test-admin-token-of-enough-length"
+    with TestClient(create_app(path, admin_token=token)) as client:
         for case in ("model.json nested 100,000 deep", "factor inner dimension disagrees", "negative seen index",
                      "NaN global_mean"):
             shutil.rmtree(version)
             shutil.copytree(current_version(saved) or saved, version)
             CORRUPTIONS[case][0](version)
-            answer = client.post("/v1/admin/reload", params={"force": "true"})
+            answer = client.post("/v1/admin/reload", params={"force": "true"},
+                                 headers={"Authorization": f"Bearer {token}"})
             assert answer.status_code == 409, (case, answer.text)
             assert str(version) in answer.text, case
         assert client.get("/v1/recommend/u001").status_code == 200  # the old model still serves

@@ -50,20 +50,23 @@ def test_new_item_is_recommended_without_restart_and_survives_reload(hybrid_dir:
         assert similar["items"]
         assert client.post("/v1/admin/reload").status_code == 200
         assert _share_listing(client, COMEDY_FANS, 5000) > 0.8
-    with TestClient(create_app(hybrid_dir)) as client:  # a restart reads the saved version
+    with TestClient(create_app(hybrid_dir, admin_token=TOKEN), headers=ADMIN) as client:  # a restart reads the saved version
         assert _share_listing(client, COMEDY_FANS, 5000) > 0.8
         second = client.post("/v1/items", json={"item_id": 5001, "features": {"genre=drama": 1.0}})
         assert second.status_code == 201 and second.json()["n_items"] == 62
 
 
 def test_new_item_errors(hybrid_dir: Path, mf_dir: Path) -> None:
-    with TestClient(create_app(hybrid_dir)) as client:
+    with TestClient(create_app(hybrid_dir, admin_token=TOKEN), headers=ADMIN) as client:
         taken = client.post("/v1/items", json={"item_id": 100, "features": ["genre=comedy"]})
+        no_key = client.post("/v1/items", json={"item_id": 5003, "features": ["genre=comedy"]},
+                             headers={"Authorization": ""})
+        assert no_key.status_code in (401, 403)  # it writes a model version: an admin action
         assert taken.status_code == 409 and "training data" in taken.json()["error"]["message"]
         bad = client.post("/v1/items", json={"item_id": "abc", "features": []})
         assert bad.status_code == 422
         odd = client.post("/v1/items", json={"item_id": 5002, "features": ["genre=comedy"], "colour": "red"})
         assert odd.status_code == 422
-    with TestClient(create_app(mf_dir)) as client:
+    with TestClient(create_app(mf_dir, admin_token=TOKEN), headers=ADMIN) as client:
         res = client.post("/v1/items", json={"item_id": 5000, "features": ["genre=comedy"]})
         assert res.status_code == 409 and "cannot take new items" in res.json()["error"]["message"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import math
 import types
 import typing
@@ -30,6 +31,8 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from cfrec.errors import CfrecError
+
+logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T", bound=type)
 
@@ -259,8 +262,11 @@ def device_missing(value: Any) -> str | None:
 
 def check_saved_params(cls: type, params: Any) -> None:
     """Check hyperparameters read from a model file before the model is built from them: an
-    object of known names, each valid by its declaration, and a ``device`` this machine has.
-    Raises :class:`CfrecError` naming the field (``params.device``)."""
+    object of known names, each valid by its declaration, and a ``device`` this machine can use.
+    A device whose kind this machine has none of (a model trained on a GPU, served on a CPU box)
+    is replaced by ``"cpu"`` in ``params`` (logged); a device index beyond what it has
+    (``"cuda:7"`` on a one-GPU machine) is an error. Raises :class:`CfrecError` naming the field
+    (``params.device``)."""
     if not isinstance(params, dict):
         raise CfrecError(f"params must be an object of hyperparameters, got {type(params).__name__}")
     specs = param_specs(cls)
@@ -274,9 +280,27 @@ def check_saved_params(cls: type, params: Any) -> None:
     if device is not None and not _device_spelled(device):
         raise CfrecError(f"params.device {_short(device)} is not a device ({_DEVICE_EXPECT})")
     missing = device_missing(device)
-    if missing:
+    if missing and _device_kind_present(device):
         raise CfrecError(f"params.device {params['device']!r} names a device this machine lacks ({missing}); "
                          "load the model where it exists, or retrain it with device 'cpu' or 'auto'")
+    if missing:  # trained on an accelerator this machine has none of: it scores on the CPU
+        logger.warning("the model was saved with device %r and %s: it runs on the CPU here",
+                       params["device"], missing)
+        params["device"] = "cpu"
+
+
+def _device_kind_present(value: Any) -> bool:
+    """Whether this machine has any device of ``value``'s kind (CUDA, MPS, XPU)."""
+    import torch
+
+    kind = torch.device(value).type
+    if kind == "cuda":
+        return bool(torch.cuda.is_available())
+    if kind == "mps":
+        return bool(torch.backends.mps.is_available())
+    if kind == "xpu":
+        return bool(hasattr(torch, "xpu") and torch.xpu.is_available())
+    return True
 
 
 def _short(value: Any) -> str:

@@ -83,8 +83,8 @@ def add_item_routes(app: FastAPI, service: Service, reload_now: Reloader) -> Non
     lock = asyncio.Lock()
 
     @app.post("/v1/items", response_model=NewItemResult, status_code=201, tags=["items"],
-              summary="Add a new item from its features; it is recommended at once, no restart",
-              responses=error_responses(400, 409, 413, 422, 503))
+              summary="Add a new item from its features (admin token); it is recommended at once, no restart",
+              responses=error_responses(400, 401, 403, 409, 413, 422, 503))
     async def add_item(body: NewItem) -> Response:
         async with lock:  # one addition at a time: each builds on the version the last one saved
             served = service.served()

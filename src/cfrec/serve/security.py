@@ -9,7 +9,8 @@
   the service): a request that can change something (any method but GET, HEAD, OPTIONS) and
   carries an ``Origin`` (or ``Sec-Fetch-Site: cross-site``) must come from the service's own
   origin, else 403. The service's own page posts from its own origin.
-* **Admin endpoints** (``/v1/admin/...``: reload) need ``Authorization: Bearer <token>`` with the
+* **Admin endpoints** (``/v1/admin/...``: reload; and ``POST /v1/items``, which writes a new
+  model version) need ``Authorization: Bearer <token>`` with the
   token the service was started with: without one, 401; a wrong one, 403. A service started
   without a token has its admin endpoints turned off (403): reload it with ``SIGHUP``, a local
   signal from the machine's own users.
@@ -29,6 +30,8 @@ from cfrec.serve.middleware import ASGIApp, Receive, Scope, Send
 
 #: Path prefix of the endpoints that need the admin token.
 ADMIN_PREFIX = "/v1/admin/"
+#: Other (method, path) pairs that need it: they change the model folder.
+ADMIN_WRITES = frozenset({("POST", "/v1/items")})
 #: Host names every service answers to (loopback).
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -106,7 +109,7 @@ class RequestGuard:
                                          "(start it with --allowed-host NAME to answer to it)",
                     "header Host")
         path: str = scope.get("path", "")
-        admin = path.startswith(ADMIN_PREFIX)
+        admin = path.startswith(ADMIN_PREFIX) or (scope.get("method"), path) in ADMIN_WRITES
         if admin or scope.get("method") not in _SAFE_METHODS:
             if origin is not None and not _same_origin(origin, scope.get("scheme", "http"), host):
                 return (403, "foreign_origin", f"a request from the origin {origin[:100]!r} may not "
