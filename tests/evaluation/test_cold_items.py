@@ -115,3 +115,14 @@ def test_feature_mean_bias_beats_the_global_mean() -> None:
     res = run_benchmark(data, protocol="cold-items:0.2:n=1", models="hybrid:n_factors=4,epochs=2,threads=1")
     # mu + b_u alone would be off by about the ratings' spread (1.5); the genre's mean bias is not
     assert res.row("baseline+feature-mean").mean["rmse"] < 0.25 * float(np.std(data.ratings)) + 0.05
+
+
+def test_references_use_the_genres_when_there_are_any() -> None:
+    from cfrec.evaluation.cold_items import genre_features
+
+    both = Features.from_pairs([1, 1, 2, 2], ["genre=A", "decade=1990", "genre=B", "decade=1990"])
+    only = genre_features(both)
+    assert only.names.to_list() == ["genre=A", "genre=B"]
+    assert only.matrix.toarray().tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    no_genre = Features.from_pairs([1, 2], ["tag=x", "tag=y"])
+    assert genre_features(no_genre) is no_genre

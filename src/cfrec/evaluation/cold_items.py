@@ -15,10 +15,13 @@ their features alone, and measured on their ratings:
 Two references need no model that takes new items and are always reported:
 
 * ``baseline+feature-mean``: the bias baseline ``mu + b_u + b_i``; a new item's ``b_i`` is the
-  mean over its features of the mean bias of the training items having that feature (weighted
-  by the feature values; 0 for an item with no known feature). Its ranking is by that bias.
-* ``pop-in-genre``: the same feature means of the training items' rating counts: a new item is
-  as popular as the items sharing its features (genres), the same list for everyone.
+  mean over its genres of the mean bias of the training items having that genre (weighted
+  by the feature values; 0 for an item with no known genre). Its ranking is by that bias.
+* ``pop-in-genre``: the same genre means of the training items' rating counts: a new item is
+  as popular as the items sharing its genres, the same list for everyone.
+
+Both use the ``genre=`` features when the data has them (a MovieLens release also carries
+decades and tags, which the models may use), and every feature otherwise.
 
 Features are the data's ``item_features``; without them, an ``item_info`` column ``genres``
 (MovieLens, synthetic data) is used.
@@ -204,6 +207,17 @@ def score_model(model: Recommender, split: ColdSplit, *, k: int, relevance: floa
     return ColdRun(metrics, fit_s, time.perf_counter() - start, model.predicts_ratings, model.personalised)
 
 
+def genre_features(features: Features) -> Features:
+    """The ``genre=`` columns of ``features`` when it has any (the references are popularity and
+    bias *within genre*, whatever else the models are given), else all of them."""
+    names = np.asarray(features.names.ids, dtype=object).astype(str)
+    keep = np.flatnonzero(np.char.startswith(names.astype(str), "genre="))
+    if not len(keep) or len(keep) == len(names):
+        return features
+    return Features(features.ids, IdMap(names[keep]), features.matrix[:, keep], owner=features.owner,
+                    source=features.source)
+
+
 def score_references(split: ColdSplit, *, k: int, relevance: float | None) -> dict[str, ColdRun]:
     """The two references of the module notes on one split."""
     from cfrec.models.baseline import Baseline
@@ -212,8 +226,9 @@ def score_references(split: ColdSplit, *, k: int, relevance: float | None) -> di
     base = Baseline().fit(split.train)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
-    train_rows = split.features.align(base.item_map_)
-    new_rows = split.features.rows(split.held_out)
+    feats = genre_features(split.features)
+    train_rows = feats.align(base.item_map_)
+    new_rows = feats.rows(split.held_out)
     new_bias = feature_means(base.item_bias_, train_rows, new_rows)
     counts = np.bincount(base.seen_.indices, minlength=len(base.item_map_)).astype(np.float64)
     new_pop = feature_means(counts, train_rows, new_rows)
