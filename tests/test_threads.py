@@ -148,7 +148,7 @@ def test_models_fit_on_the_chosen_threads_and_restore_the_setting(cls: type, mon
 
 @pytest.mark.parametrize("cls", [BiasedMF, SVDpp, NeuMF])
 def test_models_reject_bad_thread_counts(cls: type) -> None:
-    with pytest.raises(CfrecError, match=f"^{cls.__name__} threads must be None or a whole number >= 1, got 0$"):
+    with pytest.raises(CfrecError, match=f"^{cls.__name__} threads must be None or a whole number >= 1 and <= 1024, got 0$"):
         cls(threads=0, epochs=1)  # refused at construction
 
 

@@ -121,6 +121,8 @@ DEFAULT_SPACES: dict[str, tuple[str, ...]] = {
     "svdpp": ("n_factors=16,32,64", "lr=0.002:0.02:log", "reg=0.02:0.3:log"),
     "neumf": ("n_factors=8,16,32", "lr=0.0003:0.003:log", "reg=0.005:0.05:log"),
     "bmf": ("n_factors=5,10,20",),
+    "bfm": ("n_factors=5,10,20",),
+    "hybrid": ("n_factors=32,64,128", "lr=0.02:0.3:log", "reg=0.001:0.03:log"),
     "ials": ("n_factors=16,32,48,64,128", "reg=5:200:log", "alpha=0.3:10:log"),
     "ease": ("lam=50:1000:log", "rating_power=0,0.5,1,1.5,2"),
     "itemknn": ("k=10,20,30,50,100", "shrinkage=0,10,50,100"),
