@@ -183,6 +183,18 @@ def _timeout() -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
+def _attempt_store(world: int) -> dist.Store | None:
+    """The launcher's key-value store under a prefix of this attempt, for a job torchrun restarts
+    (``--max-restarts``): without it, a restarted rank can read the address a rank of the failed
+    attempt published and fail to connect to it. None outside such a job (plain ``env://``)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true":
+        return None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=False, timeout=_timeout())
+    return dist.PrefixStore(f"cfrec/attempt_{attempt}", agent)
+
+
 def pick_backend(device: torch.device) -> str:
     """NCCL for CUDA tensors, gloo for CPU ones."""
     return "nccl" if device.type == "cuda" else "gloo"
@@ -212,7 +224,11 @@ def from_env(device: str | torch.device | None = None) -> Iterator[Context]:
         torch.cuda.set_device(dev)
     backend = pick_backend(dev)
     try:
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=_timeout())
+        store = _attempt_store(world)
+        if store is None:
+            dist.init_process_group(backend, rank=rank, world_size=world, timeout=_timeout())
+        else:
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=_timeout())
     except (RuntimeError, ValueError, dist.DistError) as exc:
         raise RankFailed(f"rank {rank}: could not join the {world}-process job at "
                          f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({backend}): "
