@@ -65,6 +65,9 @@ def test_new_item_errors(hybrid_dir: Path, mf_dir: Path) -> None:
         assert taken.status_code == 409 and "training data" in taken.json()["error"]["message"]
         bad = client.post("/v1/items", json={"item_id": "abc", "features": []})
         assert bad.status_code == 422
+        for odd_id in ("+5004", " 5004", "5e3", "05004"):  # ids are matched exactly, never guessed
+            strict = client.post("/v1/items", json={"item_id": odd_id, "features": ["genre=comedy"]})
+            assert strict.status_code == 422 and strict.json()["error"]["field"], odd_id
         odd = client.post("/v1/items", json={"item_id": 5002, "features": ["genre=comedy"], "colour": "red"})
         assert odd.status_code == 422
     with TestClient(create_app(mf_dir, admin_token=TOKEN), headers=ADMIN) as client:

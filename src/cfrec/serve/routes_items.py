@@ -10,6 +10,7 @@ answers 409.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import anyio.to_thread
@@ -48,10 +49,13 @@ class NewItemResult(BaseModel):
 
 def _raw_id(model: Recommender, value: int | str, field: str) -> Any:
     if model.item_map_.is_numeric:
-        try:
+        # canonical integer text only, as every id of the service is matched ("+1", " 1", "1e0" are not ids)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"0|-?[1-9][0-9]{0,18}", value):
             return int(value)
-        except ValueError:
-            raise ApiError(422, "invalid_parameter", f"{field} must be an integer for this model", field) from None
+        raise ApiError(422, "invalid_parameter", f"{field} must be an integer (canonical, as the model's ids "
+                       "are written) for this model", field)
     return str(value)
 
 
