@@ -41,6 +41,11 @@ def _jit(fastmath: bool) -> Callable[[Callable[..., Any]], Any]:
     return compile_
 
 
+#: ``numba.njit`` as cfrec's compiled CPU kernels use it without fastmath (the disk cache where
+#: writable, the GIL released, numpy's division rules): the decorator of the other engines' kernels.
+kernel = _jit(fastmath=False)
+
+
 @_jit(fastmath=False)
 def stable_key_order(keys: np.ndarray, n_keys: int) -> np.ndarray:  # pragma: no cover - compiled
     """``np.argsort(keys, kind="stable")`` for integer keys in ``0..n_keys-1``, by counting:

@@ -10,28 +10,24 @@ score, ties broken by the lower column, NaN ranked as ``-inf``, slots without a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import numba
 import numpy as np
 
+from cfrec.engines.compiled import kernel
 from cfrec.threads import pool_threads, run_chunks
 
 
-def _jit(fn: Callable[..., Any]) -> Any:
-    try:
-        return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
-    except RuntimeError:  # pragma: no cover - no writable cache folder anywhere
-        return numba.njit(nogil=True, error_model="numpy")(fn)
-
-
-@_jit
+@kernel
 def _worse(s_a: float, c_a: int, s_b: float, c_b: int) -> bool:  # pragma: no cover - compiled
     return s_a < s_b or (s_a == s_b and c_a > c_b)
 
 
-@_jit
+@kernel
+def _swap(heap_s: np.ndarray, heap_c: np.ndarray, i: int, j: int) -> None:  # pragma: no cover - compiled
+    heap_s[i], heap_s[j] = heap_s[j], heap_s[i]
+    heap_c[i], heap_c[j] = heap_c[j], heap_c[i]
+
+
+@kernel
 def topk_rows(scores: np.ndarray, k: int, ex_indptr: np.ndarray, ex_indices: np.ndarray,
               lo: int, hi: int, out_idx: np.ndarray, out_top: np.ndarray) -> None:  # pragma: no cover
     """Rows ``lo..hi`` of ``scores`` (written: excluded entries become ``-inf``) into
@@ -60,8 +56,7 @@ def topk_rows(scores: np.ndarray, k: int, ex_indptr: np.ndarray, ex_indices: np.
                 while i > 0:  # sift up: the root is the worst kept entry
                     parent = (i - 1) >> 1
                     if _worse(heap_s[i], heap_c[i], heap_s[parent], heap_c[parent]):
-                        heap_s[i], heap_s[parent] = heap_s[parent], heap_s[i]
-                        heap_c[i], heap_c[parent] = heap_c[parent], heap_c[i]
+                        _swap(heap_s, heap_c, i, parent)
                         i = parent
                     else:
                         break
@@ -78,7 +73,7 @@ def topk_rows(scores: np.ndarray, k: int, ex_indptr: np.ndarray, ex_indices: np.
             _sift_down(heap_s, heap_c, size)
 
 
-@_jit
+@kernel
 def _sift_down(heap_s: np.ndarray, heap_c: np.ndarray, size: int) -> None:  # pragma: no cover
     i = 0
     while True:
@@ -90,8 +85,7 @@ def _sift_down(heap_s: np.ndarray, heap_c: np.ndarray, size: int) -> None:  # pr
         if right < size and _worse(heap_s[right], heap_c[right], heap_s[left], heap_c[left]):
             child = right
         if _worse(heap_s[child], heap_c[child], heap_s[i], heap_c[i]):
-            heap_s[i], heap_s[child] = heap_s[child], heap_s[i]
-            heap_c[i], heap_c[child] = heap_c[child], heap_c[i]
+            _swap(heap_s, heap_c, i, child)
             i = child
         else:
             return

@@ -27,26 +27,18 @@ the entity terms.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
+from cfrec.engines.compiled import kernel
 from cfrec.engines.gibbs import Priors
 
 
-def _jit(fn: Callable[..., Any]) -> Any:
-    try:
-        return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
-    except RuntimeError:  # pragma: no cover - no writable cache folder anywhere
-        return numba.njit(nogil=True, error_model="numpy")(fn)
-
-
 # ---------------------------------------------------------------------- compiled kernels
-@_jit
+@kernel
 def entity_sums(ptr: np.ndarray, pos: np.ndarray, other: np.ndarray, e: np.ndarray,
                 c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
     """Per entity ``r``, over its ratings ``pos[ptr[r]:ptr[r+1]]``: ``sum e``, ``sum c e``, ``sum c``,
@@ -76,7 +68,7 @@ def entity_sums(ptr: np.ndarray, pos: np.ndarray, other: np.ndarray, e: np.ndarr
     return s_e, s_ce, s_c, s_c2
 
 
-@_jit
+@kernel
 def linear_step(col_ptr: np.ndarray, col_rows: np.ndarray, col_vals: np.ndarray, groups: np.ndarray,
                 w: np.ndarray, lin: np.ndarray, s_e: np.ndarray, cnt: np.ndarray, mu: np.ndarray,
                 lam: np.ndarray, alpha: float, z: np.ndarray) -> None:  # pragma: no cover
@@ -103,7 +95,7 @@ def linear_step(col_ptr: np.ndarray, col_rows: np.ndarray, col_vals: np.ndarray,
         w[col] = new
 
 
-@_jit
+@kernel
 def factor_step(col_ptr: np.ndarray, col_rows: np.ndarray, col_vals: np.ndarray, groups: np.ndarray,
                 v: np.ndarray, a: np.ndarray, sq: np.ndarray, s_e: np.ndarray, s_ce: np.ndarray,
                 s_c: np.ndarray, s_c2: np.ndarray, cnt: np.ndarray, mu: np.ndarray, lam: np.ndarray,

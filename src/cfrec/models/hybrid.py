@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
@@ -298,23 +297,13 @@ class HybridRanker(RankingRecommender, LatentFactorRecommender):
         if features is None:
             empty: Any = sp.csr_array((1, len(vocab)), dtype=np.float32)
             return _Rows(empty, np.ones(1), ())
-        if isinstance(features, Features):
-            rows, names = features.rows([raw_id]), features.names
-        else:
-            pairs = (list(features.items()) if isinstance(features, Mapping)
-                     else [(f, 1.0) for f in ([features] if isinstance(features, str) else features)])
-            if not pairs:
-                return self._given_rows(None, owner)
-            try:
-                values = np.asarray([float(v) for _, v in pairs], dtype=np.float32)
-            except (TypeError, ValueError):
-                raise CfrecError(f"{owner} features must be feature names or a mapping of feature name to "
-                                 f"number, got {features!r}") from None
-            if not np.isfinite(values).all():
-                raise CfrecError(f"{owner} feature values must be finite, got {features!r}")
-            one = Features.from_pairs(np.zeros(len(pairs), np.int64), [str(f) for f, _ in pairs], values,
-                                      owner=owner)
-            rows, names = one.matrix, one.names
+        try:
+            one = Features.of_one(0 if raw_id is None else raw_id, features, owner=owner)
+        except ValueError as exc:
+            raise CfrecError(str(exc)) from None
+        if not one.n_features:
+            return self._given_rows(None, owner)
+        rows, names = one.matrix, one.names
         out = self._feature_rows(rows, names, vocab)
         if out.unknown:
             logger.warning("%s features the model does not know were ignored: %s", owner,
