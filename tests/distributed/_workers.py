@@ -77,3 +77,42 @@ def fit_cases(rank: int, world: int, port: int, out: str) -> None:
 
                 metrics = evaluate_sharded(loaded, held_out(), ctx, metrics=METRICS)
                 (Path(out) / f"metrics-rank{ctx.rank}.json").write_text(json.dumps(metrics))
+
+
+def mf_model(**params: Any) -> Any:
+    from cfrec.models.mf import BiasedMF
+
+    return BiasedMF(**{"device": "cpu", "seed": 3, **params})
+
+
+def mf_data() -> Interactions:
+    return make_synthetic(n_users=300, n_items=200, n_ratings=6000, seed=3)
+
+
+def fit_dsgd(rank: int, world: int, port: int, out: str, fold: str) -> None:
+    """One rank of a job that fits BiasedMF by DSGD: on ``fold``'s train part (an ML-100K
+    ``uN.base`` file; skipped when empty), then a small set uninterrupted and in two runs (3
+    epochs with checkpoints, then 6 resuming from them). Rank 0 saves the results."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), CFREC_NUM_THREADS="1")
+    from cfrec.data import load_dataset
+    from cfrec.distributed import fit_blocked, from_env, rank_data
+
+    folder = Path(out)
+    with from_env("cpu") as ctx:
+        if fold:
+            train = load_dataset(fold, columns=["user_id", "item_id", "rating", "timestamp"])
+            fitted = fit_blocked(mf_model(seed=0), rank_data(train, ctx.rank, ctx.world_size), ctx)
+            if ctx.is_main:
+                fitted.save(folder / "fold-model")
+        small = rank_data(mf_data(), ctx.rank, ctx.world_size)
+        runs = {"whole": fit_blocked(mf_model(epochs=6), small, ctx)}
+        fit_blocked(mf_model(epochs=3), small, ctx, checkpoint=folder / "ckpt")
+        runs["resumed"] = fit_blocked(mf_model(epochs=6), small, ctx, checkpoint=folder / "ckpt")
+        if ctx.is_main:
+            for name, model in runs.items():
+                np.savez(folder / f"{name}.npz", users=model.user_factors_, items=model.item_factors_,
+                         user_bias=model.user_bias_, item_bias=model.item_bias_,
+                         epochs=np.array([r["epoch"] for r in model.history_]),
+                         loss=np.array([r["train_loss"] for r in model.history_]),
+                         sent=np.array([r["bytes_sent"] for r in model.history_]))

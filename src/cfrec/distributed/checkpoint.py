@@ -45,7 +45,7 @@ class Checkpoints:
                  fingerprint: str | None) -> None:
         self.folder = Path(folder)
         self.ctx = ctx
-        params = {k: v for k, v in model.get_params().items() if k not in ("iterations", "threads", "device")}
+        params = {k: v for k, v in model.get_params().items() if k not in ("iterations", "epochs", "threads", "device")}
         self.job = {"model": model.name, "params": params, "world_size": ctx.world_size,
                     "user_bounds": [int(x) for x in data.blocks.user_bounds],
                     "item_bounds": [int(x) for x in data.blocks.item_bounds], "fingerprint": fingerprint}

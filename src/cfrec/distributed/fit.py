@@ -49,10 +49,11 @@ from cfrec.errors import CfrecError
 from cfrec.models.als import ALS
 from cfrec.models.base import EpochCallback
 from cfrec.models.ials import IALS
+from cfrec.models.mf import BiasedMF
 from cfrec.threads import configured_threads
 
-#: Models with a blocked fit.
-BLOCKED_MODELS = ("als", "ials")
+#: Models with a distributed fit (ALS and iALS blocked, BiasedMF by stratified blocks).
+BLOCKED_MODELS = ("als", "ials", "mf")
 
 
 def _gram64(x: Any) -> np.ndarray:
@@ -144,22 +145,27 @@ def _weighting_stats(model: IALS, data: RankData, ctx: Context) -> WeightingStat
     return weighting_stats_from(df_all, lengths_all)
 
 
-def fit_blocked(model: ALS | IALS, data: RankData, ctx: Context, *,
+def fit_blocked(model: ALS | IALS | BiasedMF, data: RankData, ctx: Context, *,
                 on_epoch: EpochCallback | None = None, fingerprint: str | None = None,
-                item_info: Any = None, checkpoint: str | Path | None = None) -> ALS | IALS:
+                item_info: Any = None, checkpoint: str | Path | None = None) -> ALS | IALS | BiasedMF:
     """Fit ``model`` on the job's data, of which this rank holds ``data``; every rank calls it.
 
-    Returns the fitted model on every rank (the whole factor tables are gathered at the end;
-    only rank 0 should save it). ``on_epoch`` receives each iteration's record (the same on
-    every rank; pass it on rank 0 only to print once); records add ``bytes_sent`` (this rank's
-    bytes sent that iteration). With ``checkpoint`` (a folder) every rank's blocks are saved
-    after each iteration and a restarted job resumes from the last complete iteration
-    (:mod:`cfrec.distributed.checkpoint`).
+    ALS and iALS fit blocked (this module), BiasedMF by stratified blocks
+    (:mod:`cfrec.distributed.dsgd`). Returns the fitted model on every rank (the whole factor
+    tables are gathered at the end; only rank 0 should save it). ``on_epoch`` receives each
+    iteration's record (the same on every rank; pass it on rank 0 only to print once); records
+    add ``bytes_sent`` (this rank's bytes sent that iteration). With ``checkpoint`` (a folder)
+    every rank's blocks are saved after each iteration and a restarted job resumes from the last
+    complete iteration (:mod:`cfrec.distributed.checkpoint`).
     """
-    if not isinstance(model, ALS | IALS):
+    if isinstance(model, BiasedMF):
+        from cfrec.distributed.dsgd import check_dsgd
+
+        check_dsgd(model)
+    elif not isinstance(model, ALS | IALS):
         raise CfrecError(f"{type(model).__name__} has no distributed fit; models with one: "
                          f"{', '.join(BLOCKED_MODELS)}")
-    if model.solver != "cg":
+    elif model.solver != "cg":
         raise CfrecError(f"the distributed fit of {model.name} solves with conjugate gradient; got "
                          f"solver={model.solver!r} (use solver=cg)")
     if data.blocks.parts != ctx.world_size or data.rank != ctx.rank:
@@ -175,14 +181,18 @@ def fit_blocked(model: ALS | IALS, data: RankData, ctx: Context, *,
     dev = resolve_device(model.device)
     threads = _rank_threads(model.threads)
     checkpoints = None if checkpoint is None else Checkpoints(checkpoint, ctx, data, model, fingerprint)
-    if isinstance(model, IALS):
+    if isinstance(model, BiasedMF):
+        from cfrec.distributed.dsgd import fit_dsgd
+
+        user, item, history = fit_dsgd(model, data, ctx, on_epoch, checkpoints)
+    elif isinstance(model, IALS):
         user, item, history = _ials(model, data, ctx, dev, threads, on_epoch, checkpoints)
     else:
         user, item, history = _als(model, data, ctx, dev, threads, on_epoch, checkpoints)
     model.history_.extend(history)
     model.seen_ = _gather_seen(data, ctx)
     model.item_info_ = item_info
-    if isinstance(model, ALS):
+    if isinstance(model, ALS | BiasedMF):
         model.user_bias_, model.item_bias_ = user[:, 0].copy(), item[:, 0].copy()
         model.user_factors_, model.item_factors_ = np.ascontiguousarray(user[:, 1:]), np.ascontiguousarray(item[:, 1:])
     else:
@@ -217,22 +227,24 @@ def _rank_threads(threads: int | None) -> int | None:
     return threads_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
-def _run(name: str, model: ALS | IALS, on_epoch: EpochCallback | None, ctx: Context, xp: Any,
-         state: dict[str, Any], step: Callable[[], dict[str, Any]],
+def _run(name: str, total: int, on_epoch: EpochCallback | None, ctx: Context,
+         blocks: Callable[[], tuple[np.ndarray, np.ndarray]],
+         restore: Callable[[np.ndarray, np.ndarray], None], step: Callable[[int], dict[str, Any]],
          checkpoints: Checkpoints | None) -> list[dict[str, Any]]:
-    """Run the iterations not yet done: from the last checkpoint when there is one (its blocks
-    replace ``state["p"]``, ``state["q"]``), checkpointing after each when asked."""
-    total, done = int(model.iterations), 0
+    """Run the ``total`` iterations (or epochs) not yet done: from the last checkpoint when
+    there is one (``restore`` gets its user and item blocks), checkpointing ``blocks()`` after
+    each when asked. ``step`` gets the iteration's number (1-based, over the whole job)."""
+    done = 0
     records: list[dict[str, Any]] = []
     resumed = checkpoints.resume() if checkpoints is not None else None
     if resumed is not None:
         done, records = resumed.iteration, list(resumed.history)
-        state["p"], state["q"] = _like(xp, resumed.users), _like(xp, resumed.items)
+        restore(resumed.users, resumed.items)
 
     def iteration(epoch: int) -> dict[str, Any]:
         maybe_kill(ctx.rank, done + epoch)
         before = ctx.sent.total
-        record = step()
+        record = step(done + epoch)
         record["bytes_sent"] = ctx.sent.total - before
         record["epoch"] = done + epoch
         return record
@@ -241,12 +253,25 @@ def _run(name: str, model: ALS | IALS, on_epoch: EpochCallback | None, ctx: Cont
         record = {key: value for key, value in record.items() if key != "epochs"}
         records.append(record)
         if checkpoints is not None:
-            checkpoints.save(int(record["epoch"]), to_numpy(state["p"]), to_numpy(state["q"]), records)
+            users, items = blocks()
+            checkpoints.save(int(record["epoch"]), users, items, records)
         if on_epoch is not None:
             on_epoch({**record, "epochs": total})
 
     Trainer(name, max(0, total - done), finished).run(iteration)
     return records
+
+
+def _run_factors(name: str, model: ALS | IALS, on_epoch: EpochCallback | None, ctx: Context, xp: Any,
+                 state: dict[str, Any], step: Callable[[], dict[str, Any]],
+                 checkpoints: Checkpoints | None) -> list[dict[str, Any]]:
+    """:func:`_run` over ``state["p"]`` and ``state["q"]`` (the rank's user and item blocks)."""
+
+    def restore(users: np.ndarray, items: np.ndarray) -> None:
+        state["p"], state["q"] = _like(xp, users), _like(xp, items)
+
+    return _run(name, int(model.iterations), on_epoch, ctx, lambda: (to_numpy(state["p"]), to_numpy(state["q"])),
+                restore, lambda _: step(), checkpoints)
 
 
 def _ials(model: IALS, data: RankData, ctx: Context, dev: torch.device, threads: int | None,
@@ -293,7 +318,7 @@ def _ials(model: IALS, data: RankData, ctx: Context, dev: torch.device, threads:
             parts = ctx.all_reduce_sum([2.0 * f, xp.sum64(reg_u[:, 0] * xp.rowdot(p, p))], op="loss")
             return {"train_loss": (rated + float(parts.sum())) / data.n_interactions}
 
-        history = _run("iALS", model, on_epoch, ctx, xp, state, step, checkpoints)
+        history = _run_factors("iALS", model, on_epoch, ctx, xp, state, step, checkpoints)
         user = to_numpy(ctx.all_gather_rows(state["p"], blocks.user_sizes(), op="final"))
         item = to_numpy(ctx.all_gather_rows(state["q"], blocks.item_sizes(), op="final"))
     return user, item, history
@@ -329,7 +354,7 @@ def _als(model: ALS, data: RankData, ctx: Context, dev: torch.device, threads: i
             n = data.n_interactions
             return {"train_loss": float(sse + pen) / n, "train_rmse": (max(float(sse), 0.0) / n) ** 0.5}
 
-        history = _run("ALS", model, on_epoch, ctx, xp, state, step, checkpoints)
+        history = _run_factors("ALS", model, on_epoch, ctx, xp, state, step, checkpoints)
         user = to_numpy(ctx.all_gather_rows(state["p"], blocks.user_sizes(), op="final"))
         item = to_numpy(ctx.all_gather_rows(state["q"], blocks.item_sizes(), op="final"))
     return user, item, history

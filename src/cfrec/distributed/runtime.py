@@ -141,6 +141,23 @@ class Context:
         self.sent.add(op, 2 * t.numel() * t.element_size() * (self.world_size - 1) // self.world_size)
         return t.cpu().numpy()
 
+    def ring_shift(self, block: np.ndarray, rows: int, op: str = "ring") -> np.ndarray:
+        """Pass blocks one step around the ring: send ``block`` to rank ``rank - 1`` and return
+        the block of ``rows`` rows (same trailing shape and dtype) that rank ``rank + 1`` sends
+        (indices modulo the world size). Every rank sends its block once, with no padding."""
+        if self.world_size == 1:
+            return block
+        t = self._tensor(block)
+        out = t.new_empty((int(rows), *t.shape[1:]))
+        to, source = (self.rank - 1) % self.world_size, (self.rank + 1) % self.world_size
+        with self._guard(op):
+            requests = dist.batch_isend_irecv([dist.P2POp(dist.isend, t, to, self.group),
+                                               dist.P2POp(dist.irecv, out, source, self.group)])
+            for request in requests:
+                request.wait()
+        self.sent.add(op, t.numel() * t.element_size())
+        return np.asarray(out.cpu().numpy())
+
     def gather_arrays(self, a: np.ndarray, op: str = "gather") -> list[np.ndarray] | None:
         """Every rank's 1-d array on rank 0 (in rank order); None on the other ranks."""
         if self.world_size == 1:
