@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Blocked iALS across processes: time per iteration, peak memory per rank, bytes sent, and a
-projection to many machines.
+"""Blocked iALS and DSGD BiasedMF across processes: time per iteration, peak memory per rank,
+bytes sent, and a projection to many machines.
 
 Steps (each its own process, so that each peak RSS is that process's alone)::
 
@@ -19,6 +19,12 @@ Steps (each its own process, so that each peak RSS is that process's alone)::
     python benchmarks/distributed.py compare /tmp/one.npz /tmp/two.npz
     # the projection to 8 and 64 machines from measured figures
     python benchmarks/distributed.py project --seconds-per-interaction 5e-8
+    # BiasedMF by stratified blocks (DSGD): the same steps with --model mf (epochs: --iterations)
+    python benchmarks/distributed.py single --model mf --dir /tmp/ml10m --threads 1 --iterations 4
+    torchrun --standalone --nproc-per-node 2 benchmarks/distributed.py ranks --model mf --dir /tmp/ml10m \
+        --threads 1 --iterations 4
+    # DSGD BiasedMF on ML-100K's u1..u5: test RMSE of one process and of the ranks on each fold
+    torchrun --standalone --nproc-per-node 2 benchmarks/distributed.py folds
 
 Every run prints one JSON line per process: seconds of each iteration, the median of the
 iterations after the first, peak RSS (``ru_maxrss``), bytes sent per iteration (ranks) and the
@@ -48,6 +54,10 @@ def _rss_gb() -> float:
 def _model(args: argparse.Namespace) -> Any:
     from cfrec.models.ials import IALS
 
+    if args.model == "mf":
+        from cfrec.models.mf import BiasedMF
+
+        return BiasedMF(n_factors=args.factors, epochs=args.iterations, threads=args.threads, device="cpu")
     return IALS(n_factors=args.factors, iterations=args.iterations, threads=args.threads, device="cpu")
 
 
@@ -107,7 +117,7 @@ def single(args: argparse.Namespace) -> None:
     clock = _CpuClock()
     loaded = round(_rss_gb(), 3)
     model = _model(args).fit(data, on_epoch=clock)
-    _report({"mode": "single", "threads": args.threads, "factors": args.factors, "rss_before_fit_gb": loaded},
+    _report({"mode": "single", "model": args.model, "threads": args.threads, "factors": args.factors, "rss_before_fit_gb": loaded},
             model.history_, clock)
     if args.save:
         np.savez(args.save, users=model.user_factors_, items=model.item_factors_)
@@ -135,16 +145,47 @@ def ranks(args: argparse.Namespace) -> None:
         bound = 2 * (blocks.n_users + blocks.n_items) * k * 4
         info = model.fit_info_["distributed"]
         sent = [int(r["bytes_sent"]) for r in model.history_]
-        _report({"mode": "ranks", "rank": ctx.rank, "world": ctx.world_size, "threads": args.threads,
+        _report({"mode": "ranks", "model": args.model, "rank": ctx.rank, "world": ctx.world_size, "threads": args.threads,
                  "factors": k, "rss_before_fit_gb": loaded, "bytes_sent_per_iteration": sent[-1],
                  "bytes_sent_per_iteration_all_ranks": info["bytes_sent_per_iteration_all_ranks"],
                  "bound_2x_users_plus_items_k_4B": bound,
                  # what an all-to-all of only the rows this rank's interactions name would receive
                  "needed_rows_items_users": [need_items, need_users],
-                 "all_to_all_bytes_received_per_iteration": (need_items + need_users) * (k * 4 + 4)},
+                 "all_to_all_bytes_received_per_iteration": (need_items + need_users) * (k * 4 + 4),
+                 # DSGD: this rank's seconds in the per-rating loop each epoch (the rest is waiting
+                 # for the slowest block of a sub-epoch, and the ring)
+                 "compute_seconds": [round(float(r["compute_seconds"]), 3) for r in model.history_
+                                     if "compute_seconds" in r]},
                 model.history_, clock)
         if args.save and ctx.is_main:
             np.savez(args.save, users=model.user_factors_, items=model.item_factors_)
+
+
+def folds(args: argparse.Namespace) -> None:
+    """DSGD BiasedMF and the single-process fit on ML-100K's u1..u5 (each rank fits its share;
+    rank 0 also fits one process and prints both test RMSEs of each fold)."""
+    from cfrec.data import load_dataset
+    from cfrec.distributed import fit_blocked, from_env, rank_data
+    from cfrec.evaluation.protocols import summarize_test
+    from cfrec.models.mf import BiasedMF
+
+    home = Path(os.environ.get("CFREC_DATA_HOME", "")) / "ml-100k"
+    columns = ["user_id", "item_id", "rating", "timestamp"]
+    rows = []
+    with from_env("cpu") as ctx:
+        for fold in args.folds.split(","):
+            train = load_dataset(home / f"{fold}.base", columns=columns)
+            dsgd = fit_blocked(BiasedMF(device="cpu"), rank_data(train, ctx.rank, ctx.world_size), ctx)
+            if ctx.is_main:
+                test = load_dataset(home / f"{fold}.test", columns=columns)
+                one = summarize_test(BiasedMF(device="cpu").fit(train), test)["rmse"]
+                two = summarize_test(dsgd, test)["rmse"]
+                rows.append({"fold": fold, "one_process_rmse": round(one, 4), "ranks_rmse": round(two, 4),
+                             "difference": round(two - one, 4)})
+                print(json.dumps(rows[-1]), flush=True)
+        if ctx.is_main:
+            print(json.dumps({"world": ctx.world_size, "largest_abs_difference":
+                              max(abs(r["difference"]) for r in rows), "load_avg_1min": os.getloadavg()[0]}))
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -206,7 +247,11 @@ def main() -> None:
         p.add_argument("--iterations", type=int, default=4)
         p.add_argument("--threads", type=int, default=None)
         p.add_argument("--save", default=None)
+        p.add_argument("--model", choices=("ials", "mf"), default="ials")
         p.set_defaults(func=fn)
+    p = sub.add_parser("folds")
+    p.add_argument("--folds", default="u1,u2,u3,u4,u5")
+    p.set_defaults(func=folds)
     p = sub.add_parser("compare")
     p.add_argument("a")
     p.add_argument("b")

@@ -191,7 +191,7 @@ def train(
                          "baseline's on the same split, instead of warning.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary (progress goes to stderr).")] = False,
     nproc: Annotated[int | None, typer.Option(
-        "--nproc", min=1, help="Processes on this machine (als, ials): a blocked fit on torch.distributed, "
+        "--nproc", min=1, help="Processes on this machine (als, ials, mf): a blocked fit on torch.distributed, "
                                "the same model as one process; across machines start it with torchrun "
                                "(docs/distributed.md).")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
@@ -204,8 +204,8 @@ def train(
     """Train a model on the train part of a split, score the test part and save the model.
 
     Each stage (load, split, fit, evaluate, save) is timed with its peak memory. Under torchrun
-    (``WORLD_SIZE`` > 1) or with ``--nproc N`` ALS and iALS fit blocked over the processes and
-    rank 0 alone prints, evaluates and saves.
+    (``WORLD_SIZE`` > 1) or with ``--nproc N`` ALS, iALS and BiasedMF fit blocked over the
+    processes (BiasedMF by stratified blocks) and rank 0 alone prints, evaluates and saves.
     """
     from cfrec.data.split import folds_home, single_split
     from cfrec.evaluation.protocols import summarize_test
