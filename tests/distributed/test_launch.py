@@ -75,3 +75,25 @@ def test_restarted_job_resumes_from_its_checkpoint(ratings: Path, tmp_path: Path
     assert [r["epoch"] for r in two.history_] == [1, 2, 3, 4]
     assert np.abs(two.item_factors_ - one.item_factors_).max() <= 1e-4 * np.abs(one.item_factors_).max()
     assert np.abs(two.user_factors_ - one.user_factors_).max() <= 1e-4 * np.abs(one.user_factors_).max()
+
+
+@pytest.mark.slow
+def test_restarted_dsgd_job_equals_an_uninterrupted_one(ratings: Path, tmp_path: Path) -> None:
+    """BiasedMF by stratified blocks through the CLI: rank 1 killed at epoch 3, the job restarts
+    from its checkpoint of epoch 2 and saves the model of a job never interrupted."""
+    args = ["--model", "mf", "--factors", "8", "--epochs", "5", "--split", "none", "--nproc", "2"]
+
+    def train(out: str, *extra: str, **env: str) -> tuple[Recommender, str]:
+        cmd = [sys.executable, "-m", "cfrec", "train", str(ratings), *args, *extra, "--out", str(tmp_path / out)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+        assert done.returncode == 0, done.stderr
+        return Recommender.load(tmp_path / out), done.stdout
+
+    whole, _ = train("whole")
+    resumed, printed = train("resumed", "--max-restarts", "1", "--checkpoint", str(tmp_path / "ckpt"),
+                             **{FAULT_ENV: "1:3"})
+    assert printed.count("training mf") == 2  # the job was restarted once
+    assert [r["epoch"] for r in resumed.history_] == [1, 2, 3, 4, 5]
+    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name))
+    assert whole.fit_info_["distributed"]["world_size"] == 2
