@@ -69,39 +69,15 @@ def entity_sums(ptr: np.ndarray, pos: np.ndarray, other: np.ndarray, e: np.ndarr
 
 
 @kernel
-def linear_step(col_ptr: np.ndarray, col_rows: np.ndarray, col_vals: np.ndarray, groups: np.ndarray,
-                w: np.ndarray, lin: np.ndarray, s_e: np.ndarray, cnt: np.ndarray, mu: np.ndarray,
-                lam: np.ndarray, alpha: float, z: np.ndarray) -> None:  # pragma: no cover
-    """Draw every first-order weight of one block in column order; keeps each entity's linear
-    term ``lin`` and residual sum ``s_e`` current."""
-    for col in range(len(w)):
-        old = w[col]
-        num = 0.0
-        den = 0.0
-        for t in range(col_ptr[col], col_ptr[col + 1]):
-            r = col_rows[t]
-            x = col_vals[t]
-            num += x * s_e[r] + old * x * x * cnt[r]
-            den += x * x * cnt[r]
-        g = groups[col]
-        prec = alpha * den + lam[g]
-        new = (alpha * num + lam[g] * mu[g]) / prec + z[col] / np.sqrt(prec)
-        d = new - old
-        for t in range(col_ptr[col], col_ptr[col + 1]):
-            r = col_rows[t]
-            x = col_vals[t]
-            s_e[r] -= cnt[r] * x * d
-            lin[r] += x * d
-        w[col] = new
-
-
-@kernel
-def factor_step(col_ptr: np.ndarray, col_rows: np.ndarray, col_vals: np.ndarray, groups: np.ndarray,
-                v: np.ndarray, a: np.ndarray, sq: np.ndarray, s_e: np.ndarray, s_ce: np.ndarray,
-                s_c: np.ndarray, s_c2: np.ndarray, cnt: np.ndarray, mu: np.ndarray, lam: np.ndarray,
-                alpha: float, z: np.ndarray) -> None:  # pragma: no cover
-    """Draw dimension ``f`` of every column's vector (``v``: that dimension) in column order;
-    keeps each entity's ``a = (B V)_f``, ``sq = (B^2 V^2)_f`` and residual sums current."""
+def coordinate_step(col_ptr: np.ndarray, col_rows: np.ndarray, col_vals: np.ndarray, groups: np.ndarray,
+                    v: np.ndarray, a: np.ndarray, sq: np.ndarray, s_e: np.ndarray, s_ce: np.ndarray,
+                    s_c: np.ndarray, s_c2: np.ndarray, cnt: np.ndarray, mu: np.ndarray, lam: np.ndarray,
+                    alpha: float, z: np.ndarray, linear: bool) -> None:  # pragma: no cover
+    """Draw one coordinate of every column of a block in column order: dimension ``f`` of the
+    vectors (``v``: that dimension), keeping each entity's ``a = (B V)_f``, ``sq = (B^2 V^2)_f``
+    and residual sums current; or, with ``linear``, the first-order weights (``v``: ``w``, ``a``:
+    the entities' linear terms ``B w``; ``sq``, ``s_ce``, ``s_c``, ``s_c2`` unused), whose
+    derivative ``x`` is the factor case's ``x (a' + c)`` with ``a' + c`` fixed to 1."""
     for col in range(len(v)):
         old = v[col]
         num = 0.0
@@ -109,10 +85,14 @@ def factor_step(col_ptr: np.ndarray, col_rows: np.ndarray, col_vals: np.ndarray,
         for t in range(col_ptr[col], col_ptr[col + 1]):
             r = col_rows[t]
             x = col_vals[t]
-            ap = a[r] - x * old
-            hh = ap * ap * cnt[r] + 2.0 * ap * s_c[r] + s_c2[r]
-            num += x * (ap * s_e[r] + s_ce[r]) + old * x * x * hh
-            den += x * x * hh
+            if linear:
+                num += x * s_e[r] + old * x * x * cnt[r]
+                den += x * x * cnt[r]
+            else:
+                ap = a[r] - x * old
+                hh = ap * ap * cnt[r] + 2.0 * ap * s_c[r] + s_c2[r]
+                num += x * (ap * s_e[r] + s_ce[r]) + old * x * x * hh
+                den += x * x * hh
         g = groups[col]
         prec = alpha * den + lam[g]
         new = (alpha * num + lam[g] * mu[g]) / prec + z[col] / np.sqrt(prec)
@@ -120,11 +100,14 @@ def factor_step(col_ptr: np.ndarray, col_rows: np.ndarray, col_vals: np.ndarray,
         for t in range(col_ptr[col], col_ptr[col + 1]):
             r = col_rows[t]
             x = col_vals[t]
-            ap = a[r] - x * old
-            s_e[r] -= d * x * (ap * cnt[r] + s_c[r])
-            s_ce[r] -= d * x * (ap * s_c[r] + s_c2[r])
+            if linear:
+                s_e[r] -= cnt[r] * x * d
+            else:
+                ap = a[r] - x * old
+                s_e[r] -= d * x * (ap * cnt[r] + s_c[r])
+                s_ce[r] -= d * x * (ap * s_c[r] + s_c2[r])
+                sq[r] += x * x * (new * new - old * old)
             a[r] += x * d
-            sq[r] += x * x * (new * new - old * old)
         v[col] = new
 
 
@@ -222,16 +205,18 @@ class FMChain:
     def _linear(self, b: Block) -> None:
         s_e = np.bincount(b.ent, self.e, b.shape[0])
         old = b.lin.copy()
-        linear_step(b.col_ptr, b.col_rows, b.col_vals, b.groups, b.w, b.lin, s_e, b.cnt, b.mu_w, b.lam_w,
-                    self.alpha, self.rng.standard_normal(b.shape[1]))
+        unused = np.zeros(0)
+        coordinate_step(b.col_ptr, b.col_rows, b.col_vals, b.groups, b.w, b.lin, unused, s_e, unused, unused,
+                        unused, b.cnt, b.mu_w, b.lam_w, self.alpha, self.rng.standard_normal(b.shape[1]), True)
         self.e -= (b.lin - old)[b.ent]
 
     def _factor(self, b: Block, other: Block, f: int) -> None:
         c = other.a[f]
         s_e, s_ce, s_c, s_c2 = entity_sums(b.ptr, b.pos, other.ent, self.e, c)
         a_old, sq_old = b.a[f].copy(), b.sq[f].copy()
-        factor_step(b.col_ptr, b.col_rows, b.col_vals, b.groups, b.v[f], b.a[f], b.sq[f], s_e, s_ce, s_c,
-                    s_c2, b.cnt, b.mu_v[:, f], b.lam_v[:, f], self.alpha, self.rng.standard_normal(b.shape[1]))
+        coordinate_step(b.col_ptr, b.col_rows, b.col_vals, b.groups, b.v[f], b.a[f], b.sq[f], s_e, s_ce, s_c,
+                        s_c2, b.cnt, b.mu_v[:, f], b.lam_v[:, f], self.alpha, self.rng.standard_normal(b.shape[1]),
+                        False)
         d_a = b.a[f] - a_old
         d_self = 0.5 * ((b.a[f] ** 2 - b.sq[f]) - (a_old ** 2 - sq_old))
         self.e -= d_a[b.ent] * c[other.ent] + d_self[b.ent]

@@ -50,12 +50,12 @@ from cfrec.data.features import Features
 from cfrec.data.idmap import IdMap
 from cfrec.data.interactions import Interactions
 from cfrec.engines.driver import Trainer
-from cfrec.engines.gibbs import Priors, kept_sweeps
+from cfrec.engines.gibbs import Priors
 from cfrec.engines.matrix import normalized_sets
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
-from cfrec.models.factor import FactorRecommender, RidgeFoldIn
-from cfrec.models.params import hyperparameters, invalid, param
+from cfrec.models.params import hyperparameters
+from cfrec.models.sampled import KeptSamples, SampledFactorRecommender
 from cfrec.models.types import Prediction
 
 logger = logging.getLogger(__name__)
@@ -71,8 +71,27 @@ def feature_groups(features: Features | None) -> tuple[np.ndarray, list[str]]:
     return np.array([lookup[f] for f in families], dtype=np.int64), names
 
 
+def side_design(features: Features | None, vocab: IdMap,
+                sets: sp.csr_array | None) -> tuple[sp.csr_array, np.ndarray, int]:
+    """One side's design matrix (entities of ``vocab`` x columns), each column's group and the
+    number of groups: the side features (one group per family), the one-hot ids (group 0), then
+    the normalised rated sets ``sets`` (one group), when given."""
+    n = len(vocab)
+    groups, names = feature_groups(features)
+    parts: list[Any] = [] if features is None else [features.align(vocab)]
+    group_ids = [] if features is None else [1 + groups]
+    parts.append(sp.identity(n, dtype=np.float64, format="csr"))
+    group_ids.append(np.zeros(n, dtype=np.int64))
+    n_groups = 1 + len(names)
+    if sets is not None:
+        parts.append(sets)
+        group_ids.append(np.full(sets.shape[1], n_groups, dtype=np.int64))
+        n_groups += 1
+    return sp.csr_array(sp.hstack(parts, format="csr")), np.concatenate(group_ids), n_groups
+
+
 @hyperparameters
-class BayesianFM(FactorRecommender):
+class BayesianFM(SampledFactorRecommender):
     """Bayesian factorization machine over ids, side features and implicit rated sets (Gibbs).
 
     See the module docstring. Side features come from the training data
@@ -127,28 +146,8 @@ class BayesianFM(FactorRecommender):
 
     name = "bfm"
 
-    n_factors: int = param(default=10, ge=1)
-    n_sweeps: int = param(default=200, ge=1)
-    burn_in: int = param(default=25, ge=0)
-    max_samples: int = param(default=100, ge=1)
     user_features: bool = True
     item_features: bool = True
-    implicit: bool = True
-    implicit_items: bool = True
-    implicit_include_valid: bool = False
-    alpha_0: float = param(default=1.0, gt=0)
-    beta_0: float = param(default=1.0, gt=0)
-    gamma_0: float = param(default=1.0, gt=0)
-    reg_0: float = param(default=1.0, ge=0)
-    init_std: float = param(default=0.1, ge=0)
-    seed: int | None = param(default=0, ge=0)
-
-    def _check_combination(self) -> None:
-        if self.burn_in >= self.n_sweeps:
-            raise invalid(self, "burn_in", f"< n_sweeps ({self.n_sweeps})")
-        if self.implicit_include_valid and not (self.implicit or self.implicit_items):
-            raise invalid(self, "implicit_include_valid", "False unless implicit or implicit_items is True "
-                          "(it adds the pairs in valid to the implicit sets)")
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
@@ -162,41 +161,17 @@ class BayesianFM(FactorRecommender):
             pu, pi = np.concatenate([pu, valid.users]), np.concatenate([pi, valid.items])
         self.user_features_ = train.user_features if self.user_features else None
         self.item_features_ = train.item_features if self.item_features else None
-        u_groups, _ = feature_groups(self.user_features_)
-        i_groups, _ = feature_groups(self.item_features_)
         # columns: side features first (drawn first in each sweep, they take up the effects that
         # entities share before the ids can absorb them), then the one-hot ids, then the rated sets
-        u_parts: list[Any] = []
-        u_group_ids: list[np.ndarray] = []
-        if self.user_features_ is not None:
-            u_parts.append(self.user_features_.align(self.user_map_))
-            u_group_ids.append(1 + u_groups)
-        u_parts.append(sp.identity(n_u, dtype=np.float64, format="csr"))
-        u_group_ids.append(np.zeros(n_u, dtype=np.int64))
-        n_ug = 1 + (int(u_groups.max()) + 1 if len(u_groups) else 0)
-        if self.implicit:
-            u_parts.append(normalized_sets(pu, pi, n_u, n_i))
-            u_group_ids.append(np.full(n_i, n_ug, dtype=np.int64))
-            n_ug += 1
-        i_parts: list[Any] = []
-        i_group_ids: list[np.ndarray] = []
-        if self.item_features_ is not None:
-            i_parts.append(self.item_features_.align(self.item_map_))
-            i_group_ids.append(1 + i_groups)
-        i_parts.append(sp.identity(n_i, dtype=np.float64, format="csr"))
-        i_group_ids.append(np.zeros(n_i, dtype=np.int64))
-        n_ig = 1 + (int(i_groups.max()) + 1 if len(i_groups) else 0)
-        if self.implicit_items:
-            i_parts.append(normalized_sets(pi, pu, n_i, n_u))
-            i_group_ids.append(np.full(n_u, n_ig, dtype=np.int64))
-            n_ig += 1
+        u_mat, u_group_ids, n_ug = side_design(self.user_features_, self.user_map_,
+                                               normalized_sets(pu, pi, n_u, n_i) if self.implicit else None)
+        i_mat, i_group_ids, n_ig = side_design(self.item_features_, self.item_map_,
+                                               normalized_sets(pi, pu, n_i, n_u) if self.implicit_items else None)
         seeds = np.random.SeedSequence(self.seed).spawn(2)
         init_rng = np.random.default_rng(seeds[0])
         y = train.ratings.astype(np.float64) - self.global_mean_
-        ub = Block(sp.hstack(u_parts, format="csr"), np.concatenate(u_group_ids), n_ug, users, items, k,
-                   float(self.init_std), init_rng)
-        ib = Block(sp.hstack(i_parts, format="csr"), np.concatenate(i_group_ids), n_ig, items, users, k,
-                   float(self.init_std), init_rng)
+        ub = Block(u_mat, u_group_ids, n_ug, users, items, k, float(self.init_std), init_rng)
+        ib = Block(i_mat, i_group_ids, n_ig, items, users, k, float(self.init_std), init_rng)
         priors = Priors(float(self.alpha_0), float(self.beta_0), float(self.gamma_0), float(self.reg_0))
         chain = FMChain(ub, ib, y, priors, np.random.default_rng(seeds[1]))
         self._run(chain, valid, on_epoch)
@@ -204,96 +179,43 @@ class BayesianFM(FactorRecommender):
     def _run(self, chain: Any, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
         ub, ib = chain.users, chain.items
         k, n_sweeps = chain.k, int(self.n_sweeps)
-        n_u, n_i = ub.shape[0], ib.shape[0]
+        n_u = ub.shape[0]
         f_u = 0 if self.user_features_ is None else self.user_features_.n_features
         f_i = 0 if self.item_features_ is None else self.item_features_.n_features
         u_keep = np.r_[0:f_u, f_u + n_u:ub.shape[1]]  # user feature columns, then the implicit item columns
         i_keep = slice(0, f_i)
-        kept = kept_sweeps(n_sweeps, int(self.burn_in), int(self.max_samples))
-        slot_of = {int(s): j for j, s in enumerate(kept)}
-        s_n = len(kept)
-        user_samples = np.empty((n_u, s_n * k), dtype=np.float32)
-        item_samples = np.empty((n_i, s_n * k), dtype=np.float32)
-        bu_sum, bi_sum = np.zeros(n_u), np.zeros(n_i)
-        self.sample_global_ = np.empty(s_n, dtype=np.float32)
-        self.sample_noise_precision_ = np.empty(s_n, dtype=np.float32)
-        self.sample_item_bias_ = np.empty((s_n, n_i), dtype=np.float32)
-        self.sample_user_prior_ = np.empty((s_n, 2 + 2 * k), dtype=np.float32)
-        self.sample_user_params_ = np.empty((s_n, ub.shape[1] - n_u, 1 + k), dtype=np.float32)
-        self.sample_item_params_ = np.empty((s_n, f_i, 1 + k), dtype=np.float32)
-        lo, hi = self.rating_scale_
-        v_sum = None
+        samples = KeptSamples(self, n_u, ib.shape[0], valid)
+        self.sample_user_params_ = np.empty((samples.n, ub.shape[1] - n_u, 1 + k), dtype=np.float32)
+        self.sample_item_params_ = np.empty((samples.n, f_i, 1 + k), dtype=np.float32)
         if valid is not None:
             v_u, v_i = valid.users.astype(np.int64), valid.items.astype(np.int64)
-            v_r = valid.ratings.astype(np.float64)
-            v_sum = np.zeros(len(v_r))
-        v_rmse = math.nan
-        n = len(chain.e)
+        kept_bias: tuple[np.ndarray, np.ndarray] | None = None
+
+        def valid_pred() -> np.ndarray:
+            bu, bi = kept_bias or (ub.bias(), ib.bias())
+            return (self.global_mean_ + chain.w0 + bu[v_u] + bi[v_i]
+                    + np.einsum("kn,kn->n", ub.a[:, v_u], ib.a[:, v_i]))
 
         def sweep(sweep: int) -> dict[str, Any]:
-            nonlocal v_rmse
+            nonlocal kept_bias
             chain.sweep()
-            slot = slot_of.get(sweep)
-            bu = bi = None
+            slot = samples.slot(sweep)
+            kept_bias = None
             if slot is not None:
-                cols = slice(slot * k, (slot + 1) * k)
-                user_samples[:, cols] = ub.a.T
-                item_samples[:, cols] = ib.a.T
-                bu, bi = ub.bias(), ib.bias()
-                bu_sum[:] += bu
-                bi_sum[:] += bi
-                self.sample_global_[slot] = self.global_mean_ + chain.w0
-                self.sample_noise_precision_[slot] = chain.alpha
-                self.sample_item_bias_[slot] = bi
-                self.sample_user_prior_[slot] = np.concatenate(
-                    [[ub.mu_w[0], ub.lam_w[0]], ub.mu_v[0], ub.lam_v[0]])
+                kept_bias = ub.bias(), ib.bias()
+                samples.keep(slot, ub.a, ib.a, *kept_bias, chain.w0, chain.alpha,
+                             np.concatenate([[ub.mu_w[0], ub.lam_w[0]], ub.mu_v[0], ub.lam_v[0]]))
                 self.sample_user_params_[slot] = np.column_stack([ub.w[u_keep], ub.v[:, u_keep].T])
                 self.sample_item_params_[slot] = np.column_stack([ib.w[i_keep], ib.v[:, i_keep].T])
-            sse = float(chain.e @ chain.e)
-            record: dict[str, Any] = {"train_loss": sse / n, "train_rmse": math.sqrt(sse / n),
-                                      "noise_std": 1.0 / math.sqrt(chain.alpha),
-                                      "kept_samples": int(np.searchsorted(kept, sweep, side="right"))}
-            if v_sum is not None:
-                if slot is not None or sweep <= kept[0]:
-                    bu_now = ub.bias() if bu is None else bu
-                    bi_now = ib.bias() if bi is None else bi
-                    pred = (self.global_mean_ + chain.w0 + bu_now[v_u] + bi_now[v_i]
-                            + np.einsum("kn,kn->n", ub.a[:, v_u], ib.a[:, v_i]))
-                    if slot is not None:
-                        v_sum[:] += pred
-                        pred = v_sum / (slot + 1)
-                    v_rmse = float(np.sqrt(np.mean((np.clip(pred, lo, hi) - v_r) ** 2)))
-                record["valid_rmse"] = v_rmse
+            record = samples.record(sweep, float(chain.e @ chain.e), len(chain.e), chain.alpha)
+            if valid is not None:
+                record["valid_rmse"] = samples.validate(sweep, slot, valid_pred)
             return record
 
         self.history_.extend(Trainer("BayesianFM", n_sweeps, on_epoch).run(sweep))
-        self.user_mean_factors_ = user_samples.reshape(n_u, s_n, k).mean(axis=1)
-        self.item_mean_factors_ = item_samples.reshape(n_i, s_n, k).mean(axis=1)
-        scale = np.float32(1.0 / math.sqrt(s_n))
-        user_samples *= scale
-        item_samples *= scale
-        self.user_factors_, self.item_factors_ = user_samples, item_samples
-        self.user_bias_ = (bu_sum / s_n).astype(np.float32)
-        self.item_bias_ = (bi_sum / s_n).astype(np.float32)
-        self.global_mean_ = float(np.mean(self.sample_global_, dtype=np.float64))
+        samples.finish()
 
-    # ------------------------------------------------------------------ embeddings and scoring
-    def item_embeddings(self) -> np.ndarray:
-        """Posterior-mean item vectors (n_items, n_factors)."""
-        self._check_fitted()
-        return self.item_mean_factors_
-
-    def user_embeddings(self) -> np.ndarray:
-        """Posterior-mean user vectors (n_users, n_factors)."""
-        self._check_fitted()
-        return self.user_mean_factors_
-
-    def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
-        score = self.global_mean_ + user.bias + self.item_bias_[items]
-        if user.factors.size:
-            score = score + self.item_factors_[items] @ user.factors
-        return np.asarray(score, dtype=np.float32)
-
+    # ------------------------------------------------------------------ scoring
     def _feature_terms(self, params: np.ndarray, rows: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
         """Posterior-mean bias (m,) and concatenated scaled vectors (m, S*k) of entities whose
         design rows are ``rows`` (m, cols) under the kept samples' ``params`` (S, cols, 1 + k)."""
@@ -448,26 +370,14 @@ class BayesianFM(FactorRecommender):
         self.item_map_ = merged
         return self
 
-    def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
-        """A new user from a few ratings, solved against every kept posterior sample.
-
-        The new user's row is a new id column (with the user-id group's sampled prior) plus,
+    def _fold_in_samples(self, idx: np.ndarray, r: np.ndarray, reg: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """The new user's row is a new id column (with the user-id group's sampled prior) plus,
         with ``implicit``, its normalised rated set over the given known items. For each sample
         the id column's ``[w, v]`` is the mean of its conditional posterior given that sample
         (a ridge regression with the sample's noise precision); the user's bias and vector
-        follow as in training and the folded user scores as an average over the same samples.
-        ``reg`` replaces the sampled prior precisions by ``reg * alpha^s``.
-        """
-        self._check_fitted()
-        given = self._fold_in_input(items, ratings)
-        if reg is not None and not (math.isfinite(float(reg)) and float(reg) > 0):
-            raise CfrecError(f"fold-in regularisation must be a positive number, got {reg!r}")
-        idx, r = given.items, given.ratings
+        follow as in training."""
         s_n, k = len(self.sample_global_), int(self.n_factors)
-        if not len(idx):
-            return self._empty_folded(given, s_n * k)
-        c = self.item_factors_[idx].astype(np.float64).reshape(len(idx), s_n, k) * math.sqrt(s_n)
-        c = c.transpose(1, 0, 2)  # (S, n, k)
+        c = self._item_samples(idx)  # (S, n, k)
         rest_a, rest_b = np.zeros((s_n, k)), np.zeros(s_n)
         f_u = 0 if self.user_features_ is None else self.user_features_.n_features
         if self.implicit:
@@ -479,46 +389,21 @@ class BayesianFM(FactorRecommender):
         h = np.concatenate([np.ones((s_n, len(idx), 1)), c + rest_a[:, None, :]], axis=2)  # (S, n, 1+k)
         y = (r[None, :] - self.sample_global_[:, None].astype(np.float64) - rest_b[:, None]
              - self.sample_item_bias_[:, idx] - np.einsum("snk,sk->sn", c, rest_a))
-        prior = self.sample_user_prior_.astype(np.float64)
-        alpha = self.sample_noise_precision_.astype(np.float64)
-        mean0 = np.concatenate([prior[:, :1], prior[:, 2:2 + k]], axis=1)
-        prec0 = (np.concatenate([prior[:, 1:2], prior[:, 2 + k:]], axis=1) if reg is None
-                 else np.full((s_n, 1 + k), float(reg)) * alpha[:, None])
-        a = alpha[:, None, None] * np.einsum("snj,snl->sjl", h, h)
-        a[:, np.arange(k + 1), np.arange(k + 1)] += prec0
-        rhs = alpha[:, None] * np.einsum("snj,sn->sj", h, y) + prec0 * mean0
-        theta = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]  # (S, 1+k)
-        vec = rest_a + theta[:, 1:]
-        bias = rest_b + theta[:, 0] + (theta[:, 1:] * rest_a).sum(axis=1)
-        factors = (vec.reshape(-1) / math.sqrt(s_n)).astype(np.float32)
-        return FoldedUser(float(bias.mean()), factors, idx.astype(np.int32), len(idx),
-                          unknown_items=given.unknown, duplicate_items=given.duplicates)
-
-    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
-        """None: the fold-in is a per-sample posterior solve, not one ridge on fixed item factors."""
-        return None
+        theta = self._posterior_solve(h, y, reg)
+        return rest_b + theta[:, 0] + (theta[:, 1:] * rest_a).sum(axis=1), rest_a + theta[:, 1:]
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
         state = super()._state()
-        state.update({
-            "user_mean_factors": self.user_mean_factors_.astype(np.float32),
-            "item_mean_factors": self.item_mean_factors_.astype(np.float32),
-            "sample_global": self.sample_global_.astype(np.float32),
-            "sample_noise_precision": self.sample_noise_precision_.astype(np.float32),
-            "sample_item_bias": self.sample_item_bias_.astype(np.float32),
-            "sample_user_prior": self.sample_user_prior_.astype(np.float32),
-            "sample_user_params": self.sample_user_params_.astype(np.float32),
-            "sample_item_params": self.sample_item_params_.astype(np.float32),
-        })
+        state.update({"sample_user_params": self.sample_user_params_.astype(np.float32),
+                      "sample_item_params": self.sample_item_params_.astype(np.float32)})
         for prefix, feats in (("user_features", self.user_features_), ("item_features", self.item_features_)):
             if feats is not None:
                 state.update(feats.to_state(prefix)[0])
         return state
 
     def _extra_meta(self) -> dict[str, Any]:
-        meta: dict[str, Any] = {"kept_sweeps": kept_sweeps(int(self.n_sweeps), int(self.burn_in),
-                                                           int(self.max_samples)).tolist()}
+        meta = super()._extra_meta()
         for prefix, feats in (("user_features", self.user_features_), ("item_features", self.item_features_)):
             meta[prefix] = None if feats is None else feats.to_state(prefix)[1]
         return meta
@@ -526,12 +411,6 @@ class BayesianFM(FactorRecommender):
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         super()._set_state(arrays, meta)
         try:
-            self.user_mean_factors_ = arrays["user_mean_factors"]
-            self.item_mean_factors_ = arrays["item_mean_factors"]
-            self.sample_global_ = arrays["sample_global"]
-            self.sample_noise_precision_ = arrays["sample_noise_precision"]
-            self.sample_item_bias_ = arrays["sample_item_bias"]
-            self.sample_user_prior_ = arrays["sample_user_prior"]
             self.sample_user_params_ = arrays["sample_user_params"]
             self.sample_item_params_ = arrays["sample_item_params"]
             feats: dict[str, Features | None] = {}
@@ -541,22 +420,10 @@ class BayesianFM(FactorRecommender):
         except KeyError as exc:
             raise ModelFileError(f"BayesianFM weights lack the array {exc.args[0]!r}") from None
         self.user_features_, self.item_features_ = feats["user_features"], feats["item_features"]
-        n_u, n_i = len(self.user_map_), len(self.item_map_)
-        k, s = int(self.n_factors), len(self.sample_global_)
+        n_i, k, s = len(self.item_map_), int(self.n_factors), len(self.sample_global_)
         f_u = 0 if self.user_features_ is None else self.user_features_.n_features
         f_i = 0 if self.item_features_ is None else self.item_features_.n_features
-        expected = {
-            "user_factors": (self.user_factors_.shape, (n_u, s * k)),
-            "item_factors": (self.item_factors_.shape, (n_i, s * k)),
-            "user_mean_factors": (self.user_mean_factors_.shape, (n_u, k)),
-            "item_mean_factors": (self.item_mean_factors_.shape, (n_i, k)),
-            "sample_noise_precision": (self.sample_noise_precision_.shape, (s,)),
-            "sample_item_bias": (self.sample_item_bias_.shape, (s, n_i)),
-            "sample_user_prior": (self.sample_user_prior_.shape, (s, 2 + 2 * k)),
+        self._check_shapes({
             "sample_user_params": (self.sample_user_params_.shape, (s, f_u + (n_i if self.implicit else 0), 1 + k)),
             "sample_item_params": (self.sample_item_params_.shape, (s, f_i, 1 + k)),
-        }
-        for key, (got, want) in expected.items():
-            if got != want:
-                raise ModelFileError(f"BayesianFM array {key!r} has shape {got}, expected {want} "
-                                     f"({n_u} users, {n_i} items, {s} kept samples of {k} factors)")
+        })

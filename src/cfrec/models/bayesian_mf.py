@@ -86,18 +86,17 @@ import numpy as np
 from cfrec.data.interactions import Interactions
 from cfrec.engines.backend import resolve_device
 from cfrec.engines.driver import Trainer
-from cfrec.engines.gibbs import GibbsChain, Priors, Residuals, gibbs_residuals, kept_sweeps
+from cfrec.engines.gibbs import GibbsChain, Priors, Residuals, gibbs_residuals
 from cfrec.engines.matrix import normalized_sets
-from cfrec.errors import CfrecError, ModelFileError
-from cfrec.models.base import EpochCallback, FoldedUser
-from cfrec.models.factor import FactorRecommender, RidgeFoldIn
+from cfrec.models.base import EpochCallback
 from cfrec.models.layout import Array
-from cfrec.models.params import hyperparameters, invalid, param
+from cfrec.models.params import hyperparameters, param
+from cfrec.models.sampled import KeptSamples, SampledFactorRecommender
 
 
 # ---------------------------------------------------------------------- the model
 @hyperparameters
-class BayesianMF(FactorRecommender):
+class BayesianMF(SampledFactorRecommender):
     """Bayesian (SVD++-style, with ``implicit=True``) matrix factorisation fitted by Gibbs sampling.
 
     See the module docstring for the model, the priors and the sampler. No learning rate, no
@@ -174,41 +173,11 @@ class BayesianMF(FactorRecommender):
     """
 
     name = "bmf"
-    state_layout = {  # factors of every kept sample side by side, and their means
-        "model.user_factors": Array(("users", "sample_factors")),
-        "model.item_factors": Array(("items", "sample_factors")),
-        "model.user_mean_factors": Array(("users", "factors")),
-        "model.item_mean_factors": Array(("items", "factors")),
-        "model.sample_global": Array(("samples",)),
-        "model.sample_noise_precision": Array(("samples",)),
-        "model.sample_item_bias": Array(("samples", "items")),
-        "model.sample_user_prior": Array(("samples", "prior")),
-        "model.sample_implicit": Array(("samples", "items", "implicit"), optional=True),
-    }
+    state_layout = {"model.sample_implicit": Array(("samples", "items", "implicit"), optional=True)}
 
-    n_factors: int = param(default=10, ge=1)
-    n_sweeps: int = param(default=200, ge=1)
-    burn_in: int = param(default=25, ge=0)
-    max_samples: int = param(default=100, ge=1)
-    implicit: bool = True
-    implicit_items: bool = True
-    implicit_include_valid: bool = False
-    alpha_0: float = param(default=1.0, gt=0)
-    beta_0: float = param(default=1.0, gt=0)
-    gamma_0: float = param(default=1.0, gt=0)
-    reg_0: float = param(default=1.0, ge=0)
-    init_std: float = param(default=0.1, ge=0)
     cg_tol: float = param(default=1e-3, gt=0, lt=1)
     cg_max_iter: int = param(default=100, ge=1)
-    seed: int | None = param(default=0, ge=0)
     device: str | None = None
-
-    def _check_combination(self) -> None:
-        if self.burn_in >= self.n_sweeps:
-            raise invalid(self, "burn_in", f"< n_sweeps ({self.n_sweeps})")
-        if self.implicit_include_valid and not (self.implicit or self.implicit_items):
-            raise invalid(self, "implicit_include_valid", "False unless implicit or implicit_items is True "
-                          "(it adds the pairs in valid to the implicit feedback)")
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
@@ -235,191 +204,68 @@ class BayesianMF(FactorRecommender):
              on_epoch: EpochCallback | None) -> None:
         """Run the sweeps, keep the thinned samples and set the learned state."""
         k, n_sweeps = chain.k, int(self.n_sweeps)
-        n_users, n_items = be.n_users, be.n_items
-        kept = kept_sweeps(n_sweeps, int(self.burn_in), int(self.max_samples))
-        slot_of = {int(s): j for j, s in enumerate(kept)}
-        n_kept = len(kept)
-        user_samples = np.empty((n_users, n_kept * k), dtype=np.float32)
-        item_samples = np.empty((n_items, n_kept * k), dtype=np.float32)
-        bu_sum, bi_sum = np.zeros(n_users), np.zeros(n_items)
-        self.sample_global_ = np.empty(n_kept, dtype=np.float32)
-        self.sample_noise_precision_ = np.empty(n_kept, dtype=np.float32)
-        self.sample_item_bias_ = np.empty((n_kept, n_items), dtype=np.float32)
-        self.sample_user_prior_ = np.empty((n_kept, 2 + 2 * k), dtype=np.float32)
-        self.sample_implicit_ = np.empty((n_kept, n_items, 1 + k), dtype=np.float32) if self.implicit else None
+        samples = KeptSamples(self, be.n_users, be.n_items, valid)
+        self.sample_implicit_ = (np.empty((samples.n, be.n_items, 1 + k), dtype=np.float32)
+                                 if self.implicit else None)
         xp = be.xp
-        v_sum = None
         if valid is not None:
             v_u, v_i = xp.index(valid.users), xp.index(valid.items)
-            v_r = valid.ratings.astype(np.float64)
-            v_sum = np.zeros(len(v_r))
-        v_rmse = math.nan
-        lo, hi = self.rating_scale_
-        n = chain.n
+
+        def valid_pred() -> np.ndarray:
+            return (self.global_mean_ + chain.w0 + xp.to_numpy(chain.bu[v_u] + chain.bi[v_i])
+                    + xp.to_numpy(be.pair_dot(chain.xt, chain.qt, v_u, v_i))).astype(np.float64)
 
         def sweep(sweep: int) -> dict[str, Any]:
-            nonlocal v_rmse
             chain.sweep()
-            slot = slot_of.get(sweep)
+            slot = samples.slot(sweep)
             if slot is not None:
-                cols = slice(slot * k, (slot + 1) * k)
-                user_samples[:, cols] = xp.to_numpy(chain.xt).T
-                item_samples[:, cols] = xp.to_numpy(chain.qt).T
-                bu, bi = xp.to_numpy(chain.bu), xp.to_numpy(chain.bi)
-                bu_sum[:] += bu
-                bi_sum[:] += bi
-                self.sample_global_[slot] = self.global_mean_ + chain.w0
-                self.sample_noise_precision_[slot] = chain.alpha
-                self.sample_item_bias_[slot] = bi
-                self.sample_user_prior_[slot] = np.concatenate(
-                    [[chain.mu_bu, chain.lam_bu], chain.mu_x, chain.lam_x])
+                samples.keep(slot, xp.to_numpy(chain.xt), xp.to_numpy(chain.qt), xp.to_numpy(chain.bu),
+                             xp.to_numpy(chain.bi), chain.w0, chain.alpha,
+                             np.concatenate([[chain.mu_bu, chain.lam_bu], chain.mu_x, chain.lam_x]))
                 if self.sample_implicit_ is not None and chain.user_side is not None:
                     self.sample_implicit_[slot] = xp.to_numpy(chain.user_side.params)
-            record: dict[str, Any] = {"train_loss": chain.sse / n, "train_rmse": math.sqrt(chain.sse / n),
-                                      "noise_std": 1.0 / math.sqrt(chain.alpha),
-                                      "kept_samples": int(np.searchsorted(kept, sweep, side="right"))}
+            record = samples.record(sweep, chain.sse, chain.n, chain.alpha)
             for key, side in (("cg_iterations_users", chain.user_side), ("cg_iterations_items", chain.item_side)):
                 if side is not None:
                     record[key] = side.iterations
-            if v_sum is not None:
-                # the posterior predictive mean of the samples kept so far (the current sample's
-                # prediction during burn-in)
-                if slot is not None or sweep <= kept[0]:
-                    pred = (self.global_mean_ + chain.w0 + xp.to_numpy(chain.bu[v_u] + chain.bi[v_i])
-                            + xp.to_numpy(be.pair_dot(chain.xt, chain.qt, v_u, v_i))).astype(np.float64)
-                    if slot is not None:
-                        v_sum[:] += pred
-                        pred = v_sum / (slot + 1)
-                    v_rmse = float(np.sqrt(np.mean((np.clip(pred, lo, hi) - v_r) ** 2)))
-                record["valid_rmse"] = v_rmse
+            if valid is not None:
+                record["valid_rmse"] = samples.validate(sweep, slot, valid_pred)
             return record
 
         self.history_.extend(Trainer("BayesianMF", n_sweeps, on_epoch).run(sweep))
-        self.user_mean_factors_ = user_samples.reshape(n_users, n_kept, k).mean(axis=1)
-        self.item_mean_factors_ = item_samples.reshape(n_items, n_kept, k).mean(axis=1)
-        scale = np.float32(1.0 / math.sqrt(n_kept))
-        user_samples *= scale  # in place: the sample matrices are the largest arrays of the model
-        item_samples *= scale
-        self.user_factors_, self.item_factors_ = user_samples, item_samples
-        self.user_bias_ = (bu_sum / n_kept).astype(np.float32)
-        self.item_bias_ = (bi_sum / n_kept).astype(np.float32)
-        # Fallbacks and scores build on mu + mean(w_0): the linear terms average exactly.
-        self.global_mean_ = float(np.mean(self.sample_global_, dtype=np.float64))
-
-    # ------------------------------------------------------------------ embeddings and scoring
-    def item_embeddings(self) -> np.ndarray:
-        """Posterior-mean item vectors (n_items, n_factors)."""
-        self._check_fitted()
-        return self.item_mean_factors_
-
-    def user_embeddings(self) -> np.ndarray:
-        """Posterior-mean user vectors (n_users, n_factors); with ``implicit=True`` the SVD++
-        vectors ``x_u`` (explicit part plus implicit term)."""
-        self._check_fitted()
-        return self.user_mean_factors_
-
-    def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
-        """Posterior predictive mean for a folded-in user: its ``factors`` are concatenated per-sample
-        vectors, scored against the concatenated item samples like a training user."""
-        score = self.global_mean_ + user.bias + self.item_bias_[items]
-        if user.factors.size:
-            score = score + self.item_factors_[items] @ user.factors
-        return np.asarray(score, dtype=np.float32)
+        samples.finish()
 
     # ------------------------------------------------------------------ cold start
-    def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
-        """A new user, solved against every kept posterior sample of the item side.
-
-        For each kept sample ``s`` the user's ``[b_u, x_u]`` is the mean of its conditional
-        posterior given that sample: a ridge regression of the ratings minus ``mu + w_0^s + b_i^s``
+    def _fold_in_samples(self, idx: np.ndarray, r: np.ndarray, reg: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """The new user's ``[b_u, x_u]`` per kept sample ``s``: the mean of its conditional
+        posterior given that sample, a ridge regression of the ratings minus ``mu + w_0^s + b_i^s``
         on ``[1, q_i^s]`` with noise precision ``alpha^s`` and the sample's prior for a user
         (``N(mu_bu^s, 1/lam_bu^s)`` and ``N(mu_p^s, 1/lam_p^s)``, with implicit features shifted by
-        ``|N|^-1/2 sum_j w_j^s`` and ``|N|^-1/2 sum_j y_j^s`` over the given known items). The folded user then scores like a training
-        user (an average over the same samples), so folding in a training user's own ratings
-        gives back (close to) their learned predictions. ``reg`` replaces the sampled prior
-        precisions by ``reg * alpha^s`` (an L2 strength in rating units, as the ridge fold-in of
-        other models); prior means are kept. Unknown items are ignored and reported. With
+        ``|N|^-1/2 sum_j w_j^s`` and ``|N|^-1/2 sum_j y_j^s`` over the given known items). Folding
+        in a training user's own ratings gives back (close to) their learned predictions. With
         ``implicit_items=True`` the item vectors are the sampled ones, whose implicit term counts
-        the users who rated each item in training; a new user does not join those sets.
-        """
-        self._check_fitted()
-        given = self._fold_in_input(items, ratings)
-        if reg is not None and not (math.isfinite(float(reg)) and float(reg) > 0):
-            raise CfrecError(f"fold-in regularisation must be a positive number, got {reg!r}")
-        idx, r = given.items, given.ratings
-        n_kept = len(self.sample_global_)
-        k = self.item_mean_factors_.shape[1]
-        if not len(idx):
-            return self._empty_folded(given, n_kept * k)
-        q = self.item_factors_[idx].astype(np.float64).reshape(len(idx), n_kept, k) * math.sqrt(n_kept)
-        h = np.concatenate([np.ones((n_kept, len(idx), 1)), q.transpose(1, 0, 2)], axis=2)  # (S, n, 1+k)
+        the users who rated each item in training; a new user does not join those sets."""
+        q = self._item_samples(idx)
+        h = np.concatenate([np.ones((q.shape[0], len(idx), 1)), q], axis=2)  # (S, n, 1+k)
         y = r[None, :] - self.sample_global_[:, None].astype(np.float64) - self.sample_item_bias_[:, idx]
-        prior = self.sample_user_prior_.astype(np.float64)
-        alpha = self.sample_noise_precision_.astype(np.float64)
-        mean0 = np.concatenate([prior[:, :1], prior[:, 2:2 + k]], axis=1)  # (S, 1+k)
+        shift = None
         if self.sample_implicit_ is not None:  # the implicit terms [w, y] of the given items
-            mean0 += self.sample_implicit_[:, idx].sum(axis=1) / math.sqrt(len(idx))
-        prec0 = (np.concatenate([prior[:, 1:2], prior[:, 2 + k:]], axis=1) if reg is None
-                 else np.full((n_kept, 1 + k), float(reg)) * alpha[:, None])
-        a = alpha[:, None, None] * np.einsum("snj,snl->sjl", h, h)
-        a[:, np.arange(k + 1), np.arange(k + 1)] += prec0
-        rhs = alpha[:, None] * np.einsum("snj,sn->sj", h, y) + prec0 * mean0
-        theta = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]  # (S, 1+k)
-        factors = (theta[:, 1:].reshape(-1) / math.sqrt(n_kept)).astype(np.float32)
-        return FoldedUser(float(theta[:, 0].mean()), factors, idx.astype(np.int32), len(idx),
-                          unknown_items=given.unknown, duplicate_items=given.duplicates)
-
-    def fold_in_ridge(self, reg: float | None = None) -> RidgeFoldIn | None:
-        """None: the fold-in is a per-sample posterior solve, not one ridge on fixed item factors."""
-        return None
+            shift = self.sample_implicit_[:, idx].sum(axis=1) / math.sqrt(len(idx))
+        theta = self._posterior_solve(h, y, reg, shift)
+        return theta[:, 0], theta[:, 1:]
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
         state = super()._state()
-        state.update({
-            "user_mean_factors": self.user_mean_factors_.astype(np.float32),
-            "item_mean_factors": self.item_mean_factors_.astype(np.float32),
-            "sample_global": self.sample_global_.astype(np.float32),
-            "sample_noise_precision": self.sample_noise_precision_.astype(np.float32),
-            "sample_item_bias": self.sample_item_bias_.astype(np.float32),
-            "sample_user_prior": self.sample_user_prior_.astype(np.float32),
-        })
         if self.sample_implicit_ is not None:
             state["sample_implicit"] = self.sample_implicit_.astype(np.float32)
         return state
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         super()._set_state(arrays, meta)
-        try:
-            self.user_mean_factors_ = arrays["user_mean_factors"]
-            self.item_mean_factors_ = arrays["item_mean_factors"]
-            self.sample_global_ = arrays["sample_global"]
-            self.sample_noise_precision_ = arrays["sample_noise_precision"]
-            self.sample_item_bias_ = arrays["sample_item_bias"]
-            self.sample_user_prior_ = arrays["sample_user_prior"]
-            self.sample_implicit_ = arrays.get("sample_implicit")
-        except KeyError as exc:
-            raise ModelFileError(f"BayesianMF weights lack the array {exc.args[0]!r}") from None
-        n_u, n_i = len(self.user_map_), len(self.item_map_)
-        k, s = int(self.n_factors), len(self.sample_global_)
-        expected = {
-            "user_factors": (self.user_factors_.shape, (n_u, s * k)),
-            "item_factors": (self.item_factors_.shape, (n_i, s * k)),
-            "user_mean_factors": (self.user_mean_factors_.shape, (n_u, k)),
-            "item_mean_factors": (self.item_mean_factors_.shape, (n_i, k)),
-            "sample_global": (self.sample_global_.shape, (s,)),
-            "sample_noise_precision": (self.sample_noise_precision_.shape, (s,)),
-            "sample_item_bias": (self.sample_item_bias_.shape, (s, n_i)),
-            "sample_user_prior": (self.sample_user_prior_.shape, (s, 2 + 2 * k)),
-        }
+        self.sample_implicit_ = arrays.get("sample_implicit")
+        extra: dict[str, Any] = {}
         if self.implicit or self.sample_implicit_ is not None:
             got = None if self.sample_implicit_ is None else self.sample_implicit_.shape
-            expected["sample_implicit"] = (got, (s, n_i, 1 + k))
-        for key, (got_shape, want) in expected.items():
-            if got_shape != want:
-                raise ModelFileError(f"BayesianMF array {key!r} has shape {got_shape}, expected {want} "
-                                     f"({n_u} users, {n_i} items, {s} kept samples of {k} factors)")
-
-    def _extra_meta(self) -> dict[str, Any]:
-        return {"kept_sweeps": kept_sweeps(int(self.n_sweeps), int(self.burn_in),
-                                            int(self.max_samples)).tolist()}
+            extra["sample_implicit"] = (got, (len(self.sample_global_), len(self.item_map_), 1 + int(self.n_factors)))
+        self._check_shapes(extra)
