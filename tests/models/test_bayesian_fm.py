@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from cfrec.data import Interactions
 from cfrec.data.features import Features
 from cfrec.errors import CfrecError
 from cfrec.models import Recommender
-from cfrec.models.bayesian_fm import BayesianFM
+from cfrec.models.bayesian_fm import BayesianFM, MissingTerms
 from cfrec.models.registry import make_model
 from cfrec.testing import RecommenderContract
 
@@ -131,6 +132,80 @@ def test_fold_in_of_a_training_user_reproduces_its_predictions(genre_model: tupl
     assert np.corrcoef(model.predict(folded, items), model.predict(user, items))[0, 1] > 0.9
     # a folded user also gets the features' prediction for a new item: the one of its own kind
     np.testing.assert_allclose(model.predict(folded, [900, 901]), model.predict(user, [900, 901]), atol=0.35)
+
+
+def test_fold_in_from_features_equals_a_user_known_only_by_features(
+        genre_model: tuple[BayesianFM, Interactions]) -> None:
+    """A new user folded in from features alone predicts and ranks exactly as the user that was
+    in the training features with no rating ("new-x", kind x), not by the cold-start list."""
+    model, data = genre_model
+    folded = model.fold_in(features=["kind=x"])
+    assert folded.n_ratings == 0 and folded.state == {"features": True, "unknown_features": []}
+    items = list(data.item_map.ids) + [900, 901]
+    np.testing.assert_allclose(model.predict(folded, items), model.predict(["new-x"] * len(items), items),
+                               rtol=1e-5, atol=1e-5)
+    assert model.recommend(folded, 10).ids.tolist() == model.recommend("new-x", 10).ids.tolist()
+    cold = model.recommend("nobody", 10).ids.tolist()  # an id with neither ratings nor features
+    assert model.recommend(folded, 10).ids.tolist() != cold
+    # the same through a mapping, and with a feature the model never saw (ignored, reported)
+    other = model.fold_in((), features={"kind=x": 1.0, "kind=z": 1.0})
+    assert other.state["unknown_features"] == ["kind=z"]
+    np.testing.assert_allclose(model.predict(other, items), model.predict(folded, items), rtol=1e-6)
+
+
+def test_a_user_known_by_features_gets_the_items_of_its_taste(genre_model: tuple[BayesianFM, Interactions]) -> None:
+    """Planted taste: kind x rates genre A 4.5 and genre B 2; a feature-only user of each kind is
+    recommended items of its kind's genre, and adding a few ratings keeps the taste."""
+    model, data = genre_model
+    genre_a = {i for i in data.item_map.ids if model.item_features_.rows([i])[0, 0] > 0}
+    for kind, liked in (("kind=x", True), ("kind=y", False)):
+        top = model.recommend(model.fold_in(features=[kind]), 10).ids.tolist()
+        assert all((i in genre_a) == liked for i in top), (kind, top)
+    a_items = sorted(genre_a)[:3]
+    both = model.fold_in(a_items, [4.5, 5.0, 4.0], features=["kind=x"])
+    assert both.n_ratings == 3 and both.state["features"]
+    top = model.recommend(both, 10).ids.tolist()
+    assert all(i in genre_a for i in top) and not set(top) & set(a_items)
+    # no features and no ratings: the cold-start list; features on a model without them: an error
+    nothing = model.fold_in(features=[])
+    assert model.recommend(nothing, 10).ids.tolist() == model.recommend("nobody", 10).ids.tolist()
+    plain = BayesianFM(n_factors=2, n_sweeps=6, burn_in=2, max_samples=3, user_features=False, seed=0).fit(data)
+    with pytest.raises(CfrecError, match="without user features"):
+        plain.fold_in(features=["kind=x"])
+
+
+def test_fold_in_with_features_moves_towards_the_training_user(genre_model: tuple[BayesianFM, Interactions]) -> None:
+    """A training user's own ratings and features give a row like its training row (features,
+    id, rated set): closer to its learned predictions than its ratings alone."""
+    model, data = genre_model
+    items = data.item_map.ids[:40]
+    errors = []
+    for u in range(6):
+        user = data.user_map.ids[u]
+        mine = data.subset(data.users == u)
+        kind = "kind=x" if model.user_features_.rows([user])[0, 0] > 0 else "kind=y"
+        for feats in (None, [kind]):
+            pred = model.predict(model.fold_in(mine.raw_items(), mine.ratings, features=feats), items)
+            errors.append(float(np.sqrt(np.mean((pred - model.predict(user, items)) ** 2))))
+    plain, featured = np.mean(errors[0::2]), np.mean(errors[1::2])
+    assert featured < plain
+
+
+def test_missing_terms_recover_a_planted_map() -> None:
+    """The expected terms of the columns a new entity lacks: a rating-weighted least-squares map
+    from [1, features]; recovered exactly when the training entities' terms are linear in them."""
+    rng = np.random.default_rng(0)
+    n, n_feat, k = 200, 3, 2
+    feats = sp.csr_array((rng.random((n, n_feat)) < 0.4).astype(np.float64))
+    truth = rng.standard_normal((1 + n_feat, 1 + k))
+    target = np.asarray(sp.hstack([np.ones((n, 1)), feats]).tocsr() @ truth)  # (n, 1 + k)
+    rest = sp.csr_array(sp.identity(n, format="csr"))  # one id column each: its own [w, v]
+    counts = rng.integers(1, 50, n).astype(np.float64)
+    fitted = MissingTerms(rest, feats, counts, ridge=1e-9).fit(target[:, 0], target[:, 1:])
+    np.testing.assert_allclose(fitted, truth, atol=1e-6)
+    # without features it is the rating-weighted mean
+    mean = MissingTerms(rest, None, counts).fit(target[:, 0], target[:, 1:])
+    np.testing.assert_allclose(mean[0], counts @ target / counts.sum(), atol=1e-9)
 
 
 def test_save_load_keeps_the_features(genre_model: tuple[BayesianFM, Interactions], tmp_path: Path) -> None:

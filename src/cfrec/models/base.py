@@ -377,8 +377,13 @@ class Recommender(ABC):
                                                   np.where(only_u, UNKNOWN_ITEM, UNKNOWN_BOTH)))
         return Prediction(self._clip(out), fallback.astype(np.int8))
 
+    def _personal(self, user: FoldedUser) -> bool:
+        """Whether a folded user is scored as itself (else: the unknown-user fallbacks and the
+        cold-start list): it has known items; a model that places users from features too says so."""
+        return user.n_ratings > 0
+
     def _predict_folded(self, user: FoldedUser, i_idx: np.ndarray) -> Prediction:
-        if user.n_ratings == 0:  # nothing known about the user: the unknown-user fallbacks
+        if not self._personal(user):  # nothing known about the user: the unknown-user fallbacks
             return self._predict_indices(np.full(len(i_idx), -1, dtype=np.int64), i_idx)
         known = i_idx >= 0
         out = np.full(len(i_idx), self.global_mean_ + user.bias, dtype=np.float32)
@@ -435,7 +440,7 @@ class Recommender(ABC):
         ratings as the batch path, from one score row ranked by :func:`~cfrec.ranking.top_k_row`."""
         exclude = None
         if isinstance(user, FoldedUser):
-            scores = (self._score_folded(user, np.arange(len(self.item_map_))) if user.n_ratings
+            scores = (self._score_folded(user, np.arange(len(self.item_map_))) if self._personal(user)
                       else self._cold_user_scores())
             if exclude_seen:
                 exclude = user.seen

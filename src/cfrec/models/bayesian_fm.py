@@ -57,6 +57,7 @@ from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.params import hyperparameters
 from cfrec.models.sampled import KeptSamples, SampledFactorRecommender
 from cfrec.models.types import Prediction
+from cfrec.ranking import Recs
 
 logger = logging.getLogger(__name__)
 
@@ -291,9 +292,9 @@ class BayesianFM(SampledFactorRecommender):
 
     # ------------------------------------------------------------------ scoring
     def _new_sample_terms(self, rows: sp.csr_array, user_side: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Bias (m, S) per kept sample and concatenated scaled vectors (m, S*k) of new users (or
-        items) whose feature rows are ``rows`` (m, F): the terms of their feature columns plus
-        the expected terms of the columns they lack (:class:`MissingTerms`)."""
+        """Bias (m, S) and vector (m, S, k) per kept sample of new users (or items) whose feature
+        rows are ``rows`` (m, F): the terms of their feature columns plus the expected terms of
+        the columns they lack (:class:`MissingTerms`)."""
         params = self.sample_user_params_[:, :rows.shape[1]] if user_side else self.sample_item_params_
         missing = self.sample_user_missing_ if user_side else self.sample_item_missing_
         bias, a = row_sample_terms(params, rows)
@@ -302,8 +303,7 @@ class BayesianFM(SampledFactorRecommender):
         rest = np.asarray(x1 @ missing.transpose(1, 0, 2).reshape(x1.shape[1], -1).astype(np.float64))
         rest = rest.reshape(len(bias), s_n, 1 + k)
         bias = bias + rest[:, :, 0] + np.einsum("msk,msk->ms", a, rest[:, :, 1:])
-        vec = (a + rest[:, :, 1:]).reshape(len(bias), s_n * k) / math.sqrt(s_n)
-        return bias, vec.astype(np.float32)
+        return bias, a + rest[:, :, 1:]
 
     def _cold_side(self, raw: np.ndarray, idx: np.ndarray, user_side: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bias, scaled vectors and a "from features" mask for raw ids of one side: known ids their
@@ -323,7 +323,7 @@ class BayesianFM(SampledFactorRecommender):
             if has.any():
                 b, a = self._new_sample_terms(rows[np.flatnonzero(has)], user_side)
                 bias[miss[has]] = b.mean(axis=1)
-                vec[miss[has]] = a
+                vec[miss[has]] = self._scaled(a)
                 from_features[miss[has]] = True
         return bias, vec, from_features
 
@@ -337,7 +337,7 @@ class BayesianFM(SampledFactorRecommender):
         items_arr = np.atleast_1d(np.asarray(items))
         i_idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
         if isinstance(users, FoldedUser):
-            if users.n_ratings == 0 or self.item_features_ is None:
+            if not self._personal(users) or self.item_features_ is None:
                 return pred
             bi, vi, cold_i = self._cold_side(items_arr, i_idx, user_side=False)
             if not cold_i.any():
@@ -396,7 +396,8 @@ class BayesianFM(SampledFactorRecommender):
         known = self.item_map_.to_index(ids, missing="-1")
         if (known >= 0).any():
             raise CfrecError(f"item {ids[known >= 0][0]!r} is already in the model; fold_in_item adds new items")
-        bias_s, vec = self._new_sample_terms(rows, user_side=False)  # (m, S), (m, S*k)
+        bias_s, vec_s = self._new_sample_terms(rows, user_side=False)  # (m, S), (m, S, k)
+        vec = self._scaled(vec_s)
         s_n, k = len(self.sample_global_), int(self.n_factors)
         old = self.item_map_
         merged = IdMap(np.concatenate([old.ids, ids.astype(old.ids.dtype, copy=False)]))
@@ -414,8 +415,7 @@ class BayesianFM(SampledFactorRecommender):
 
         self.item_bias_ = grow(self.item_bias_, bias_s.mean(axis=1))
         self.item_factors_ = grow(self.item_factors_, vec)
-        self.item_mean_factors_ = grow(self.item_mean_factors_,
-                                       vec.reshape(len(ids), s_n, k).mean(axis=1) * math.sqrt(s_n))
+        self.item_mean_factors_ = grow(self.item_mean_factors_, vec_s.mean(axis=1))
         self.sample_item_bias_ = grow(self.sample_item_bias_, bias_s.T, axis=1)
         if self.implicit:  # a new item is in nobody's rated set: a zero implicit column
             f_u = 0 if self.user_features_ is None else self.user_features_.n_features
@@ -439,23 +439,81 @@ class BayesianFM(SampledFactorRecommender):
         self.item_map_ = merged
         return self
 
-    def _fold_in_samples(self, idx: np.ndarray, r: np.ndarray, reg: float | None) -> tuple[np.ndarray, np.ndarray]:
-        """The new user's row is a new id column (with the user-id group's sampled prior) plus,
-        with ``implicit``, its normalised rated set over the given known items. For each sample
-        the id column's ``[w, v]`` is the mean of its conditional posterior given that sample
-        (a ridge regression with the sample's noise precision); the user's bias and vector
-        follow as in training."""
-        s_n, k = len(self.sample_global_), int(self.n_factors)
-        c = self._item_samples(idx)  # (S, n, k)
-        rest_a, rest_b = np.zeros((s_n, k)), np.zeros(s_n)
+    def fold_in(self, items: Any = (), ratings: Any = None, *, reg: float | None = None,
+                features: Any = None) -> FoldedUser:
+        """A new user from side features (``{name: value}``, feature names, or a
+        :class:`Features` holding its row), a few ratings, or both, without retraining.
+
+        The user's row is that of a training user: its features, a new id column and, with
+        ``implicit``, the normalised set of the given known items. With ratings, per kept sample
+        the id column's ``[w, v]`` is the mean of its conditional posterior given that sample (a
+        ridge regression with the sample's noise precision and the user-id group's sampled prior;
+        ``reg`` replaces the prior precisions by ``reg * alpha^s``); the user's bias and vector
+        follow as in training, and it scores as an average over the same samples. With features
+        alone the user is what :meth:`predict` makes of a user that has features and no ratings:
+        its feature terms plus the expected terms of the columns it lacks (:class:`MissingTerms`),
+        and ``recommend`` ranks by them instead of giving the cold-start list. Features the model
+        never saw are ignored (logged, and listed in the result's ``state``). Pure: the model
+        does not change.
+        """
+        self._check_fitted()
+        items = () if items is None else items
+        given = self._fold_in_input(items, () if ratings is None and not np.size(items) else ratings)
+        rows, unknown = self._user_feature_row(features)
+        state = None if features is None else {"features": rows.nnz > 0, "unknown_features": unknown}
+        return self._folded(given, reg, rows, state)
+
+    def _personal(self, user: FoldedUser) -> bool:
+        """A user folded in from features alone is scored from them (not the cold-start list)."""
+        return user.n_ratings > 0 or (isinstance(user.state, dict) and bool(user.state.get("features")))
+
+    def _recommend_one(self, user: Any, k: int, exclude_seen: bool, candidates: np.ndarray | None) -> Recs:
+        """:meth:`~cfrec.models.base.Recommender.recommend` for one user; an id unknown to the
+        training ratings that the user features know is ranked from its features."""
+        feats = self.user_features_
+        if not isinstance(user, FoldedUser) and feats is not None and self.user_map_.index_of(user) < 0:
+            row = sp.csr_array(feats.rows([user]).astype(np.float64))
+            if row.nnz:
+                user = self._folded(self._fold_in_input((), ()), None, row, {"features": True, "unknown_features": []})
+        return super()._recommend_one(user, k, exclude_seen, candidates)
+
+    def _user_feature_row(self, features: Any) -> tuple[sp.csr_array, list[str]]:
+        """A new user's row over the model's user feature columns (1, F_u) and the feature
+        names the model does not know."""
         f_u = 0 if self.user_features_ is None else self.user_features_.n_features
+        if features is None:
+            return sp.csr_array((1, f_u), dtype=np.float64), []
+        if self.user_features_ is None:
+            raise CfrecError("this BayesianFM was fitted without user features, so it cannot place a user "
+                             "from features; fit it on data with user features (--user-features)")
+        try:
+            given = Features.of_one("new user", features, owner="user")
+        except ValueError as exc:
+            raise CfrecError(str(exc)) from None
+        rows, unknown = given.in_columns(self.user_features_.names)
+        if unknown:
+            logger.warning("user features the model does not know were ignored: %s", ", ".join(unknown[:10]))
+        return sp.csr_array(rows.astype(np.float64)), unknown
+
+    def _fold_in_samples(self, idx: np.ndarray, r: np.ndarray, reg: float | None,
+                         features: Any = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Bias (S,) and vector (S, k) per kept sample of a new user with feature row
+        ``features`` (1, F_u) and ratings ``r`` of the known items ``idx`` (see :meth:`fold_in`)."""
+        row = features if features is not None else self._user_feature_row(None)[0]
+        if not len(idx):
+            if not row.nnz:
+                return None
+            bias, vec = self._new_sample_terms(row, user_side=True)
+            return bias[0], vec[0]
+        # the row without its id column: features, then the rated set (the implicit columns)
+        n_i = len(self.item_map_)
         if self.implicit:
-            p = self.sample_user_params_[:, f_u + idx].astype(np.float64)  # (S, n, 1+k)
-            scale = 1.0 / math.sqrt(len(idx))
-            rest_a = p[:, :, 1:].sum(axis=1) * scale
-            sq = (p[:, :, 1:] ** 2).sum(axis=1) * scale * scale
-            rest_b = p[:, :, 0].sum(axis=1) * scale + 0.5 * (rest_a * rest_a - sq).sum(axis=1)
-        h = np.concatenate([np.ones((s_n, len(idx), 1)), c + rest_a[:, None, :]], axis=2)  # (S, n, 1+k)
+            rated = sp.csr_array((np.full(len(idx), 1.0 / math.sqrt(len(idx))), (np.zeros(len(idx), np.int64), idx)),
+                                 shape=(1, n_i))
+            row = sp.csr_array(sp.hstack([row, rated], format="csr"))
+        rest_b, rest_a = (part[0] for part in row_sample_terms(self.sample_user_params_, row))  # (S,), (S, k)
+        c = self._item_samples(idx)  # (S, n, k)
+        h = np.concatenate([np.ones((len(rest_b), len(idx), 1)), c + rest_a[:, None, :]], axis=2)  # (S, n, 1+k)
         y = (r[None, :] - self.sample_global_[:, None].astype(np.float64) - rest_b[:, None]
              - self.sample_item_bias_[:, idx] - np.einsum("snk,sk->sn", c, rest_a))
         theta = self._posterior_solve(h, y, reg)

@@ -236,7 +236,8 @@ class BayesianMF(SampledFactorRecommender):
         samples.finish()
 
     # ------------------------------------------------------------------ cold start
-    def _fold_in_samples(self, idx: np.ndarray, r: np.ndarray, reg: float | None) -> tuple[np.ndarray, np.ndarray]:
+    def _fold_in_samples(self, idx: np.ndarray, r: np.ndarray, reg: float | None,
+                         features: Any = None) -> tuple[np.ndarray, np.ndarray] | None:
         """The new user's ``[b_u, x_u]`` per kept sample ``s``: the mean of its conditional
         posterior given that sample, a ridge regression of the ratings minus ``mu + w_0^s + b_i^s``
         on ``[1, q_i^s]`` with noise precision ``alpha^s`` and the sample's prior for a user
@@ -245,6 +246,8 @@ class BayesianMF(SampledFactorRecommender):
         in a training user's own ratings gives back (close to) their learned predictions. With
         ``implicit_items=True`` the item vectors are the sampled ones, whose implicit term counts
         the users who rated each item in training; a new user does not join those sets."""
+        if not len(idx):
+            return None
         q = self._item_samples(idx)
         h = np.concatenate([np.ones((q.shape[0], len(idx), 1)), q], axis=2)  # (S, n, 1+k)
         y = r[None, :] - self.sample_global_[:, None].astype(np.float64) - self.sample_item_bias_[:, idx]

@@ -27,6 +27,7 @@ from cfrec.models.base import FoldedUser
 from cfrec.models.factor import FactorRecommender, RidgeFoldIn
 from cfrec.models.layout import Array
 from cfrec.models.params import hyperparameters, invalid, param
+from cfrec.models.types import FoldInInput
 
 
 class _SampledState(FactorRecommender):
@@ -119,14 +120,19 @@ class SampledFactorRecommender(_SampledState):
         other models); prior means are kept. Unknown items are ignored and reported.
         """
         self._check_fitted()
-        given = self._fold_in_input(items, ratings)
+        return self._folded(self._fold_in_input(items, ratings), reg)
+
+    def _folded(self, given: FoldInInput, reg: float | None, features: Any = None,
+                state: Any = None) -> FoldedUser:
+        """The folded user of checked ratings (and what else a model knows of the user:
+        ``features``, passed on to :meth:`_fold_in_samples`; ``state`` goes on the result)."""
         self._check_fold_in_reg(reg)
         idx = given.items
-        s_n = len(self.sample_global_)
-        if not len(idx):
-            return self._empty_folded(given, s_n * int(self.n_factors))
-        bias, vec = self._fold_in_samples(idx, given.ratings, reg)
-        return FoldedUser(float(bias.mean()), self._scaled(vec), idx.astype(np.int32), len(idx),
+        terms = self._fold_in_samples(idx, given.ratings, reg, features)
+        if terms is None:
+            return self._empty_folded(given, len(self.sample_global_) * int(self.n_factors))
+        bias, vec = terms
+        return FoldedUser(float(bias.mean()), self._scaled(vec), idx.astype(np.int32), len(idx), state=state,
                           unknown_items=given.unknown, duplicate_items=given.duplicates)
 
     @staticmethod
@@ -134,13 +140,16 @@ class SampledFactorRecommender(_SampledState):
         if reg is not None and not (math.isfinite(float(reg)) and float(reg) > 0):
             raise CfrecError(f"fold-in regularisation must be a positive number, got {reg!r}")
 
-    def _scaled(self, vec: np.ndarray) -> np.ndarray:
-        """Per-sample vectors (S, k) as one concatenated, ``1/sqrt(S)``-scaled row (S*k,)."""
-        return (vec.reshape(-1) / math.sqrt(len(vec))).astype(np.float32)
+    @staticmethod
+    def _scaled(vec: np.ndarray) -> np.ndarray:
+        """Per-sample vectors (..., S, k) as concatenated, ``1/sqrt(S)``-scaled rows (..., S*k)."""
+        return (vec.reshape(*vec.shape[:-2], -1) / math.sqrt(vec.shape[-2])).astype(np.float32)
 
-    def _fold_in_samples(self, idx: np.ndarray, r: np.ndarray, reg: float | None) -> tuple[np.ndarray, np.ndarray]:
+    def _fold_in_samples(self, idx: np.ndarray, r: np.ndarray, reg: float | None,
+                         features: Any = None) -> tuple[np.ndarray, np.ndarray] | None:
         """A new user's bias (S,) and vector (S, k) per kept sample from its ratings ``r`` of the
-        known items ``idx``."""
+        known items ``idx`` (and ``features``, for models that have them); None when that says
+        nothing of the user (the cold-start list)."""
         raise NotImplementedError
 
     def _item_samples(self, idx: np.ndarray) -> np.ndarray:
