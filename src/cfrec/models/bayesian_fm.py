@@ -32,9 +32,11 @@ own row) and an entity vector ``a`` (the sum of its columns' vectors): ``r = mu 
 + a_u . a_i``. Predictions are posterior predictive means over the kept samples; as in
 BayesianMF, ``user_factors_``/``item_factors_`` hold the concatenated samples scaled by
 ``1/sqrt(S)`` so every factor-model path computes that average exactly. An item (or user) that
-has features but no training ratings gets ``b`` and ``a`` from its feature columns alone, in
-every kept sample: :meth:`BayesianFM.predict` scores it from its features, not from the global
-mean. :meth:`BayesianFM.fold_in` places a new user from a few ratings (and their rated set).
+has features but no training ratings gets ``b`` and ``a`` from its feature columns plus the
+expected terms of the columns it lacks (its id and rated set, :class:`MissingTerms`), in every
+kept sample: :meth:`BayesianFM.predict` scores it from its features, not from the global mean,
+and :meth:`BayesianFM.fold_in_item` adds such items. :meth:`BayesianFM.fold_in` places a new
+user from features, a few ratings (and their rated set), or both.
 """
 
 from __future__ import annotations
@@ -307,7 +309,8 @@ class BayesianFM(SampledFactorRecommender):
 
     def _cold_side(self, raw: np.ndarray, idx: np.ndarray, user_side: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bias, scaled vectors and a "from features" mask for raw ids of one side: known ids their
-        learned terms, unknown ids with features their feature terms, others zeros."""
+        learned terms, unknown ids with features their terms from features (:meth:`_new_sample_terms`),
+        others zeros."""
         s_n, k = len(self.sample_global_), int(self.n_factors)
         bias = np.zeros(len(idx))
         vec = np.zeros((len(idx), s_n * k), dtype=np.float32)
