@@ -29,6 +29,7 @@ import numpy as np
 
 from cfrec.distributed.blocks import RankData
 from cfrec.distributed.checkpoint import Checkpoints
+from cfrec.distributed.epochs import run_epochs
 from cfrec.distributed.runtime import Context
 from cfrec.engines.backend import make_generator
 from cfrec.errors import CfrecError
@@ -135,7 +136,6 @@ def fit_dsgd(model: BiasedMF, data: RankData, ctx: Context, on_epoch: EpochCallb
     """
     import torch
 
-    from cfrec.distributed.fit import _run
     from cfrec.engines.compiled import funk_slice
 
     check_dsgd(model)
@@ -187,7 +187,7 @@ def fit_dsgd(model: BiasedMF, data: RankData, ctx: Context, on_epoch: EpochCallb
         state["bu"], state["p"] = np.ascontiguousarray(users[:, 0]), np.ascontiguousarray(users[:, 1:])
         state["bi"], state["q"] = np.ascontiguousarray(items[:, 0]), np.ascontiguousarray(items[:, 1:])
 
-    history = _run("BiasedMF", int(model.epochs), on_epoch, ctx, own_blocks, restore, epoch, checkpoints)
+    history = run_epochs("BiasedMF", int(model.epochs), on_epoch, ctx, own_blocks, restore, epoch, checkpoints)
     users, items = own_blocks()
     return (ctx.all_gather_rows(users, blocks.user_sizes(), op="final"),
             ctx.all_gather_rows(items, blocks.item_sizes(), op="final"), history)

@@ -38,11 +38,11 @@ import torch
 
 from cfrec.distributed.blocks import RankData
 from cfrec.distributed.checkpoint import Checkpoints
-from cfrec.distributed.launch import maybe_kill, threads_per_rank
+from cfrec.distributed.epochs import run_epochs
+from cfrec.distributed.launch import threads_per_rank
 from cfrec.distributed.runtime import Context
 from cfrec.engines.backend import resolve_device, to_numpy
 from cfrec.engines.cg import CGEngine, cg_engine
-from cfrec.engines.driver import Trainer
 from cfrec.engines.exact import penalty_value
 from cfrec.engines.matrix import WeightingStats, weighting_stats_from
 from cfrec.errors import CfrecError
@@ -227,50 +227,15 @@ def _rank_threads(threads: int | None) -> int | None:
     return threads_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
-def _run(name: str, total: int, on_epoch: EpochCallback | None, ctx: Context,
-         blocks: Callable[[], tuple[np.ndarray, np.ndarray]],
-         restore: Callable[[np.ndarray, np.ndarray], None], step: Callable[[int], dict[str, Any]],
-         checkpoints: Checkpoints | None) -> list[dict[str, Any]]:
-    """Run the ``total`` iterations (or epochs) not yet done: from the last checkpoint when
-    there is one (``restore`` gets its user and item blocks), checkpointing ``blocks()`` after
-    each when asked. ``step`` gets the iteration's number (1-based, over the whole job)."""
-    done = 0
-    records: list[dict[str, Any]] = []
-    resumed = checkpoints.resume() if checkpoints is not None else None
-    if resumed is not None:
-        done, records = resumed.iteration, list(resumed.history)
-        restore(resumed.users, resumed.items)
-
-    def iteration(epoch: int) -> dict[str, Any]:
-        maybe_kill(ctx.rank, done + epoch)
-        before = ctx.sent.total
-        record = step(done + epoch)
-        record["bytes_sent"] = ctx.sent.total - before
-        record["epoch"] = done + epoch
-        return record
-
-    def finished(record: dict[str, Any]) -> None:
-        record = {key: value for key, value in record.items() if key != "epochs"}
-        records.append(record)
-        if checkpoints is not None:
-            users, items = blocks()
-            checkpoints.save(int(record["epoch"]), users, items, records)
-        if on_epoch is not None:
-            on_epoch({**record, "epochs": total})
-
-    Trainer(name, max(0, total - done), finished).run(iteration)
-    return records
-
-
 def _run_factors(name: str, model: ALS | IALS, on_epoch: EpochCallback | None, ctx: Context, xp: Any,
                  state: dict[str, Any], step: Callable[[], dict[str, Any]],
                  checkpoints: Checkpoints | None) -> list[dict[str, Any]]:
-    """:func:`_run` over ``state["p"]`` and ``state["q"]`` (the rank's user and item blocks)."""
+    """:func:`~cfrec.distributed.epochs.run_epochs` over ``state["p"]`` and ``state["q"]`` (the rank's user and item blocks)."""
 
     def restore(users: np.ndarray, items: np.ndarray) -> None:
         state["p"], state["q"] = _like(xp, users), _like(xp, items)
 
-    return _run(name, int(model.iterations), on_epoch, ctx, lambda: (to_numpy(state["p"]), to_numpy(state["q"])),
+    return run_epochs(name, int(model.iterations), on_epoch, ctx, lambda: (to_numpy(state["p"]), to_numpy(state["q"])),
                 restore, lambda _: step(), checkpoints)
 
 
