@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cfrec.data import Interactions
 from cfrec.errors import CfrecError, ModelFileError, TrainingDiverged
@@ -295,3 +296,67 @@ def test_cuda_fit_matches_cpu_closely(planted_data) -> None:
     test = planted_data[1]
     np.testing.assert_allclose(gpu.predict(test.raw_users(), test.raw_items()),
                                cpu.predict(test.raw_users(), test.raw_items()), rtol=1e-3, atol=1e-3)
+
+
+# ---------------------------------------------------------------------- the fused training step
+def _small_net(implicit: bool, seed: int = 0):
+    from cfrec.models.neumf import _NeuMFNet
+
+    net = _NeuMFNet(9, 7, 4, [8, 6, 4], with_bias=not implicit, dropout=0.0)
+    net.reset(torch.Generator().manual_seed(seed))
+    if not implicit:
+        net.offset.fill_(3.0)
+    with torch.no_grad():  # non-zero biases, so that their gradients are checked too
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed + 1)))
+    return net
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_fused_step_gradient_is_the_autograd_gradient_of_the_training_loss(implicit: bool) -> None:
+    from cfrec.models.neumf import _FusedStep
+
+    reg, wd, n = 0.05, 0.01, 6
+    users, items = torch.tensor([0, 3, 3, 8, 1, 3]), torch.tensor([2, 2, 6, 0, 2, 5])  # repeats on both sides
+    labels = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0]) if implicit else torch.tensor([4.0, 2.5, 5.0, 1.0, 3.0, 3.5])
+    # autograd on the modules: the loss the fused step writes out by hand
+    net = _small_net(implicit)
+    out, sq = net.forward_train(users, items)
+    data = F.binary_cross_entropy_with_logits(out, labels) if implicit else F.mse_loss(out, labels)
+    dense = [p for m in [*net.tower, net.head] for p in m.parameters()]
+    loss = data + reg * sq + 0.5 * wd * sum(p.square().sum() for p in dense)
+    loss.backward()
+    # the fused step with plain SGD at lr=1 moves every parameter by minus its gradient
+    ref = _small_net(implicit)
+    step = _FusedStep(ref, implicit=implicit, reg=reg, weight_decay=wd, optimizer="sgd", lr=1.0, compiled=False)
+    table0, flat0 = step.table.detach().clone(), step.flat.detach().clone()
+    total = step(torch.cat([users, items + 9]), labels, None)
+    torch.testing.assert_close(total / n, loss.detach(), rtol=1e-5, atol=1e-6)
+    user_mods = [net.user_gmf, net.user_mlp] + ([net.user_bias] if not implicit else [])
+    item_mods = [net.item_gmf, net.item_mlp] + ([net.item_bias] if not implicit else [])
+    grad_table = torch.cat([torch.cat([m.weight.grad.to_dense() for m in user_mods], 1),
+                            torch.cat([m.weight.grad.to_dense() for m in item_mods], 1)])
+    torch.testing.assert_close(table0 - step.table.detach(), grad_table, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(flat0 - step.flat.detach(), torch.cat([p.grad.reshape(-1) for p in dense]),
+                               rtol=1e-5, atol=1e-7)
+    # sync writes the trained values back into the modules
+    step.sync()
+    torch.testing.assert_close(ref.user_mlp.weight.detach(), step.table.detach()[:9, 4:8])
+    torch.testing.assert_close(ref.head.weight.detach()[0], step.weights[-1][0])
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_compiled_adam_step_matches_the_rowwise_adam(implicit: bool) -> None:
+    from cfrec.models.neumf import _FusedStep
+
+    kw = dict(implicit=implicit, reg=0.05, weight_decay=0.01, optimizer="adam", lr=0.01)
+    torch_step = _FusedStep(_small_net(implicit), compiled=False, **kw)
+    compiled_step = _FusedStep(_small_net(implicit), compiled=True, **kw)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(4):
+        users, items = torch.randint(0, 9, (12,), generator=gen), torch.randint(0, 7, (12,), generator=gen)
+        labels = torch.randint(0, 2, (12,), generator=gen).float() * (1 if implicit else 4) + (0 if implicit else 1)
+        index = torch.cat([users, items + 9])
+        torch.testing.assert_close(torch_step(index, labels, None), compiled_step(index, labels, None))
+    torch.testing.assert_close(compiled_step.table.detach(), torch_step.table.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(compiled_step.flat.detach(), torch_step.flat.detach(), rtol=1e-5, atol=1e-6)
