@@ -18,12 +18,16 @@ Two modes:
     to keep one output range for every model; it is a preference score, not a rating, and its
     RMSE against ratings means nothing. ``recommend`` ranks by it.
 
-Training uses the shared engine (:func:`~cfrec.engines.torch_loop.train_loop`): minibatches are index
-slices of tensors held on the device, everything random is seeded, early stopping watches a
-validation part carved from the training data (validation RMSE in rating mode, validation
-binary cross-entropy on held-out positives and fixed sampled negatives in implicit mode, logged
-as ``valid_bce``), and a non-finite loss raises :class:`~cfrec.errors.TrainingDiverged`.
-Inference runs on CPU in eval mode without gradients.
+Training runs its epochs through the shared driver (:class:`~cfrec.engines.driver.Trainer`) with
+a fused step (:class:`_FusedStep`): the training rows are shuffled once an epoch and every
+minibatch is a contiguous slice of them; the forward and backward passes are written out by
+hand over one table that stacks the user and item rows and one vector of the dense weights
+(a few dozen tensor operations a step, no autograd graph), and on the CPU Adam runs as one
+compiled pass over the batch's rows (:mod:`cfrec.engines.compiled_neumf`). Everything random is
+seeded, early stopping watches a validation part carved from the training data (validation
+RMSE in rating mode, validation binary cross-entropy on held-out positives and fixed sampled
+negatives in implicit mode, logged as ``valid_bce``), and a non-finite loss raises
+:class:`~cfrec.errors.TrainingDiverged`. Inference runs on CPU in eval mode without gradients.
 """
 
 from __future__ import annotations
@@ -267,7 +271,7 @@ class NeuMF(BiasedRecommender):
     dropout: float = param(default=0.0, ge=0, lt=1)
     epochs: int = param(default=40, ge=1)
     batch_size: int = param(default=1024, ge=1)
-    lr: float = param(default=2e-3, gt=0)
+    lr: float = param(default=2.5e-3, gt=0)
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
     reg: float = param(default=0.02, ge=0)
     weight_decay: float = param(default=1e-5, ge=0)
