@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cfrec.engines.compiled import _adam_rows, kernel
+from cfrec.engines.compiled import _adam_rows, _distinct, kernel
 
 
 @kernel
@@ -59,20 +59,10 @@ def neumf_table_adam(table: np.ndarray, first: np.ndarray, second: np.ndarray, i
     """
     n = len(d_out)
     h = d_mlp.shape[1] // 2
-    d = table.shape[1]
-    n_distinct = 0
+    n_distinct = _distinct(index, np.arange(2 * n), slot, distinct, count)
+    grad[:n_distinct] = 0.0
     for j in range(2 * n):
-        r = index[j]
-        c = slot[r]
-        if c < 0:
-            c = n_distinct
-            slot[r] = c
-            distinct[c] = r
-            count[c] = 0.0
-            for f in range(d):
-                grad[c, f] = 0.0
-            n_distinct += 1
-        count[c] += 1.0
+        c = slot[index[j]]
         b = j if j < n else j - n  # the pair this row belongs to
         partner = j + n if j < n else j - n  # its item row for a user row, and the other way round
         half = 0 if j < n else h
