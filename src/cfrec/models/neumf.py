@@ -228,9 +228,9 @@ class NeuMF(BiasedRecommender):
     Adam on the pair's two table rows of ``k + L0/2 + 1 = 49`` values: about 16.8K FLOP. An epoch
     of synthetic ml-10m (10.0M ratings, 9.0M after the validation carve) is then 9.0M x 16.8K =
     0.15 TFLOP. Measured on a shared 2-core machine (one thread, load average about 10), an epoch
-    cost about 21 s of CPU (2.3 us a pair, extrapolated from the second epoch over a 524,288-pair
-    slice with the full tables): 7 GFLOP/s, about 11% of the 65 GFLOP/s the same matrix products
-    reach alone on that thread. The rest is memory: each pair reads and writes two random rows
+    cost 20-25 s of CPU in three runs (2.3-2.8 us a pair, extrapolated from the second epoch over
+    a 524,288-pair slice with the full tables; the earlier autograd step at batch 256: 208-215 s):
+    6-7.5 GFLOP/s, 9-11% of the 65 GFLOP/s the same matrix products reach alone on that thread. The rest is memory: each pair reads and writes two random rows
     of the table and of Adam's two moments (about 1 us a pair), and a few dozen small
     operations a step.
 
