@@ -217,17 +217,24 @@ def _cast(arr: Any, kind: Any) -> Any:
         return None
 
 
+def _text_cast(arr: Any, *kinds: Any) -> Any:
+    """A text column cast to the first of ``kinds`` that every value converts to (numbers read
+    as text: cast in C); any other column, or text that converts to none of them, as it is."""
+    import pyarrow as pa
+
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        for kind in kinds:
+            typed = _cast(arr, kind)
+            if typed is not None:
+                return typed
+    return arr
+
+
 def _numbers(col: Any) -> np.ndarray:
     """float64 values of a column, NaN where a cell is empty or not a number."""
     import pyarrow as pa
 
-    arr = _arrow_column(col)
-    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        typed = _cast(arr, pa.float64())  # numbers read as text: cast in C when all convert
-        if typed is None:
-            typed = _cast(arr, pa.bool_())
-        if typed is not None:
-            arr = typed
+    arr = _text_cast(_arrow_column(col), pa.float64(), pa.bool_())
     if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(
             arr.type):
         values = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
@@ -315,13 +322,7 @@ def _timestamps(col: Any, name: str, check: _Check) -> tuple[np.ndarray, np.ndar
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    arr = _arrow_column(col)
-    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        typed = _cast(arr, pa.int64())  # numbers read as text: cast in C when all convert
-        if typed is None:
-            typed = _cast(arr, pa.float64())
-        if typed is not None:
-            arr = typed
+    arr = _text_cast(_arrow_column(col), pa.int64(), pa.float64())
     expected = "Unix seconds or an ISO-8601 date"
 
     def empty(text: str | None) -> tuple[str, str, list[OptionHint]]:
