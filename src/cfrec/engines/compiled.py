@@ -447,6 +447,15 @@ def cg_rows_half_step(ptr: np.ndarray, idx: np.ndarray, weight: np.ndarray, targ
 
 
 @_jit(fastmath=False)
+def splitmix64(x: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    """SplitMix64's finaliser: a 64-bit mix in which every input bit moves about half the output
+    bits (the hash of one value of :func:`row_fingerprints`, the seeding of the Hogwild streams)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@_jit(fastmath=False)
 def row_fingerprints(users: np.ndarray, items: np.ndarray, user_new: np.ndarray, item_new: np.ndarray,
                      timestamps: np.ndarray, ratings: np.ndarray, weights: np.ndarray,
                      has_weights: bool) -> np.ndarray:  # pragma: no cover - compiled
@@ -456,36 +465,15 @@ def row_fingerprints(users: np.ndarray, items: np.ndarray, user_new: np.ndarray,
     int64 data viewed as uint64, ``ratings``/``weights`` the float32 data viewed as uint32."""
     n = len(users)
     out = np.empty(n, np.uint64)
-    c1, c2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-    s30, s27, s31, s32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
+    s32 = np.uint64(32)
     k_time, k_rating = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xD1B54A32D192ED03)
     k_weight = np.uint64(0x8CB92BA72F3D8DD7)
     for r in range(n):
-        x = (np.uint64(user_new[users[r]]) << s32) | np.uint64(item_new[items[r]])
-        x = x ^ (x >> s30)
-        x = x * c1
-        x = x ^ (x >> s27)
-        x = x * c2
-        h = x ^ (x >> s31)
-        x = timestamps[r] ^ k_time
-        x = x ^ (x >> s30)
-        x = x * c1
-        x = x ^ (x >> s27)
-        x = x * c2
-        h ^= x ^ (x >> s31)
-        x = np.uint64(ratings[r]) + k_rating
-        x = x ^ (x >> s30)
-        x = x * c1
-        x = x ^ (x >> s27)
-        x = x * c2
-        h ^= x ^ (x >> s31)
+        h = splitmix64((np.uint64(user_new[users[r]]) << s32) | np.uint64(item_new[items[r]]))
+        h ^= splitmix64(timestamps[r] ^ k_time)
+        h ^= splitmix64(np.uint64(ratings[r]) + k_rating)
         if has_weights:
-            x = np.uint64(weights[r]) + k_weight
-            x = x ^ (x >> s30)
-            x = x * c1
-            x = x ^ (x >> s27)
-            x = x * c2
-            h ^= x ^ (x >> s31)
+            h ^= splitmix64(np.uint64(weights[r]) + k_weight)
         out[r] = h
     return out
 
