@@ -24,19 +24,20 @@ import numba
 import numpy as np
 
 
-def _jit(fastmath: bool) -> Callable[[Callable[..., Any]], Any]:
+def _jit(fastmath: bool, parallel: bool = False) -> Callable[[Callable[..., Any]], Any]:
     """``numba.njit`` with the disk cache where a cache folder is writable, in memory otherwise.
 
     ``fastmath`` lets the compiler reassociate float sums (vectorised dot products), so results
     may differ from the written order in the last bits. Division follows numpy's rules (no
     zero check, which would keep the loops from being vectorised: Adam's update ran 7x slower
-    with it); no division here can meet a zero."""
+    with it); no division here can meet a zero. ``parallel``: ``prange`` loops run on numba's
+    thread pool."""
 
     def compile_(fn: Callable[..., Any]) -> Any:
         try:
-            return numba.njit(cache=True, nogil=True, fastmath=fastmath, error_model="numpy")(fn)
+            return numba.njit(cache=True, nogil=True, fastmath=fastmath, error_model="numpy", parallel=parallel)(fn)
         except RuntimeError:  # pragma: no cover - no writable cache folder anywhere
-            return numba.njit(nogil=True, fastmath=fastmath, error_model="numpy")(fn)
+            return numba.njit(nogil=True, fastmath=fastmath, error_model="numpy", parallel=parallel)(fn)
 
     return compile_
 

@@ -23,12 +23,17 @@ only, bias corrections on the step count), the rules of :mod:`cfrec.engines.torc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from typing import Any
 
 import numba
 import numpy as np
+import scipy.sparse as sp
 from numba import prange
+
+from cfrec.engines.compiled import _jit, splitmix64
+from cfrec.engines.driver import ProgressCallback, Trainer
+from cfrec.threads import configured_threads, pool_threads
 
 #: Optimiser codes of :func:`bpr_epoch`.
 SGD, ADAGRAD, ADAM = 0, 1, 2
@@ -40,33 +45,22 @@ _ADAM_SETTLED = 1 << 15
 _U64 = np.uint64
 #: Shards of users per thread in a parallel epoch.
 SHARDS_PER_THREAD = 4
+#: Triples an epoch from which the compiled epochs run on every core (below: one thread, whose
+#: fit is reproducible bit for bit and pays no thread start-up).
+PARALLEL_SAMPLES = 1 << 18
+
+#: The decorator of the kernels here: fastmath (float sums may be reassociated).
+_kernel = _jit(fastmath=True)
 
 
-def _jit(parallel: bool = False) -> Callable[[Callable[..., Any]], Any]:
-    """``numba.njit`` with the disk cache where a cache folder is writable, in memory otherwise;
-    ``fastmath`` (float sums may be reassociated) and numpy's division rules, as in
-    :mod:`cfrec.engines.compiled`."""
-
-    def compile_(fn: Callable[..., Any]) -> Any:
-        try:
-            return numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy", parallel=parallel)(fn)
-        except RuntimeError:  # pragma: no cover - no writable cache folder anywhere
-            return numba.njit(nogil=True, fastmath=True, error_model="numpy", parallel=parallel)(fn)
-
-    return compile_
-
-
-@_jit()
+@_kernel
 def _mix(seed: int, a: int, b: int) -> np.uint64:  # pragma: no cover - compiled
     """A non-zero 64-bit stream state from a seed and two counters (splitmix64 finaliser)."""
-    z = _U64(seed) + _U64(0x9E3779B97F4A7C15) * _U64(a + 1) + _U64(0xBF58476D1CE4E5B9) * _U64(b + 1)
-    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
-    z = z ^ (z >> _U64(31))
+    z = splitmix64(_U64(seed) + _U64(0x9E3779B97F4A7C15) * _U64(a + 1) + _U64(0xBF58476D1CE4E5B9) * _U64(b + 1))
     return z if z != _U64(0) else _U64(0x2545F4914F6CDD1D)
 
 
-@_jit()
+@_kernel
 def _next(state: np.uint64) -> np.uint64:  # pragma: no cover - compiled
     """The next xorshift64 state (the caller multiplies it for its output)."""
     state ^= state >> _U64(12)
@@ -75,20 +69,20 @@ def _next(state: np.uint64) -> np.uint64:  # pragma: no cover - compiled
     return state
 
 
-@_jit()
+@_kernel
 def _below(state: np.uint64, n: int) -> np.int64:  # pragma: no cover - compiled
     """A draw in ``0..n-1`` from a state (xorshift64*: the high 32 bits, scaled; n < 2^32)."""
     r = (state * _U64(0x2545F4914F6CDD1D)) >> _U64(32)
     return np.int64((r * _U64(n)) >> _U64(32))
 
 
-@_jit()
+@_kernel
 def _unit(state: np.uint64) -> float:  # pragma: no cover - compiled
     """A draw in [0, 1) with 53 random bits."""
     return float((state * _U64(0x2545F4914F6CDD1D)) >> _U64(11)) * (1.0 / 9007199254740992.0)
 
 
-@_jit()
+@_kernel
 def _rated(seen: np.ndarray, lo: int, hi: int, item: int) -> bool:  # pragma: no cover - compiled
     """Whether ``item`` is in the sorted run ``seen[lo:hi]`` (binary search)."""
     while lo < hi:
@@ -103,7 +97,7 @@ def _rated(seen: np.ndarray, lo: int, hi: int, item: int) -> bool:  # pragma: no
     return False
 
 
-@_jit()
+@_kernel
 def _negative(state: np.uint64, seen: np.ndarray, lo: int, hi: int, n_items: int,
               cdf: np.ndarray, weights: np.ndarray) -> tuple[int, np.uint64]:  # pragma: no cover
     """One item outside ``seen[lo:hi]`` (the user's rated items, sorted; at least one item is
@@ -158,7 +152,7 @@ def _negative(state: np.uint64, seen: np.ndarray, lo: int, hi: int, n_items: int
     return last, state  # rounding left a remainder: the last unrated item
 
 
-@_jit()
+@_kernel
 def positive_layout(users: np.ndarray, items: np.ndarray, positive: np.ndarray, n_users: int, n_items: int,
                     seed: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """The positive (user, item) pairs as a user-major CSR structure, in O(nnz + n_items).
@@ -204,7 +198,31 @@ def positive_layout(users: np.ndarray, items: np.ndarray, positive: np.ndarray, 
     return pos_ptr, bucket[:p].copy()
 
 
-@_jit()
+@_kernel
+def user_sweep(state: np.uint64, pos_ptr: np.ndarray, u: int) -> tuple[int, int, int, np.uint64]:  # pragma: no cover
+    """Where user ``u``'s positives lie in an epoch's sweep: ``(lo, n_pos, offset, state)``, the
+    sweep taking ``pos_items[lo + (offset + a) % n_pos]`` for ``a`` in ``0..n_pos-1``, from a
+    random start drawn from the stream (which moves only for a user with positives)."""
+    lo = pos_ptr[u]
+    n_pos = pos_ptr[u + 1] - lo
+    if n_pos == 0:
+        return lo, 0, 0, state
+    state = _next(state)
+    return lo, n_pos, _below(state, n_pos), state
+
+
+@_kernel
+def softplus_sigmoid(x: float) -> tuple[float, float]:  # pragma: no cover - compiled
+    """``softplus(-x)`` (the BPR loss of a pair whose score difference is ``x``) and
+    ``sigmoid(-x)`` (its gradient's size), without overflow."""
+    if x > 0:
+        ex = np.exp(-x)
+        return np.log1p(ex), ex / (1.0 + ex)
+    ex = np.exp(x)
+    return np.log1p(ex) - x, 1.0 / (1.0 + ex)
+
+
+@_kernel
 def _move3(p: np.ndarray, q: np.ndarray, u: int, i: int, j: int, z: float, two_reg: float,
            sp: np.ndarray, sq: np.ndarray, tp: np.ndarray, tq: np.ndarray, opt: int, lr: float, b1: float,
            b2: float, step_size: float, inv_root: float, eps: float) -> None:  # pragma: no cover
@@ -263,7 +281,7 @@ def _move3(p: np.ndarray, q: np.ndarray, u: int, i: int, j: int, z: float, two_r
             q[j, f] = qj - size * mj / (np.sqrt(vj) * inv + epsilon)
 
 
-@_jit()
+@_kernel
 def _move1(w: np.ndarray, row: int, g: float, s1: np.ndarray, s2: np.ndarray, opt: int, lr: float,
            b1: float, b2: float, step_size: float, inv_root: float,
            eps: float) -> None:  # pragma: no cover - compiled
@@ -279,7 +297,7 @@ def _move1(w: np.ndarray, row: int, g: float, s1: np.ndarray, s2: np.ndarray, op
         w[row] -= step_size * s1[row] / (np.sqrt(s2[row]) * inv_root + eps)
 
 
-@_jit(parallel=True)
+@_jit(fastmath=True, parallel=True)
 def bpr_epoch(pos_ptr: np.ndarray, pos_items: np.ndarray, seen_ptr: np.ndarray, seen_items: np.ndarray,
               user_order: np.ndarray, shard_bounds: np.ndarray, tables: tuple, first: tuple, second: tuple,
               opt: int, lr: float, reg: float, bias_reg: float, betas: tuple, eps: float, step0: int,
@@ -319,13 +337,8 @@ def bpr_epoch(pos_ptr: np.ndarray, pos_items: np.ndarray, seen_ptr: np.ndarray, 
         step_size, inv_root = lr, 1.0
         for c in range(shard_bounds[shard], shard_bounds[shard + 1]):
             u = user_order[c]
-            lo, hi = pos_ptr[u], pos_ptr[u + 1]
-            n_pos = hi - lo
-            if n_pos == 0:
-                continue
+            lo, n_pos, offset, state = user_sweep(state, pos_ptr, u)
             seen_lo, seen_hi = seen_ptr[u], seen_ptr[u + 1]
-            state = _next(state)
-            offset = _below(state, n_pos)
             for a in range(n_pos):
                 e = lo + (offset + a) % n_pos
                 i = pos_items[e]
@@ -340,16 +353,8 @@ def bpr_epoch(pos_ptr: np.ndarray, pos_items: np.ndarray, seen_ptr: np.ndarray, 
                     dot += pf * (qi - qj)
                     sq += pf * pf + qi * qi + qj * qj
                 bi, bj = b[i], b[j]
-                x = float(dot) + bi - bj
-                # softplus(-x) and sigmoid(-x), without overflow
-                if x > 0:
-                    ex = np.exp(-x)
-                    total += np.log1p(ex)
-                    z = ex / (1.0 + ex)
-                else:
-                    ex = np.exp(x)
-                    total += np.log1p(ex) - x
-                    z = 1.0 / (1.0 + ex)
+                loss, z = softplus_sigmoid(float(dot) + bi - bj)
+                total += loss
                 total += reg * sq + bias_reg * (bi * bi + bj * bj)
                 if opt == 2:
                     t = step0 + done * n_shards + shard + 1
@@ -366,17 +371,115 @@ def bpr_epoch(pos_ptr: np.ndarray, pos_items: np.ndarray, seen_ptr: np.ndarray, 
     return losses
 
 
-class HogwildBPR:
-    """Per-sample BPR epochs over the cores (:func:`bpr_epoch`) on tables held by the caller.
+def training_layout(seen: sp.csr_array, users: np.ndarray, items: np.ndarray, positive: np.ndarray,
+                    seed: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The ``layout`` of the Hogwild trainers and which users train.
+
+    ``seen`` is the binary users x items CSR of the training ratings (sorted columns);
+    ``users``/``items``/``positive`` the ratings and which of them are positives, laid out by
+    :func:`positive_layout` in the order ``seed`` draws. A user trains when it has a positive
+    and an item it did not rate (a negative to draw)."""
+    n_users, n_items = seen.shape
+    pos_ptr, pos_items = positive_layout(users, items, positive, n_users, n_items, seed)
+    trainable = (np.diff(pos_ptr) > 0) & (np.diff(seen.indptr) < n_items)
+    return (seen.indptr, seen.indices, pos_ptr, pos_items), trainable
+
+
+def fit_threads(threads: int | None, n_samples: int) -> int:
+    """Threads of the compiled epochs: ``threads``, else ``CFREC_NUM_THREADS``, else one for
+    small data (below :data:`PARALLEL_SAMPLES` triples an epoch) and every core above."""
+    if threads is not None or configured_threads() is not None:
+        return pool_threads(threads)
+    return 1 if n_samples < PARALLEL_SAMPLES else pool_threads()
+
+
+class ShardedEpochs:
+    """What the Hogwild trainers share: each user's positives and rated items, the users cut
+    into shards of about equal samples in a fresh order every epoch, numba's thread pool set for
+    an epoch, and the epochs run by :class:`~cfrec.engines.driver.Trainer`. A trainer supplies
+    one epoch's kernel call (:meth:`_kernel_epoch`).
 
     Parameters
     ----------
     layout
         ``(seen_ptr, seen_items, pos_ptr, pos_items)``: each user's rated items, sorted (the
         ``indptr`` and ``indices`` of the binary users x items CSR), and its positives
-        (:func:`positive_layout`).
+        (:func:`positive_layout`); see :func:`training_layout`.
     users
         The users that train (each with a positive and an unrated item), int32.
+    threads
+        Threads an epoch runs on (at most the cores numba has); the users are cut into
+        :data:`SHARDS_PER_THREAD` shards a thread (one in all on one thread, which reproduces a
+        fit exactly).
+    seed
+        Seeds the epochs' user orders and the kernels' random streams.
+    """
+
+    def __init__(self, layout: tuple[np.ndarray, ...], users: np.ndarray, threads: int, seed: int) -> None:
+        seen_ptr, seen_items, self.pos_ptr, self.pos_items = layout
+        self.seen_ptr = np.asarray(seen_ptr, dtype=np.int64)
+        self.seen_items = np.asarray(seen_items, dtype=np.int32)
+        self.users = np.asarray(users, dtype=np.int32)
+        self.threads = max(1, int(threads))
+        self.shards = 1 if self.threads == 1 else self.threads * SHARDS_PER_THREAD
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.counts = (self.pos_ptr[self.users + 1] - self.pos_ptr[self.users]).astype(np.int64)
+        self.n_samples = int(self.counts.sum())
+
+    def warm_up(self) -> None:
+        """Load (or compile) the epoch kernel for these types, moving nothing."""
+        self._run(np.zeros(0, np.int32), np.zeros(2, np.int64), 0, 1e-3)
+
+    def epoch(self, epoch: int, lr: float) -> float:
+        """Epoch ``epoch`` (1-based) at learning rate ``lr``; returns the mean loss of its samples."""
+        order = self.rng.permutation(len(self.users))
+        ends = np.cumsum(self.counts[order])
+        cuts = np.searchsorted(ends, self.n_samples * np.arange(1, self.shards) / self.shards)
+        bounds = np.concatenate([[0], cuts, [len(order)]]).astype(np.int64)
+        losses = self._run(self.users[order], bounds, epoch, lr)
+        return float(losses.sum()) / max(self.n_samples, 1)
+
+    def train(self, name: str, epochs: int, lr: float, lr_decay: float,
+              on_epoch: ProgressCallback | None) -> list[dict[str, Any]]:
+        """Warm up, then run ``epochs`` epochs (none without a sample), the rate multiplied by
+        ``lr_decay`` after each; returns the history (:class:`~cfrec.engines.driver.Trainer`)."""
+        self.warm_up()  # load (or compile) the kernel in the set-up, not in the first epoch
+        if not self.n_samples:
+            return []
+        rate = [float(lr)]
+
+        def step(e: int) -> dict[str, Any]:
+            loss = self.epoch(e, rate[0])
+            rate[0] *= float(lr_decay)
+            return {"train_loss": loss}
+
+        return Trainer(name, int(epochs), on_epoch, lr=float(lr), log_level=logging.INFO).run(step)
+
+    def _run(self, user_order: np.ndarray, bounds: np.ndarray, epoch: int, lr: float) -> np.ndarray:
+        threads = min(self.threads, len(bounds) - 1, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        before = numba.get_num_threads()
+        numba.set_num_threads(max(threads, 1))
+        chunk = numba.set_parallel_chunksize(1)  # shards handed out one at a time, as threads free up
+        try:
+            return self._kernel_epoch(user_order, bounds, epoch, lr)
+        finally:
+            numba.set_parallel_chunksize(chunk)
+            numba.set_num_threads(before)
+
+    def _kernel_epoch(self, user_order: np.ndarray, bounds: np.ndarray, epoch: int,
+                      lr: float) -> np.ndarray:
+        """Each shard's loss sum of one epoch over ``user_order`` cut at ``bounds``."""
+        raise NotImplementedError
+
+
+class HogwildBPR(ShardedEpochs):
+    """Per-sample BPR epochs over the cores (:func:`bpr_epoch`) on tables held by the caller.
+
+    Parameters
+    ----------
+    layout, users, threads, seed
+        As :class:`ShardedEpochs`.
     tables
         ``(p, q, b)``: (n_users, k) and (n_items, k) float32 factors and (n_items,) float32
         intercepts, updated in place.
@@ -387,21 +490,12 @@ class HogwildBPR:
         The per-triple L2 strengths.
     weights
         (n_items,) negative-sampling weights, or None for uniform negatives.
-    threads
-        Threads an epoch runs on (at most the cores numba has); the users are cut into
-        :data:`SHARDS_PER_THREAD` shards a thread (one in all on one thread, which reproduces a
-        fit exactly).
-    seed
-        Seeds the epochs' user orders and negatives.
     """
 
     def __init__(self, layout: tuple[np.ndarray, ...], users: np.ndarray, tables: tuple[np.ndarray, ...],
                  optimizer: str, reg: float, bias_reg: float, weights: np.ndarray | None, threads: int,
                  seed: int) -> None:
-        seen_ptr, seen_items, self.pos_ptr, self.pos_items = layout
-        self.seen_ptr = np.asarray(seen_ptr, dtype=np.int64)
-        self.seen_items = np.asarray(seen_items, dtype=np.int32)
-        self.users = np.asarray(users, dtype=np.int32)
+        super().__init__(layout, users, threads, seed)
         self.tables = tuple(tables)
         self.opt = OPTIMIZER_CODES[optimizer]
         stateful = self.opt != SGD
@@ -416,37 +510,11 @@ class HogwildBPR:
         else:
             self.weights = np.asarray(weights, dtype=np.float64)
             self.cdf = np.cumsum(self.weights)
-        self.threads = max(1, int(threads))
-        self.shards = 1 if self.threads == 1 else self.threads * SHARDS_PER_THREAD
-        self.seed = int(seed)
-        self.rng = np.random.default_rng(self.seed)
-        self.counts = (self.pos_ptr[self.users + 1] - self.pos_ptr[self.users]).astype(np.int64)
-        self.n_samples = int(self.counts.sum())
         self.record = np.zeros((0, 2), np.int64)  # (len(pos_items), 2) to record the samples
 
-    def warm_up(self) -> None:
-        """Load (or compile) the epoch kernel for these types, moving nothing."""
-        self._run(np.zeros(0, np.int32), np.zeros(2, np.int64), 0, 1e-3)
-
-    def epoch(self, epoch: int, lr: float) -> float:
-        """Epoch ``epoch`` (1-based) at learning rate ``lr``; returns the mean loss of its triples."""
-        order = self.rng.permutation(len(self.users))
-        ends = np.cumsum(self.counts[order])
-        cuts = np.searchsorted(ends, self.n_samples * np.arange(1, self.shards) / self.shards)
-        bounds = np.concatenate([[0], cuts, [len(order)]]).astype(np.int64)
-        losses = self._run(self.users[order], bounds, epoch, lr)
-        return float(losses.sum()) / max(self.n_samples, 1)
-
-    def _run(self, user_order: np.ndarray, bounds: np.ndarray, epoch: int, lr: float) -> np.ndarray:
-        threads = min(self.threads, len(bounds) - 1, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-        before = numba.get_num_threads()
-        numba.set_num_threads(max(threads, 1))
-        chunk = numba.set_parallel_chunksize(1)  # shards handed out one at a time, as threads free up
-        try:
-            return bpr_epoch(self.pos_ptr, self.pos_items, self.seen_ptr, self.seen_items, user_order, bounds,
-                             self.tables, self.first, self.second, self.opt, float(lr), self.reg,
-                             self.bias_reg, (0.9, 0.999), self.eps, max(epoch - 1, 0) * self.n_samples,
-                             self.cdf, self.weights, self.seed, int(epoch), self.record)
-        finally:
-            numba.set_parallel_chunksize(chunk)
-            numba.set_num_threads(before)
+    def _kernel_epoch(self, user_order: np.ndarray, bounds: np.ndarray, epoch: int,
+                      lr: float) -> np.ndarray:
+        return bpr_epoch(self.pos_ptr, self.pos_items, self.seen_ptr, self.seen_items, user_order, bounds,
+                         self.tables, self.first, self.second, self.opt, float(lr), self.reg,
+                         self.bias_reg, (0.9, 0.999), self.eps, max(epoch - 1, 0) * self.n_samples,
+                         self.cdf, self.weights, self.seed, int(epoch), self.record)

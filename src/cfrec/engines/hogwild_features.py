@@ -22,11 +22,18 @@ own random stream, so one thread reproduces a fit exactly (see :mod:`cfrec.engin
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import prange
 
-from cfrec.engines.hogwild import SHARDS_PER_THREAD, _below, _jit, _mix, _negative, _next
+from cfrec.engines.compiled import _jit
+from cfrec.engines.hogwild import (
+    ShardedEpochs,
+    _kernel,
+    _mix,
+    _negative,
+    softplus_sigmoid,
+    user_sweep,
+)
 
 #: Loss codes of :func:`hybrid_epoch`.
 BPR_LOSS, WARP_LOSS = 0, 1
@@ -37,7 +44,7 @@ OPTIMIZER_CODES = {"sgd": SGD, "adagrad": ADAGRAD}
 _EPS = 1e-10
 
 
-@_jit()
+@_kernel
 def represent(ptr: np.ndarray, col: np.ndarray, val: np.ndarray, row: int, table: np.ndarray,
               bias: np.ndarray, out: np.ndarray) -> float:  # pragma: no cover - compiled
     """``out = sum_c val[c] table[c]`` over the CSR row ``row``; returns ``sum_c val[c] bias[c]``
@@ -57,7 +64,7 @@ def represent(ptr: np.ndarray, col: np.ndarray, val: np.ndarray, row: int, table
     return b
 
 
-@_jit()
+@_kernel
 def _step_rows(ptr: np.ndarray, col: np.ndarray, val: np.ndarray, row: int, table: np.ndarray,
                acc: np.ndarray, grad: np.ndarray, scale: float, two_reg: float, bias: np.ndarray,
                bias_acc: np.ndarray, bias_grad: float, two_bias_reg: float, opt: int,
@@ -90,7 +97,7 @@ def _step_rows(ptr: np.ndarray, col: np.ndarray, val: np.ndarray, row: int, tabl
                 bias[c] -= lr * gb / (np.sqrt(bias_acc[c]) + _EPS)
 
 
-@_jit(parallel=True)
+@_jit(fastmath=True, parallel=True)
 def hybrid_epoch(pos_ptr: np.ndarray, pos_items: np.ndarray, seen_ptr: np.ndarray, seen_items: np.ndarray,
                  user_order: np.ndarray, shard_bounds: np.ndarray, user_rows: tuple, item_rows: tuple,
                  tables: tuple, accs: tuple, loss_code: int, opt: int, lr: float, reg: float,
@@ -127,13 +134,8 @@ def hybrid_epoch(pos_ptr: np.ndarray, pos_items: np.ndarray, seen_ptr: np.ndarra
         total = 0.0
         for c in range(shard_bounds[shard], shard_bounds[shard + 1]):
             u = user_order[c]
-            lo, hi = pos_ptr[u], pos_ptr[u + 1]
-            n_pos = hi - lo
-            if n_pos == 0:
-                continue
+            lo, n_pos, offset, state = user_sweep(state, pos_ptr, u)
             seen_lo, seen_hi = seen_ptr[u], seen_ptr[u + 1]
-            state = _next(state)
-            offset = _below(state, n_pos)
             for a in range(n_pos):
                 i = pos_items[lo + (offset + a) % n_pos]
                 represent(u_ptr, u_col, u_val, u, p_tab, no_bias, pu)
@@ -170,14 +172,8 @@ def hybrid_epoch(pos_ptr: np.ndarray, pos_items: np.ndarray, seen_ptr: np.ndarra
                     x += pu[f] * d
                     sq += pu[f] * pu[f] + qi[f] * qi[f] + qj[f] * qj[f]
                 if loss_code == BPR_LOSS:
-                    if x > 0:  # softplus(-x) and sigmoid(-x), without overflow
-                        ex = np.exp(-x)
-                        total += np.log1p(ex)
-                        z = ex / (1.0 + ex)
-                    else:
-                        ex = np.exp(x)
-                        total += np.log1p(ex) - x
-                        z = 1.0 / (1.0 + ex)
+                    loss, z = softplus_sigmoid(x)
+                    total += loss
                 else:
                     total += weight * max(1.0 - x, 0.0)
                     z = weight
@@ -193,15 +189,13 @@ def hybrid_epoch(pos_ptr: np.ndarray, pos_items: np.ndarray, seen_ptr: np.ndarra
     return losses
 
 
-class HogwildHybrid:
+class HogwildHybrid(ShardedEpochs):
     """Per-sample epochs of :func:`hybrid_epoch` over the cores, on tables held by the caller.
 
     Parameters
     ----------
-    layout
-        ``(seen_ptr, seen_items, pos_ptr, pos_items)``, as :class:`cfrec.engines.hogwild.HogwildBPR`.
-    users
-        The users that train (int32).
+    layout, users, threads, seed
+        As :class:`cfrec.engines.hogwild.ShardedEpochs`; one thread reproduces a fit exactly.
     user_rows, item_rows
         ``(indptr, indices, values)`` of the normalised user and item feature rows (int64,
         int32, float32).
@@ -209,17 +203,12 @@ class HogwildHybrid:
         ``(P, Q, B)``: float32 feature embeddings and item-feature intercepts, updated in place.
     loss, optimizer
         ``"bpr"``/``"warp"`` and ``"sgd"``/``"adagrad"``.
-    threads
-        Threads an epoch runs on; one reproduces a fit exactly.
     """
 
     def __init__(self, layout: tuple[np.ndarray, ...], users: np.ndarray, user_rows: tuple[np.ndarray, ...],
                  item_rows: tuple[np.ndarray, ...], tables: tuple[np.ndarray, ...], loss: str, optimizer: str,
                  reg: float, bias_reg: float, max_sampled: int, threads: int, seed: int) -> None:
-        seen_ptr, seen_items, self.pos_ptr, self.pos_items = layout
-        self.seen_ptr = np.asarray(seen_ptr, dtype=np.int64)
-        self.seen_items = np.asarray(seen_items, dtype=np.int32)
-        self.users = np.asarray(users, dtype=np.int32)
+        super().__init__(layout, users, threads, seed)
         self.user_rows = _csr_parts(user_rows)
         self.item_rows = _csr_parts(item_rows)
         self.tables = tuple(tables)
@@ -229,38 +218,12 @@ class HogwildHybrid:
                           for t in self.tables)
         self.reg, self.bias_reg = float(reg), float(bias_reg)
         self.max_sampled = max(1, int(max_sampled))
-        self.threads = max(1, int(threads))
-        self.shards = 1 if self.threads == 1 else self.threads * SHARDS_PER_THREAD
-        self.seed = int(seed)
-        self.rng = np.random.default_rng(self.seed)
-        self.counts = (self.pos_ptr[self.users + 1] - self.pos_ptr[self.users]).astype(np.int64)
-        self.n_samples = int(self.counts.sum())
 
-    def warm_up(self) -> None:
-        """Load (or compile) the epoch kernel for these types, moving nothing."""
-        self._run(np.zeros(0, np.int32), np.zeros(2, np.int64), 0, 1e-3)
-
-    def epoch(self, epoch: int, lr: float) -> float:
-        """Epoch ``epoch`` (1-based) at learning rate ``lr``; returns the mean loss of its samples."""
-        order = self.rng.permutation(len(self.users))
-        ends = np.cumsum(self.counts[order])
-        cuts = np.searchsorted(ends, self.n_samples * np.arange(1, self.shards) / self.shards)
-        bounds = np.concatenate([[0], cuts, [len(order)]]).astype(np.int64)
-        losses = self._run(self.users[order], bounds, epoch, lr)
-        return float(losses.sum()) / max(self.n_samples, 1)
-
-    def _run(self, user_order: np.ndarray, bounds: np.ndarray, epoch: int, lr: float) -> np.ndarray:
-        threads = min(self.threads, len(bounds) - 1, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-        before = numba.get_num_threads()
-        numba.set_num_threads(max(threads, 1))
-        chunk = numba.set_parallel_chunksize(1)
-        try:
-            return hybrid_epoch(self.pos_ptr, self.pos_items, self.seen_ptr, self.seen_items, user_order, bounds,
-                                self.user_rows, self.item_rows, self.tables, self.accs, self.loss, self.opt,
-                                float(lr), self.reg, self.bias_reg, self.max_sampled, self.seed, int(epoch))
-        finally:
-            numba.set_parallel_chunksize(chunk)
-            numba.set_num_threads(before)
+    def _kernel_epoch(self, user_order: np.ndarray, bounds: np.ndarray, epoch: int,
+                      lr: float) -> np.ndarray:
+        return hybrid_epoch(self.pos_ptr, self.pos_items, self.seen_ptr, self.seen_items, user_order, bounds,
+                            self.user_rows, self.item_rows, self.tables, self.accs, self.loss, self.opt,
+                            float(lr), self.reg, self.bias_reg, self.max_sampled, self.seed, int(epoch))
 
 
 def _csr_parts(parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ from cfrec.models.base import FoldedUser, Prediction, Recommender
 from cfrec.models.factor import (
     BiasedRecommender,
     FactorRecommender,
+    ItemInterceptRecommender,
     LatentFactorRecommender,
     RidgeFoldIn,
 )
@@ -37,6 +38,7 @@ def __getattr__(name: str) -> type[Recommender]:
 __all__ = [
     "BiasedRecommender",
     "FactorRecommender",
+    "ItemInterceptRecommender",
     "LatentFactorRecommender",
     "RankingRecommender",
     "FoldedUser",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -36,9 +37,9 @@ from torch import nn
 
 from cfrec.data.interactions import IMPLICIT_SCALE, Interactions
 from cfrec.engines.backend import make_generator, resolve_device
-from cfrec.engines.driver import Trainer
 from cfrec.engines.matrix import positives
 from cfrec.engines.negatives import PopularityNegatives, UniformNegatives, pair_keys
+from cfrec.engines.newton import damped_newton
 from cfrec.engines.torch_loop import (
     TrainConfig,
     export_numpy,
@@ -49,20 +50,17 @@ from cfrec.engines.torch_loop import (
 )
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
-from cfrec.models.factor import LatentFactorRecommender
+from cfrec.models.factor import ItemInterceptRecommender
 from cfrec.models.layout import Array
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.ranking_only import RankingRecommender
-from cfrec.threads import configured_threads, pool_threads, threads_for, using_threads
+from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
 
 #: Largest number of (positive, negative) pairs in a fold-in objective; above it the negatives
 #: are a seeded sample.
 _FOLD_IN_PAIRS = 1 << 20
-#: Triples an epoch from which the compiled CPU epochs run on every core (below: one thread,
-#: whose fit is reproducible bit for bit and pays no thread start-up).
-_PARALLEL_SAMPLES = 1 << 18
 
 
 @functools.cache
@@ -143,7 +141,7 @@ class _BPRNet(nn.Module):
 
 # ---------------------------------------------------------------------- the model
 @hyperparameters
-class BPR(RankingRecommender, LatentFactorRecommender):
+class BPR(RankingRecommender, ItemInterceptRecommender):
     """Bayesian personalised ranking: pairwise log-sigmoid loss on sampled negatives, for top-K.
 
     Scores are ``s_ui = p_u . q_i + b_i`` (see :mod:`cfrec.models.bpr`), trained on (user,
@@ -228,7 +226,7 @@ class BPR(RankingRecommender, LatentFactorRecommender):
     """
 
     name = "bpr"
-    state_layout = {"model.item_intercept": Array(("items",)), "model.item_counts": Array(("items",), "int")}
+    state_layout = {"model.item_counts": Array(("items",), "int")}
     score_to_scale = "sigmoid"
 
     n_factors: int = param(default=128, ge=1)
@@ -293,39 +291,21 @@ class BPR(RankingRecommender, LatentFactorRecommender):
         """The CPU fit: per-sample steps in a compiled loop over the cores (see the class notes);
         returns the users that trained (one per positive, for the caller's mask)."""
         n_users, n_items = train.n_users, train.n_items
-        pos_ptr, pos_items = kernel.positive_layout(train.users, train.items, pos_mask, n_users, n_items, seed)
-        seen_ptr = self.seen_.indptr  # the binary users x items CSR of the training data: sorted columns
-        layout = (seen_ptr, self.seen_.indices, pos_ptr, pos_items)
+        # the binary users x items CSR of the training data (sorted columns) gives the negatives
+        layout, trainable = kernel.training_layout(self.seen_, train.users, train.items, pos_mask, seed)
+        pos_ptr, pos_items = layout[2:]
         n_pos = np.diff(pos_ptr)
-        trainable = (n_pos > 0) & (np.diff(seen_ptr) < n_items)  # a user who rated everything has no negative
         owners = np.repeat(trainable, n_pos)
         counts = np.bincount(pos_items[owners], minlength=n_items)
         self.item_counts_ = counts.astype(np.int64)
-        n_samples = int(n_pos[trainable].sum())
         tables = tuple(t.detach().numpy() for t in (net.user_factors, net.item_factors, net.item_bias))
         trainer = kernel.HogwildBPR(layout, np.flatnonzero(trainable), tables, str(self.optimizer).lower(),
                                     float(self.reg), float(self.bias_reg), self._item_weights(counts),
-                                    self._fit_threads(n_samples), seed)
-        trainer.warm_up()  # load (or compile) the kernel in the set-up, not in the first epoch
-        rate = {"lr": float(self.lr)}
-
-        def epoch(e: int) -> dict[str, Any]:
-            loss = trainer.epoch(e, rate["lr"])
-            rate["lr"] *= float(self.lr_decay)
-            return {"train_loss": loss}
-
-        if n_samples:
-            with torch.no_grad():
-                self.history_.extend(Trainer("BPR", int(self.epochs), on_epoch, lr=float(self.lr),
-                                             log_level=logging.INFO).run(epoch))
+                                    kernel.fit_threads(self.threads, int(n_pos[trainable].sum())), seed)
+        with torch.no_grad():
+            self.history_.extend(trainer.train("BPR", int(self.epochs), float(self.lr), float(self.lr_decay),
+                                               on_epoch))
         return np.repeat(np.arange(n_users), np.where(trainable, n_pos, 0))
-
-    def _fit_threads(self, n_samples: int) -> int:
-        """Threads of the compiled epochs: ``threads``, else ``CFREC_NUM_THREADS``, else one for
-        small data (below :data:`_PARALLEL_SAMPLES` triples an epoch) and every core above."""
-        if self.threads is not None or configured_threads() is not None:
-            return pool_threads(self.threads)
-        return 1 if n_samples < _PARALLEL_SAMPLES else pool_threads()
 
     def _fit_batched(self, train: Interactions, pos_mask: np.ndarray, net: _BPRNet, dev: torch.device,
                      s_order: int, s_neg: int, on_epoch: EpochCallback | None) -> np.ndarray:
@@ -383,21 +363,6 @@ class BPR(RankingRecommender, LatentFactorRecommender):
         self.history_.extend(history)
 
     # ------------------------------------------------------------------ scoring
-    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        dot = np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items])
-        return (dot + self.item_intercept_[items]).astype(np.float32)
-
-    def _score_users(self, users: np.ndarray) -> np.ndarray:
-        work = len(users) * len(self.item_map_) * max(int(self.item_factors_.shape[1]), 1)
-        with using_threads(threads_for(work, self.threads)):
-            scores = self.user_factors_[users] @ self.item_factors_.T
-        scores += self.item_intercept_[None, :]
-        return scores.astype(np.float32, copy=False)
-
-    def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
-        idx = np.asarray(items, dtype=np.int64)
-        return (self.item_factors_[idx] @ user.factors + self.item_intercept_[idx]).astype(np.float32)
-
     # ------------------------------------------------------------------ cold start
     def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
         """Fit a new user's vector against the fixed item factors and intercepts.
@@ -456,45 +421,33 @@ class BPR(RankingRecommender, LatentFactorRecommender):
             x = (qp @ vec + bp)[:, None] - (qn @ vec + bn)[None, :]
             return float((np.logaddexp(0.0, -x) * w).sum() + lam * vec @ vec), x
 
-        vec = np.zeros(k)
-        loss, x = objective(vec)
-        for _ in range(int(self.fold_in_steps)):
+        def derivatives(vec: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
             sig = 0.5 * (1.0 + np.tanh(0.5 * x))  # sigmoid(x), without overflow
             g = -(1.0 - sig) * w  # d objective / d x
             grad = qp.T @ g.sum(1) - qn.T @ g.sum(0) + 2.0 * lam * vec
-            if np.abs(grad).max() < 1e-9:
-                break
-            h = sig * (1.0 - sig) * w
-            cross = qp.T @ (h @ qn)
-            hess = ((qp * h.sum(1)[:, None]).T @ qp + (qn * h.sum(0)[:, None]).T @ qn
-                    - cross - cross.T + 2.0 * lam * np.eye(k))
-            step = np.linalg.solve(hess, -grad)
-            slope = float(grad @ step)
-            t = 1.0
-            for _ in range(30):  # backtracking (Armijo) line search
-                new_loss, new_x = objective(vec + t * step)
-                if new_loss <= loss + 1e-4 * t * slope:
-                    break
-                t *= 0.5
-            else:
-                break
-            vec, loss, x = vec + t * step, new_loss, new_x
-        return vec
+
+            def hessian() -> np.ndarray:
+                h = sig * (1.0 - sig) * w
+                cross = qp.T @ (h @ qn)
+                return ((qp * h.sum(1)[:, None]).T @ qp + (qn * h.sum(0)[:, None]).T @ qn
+                        - cross - cross.T + 2.0 * lam * np.eye(k))
+
+            return grad, hessian
+
+        return damped_newton(objective, derivatives, np.zeros(k), int(self.fold_in_steps))
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
-        return {**super()._state(), "item_intercept": self.item_intercept_.astype(np.float32),
-                "item_counts": self.item_counts_.astype(np.int64)}
+        return {**super()._state(), "item_counts": self.item_counts_.astype(np.int64)}
 
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         super()._set_state(arrays, meta)
         try:
-            self.item_intercept_ = np.asarray(arrays["item_intercept"], dtype=np.float32)
             self.item_counts_ = np.asarray(arrays["item_counts"], dtype=np.int64)
         except KeyError as exc:
             raise ModelFileError(f"BPR weights lack the array {exc}") from None
         n_i = len(self.item_map_)
-        if self.item_intercept_.shape != (n_i,) or self.item_counts_.shape != (n_i,):
-            raise ModelFileError(f"BPR item arrays ({self.item_intercept_.shape}, {self.item_counts_.shape}) "
-                                 f"do not match the {n_i} items of the vocabulary")
+        if self.item_counts_.shape != (n_i,):
+            raise ModelFileError(f"BPR item counts {self.item_counts_.shape} do not match the {n_i} items "
+                                 "of the vocabulary")
 

@@ -7,6 +7,8 @@ Three bases, each for what a model actually is:
   list for ranking). NeuMF in rating mode is one.
 * :class:`LatentFactorRecommender`: scores ``p_u . q_i`` from two factor matrices, without
   biases (iALS, BPR add their own terms and fold-ins).
+* :class:`ItemInterceptRecommender`: ``p_u . q_i + b_i``, latent factors and an item intercept
+  (BPR, the hybrid ranker).
 * :class:`FactorRecommender`: both, ``mu + b_u + b_i + p_u . q_i``, with the ridge fold-in of a new
   user's ``[b_u, p_u]`` against the fixed item side (:class:`RidgeFoldIn`). Baseline, BiasedMF,
   SVD++, ALS and Bayesian MF are this.
@@ -22,6 +24,7 @@ import numpy as np
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import FoldedUser, Recommender
 from cfrec.models.layout import Array
+from cfrec.threads import threads_for, using_threads
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,42 @@ class LatentFactorRecommender(Recommender):
             raise ModelFileError(f"factor matrices ({self.user_factors_.shape}, {self.item_factors_.shape}) "
                                  f"do not match the id vocabularies ({len(self.user_map_)} users, "
                                  f"{len(self.item_map_)} items)")
+
+
+class ItemInterceptRecommender(LatentFactorRecommender):
+    """Scores ``p_u . q_i + b_i``: latent factors plus a learned item intercept (float32
+    ``item_intercept_``, saved as ``item_intercept``) and no user term, as the pairwise rankers
+    (BPR, the hybrid ranker) learn it. Scoring whole rows uses the model's ``threads``."""
+
+    item_intercept_: np.ndarray
+    state_layout = {"model.item_intercept": Array(("items",))}
+
+    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        dot = np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items])
+        return (dot + self.item_intercept_[items]).astype(np.float32)
+
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        work = len(users) * len(self.item_map_) * max(int(self.item_factors_.shape[1]), 1)
+        with using_threads(threads_for(work, getattr(self, "threads", None))):
+            scores = self.user_factors_[users] @ self.item_factors_.T
+        scores += self.item_intercept_[None, :]
+        return scores.astype(np.float32, copy=False)
+
+    def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
+        idx = np.asarray(items, dtype=np.int64)
+        return (self.item_factors_[idx] @ user.factors + self.item_intercept_[idx]).astype(np.float32)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {**super()._state(), "item_intercept": self.item_intercept_.astype(np.float32)}
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        super()._set_state(arrays, meta)
+        if "item_intercept" not in arrays:
+            raise ModelFileError("the item intercepts 'item_intercept' are missing")
+        self.item_intercept_ = np.asarray(arrays["item_intercept"], dtype=np.float32)
+        if self.item_intercept_.shape != (len(self.item_map_),):
+            raise ModelFileError(f"item intercepts {self.item_intercept_.shape} do not match the "
+                                 f"{len(self.item_map_)} items of the vocabulary")
 
 
 class FactorRecommender(BiasedRecommender, LatentFactorRecommender):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
@@ -34,23 +35,20 @@ import scipy.sparse as sp
 from cfrec.data.features import Features
 from cfrec.data.idmap import IdMap
 from cfrec.data.interactions import IMPLICIT_SCALE, Interactions
-from cfrec.engines.driver import Trainer
 from cfrec.engines.matrix import positives
+from cfrec.engines.newton import damped_newton
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
-from cfrec.models.factor import LatentFactorRecommender
+from cfrec.models.factor import ItemInterceptRecommender
 from cfrec.models.layout import Array, csr
 from cfrec.models.params import hyperparameters, param
 from cfrec.models.ranking_only import RankingRecommender
 from cfrec.ranking import Recs, top_k_row
-from cfrec.threads import configured_threads, pool_threads
 
 logger = logging.getLogger(__name__)
 
 #: Most (positive, negative) pairs in a fold-in objective; above it the negatives are a sample.
 _FOLD_IN_PAIRS = 1 << 18
-#: Triples an epoch from which the compiled epochs run on every core (below: one thread).
-_PARALLEL_SAMPLES = 1 << 18
 
 
 @functools.cache
@@ -72,7 +70,7 @@ class _Rows:
 
 
 @hyperparameters
-class HybridRanker(RankingRecommender, LatentFactorRecommender):
+class HybridRanker(RankingRecommender, ItemInterceptRecommender):
     """Hybrid matrix factorisation for top-K: user and item vectors are sums of their id and
     side-feature embeddings (see :mod:`cfrec.models.hybrid`), trained with BPR or WARP.
 
@@ -152,7 +150,7 @@ class HybridRanker(RankingRecommender, LatentFactorRecommender):
     """
 
     name = "hybrid"
-    state_layout = {"model.item_intercept": Array(("items",)), "model.item_trained": Array(("items",), "int"),
+    state_layout = {"model.item_trained": Array(("items",), "int"),
                     "model.item_feature_factors": Array(("item_features", "factors")),
                     "model.item_feature_bias": Array(("item_features",)),
                     "model.user_feature_factors": Array(("user_features", "factors")),
@@ -209,28 +207,16 @@ class HybridRanker(RankingRecommender, LatentFactorRecommender):
         user_rows = self._design(user_raw)
         item_rows = self._design(item_raw)
         kernel = _kernel()
-        from cfrec.engines.hogwild import positive_layout
+        from cfrec.engines.hogwild import fit_threads, training_layout
 
-        pos_ptr, pos_items = positive_layout(train.users, train.items, pos_mask, n_users, n_items, s_order)
-        seen_ptr = self.seen_.indptr
-        n_pos = np.diff(pos_ptr)
-        trainable = (n_pos > 0) & (np.diff(seen_ptr) < n_items)
-        n_samples = int(n_pos[trainable].sum())
-        trainer = kernel.HogwildHybrid((seen_ptr, self.seen_.indices, pos_ptr, pos_items), np.flatnonzero(trainable),
-                                       _parts(user_rows), _parts(item_rows), (p, q, b), str(self.loss),
-                                       str(self.optimizer), float(self.reg), float(self.bias_reg),
-                                       int(self.max_sampled), self._fit_threads(n_samples), s_order)
-        trainer.warm_up()
-        rate = {"lr": float(self.lr)}
-
-        def epoch(e: int) -> dict[str, Any]:
-            loss = trainer.epoch(e, rate["lr"])
-            rate["lr"] *= float(self.lr_decay)
-            return {"train_loss": loss}
-
-        if n_samples:
-            self.history_.extend(Trainer("HybridRanker", int(self.epochs), on_epoch, lr=float(self.lr),
-                                         log_level=logging.INFO).run(epoch))
+        layout, trainable = training_layout(self.seen_, train.users, train.items, pos_mask, s_order)
+        n_samples = int(np.diff(layout[2])[trainable].sum())
+        trainer = kernel.HogwildHybrid(layout, np.flatnonzero(trainable), _parts(user_rows), _parts(item_rows),
+                                       (p, q, b), str(self.loss), str(self.optimizer), float(self.reg),
+                                       float(self.bias_reg), int(self.max_sampled),
+                                       fit_threads(self.threads, n_samples), s_order)
+        self.history_.extend(trainer.train("HybridRanker", int(self.epochs), float(self.lr),
+                                           float(self.lr_decay), on_epoch))
         p[:n_users][~trainable] = 0.0  # a user that never trained: its features' vector alone
         self.user_factors_ = np.asarray(user_rows @ p, dtype=np.float32)
         self.item_factors_ = np.asarray(item_rows @ q, dtype=np.float32)
@@ -247,11 +233,6 @@ class HybridRanker(RankingRecommender, LatentFactorRecommender):
             if len(new_ids):
                 self._add_items(new_ids, self._feature_rows(item_feats.rows(new_ids), item_feats.names,
                                                             self.item_features_names), None)
-
-    def _fit_threads(self, n_samples: int) -> int:
-        if self.threads is not None or configured_threads() is not None:
-            return pool_threads(self.threads)
-        return 1 if n_samples < _PARALLEL_SAMPLES else pool_threads()
 
     def _design(self, raw: sp.csr_array) -> sp.csr_array:
         """The rows the embeddings are summed with: ``[identity | features]``, normalised."""
@@ -501,23 +482,9 @@ class HybridRanker(RankingRecommender, LatentFactorRecommender):
         return super()._recommend_one(user, k, exclude_seen, candidates)
 
     # ------------------------------------------------------------------ scoring
-    def _score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        dot = np.einsum("ij,ij->i", self.user_factors_[users], self.item_factors_[items])
-        return (dot + self.item_intercept_[items]).astype(np.float32)
-
-    def _score_users(self, users: np.ndarray) -> np.ndarray:
-        scores = self.user_factors_[users] @ self.item_factors_.T
-        scores += self.item_intercept_[None, :]
-        return scores.astype(np.float32, copy=False)
-
-    def _score_folded(self, user: FoldedUser, items: np.ndarray) -> np.ndarray:
-        idx = np.asarray(items, dtype=np.int64)
-        return (self.item_factors_[idx] @ user.factors + self.item_intercept_[idx]).astype(np.float32)
-
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
-        out = {**super()._state(), "item_intercept": self.item_intercept_.astype(np.float32),
-               "item_trained": self._trained_mask().astype(np.uint8),
+        out = {**super()._state(), "item_trained": self._trained_mask().astype(np.uint8),
                "item_feature_factors": self.item_feature_factors_.astype(np.float32),
                "item_feature_bias": self.item_feature_bias_.astype(np.float32),
                "user_feature_factors": self.user_feature_factors_.astype(np.float32)}
@@ -535,7 +502,6 @@ class HybridRanker(RankingRecommender, LatentFactorRecommender):
     def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         super()._set_state(arrays, meta)
         try:
-            self.item_intercept_ = np.asarray(arrays["item_intercept"], dtype=np.float32)
             self.item_trained_ = np.asarray(arrays["item_trained"]).astype(bool)
             self.item_feature_factors_ = np.asarray(arrays["item_feature_factors"], dtype=np.float32)
             self.item_feature_bias_ = np.asarray(arrays["item_feature_bias"], dtype=np.float32)
@@ -548,7 +514,7 @@ class HybridRanker(RankingRecommender, LatentFactorRecommender):
             raise ModelFileError(f"hybrid weights lack the array {exc}") from None
         n_i, k = len(self.item_map_), self.item_factors_.shape[1]
         n_if = 0 if self.item_features_ is None else self.item_features_.n_features
-        if (self.item_intercept_.shape != (n_i,) or self.item_trained_.shape != (n_i,)
+        if (self.item_trained_.shape != (n_i,)
                 or self.item_feature_factors_.shape != (n_if, k) or self.item_feature_bias_.shape != (n_if,)
                 or self.user_feature_factors_.shape != (len(self.user_feature_names_), k)
                 or (self.item_features_ is not None and len(self.item_features_) != n_i)):
@@ -590,24 +556,9 @@ def _newton_pairs(a: np.ndarray, c: np.ndarray, center: np.ndarray, lam: float, 
         x = a @ v - c
         return float(np.logaddexp(0.0, -x).sum() * w + lam * (v - center) @ (v - center)), x
 
-    vec = np.asarray(center, dtype=np.float64).copy()
-    loss, x = objective(vec)
-    for _ in range(steps):
+    def derivatives(v: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
         sig = 0.5 * (1.0 + np.tanh(0.5 * x))
-        grad = -a.T @ ((1.0 - sig) * w) + 2.0 * lam * (vec - center)
-        if np.abs(grad).max() < 1e-9:
-            break
-        h = sig * (1.0 - sig) * w
-        hess = (a * h[:, None]).T @ a + 2.0 * lam * np.eye(dim)
-        step = np.linalg.solve(hess, -grad)
-        slope = float(grad @ step)
-        t = 1.0
-        for _ in range(30):
-            new_loss, new_x = objective(vec + t * step)
-            if new_loss <= loss + 1e-4 * t * slope:
-                break
-            t *= 0.5
-        else:
-            break
-        vec, loss, x = vec + t * step, new_loss, new_x
-    return vec
+        grad = -a.T @ ((1.0 - sig) * w) + 2.0 * lam * (v - center)
+        return grad, lambda: (a * (sig * (1.0 - sig) * w)[:, None]).T @ a + 2.0 * lam * np.eye(dim)
+
+    return damped_newton(objective, derivatives, center, steps)
