@@ -280,12 +280,8 @@ def make_synthetic(
     if not hi > lo:
         raise DataError(f"expected (low, high) with high > low, got {rating_scale!r}",
                         field="rating_scale")
-    if not (math.isfinite(noise) and noise >= 0):
-        raise DataError(f"expected a non-negative number, got {noise!r}", field="noise")
-    for value, field in ((popularity_exponent, "popularity_exponent"),
-                         (user_activity_exponent, "user_activity_exponent")):
-        if not (math.isfinite(value) and value >= 0):
-            raise DataError(f"expected a non-negative number, got {value!r}", field=field)
+    non_negative(noise=noise, popularity_exponent=popularity_exponent,
+                 user_activity_exponent=user_activity_exponent)
     t0, t1 = _unix(start_time, "start_time"), _unix(end_time, "end_time")
     if t1 < t0:
         raise DataError(f"end_time ({t1}) is before start_time ({t0})", field="end_time")
@@ -370,6 +366,14 @@ def _positive_int(value: object, field: str, *, allow_zero: bool = False) -> int
         kind = "non-negative" if allow_zero else "positive"
         raise DataError(f"expected a {kind} integer, got {value!r}", field=field)
     return int(value)
+
+
+def non_negative(**values: float) -> None:
+    """Check that every value is a finite number >= 0 (raises :class:`DataError` naming the
+    first keyword that is not)."""
+    for field, value in values.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise DataError(f"expected a non-negative number, got {value!r}", field=field)
 
 
 def _unix(value: int | str | datetime, field: str) -> int:

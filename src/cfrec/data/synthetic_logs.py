@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cfrec.data.interactions import IMPLICIT_SCALE, RATING_DTYPE, WEIGHT_DTYPE, Interactions
-from cfrec.data.synthetic import SyntheticTruth, make_synthetic
+from cfrec.data.synthetic import SyntheticTruth, make_synthetic, non_negative
 from cfrec.errors import DataError
 
 
@@ -121,9 +121,7 @@ def make_synthetic_log(
         raise DataError(f"{n_pairs} pairs need at least {4 * n_pairs} user x item cells (got "
                         f"{cells}): the candidates are twice as many, at most half the cells",
                         field="n_pairs")
-    for value, label in ((taste, "taste"), (popularity_exponent, "popularity_exponent")):
-        if not (math.isfinite(value) and value >= 0):
-            raise DataError(f"expected a non-negative number, got {value!r}", field=label)
+    non_negative(taste=taste, popularity_exponent=popularity_exponent)
     if not (math.isfinite(mean_events) and mean_events >= 1):
         raise DataError(f"expected a number >= 1, got {mean_events!r}", field="mean_events")
 
