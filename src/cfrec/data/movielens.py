@@ -89,55 +89,43 @@ class MovieLensSpec:
         return f"md5:{self.md5}" if self.md5 else None
 
 
-# SHA-256 digests: each found identically in several independent public repositories that pin
-# the GroupLens archives; MD5s: GroupLens' own <name>.zip.md5 sidecars (also widely pinned).
-MOVIELENS: dict[str, MovieLensSpec] = {
-    spec.name: spec
-    for spec in (
-        MovieLensSpec(
-            "ml-100k", "ml-100k", "100k", (1.0, 5.0), 100_000, 943, 1_682, 4.9,
-            "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
-            "0e33842e24a9c977be4e0107933c0723", True,
-            "MovieLens 100K (1998): 1-5 stars, user demographics, predefined u1..u5/ua/ub splits",
-        ),
-        MovieLensSpec(
-            "ml-1m", "ml-1m", "dat", (1.0, 5.0), 1_000_209, 6_040, 3_706, 5.9,
-            "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
-            "c4d9eecfca2ab87c1945afe126590906", True,
-            "MovieLens 1M (2003): 1-5 stars, user demographics",
-        ),
-        MovieLensSpec(
-            "ml-10m", "ml-10M100K", "dat", (0.5, 5.0), 10_000_054, 69_878, 10_677, 65.6,
-            "813c411ccb6122564edfe752e7f80c4dcc5aa25fa94c93622f6877a7ba252862",
-            "ce571fd55effeba0271552578f2648bd", False,
-            "MovieLens 10M (2009): half stars 0.5-5, tags",
-        ),
-        MovieLensSpec(
-            "ml-20m", "ml-20m", "csv", (0.5, 5.0), 20_000_263, 138_493, 26_744, 198.7,
-            "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
-            "cd245b17a1ae2cc31bb14903e1204af3", False,
-            "MovieLens 20M (2015): half stars, tags, tag genome",
-        ),
-        MovieLensSpec(
-            "ml-25m", "ml-25m", "csv", (0.5, 5.0), 25_000_095, 162_541, 59_047, 262.0,
-            "8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa",
-            "6b51fb2759a8657d3bfcbfc42b592ada", False,
-            "MovieLens 25M (2019): half stars, tags, tag genome",
-        ),
-        MovieLensSpec(
-            "ml-32m", "ml-32m", "csv", (0.5, 5.0), 32_000_204, 200_948, 84_432, 239.0,
-            "e4a68655d7386b8f95f2f2424b2ff975dfdd15ffd59e0d864a14dca43e99d6ee",
-            None, False,
-            "MovieLens 32M (2024): half stars, tags",
-        ),
-        MovieLensSpec(
-            "ml-latest-small", "ml-latest-small", "csv", (0.5, 5.0), 100_836, 610, 9_724, 1.0,
-            "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
-            None, False,
-            "MovieLens latest-small (2018 snapshot): half stars, for teaching",
-        ),
-    )
+# One release a row: the top folder inside its zip, its file layout, rating scale, published
+# numbers of ratings, users and items (movies with a rating), zip size in MB, whether it has
+# user demographics, and what it is.
+_Release = tuple[str, Layout, tuple[float, float], int, int, int, float, bool, str]
+_RELEASES: dict[str, _Release] = {
+    "ml-100k": ("ml-100k", "100k", (1.0, 5.0), 100_000, 943, 1_682, 4.9, True,
+                "MovieLens 100K (1998): 1-5 stars, user demographics, predefined u1..u5/ua/ub splits"),
+    "ml-1m": ("ml-1m", "dat", (1.0, 5.0), 1_000_209, 6_040, 3_706, 5.9, True, "MovieLens 1M (2003): 1-5 stars, user demographics"),
+    "ml-10m": ("ml-10M100K", "dat", (0.5, 5.0), 10_000_054, 69_878, 10_677, 65.6, False, "MovieLens 10M (2009): half stars 0.5-5, tags"),
+    "ml-20m": ("ml-20m", "csv", (0.5, 5.0), 20_000_263, 138_493, 26_744, 198.7, False, "MovieLens 20M (2015): half stars, tags, tag genome"),
+    "ml-25m": ("ml-25m", "csv", (0.5, 5.0), 25_000_095, 162_541, 59_047, 262.0, False, "MovieLens 25M (2019): half stars, tags, tag genome"),
+    "ml-32m": ("ml-32m", "csv", (0.5, 5.0), 32_000_204, 200_948, 84_432, 239.0, False, "MovieLens 32M (2024): half stars, tags"),
+    "ml-latest-small": ("ml-latest-small", "csv", (0.5, 5.0), 100_836, 610, 9_724, 1.0, False,
+                        "MovieLens latest-small (2018 snapshot): half stars, for teaching"),
 }
+# (SHA-256, MD5) of each release's zip. SHA-256 digests: each found identically in several
+# independent public repositories that pin the GroupLens archives; MD5s: GroupLens' own
+# <name>.zip.md5 sidecars (also widely pinned; none published for the later releases).
+_DIGESTS: dict[str, tuple[str | None, str | None]] = {
+    "ml-100k": ("50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229", "0e33842e24a9c977be4e0107933c0723"),
+    "ml-1m": ("a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20", "c4d9eecfca2ab87c1945afe126590906"),
+    "ml-10m": ("813c411ccb6122564edfe752e7f80c4dcc5aa25fa94c93622f6877a7ba252862", "ce571fd55effeba0271552578f2648bd"),
+    "ml-20m": ("96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3", "cd245b17a1ae2cc31bb14903e1204af3"),
+    "ml-25m": ("8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa", "6b51fb2759a8657d3bfcbfc42b592ada"),
+    "ml-32m": ("e4a68655d7386b8f95f2f2424b2ff975dfdd15ffd59e0d864a14dca43e99d6ee", None),
+    "ml-latest-small": ("696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436", None),
+}
+
+
+def _release(name: str, row: _Release) -> MovieLensSpec:
+    folder, layout, scale, n_ratings, n_users, n_items, zip_mb, has_user_info, description = row
+    sha256, md5 = _DIGESTS[name]
+    return MovieLensSpec(name, folder, layout, scale, n_ratings, n_users, n_items, zip_mb, sha256, md5,
+                         has_user_info, description)
+
+
+MOVIELENS: dict[str, MovieLensSpec] = {name: _release(name, row) for name, row in _RELEASES.items()}
 
 
 
