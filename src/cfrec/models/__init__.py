@@ -12,7 +12,7 @@ from cfrec.models.factor import (
     LatentFactorRecommender,
     RidgeFoldIn,
 )
-from cfrec.models.params import hyperparameters, param
+from cfrec.models.params import Runtime, hyperparameters, param
 from cfrec.models.ranking_only import RankingRecommender
 from cfrec.models.registry import (
     make_model,
@@ -47,6 +47,7 @@ __all__ = [
     "Recs",
     "RecsBatch",
     "RidgeFoldIn",
+    "Runtime",
     "hyperparameters",
     "param",
     "make_model",

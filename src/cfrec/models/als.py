@@ -33,7 +33,7 @@ from cfrec.engines.exact import Penalty, RatingSide, penalty_value, solve_side, 
 from cfrec.errors import CfrecError
 from cfrec.models.base import EpochCallback
 from cfrec.models.factor import FactorRecommender, RidgeFoldIn
-from cfrec.models.params import hyperparameters, invalid, param
+from cfrec.models.params import Runtime, hyperparameters, invalid, param
 from cfrec.threads import threads_for, using_threads
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ _State = tuple[Any, Any, float]
 
 
 @hyperparameters
-class ALS(FactorRecommender):
+class ALS(FactorRecommender, Runtime):
     """Biased matrix factorisation fitted by alternating least squares (explicit ratings).
 
     Each iteration solves all users' ``[b_u, p_u]`` given the items, then all items' ``[b_i,
@@ -110,9 +110,6 @@ class ALS(FactorRecommender):
     solver: Literal["cg", "exact"] = "cg"
     cg_steps: int = param(default=3, ge=1)
     init_std: float = param(default=0.1, ge=0)
-    seed: int | None = param(default=0, ge=0)
-    device: str | None = None
-    threads: int | None = param(default=None, ge=1)
 
     def _check_combination(self) -> None:
         if float(self.reg) + float(self.reg_const) <= 0:

@@ -52,7 +52,7 @@ from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import ItemInterceptRecommender
 from cfrec.models.layout import Array
-from cfrec.models.params import hyperparameters, param
+from cfrec.models.params import Runtime, hyperparameters, param
 from cfrec.models.ranking_only import RankingRecommender
 from cfrec.threads import threads_for, using_threads
 
@@ -141,7 +141,7 @@ class _BPRNet(nn.Module):
 
 # ---------------------------------------------------------------------- the model
 @hyperparameters
-class BPR(RankingRecommender, ItemInterceptRecommender):
+class BPR(RankingRecommender, ItemInterceptRecommender, Runtime):
     """Bayesian personalised ranking: pairwise log-sigmoid loss on sampled negatives, for top-K.
 
     Scores are ``s_ui = p_u . q_i + b_i`` (see :mod:`cfrec.models.bpr`), trained on (user,
@@ -242,9 +242,6 @@ class BPR(RankingRecommender, ItemInterceptRecommender):
     lr_decay: float = param(default=0.96, gt=0)
     fold_in_reg: float | None = param(default=None, gt=0)
     fold_in_steps: int = param(default=20, ge=1)
-    device: str | None = None
-    threads: int | None = param(default=None, ge=1)
-    seed: int | None = param(default=0, ge=0)
 
     # ------------------------------------------------------------------ fitting
     def _positives(self, ratings: np.ndarray, implicit: bool = False) -> np.ndarray:

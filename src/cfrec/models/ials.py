@@ -51,7 +51,7 @@ from cfrec.errors import CfrecError
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import LatentFactorRecommender
 from cfrec.models.layout import Array
-from cfrec.models.params import hyperparameters, param
+from cfrec.models.params import Runtime, hyperparameters, param
 from cfrec.models.ranking_only import RankingRecommender
 from cfrec.threads import threads_for, using_threads
 
@@ -64,7 +64,7 @@ _SOLVERS = ("cg", "exact")
 
 
 @hyperparameters
-class IALS(RankingRecommender, LatentFactorRecommender):
+class IALS(RankingRecommender, LatentFactorRecommender, Runtime):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008): a top-K ranking model.
 
     Every training pair counts as an interaction (preference 1) with confidence
@@ -168,9 +168,6 @@ class IALS(RankingRecommender, LatentFactorRecommender):
     bm25_b: float = param(default=0.8, ge=0, le=1)
     weighted_reg: bool = False
     init_std: float = param(default=0.1, ge=0)
-    seed: int | None = param(default=0, ge=0)
-    device: str | None = None
-    threads: int | None = param(default=None, ge=1)
 
     # ------------------------------------------------------------------ fitting
     def _weights(self, ratings: np.ndarray) -> np.ndarray:

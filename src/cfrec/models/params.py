@@ -138,6 +138,18 @@ def hyperparameters(cls: _T) -> _T:
     return dataclasses.dataclass(kw_only=True, eq=False, repr=False)(cls)  # type: ignore[return-value]
 
 
+@hyperparameters
+class Runtime:
+    """Where and how a model computes, declared once for the models that take all three:
+    ``device`` (``None``/``"auto"``: CUDA when available), ``threads`` (CPU threads; ``None``:
+    ``CFREC_NUM_THREADS``, else the model's own rule; at most :data:`MAX_THREADS`) and ``seed``
+    (``None``: fresh entropy). Each model's docstring says what they mean for it."""
+
+    device: str | None = None
+    threads: int | None = param(default=None, ge=1)
+    seed: int | None = param(default=0, ge=0)
+
+
 def param_specs(cls: type) -> dict[str, ParamSpec]:
     """The hyperparameters of a model class by name: its ``__init__`` keywords, typed by their
     annotations, with the ranges their fields declare."""
@@ -146,6 +158,8 @@ def param_specs(cls: type) -> dict[str, ParamSpec]:
         return dict(cached)
     params = [p for p in inspect.signature(cls.__init__).parameters.values()  # type: ignore[misc]
               if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if issubclass(cls, Runtime):  # the inherited group first in the signature, last in listings
+        params.sort(key=lambda p: p.name in Runtime.__dataclass_fields__)
     fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
     hints: dict[str, Any] = {}
     init: Any = cls.__init__  # type: ignore[misc]

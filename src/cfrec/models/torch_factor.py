@@ -35,7 +35,7 @@ from cfrec.engines.torch_loop import (
 from cfrec.models._bias import fit_biases
 from cfrec.models.base import EpochCallback
 from cfrec.models.factor import FactorRecommender
-from cfrec.models.params import hyperparameters, param
+from cfrec.models.params import Runtime, hyperparameters, param
 from cfrec.threads import threads_for, using_threads
 
 #: Scoring work (users x items x factors) below which the thread counts are left as they are:
@@ -53,7 +53,7 @@ PredictFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # ---------------------------------------------------------------------- shared pipeline
 @hyperparameters
-class TorchFactorModel(FactorRecommender):
+class TorchFactorModel(FactorRecommender, Runtime):
     """Fitting pipeline of the PyTorch factor models (BiasedMF, SVD++).
 
     Subclasses build a network for the training data (:meth:`_build`), and copy its learned
@@ -89,9 +89,6 @@ class TorchFactorModel(FactorRecommender):
     patience: int | None = param(default=2, ge=1)
     valid_fraction: float = param(default=0.0, ge=0, lt=1)
     refit: bool = False
-    device: str | None = None
-    threads: int | None = param(default=None, ge=1)
-    seed: int | None = param(default=0, ge=0)
     fold_in_reg: float = param(default=10.0, gt=0)
 
     def _fit(self, train: Interactions, valid: Interactions | None,
