@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cfrec.engines.hogwild import HogwildBPR, positive_layout
+from cfrec.engines.hogwild import (
+    PARALLEL_SAMPLES,
+    HogwildBPR,
+    fit_threads,
+    positive_layout,
+    training_layout,
+)
 
 
 def pairwise_layout(users: np.ndarray, items: np.ndarray, positive: np.ndarray, n_users: int, n_items: int,
@@ -146,3 +152,38 @@ def test_one_shard_reproduces_and_shards_cover_every_user() -> None:
     c, _ = _trainer("adam", threads=3)
     loss = c.epoch(1, 0.01)
     assert np.isfinite(loss) and (c.record[:, 0] >= 0).all()  # every positive stepped once
+
+
+def test_training_layout_trains_users_with_a_positive_and_an_unrated_item() -> None:
+    users = np.array([0, 0, 1, 1, 1, 2], np.int32)
+    items = np.array([0, 1, 0, 1, 2, 2], np.int32)
+    positive = np.array([True, False, True, True, True, False])
+    seen = sp.csr_array((np.ones(6, np.float32), (users, items)), shape=(4, 3))
+    layout, trainable = training_layout(seen, users, items, positive, 0)
+    # user 1 rated every item (no negative), user 2 has no positive, user 3 no rating at all
+    np.testing.assert_array_equal(trainable, [True, False, False, False])
+    np.testing.assert_array_equal(layout[0], seen.indptr)
+    np.testing.assert_array_equal(np.diff(layout[2]), [1, 3, 0, 0])
+
+
+def test_fit_threads_follow_the_setting_then_the_data_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CFREC_NUM_THREADS", raising=False)
+    assert fit_threads(3, 10) == 3
+    assert fit_threads(None, PARALLEL_SAMPLES - 1) == 1
+    monkeypatch.setenv("CFREC_NUM_THREADS", "2")
+    assert fit_threads(None, 10) == 2
+
+
+def test_train_runs_the_epochs_with_the_rate_decayed_after_each() -> None:
+    trainer, _ = _trainer("sgd")
+    rates: list[float] = []
+    run = trainer.epoch
+    trainer.epoch = lambda e, lr: rates.append(lr) or run(e, lr)  # type: ignore[method-assign]
+    seen: list[int] = []
+    history = trainer.train("BPR", 3, 0.2, 0.5, lambda record: seen.append(record["epoch"]))
+    assert [h["epoch"] for h in history] == [1, 2, 3] == seen
+    np.testing.assert_allclose(rates, [0.2, 0.1, 0.05])
+    assert all(np.isfinite(h["train_loss"]) for h in history)
+    empty = HogwildBPR(pairwise_layout(*_data(), 30, 25, 1), np.zeros(0, np.int32), trainer.tables, "sgd",
+                       0.0, 0.0, None, 1, 0)
+    assert empty.train("BPR", 3, 0.2, 0.5, None) == []  # nothing to sample: no epoch

@@ -91,3 +91,16 @@ def test_command_line_text_is_typed_then_checked() -> None:
             parse_param_assignments(als, [text])
         assert str(info.value) == message
     check_value(als, "threads", None)
+
+
+@pytest.mark.parametrize("name", ["als", "ials", "bpr", "mf", "svdpp"])
+def test_the_runtime_group_is_declared_once_and_listed_last(name: str) -> None:
+    from cfrec.models.params import Runtime
+
+    cls = model_class(name)
+    assert issubclass(cls, Runtime)
+    assert list(param_specs(cls))[-3:] == ["device", "threads", "seed"]
+    assert {n: param_specs(cls)[n].bounds for n in ("threads", "seed")} == {
+        n: param_specs(Runtime)[n].bounds for n in ("threads", "seed")}
+    with pytest.raises(CfrecError, match=rf"^{cls.__name__} threads must be None or a whole number >= 1"):
+        cls(threads=0)

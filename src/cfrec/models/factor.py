@@ -1,12 +1,12 @@
 """Biased and latent-factor models: ``mu + b_u + b_i + p_u . q_i`` and its parts.
 
-Three bases, each for what a model actually is:
+Four bases, each for what a model actually is:
 
 * :class:`BiasedRecommender`: learned user and item biases; the cold-start fallbacks build on
   them (``mu + b_i`` for an unknown user, ``mu + b_u`` for an unknown item, the ``mu + b_i``
   list for ranking). NeuMF in rating mode is one.
 * :class:`LatentFactorRecommender`: scores ``p_u . q_i`` from two factor matrices, without
-  biases (iALS, BPR add their own terms and fold-ins).
+  biases (iALS adds its own fold-in).
 * :class:`ItemInterceptRecommender`: ``p_u . q_i + b_i``, latent factors and an item intercept
   (BPR, the hybrid ranker).
 * :class:`FactorRecommender`: both, ``mu + b_u + b_i + p_u . q_i``, with the ridge fold-in of a new
