@@ -69,11 +69,12 @@ def test_make_generator_is_reproducible() -> None:
 
 
 # ---------------------------------------------------------------------- optimisers
-def _trajectory(opt_factory, steps: int = 25) -> list[torch.Tensor]:
+def _trajectory(opt_factory, steps: int = 25, dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
     torch.manual_seed(0)
-    params = [nn.Parameter(torch.randn(6, 3, dtype=torch.float64)), nn.Parameter(torch.randn(4, dtype=torch.float64))]
+    params = [nn.Parameter(torch.randn(6, 3, dtype=torch.float64).to(dtype)),
+              nn.Parameter(torch.randn(4, dtype=torch.float64).to(dtype))]
     opt = opt_factory(params)
-    weights = torch.arange(4, dtype=torch.float64)
+    weights = torch.arange(4, dtype=dtype)
     for step in range(steps):
         opt.zero_grad()
         loss = (params[0] ** 3).sum() + (params[1] * weights).sum()
@@ -222,6 +223,32 @@ def test_row_sparse_steps_equal_the_masked_dense_reference(rule: str, wd: float)
     for a, b in zip(ours, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.equal(ours[0][7:], table[7:]) and torch.equal(ours[1][7:], bias[7:])  # never touched
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+def test_float32_cpu_adam_takes_the_compiled_row_pass_and_the_fused_dense_pass(
+        wd: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """float32 tables on the CPU: rows through the compiled loop, dense gradients through torch's
+    fused kernel; both give the masked dense reference to float32 rounding."""
+    from cfrec.engines import compiled
+
+    calls: list[str] = []
+    for name in ("_adam_rows", "_adam_entries"):
+        kernel = getattr(compiled, name)
+        monkeypatch.setattr(compiled, name, lambda *a, _k=kernel, _n=name: (calls.append(_n), _k(*a))[1])
+    table, bias, grads = _sparse_problem(seed=3)
+    as32 = [(i, gt.float(), gb.float()) for i, gt, gb in grads]
+    ours = _run_sparse(lambda ps: Adam(ps, lr=0.1, weight_decay=wd), table.float(), bias.float(), as32)
+    ref = _dense_reference("adam", table, bias, grads, lr=0.1, wd=wd)
+    for a, b in zip(ours, ref, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5)
+    assert torch.equal(ours[0][7:], table[7:].float())  # never touched
+    assert {"_adam_rows", "_adam_entries"} <= set(calls)
+    dense = _trajectory(lambda ps: Adam(ps, lr=0.01, weight_decay=wd))
+    dense32 = _trajectory(lambda ps: Adam(ps, lr=0.01, weight_decay=wd), dtype=torch.float32)
+    for a, b in zip(dense32, dense, strict=True):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
 
 
 def test_lazy_adam_equals_torch_sparse_adam() -> None:

