@@ -232,6 +232,7 @@ def test_float32_cpu_adam_takes_the_compiled_row_pass_and_the_fused_dense_pass(
     fused kernel; both give the masked dense reference to float32 rounding."""
     from cfrec.engines import compiled
 
+    monkeypatch.setattr("cfrec.engines.torch_loop._COMPILED_ROWS_MIN", 1)  # the toy problem's rows too
     calls: list[str] = []
     for name in ("_adam_rows", "_adam_entries"):
         kernel = getattr(compiled, name)

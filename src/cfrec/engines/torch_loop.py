@@ -309,6 +309,10 @@ class RowwiseOptimizer(ABC):
 #: one pass) has a CPU kernel: from torch 2.4.
 _FUSED_ADAM = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 4)
 
+#: Elements of a row-sparse update from which Adam runs it compiled: below, the torch operations
+#: cost less than importing numba (0.5-2 s once per process) saves over a small fit.
+_COMPILED_ROWS_MIN = 1 << 16
+
 
 class Adam(RowwiseOptimizer):
     """Adam (Kingma & Ba 2015); lazy on row-sparse gradients.
@@ -323,7 +327,8 @@ class Adam(RowwiseOptimizer):
 
     Each update reads and writes its tensors once: a dense gradient through ``torch``'s fused
     Adam kernel, the rows of a float32 CPU table through a compiled loop
-    (:mod:`cfrec.engines.compiled`); elsewhere, torch operations. (For a 10,677 x 600 table and
+    (:mod:`cfrec.engines.compiled`) when a step updates at least :data:`_COMPILED_ROWS_MIN`
+    elements; elsewhere, torch operations. (For a 10,677 x 600 table and
     6,000 touched rows on one CPU thread: 5 ms for either, against 18-22 ms as separate
     operations.)
     """
@@ -360,7 +365,8 @@ class Adam(RowwiseOptimizer):
         b1, b2 = self.betas
         step_size, root_bc2 = self._corrections(k, lr)
         m, v = self._m[k], self._v[k]
-        if p.device.type == "cpu" and p.dtype == torch.float32 and p.dim() <= 2 and p.is_contiguous():
+        if (p.device.type == "cpu" and p.dtype == torch.float32 and p.dim() <= 2 and p.is_contiguous()
+                and g.numel() >= _COMPILED_ROWS_MIN):
             # one compiled pass over the rows (the same kernel as SVD++'s step), not ten torch ops
             from cfrec.engines.compiled import _adam_entries, _adam_rows
 

@@ -16,11 +16,13 @@ over a minibatch of users. ``beta`` is annealed: it grows linearly with the opti
 ``min(cap, steps / total_anneal_steps)``; its best ``cap`` was 0.2).
 
 Cost. The first layer multiplies a sparse input by a dense ``(n_items, hidden)`` matrix: it is
-an ``embedding_bag`` sum of the rows of the batch's items, whose gradient is row-sparse, so the
-engine's row-wise optimisers update those rows only (O(batch nonzeros x hidden)). The decoder is
-dense by nature: the softmax normalises over every item, so a step costs
-O(batch x n_items x hidden) for the last layer, forward and backward, and scoring a user costs
-O(n_items x hidden).
+an ``embedding_bag`` sum of the rows of the batch's items, and its gradient holds each item the
+batch touches once (:class:`_SparseInput`), so the engine's row-wise optimisers update those rows
+only (O(batch nonzeros x hidden)). The decoder is dense by nature: the softmax normalises over
+every item, so a step costs O(batch x n_items x hidden) for the last layer, forward and
+backward, and scoring a user costs O(n_items x hidden). The last layer and the likelihood are
+one function (:class:`_MultinomialNLL`): three matrix products, one exponential of the logits,
+and a gradient formed in place in the logits' buffer.
 """
 
 from __future__ import annotations
