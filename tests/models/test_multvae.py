@@ -71,8 +71,37 @@ def test_sparse_encoder_equals_the_dense_product_and_its_gradient_is_row_sparse(
     (mu.sum() + log_var.sum()).backward()
     grad = net.enc_in.grad
     assert grad is not None and grad.is_sparse
-    touched = set(grad.coalesce().indices()[0].tolist())
-    assert touched == {0, 1, 4, 5, 11}  # only the batch's items' rows
+    index = grad._indices()[0].tolist()
+    assert sorted(index) == [0, 1, 4, 5, 11]  # the batch's items' rows, each once
+    table = net.enc_in.detach().clone().requires_grad_(True)
+    xn = x / x.norm(dim=1, keepdim=True)
+    out = net.enc_out(torch.tanh(xn @ table + net.enc_in_bias))
+    out.sum().backward()
+    torch.testing.assert_close(grad.to_dense(), table.grad)
+
+
+def test_output_layer_and_likelihood_equal_log_softmax_against_a_dense_target() -> None:
+    """The fused last layer + multinomial likelihood: loss and all three gradients."""
+    gen = torch.Generator().manual_seed(3)
+    net = _MultVAENet(9, 5, 2, dropout=0.0)
+    net.reset(gen)
+    hidden = torch.randn(4, 5, generator=gen, requires_grad=True)
+    target = torch.zeros(4, 9)
+    target[0, [1, 2, 8]] = 1.0
+    target[1, [0]] = 3.0
+    target[3, [4, 5]] = torch.tensor([0.5, 2.0])  # row 2: no target at all
+    segment, items = target.nonzero(as_tuple=True)
+    values = target[segment, items]
+    ours = net.nll(hidden, items.to(torch.int32), segment, values)
+    ours.backward()
+    grads = [t.grad.clone() for t in (hidden, net.dec_out.weight, net.dec_out.bias)]
+    for t in (hidden, net.dec_out.weight, net.dec_out.bias):
+        t.grad = None
+    ref = -(torch.log_softmax(net.dec_out(hidden), dim=1) * target).sum() / 4
+    ref.backward()
+    torch.testing.assert_close(ours, ref)
+    for mine, theirs in zip(grads, (hidden.grad, net.dec_out.weight.grad, net.dec_out.bias.grad), strict=True):
+        torch.testing.assert_close(mine, theirs)
 
 
 def test_eval_mode_is_deterministic_and_training_adds_noise() -> None:
