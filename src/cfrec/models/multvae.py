@@ -262,8 +262,9 @@ class MultVAE(RankingRecommender):
     ``6 U H I``, are 94% of it. At the ML-10M size (69,878 users, 10,677 items, 10M ratings) with
     the defaults that is 2.86e12 per epoch, 5.2e9 per step of 128 users. Measured on one thread
     of a shared 2-core x86-64 CPU (AVX2), whose single-precision matrix products of these shapes
-    run at 74-82 GFLOP/s: 91-100 ms of CPU a step (``benchmarks/scale.py``-sized data, 40-step
-    slices), i.e. 50-55 s of CPU an epoch, 52-58 GFLOP/s, 65-75% of the products' rate; the
+    run at 74-82 GFLOP/s: 89-107 ms of CPU a step (fastest to median step of a full epoch of
+    ``benchmarks/scale.py``'s ML-10M data; 59 s of CPU for the epoch with the machine's load
+    average at 5-7), i.e. 49-59 s of CPU an epoch, 48-58 GFLOP/s, 60-75% of the products' rate; the
     three products take 62 ms of a step, the rest is the Adam updates (11 ms: a fused pass over
     ``W_4``, a compiled pass over the touched rows of ``W_1``), the first layer (~8 ms) and the
     softmax (~5 ms). Threads follow :func:`~cfrec.threads.threads_for`: one at the default
