@@ -23,6 +23,9 @@ cfrec's model is (flipped) SVD++ exactly. Variants:
   (a factorization machine like myFM), given the same design rows.
 * ``features-plain``: ids and side features, no implicit feedback (cfrec's BayesianFM).
 * ``features-test``: ``features`` with the implicit sets of ``implicit-test``.
+* ``features-day``: ``features`` plus a (user, UTC day of rating) column per day a user rated on
+  in training (cfrec ``BayesianFM(user_day=True)``, scored with the test ratings' timestamps;
+  myFM gets the same columns as a third relation block, an unseen day an empty row).
 
 For each variant, library and fold the script records RMSE and MAE (clipped to 1..5), fit
 wall-clock seconds and fit CPU seconds (less sensitive to other jobs on a shared machine), then
@@ -72,10 +75,13 @@ VARIANTS: dict[str, tuple[bool, bool, bool]] = {
     "features": (True, True, False),
     "features-plain": (False, False, False),
     "features-test": (True, True, True),
+    "features-day": (True, True, False),
 }
 #: variants with the release's side features (user age, gender, occupation, zip region; item
 #: genres and decade): cfrec runs its Bayesian factorization machine on them
-FEATURE_VARIANTS = ("features", "features-plain", "features-test")
+FEATURE_VARIANTS = ("features", "features-plain", "features-test", "features-day")
+#: variants with a (user, day) context block
+DAY_VARIANTS = ("features-day",)
 
 
 def _rmse_mae(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
@@ -138,9 +144,25 @@ def run_myfm(myfm: Any, variant: str, train: Any, test: Any, rank: int, sweeps: 
         item_block = sp.hstack([item_block, implicit_sets(items, users, n_items, n_users)], format="csr")
         groups.append(n_users)
 
+    day_rows: Any = None
+    if variant in DAY_VARIANTS:  # one-hot (user, day) columns of the training ratings' pairs
+        from cfrec.models.bayesian_fm import day_keys
+
+        day_table = np.unique(day_keys(train.users, train.timestamps))
+        day_block = sp.identity(len(day_table) + 1, format="csr")[:, :len(day_table)]  # last row: unseen
+        groups.append(len(day_table))
+
+        def day_rows(part: Any) -> np.ndarray:
+            keys = day_keys(part.users, part.timestamps)
+            pos = np.minimum(np.searchsorted(day_table, keys), len(day_table) - 1)
+            return np.where(day_table[pos] == keys, pos, len(day_table)).astype(np.int64)
+
     def blocks(part: Any) -> list[Any]:
-        return [myfm.RelationBlock(part.users.astype(np.int64), user_block),
-                myfm.RelationBlock(part.items.astype(np.int64), item_block)]
+        out = [myfm.RelationBlock(part.users.astype(np.int64), user_block),
+               myfm.RelationBlock(part.items.astype(np.int64), item_block)]
+        if day_rows is not None:
+            out.append(myfm.RelationBlock(day_rows(part), day_block))
+        return out
 
     empty_train = sp.csr_matrix((len(train), 0))
     fm = myfm.MyFMRegressor(rank=rank, random_seed=seed)
@@ -180,7 +202,7 @@ def run_cfrec(variant: str, train: Any, test: Any, params: dict[str, Any]) -> di
     if variant in FEATURE_VARIANTS:
         fm_params = {k: v for k, v in params.items() if k != "device"}
         model = BayesianFM(**fm_params, implicit=user_side, implicit_items=item_side,
-                           implicit_include_valid=with_test)
+                           implicit_include_valid=with_test, user_day=variant in DAY_VARIANTS)
     else:
         model = BayesianMF(**params, implicit=user_side, implicit_items=item_side,
                            implicit_include_valid=with_test)
@@ -188,7 +210,8 @@ def run_cfrec(variant: str, train: Any, test: Any, params: dict[str, Any]) -> di
     model.fit(train, test if with_test else None)
     fit_s, fit_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     t0 = time.perf_counter()
-    pred = model.predict(test.raw_users(), test.raw_items())
+    pred = (model.predict_at(test.raw_users(), test.raw_items(), test.timestamps).ratings
+            if variant in DAY_VARIANTS else model.predict(test.raw_users(), test.raw_items()))
     predict_s = time.perf_counter() - t0
     rmse, mae = _rmse_mae(test.ratings, pred)
     seconds = [r["seconds"] for r in model.history_]

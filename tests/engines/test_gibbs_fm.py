@@ -89,3 +89,47 @@ def test_same_seed_same_chain() -> None:
         b.sweep()
     np.testing.assert_array_equal(a.e, b.e)
     np.testing.assert_array_equal(a.users.v, b.users.v)
+
+
+def test_a_context_block_keeps_exact_residuals_and_matches_a_brute_force_fm() -> None:
+    """A third block whose entity is per rating (a user's day, say): the residuals kept
+    incrementally stay exact and equal the textbook FM over the three blocks' columns."""
+    rng = np.random.default_rng(5)
+    n_u, n_i, n_c, n = 30, 25, 60, 700
+    u, i, c = rng.integers(0, n_u, n), rng.integers(0, n_i, n), rng.integers(0, n_c, n)
+    y = rng.standard_normal(n)
+    ub = Block(sp.identity(n_u, format="csr"), np.zeros(n_u, int), 1, u, i, 3, 0.3, rng)
+    ib = Block(sp.identity(n_i, format="csr"), np.zeros(n_i, int), 1, i, u, 3, 0.3, rng)
+    cb = Block(sp.identity(n_c, format="csr"), np.zeros(n_c, int), 1, c, i, 3, 0.3, rng)
+    chain = FMChain(ub, ib, y, PRIORS, rng, context=cb)
+    for _ in range(10):
+        chain.sweep()
+    np.testing.assert_allclose(chain.e, y - chain.predict_all(), atol=1e-10)
+    x = sp.hstack([sp.csr_array(ub.mat)[u], sp.csr_array(ib.mat)[i], sp.csr_array(cb.mat)[c]]).toarray()
+    w = np.r_[ub.w, ib.w, cb.w]
+    v = np.vstack([ub.v.T, ib.v.T, cb.v.T])
+    xv = x @ v
+    fm = chain.w0 + x @ w + 0.5 * ((xv ** 2).sum(1) - ((x ** 2) @ (v ** 2)).sum(1))
+    np.testing.assert_allclose(fm, chain.predict_all(), atol=1e-10)
+    assert np.abs(cb.w).max() > 0 and np.abs(cb.v).max() > 0  # the context's columns were drawn
+
+
+def test_a_planted_context_effect_is_recovered() -> None:
+    """Ratings shifted by +-1 per context (a planted day effect) beside user and item effects:
+    the context block's biases recover it."""
+    rng = np.random.default_rng(7)
+    n_u, n_i, n_c, n = 80, 60, 40, 5000
+    u, i, c = rng.integers(0, n_u, n), rng.integers(0, n_i, n), rng.integers(0, n_c, n)
+    shift = np.where(np.arange(n_c) % 2 == 0, 1.0, -1.0)
+    y = 0.5 * rng.standard_normal(n_u)[u] + 0.5 * rng.standard_normal(n_i)[i] + shift[c] + 0.1 * rng.standard_normal(n)
+    ub = Block(sp.identity(n_u, format="csr"), np.zeros(n_u, int), 1, u, i, 2, 0.1, rng)
+    ib = Block(sp.identity(n_i, format="csr"), np.zeros(n_i, int), 1, i, u, 2, 0.1, rng)
+    cb = Block(sp.identity(n_c, format="csr"), np.zeros(n_c, int), 1, c, i, 2, 0.1, rng)
+    chain = FMChain(ub, ib, y - y.mean(), PRIORS, rng, context=cb)
+    got = []
+    for sweep in range(60):
+        chain.sweep()
+        if sweep >= 20:
+            got.append(cb.bias())
+    est = np.mean(got, axis=0)
+    np.testing.assert_allclose(est - est.mean(), shift - shift.mean(), atol=0.1)

@@ -242,3 +242,52 @@ def test_ml100k_u1_with_release_features(ml100k_dir: Path) -> None:
     model = BayesianFM(n_sweeps=40, burn_in=10, seed=0).fit(split.train)
     pred = model.predict(split.test.raw_users(), split.test.raw_items())
     assert float(np.sqrt(np.mean((pred - split.test.ratings) ** 2))) < 0.91
+
+
+def day_ratings(seed: int = 0, n_users: int = 60, n_items: int = 50, n: int = 4000) -> Interactions:
+    """Ratings with a planted (user, day) effect: each user rates on three days, one of them
+    its bad day (ratings 1.2 lower), besides user and item effects (noise 0.2)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    u, i, d = rng.integers(0, n_users, n), rng.integers(0, n_items, n), rng.integers(0, 3, n)
+    bad = rng.integers(0, 3, n_users)
+    r = 3.2 + 0.5 * rng.standard_normal(n_users)[u] + 0.5 * rng.standard_normal(n_items)[i]
+    r = np.clip(r - 1.2 * (d == bad[u]) + 0.2 * rng.standard_normal(n), 1, 5)
+    ts = 1_700_000_000 + d * 86400 * 3 + rng.integers(0, 3600, n)
+    frame = pd.DataFrame({"user_id": u, "item_id": i, "rating": r.astype(np.float32), "timestamp": ts})
+    return Interactions.from_frame(frame.drop_duplicates(["user_id", "item_id"]), rating_scale=(1.0, 5.0))
+
+
+def test_user_day_learns_a_planted_day_effect(tmp_path: Path) -> None:
+    data = day_ratings()
+    rng = np.random.default_rng(0)
+    test = rng.random(len(data)) < 0.2
+    train, held = data.subset(~test), data.subset(test)
+    kwargs = dict(n_factors=2, n_sweeps=60, burn_in=20, max_samples=20, seed=0)
+    model = BayesianFM(**kwargs, user_day=True).fit(train)
+    users, items = held.raw_users(), held.raw_items()
+
+    def rmse(pred: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((pred - held.ratings) ** 2)))
+
+    at = model.predict_at(users, items, held.timestamps)
+    assert model.uses_timestamps and len(model.day_users_) == len(np.unique(
+        np.c_[train.users, train.timestamps // 86400], axis=0))
+    assert rmse(at.ratings) < 0.35 < rmse(model.predict(users, items))  # the day terms carry the effect
+    np.testing.assert_array_equal(at.fallback, model.predict_detailed(users, items).fallback)
+    # a day the user has no training rating on, and a model without user_day: no day terms
+    later = held.timestamps + 400 * 86400
+    np.testing.assert_array_equal(model.predict_at(users, items, later).ratings, model.predict(users, items))
+    plain = BayesianFM(**kwargs).fit(train)
+    assert not plain.uses_timestamps
+    np.testing.assert_array_equal(plain.predict_at(users, items, held.timestamps).ratings,
+                                  plain.predict(users, items))
+    loaded = BayesianFM.load(model.save(tmp_path / "day"))
+    np.testing.assert_array_equal(loaded.predict_at(users, items, held.timestamps).ratings, at.ratings)
+    with pytest.raises(ValueError, match="timestamps"):
+        model.predict_at(users, items, held.timestamps[:3])
+    # the evaluation protocols give the model the test ratings' timestamps
+    from cfrec.evaluation import evaluate
+
+    assert evaluate(model, held, metrics=["rmse"])["rmse"] == pytest.approx(rmse(at.ratings), rel=1e-5)

@@ -165,7 +165,11 @@ class Block:
 
 @dataclass
 class FMChain:
-    """State and one sweep of the two-block FM sampler; ``e`` holds the residual of every rating."""
+    """State and one sweep of the block FM sampler; ``e`` holds the residual of every rating.
+
+    ``context`` is an optional third block whose entity is a property of the rating itself (a
+    user's day of rating, say): its columns interact with both sides' columns as every FM
+    column does, so ``y_n = w_0 + b_u + b_i + b_c + a_u . a_i + a_u . a_c + a_i . a_c``."""
 
     users: Block
     items: Block
@@ -174,17 +178,23 @@ class FMChain:
     rng: np.random.Generator
     w0: float = 0.0
     alpha: float = 1.0
+    context: Block | None = None
 
     def __post_init__(self) -> None:
+        self.blocks = [self.users, self.items] + ([] if self.context is None else [self.context])
         self.e = self.y - self.predict_all()
         self.k = self.users.v.shape[0]
+        self._rating_pos = np.arange(len(self.y), dtype=np.int64)
 
     def predict_all(self) -> np.ndarray:
-        u, i = self.users, self.items
-        out = self.w0 + u.bias()[u.ent] + i.bias()[i.ent]
-        for f in range(u.a.shape[0]):
-            out += u.a[f][u.ent] * i.a[f][i.ent]
-        return out
+        out = self.w0 + self.users.bias()[self.users.ent] + self.items.bias()[self.items.ent]
+        if self.context is not None:
+            out += self.context.bias()[self.context.ent]
+        for f in range(self.users.a.shape[0]):
+            for j, b in enumerate(self.blocks):
+                for o in self.blocks[j + 1:]:
+                    out += b.a[f][b.ent] * o.a[f][o.ent]
+        return np.asarray(out)
 
     def sweep(self) -> None:
         pr, rng = self.priors, self.rng
@@ -194,13 +204,13 @@ class FMChain:
         w0 = self.alpha * (float(self.e.sum()) + n * self.w0) / prec + float(rng.standard_normal()) / np.sqrt(prec)
         self.e -= w0 - self.w0
         self.w0 = w0
-        for block in (self.users, self.items):
+        for block in self.blocks:
             block.draw_hyper(pr, rng)
-        for block in (self.users, self.items):
+        for block in self.blocks:
             self._linear(block)
         for f in range(self.k):
-            for block, other in ((self.users, self.items), (self.items, self.users)):
-                self._factor(block, other, f)
+            for block in self.blocks:
+                self._factor(block, f)
 
     def _linear(self, b: Block) -> None:
         s_e = np.bincount(b.ent, self.e, b.shape[0])
@@ -210,16 +220,20 @@ class FMChain:
                         unused, b.cnt, b.mu_w, b.lam_w, self.alpha, self.rng.standard_normal(b.shape[1]), True)
         self.e -= (b.lin - old)[b.ent]
 
-    def _factor(self, b: Block, other: Block, f: int) -> None:
-        c = other.a[f]
-        s_e, s_ce, s_c, s_c2 = entity_sums(b.ptr, b.pos, other.ent, self.e, c)
+    def _factor(self, b: Block, f: int) -> None:
+        others = [o for o in self.blocks if o is not b]
+        if len(others) == 1:  # two blocks: the other side's coordinate, looked up per rating
+            c, at = others[0].a[f], others[0].ent
+        else:  # the sum of the other blocks' coordinates at each rating
+            c, at = sum(o.a[f][o.ent] for o in others), self._rating_pos
+        s_e, s_ce, s_c, s_c2 = entity_sums(b.ptr, b.pos, at, self.e, c)
         a_old, sq_old = b.a[f].copy(), b.sq[f].copy()
         coordinate_step(b.col_ptr, b.col_rows, b.col_vals, b.groups, b.v[f], b.a[f], b.sq[f], s_e, s_ce, s_c,
                         s_c2, b.cnt, b.mu_v[:, f], b.lam_v[:, f], self.alpha, self.rng.standard_normal(b.shape[1]),
                         False)
         d_a = b.a[f] - a_old
         d_self = 0.5 * ((b.a[f] ** 2 - b.sq[f]) - (a_old ** 2 - sq_old))
-        self.e -= d_a[b.ent] * c[other.ent] + d_self[b.ent]
+        self.e -= d_a[b.ent] * c[at] + d_self[b.ent]
 
 
 def entity_terms(mat: sp.csr_array, w: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -225,7 +225,9 @@ def evaluate_detailed(model: Recommender, test: Interactions, *, train: Interact
     t0 = time.perf_counter()
     need_rating = any(n in RATING_METRICS for n in names)
     if need_rating:
-        pred = predict_pairs(model, test.raw_users(), test.raw_items())
+        # a model whose predictions use the time of the rating (BayesianFM's user_day) gets it
+        times = test.timestamps if getattr(model, "uses_timestamps", False) else None
+        pred = predict_pairs(model, test.raw_users(), test.raw_items(), timestamps=times)
     predict_seconds = time.perf_counter() - t0
     if need_rating:  # a model whose predictions are not rating estimates gets n/a (NaN), not an error
         if "rmse" in names:
@@ -246,20 +248,29 @@ def evaluate_detailed(model: Recommender, test: Interactions, *, train: Interact
 
 
 def predict_pairs(model: Recommender, users: np.ndarray, items: np.ndarray,
-                  chunk: int | None = None) -> Prediction:
+                  chunk: int | None = None, timestamps: np.ndarray | None = None) -> Prediction:
     """``model.predict_detailed(users, items)`` for equal-length raw id arrays, ``chunk`` pairs at a
     time (default :data:`PREDICT_CHUNK`), so that the model's per-pair working arrays never exceed
-    one chunk (the same values)."""
+    one chunk (the same values). With ``timestamps`` (one per pair), ``model.predict_at`` instead:
+    for a model whose ``uses_timestamps`` is true."""
     chunk = PREDICT_CHUNK if chunk is None else chunk
     n = len(users)
+
+    def part(sl: slice) -> Prediction:
+        if timestamps is not None:
+            timed: Any = model  # a model that uses_timestamps has predict_at
+            out: Prediction = timed.predict_at(users[sl], items[sl], timestamps[sl])
+            return out
+        return model.predict_detailed(users[sl], items[sl])
+
     if n <= chunk:
-        return model.predict_detailed(users, items)
+        return part(slice(0, n))
     ratings = np.empty(n, dtype=np.float32)
     fallback = np.empty(n, dtype=np.int8)
     for start in range(0, n, chunk):
-        part = model.predict_detailed(users[start:start + chunk], items[start:start + chunk])
-        ratings[start:start + chunk] = part.ratings
-        fallback[start:start + chunk] = part.fallback
+        got = part(slice(start, start + chunk))
+        ratings[start:start + chunk] = got.ratings
+        fallback[start:start + chunk] = got.fallback
     return Prediction(ratings, fallback)
 
 

@@ -37,6 +37,17 @@ expected terms of the columns it lacks (its id and rated set, :class:`MissingTer
 kept sample: :meth:`BayesianFM.predict` scores it from its features, not from the global mean,
 and :meth:`BayesianFM.fold_in_item` adds such items. :meth:`BayesianFM.fold_in` places a new
 user from features, a few ratings (and their rated set), or both.
+
+Time of rating
+--------------
+With ``user_day`` every (user, UTC day) pair of the training ratings is a column of a third,
+per-rating context block (Koren's day-specific user effect, in FM form): a bias and a vector per
+day a user rated on, interacting with the user's and the item's columns. People rate in
+sessions, and a session's mood and the films picked for it are shared by its ratings, so a rating
+whose user rated other films that day is predicted better knowing that day
+(:meth:`BayesianFM.predict_at`, which the evaluation protocols call with the test ratings'
+timestamps). A user's typical day (its days' terms weighted by their ratings) is folded into the
+user's own terms, so predictions and rankings without a time are those of its average day.
 """
 
 from __future__ import annotations
@@ -148,6 +159,21 @@ class MissingTerms:
         return np.asarray(cho_solve(self.factor, self.x1w @ np.column_stack([bias, a])))
 
 
+_DAY_SECONDS = 86400
+_DAY_OFFSET = 1 << 31  # days are shifted into [0, 2^32) so that one int64 key holds (user, day)
+
+
+def day_keys(users: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """One int64 key per rating for its (user index, UTC day of the timestamp) pair."""
+    days = np.floor_divide(np.asarray(timestamps, dtype=np.int64), _DAY_SECONDS) + _DAY_OFFSET
+    return (np.asarray(users, dtype=np.int64) << 32) | days
+
+
+def split_day_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The user indices (int32) and days since 1970-01-01 (int64) of :func:`day_keys` keys."""
+    return (keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF) - _DAY_OFFSET
+
+
 def with_intercept(features: sp.csr_array | None, n: int) -> sp.csr_array:
     """``[1, features]`` (n, 1 + F) as CSR float64 (just the ones without features)."""
     ones = sp.csr_array(np.ones((n, 1)))
@@ -174,6 +200,12 @@ class BayesianFM(SampledFactorRecommender):
         (evenly thinned). Prediction cost and ``user_factors_`` width grow as ``max_samples * k``.
     user_features, item_features
         Use the data's user (item) side features when it has them.
+    user_day
+        Give each (user, UTC day of rating) pair of the training ratings a column of its own in a
+        third, per-rating block (a bias and a vector per day a user rated on, interacting with
+        the user's and the item's columns). :meth:`predict_at` (and the evaluation protocols)
+        add a known (user, day)'s terms given the ratings' timestamps; without them, or on a day
+        the user has no training rating, a user is scored as on its typical day.
     implicit
         Give each user the normalised set of items it rated in training (myFM's implicit features).
     implicit_items
@@ -212,12 +244,18 @@ class BayesianFM(SampledFactorRecommender):
         Per kept sample, the map from ``[1, features]`` to the expected ``[bias, vector]`` of
         the id and rated-set columns a new user (item) lacks (S, 1 + F, 1 + k): see
         :class:`MissingTerms`.
+    day_users_, day_days_, day_bias_, day_factors_
+        With ``user_day``: each (user, day) column's user index and day (days since 1970-01-01,
+        UTC), sorted by both; its posterior-mean bias (with its user interaction) and its
+        concatenated scaled kept vectors (n_days, S*k), both as differences from the user's
+        typical day, which the user's own ``user_bias_``/``user_factors_`` hold.
     """
 
     name = "bfm"
 
     user_features: bool = True
     item_features: bool = True
+    user_day: bool = False
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: Interactions, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
@@ -243,7 +281,13 @@ class BayesianFM(SampledFactorRecommender):
         ub = Block(u_mat, u_group_ids, n_ug, users, items, k, float(self.init_std), init_rng)
         ib = Block(i_mat, i_group_ids, n_ig, items, users, k, float(self.init_std), init_rng)
         priors = Priors(float(self.alpha_0), float(self.beta_0), float(self.gamma_0), float(self.reg_0))
-        chain = FMChain(ub, ib, y, priors, np.random.default_rng(seeds[1]))
+        context = None
+        if self.user_day:
+            keys, day_of = np.unique(day_keys(users, train.timestamps), return_inverse=True)
+            self.day_users_, self.day_days_ = split_day_keys(keys)
+            context = Block(sp.csr_array(sp.identity(len(keys), dtype=np.float64)), np.zeros(len(keys), np.int64),
+                            1, day_of.astype(np.int64), items, k, float(self.init_std), init_rng)
+        chain = FMChain(ub, ib, y, priors, np.random.default_rng(seeds[1]), context=context)
         self._run(chain, valid, on_epoch)
 
     def _run(self, chain: Any, valid: Interactions | None, on_epoch: EpochCallback | None) -> None:
@@ -262,14 +306,23 @@ class BayesianFM(SampledFactorRecommender):
         i_missing = MissingTerms(ib.mat[:, f_i:], ib.mat[:, :f_i] if f_i else None, ib.cnt)
         self.sample_user_missing_ = np.empty((samples.n, 1 + f_u, 1 + k), dtype=np.float32)
         self.sample_item_missing_ = np.empty((samples.n, 1 + f_i, 1 + k), dtype=np.float32)
+        cb = chain.context
+        day_samples = np.empty((0 if cb is None else cb.shape[0], samples.n * k), dtype=np.float32)
+        bd_sum = np.zeros(len(day_samples))
         if valid is not None:
             v_u, v_i = valid.users.astype(np.int64), valid.items.astype(np.int64)
+            v_d = np.full(len(v_u), -1, dtype=np.int64) if cb is None else self._day_index(v_u, valid.timestamps)
+            v_has_d = np.flatnonzero(v_d >= 0)
         kept_bias: tuple[np.ndarray, np.ndarray] | None = None
 
         def valid_pred() -> np.ndarray:
             bu, bi = kept_bias or (ub.bias(), ib.bias())
-            return (self.global_mean_ + chain.w0 + bu[v_u] + bi[v_i]
+            pred = (self.global_mean_ + chain.w0 + bu[v_u] + bi[v_i]
                     + np.einsum("kn,kn->n", ub.a[:, v_u], ib.a[:, v_i]))
+            if cb is not None and len(v_has_d):
+                j, d = v_has_d, v_d[v_has_d]
+                pred[j] += cb.bias()[d] + np.einsum("kn,kn->n", cb.a[:, d], ub.a[:, v_u[j]] + ib.a[:, v_i[j]])
+            return pred
 
         def sweep(sweep: int) -> dict[str, Any]:
             nonlocal kept_bias
@@ -284,13 +337,42 @@ class BayesianFM(SampledFactorRecommender):
                 self.sample_item_params_[slot] = np.column_stack([ib.w[i_keep], ib.v[:, i_keep].T])
                 self.sample_user_missing_[slot] = u_missing.fit(ub.w[f_u:], ub.v[:, f_u:].T)
                 self.sample_item_missing_[slot] = i_missing.fit(ib.w[f_i:], ib.v[:, f_i:].T)
+                if cb is not None:
+                    day_samples[:, slot * k:(slot + 1) * k] = cb.a.T
+                    bd_sum[:] += cb.bias()
             record = samples.record(sweep, float(chain.e @ chain.e), len(chain.e), chain.alpha)
             if valid is not None:
                 record["valid_rmse"] = samples.validate(sweep, slot, valid_pred)
             return record
 
         self.history_.extend(Trainer("BayesianFM", n_sweeps, on_epoch).run(sweep))
+        if cb is not None:  # every user's typical day goes into its own terms (predictions without time)
+            samples.bu_sum += self._typical_day(cb.cnt, bd_sum / samples.n, samples.user_samples, day_samples) * samples.n
         samples.finish()
+        if cb is not None:
+            day_samples *= np.float32(1.0 / math.sqrt(samples.n))
+            self.day_factors_ = day_samples
+
+    def _typical_day(self, counts: np.ndarray, day_bias: np.ndarray, user_samples: np.ndarray,
+                     day_samples: np.ndarray) -> np.ndarray:
+        """Move each user's typical day (the mean of its days' terms, weighted by their training
+        ratings) into its own vectors; leave each day the difference from it (``day_bias_``,
+        ``day_samples`` in place). Returns the users' typical-day bias (to add to theirs).
+
+        A day ``d`` of user ``u`` adds ``b_d + a_u . a_d + a_i . a_d`` to a rating (per sample):
+        the typical day's ``a_i . mean(a_d)`` becomes part of the user's vector, the rest part of
+        its bias, so predictions without a time are those of the user's average rating day."""
+        n_u, s_n = user_samples.shape[0], day_samples.shape[1] // int(self.n_factors)
+        du = self.day_users_.astype(np.int64)
+        own = day_bias + np.einsum("ij,ij->i", user_samples[du], day_samples) / s_n  # b_d + a_u . a_d
+        weight = counts / np.maximum(np.bincount(du, counts, n_u), 1.0)[du]
+        typical_bias = np.bincount(du, weight * own, n_u)
+        typical_vec = np.zeros_like(user_samples)
+        np.add.at(typical_vec, du, weight[:, None] * day_samples)
+        self.day_bias_ = (own - typical_bias[du]).astype(np.float32)
+        day_samples -= typical_vec[du]
+        user_samples += typical_vec
+        return typical_bias
 
     # ------------------------------------------------------------------ scoring
     def _new_sample_terms(self, rows: sp.csr_array, user_side: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -329,6 +411,55 @@ class BayesianFM(SampledFactorRecommender):
                 vec[miss[has]] = self._scaled(a)
                 from_features[miss[has]] = True
         return bias, vec, from_features
+
+    @property
+    def uses_timestamps(self) -> bool:
+        """Whether predictions improve with the ratings' timestamps (``user_day``)."""
+        return bool(self.user_day)
+
+    def _day_index(self, u_idx: np.ndarray, timestamps: Any) -> np.ndarray:
+        """The (user, day) column of each (user index, timestamp) pair, -1 where the model has
+        none (an unknown user, a day without training ratings, or no ``user_day``)."""
+        out = np.full(len(u_idx), -1, dtype=np.int64)
+        if not self.user_day or not len(self.day_users_):
+            return out
+        ts = np.asarray(timestamps)
+        if ts.shape != (len(u_idx),) and ts.ndim:
+            raise ValueError(f"timestamps ({ts.shape[0]}) and the pairs ({len(u_idx)}) differ in length")
+        ts = np.broadcast_to(ts, (len(u_idx),))
+        if not np.issubdtype(ts.dtype, np.integer):
+            raise ValueError(f"timestamps must be integer Unix seconds, got dtype {ts.dtype}")
+        known = u_idx >= 0
+        keys = day_keys(np.where(known, u_idx, 0), ts)
+        table = day_keys(self.day_users_, self.day_days_ * _DAY_SECONDS)
+        pos = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+        hit = known & (table[pos] == keys)
+        out[hit] = pos[hit]
+        return out
+
+    def predict_at(self, users: Any, items: Any, timestamps: Any) -> Prediction:
+        """:meth:`predict_detailed` of pairs rated at ``timestamps`` (Unix seconds, one per pair
+        or one for all): a model fitted with ``user_day`` adds the (user, day) terms where that
+        user rated on that day in training; otherwise the same as :meth:`predict_detailed`."""
+        pred = self.predict_detailed(users, items)
+        if not self.user_day or isinstance(users, FoldedUser):
+            return pred
+        items_arr = np.atleast_1d(np.asarray(items))
+        users_arr = np.atleast_1d(np.asarray(users))
+        if users_arr.shape[0] != items_arr.shape[0]:
+            users_arr = np.full(len(items_arr), users_arr.reshape(-1)[0], dtype=users_arr.dtype)
+        u_idx = self.user_map_.to_index(users_arr, missing="-1").astype(np.int64)
+        i_idx = self.item_map_.to_index(items_arr, missing="-1").astype(np.int64)
+        d_idx = self._day_index(u_idx, timestamps)
+        hit = np.flatnonzero((d_idx >= 0) & (i_idx >= 0))
+        if not len(hit):
+            return pred
+        u, i, d = u_idx[hit], i_idx[hit], d_idx[hit]
+        score = (self._score_pairs(u, i).astype(np.float64) + self.day_bias_[d]
+                 + np.einsum("ij,ij->i", self.day_factors_[d], self.item_factors_[i]))
+        out = pred.ratings.copy()
+        out[hit] = self._clip(np.asarray(score, dtype=np.float32))
+        return Prediction(out, pred.fallback)
 
     def predict_detailed(self, users: Any, items: Any) -> Prediction:
         """:meth:`~cfrec.models.base.Recommender.predict_detailed`, except that a user or item
@@ -529,6 +660,11 @@ class BayesianFM(SampledFactorRecommender):
                       "sample_item_params": self.sample_item_params_.astype(np.float32),
                       "sample_user_missing": self.sample_user_missing_.astype(np.float32),
                       "sample_item_missing": self.sample_item_missing_.astype(np.float32)})
+        if self.user_day:
+            state.update({"day_users": self.day_users_.astype(np.int32),
+                          "day_days": self.day_days_.astype(np.int64),
+                          "day_bias": self.day_bias_.astype(np.float32),
+                          "day_factors": self.day_factors_.astype(np.float32)})
         for prefix, feats in (("user_features", self.user_features_), ("item_features", self.item_features_)):
             if feats is not None:
                 state.update(feats.to_state(prefix)[0])
@@ -547,6 +683,9 @@ class BayesianFM(SampledFactorRecommender):
             self.sample_item_params_ = arrays["sample_item_params"]
             self.sample_user_missing_ = arrays["sample_user_missing"]
             self.sample_item_missing_ = arrays["sample_item_missing"]
+            if self.user_day:
+                self.day_users_, self.day_days_ = arrays["day_users"], arrays["day_days"]
+                self.day_bias_, self.day_factors_ = arrays["day_bias"], arrays["day_factors"]
             feats: dict[str, Features | None] = {}
             for prefix in ("user_features", "item_features"):
                 info = meta.get(prefix)
@@ -557,9 +696,14 @@ class BayesianFM(SampledFactorRecommender):
         n_i, k, s = len(self.item_map_), int(self.n_factors), len(self.sample_global_)
         f_u = 0 if self.user_features_ is None else self.user_features_.n_features
         f_i = 0 if self.item_features_ is None else self.item_features_.n_features
-        self._check_shapes({
+        shapes = {
             "sample_user_params": (self.sample_user_params_.shape, (s, f_u + (n_i if self.implicit else 0), 1 + k)),
             "sample_item_params": (self.sample_item_params_.shape, (s, f_i, 1 + k)),
             "sample_user_missing": (self.sample_user_missing_.shape, (s, 1 + f_u, 1 + k)),
             "sample_item_missing": (self.sample_item_missing_.shape, (s, 1 + f_i, 1 + k)),
-        })
+        }
+        if self.user_day:
+            n_d = len(self.day_users_)
+            shapes.update({"day_days": (self.day_days_.shape, (n_d,)), "day_bias": (self.day_bias_.shape, (n_d,)),
+                           "day_factors": (self.day_factors_.shape, (n_d, s * k))})
+        self._check_shapes(shapes)
