@@ -281,6 +281,8 @@ def test_user_day_learns_a_planted_day_effect(tmp_path: Path) -> None:
     np.testing.assert_array_equal(model.predict_at(users, items, later).ratings, model.predict(users, items))
     plain = BayesianFM(**kwargs).fit(train)
     assert not plain.uses_timestamps
+    # without a time, a user's typical day stands in: about the plain model's predictions
+    assert abs(rmse(model.predict(users, items)) - rmse(plain.predict(users, items))) < 0.03
     np.testing.assert_array_equal(plain.predict_at(users, items, held.timestamps).ratings,
                                   plain.predict(users, items))
     loaded = BayesianFM.load(model.save(tmp_path / "day"))
