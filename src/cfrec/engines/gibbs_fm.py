@@ -23,6 +23,10 @@ ratings of ``e_n``, ``a_if e_n``, ``a_if`` and ``a_if^2``; they are formed once 
 dimension) and then kept current in ``O(1)`` per touched user as the column's draw changes
 ``y_n``. Residuals ``e_n`` are brought up to date once per (side, dimension) from the change of
 the entity terms.
+
+An optional third *context* block holds entities that belong to the rating itself (a user's day
+of rating): its columns interact with both sides' as every FM column does, and a column's
+conditional then uses, per rating, the sum of the other blocks' coordinates.
 """
 
 from __future__ import annotations
