@@ -696,7 +696,7 @@ class BayesianFM(SampledFactorRecommender):
         n_i, k, s = len(self.item_map_), int(self.n_factors), len(self.sample_global_)
         f_u = 0 if self.user_features_ is None else self.user_features_.n_features
         f_i = 0 if self.item_features_ is None else self.item_features_.n_features
-        shapes = {
+        shapes: dict[str, tuple[Any, tuple[int, ...]]] = {
             "sample_user_params": (self.sample_user_params_.shape, (s, f_u + (n_i if self.implicit else 0), 1 + k)),
             "sample_item_params": (self.sample_item_params_.shape, (s, f_i, 1 + k)),
             "sample_user_missing": (self.sample_user_missing_.shape, (s, 1 + f_u, 1 + k)),
