@@ -64,27 +64,33 @@ def stable_key_order(keys: np.ndarray, n_keys: int) -> np.ndarray:  # pragma: no
     return order
 
 
-@_jit(fastmath=False)
+@_jit(fastmath=True)
 def funk_slice(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, p: np.ndarray,
                q: np.ndarray, bu: np.ndarray, bi: np.ndarray, mu: float, lr: float, reg: float,
                bias_reg: float) -> float:  # pragma: no cover - compiled; tested through fit
     """Per-rating SGD over the ratings in order, in place; returns their squared error sum
-    (each error taken before its own move)."""
+    (each error taken before its own move).
+
+    Float32 arithmetic throughout (the tables' type) with fastmath, so the dot product and the
+    row moves are vectorised: 3-4x faster than float64 scalar arithmetic at 128 factors, the
+    results differing in the last bits only."""
     k = p.shape[1]
+    f32 = np.float32
+    rate, lam, bias_lam, mean = f32(lr), f32(reg), f32(bias_reg), f32(mu)
     sse = 0.0
     for n in range(len(users)):
         u, i = users[n], items[n]
-        dot = 0.0
+        dot = f32(0.0)
         for f in range(k):
             dot += p[u, f] * q[i, f]
-        e = mu + bu[u] + bi[i] + dot - ratings[n]
-        sse += e * e
-        bu[u] -= lr * (e + bias_reg * bu[u])
-        bi[i] -= lr * (e + bias_reg * bi[i])
+        e = mean + bu[u] + bi[i] + dot - ratings[n]
+        sse += float(e * e)
+        bu[u] -= rate * (e + bias_lam * bu[u])
+        bi[i] -= rate * (e + bias_lam * bi[i])
         for f in range(k):
             pf, qf = p[u, f], q[i, f]
-            p[u, f] = pf - lr * (e * qf + reg * pf)
-            q[i, f] = qf - lr * (e * pf + reg * qf)
+            p[u, f] = pf - rate * (e * qf + lam * pf)
+            q[i, f] = qf - rate * (e * pf + lam * qf)
     return sse
 
 
@@ -478,3 +484,23 @@ def row_fingerprints(users: np.ndarray, items: np.ndarray, user_new: np.ndarray,
         out[r] = h
     return out
 
+
+
+def warm_up() -> None:
+    """Load (or compile) every kernel of this module for the argument types the fits pass, now.
+
+    A process pays numba's start (importing it, then setting up its compiler on the first
+    kernel loaded) once, about a second or two of CPU, and each kernel's load from the disk
+    cache once; a fit that meets them first counts them in its set-up. Call this where that
+    should be paid up front (a service's start, a benchmark that times fits)."""
+    i32, i64, f32 = np.int32, np.int64, np.float32
+    none1, none2 = np.zeros(0, f32), np.zeros((0, 1), f32)
+    for keys in (np.zeros(0, i32), np.zeros(0, i64)):
+        stable_key_order(keys, 0)
+    funk_slice(np.zeros(0, i64), np.zeros(0, i64), none1, none2, none2, none1, none1, 0.0, 0.0, 0.0, 0.0)
+    ptr = np.zeros(1, i32)
+    for idx in (np.zeros(0, i32), np.zeros(0, i64)):
+        cg_chunk_products(ptr, idx, none1, none1, none2, none2, 0, True, True, none2)
+        cg_rows_half_step(ptr, idx, none1, none1, none2, none2, 0, np.zeros((0, 0), f32), none2, 1, none2)
+    row_fingerprints(np.zeros(0, i32), np.zeros(0, i32), np.zeros(0, i64), np.zeros(0, i64), np.zeros(0, np.uint64),
+                     np.zeros(0, np.uint32), np.zeros(0, np.uint32), False)
