@@ -88,9 +88,12 @@ def cg_chunk_size(nnz: int) -> int:
     return int(min(max(nnz // CG_CHUNKS, CG_CHUNK_MIN), CG_CHUNK_MAX))
 
 
-#: Ratings from which a layout's order is found by a compiled counting sort (one pass) rather
-#: than numpy's stable sort (the same order; the sort costs a second or more at 10M ratings).
-COUNTING_SORT_MIN = 1 << 16
+#: Ratings from which the CPU engine runs its compiled kernels (and a layout's order is found by
+#: a compiled counting sort, one pass, rather than numpy's stable sort: the same order; the sort
+#: costs a second or more at 10M ratings). Below it numpy, scipy and torch compute the same
+#: values: a process's first compiled kernel costs one to two seconds of CPU to load (numba's
+#: start), several times a whole fit on ML-100K, where the compiled products save a few percent.
+COUNTING_SORT_MIN = CG_COMPILED_MIN = 1 << 18
 
 
 def _csr_layout(
@@ -277,7 +280,9 @@ class NumpyCG(_CGProducts[np.ndarray]):
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         self.n_workers = max(1, min(pool_threads(threads), len(self.chunks)))
-        products, half_step = _compiled_products(), _compiled_half_step()
+        #: whether the compiled kernels run (by size, see CG_COMPILED_MIN)
+        self.compiled = len(order) >= CG_COMPILED_MIN
+        products, half_step = (_compiled_products(), _compiled_half_step()) if self.compiled else (None, None)
         if products is not None and half_step is not None:  # loaded (or compiled) in the set-up
             none, ptr = np.zeros((0, int(width)), dtype=np.float32), np.zeros(1, np.int32)
             products(ptr, self.indices[:0], _NONE, _NONE, none, none, 0, True, True, none)
@@ -340,7 +345,7 @@ class NumpyCG(_CGProducts[np.ndarray]):
         """The user side's half-step, a compiled pass a chunk
         (:func:`cfrec.engines.compiled.cg_rows_half_step`); the item side's ratings are spread
         over every chunk of the user-major layout, so it runs step by step (None)."""
-        kernel = _compiled_half_step()
+        kernel = _compiled_half_step() if self.compiled else None
         if kernel is None or side.kind != "rows":
             return None
         f32 = np.float32
@@ -378,7 +383,7 @@ class NumpyCG(_CGProducts[np.ndarray]):
         fixed = np.ascontiguousarray(fixed, dtype=np.float32)
         by_rows = side.kind == "rows"
         out = np.empty((self.n_rows, v.shape[1]), dtype=np.float32) if by_rows else None
-        kernel = _compiled_products()
+        kernel = _compiled_products() if self.compiled else None
         # chunks computed ahead of the in-order sum; item-side parts in a ring of buffers (chunk
         # j reuses the buffer of chunk j - in_flight, whose part has been added by then)
         part_bytes = 4 * self.n_cols * v.shape[1]
