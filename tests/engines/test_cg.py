@@ -386,3 +386,25 @@ def test_compiled_kernels_only_from_their_size(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(solvers, "CG_COMPILED_MIN", len(rows))
     assert numpy_engine(rows, cols, 100, 40, 4, threads=1, chunk=None).compiled
     assert calls
+
+
+def test_ratings_in_row_order_are_the_layout_itself() -> None:
+    """Ratings that come sorted by row are used as they are (no gathered copies, ``take`` gives
+    the array back); shuffled ones are gathered; both give the same products."""
+    rows, cols, r = ratings(120, 50, 0.2, seed=6)  # shuffled
+    by_row = np.argsort(rows, kind="stable")
+    rows, cols, r = rows[by_row], cols[by_row], r[by_row]
+    perm = np.random.default_rng(1).permutation(len(rows))
+    v = np.random.default_rng(2).normal(size=(120, 5)).astype(np.float32)
+    fixed = np.random.default_rng(3).normal(size=(50, 5)).astype(np.float32)
+    out = []
+    for a, b, w in ((rows, cols, r), (rows[perm], cols[perm], r[perm])):
+        engine = numpy_engine(a, b, 120, 50, 5)
+        side = engine.user_side
+        assert side.in_order == (a is rows) and engine.item_side.in_order == side.in_order
+        taken = side.take(w)
+        assert (taken is w) == side.in_order
+        np.testing.assert_array_equal(taken, w[side.order])
+        with engine:
+            out.append(engine.residual(side, v, fixed, None, taken)[0])
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-5, atol=1e-5)

@@ -67,6 +67,13 @@ class CGSide:
     counts: np.ndarray  # float32 (n_rows,): ratings per row
     order: np.ndarray  # int32 or int64 (nnz,)
     other: np.ndarray  # int32 or int64 (nnz,)
+    #: ``order`` is ``0, 1, ...`` (the ratings came in the layout's order): :meth:`take` copies nothing
+    in_order: bool = False
+
+    def take(self, values: np.ndarray) -> np.ndarray:
+        """Per-rating ``values`` (in the order of the arrays the engine was built from) in this
+        side's rating order: the array itself when that is the same order, else a gathered copy."""
+        return values if self.in_order else values[self.order]
 
 
 def cg_chunk_bounds(indptr: np.ndarray, target: int) -> np.ndarray:
@@ -96,12 +103,21 @@ def cg_chunk_size(nnz: int) -> int:
 COUNTING_SORT_MIN = CG_COMPILED_MIN = 1 << 18
 
 
+def _rows_sorted(rows: np.ndarray) -> bool:
+    """Whether ``rows`` never decrease (the ratings already in the CSR layout's order)."""
+    return bool(np.all(rows[1:] >= rows[:-1]))
+
+
 def _csr_layout(
-    rows: np.ndarray, cols: np.ndarray, n_rows: int
+    rows: np.ndarray, cols: np.ndarray, n_rows: int, in_order: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(order, counts, indptr)`` of the CSR layout of ``rows`` (stable within a row); ``order``
-    is int32 when the ratings fit (half the memory of numpy's int64 argsort)."""
-    if len(rows) >= COUNTING_SORT_MIN:  # the same stable order by counting: O(n), not a sort
+    is int32 when the ratings fit (half the memory of numpy's int64 argsort), and ``0, 1, ...``
+    when the rows come sorted (as files and splits of them usually do: one pass finds it;
+    ``in_order`` when the caller knows)."""
+    if _rows_sorted(rows) if in_order is None else in_order:
+        order = np.arange(len(rows), dtype=_index_dtype(len(rows)))
+    elif len(rows) >= COUNTING_SORT_MIN:  # the same stable order by counting: O(n), not a sort
         try:
             from cfrec.engines.compiled import stable_key_order
         except ImportError:  # pragma: no cover - numba is a dependency
@@ -261,16 +277,18 @@ class NumpyCG(_CGProducts[np.ndarray]):
                  threads: int | None = None, chunk: int | None = None) -> None:
         rows = np.asarray(rows)
         cols = np.asarray(cols)
-        order, counts, indptr = _csr_layout(rows, cols, n_rows)
+        # ratings already in row order: the input arrays are the layout (no copies)
+        in_order = _rows_sorted(rows)
+        order, counts, indptr = _csr_layout(rows, cols, n_rows, in_order)
         self.xp = NumpyArrays()
         self.n_rows, self.n_cols = int(n_rows), int(n_cols)
-        self.indices = cols[order].astype(_index_dtype(n_cols), copy=False)
-        row_of = rows[order].astype(_index_dtype(n_rows), copy=False)
+        self.indices = (cols if in_order else cols[order]).astype(_index_dtype(n_cols), copy=False)
+        row_of = (rows if in_order else rows[order]).astype(_index_dtype(n_rows), copy=False)
         col_counts = np.bincount(cols, minlength=n_cols).astype(np.float32)
         self.user_side = CGSide(
-            "rows", 0, self.n_rows, counts.astype(np.float32), order, self.indices
+            "rows", 0, self.n_rows, counts.astype(np.float32), order, self.indices, in_order
         )
-        self.item_side = CGSide("cols", 0, self.n_cols, col_counts, order, row_of)
+        self.item_side = CGSide("cols", 0, self.n_cols, col_counts, order, row_of, in_order)
         size = int(chunk) if chunk is not None else cg_chunk_size(len(order))
         bounds = cg_chunk_bounds(indptr, size)
         longest = int(np.diff(indptr[bounds]).max(initial=0))

@@ -486,6 +486,33 @@ def row_fingerprints(users: np.ndarray, items: np.ndarray, user_new: np.ndarray,
 
 
 
+@_jit(fastmath=False)
+def weigh_rows(users: np.ndarray, items: np.ndarray, values: np.ndarray, idf: np.ndarray, lengths: np.ndarray,
+               bm25: bool, k1: float, b: float, mean_length: float,
+               out: np.ndarray) -> None:  # pragma: no cover - compiled; tested against numpy
+    """:func:`cfrec.engines.matrix.row_weighting`'s TF-IDF (``sqrt(v) idf_i``) or BM25 (``v (k1 +
+    1) / (k1 L_u + v) idf_i``) of every row into ``out`` (float32), in one pass with numpy's
+    float64 arithmetic in its order (the same values) and no per-row temporaries."""
+    for r in range(len(values)):
+        v = np.float64(values[r])
+        if bm25:
+            norm = (1.0 - b) + b * lengths[users[r]] / mean_length
+            denom = k1 * norm + v
+            out[r] = np.float32((v * (k1 + 1.0) / denom if denom > 0 else 0.0) * idf[items[r]])
+        else:
+            out[r] = np.float32(np.sqrt(v) * idf[items[r]])
+
+
+@_jit(fastmath=False)
+def row_sums(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndarray:  # pragma: no cover - compiled
+    """``np.bincount(rows, weights=values, minlength=n_rows)`` (float64 sums in the same order)
+    without its float64 copy of the values."""
+    out = np.zeros(n_rows, np.float64)
+    for r in range(len(rows)):
+        out[rows[r]] += np.float64(values[r])
+    return out
+
+
 def warm_up() -> None:
     """Load (or compile) every kernel of this module for the argument types the fits pass, now.
 
@@ -504,3 +531,6 @@ def warm_up() -> None:
         cg_rows_half_step(ptr, idx, none1, none1, none2, none2, 0, np.zeros((0, 0), f32), none2, 1, none2)
     row_fingerprints(np.zeros(0, i32), np.zeros(0, i32), np.zeros(0, i64), np.zeros(0, i64), np.zeros(0, np.uint64),
                      np.zeros(0, np.uint32), np.zeros(0, np.uint32), False)
+    f64 = np.zeros(0, np.float64)
+    weigh_rows(np.zeros(0, i32), np.zeros(0, i32), none1, f64, f64, True, 0.0, 0.0, 1.0, none1)
+    row_sums(np.zeros(0, i32), none1, 0)
