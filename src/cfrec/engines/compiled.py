@@ -513,6 +513,31 @@ def row_sums(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndarray:  
     return out
 
 
+@_jit(fastmath=False)
+def bias_sweeps(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, global_mean: float, n_users: int,
+                n_items: int, reg_user: float, reg_item: float,
+                iterations: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """:func:`cfrec.models._bias.fit_biases`'s alternating sweeps, each one pass over the ratings
+    with numpy's float64 arithmetic in its order (the same values) and no per-rating temporaries."""
+    n_u = np.zeros(n_users, np.float64)
+    n_i = np.zeros(n_items, np.float64)
+    for k in range(len(users)):
+        n_u[users[k]] += 1.0
+        n_i[items[k]] += 1.0
+    b_u = np.zeros(n_users, np.float64)
+    b_i = np.zeros(n_items, np.float64)
+    for _ in range(iterations):
+        s_i = np.zeros(n_items, np.float64)
+        for k in range(len(users)):
+            s_i[items[k]] += (np.float64(ratings[k]) - global_mean) - b_u[users[k]]
+        b_i = s_i / (reg_item + n_i)
+        s_u = np.zeros(n_users, np.float64)
+        for k in range(len(users)):
+            s_u[users[k]] += (np.float64(ratings[k]) - global_mean) - b_i[items[k]]
+        b_u = s_u / (reg_user + n_u)
+    return b_u, b_i
+
+
 def warm_up() -> None:
     """Load (or compile) every kernel of this module for the argument types the fits pass, now.
 
@@ -534,3 +559,4 @@ def warm_up() -> None:
     f64 = np.zeros(0, np.float64)
     weigh_rows(np.zeros(0, i32), np.zeros(0, i32), none1, f64, f64, True, 0.0, 0.0, 1.0, none1)
     row_sums(np.zeros(0, i32), none1, 0)
+    bias_sweeps(np.zeros(0, i32), np.zeros(0, i32), none1, 0.0, 0, 0, 1.0, 1.0, 1)
