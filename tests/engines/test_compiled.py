@@ -40,3 +40,20 @@ def test_compiled_bias_sweeps_give_numpys_biases(monkeypatch: pytest.MonkeyPatch
         assert a.dtype == np.float32
         np.testing.assert_array_equal(a, b)
     assert np.abs(compiled[1]).max() > 0.01 and compiled[0][40:].tolist() == [0.0, 0.0]
+
+
+def test_grouped_shuffle_keeps_keys_in_order_and_shuffles_within_them() -> None:
+    """Keys in increasing order, each key's rows a seeded permutation of them (every row once)."""
+    from cfrec.engines.compiled import grouped_shuffle
+
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 30, 5000).astype(np.int32)
+    order = grouped_shuffle(keys, 32, 7)
+    assert sorted(order.tolist()) == list(range(5000))
+    assert np.all(np.diff(keys[order]) >= 0)
+    assert np.array_equal(order, grouped_shuffle(keys, 32, 7))
+    other = grouped_shuffle(keys, 32, 8)
+    assert not np.array_equal(order, other) and np.array_equal(keys[order], keys[other])
+    stable = np.argsort(keys, kind="stable")
+    assert not np.array_equal(order, stable)  # shuffled within the keys, not the stable order
+    assert grouped_shuffle(np.zeros(0, np.int32), 0, 1).tolist() == []

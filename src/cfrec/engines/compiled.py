@@ -94,6 +94,33 @@ def funk_slice(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, p: np.
     return sse
 
 
+@_jit(fastmath=False)
+def grouped_shuffle(keys: np.ndarray, n_keys: int, seed: int) -> np.ndarray:  # pragma: no cover - compiled
+    """An order of the rows with keys (users) in increasing order and each key's rows in a
+    random order (Fisher-Yates within each key's run, drawn from a splitmix64 stream seeded by
+    ``seed``): a counting sort and one shuffle, O(rows), no global random state."""
+    order = stable_key_order(keys, n_keys)
+    start = np.zeros(n_keys + 1, np.int64)
+    for key in keys:
+        start[key + 1] += 1
+    for key in range(n_keys):
+        start[key + 1] += start[key]
+    state = np.uint64(seed)
+    golden, c1, c2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+    s30, s27, s31 = np.uint64(30), np.uint64(27), np.uint64(31)
+    for key in range(n_keys):
+        lo = start[key]
+        for j in range(start[key + 1] - 1, lo, -1):  # swap row j with a uniform pick among lo..j
+            state += golden
+            z = state
+            z = (z ^ (z >> s30)) * c1
+            z = (z ^ (z >> s27)) * c2
+            z = z ^ (z >> s31)
+            pick = lo + np.int64(z % np.uint64(j - lo + 1))
+            order[j], order[pick] = order[pick], order[j]
+    return order
+
+
 @_jit(fastmath=True)
 def _adam_rows(table: np.ndarray, m: np.ndarray, v: np.ndarray, rows: np.ndarray, n_rows: int,
                grad: np.ndarray, grad_scale: float, extra: np.ndarray, extra_scale: float,
@@ -549,7 +576,9 @@ def warm_up() -> None:
     none1, none2 = np.zeros(0, f32), np.zeros((0, 1), f32)
     for keys in (np.zeros(0, i32), np.zeros(0, i64)):
         stable_key_order(keys, 0)
-    funk_slice(np.zeros(0, i64), np.zeros(0, i64), none1, none2, none2, none1, none1, 0.0, 0.0, 0.0, 0.0)
+    for index in (np.zeros(0, i32), np.zeros(0, i64)):
+        funk_slice(index, index, none1, none2, none2, none1, none1, 0.0, 0.0, 0.0, 0.0)
+    grouped_shuffle(np.zeros(0, i32), 0, 0)
     ptr = np.zeros(1, i32)
     for idx in (np.zeros(0, i32), np.zeros(0, i64)):
         cg_chunk_products(ptr, idx, none1, none1, none2, none2, 0, True, True, none2)
