@@ -265,6 +265,7 @@ def test_scale_children_measure_each_library(tmp_path: Path, tiny_arrays: tuple[
                            "params": {"n_factors": 4, "iterations": 2}})
     assert cf["status"] == "ok" and keys <= set(cf) and cf["epochs_run"] == 2
     assert len(cf["epoch_seconds"]) == 2 and cf["params"]["n_factors"] == 4
+    assert cf["warm_up_seconds"] > 0 and 0 < cf["fit_cpu_seconds"]  # the kernels loaded before the fit
     if _have("implicit"):
         peer = _child(tmp_path, {**base, "kind": "implicit", "model": "implicit-als",
                                  "params": {"factors": 4, "iterations": 3, "regularization": 30.0,
@@ -296,18 +297,21 @@ def test_scale_implicit_bpr_child_trains_on_cfrec_bprs_positives(tmp_path: Path,
 def test_scale_slope_and_intercept_of_two_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--long: a second fit of N epochs; s/epoch is the slope of fit seconds, set-up the intercept."""
     monkeypatch.setattr(scale, "measure", lambda entry, *a: {"status": "ok", "fit_seconds": 20.0,
-                                                             "peak_rss": 1.0, "seconds_per_epoch": 2.5})
+                                                             "fit_cpu_seconds": 30.0, "peak_rss": 1.0,
+                                                             "seconds_per_epoch": 2.5})
     args = scale.parse_args(["--long", "4"])
     row = _row("bpr", 9.0, 1.0)
-    row.update(fit_seconds=11.0, bound_param="epochs", requested_params={"epochs": 1})
+    row.update(fit_seconds=11.0, fit_cpu_seconds=12.0, bound_param="epochs", requested_params={"epochs": 1})
     scale.add_long_fit(row, {"model": "bpr", "library": "cfrec", "bound": "epochs", "params": {"epochs": 1}},
                        "ml-10m", {}, tmp_path, args, tmp_path)
     assert row["slope_seconds_per_epoch"] == pytest.approx(3.0) and row["setup_seconds"] == pytest.approx(8.0)
+    assert row["slope_cpu_seconds_per_epoch"] == pytest.approx(6.0)
+    assert row["setup_cpu_seconds"] == pytest.approx(6.0)
     peer = dict(_row("implicit-bpr", 6.0, 1.0), slope_seconds_per_epoch=6.0)
     got = {r["comparison"]: r["value"] for r in scale.ratios([row, peer], "ml-10m")}
     assert got["BPR s/epoch ÷ implicit BPR s/epoch (slopes with --long)"] == pytest.approx(0.5)
     text = scale.markdown([row, peer], {"ml-10m": {"n_ratings": 1, "n_users": 1, "n_items": 1}}, args)
-    assert "| bpr (x) | 1 / 4 | 11.0 / 20.0 | 3.00 | 8.00 | 2.50 |" in text
+    assert "| bpr (x) | 1 / 4 | 11.0 / 20.0 | 3.00 | 8.00 | 6.00 | 2.50 |" in text
 
 
 def test_scale_child_failure_is_a_result(tmp_path: Path, tiny_arrays: tuple[Path, dict]) -> None:

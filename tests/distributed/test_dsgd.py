@@ -41,7 +41,12 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory, data_home: Path) -> tupl
     return out, fold.is_file()
 
 
-def test_one_process_is_the_single_process_fit() -> None:
+@pytest.mark.parametrize("compiled_layout", [False, True], ids=["torch-layout", "compiled-layout"])
+def test_one_process_is_the_single_process_fit(compiled_layout: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if compiled_layout:  # the layout of large data, drawn by the compiled grouped shuffle
+        import cfrec.models.mf as mf_mod
+
+        monkeypatch.setattr(mf_mod, "GROUPED_SHUFFLE_MIN", 0)
     data = mf_data()
     ref = mf_model(epochs=4).fit(data)
     ctx = Context.local()

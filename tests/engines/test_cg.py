@@ -133,6 +133,7 @@ def test_compiled_products_equal_the_sampled_and_sparse_products(weighted: bool,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """One compiled pass a chunk gives the values of torch's sampled product followed by scipy's
     sparse product (the path without numba), on both sides, with and without targets."""
+    monkeypatch.setattr(solvers, "CG_COMPILED_MIN", 0)  # the kernels run whatever the size
     rows, cols, r = ratings(200, 80, 0.15, seed=5)
     rng = np.random.default_rng(4)
     v_u, v_i = rng.normal(size=(200, 7)).astype(np.float32), rng.normal(size=(80, 7)).astype(np.float32)
@@ -165,6 +166,7 @@ def test_fused_user_half_step_equals_the_step_by_step_passes(implicit: bool,
     """The compiled row-by-row half-step of the user side gives the vectors and the objective
     of the passes over all rows (explicit: targets, per-column diagonal, no Gram matrix;
     implicit: weights, the 1 + w target, a Gram matrix and one diagonal value a row)."""
+    monkeypatch.setattr(solvers, "CG_COMPILED_MIN", 0)  # the kernels run whatever the size
     rows, cols, r = ratings(150, 60, 0.2, seed=8)
     rng = np.random.default_rng(9)
     d = 6
@@ -370,3 +372,39 @@ def test_numpy_sides_share_one_user_major_layout() -> None:
     assert us.order is its.order  # per-rating inputs are laid out once for both half-steps
     assert np.all(np.diff(rows[us.order]) >= 0)
     assert engine.indices.dtype == np.int32 and us.counts.dtype == np.float32
+
+
+def test_compiled_kernels_only_from_their_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small data runs numpy, scipy and torch's products (no compiled kernel to load: its first
+    load costs more than a small fit); from CG_COMPILED_MIN ratings the compiled ones."""
+    rows, cols, _ = ratings(100, 40, 0.2, seed=2)
+    calls: list[int] = []
+    real = solvers._compiled_products
+    monkeypatch.setattr(solvers, "_compiled_products", lambda: calls.append(1) or real())
+    assert not numpy_engine(rows, cols, 100, 40, 4, threads=1, chunk=None).compiled
+    assert calls == []
+    monkeypatch.setattr(solvers, "CG_COMPILED_MIN", len(rows))
+    assert numpy_engine(rows, cols, 100, 40, 4, threads=1, chunk=None).compiled
+    assert calls
+
+
+def test_ratings_in_row_order_are_the_layout_itself() -> None:
+    """Ratings that come sorted by row are used as they are (no gathered copies, ``take`` gives
+    the array back); shuffled ones are gathered; both give the same products."""
+    rows, cols, r = ratings(120, 50, 0.2, seed=6)  # shuffled
+    by_row = np.argsort(rows, kind="stable")
+    rows, cols, r = rows[by_row], cols[by_row], r[by_row]
+    perm = np.random.default_rng(1).permutation(len(rows))
+    v = np.random.default_rng(2).normal(size=(120, 5)).astype(np.float32)
+    fixed = np.random.default_rng(3).normal(size=(50, 5)).astype(np.float32)
+    out = []
+    for a, b, w in ((rows, cols, r), (rows[perm], cols[perm], r[perm])):
+        engine = numpy_engine(a, b, 120, 50, 5)
+        side = engine.user_side
+        assert side.in_order == (a is rows) and engine.item_side.in_order == side.in_order
+        taken = side.take(w)
+        assert (taken is w) == side.in_order
+        np.testing.assert_array_equal(taken, w[side.order])
+        with engine:
+            out.append(engine.residual(side, v, fixed, None, taken)[0])
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-5, atol=1e-5)

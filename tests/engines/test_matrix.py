@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import cfrec.engines.matrix as matrix_mod
 from cfrec.data import make_synthetic
 from cfrec.engines.matrix import (
     confidence_minus_one,
@@ -119,3 +120,23 @@ def test_interaction_values_are_weights_of_logs_and_ratings_of_ratings() -> None
     assert np.all(log.ratings == 1.0)
     assert interaction_values(log).tolist() == ratings.ratings.tolist()
     assert interaction_values(log).dtype == np.float32
+
+
+@pytest.mark.parametrize("scheme", ["tfidf", "bm25"])
+def test_compiled_weighting_gives_numpys_values(scheme: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From WEIGHTING_COMPILED_MIN rows the weighting is one compiled pass: the same float32
+    values, bit for bit, as numpy's float64 arithmetic, and the same row lengths."""
+    rng = np.random.default_rng(3)
+    n_users, n_items, n = 50, 30, 2000
+    users = np.sort(rng.integers(0, n_users, n)).astype(np.int32)
+    items = rng.integers(0, n_items, n).astype(np.int32)
+    values = rng.gamma(1.0, 3.0, n).astype(np.float32)
+    values[::7] = 0.0
+    reference = row_weighting(users, items, values, n_users, n_items, scheme, k1=2.0, b=0.6)
+    lengths = matrix_mod.user_sums(users, values, n_users)
+    monkeypatch.setattr(matrix_mod, "WEIGHTING_COMPILED_MIN", 0)
+    compiled = row_weighting(users, items, values, n_users, n_items, scheme, k1=2.0, b=0.6)
+    assert compiled.dtype == np.float32
+    np.testing.assert_array_equal(compiled, reference)
+    np.testing.assert_array_equal(matrix_mod.user_sums(users, values, n_users), lengths)
+    assert np.count_nonzero(compiled) > n // 2

@@ -352,7 +352,7 @@ class Interactions:
             if compiled is not None:
                 digest, hashes = compiled
                 hashes.sort()
-                digest.update(hashes.tobytes())
+                digest.update(hashes.data)  # the array's own bytes (no copy of them)
                 return str(digest.hexdigest())
         d = self.compact()  # vocabularies reduced to the ids present, so a subset hashes alike
         h = hashlib.sha256()
@@ -365,7 +365,7 @@ class Interactions:
             if d.weights is not None:
                 row ^= _mix64(d.weights.view(np.uint32).astype(np.uint64) + np.uint64(0x8CB92BA72F3D8DD7))
         row.sort()
-        h.update(row.tobytes())
+        h.update(row.data)
         return h.hexdigest()
 
 

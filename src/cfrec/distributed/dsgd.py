@@ -93,7 +93,8 @@ class _Grid:
     def __init__(self, data: RankData, gen: Any, batch: int) -> None:
         import torch
 
-        from cfrec.engines.compiled import stable_key_order
+        from cfrec.engines.compiled import grouped_shuffle, stable_key_order
+        from cfrec.models.mf import GROUPED_SHUFFLE_MIN
 
         blocks, rank = data.blocks, data.rank
         u0, u1 = blocks.user_range(rank)
@@ -103,8 +104,12 @@ class _Grid:
         self.cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for b in range(blocks.parts):
             rows = np.flatnonzero(which == b)
-            rows = rows[torch.randperm(len(rows), generator=gen).numpy()]
-            rows = rows[stable_key_order((part.users[rows] - u0).astype(np.int32), u1 - u0)]
+            if len(rows) >= GROUPED_SHUFFLE_MIN:  # drawn as BiasedMF draws a layout of that size
+                seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+                rows = rows[grouped_shuffle((part.users[rows] - u0).astype(np.int32), u1 - u0, seed)]
+            else:
+                rows = rows[torch.randperm(len(rows), generator=gen).numpy()]
+                rows = rows[stable_key_order((part.users[rows] - u0).astype(np.int32), u1 - u0)]
             i0, _ = blocks.item_range(b)
             self.cells.append((np.ascontiguousarray(part.users[rows] - u0, dtype=np.int32),
                                np.ascontiguousarray(part.items[rows] - i0, dtype=np.int32),

@@ -67,6 +67,13 @@ class CGSide:
     counts: np.ndarray  # float32 (n_rows,): ratings per row
     order: np.ndarray  # int32 or int64 (nnz,)
     other: np.ndarray  # int32 or int64 (nnz,)
+    #: ``order`` is ``0, 1, ...`` (the ratings came in the layout's order): :meth:`take` copies nothing
+    in_order: bool = False
+
+    def take(self, values: np.ndarray) -> np.ndarray:
+        """Per-rating ``values`` (in the order of the arrays the engine was built from) in this
+        side's rating order: the array itself when that is the same order, else a gathered copy."""
+        return values if self.in_order else values[self.order]
 
 
 def cg_chunk_bounds(indptr: np.ndarray, target: int) -> np.ndarray:
@@ -88,17 +95,29 @@ def cg_chunk_size(nnz: int) -> int:
     return int(min(max(nnz // CG_CHUNKS, CG_CHUNK_MIN), CG_CHUNK_MAX))
 
 
-#: Ratings from which a layout's order is found by a compiled counting sort (one pass) rather
-#: than numpy's stable sort (the same order; the sort costs a second or more at 10M ratings).
-COUNTING_SORT_MIN = 1 << 16
+#: Ratings from which the CPU engine runs its compiled kernels (and a layout's order is found by
+#: a compiled counting sort, one pass, rather than numpy's stable sort: the same order; the sort
+#: costs a second or more at 10M ratings). Below it numpy, scipy and torch compute the same
+#: values: a process's first compiled kernel costs one to two seconds of CPU to load (numba's
+#: start), several times a whole fit on ML-100K, where the compiled products save a few percent.
+COUNTING_SORT_MIN = CG_COMPILED_MIN = 1 << 18
+
+
+def _rows_sorted(rows: np.ndarray) -> bool:
+    """Whether ``rows`` never decrease (the ratings already in the CSR layout's order)."""
+    return bool(np.all(rows[1:] >= rows[:-1]))
 
 
 def _csr_layout(
-    rows: np.ndarray, cols: np.ndarray, n_rows: int
+    rows: np.ndarray, cols: np.ndarray, n_rows: int, in_order: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(order, counts, indptr)`` of the CSR layout of ``rows`` (stable within a row); ``order``
-    is int32 when the ratings fit (half the memory of numpy's int64 argsort)."""
-    if len(rows) >= COUNTING_SORT_MIN:  # the same stable order by counting: O(n), not a sort
+    is int32 when the ratings fit (half the memory of numpy's int64 argsort), and ``0, 1, ...``
+    when the rows come sorted (as files and splits of them usually do: one pass finds it;
+    ``in_order`` when the caller knows)."""
+    if _rows_sorted(rows) if in_order is None else in_order:
+        order = np.arange(len(rows), dtype=_index_dtype(len(rows)))
+    elif len(rows) >= COUNTING_SORT_MIN:  # the same stable order by counting: O(n), not a sort
         try:
             from cfrec.engines.compiled import stable_key_order
         except ImportError:  # pragma: no cover - numba is a dependency
@@ -258,16 +277,18 @@ class NumpyCG(_CGProducts[np.ndarray]):
                  threads: int | None = None, chunk: int | None = None) -> None:
         rows = np.asarray(rows)
         cols = np.asarray(cols)
-        order, counts, indptr = _csr_layout(rows, cols, n_rows)
+        # ratings already in row order: the input arrays are the layout (no copies)
+        in_order = _rows_sorted(rows)
+        order, counts, indptr = _csr_layout(rows, cols, n_rows, in_order)
         self.xp = NumpyArrays()
         self.n_rows, self.n_cols = int(n_rows), int(n_cols)
-        self.indices = cols[order].astype(_index_dtype(n_cols), copy=False)
-        row_of = rows[order].astype(_index_dtype(n_rows), copy=False)
+        self.indices = (cols if in_order else cols[order]).astype(_index_dtype(n_cols), copy=False)
+        row_of = (rows if in_order else rows[order]).astype(_index_dtype(n_rows), copy=False)
         col_counts = np.bincount(cols, minlength=n_cols).astype(np.float32)
         self.user_side = CGSide(
-            "rows", 0, self.n_rows, counts.astype(np.float32), order, self.indices
+            "rows", 0, self.n_rows, counts.astype(np.float32), order, self.indices, in_order
         )
-        self.item_side = CGSide("cols", 0, self.n_cols, col_counts, order, row_of)
+        self.item_side = CGSide("cols", 0, self.n_cols, col_counts, order, row_of, in_order)
         size = int(chunk) if chunk is not None else cg_chunk_size(len(order))
         bounds = cg_chunk_bounds(indptr, size)
         longest = int(np.diff(indptr[bounds]).max(initial=0))
@@ -277,7 +298,9 @@ class NumpyCG(_CGProducts[np.ndarray]):
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         self.n_workers = max(1, min(pool_threads(threads), len(self.chunks)))
-        products, half_step = _compiled_products(), _compiled_half_step()
+        #: whether the compiled kernels run (by size, see CG_COMPILED_MIN)
+        self.compiled = len(order) >= CG_COMPILED_MIN
+        products, half_step = (_compiled_products(), _compiled_half_step()) if self.compiled else (None, None)
         if products is not None and half_step is not None:  # loaded (or compiled) in the set-up
             none, ptr = np.zeros((0, int(width)), dtype=np.float32), np.zeros(1, np.int32)
             products(ptr, self.indices[:0], _NONE, _NONE, none, none, 0, True, True, none)
@@ -340,7 +363,7 @@ class NumpyCG(_CGProducts[np.ndarray]):
         """The user side's half-step, a compiled pass a chunk
         (:func:`cfrec.engines.compiled.cg_rows_half_step`); the item side's ratings are spread
         over every chunk of the user-major layout, so it runs step by step (None)."""
-        kernel = _compiled_half_step()
+        kernel = _compiled_half_step() if self.compiled else None
         if kernel is None or side.kind != "rows":
             return None
         f32 = np.float32
@@ -378,7 +401,7 @@ class NumpyCG(_CGProducts[np.ndarray]):
         fixed = np.ascontiguousarray(fixed, dtype=np.float32)
         by_rows = side.kind == "rows"
         out = np.empty((self.n_rows, v.shape[1]), dtype=np.float32) if by_rows else None
-        kernel = _compiled_products()
+        kernel = _compiled_products() if self.compiled else None
         # chunks computed ahead of the in-order sum; item-side parts in a ring of buffers (chunk
         # j reuses the buffer of chunk j - in_flight, whose part has been added by then)
         part_bytes = 4 * self.n_cols * v.shape[1]

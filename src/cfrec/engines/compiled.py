@@ -64,28 +64,61 @@ def stable_key_order(keys: np.ndarray, n_keys: int) -> np.ndarray:  # pragma: no
     return order
 
 
-@_jit(fastmath=False)
+@_jit(fastmath=True)
 def funk_slice(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, p: np.ndarray,
                q: np.ndarray, bu: np.ndarray, bi: np.ndarray, mu: float, lr: float, reg: float,
                bias_reg: float) -> float:  # pragma: no cover - compiled; tested through fit
     """Per-rating SGD over the ratings in order, in place; returns their squared error sum
-    (each error taken before its own move)."""
+    (each error taken before its own move).
+
+    Float32 arithmetic throughout (the tables' type) with fastmath, so the dot product and the
+    row moves are vectorised: 3-4x faster than float64 scalar arithmetic at 128 factors, the
+    results differing in the last bits only."""
     k = p.shape[1]
+    f32 = np.float32
+    rate, lam, bias_lam, mean = f32(lr), f32(reg), f32(bias_reg), f32(mu)
     sse = 0.0
     for n in range(len(users)):
         u, i = users[n], items[n]
-        dot = 0.0
+        dot = f32(0.0)
         for f in range(k):
             dot += p[u, f] * q[i, f]
-        e = mu + bu[u] + bi[i] + dot - ratings[n]
-        sse += e * e
-        bu[u] -= lr * (e + bias_reg * bu[u])
-        bi[i] -= lr * (e + bias_reg * bi[i])
+        e = mean + bu[u] + bi[i] + dot - ratings[n]
+        sse += float(e * e)
+        bu[u] -= rate * (e + bias_lam * bu[u])
+        bi[i] -= rate * (e + bias_lam * bi[i])
         for f in range(k):
             pf, qf = p[u, f], q[i, f]
-            p[u, f] = pf - lr * (e * qf + reg * pf)
-            q[i, f] = qf - lr * (e * pf + reg * qf)
+            p[u, f] = pf - rate * (e * qf + lam * pf)
+            q[i, f] = qf - rate * (e * pf + lam * qf)
     return sse
+
+
+@_jit(fastmath=False)
+def grouped_shuffle(keys: np.ndarray, n_keys: int, seed: int) -> np.ndarray:  # pragma: no cover - compiled
+    """An order of the rows with keys (users) in increasing order and each key's rows in a
+    random order (Fisher-Yates within each key's run, drawn from a splitmix64 stream seeded by
+    ``seed``): a counting sort and one shuffle, O(rows), no global random state."""
+    order = stable_key_order(keys, n_keys)
+    start = np.zeros(n_keys + 1, np.int64)
+    for key in keys:
+        start[key + 1] += 1
+    for key in range(n_keys):
+        start[key + 1] += start[key]
+    state = np.uint64(seed)
+    golden, c1, c2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+    s30, s27, s31 = np.uint64(30), np.uint64(27), np.uint64(31)
+    for key in range(n_keys):
+        lo = start[key]
+        for j in range(start[key + 1] - 1, lo, -1):  # swap row j with a uniform pick among lo..j
+            state += golden
+            z = state
+            z = (z ^ (z >> s30)) * c1
+            z = (z ^ (z >> s27)) * c2
+            z = z ^ (z >> s31)
+            pick = lo + np.int64(z % np.uint64(j - lo + 1))
+            order[j], order[pick] = order[pick], order[j]
+    return order
 
 
 @_jit(fastmath=True)
@@ -478,3 +511,81 @@ def row_fingerprints(users: np.ndarray, items: np.ndarray, user_new: np.ndarray,
         out[r] = h
     return out
 
+
+
+@_jit(fastmath=False)
+def weigh_rows(users: np.ndarray, items: np.ndarray, values: np.ndarray, idf: np.ndarray, lengths: np.ndarray,
+               bm25: bool, k1: float, b: float, mean_length: float,
+               out: np.ndarray) -> None:  # pragma: no cover - compiled; tested against numpy
+    """:func:`cfrec.engines.matrix.row_weighting`'s TF-IDF (``sqrt(v) idf_i``) or BM25 (``v (k1 +
+    1) / (k1 L_u + v) idf_i``) of every row into ``out`` (float32), in one pass with numpy's
+    float64 arithmetic in its order (the same values) and no per-row temporaries."""
+    for r in range(len(values)):
+        v = np.float64(values[r])
+        if bm25:
+            norm = (1.0 - b) + b * lengths[users[r]] / mean_length
+            denom = k1 * norm + v
+            out[r] = np.float32((v * (k1 + 1.0) / denom if denom > 0 else 0.0) * idf[items[r]])
+        else:
+            out[r] = np.float32(np.sqrt(v) * idf[items[r]])
+
+
+@_jit(fastmath=False)
+def row_sums(rows: np.ndarray, values: np.ndarray, n_rows: int) -> np.ndarray:  # pragma: no cover - compiled
+    """``np.bincount(rows, weights=values, minlength=n_rows)`` (float64 sums in the same order)
+    without its float64 copy of the values."""
+    out = np.zeros(n_rows, np.float64)
+    for r in range(len(rows)):
+        out[rows[r]] += np.float64(values[r])
+    return out
+
+
+@_jit(fastmath=False)
+def bias_sweeps(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, global_mean: float, n_users: int,
+                n_items: int, reg_user: float, reg_item: float,
+                iterations: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """:func:`cfrec.models._bias.fit_biases`'s alternating sweeps, each one pass over the ratings
+    with numpy's float64 arithmetic in its order (the same values) and no per-rating temporaries."""
+    n_u = np.zeros(n_users, np.float64)
+    n_i = np.zeros(n_items, np.float64)
+    for k in range(len(users)):
+        n_u[users[k]] += 1.0
+        n_i[items[k]] += 1.0
+    b_u = np.zeros(n_users, np.float64)
+    b_i = np.zeros(n_items, np.float64)
+    for _ in range(iterations):
+        s_i = np.zeros(n_items, np.float64)
+        for k in range(len(users)):
+            s_i[items[k]] += (np.float64(ratings[k]) - global_mean) - b_u[users[k]]
+        b_i = s_i / (reg_item + n_i)
+        s_u = np.zeros(n_users, np.float64)
+        for k in range(len(users)):
+            s_u[users[k]] += (np.float64(ratings[k]) - global_mean) - b_i[items[k]]
+        b_u = s_u / (reg_user + n_u)
+    return b_u, b_i
+
+
+def warm_up() -> None:
+    """Load (or compile) every kernel of this module for the argument types the fits pass, now.
+
+    A process pays numba's start (importing it, then setting up its compiler on the first
+    kernel loaded) once, about a second or two of CPU, and each kernel's load from the disk
+    cache once; a fit that meets them first counts them in its set-up. Call this where that
+    should be paid up front (a service's start, a benchmark that times fits)."""
+    i32, i64, f32 = np.int32, np.int64, np.float32
+    none1, none2 = np.zeros(0, f32), np.zeros((0, 1), f32)
+    for keys in (np.zeros(0, i32), np.zeros(0, i64)):
+        stable_key_order(keys, 0)
+    for index in (np.zeros(0, i32), np.zeros(0, i64)):
+        funk_slice(index, index, none1, none2, none2, none1, none1, 0.0, 0.0, 0.0, 0.0)
+    grouped_shuffle(np.zeros(0, i32), 0, 0)
+    ptr = np.zeros(1, i32)
+    for idx in (np.zeros(0, i32), np.zeros(0, i64)):
+        cg_chunk_products(ptr, idx, none1, none1, none2, none2, 0, True, True, none2)
+        cg_rows_half_step(ptr, idx, none1, none1, none2, none2, 0, np.zeros((0, 0), f32), none2, 1, none2)
+    row_fingerprints(np.zeros(0, i32), np.zeros(0, i32), np.zeros(0, i64), np.zeros(0, i64), np.zeros(0, np.uint64),
+                     np.zeros(0, np.uint32), np.zeros(0, np.uint32), False)
+    f64 = np.zeros(0, np.float64)
+    weigh_rows(np.zeros(0, i32), np.zeros(0, i32), none1, f64, f64, True, 0.0, 0.0, 1.0, none1)
+    row_sums(np.zeros(0, i32), none1, 0)
+    bias_sweeps(np.zeros(0, i32), np.zeros(0, i32), none1, 0.0, 0, 0, 1.0, 1.0, 1)

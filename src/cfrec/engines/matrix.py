@@ -95,8 +95,21 @@ def weighting_stats(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_
         pairs = sp.csr_array((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
         pairs.sum_duplicates()
     df = np.bincount(pairs.indices, minlength=n_items).astype(np.float64)
-    lengths = np.bincount(users, weights=np.asarray(values, dtype=np.float64), minlength=n_users)
-    return weighting_stats_from(df, lengths)
+    return weighting_stats_from(df, user_sums(users, values, n_users))
+
+
+#: Rows from which the weighting runs as one compiled pass (:mod:`cfrec.engines.compiled`: the
+#: same values without float64 copies of every row); below it numpy's, with no numba to load.
+WEIGHTING_COMPILED_MIN = 1 << 18
+
+
+def user_sums(users: np.ndarray, values: np.ndarray, n_users: int) -> np.ndarray:
+    """Every user's summed values (float64): BM25's row lengths."""
+    if len(users) >= WEIGHTING_COMPILED_MIN and np.asarray(values).dtype == np.float32:
+        from cfrec.engines.compiled import row_sums
+
+        return row_sums(np.asarray(users), np.asarray(values), int(n_users))
+    return np.bincount(users, weights=np.asarray(values, dtype=np.float64), minlength=n_users)
 
 
 def weighting_stats_from(df: np.ndarray, lengths: np.ndarray) -> WeightingStats:
@@ -124,20 +137,30 @@ def row_weighting(users: np.ndarray, items: np.ndarray, values: np.ndarray, n_us
     (a 300th play adds almost nothing), discounts heavy users and popular items; TF-IDF only
     compresses counts and discounts popular items. Values must be >= 0.
     """
-    v = np.asarray(values, dtype=np.float64)
     if scheme == "none":
-        return v.astype(np.float32)
+        return np.asarray(values, dtype=np.float32)
     if scheme not in WEIGHTINGS:
         raise CfrecError(f"weighting must be one of {WEIGHTINGS}, got {scheme!r}")
+    if scheme == "bm25" and not (k1 >= 0 and 0 <= b <= 1):
+        raise CfrecError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1:g}, b={b:g}")
     if stats is None:
-        stats = weighting_stats(users, items, v, n_users, n_items)
+        stats = weighting_stats(users, items, values, n_users, n_items)
+    if scheme == "bm25" and lengths is None:
+        lengths = user_sums(users, values, n_users)
+    if len(values) >= WEIGHTING_COMPILED_MIN and np.asarray(values).dtype == np.float32:
+        from cfrec.engines.compiled import weigh_rows
+
+        out = np.empty(len(values), dtype=np.float32)
+        no_lengths = np.zeros(0, dtype=np.float64)
+        weigh_rows(np.asarray(users), np.asarray(items), np.asarray(values), np.asarray(stats.idf, np.float64),
+                   no_lengths if lengths is None else np.asarray(lengths, dtype=np.float64), scheme == "bm25",
+                   float(k1), float(b), float(stats.mean_length or 1.0), out)
+        return out
+    v = np.asarray(values, dtype=np.float64)
     idf = stats.idf[np.asarray(items, dtype=np.int64)]
     if scheme == "tfidf":
         return (np.sqrt(v) * idf).astype(np.float32)
-    if not (k1 >= 0 and 0 <= b <= 1):
-        raise CfrecError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1:g}, b={b:g}")
-    if lengths is None:
-        lengths = np.bincount(users, weights=v, minlength=n_users)
+    assert lengths is not None
     lengths = np.asarray(lengths, dtype=np.float64)[np.asarray(users, dtype=np.int64)]
     norm = (1.0 - b) + b * lengths / (stats.mean_length or 1.0)
     denom = k1 * norm + v

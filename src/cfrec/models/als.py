@@ -188,11 +188,11 @@ class ALS(FactorRecommender, Runtime):
             us, its = engine.user_side, engine.item_side
             mu = np.float32(self.global_mean_)
             # r - mu in each side's rating order (one array when both sides share the order)
-            t_u = engine.xp.asarray(train.ratings[us.order] - mu, np.float32)
+            t_u = engine.xp.asarray(us.take(train.ratings) - mu, np.float32)
             t_i = (
                 t_u
                 if its.order is us.order
-                else engine.xp.asarray(train.ratings[its.order] - mu, np.float32)
+                else engine.xp.asarray(its.take(train.ratings) - mu, np.float32)
             )
             item_of, user_of = engine.xp.index(us.other), engine.xp.index(its.other)
             diag_u = engine.xp.asarray(penalty.diagonal(us.counts, k), np.float32)

@@ -249,7 +249,7 @@ class IALS(RankingRecommender, LatentFactorRecommender, Runtime):
             us, its = engine.user_side, engine.item_side
             # c - 1 in each side's rating order (one array when both sides share the order)
             w_all = self._train_weights(train)
-            w_np = w_all[us.order]
+            w_np = us.take(w_all)
             rated = float(len(w_np)) + float(
                 np.sum(w_np, dtype=np.float64)
             )  # sum of c over rated pairs
@@ -258,7 +258,7 @@ class IALS(RankingRecommender, LatentFactorRecommender, Runtime):
             w_i = (
                 w_u
                 if its.order is us.order
-                else engine.xp.asarray(w_all[its.order], np.float32)
+                else engine.xp.asarray(its.take(w_all), np.float32)
             )
             del w_all
             reg_u = engine.xp.asarray(self._reg_diag(us.counts)[:, None], np.float32)
