@@ -26,6 +26,15 @@ Steps (each its own process, so that each peak RSS is that process's alone)::
     # DSGD BiasedMF on ML-100K's u1..u5: test RMSE of one process and of the ranks on each fold
     torchrun --standalone --nproc-per-node 2 benchmarks/distributed.py folds
 
+Peak memory of each rank of the CLI on sharded input against one process on the file (each
+process prints its own peak)::
+
+    python benchmarks/distributed.py csv --size ml-25m --out FILE
+    cfrec shard FILE --parts 2 --out /tmp/shards
+    python benchmarks/distributed.py cli -- train FILE --model ials --out /tmp/one
+    torchrun --standalone --nproc-per-node 2 benchmarks/distributed.py cli -- \
+        train /tmp/shards --model ials --out /tmp/two
+
 Every run prints one JSON line per process: seconds of each iteration, the median of the
 iterations after the first, peak RSS (``ru_maxrss``), bytes sent per iteration (ranks) and the
 1-minute load average at the end (the machine may be shared: compare runs made back to back).
@@ -103,6 +112,21 @@ def prepare(args: argparse.Namespace) -> None:
                  n=np.array([len(data)]))
     print(json.dumps({"prepared": args.size, "ratings": len(data), "users": data.n_users,
                       "items": data.n_items, "parts": args.parts, "dir": str(folder)}))
+
+
+def csv(args: argparse.Namespace) -> None:
+    """Synthetic data written as a MovieLens-style ratings file (``userId,movieId,rating,timestamp``)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from cfrec.data import synthetic_like
+
+    data = synthetic_like(args.size, seed=0)
+    table = pa.table({"userId": np.asarray(data.user_map.to_raw(data.users)),
+                      "movieId": np.asarray(data.item_map.to_raw(data.items)),
+                      "rating": data.ratings.astype(np.float64), "timestamp": data.timestamps})
+    pacsv.write_csv(table, args.out, pacsv.WriteOptions(quoting_style="none"))
+    print(json.dumps({"written": args.out, "ratings": len(data), "users": data.n_users, "items": data.n_items}))
 
 
 def single(args: argparse.Namespace) -> None:
@@ -188,6 +212,19 @@ def folds(args: argparse.Namespace) -> None:
                               max(abs(r["difference"]) for r in rows), "load_avg_1min": os.getloadavg()[0]}))
 
 
+def cli(args: argparse.Namespace) -> None:
+    """A ``cfrec`` command run in this process (under torchrun: one rank of it), then one JSON
+    line with this process's rank and peak RSS, so each rank's peak is its own."""
+    from cfrec.cli import main as cfrec_main
+
+    start = time.perf_counter()
+    code = cfrec_main(args.argv[1:] if args.argv[:1] == ["--"] else args.argv)
+    print(json.dumps({"mode": "cli", "argv": args.argv, "rank": int(os.environ.get("RANK", "0")),
+                      "world": int(os.environ.get("WORLD_SIZE", "1")), "exit": code,
+                      "seconds": round(time.perf_counter() - start, 1), "peak_rss_gb": round(_rss_gb(), 3),
+                      "load_avg_1min": os.getloadavg()[0]}), file=sys.stderr, flush=True)
+
+
 def compare(args: argparse.Namespace) -> None:
     with np.load(args.a) as a, np.load(args.b) as b:
         out = {side: float(np.abs(a[side] - b[side]).max() / np.abs(a[side]).max()) for side in ("users", "items")}
@@ -240,6 +277,10 @@ def main() -> None:
     p.add_argument("--parts", type=int, default=2)
     p.add_argument("--dir", required=True)
     p.set_defaults(func=prepare)
+    p = sub.add_parser("csv")
+    p.add_argument("--size", default="ml-10m")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=csv)
     for name, fn in (("single", single), ("ranks", ranks)):
         p = sub.add_parser(name)
         p.add_argument("--dir", required=True)
@@ -252,6 +293,9 @@ def main() -> None:
     p = sub.add_parser("folds")
     p.add_argument("--folds", default="u1,u2,u3,u4,u5")
     p.set_defaults(func=folds)
+    p = sub.add_parser("cli", help="run a cfrec command here and report this process's peak RSS")
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cli)
     p = sub.add_parser("compare")
     p.add_argument("a")
     p.add_argument("b")

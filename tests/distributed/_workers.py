@@ -28,6 +28,15 @@ def held_out() -> Interactions:
     return make_synthetic_log(n_users=300, n_items=200, n_pairs=3000, seed=11)
 
 
+def held_out_ratings() -> Interactions:
+    """Ratings over about the same ids as :func:`case_data`'s (some users and items unknown)."""
+    return make_synthetic(n_users=320, n_items=210, n_ratings=3000, seed=11)
+
+
+#: The test part each summarized case is scored on, by the kind of its data.
+SUMMARIZED = {"ials-tfidf": held_out, "als": held_out_ratings}
+
+
 def case_data(kind: str) -> Interactions:
     """Small synthetic sets: an implicit log and a rating set (users and items of uneven activity)."""
     if kind == "log":
@@ -52,8 +61,16 @@ def fit_cases(rank: int, world: int, port: int, out: str) -> None:
 
     with from_env("cpu") as ctx:
         for name, model, params, kind in CASES:
-            fitted = fit_blocked(case_model(model, params), rank_data(case_data(kind), ctx.rank, ctx.world_size),
-                                 ctx)
+            part = rank_data(case_data(kind), ctx.rank, ctx.world_size)
+            fitted = fit_blocked(case_model(model, params), part, ctx)
+            if name in SUMMARIZED:  # every rank scores the test rows of its own block's users
+                from cfrec.distributed import summarize_test_sharded
+
+                summary = summarize_test_sharded(fitted, SUMMARIZED[name](), ctx,
+                                                 users=part.blocks.user_range(ctx.rank))
+                (Path(out) / f"{name}-summary-rank{ctx.rank}.json").write_text(json.dumps(summary))
+                if ctx.is_main:
+                    fitted.save(Path(out) / f"{name}-model")
             if ctx.is_main:
                 folder = Path(out)
                 np.save(folder / f"{name}-users.npy", fitted.user_factors_)
@@ -116,3 +133,55 @@ def fit_dsgd(rank: int, world: int, port: int, out: str, fold: str) -> None:
                          epochs=np.array([r["epoch"] for r in model.history_]),
                          loss=np.array([r["train_loss"] for r in model.history_]),
                          sent=np.array([r["bytes_sent"] for r in model.history_]))
+
+
+#: (name, model, hyperparameters, file) of every case fitted from sharded files.
+SHARDED_CASES: list[tuple[str, str, dict[str, Any], str]] = [
+    ("ials-tfidf", "ials", {}, "plays.tsv"),
+    ("ials-bm25-weighted", "ials", {"weighting": "bm25", "weighted_reg": True}, "plays.tsv"),
+    ("ials-ratings", "ials", {"weighting": None, "n_factors": 6}, "ratings.csv"),
+    ("als", "als", {}, "ratings.csv"),
+]
+
+
+def write_case_files(folder: Path) -> None:
+    """The case data as files a loader reads, with repeated pairs: ratings given again later (the
+    loader keeps the last) and a log whose plays of a pair are split over two rows (summed)."""
+    ratings = case_data("ratings")
+    users, items = ratings.raw_users(), ratings.raw_items()
+    lines = ["user,item,rating,timestamp"]
+    lines += [f"{u},{i},{r:g},{t}" for u, i, r, t in zip(users, items, ratings.ratings, ratings.timestamps,
+                                                          strict=True)]
+    lines += [f"{users[j]},{items[j]},{1 + j % 5},{ratings.timestamps[j] + 1}" for j in range(0, len(users), 37)]
+    (folder / "ratings.csv").write_text("\n".join(lines) + "\n")
+    log = case_data("log")
+    assert log.weights is not None
+    users, items = log.raw_users(), log.raw_items()
+    lines = ["user\ttrack\tplays\tts"]
+    for j, (u, i, w, t) in enumerate(zip(users, items, log.weights, log.timestamps, strict=True)):
+        if j % 11 == 0 and w > 1:  # the same pair on two rows
+            lines += [f"{u}\t{i}\t1\t{t - 5}", f"{u}\t{i}\t{w - 1:g}\t{t}"]
+        else:
+            lines.append(f"{u}\t{i}\t{w:g}\t{t}")
+    (folder / "plays.tsv").write_text("\n".join(lines) + "\n")
+
+
+def fit_sharded(rank: int, world: int, port: int, folder: str) -> None:
+    """One rank of a job fitting every sharded case from its own parts (``{file}-shards``);
+    rank 0 saves the factors and the seen matrix as .npy files."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), CFREC_NUM_THREADS="1")
+    from cfrec.distributed import fit_blocked, from_env
+    from cfrec.distributed.sharded_input import read_rank_data
+
+    out = Path(folder)
+    with from_env("cpu") as ctx:
+        for name, model, params, file in SHARDED_CASES:
+            part = read_rank_data(out / f"{file}-shards", ctx)
+            fitted = fit_blocked(case_model(model, params), part, ctx, release=True)
+            assert len(part.by_user) == len(part.by_item) == 0  # the fit dropped them
+            if ctx.is_main:
+                np.save(out / f"{name}-users.npy", fitted.user_factors_)
+                np.save(out / f"{name}-items.npy", fitted.item_factors_)
+                np.save(out / f"{name}-seen.npy", fitted.seen_.toarray())
+                (out / f"{name}-n.json").write_text(json.dumps(part.n_interactions))

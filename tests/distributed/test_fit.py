@@ -138,3 +138,27 @@ def test_sharded_metrics_equal_one_process(two_ranks: Path) -> None:
         for name in METRICS:
             assert sharded[name] == pytest.approx(one[name], rel=1e-12, abs=1e-15)
         assert sharded["ranking_users"] == one["ranking_users"]
+
+
+@pytest.mark.parametrize("case", ["ials-tfidf", "als"])
+def test_sharded_test_summary_equals_one_process(case: str, two_ranks: Path) -> None:
+    """Each rank scores the test rows of its own users (its model keeps only their seen items):
+    the summary equals the one-process summary of the same model."""
+    import json
+
+    from cfrec.evaluation.protocols import summarize_test
+    from tests.distributed._workers import SUMMARIZED
+
+    model = Recommender.load(two_ranks / f"{case}-model")
+    one = summarize_test(model, SUMMARIZED[case]())
+    if case == "als":  # users the model does not know are scored too (by rank 0)
+        assert one["fallback"]["unknown_user"] > 0
+    for rank in (0, 1):
+        sharded = json.loads((two_ranks / f"{case}-summary-rank{rank}.json").read_text())
+        assert sharded["n"] == one["n"] and sharded["fallback"] == one["fallback"]
+        assert sharded["fallback_share"] == pytest.approx(one["fallback_share"], rel=1e-12)
+        for key in ("rmse", "mae", "ndcg@10", "recall@10"):
+            if one.get(key) is None:
+                assert sharded.get(key) is None
+            else:
+                assert sharded[key] == pytest.approx(one[key], rel=1e-9), key

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,7 +26,7 @@ import typer
 from rich.markup import escape
 
 from cfrec._io import to_jsonable
-from cfrec.cli._app import app, command_line, console, err_console, fail, say
+from cfrec.cli._app import app, err_console, fail, say
 from cfrec.cli._options import load_data, refuse_rating_model, with_data_options
 from cfrec.cli._stages import StageLog
 from cfrec.data.options import DataOptions
@@ -131,39 +131,43 @@ def _distributed_world(cls: type[Recommender], nproc: int | None, max_restarts: 
     if cls.name not in BLOCKED_MODELS:
         fail(f"{cls.name} has no distributed fit (models with one: {', '.join(BLOCKED_MODELS)}); drop --nproc "
              f"or start it without torchrun")
-    if world > 1:
-        if nproc is not None and nproc != 1:
-            fail(f"--nproc {nproc} inside a torchrun job of {world} processes: give one or the other")
-        if _rank() != 0:
-            console.quiet = True  # only rank 0 prints
-        return world
-    from cfrec.distributed.launch import launch_local, strip_nproc
+    from cfrec.cli.sharded import job_world
 
-    argv = command_line.get()
-    if argv is None:
-        argv = sys.argv[1:]
-    assert nproc is not None
-    launch_local(nproc, strip_nproc(list(argv)), max_restarts=max_restarts)
-    return 0
+    return job_world(nproc, max_restarts)
 
 
-def _fit_distributed(estimator: Any, train_part: Any, on_epoch: Any, checkpoint: Path | None) -> None:
-    """Every rank's share of the blocked fit (rank 0 alone reports progress)."""
-    from cfrec.distributed import fit_blocked, from_env, rank_data
+def _fit_distributed(estimator: Any, train_part: Any, on_epoch: Any, checkpoint: Path | None,
+                     ctx: Any) -> tuple[int, int]:
+    """Every rank's share of the blocked fit (rank 0 alone reports progress); returns the range
+    of users this rank's block holds (whose seen items its model keeps)."""
+    from cfrec.distributed import fit_blocked, rank_data
     from cfrec.models.base import _item_info_for
 
-    with from_env(estimator.device) as ctx:
-        data = train_part.compact()
-        fit_blocked(estimator, rank_data(data, ctx.rank, ctx.world_size), ctx,
-                    on_epoch=on_epoch if ctx.is_main else None, fingerprint=train_part.fingerprint(),
-                    item_info=_item_info_for(data) if ctx.is_main else None, checkpoint=checkpoint)
+    data = train_part.compact()
+    part = rank_data(data, ctx.rank, ctx.world_size)
+    fit_blocked(estimator, part, ctx, on_epoch=on_epoch if ctx.is_main else None, fingerprint=train_part.fingerprint(),
+                item_info=_item_info_for(data) if ctx.is_main else None, checkpoint=checkpoint, release=True)
+    return part.blocks.user_range(ctx.rank)
+
+
+def epoch_printer(to_err: bool) -> Any:
+    """The ``on_epoch`` callback that prints one line an epoch."""
+    def on_epoch(rec: dict[str, Any]) -> None:
+        total = rec.get("epochs", "?")
+        line = f"  epoch {rec['epoch']:>3}/{total}  train_loss {rec['train_loss']:.4f}"
+        if rec.get("valid_rmse") is not None:
+            line += f"  valid_rmse {rec['valid_rmse']:.4f}"
+        say(line + f"  ({rec.get('seconds', 0.0):.1f} s)", stderr=to_err)
+
+    return on_epoch
 
 
 # ---------------------------------------------------------------------- train
 @app.command()
 @with_data_options
 def train(
-    dataset: Annotated[str, typer.Argument(help="MovieLens name (ml-100k, ml-1m ...) or a ratings file/folder.")],
+    dataset: Annotated[str, typer.Argument(help="MovieLens name (ml-100k, ml-1m ...), a ratings file/folder, or a folder "
+                                              "'cfrec shard' wrote (each rank reads its own parts).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to save the model into (replaced atomically).")],
     data_options: DataOptions,
     model: Annotated[str | None, typer.Option("--model", "-m", help=f"{_MODEL_CHOICES} (default: the one in "
@@ -205,8 +209,11 @@ def train(
 
     Each stage (load, split, fit, evaluate, save) is timed with its peak memory. Under torchrun
     (``WORLD_SIZE`` > 1) or with ``--nproc N`` ALS, iALS and BiasedMF fit blocked over the
-    processes (BiasedMF by stratified blocks) and rank 0 alone prints, evaluates and saves.
+    processes (BiasedMF by stratified blocks), every rank scores its users' share of the test
+    part and rank 0 alone prints and saves. A folder ``cfrec shard`` wrote trains ALS or iALS
+    with ``--split none`` on one process per part.
     """
+    from cfrec.data.shard import is_sharded
     from cfrec.data.split import folds_home, single_split
     from cfrec.evaluation.protocols import summarize_test
     from cfrec.evaluation.tuning import load_best_params
@@ -235,9 +242,19 @@ def train(
         fail(f"invalid hyperparameters for {cls.name}: {exc}")
 
     check_writable(out)  # before a long fit, not after it
+    if is_sharded(dataset):
+        from cfrec.cli.sharded import train_sharded
+
+        train_sharded(dataset, out, estimator, split=split, nproc=nproc, checkpoint=checkpoint,
+                      max_restarts=max_restarts, json_out=json_out, seed=seed)
+        return
     world = _distributed_world(cls, nproc, max_restarts)
     if world == 0:  # this process launched the job: its ranks did the work
         return
+    if world > 1:
+        from cfrec.cli.sharded import return_freed_memory
+
+        return_freed_memory()
     if checkpoint is not None and world == 1:
         fail("--checkpoint applies to a distributed fit (--nproc N or torchrun)")
     main_rank = world == 1 or _rank() == 0
@@ -256,33 +273,37 @@ def train(
             f"{len(train_part):,} train / {0 if chosen is None else len(chosen.test):,} test ratings"
             + (f" on {world} processes" if world > 1 else ""), stderr=to_err)
 
-    def on_epoch(rec: dict[str, Any]) -> None:
-        total = rec.get("epochs", "?")
-        line = f"  epoch {rec['epoch']:>3}/{total}  train_loss {rec['train_loss']:.4f}"
-        if rec.get("valid_rmse") is not None:
-            line += f"  valid_rmse {rec['valid_rmse']:.4f}"
-        say(line + f"  ({rec.get('seconds', 0.0):.1f} s)", stderr=to_err)
+    on_epoch = epoch_printer(to_err)
+    test = baseline_rmse = None
+    with ExitStack() as job:
+        ctx = None
+        if world > 1:
+            from cfrec.distributed import from_env, summarize_test_sharded
 
-    with stages.stage("fit"):
-        try:
-            if world > 1:
-                _fit_distributed(estimator, train_part, on_epoch, checkpoint)
-            else:
-                estimator.fit(train_part, on_epoch=on_epoch)
-        except ValueError as exc:
-            if isinstance(exc, CfrecError):
-                raise
-            fail(f"{cls.name} training failed: {exc}")
-    seconds = stages.stages[-1].seconds
-    if not main_rank:  # rank 0 evaluates and saves
+            ctx = job.enter_context(from_env(getattr(estimator, "device", None)))
+        with stages.stage("fit"):
+            try:
+                if ctx is not None:
+                    users = _fit_distributed(estimator, train_part, on_epoch, checkpoint, ctx)
+                else:
+                    estimator.fit(train_part, on_epoch=on_epoch)
+            except ValueError as exc:
+                if isinstance(exc, CfrecError):
+                    raise
+                fail(f"{cls.name} training failed: {exc}")
+        seconds = stages.stages[-1].seconds
+        if ctx is not None and chosen is not None and len(chosen.test):  # each rank scores its users
+            with stages.stage("evaluate"):
+                test = summarize_test_sharded(estimator, chosen.test, ctx, users=users)
+    if not main_rank:  # rank 0 saves
         return
 
-    test = baseline_rmse = None
-    if chosen is not None and len(chosen.test):
+    if chosen is not None and len(chosen.test) and test is None:
         with stages.stage("evaluate"):
             test = summarize_test(estimator, chosen.test)
-            if estimator.predicts_ratings and cls is not Baseline:
-                baseline_rmse = summarize_test(Baseline().fit(chosen.train), chosen.test)["rmse"]
+    if chosen is not None and len(chosen.test) and estimator.predicts_ratings and cls is not Baseline:
+        with stages.stage("baseline"):
+            baseline_rmse = summarize_test(Baseline().fit(chosen.train), chosen.test)["rmse"]
     worse = baseline_rmse is not None and test is not None and test["rmse"] > baseline_rmse
     if worse:
         assert test is not None and baseline_rmse is not None

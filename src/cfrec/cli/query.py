@@ -165,8 +165,21 @@ def recommend(
         "--liked", "-l", help="A new user described by the items they interacted with (repeatable, or "
                               "comma-separated; ranking models): folded in, no retraining.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    nproc: Annotated[int | None, typer.Option(
+        "--nproc", min=1, help="With --all: score on this many processes, each writing its users' lists to "
+                               "its own Parquet part in the --out folder (also under torchrun).")] = None,
 ) -> None:
     """Top-k items for a user, ranked by the model's score (with predicted ratings for rating models); a new user gets the model's cold-start (popular) list."""
+    from cfrec.cli.sharded import in_distributed_job
+
+    if (nproc is not None and nproc > 1) or in_distributed_job():
+        if not all_users or user is not None or users_file is not None or liked:
+            fail("--nproc (or torchrun) scores every user: give --all --out DIR, without --user, --users or "
+                 "--liked")
+        from cfrec.cli.sharded import recommend_all_sharded
+
+        recommend_all_sharded(model_dir, out, k=k, include_seen=include_seen, nproc=nproc)
+        return
     model = load_model(model_dir)
     if liked:
         if user is not None or all_users or users_file is not None or out is not None:

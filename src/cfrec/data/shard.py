@@ -142,6 +142,12 @@ class ShardSet:
         return users, items, values, ts
 
 
+def is_sharded(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder :func:`shard_dataset` wrote (it holds ``shards.json``)."""
+    folder = Path(path).expanduser()
+    return folder.is_dir() and (folder / META).is_file()
+
+
 def _read_vocab(path: Path) -> IdMap:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -12,7 +12,12 @@ solving its own blocks' rows, to the model a single process fits;
 from cfrec.distributed.blocks import Blocks, Part, RankData, balanced_bounds, rank_data
 from cfrec.distributed.fit import BLOCKED_MODELS, fit_blocked, needed_rows
 from cfrec.distributed.runtime import Context, RankFailed, Traffic, from_env, world_size_from_env
-from cfrec.distributed.scoring import PartWritten, evaluate_sharded, write_recommendations_sharded
+from cfrec.distributed.scoring import (
+    PartWritten,
+    evaluate_sharded,
+    summarize_test_sharded,
+    write_recommendations_sharded,
+)
 
 __all__ = [
     "BLOCKED_MODELS",
@@ -29,6 +34,7 @@ __all__ = [
     "from_env",
     "needed_rows",
     "rank_data",
+    "summarize_test_sharded",
     "world_size_from_env",
     "write_recommendations_sharded",
 ]

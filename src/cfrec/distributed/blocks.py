@@ -80,7 +80,7 @@ class Blocks:
         return cls(balanced_bounds(user_counts, parts), balanced_bounds(item_counts, parts))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Part:
     """Interactions in global indices (int32 users and items, float32 ratings; ``weights`` for
     implicit data), in the order of the source rows."""
@@ -92,6 +92,13 @@ class Part:
 
     def __len__(self) -> int:
         return len(self.users)
+
+    def release(self) -> None:
+        """Drop the arrays (the part is empty afterwards): a fit that owns its data frees them
+        as soon as its engines hold what it needs."""
+        self.users = self.items = np.zeros(0, dtype=np.int32)
+        self.ratings = np.zeros(0, dtype=np.float32)
+        self.weights = None if self.weights is None else np.zeros(0, dtype=np.float32)
 
     def values(self, implicit: bool) -> np.ndarray:
         """Each interaction's strength (as :func:`~cfrec.engines.matrix.interaction_values`):
@@ -106,7 +113,9 @@ class RankData:
 
     ``by_user`` holds every interaction of the rank's user block, ``by_item`` every
     interaction of its item block. The vocabularies are the whole job's (every user and item
-    has at least one interaction); ``n_interactions`` counts them all.
+    has at least one interaction); ``n_interactions`` counts them all. ``unique_pairs`` says
+    that no ``(user, item)`` pair repeats (as in sharded input, resolved when read), which
+    spares the fit the sparse matrices that would sum repeats.
     """
 
     rank: int
@@ -119,6 +128,7 @@ class RankData:
     implicit: bool
     n_interactions: int
     name: str = ""
+    unique_pairs: bool = False
 
     @property
     def n_users(self) -> int:

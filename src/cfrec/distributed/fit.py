@@ -42,7 +42,7 @@ from cfrec.distributed.epochs import run_epochs
 from cfrec.distributed.launch import threads_per_rank
 from cfrec.distributed.runtime import Context
 from cfrec.engines.backend import resolve_device, to_numpy
-from cfrec.engines.cg import CGEngine, cg_engine
+from cfrec.engines.cg import CGEngine, CGSide, cg_engine
 from cfrec.engines.exact import penalty_value
 from cfrec.engines.matrix import WeightingStats, weighting_stats_from
 from cfrec.errors import CfrecError
@@ -83,13 +83,16 @@ class _Engines:
     """The rank's two CG engines: its user block's interactions (rows: the block's users) and its
     item block's (columns: the block's items, rows: every user)."""
 
-    def __init__(self, data: RankData, device: torch.device, width: int, threads: int | None) -> None:
+    def __init__(self, data: RankData, device: torch.device, width: int, threads: int | None,
+                 release_users: bool = False) -> None:
         u0, _ = data.blocks.user_range(data.rank)
         i0, _ = data.blocks.item_range(data.rank)
         n_u, n_i = data.blocks.user_sizes()[data.rank], data.blocks.item_sizes()[data.rank]
         bu, bi = data.by_user, data.by_item
         self.users: CGEngine = cg_engine(device, bu.users - np.int32(u0), bu.items, int(n_u), data.n_items,
                                          width=width, threads=threads)
+        if release_users:  # the user part is not read again: gone before the second engine is built
+            bu.release()
         self.items: CGEngine = cg_engine(device, bi.users, bi.items - np.int32(i0), data.n_users, int(n_i),
                                          width=width, threads=threads)
         self.us, self.its = self.users.user_side, self.items.item_side
@@ -105,24 +108,48 @@ class _Engines:
         self._stack.close()
 
 
-def _gather_seen(data: RankData, ctx: Context) -> sp.csr_array:
-    """The users x items matrix of seen pairs (ones, repeated pairs summed, as a single-process
-    fit keeps it) on rank 0, from the user blocks' rows: each rank sends its block's row
-    lengths and column indices (int32). The other ranks get an empty matrix of that shape."""
+def _seen_block(side: CGSide, n_items: int) -> sp.csr_array:
+    """The seen pairs of the rank's user block (ones, repeated pairs summed, columns sorted),
+    from the user-major layout of its engine: no copy of the interactions is kept for it."""
+    indptr = np.zeros(len(side.counts) + 1, dtype=np.int64)
+    np.cumsum(side.counts.astype(np.int64), out=indptr[1:])
+    block = sp.csr_array((np.ones(len(side.other), dtype=np.float32), side.other.astype(np.int32), indptr),
+                         shape=(len(side.counts), n_items))
+    block.sum_duplicates()
+    return block
+
+
+def _seen_rows(data: RankData) -> sp.csr_array:
+    """The seen pairs of the rank's user block from its user part (ones, repeated pairs summed)."""
     u0, u1 = data.blocks.user_range(data.rank)
     bu = data.by_user
     block = sp.csr_array((np.ones(len(bu), dtype=np.float32), (bu.users - np.int32(u0), bu.items)),
                          shape=(u1 - u0, data.n_items))
     block.sum_duplicates()
-    lengths = ctx.gather_arrays(np.diff(block.indptr).astype(np.int64), op="final")
-    indices = ctx.gather_arrays(block.indices.astype(np.int32, copy=False), op="final")
-    values = ctx.gather_arrays(block.data.astype(np.float32, copy=False), op="final")
-    if lengths is None or indices is None or values is None:
-        return sp.csr_array((np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(data.n_users + 1, np.int64)),
-                            shape=(data.n_users, data.n_items))
+    return block
+
+
+def _gather_seen(block: sp.csr_array, data: RankData, ctx: Context) -> sp.csr_array:
+    """The users x items matrix of seen pairs (ones, repeated pairs summed, as a single-process
+    fit keeps it) on rank 0, from the user blocks' rows: each rank sends its block's row
+    lengths, column indices (int32) and, unless the pairs are unique, values. The other ranks
+    get the rows of their own block (the others empty): what ranking their users needs.
+    ``block`` is this rank's (:func:`_seen_block`)."""
+    u0, u1 = data.blocks.user_range(data.rank)
+    lengths = ctx.gather_concat(np.diff(block.indptr).astype(np.int64), op="final")
+    indices = ctx.gather_concat(block.indices.astype(np.int32, copy=False), op="final")
+    values = None if data.unique_pairs else ctx.gather_concat(block.data.astype(np.float32, copy=False), op="final")
+    if lengths is None or indices is None:
+        indptr = np.zeros(data.n_users + 1, dtype=np.int64)
+        indptr[u0 + 1: u1 + 1] = block.indptr[1:]
+        indptr[u1 + 1:] = block.indptr[-1]
+        return sp.csr_array((block.data, block.indices, indptr), shape=(data.n_users, data.n_items))
+    del block
     indptr = np.zeros(data.n_users + 1, dtype=np.int64)
-    np.cumsum(np.concatenate(lengths), out=indptr[1:])
-    return sp.csr_array((np.concatenate(values), np.concatenate(indices), indptr), shape=(data.n_users, data.n_items))
+    np.cumsum(lengths, out=indptr[1:])
+    if values is None:
+        values = np.ones(len(indices), dtype=np.float32)
+    return sp.csr_array((values, indices, indptr), shape=(data.n_users, data.n_items))
 
 
 def _weighting_stats(model: IALS, data: RankData, ctx: Context) -> WeightingStats | None:
@@ -134,10 +161,14 @@ def _weighting_stats(model: IALS, data: RankData, ctx: Context) -> WeightingStat
     u0, _ = data.blocks.user_range(data.rank)
     i0, _ = data.blocks.item_range(data.rank)
     n_i = int(data.blocks.item_sizes()[data.rank])
-    pairs = sp.csr_array((np.ones(len(bi), dtype=np.float32), (bi.users, bi.items - i0)),
-                         shape=(data.n_users, n_i))
-    pairs.sum_duplicates()
-    df = np.bincount(pairs.indices, minlength=n_i).astype(np.float64)
+    if data.unique_pairs:  # every row is a distinct pair: its item's frequency counts it
+        df = np.bincount(bi.items - i0, minlength=n_i).astype(np.float64)
+    else:
+        pairs = sp.csr_array((np.ones(len(bi), dtype=np.float32), (bi.users, bi.items - i0)),
+                             shape=(data.n_users, n_i))
+        pairs.sum_duplicates()
+        df = np.bincount(pairs.indices, minlength=n_i).astype(np.float64)
+        del pairs
     lengths = np.bincount(bu.users - u0, weights=bu.values(data.implicit).astype(np.float64),
                           minlength=int(data.blocks.user_sizes()[data.rank]))
     df_all = ctx.all_gather_rows(df, data.blocks.item_sizes(), op="setup")
@@ -147,7 +178,8 @@ def _weighting_stats(model: IALS, data: RankData, ctx: Context) -> WeightingStat
 
 def fit_blocked(model: ALS | IALS | BiasedMF, data: RankData, ctx: Context, *,
                 on_epoch: EpochCallback | None = None, fingerprint: str | None = None,
-                item_info: Any = None, checkpoint: str | Path | None = None) -> ALS | IALS | BiasedMF:
+                item_info: Any = None, checkpoint: str | Path | None = None,
+                release: bool = False) -> ALS | IALS | BiasedMF:
     """Fit ``model`` on the job's data, of which this rank holds ``data``; every rank calls it.
 
     ALS and iALS fit blocked (this module), BiasedMF by stratified blocks
@@ -156,7 +188,9 @@ def fit_blocked(model: ALS | IALS | BiasedMF, data: RankData, ctx: Context, *,
     iteration's record (the same on every rank; pass it on rank 0 only to print once); records
     add ``bytes_sent`` (this rank's bytes sent that iteration). With ``checkpoint`` (a folder)
     every rank's blocks are saved after each iteration and a restarted job resumes from the last
-    complete iteration (:mod:`cfrec.distributed.checkpoint`).
+    complete iteration (:mod:`cfrec.distributed.checkpoint`). With ``release`` an ALS or iALS fit
+    owns ``data``: the arrays of its parts are dropped once the engines hold what the iterations
+    need (a lower peak; the parts are empty afterwards).
     """
     if isinstance(model, BiasedMF):
         from cfrec.distributed.dsgd import check_dsgd
@@ -185,12 +219,13 @@ def fit_blocked(model: ALS | IALS | BiasedMF, data: RankData, ctx: Context, *,
         from cfrec.distributed.dsgd import fit_dsgd
 
         user, item, history = fit_dsgd(model, data, ctx, on_epoch, checkpoints)
+        seen = _seen_rows(data)
     elif isinstance(model, IALS):
-        user, item, history = _ials(model, data, ctx, dev, threads, on_epoch, checkpoints)
+        user, item, history, seen = _ials(model, data, ctx, dev, threads, on_epoch, checkpoints, release)
     else:
-        user, item, history = _als(model, data, ctx, dev, threads, on_epoch, checkpoints)
+        user, item, history, seen = _als(model, data, ctx, dev, threads, on_epoch, checkpoints, release)
     model.history_.extend(history)
-    model.seen_ = _gather_seen(data, ctx)
+    model.seen_ = _gather_seen(seen, data, ctx)
     model.item_info_ = item_info
     if isinstance(model, ALS | BiasedMF):
         model.user_bias_, model.item_bias_ = user[:, 0].copy(), item[:, 0].copy()
@@ -239,8 +274,14 @@ def _run_factors(name: str, model: ALS | IALS, on_epoch: EpochCallback | None, c
                 restore, lambda _: step(), checkpoints)
 
 
+def _release(data: RankData) -> None:
+    data.by_user.release()
+    data.by_item.release()
+
+
 def _ials(model: IALS, data: RankData, ctx: Context, dev: torch.device, threads: int | None,
-          on_epoch: EpochCallback | None, checkpoints: Checkpoints | None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+          on_epoch: EpochCallback | None, checkpoints: Checkpoints | None,
+          release: bool) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], sp.csr_array]:
     k = int(model.n_factors)
     blocks, rank = data.blocks, data.rank
     i0, i1 = blocks.item_range(rank)
@@ -261,11 +302,13 @@ def _ials(model: IALS, data: RankData, ctx: Context, dev: torch.device, threads:
                                  stats, lengths)
     rated_local = float(len(w_user)) + float(np.sum(w_user, dtype=np.float64))
     rated = float(ctx.all_reduce_sum([rated_local], op="setup")[0])
-    with _Engines(data, dev, k, threads) as eng:
+    with _Engines(data, dev, k, threads, release_users=release) as eng:
         xp = eng.xp
         w_u = _like(xp, w_user[eng.us.order])
         w_i = _like(xp, w_item[eng.its.order])
         del w_user, w_item
+        if release:
+            _release(data)
         reg_u = _like(xp, model._reg_diag(eng.us.counts)[:, None])
         reg_i = _like(xp, model._reg_diag(eng.its.counts)[:, None])
         state: dict[str, Any] = {"p": xp.zeros((len(eng.us.counts), k)),
@@ -286,11 +329,13 @@ def _ials(model: IALS, data: RankData, ctx: Context, dev: torch.device, threads:
         history = _run_factors("iALS", model, on_epoch, ctx, xp, state, step, checkpoints)
         user = to_numpy(ctx.all_gather_rows(state["p"], blocks.user_sizes(), op="final"))
         item = to_numpy(ctx.all_gather_rows(state["q"], blocks.item_sizes(), op="final"))
-    return user, item, history
+        seen = _seen_block(eng.us, data.n_items)
+    return user, item, history, seen
 
 
 def _als(model: ALS, data: RankData, ctx: Context, dev: torch.device, threads: int | None,
-         on_epoch: EpochCallback | None, checkpoints: Checkpoints | None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+         on_epoch: EpochCallback | None, checkpoints: Checkpoints | None,
+         release: bool) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], sp.csr_array]:
     k = int(model.n_factors)
     blocks, rank = data.blocks, data.rank
     i0, i1 = blocks.item_range(rank)
@@ -300,6 +345,8 @@ def _als(model: ALS, data: RankData, ctx: Context, dev: torch.device, threads: i
         xp = eng.xp
         t_u = _like(xp, data.by_user.ratings[eng.us.order] - mu)
         t_i = _like(xp, data.by_item.ratings[eng.its.order] - mu)
+        if release:
+            _release(data)
         item_of, user_of = xp.index(eng.us.other), xp.index(eng.its.other)
         n_u, n_i = _like(xp, eng.us.counts), _like(xp, eng.its.counts)
         diag_u = _like(xp, penalty.diagonal(eng.us.counts, k))
@@ -322,4 +369,5 @@ def _als(model: ALS, data: RankData, ctx: Context, dev: torch.device, threads: i
         history = _run_factors("ALS", model, on_epoch, ctx, xp, state, step, checkpoints)
         user = to_numpy(ctx.all_gather_rows(state["p"], blocks.user_sizes(), op="final"))
         item = to_numpy(ctx.all_gather_rows(state["q"], blocks.item_sizes(), op="final"))
-    return user, item, history
+        seen = _seen_block(eng.us, data.n_items)
+    return user, item, history, seen

@@ -174,6 +174,37 @@ class Context:
             return None
         return [p[:n].cpu().numpy() for p, n in zip(parts, lengths, strict=True)]
 
+    def gather_concat(self, a: np.ndarray, op: str = "gather") -> np.ndarray | None:
+        """Every rank's 1-d array concatenated in rank order on rank 0 (None on the others),
+        received straight into the result (no padding, no per-rank copies: the whole array is
+        the only one rank 0 allocates)."""
+        if self.world_size == 1:
+            return a
+        lengths = self.all_reduce_sum(np.eye(self.world_size)[self.rank] * len(a), op=op).astype(np.int64)
+        a = np.ascontiguousarray(a)
+        if not self.is_main:
+            if len(a):
+                with self._guard(op):
+                    dist.send(self._tensor(a), dst=0, group=self.group)
+                self.sent.add(op, a.nbytes)
+            return None
+        out = np.empty(int(lengths.sum()), dtype=a.dtype)
+        out[: len(a)] = a
+        at = len(a)
+        for r in range(1, self.world_size):
+            n = int(lengths[r])
+            if n:
+                view = torch.from_numpy(out[at: at + n])
+                with self._guard(op):
+                    if self.device.type == "cpu":
+                        dist.recv(view, src=r, group=self.group)
+                    else:  # NCCL receives into device memory
+                        buf = torch.empty(n, dtype=view.dtype, device=self.device)
+                        dist.recv(buf, src=r, group=self.group)
+                        view.copy_(buf.cpu())
+            at += n
+        return out
+
     def barrier(self) -> None:
         """Wait for every rank."""
         if self.world_size > 1:

@@ -84,3 +84,48 @@ def evaluate_sharded(model: Any, test: Any, ctx: Context, *, k: int = 10, releva
     out = {name: float(total[j] / users) if users else float("nan") for j, name in enumerate(names)}
     out.update(ranking_users=int(users), ranking_users_excluded=int(total[-1]))
     return out
+
+
+def summarize_test_sharded(model: Any, test: Any, ctx: Context, *, users: tuple[int, int] | None = None,
+                           k: int = 10) -> dict[str, Any]:
+    """What :func:`~cfrec.evaluation.protocols.summarize_test` reports (RMSE, MAE, the fallback
+    counts; NDCG and recall over the full ranking for ranking models), each rank scoring the test
+    rows of its users; every rank gets the job's figures.
+
+    ``users`` is the range of the model's user indices this rank scores (default: a contiguous
+    ``1/P`` of them); its model needs the seen items of those users only. Test users the model
+    does not know are scored by rank 0. Sums are combined with one all-reduce: RMSE from the
+    summed squared errors, the ranking metrics as means over the users that have a relevant
+    test item, as one process computes them.
+    """
+    from cfrec.evaluation.protocols import evaluate_detailed
+
+    lo, hi = users if users is not None else user_range(len(model.user_map_), ctx.rank, ctx.world_size)
+    idx = model.user_map_.to_index(test.raw_users(), missing="-1")
+    mine = (idx >= lo) & (idx < hi) | ((idx < 0) if ctx.is_main else False)
+    rating = bool(model.predicts_ratings)
+    ranked = [] if rating else [f"ndcg@{k}", f"recall@{k}"]
+    counts = ("personalised", "unknown_user", "unknown_item", "unknown_both")
+    local = np.zeros(3 + len(counts) + 1 + len(ranked))
+    if mine.any():
+        got = evaluate_detailed(model, test.subset(mine), k=k, metrics=["rmse", "mae", *ranked]).metrics
+        n = float(got["n_test"])
+        ranking_users = float(got.get("ranking_users", 0))
+        local[:3] = (n, n * float(got["rmse"]) ** 2 if rating else 0.0, n * float(got["mae"]) if rating else 0.0)
+        local[3:3 + len(counts)] = [float(got[key]) for key in counts]
+        local[3 + len(counts)] = ranking_users
+        local[4 + len(counts):] = [float(got[name]) * ranking_users for name in ranked]
+    total = ctx.all_reduce_sum(local, op="metrics")
+    n = total[0]
+    fallback = {key: int(total[3 + j]) for j, key in enumerate(counts)}
+    out: dict[str, Any] = {
+        "rmse": float(np.sqrt(total[1] / n)) if rating and n else None,
+        "mae": float(total[2] / n) if rating and n else None,
+        "n": int(n),
+        "fallback": fallback,
+        "fallback_share": float(1 - fallback["personalised"] / n) if n else 0.0,
+    }
+    ranking_users = total[3 + len(counts)]
+    out.update({name: float(total[4 + len(counts) + j] / ranking_users) if ranking_users else float("nan")
+                for j, name in enumerate(ranked)})
+    return out
