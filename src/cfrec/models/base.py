@@ -13,6 +13,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Self, overload
 
@@ -21,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cfrec.data.idmap import IdMap
-from cfrec.data.interactions import Interactions
+from cfrec.data.interactions import FINGERPRINT_COMPILED_MIN, Interactions
 from cfrec.errors import CfrecError, ModelFileError, NotFittedError
 from cfrec.models import names, persistence
 from cfrec.models.layout import Array, Layout, csr
@@ -159,6 +160,28 @@ class Recommender(ABC):
         check_feedback(self, train)
         check_params(self)  # an attribute may have been assigned directly since construction
         start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cfrec-fingerprint") as pool:
+            # at scale the training data's fingerprint (a hash and a sort of every row, GIL
+            # released) runs beside the fit, on a core the set-up and most loops leave idle
+            fingerprint = (pool.submit(train.fingerprint) if len(train) >= FINGERPRINT_COMPILED_MIN
+                           else None)
+            data = self._fit_all(train, valid, on_epoch)
+            self.fit_info_ = {
+                "dataset": train.name,
+                "fingerprint": train.fingerprint() if fingerprint is None else fingerprint.result(),
+                "n_ratings": len(data),
+                "n_users": data.n_users,
+                "n_items": data.n_items,
+                "fit_seconds": time.perf_counter() - start,
+            }
+        logger.info("%s fitted on %d ratings in %.2fs", type(self).__name__, self.fit_info_["n_ratings"],
+                    self.fit_info_["fit_seconds"])
+        return self
+
+    def _fit_all(self, train: Interactions, valid: Interactions | None,
+                 on_epoch: EpochCallback | None) -> Interactions:
+        """The shared set-up (vocabularies, global mean, seen matrix) and the model's own fit, on
+        the compacted training data (returned)."""
         data = train.compact()
         self.user_map_ = data.user_map
         self.item_map_ = data.item_map
@@ -172,17 +195,7 @@ class Recommender(ABC):
         if valid is not None and len(valid):
             valid_data = valid.with_vocab(self.user_map_, self.item_map_, drop_unknown=True)
         self._fit(data, valid_data, on_epoch)
-        self.fit_info_ = {
-            "dataset": train.name,
-            "fingerprint": train.fingerprint(),
-            "n_ratings": len(data),
-            "n_users": data.n_users,
-            "n_items": data.n_items,
-            "fit_seconds": time.perf_counter() - start,
-        }
-        logger.info("%s fitted on %d ratings in %.2fs", type(self).__name__, len(data),
-                    self.fit_info_["fit_seconds"])
-        return self
+        return data
 
     @abstractmethod
     def _fit(self, train: Interactions, valid: Interactions | None,
