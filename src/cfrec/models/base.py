@@ -548,6 +548,12 @@ class Recommender(ABC):
     #: Whether :meth:`fold_in_item` adds new items (models that build items from features).
     takes_new_items: ClassVar[bool] = False
 
+    @property
+    def takes_user_features(self) -> bool:
+        """Whether :meth:`fold_in` places a new user from side features (``features=``): a model
+        fitted with user features it uses. The service refuses features for the others."""
+        return False
+
     def _fold_in_input(self, items: Any, ratings: Any) -> FoldInInput:
         """Validate fold-in input: known unique items (last rating wins) and their ratings, see
         :func:`~cfrec.models.types.check_fold_in_input`."""

@@ -597,6 +597,11 @@ class BayesianFM(SampledFactorRecommender):
         state = None if features is None else {"features": rows.nnz > 0, "unknown_features": unknown}
         return self._folded(given, reg, rows, state)
 
+    @property
+    def takes_user_features(self) -> bool:
+        feats = getattr(self, "user_features_", None)
+        return feats is not None and feats.n_features > 0
+
     def _personal(self, user: FoldedUser) -> bool:
         """A user folded in from features alone is scored from them (not the cold-start list)."""
         return user.n_ratings > 0 or (isinstance(user.state, dict) and bool(user.state.get("features")))
