@@ -174,6 +174,24 @@ def test_a_user_known_by_features_gets_the_items_of_its_taste(genre_model: tuple
         plain.fold_in(features=["kind=x"])
 
 
+def test_a_batch_ranks_users_known_by_features_as_one_at_a_time(
+        genre_model: tuple[BayesianFM, Interactions]) -> None:
+    """In a batch, a user known only by features gets its own list (not the cold-start list), the
+    same as asked alone; known and wholly unknown users are unchanged beside it."""
+    model, data = genre_model
+    users = np.array(["new-x", data.user_map.ids[0], "nobody", "new-x", data.user_map.ids[1]], dtype=object)
+    candidates = data.item_map.ids[::2]
+    for kwargs in ({}, {"candidates": candidates}, {"exclude_seen": False}):
+        batch = model.recommend(users, 7, **kwargs)
+        for j, user in enumerate(users):
+            one = model.recommend(user, 7, **kwargs)
+            assert batch[j].ids.tolist() == one.ids.tolist(), (user, kwargs)
+            np.testing.assert_allclose(batch[j].scores, one.scores, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(batch[j].ratings, one.ratings, rtol=1e-5, atol=1e-5)
+    cold = model.recommend("nobody", 7).ids.tolist()
+    assert model.recommend(users, 7)[0].ids.tolist() != cold  # the feature user is not the cold list
+
+
 def test_fold_in_with_features_moves_towards_the_training_user(genre_model: tuple[BayesianFM, Interactions]) -> None:
     """A training user's own ratings and features give a row like its training row (features,
     id, rated set): closer to its learned predictions than its ratings alone."""

@@ -445,7 +445,22 @@ class Recommender(ABC):
         u_idx = self.user_map_.to_index(raw, missing="-1").astype(np.int64)
         idx, top = rank(self.score_rows, u_idx, n_items, int(k),
                         exclude=self.seen_ if exclude_seen else None, candidates=cand_idx)
-        return RecsBatch(raw, idx, top, self._ratings_of(u_idx, idx), self.item_map_)
+        ratings = self._ratings_of(u_idx, idx)
+        unknown = np.flatnonzero(u_idx < 0)
+        placed = self._feature_users(raw[unknown]) if len(unknown) else None
+        if placed is not None:  # ranked as the one-user path ranks them (nothing seen to exclude)
+            at, score_rows = placed
+            who = unknown[at]
+            idx[who], top[who] = rank(score_rows, np.arange(len(who)), n_items, int(k), candidates=cand_idx)
+            if ratings is not None:
+                ratings[who] = _mask(self._clip(self._as_ratings(top[who])), idx[who])
+        return RecsBatch(raw, idx, top, ratings, self.item_map_)
+
+    def _feature_users(self, raw: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
+        """Of raw user ids the ratings do not know, the positions of those the model places from
+        their side features and a scorer of their rows (``rows`` index those positions, as
+        :meth:`score_rows` takes user indices); None when every one gets the cold-start list."""
+        return None
 
     def _recommend_one(self, user: Any, k: int, exclude_seen: bool,
                        candidates: np.ndarray | None) -> Recs:
@@ -560,6 +575,12 @@ class Recommender(ABC):
 
     #: Whether :meth:`fold_in_item` adds new items (models that build items from features).
     takes_new_items: ClassVar[bool] = False
+
+    @property
+    def takes_user_features(self) -> bool:
+        """Whether :meth:`fold_in` places a new user from side features (``features=``): a model
+        fitted with user features it uses. The service refuses features for the others."""
+        return False
 
     def _fold_in_input(self, items: Any, ratings: Any) -> FoldInInput:
         """Validate fold-in input: known unique items (last rating wins) and their ratings, see

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -597,6 +598,11 @@ class BayesianFM(SampledFactorRecommender):
         state = None if features is None else {"features": rows.nnz > 0, "unknown_features": unknown}
         return self._folded(given, reg, rows, state)
 
+    @property
+    def takes_user_features(self) -> bool:
+        feats = getattr(self, "user_features_", None)
+        return feats is not None and feats.n_features > 0
+
     def _personal(self, user: FoldedUser) -> bool:
         """A user folded in from features alone is scored from them (not the cold-start list)."""
         return user.n_ratings > 0 or (isinstance(user.state, dict) and bool(user.state.get("features")))
@@ -610,6 +616,25 @@ class BayesianFM(SampledFactorRecommender):
             if row.nnz:
                 user = self._folded(self._fold_in_input((), ()), None, row, {"features": True, "unknown_features": []})
         return super()._recommend_one(user, k, exclude_seen, candidates)
+
+    def _feature_users(self, raw: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
+        """Ids of a batch unknown to the ratings that the user features know are ranked from their
+        features, as :meth:`_recommend_one` ranks one (all of them in one product per sample)."""
+        feats = self.user_features_
+        if feats is None:
+            return None
+        rows = feats.rows(raw)
+        at = np.flatnonzero(np.diff(rows.indptr) > 0)
+        if not len(at):
+            return None
+        bias, a = self._new_sample_terms(sp.csr_array(rows[at].astype(np.float64)), user_side=True)
+        user_bias, vec = bias.mean(axis=1), self._scaled(a)
+
+        def score_rows(users: np.ndarray) -> np.ndarray:
+            base = self.global_mean_ + user_bias[users][:, None] + self.item_bias_[None, :]
+            return np.asarray(base + vec[users] @ self.item_factors_.T, dtype=np.float32)
+
+        return at, score_rows
 
     def _user_feature_row(self, features: Any) -> tuple[sp.csr_array, list[str]]:
         """A new user's row over the model's user feature columns (1, F_u) and the feature

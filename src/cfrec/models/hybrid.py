@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -448,8 +448,9 @@ class HybridRanker(RankingRecommender, ItemInterceptRecommender):
         p0 = self._feature_vector(rows, "user")[0][0].astype(np.float64)
         has_features = rows.raw.nnz > 0
         idx = np.sort(given.items) if len(given.items) else given.items
-        if not len(idx) and not has_features:
-            return self._empty_folded(given, self.k_)
+        if not len(idx) and not has_features:  # the popularity list; unknown features still reported
+            return replace(self._empty_folded(given, self.k_),
+                           state={"features": False, "unknown_features": rows.unknown})
         vec = p0
         if len(idx):
             order = np.argsort(given.items, kind="stable")
@@ -470,6 +471,10 @@ class HybridRanker(RankingRecommender, ItemInterceptRecommender):
         return FoldedUser(0.0, vec.astype(np.float32), idx.astype(np.int32), len(idx),
                           state={"features": has_features, "unknown_features": rows.unknown},
                           unknown_items=given.unknown, duplicate_items=given.duplicates)
+
+    @property
+    def takes_user_features(self) -> bool:
+        return len(getattr(self, "user_feature_names_", ())) > 0
 
     def _recommend_one(self, user: Any, k: int, exclude_seen: bool, candidates: np.ndarray | None) -> Recs:
         """A user folded in from features alone is ranked by its vector (the base class ranks a

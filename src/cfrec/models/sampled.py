@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -129,8 +130,8 @@ class SampledFactorRecommender(_SampledState):
         self._check_fold_in_reg(reg)
         idx = given.items
         terms = self._fold_in_samples(idx, given.ratings, reg, features)
-        if terms is None:
-            return self._empty_folded(given, len(self.sample_global_) * int(self.n_factors))
+        if terms is None:  # nothing known of the user (``state`` still says what was ignored)
+            return replace(self._empty_folded(given, len(self.sample_global_) * int(self.n_factors)), state=state)
         bias, vec = terms
         return FoldedUser(float(bias.mean()), self._scaled(vec), idx.astype(np.int32), len(idx), state=state,
                           unknown_items=given.unknown, duplicate_items=given.duplicates)

@@ -27,6 +27,7 @@ from cfrec.serve.params import (
 )
 from cfrec.serve.pool import INLINE_MAX_BODY, INLINE_MAX_K, BoundedPool
 from cfrec.serve.schemas import (
+    MAX_FEATURES,
     MAX_RATINGS,
     FoldInRecommendations,
     FoldInRequest,
@@ -122,14 +123,27 @@ class Service:
                 name = f"ratings[{j}].rating"
                 raise ApiError(422, "rating_off_scale", f"{name}: {entry.rating:g} is outside the "
                                                         f"model's rating scale {lo:g}..{hi:g}", name)
+        extra: dict[str, Any] = {}
+        if body.features:  # an empty object or list is no features
+            if not model.takes_user_features:
+                raise ApiError(422, "features_not_supported", f"features: {model.name} does not place a new "
+                                                              "user from side features; send ratings or items, "
+                                                              "or serve a model fitted with user features (bfm, "
+                                                              "hybrid with use_user_features)", "features")
+            extra["features"] = body.features
         given = body.items if body.items else [e.item for e in body.ratings]
         ratings = None if body.items else np.fromiter(
             (e.rating for e in body.ratings), dtype=np.float64, count=len(body.ratings))
-        folded = model.fold_in(_as_model_ids(model.item_map_, given), ratings)
+        folded = model.fold_in(_as_model_ids(model.item_map_, given), ratings, **extra)
         recs = model.recommend(folded, body.k, exclude_seen=body.exclude_rated)
-        return {"cold_start": folded.n_ratings == 0, "n_ratings_used": int(folded.n_ratings),
+        state = folded.state if isinstance(folded.state, dict) else {}
+        from_features = bool(extra) and bool(state.get("features"))
+        return {"cold_start": folded.n_ratings == 0 and not from_features,
+                "n_ratings_used": int(folded.n_ratings),
                 "unknown_items": list(folded.unknown_items),
                 "duplicate_items": list(folded.duplicate_items),
+                "from_features": from_features,
+                "unknown_features": [str(f) for f in state.get("unknown_features", ())] if extra else [],
                 "k": body.k, "predicts_ratings": model.predicts_ratings,
                 "model_version": served.version,
                 "items": self.ranked(served, recs.ids, recs.scores, recs.ratings)}
@@ -248,12 +262,13 @@ def add_routes(app: FastAPI, service: Service, reload_now: Reloader,
                                                q.exclude_seen))
 
     @app.post("/v1/recommend", response_model=FoldInRecommendations, tags=["recommend"],
-              summary="Top-k items for a new user given a few ratings (folded in, no retraining)",
+              summary="Top-k items for a new user given a few ratings and/or side features (folded in, "
+                      "no retraining)",
               responses=error_responses(400, 413, 422, 429, 503),
               openapi_extra={"requestBody": json_body(
                   FoldInRequest, f"At most {max_body_bytes} bytes (413 beyond) and "
-                                 f"{MAX_RATINGS} ratings or items; ratings on the served "
-                                 "model's scale (`rating_scale` of /v1/model).")})
+                                 f"{MAX_RATINGS} ratings or items and {MAX_FEATURES} features; "
+                                 "ratings on the served model's scale (`rating_scale` of /v1/model).")})
     async def recommend_new(request: Request) -> Response:
         raw = await request.body()
         served = service.served()

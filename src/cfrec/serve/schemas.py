@@ -39,6 +39,55 @@ def _rating(value: Any) -> float:
     return out
 
 
+#: Most side features one new user may be given, the longest feature name and the largest
+#: feature value (in size): features are indicators or small numbers (an age, a year).
+MAX_FEATURES = 1_000
+MAX_FEATURE_NAME = 256
+MAX_FEATURE_VALUE = 1e6
+
+
+def _feature_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_FEATURE_NAME:
+        raise ValueError(f"{where} must be a feature name, a string of 1 to {MAX_FEATURE_NAME} characters, "
+                         f"got {_shown(name)}")
+    return name
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _features(value: Any) -> dict[str, float] | list[str] | None:
+    """A new user's side features: ``{name: number}`` or a list of distinct names (value 1),
+    bounded in count, name length and value (a request never builds a large row)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict | list):
+        raise ValueError("must be an object {feature name: number} or a list of feature names, got "
+                         f"{type(value).__name__}")
+    if len(value) > MAX_FEATURES:
+        raise ValueError(f"at most {MAX_FEATURES} features, got {len(value)}")
+    if isinstance(value, list):
+        seen: set[str] = set()
+        for j, name in enumerate(value):
+            if _feature_name(name, f"entry {j}") in seen:
+                raise ValueError(f"entry {j}: feature {name!r} is given twice")
+            seen.add(name)
+        return list(value)
+    out: dict[str, float] = {}
+    for name, v in value.items():
+        _feature_name(name, "a key")
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"the value of {_shown(name)} must be a number, got {_shown(v)}")
+        number = float(v) if isinstance(v, float) or abs(v) <= MAX_FEATURE_VALUE else math.inf
+        if not abs(number) <= MAX_FEATURE_VALUE:
+            raise ValueError(f"the value of {_shown(name)} must be a finite number of size at most "
+                             f"{MAX_FEATURE_VALUE:g}, got {_shown(v)}")
+        out[name] = number
+    return out
+
+
 RawIdIn = Annotated[int | str, PlainValidator(_raw_id), WithJsonSchema({
     "anyOf": [{"type": "integer", "minimum": _INT64[0], "maximum": _INT64[1]},
               {"type": "string", "minLength": 1, "maxLength": 256}],
@@ -47,6 +96,19 @@ RawIdIn = Annotated[int | str, PlainValidator(_raw_id), WithJsonSchema({
 RatingValue = Annotated[float, PlainValidator(_rating), WithJsonSchema({
     "type": "number", "description": "A rating on the model's scale (`rating_scale` of /v1/model; "
                                      "the served model's bounds are given as minimum/maximum)."})]
+_NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_FEATURE_NAME}
+FeaturesIn = Annotated[dict[str, float] | list[str] | None, PlainValidator(_features), WithJsonSchema({
+    "anyOf": [{"type": "object", "maxProperties": MAX_FEATURES, "propertyNames": _NAME_SCHEMA,
+               "additionalProperties": {"type": "number", "minimum": -MAX_FEATURE_VALUE,
+                                        "maximum": MAX_FEATURE_VALUE}},
+              {"type": "array", "maxItems": MAX_FEATURES, "uniqueItems": True, "items": _NAME_SCHEMA},
+              {"type": "null"}],
+    "description": ("The new user's side features, as the model's user features name them "
+                    '(`{"age=25-34": 1, "gender=F": 1}` or `["age=25-34", "gender=F"]`, value 1), '
+                    "for models fitted with user features (`bfm`, `hybrid` with `use_user_features`; "
+                    "others answer 422). Names the model does not know are ignored and listed in "
+                    "`unknown_features`."),
+})]
 RawIdOut = Annotated[int | str, Field(description="A raw id as the model knows it.")]
 K = Annotated[int, Query(ge=1, le=MAX_K, description=K_DESCRIPTION)]
 
@@ -58,8 +120,8 @@ class RatingIn(BaseModel):
 
 
 class FoldInRequest(BaseModel):
-    """A new user's ratings, or for a ranking model the items they liked (``items``, no stars);
-    ``k`` recommendations come back."""
+    """A new user's ratings, or for a ranking model the items they liked (``items``, no stars),
+    and/or their side features; ``k`` recommendations come back."""
 
     model_config = ConfigDict(extra="forbid")
     ratings: list[RatingIn] = Field(default_factory=list, max_length=MAX_RATINGS)
@@ -68,6 +130,7 @@ class FoldInRequest(BaseModel):
         "this or ratings)."))
     k: int = Field(10, ge=1, le=MAX_K, strict=True, description=K_DESCRIPTION)
     exclude_rated: bool = Field(True, strict=True, description="Leave the rated items out of the list.")
+    features: FeaturesIn = None
 
 
 class ListQuery(BaseModel):
@@ -122,10 +185,14 @@ class UserRecommendations(BaseModel):
 
 
 class FoldInRecommendations(BaseModel):
-    cold_start: bool = Field(description="True when no rated item is known to the model.")
+    cold_start: bool = Field(description="True when no rated item and no given feature is known to the model "
+                                         "(the list is the cold-start list).")
     n_ratings_used: int
     unknown_items: list[RawIdOut] = Field(description="Items the model does not know (ignored).")
     duplicate_items: list[RawIdOut] = Field(description="Items given twice (the last rating kept).")
+    from_features: bool = Field(False, description="True when the user was placed from its side features.")
+    unknown_features: list[str] = Field(default_factory=list, description=(
+        "Given features the model does not know (ignored)."))
     k: int
     predicts_ratings: bool
     model_version: str
