@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from contextvars import ContextVar
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from cfrec._io import to_jsonable
 
 app = typer.Typer(
     name="cfrec",
@@ -49,3 +53,27 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print one error line and exit non-zero (no traceback)."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def load_model(path: Path) -> Any:
+    """The saved model in ``path`` (whatever its class)."""
+    from cfrec.models.base import Recommender
+
+    return Recommender.load(path)
+
+
+def echo_json(obj: Any) -> None:
+    """Print ``obj`` as indented JSON (NaN refused) on stdout."""
+    typer.echo(json.dumps(to_jsonable(obj), indent=2, allow_nan=False))
+
+
+def epoch_printer(to_err: bool) -> Any:
+    """The ``on_epoch`` callback that prints one line an epoch."""
+    def on_epoch(rec: dict[str, Any]) -> None:
+        total = rec.get("epochs", "?")
+        line = f"  epoch {rec['epoch']:>3}/{total}  train_loss {rec['train_loss']:.4f}"
+        if rec.get("valid_rmse") is not None:
+            line += f"  valid_rmse {rec['valid_rmse']:.4f}"
+        say(line + f"  ({rec.get('seconds', 0.0):.1f} s)", stderr=to_err)
+
+    return on_epoch

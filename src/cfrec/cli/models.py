@@ -16,8 +16,6 @@ Choices made here (also in each command's help):
 
 from __future__ import annotations
 
-import json
-import os
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,10 +23,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from cfrec._io import to_jsonable
-from cfrec.cli._app import app, err_console, fail, say
+from cfrec.cli._app import app, echo_json, epoch_printer, err_console, fail, say
 from cfrec.cli._options import load_data, refuse_rating_model, with_data_options
 from cfrec.cli._stages import StageLog
+from cfrec.cli.sharded import distributed_world, job_rank, return_freed_memory, train_sharded
 from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError
 from cfrec.models.registry import model_names
@@ -99,15 +97,6 @@ def build_params(
     return params
 
 
-def load_model(path: Path) -> Any:
-    from cfrec.models.base import Recommender
-
-    return Recommender.load(path)
-
-
-def _echo_json(obj: Any) -> None:
-    typer.echo(json.dumps(to_jsonable(obj), indent=2, allow_nan=False))
-
 
 
 def _fmt_fallback(counts: dict[str, int]) -> str:
@@ -117,25 +106,6 @@ def _fmt_fallback(counts: dict[str, int]) -> str:
 
 
 # ---------------------------------------------------------------------- distributed train
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0") or 0)
-
-
-def _distributed_world(cls: type[Recommender], nproc: int | None, max_restarts: int = 0) -> int:
-    """The job's world size (1: a plain fit), or 0 after launching ``--nproc`` processes here."""
-    from cfrec.distributed import BLOCKED_MODELS, world_size_from_env
-
-    world = world_size_from_env()
-    if world == 1 and (nproc is None or nproc == 1):
-        return 1
-    if cls.name not in BLOCKED_MODELS:
-        fail(f"{cls.name} has no distributed fit (models with one: {', '.join(BLOCKED_MODELS)}); drop --nproc "
-             f"or start it without torchrun")
-    from cfrec.cli.sharded import job_world
-
-    return job_world(nproc, max_restarts)
-
-
 def _fit_distributed(estimator: Any, train_part: Any, on_epoch: Any, checkpoint: Path | None,
                      ctx: Any) -> tuple[int, int]:
     """Every rank's share of the blocked fit (rank 0 alone reports progress); returns the range
@@ -148,18 +118,6 @@ def _fit_distributed(estimator: Any, train_part: Any, on_epoch: Any, checkpoint:
     fit_blocked(estimator, part, ctx, on_epoch=on_epoch if ctx.is_main else None, fingerprint=train_part.fingerprint(),
                 item_info=_item_info_for(data) if ctx.is_main else None, checkpoint=checkpoint, release=True)
     return part.blocks.user_range(ctx.rank)
-
-
-def epoch_printer(to_err: bool) -> Any:
-    """The ``on_epoch`` callback that prints one line an epoch."""
-    def on_epoch(rec: dict[str, Any]) -> None:
-        total = rec.get("epochs", "?")
-        line = f"  epoch {rec['epoch']:>3}/{total}  train_loss {rec['train_loss']:.4f}"
-        if rec.get("valid_rmse") is not None:
-            line += f"  valid_rmse {rec['valid_rmse']:.4f}"
-        say(line + f"  ({rec.get('seconds', 0.0):.1f} s)", stderr=to_err)
-
-    return on_epoch
 
 
 # ---------------------------------------------------------------------- train
@@ -243,21 +201,19 @@ def train(
 
     check_writable(out)  # before a long fit, not after it
     if is_sharded(dataset):
-        from cfrec.cli.sharded import train_sharded
 
         train_sharded(dataset, out, estimator, split=split, nproc=nproc, checkpoint=checkpoint,
                       max_restarts=max_restarts, json_out=json_out, seed=seed)
         return
-    world = _distributed_world(cls, nproc, max_restarts)
+    world = distributed_world(cls, nproc, max_restarts)
     if world == 0:  # this process launched the job: its ranks did the work
         return
     if world > 1:
-        from cfrec.cli.sharded import return_freed_memory
 
         return_freed_memory()
     if checkpoint is not None and world == 1:
         fail("--checkpoint applies to a distributed fit (--nproc N or torchrun)")
-    main_rank = world == 1 or _rank() == 0
+    main_rank = world == 1 or job_rank() == 0
     to_err = json_out
     stages = StageLog()
     with stages.stage("load"):
@@ -339,7 +295,7 @@ def train(
         "out": str(saved.resolve()),
     }
     if json_out:
-        _echo_json(summary)
+        echo_json(summary)
         return
     say(f"fitted in {seconds:.1f} s")
     if test is not None and test["rmse"] is None:

@@ -18,8 +18,7 @@ from rich.table import Table
 
 from cfrec._io import to_jsonable
 from cfrec.catalog import Catalog
-from cfrec.cli._app import app, console, fail, say
-from cfrec.cli.models import _echo_json, load_model
+from cfrec.cli._app import app, console, echo_json, fail, load_model, say
 from cfrec.errors import CfrecError
 from cfrec.explain import because_rated
 from cfrec.limits import MAX_K
@@ -118,7 +117,7 @@ def _recommend_liked(model: Recommender, liked: list[str], k: int, json_out: boo
     recs = model.recommend(folded, k)
     rows = [{**meta, "score": float(s)} for meta, s in zip(_item_meta(model, recs.ids), recs.scores, strict=True)]
     if json_out:
-        _echo_json({"model": model.name, "liked": to_jsonable(given), "known_items": int(folded.n_ratings),
+        echo_json({"model": model.name, "liked": to_jsonable(given), "known_items": int(folded.n_ratings),
                     "unknown_items": to_jsonable(list(folded.unknown_items)),
                     "fallback": None if folded.n_ratings else "popular", "recommendations": rows})
         return
@@ -219,7 +218,7 @@ def recommend(
             for meta, s, r, b in zip(_item_meta(model, recs.ids), recs.scores, ratings, reasons, strict=True)]
     n_train = len(seen_set)
     if json_out:
-        _echo_json({
+        echo_json({
             "user": to_jsonable(user_raw),
             "model": model.name,
             "known": known,
@@ -298,7 +297,7 @@ def predict(
     rows = [{**meta, "prediction": float(p), "how": how[int(f)]}
             for meta, p, f in zip(_item_meta(model, items_raw), pred.ratings, pred.fallback, strict=True)]
     if json_out:
-        _echo_json({"user": to_jsonable(user_raw), "model": model.name, "predicts_ratings": model.predicts_ratings,
+        echo_json({"user": to_jsonable(user_raw), "model": model.name, "predicts_ratings": model.predicts_ratings,
                     "predictions": rows})
         return
     if not model.predicts_ratings:
@@ -400,7 +399,7 @@ def similar(
     rows = [{**m, "similarity": float(s)} for m, s in zip(_item_meta(model, ids), sims, strict=True)]
     query_row = matches[0]
     if json_out:
-        _echo_json({"query": item, "item": query_row, "matches": matches, "neighbours": rows})
+        echo_json({"query": item, "item": query_row, "matches": matches, "neighbours": rows})
         return
     if len(matches) > 1:
         others = "; ".join(f"{_name(m)} [id {m['item_id']}, {m['n_ratings']} ratings]" for m in matches[1:6])

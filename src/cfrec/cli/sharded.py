@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cfrec.cli._app import command_line, console, fail, say
+from cfrec.cli._app import command_line, console, echo_json, epoch_printer, fail, load_model, say
 from cfrec.cli._stages import StageLog
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def in_distributed_job() -> bool:
     return os.environ.get("WORLD_SIZE", "").strip() not in ("", "0", "1")
 
 
-def _rank() -> int:
+def job_rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
@@ -69,7 +69,7 @@ def job_world(nproc: int | None, max_restarts: int = 0) -> int:
     if world > 1:
         if nproc is not None and nproc != 1:
             fail(f"--nproc {nproc} inside a torchrun job of {world} processes: give one or the other")
-        if _rank() != 0:
+        if job_rank() != 0:
             console.quiet = True  # only rank 0 prints
         return world
     if nproc is None or nproc == 1:
@@ -81,11 +81,24 @@ def job_world(nproc: int | None, max_restarts: int = 0) -> int:
     return 0
 
 
+def distributed_world(cls: type[Recommender], nproc: int | None, max_restarts: int = 0) -> int:
+    """The world size of a ``train`` job (1: a plain fit), or 0 after launching ``--nproc``
+    processes here; a model without a distributed fit is refused."""
+    from cfrec.distributed import BLOCKED_MODELS, world_size_from_env
+
+    world = world_size_from_env()
+    if world == 1 and (nproc is None or nproc == 1):
+        return 1
+    if cls.name not in BLOCKED_MODELS:
+        fail(f"{cls.name} has no distributed fit (models with one: {', '.join(BLOCKED_MODELS)}); drop --nproc "
+             f"or start it without torchrun")
+    return job_world(nproc, max_restarts)
+
+
 # ---------------------------------------------------------------------- train
 def train_sharded(dataset: str, out: Path, estimator: Any, *, split: str, nproc: int | None,
                   checkpoint: Path | None, max_restarts: int, json_out: bool, seed: int | None) -> None:
     """``cfrec train SHARD_DIR``: every rank fits from its own parts; rank 0 saves the model."""
-    from cfrec.cli.models import _distributed_world, _echo_json, epoch_printer
     from cfrec.data.shard import ShardSet
     from cfrec.distributed import fit_blocked, from_env, world_size_from_env
     from cfrec.distributed.sharded_input import check_processes, fingerprint, read_rank_data
@@ -103,7 +116,7 @@ def train_sharded(dataset: str, out: Path, estimator: Any, *, split: str, nproc:
              f"ranking model (ials)")
     world = world_size_from_env()
     check_processes(shards, world if world > 1 else (nproc or 1))
-    world = _distributed_world(cls, nproc, max_restarts)
+    world = distributed_world(cls, nproc, max_restarts)
     if world == 0:  # this process launched the job: its ranks did the work
         return
     if world > 1:
@@ -128,7 +141,7 @@ def train_sharded(dataset: str, out: Path, estimator: Any, *, split: str, nproc:
             saved = estimator.save(out)
     seconds = stages.stages[1].seconds
     if json_out:
-        _echo_json({"model": cls.name, "params": estimator.get_params(), "dataset": shards.path.name,
+        echo_json({"model": cls.name, "params": estimator.get_params(), "dataset": shards.path.name,
                     "split": "none", "train_ratings": n_interactions, "fit_seconds": seconds,
                     "epochs_run": len(estimator.history_), "test": None, "processes": world,
                     "stages": stages.to_dict(), "out": str(saved.resolve())})
@@ -142,7 +155,6 @@ def train_sharded(dataset: str, out: Path, estimator: Any, *, split: str, nproc:
 def recommend_all_sharded(model_dir: Path, out: Path | None, *, k: int, include_seen: bool,
                           nproc: int | None) -> None:
     """``recommend --all --out DIR`` on several processes: one Parquet part per rank."""
-    from cfrec.cli.models import load_model
     from cfrec.distributed import from_env, write_recommendations_sharded
     from cfrec.distributed.scoring import part_path
 

@@ -15,9 +15,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cfrec.cli._app import app, console, err_console, fail
+from cfrec.cli._app import app, console, echo_json, err_console, fail
 from cfrec.cli._options import load_data, refuse_rating_model, with_data_options
-from cfrec.cli.models import _MODEL_CHOICES, _echo_json, _fmt_fallback, build_params
+from cfrec.cli.models import _MODEL_CHOICES, _fmt_fallback, build_params
 from cfrec.data.options import DataOptions
 from cfrec.errors import CfrecError
 
@@ -162,7 +162,7 @@ def tune(
         obj = result.to_dict()
         if saved is not None:
             obj["files"] = {k: str(v.resolve()) for k, v in saved.items()}
-        _echo_json(obj)
+        echo_json(obj)
         return
 
     table = Table(title=f"{len(result.trials)} trials (sampler {result.sampler}, seed {result.seed}, "
