@@ -5,7 +5,7 @@ On one of ML-100K's official folds (``u1`` .. ``u5``), fits ``bfm`` with its def
 test ratings into those whose item is in the training part and those whose item has no training
 rating (scored from its features). Each part is scored twice: as the model predicts (the feature
 columns plus the expected terms of the id and rated-set columns a new item lacks,
-``cfrec.models.bayesian_fm.MissingTerms``) and from the feature columns alone (the model's
+``cfrec.models.fm_terms.MissingTerms``) and from the feature columns alone (the model's
 ``sample_item_missing_`` and ``sample_user_missing_`` zeroed).
 
 Usage::

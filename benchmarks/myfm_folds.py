@@ -146,7 +146,7 @@ def run_myfm(myfm: Any, variant: str, train: Any, test: Any, rank: int, sweeps: 
 
     day_rows: Any = None
     if variant in DAY_VARIANTS:  # one-hot (user, day) columns of the training ratings' pairs
-        from cfrec.models.bayesian_fm import day_keys
+        from cfrec.models.fm_terms import day_keys
 
         day_table = np.unique(day_keys(train.users, train.timestamps))
         day_block = sp.identity(len(day_table) + 1, format="csr")[:, :len(day_table)]  # last row: unseen
@@ -182,7 +182,7 @@ def _with_feature_groups(block: Any, groups: list[int], features: Any, vocab: An
     ``=``), and one myFM group per family (as cfrec's BayesianFM groups them)."""
     if features is None:
         return block, groups
-    from cfrec.models.bayesian_fm import feature_groups
+    from cfrec.models.fm_terms import feature_groups
 
     fam, _ = feature_groups(features)
     order = np.argsort(fam, kind="stable")

@@ -14,7 +14,8 @@ from cfrec.data import Interactions
 from cfrec.data.features import Features
 from cfrec.errors import CfrecError
 from cfrec.models import Recommender
-from cfrec.models.bayesian_fm import BayesianFM, MissingTerms
+from cfrec.models.bayesian_fm import BayesianFM
+from cfrec.models.fm_terms import MissingTerms
 from cfrec.models.registry import make_model
 from cfrec.testing import RecommenderContract
 
