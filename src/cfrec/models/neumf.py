@@ -517,7 +517,7 @@ class NeuMF(BiasedRecommender):
         if len(seg):
             with using_threads(self._threads(len(seg)), blas=False):
                 w = solve_fold_in(net, idx, seg, r, n, self._fold_in_lam(reg), self._implicit,
-                                   int(self.fold_in_steps))
+                                  int(self.fold_in_steps))
         w32 = w.astype(np.float32)
         q_idx = self.item_map_.to_index(q_items, missing="-1").astype(np.int64)
         out = np.empty(len(qu), dtype=np.float32)

@@ -19,7 +19,7 @@ _LBFGS_HISTORY = 20
 
 @torch.no_grad()
 def solve_fold_in(net: _NeuMFNet, items: np.ndarray, seg: np.ndarray, target: np.ndarray, n: int,
-                   lam: float, implicit: bool, max_steps: int, tol: float = 1e-7) -> np.ndarray:
+                  lam: float, implicit: bool, max_steps: int, tol: float = 1e-7) -> np.ndarray:
     """Fold-in vectors ``[gmf | mlp | bias]`` (n, d) of ``n`` users at once (float32).
 
     User ``s`` has the (item, target) pairs where ``seg == s`` (``seg`` sorted); it minimises
