@@ -19,9 +19,9 @@ Two modes:
     RMSE against ratings means nothing. ``recommend`` ranks by it.
 
 Training runs its epochs through the shared driver (:class:`~cfrec.engines.driver.Trainer`) with
-a fused step (:class:`_FusedStep`): the training rows are shuffled once an epoch and every
-minibatch is a contiguous slice of them; the forward and backward passes are written out by
-hand over one table that stacks the user and item rows and one vector of the dense weights
+a fused step (:class:`~cfrec.engines.neumf_step._FusedStep`): the training rows are shuffled
+once an epoch and every minibatch is a contiguous slice of them; the forward and backward
+passes are written out by hand over one table that stacks the user and item rows and one vector of the dense weights
 (a few dozen tensor operations a step, no autograd graph), and on the CPU Adam runs as one
 compiled pass over the batch's rows (:mod:`cfrec.engines.compiled_neumf`). Everything random is
 seeded, early stopping watches a validation part carved from the training data (validation
@@ -34,32 +34,27 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from cfrec.data.interactions import Interactions
 from cfrec.data.split import carve_validation
 from cfrec.engines.backend import make_generator, resolve_device
 from cfrec.engines.driver import Trainer
 from cfrec.engines.negatives import UniformNegatives, pair_keys
-from cfrec.engines.torch_loop import (
-    batched_rmse,
-    load_module_arrays,
-    make_optimizer,
-    module_arrays,
-    row_grad,
-)
+from cfrec.engines.neumf_step import _FusedStep
+from cfrec.engines.torch_loop import batched_rmse, load_module_arrays, module_arrays
 from cfrec.errors import CfrecError, ModelFileError
 from cfrec.models._bias import fit_biases
 from cfrec.models.base import EpochCallback, FoldedUser
 from cfrec.models.factor import BiasedRecommender
 from cfrec.models.layout import Array, module_layout
+from cfrec.models.neumf_fold_in import solve_fold_in
+from cfrec.models.neumf_net import _NeuMFNet
 from cfrec.models.params import hyperparameters, param
 from cfrec.threads import threads_for, using_threads
 
@@ -96,118 +91,6 @@ def _parse_layers(value: str | Sequence[int]) -> list[int]:
         raise CfrecError(f"mlp_layers {value!r}: need at least two positive sizes and an even first "
                          "size (it is the user and item MLP embeddings concatenated), e.g. 64,32,16")
     return layers
-
-
-class _NeuMFNet(nn.Module):
-    """GMF and MLP towers over separate embeddings, fused by one linear output unit.
-
-    With ``with_bias`` the output adds ``offset + b_u + b_i`` (rating mode). The first MLP layer
-    is applied to user and item halves separately (``W [m_u; m_i] = W_u m_u + W_i m_i``), which
-    lets :meth:`score_grid` score every item for a user without materialising concatenations.
-    """
-
-    offset: torch.Tensor  # registered buffer: the global mean in rating mode
-
-    def __init__(self, n_users: int, n_items: int, n_factors: int, layers: list[int],
-                 with_bias: bool, dropout: float) -> None:
-        super().__init__()
-        half = layers[0] // 2
-        self.mlp_half = half  # not ``half``: that would shadow ``nn.Module.half()``
-        # sparse=True: the embeddings' gradients are row-sparse (the batch's rows only), so a step
-        # reads and writes those rows and their optimiser state, not the whole tables
-        self.user_gmf = nn.Embedding(n_users, n_factors, sparse=True)
-        self.item_gmf = nn.Embedding(n_items, n_factors, sparse=True)
-        self.user_mlp = nn.Embedding(n_users, half, sparse=True)
-        self.item_mlp = nn.Embedding(n_items, half, sparse=True)
-        self.tower = nn.ModuleList(nn.Linear(a, b) for a, b in zip(layers[:-1], layers[1:], strict=False))
-        self.head = nn.Linear(n_factors + layers[-1], 1)
-        self.with_bias = with_bias
-        if with_bias:
-            self.user_bias = nn.Embedding(n_users, 1, sparse=True)
-            self.item_bias = nn.Embedding(n_items, 1, sparse=True)
-        self.register_buffer("offset", torch.zeros((), dtype=torch.float32))
-        self.dropout = float(dropout)
-        self.dropout_generator: torch.Generator | None = None
-
-    def reset(self, generator: torch.Generator) -> None:
-        """Seeded initialisation: N(0, 0.01) embeddings (as in the paper), Xavier layers, zero biases."""
-        for emb in (self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp):
-            nn.init.normal_(emb.weight, 0.0, 0.01, generator=generator)
-        for layer in [*self.tower, self.head]:
-            nn.init.xavier_uniform_(layer.weight, generator=generator)
-            nn.init.zeros_(layer.bias)
-        if self.with_bias:
-            nn.init.zeros_(self.user_bias.weight)
-            nn.init.zeros_(self.item_bias.weight)
-
-    def embedding_modules(self) -> list[nn.Embedding]:
-        mods = [self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp]
-        if self.with_bias:
-            mods += [self.user_bias, self.item_bias]
-        return mods
-
-    def _drop(self, h: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.dropout <= 0:
-            return h
-        keep = torch.rand(h.shape, generator=self.dropout_generator, device=h.device) >= self.dropout
-        return h * keep / (1.0 - self.dropout)
-
-    def _finish(self, gmf_out: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-        """Rest of the MLP from the first layer's pre-activation, plus the fused output (no bias)."""
-        h = self._drop(F.relu(pre))
-        for layer in self.tower[1:]:
-            h = self._drop(F.relu(layer(h)))
-        n_gmf = self.head.in_features - h.shape[-1]
-        w = self.head.weight[0]
-        return gmf_out + h @ w[n_gmf:] + self.head.bias[0]
-
-    def first_layer_parts(self, mlp_user: torch.Tensor, mlp_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Split first-layer contributions: ``(m_u W_u^T, m_i W_i^T + b)``."""
-        first = self.tower[0]
-        assert isinstance(first, nn.Linear)  # the tower holds only Linear layers
-        w = first.weight
-        return mlp_user @ w[:, :self.mlp_half].T, mlp_item @ w[:, self.mlp_half:].T + first.bias
-
-    def forward_parts(self, gmf_u: torch.Tensor, mlp_u: torch.Tensor, bias_u: torch.Tensor,
-                      items: torch.Tensor) -> torch.Tensor:
-        """Scores of pairs given per-pair user vectors (training users or folded-in ones)."""
-        w_gmf = self.head.weight[0, :gmf_u.shape[-1]]
-        gmf_out = (gmf_u * self.item_gmf(items) * w_gmf).sum(-1)
-        a, b = self.first_layer_parts(mlp_u, self.item_mlp(items))
-        out = self._finish(gmf_out, a + b)
-        if self.with_bias:
-            out = out + self.offset + bias_u + self.item_bias(items)[..., 0]
-        return out
-
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        bias_u = self.user_bias(users)[..., 0] if self.with_bias else torch.zeros((), device=users.device)
-        return self.forward_parts(self.user_gmf(users), self.user_mlp(users), bias_u, items)
-
-    def score_grid(self, gmf_u: torch.Tensor, mlp_u: torch.Tensor, bias_u: torch.Tensor,
-                   items: torch.Tensor) -> torch.Tensor:
-        """Scores (n_users, n_items) of every given item for each user vector (chunked by caller)."""
-        w_gmf = self.head.weight[0, :gmf_u.shape[-1]]
-        gmf_out = (gmf_u * w_gmf) @ self.item_gmf(items).T  # (n, m) without an (n, m, k) block
-        a, b = self.first_layer_parts(mlp_u, self.item_mlp(items))
-        out = self._finish(gmf_out, a[:, None, :] + b[None, :, :])
-        if self.with_bias:
-            out = out + self.offset + bias_u[:, None] + self.item_bias(items)[:, 0][None, :]
-        return out
-
-    def forward_train(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Outputs of pairs (as :meth:`forward`) and the batch mean of the squared norms of every
-        embedding and bias they look up (each looked up once, for both)."""
-        gu, mu_, gi, mi = self.user_gmf(users), self.user_mlp(users), self.item_gmf(items), self.item_mlp(items)
-        w_gmf = self.head.weight[0, :gu.shape[-1]]
-        gmf_out = (gu * gi * w_gmf).sum(-1)
-        a, b = self.first_layer_parts(mu_, mi)
-        out = self._finish(gmf_out, a + b)
-        sq = gu.square().sum(-1) + mu_.square().sum(-1) + gi.square().sum(-1) + mi.square().sum(-1)
-        if self.with_bias:
-            bu, bi = self.user_bias(users)[..., 0], self.item_bias(items)[..., 0]
-            out = out + self.offset + bu + bi
-            sq = sq + bu.square() + bi.square()
-        return out, sq.mean()
 
 
 @hyperparameters
@@ -595,7 +478,7 @@ class NeuMF(BiasedRecommender):
         For every user number ``s`` (``0 <= s < n``, numbered by the caller) this approximates
         ``predict(fold_in(hist_items[hist_users == s], hist_ratings[hist_users == s], reg=reg),
         query_items[query_users == s])``: the same objective, minimised from zero for all users
-        at once by a batched L-BFGS (:func:`_solve_fold_in`: each user its own curvature pairs
+        at once by a batched L-BFGS (:func:`~cfrec.models.neumf_fold_in.solve_fold_in`: each user its own curvature pairs
         and Armijo step sizes, instead of :meth:`fold_in`'s strong-Wolfe line search). The
         objective is not convex in the MLP vector (ReLU layers), so the two optimisers can stop
         in different local minima: the predictions agree closely but not to float rounding.
@@ -633,8 +516,8 @@ class NeuMF(BiasedRecommender):
         w = np.zeros((n, k + half + int(net.with_bias)))
         if len(seg):
             with using_threads(self._threads(len(seg)), blas=False):
-                w = _solve_fold_in(net, idx, seg, r, n, self._fold_in_lam(reg), self._implicit,
-                                   int(self.fold_in_steps))
+                w = solve_fold_in(net, idx, seg, r, n, self._fold_in_lam(reg), self._implicit,
+                                  int(self.fold_in_steps))
         w32 = w.astype(np.float32)
         q_idx = self.item_map_.to_index(q_items, missing="-1").astype(np.int64)
         out = np.empty(len(qu), dtype=np.float32)
@@ -676,348 +559,6 @@ class NeuMF(BiasedRecommender):
             raise ModelFileError(f"NeuMF hyperparameters in the model file are invalid ({exc})") from None
         load_module_arrays(net, arrays, "NeuMF")
         self.net_ = net.eval()
-
-
-# ---------------------------------------------------------------------- fused training step
-class _FusedStep:
-    """One minibatch step of NeuMF's training loss with its gradient written out, no autograd.
-
-    Training keeps its own copies of the parameters in two tensors, so that a step is a few
-    dozen operations however many modules the network has: ``table`` (n_users + n_items, d)
-    stacks every user row ``[gmf | mlp | bias]`` above every item row (``d = n_factors +
-    mlp_layers[0] / 2 + 1``; no bias column in implicit mode) and ``flat`` holds every dense
-    weight and bias (MLP layers, then the output unit) one after another. A step gathers the
-    batch's 2B rows with one ``index_select``, runs the forward pass and its backward by hand
-    (the loss and gradient of :meth:`_NeuMFNet.forward_train` under autograd, checked in the
-    tests), gives ``flat`` a dense gradient and ``table`` a row-sparse one, and updates both:
-
-    * on the CPU with Adam (the default), the table by the compiled pass
-      :func:`~cfrec.engines.compiled_neumf.neumf_table_adam` (row gradients, repeats merged,
-      lazy Adam on the distinct rows), the same update as
-      :class:`~cfrec.engines.torch_loop.Adam` on the row-sparse gradient;
-    * otherwise (CUDA, Adagrad, SGD) by the engine's row-wise optimiser on a
-      :func:`~cfrec.engines.torch_loop.row_grad`.
-
-    :meth:`sync` copies the values back into the network's modules, which scoring, validation,
-    snapshots and saved files use.
-    """
-
-    def __init__(self, net: _NeuMFNet, *, implicit: bool, reg: float, weight_decay: float,
-                 optimizer: str, lr: float, compiled: bool) -> None:
-        self.net = net
-        self.implicit, self.reg, self.wd = implicit, float(reg), float(weight_decay)
-        self.n_users = net.user_gmf.num_embeddings
-        self.k, self.h = net.user_gmf.embedding_dim, net.mlp_half
-        self.bias = net.with_bias
-        with torch.no_grad():
-            user = [net.user_gmf.weight, net.user_mlp.weight] + ([net.user_bias.weight] if self.bias else [])
-            item = [net.item_gmf.weight, net.item_mlp.weight] + ([net.item_bias.weight] if self.bias else [])
-            self.table = torch.cat([torch.cat(user, 1), torch.cat(item, 1)], 0).requires_grad_()
-            self._dense = [t for layer in [*net.tower, net.head] for t in (layer.weight, layer.bias)]
-            self.flat = torch.cat([t.reshape(-1) for t in self._dense]).requires_grad_()
-        self.grad = torch.zeros_like(self.flat)
-        self.weights, self.biases = self._views(self.flat.detach())
-        self.grad_weights, self.grad_biases = self._views(self.grad)
-        self.compiled = None
-        if compiled:
-            from cfrec.engines.compiled_neumf import neumf_table_adam
-
-            self.compiled = neumf_table_adam
-            self._lr = float(lr)
-            t = self.table.detach().numpy()
-            self.first, self.second = np.zeros_like(t), np.zeros_like(t)
-            self.dense_first, self.dense_second = np.zeros((2, 1, len(self.flat)), np.float32)
-            self.slot = np.full(len(t), -1, np.int64)
-            self._scratch: tuple[np.ndarray, ...] = ()
-            self._steps = 0
-            # load (or compile) the kernel now, in the fit's set-up, not in its first epoch
-            self._compiled_update(np.empty(0, np.int64), np.empty((0, t.shape[1]), np.float32),
-                                  np.empty((0, self.weights[-1].shape[1]), np.float32),
-                                  np.empty((0, 2 * self.h), np.float32), np.empty(0, np.float32), advance=False)
-        else:
-            self.opt = make_optimizer(optimizer, [self.table, self.flat], lr=lr)
-
-    def _views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Weight and bias views of the dense layers (the output unit last) into ``flat``."""
-        weights, biases, at = [], [], 0
-        for w, b in zip(self._dense[::2], self._dense[1::2], strict=True):
-            weights.append(flat[at:at + w.numel()].view(w.shape))
-            at += w.numel()
-            biases.append(flat[at:at + b.numel()])
-            at += b.numel()
-        return weights, biases
-
-
-    @torch.no_grad()
-    def sync(self) -> None:
-        """Copy the training tensors into the network's modules."""
-        net, k, h, n_u = self.net, self.k, self.h, self.n_users
-        t = self.table.detach()
-        net.user_gmf.weight.copy_(t[:n_u, :k])
-        net.item_gmf.weight.copy_(t[n_u:, :k])
-        net.user_mlp.weight.copy_(t[:n_u, k:k + h])
-        net.item_mlp.weight.copy_(t[n_u:, k:k + h])
-        if self.bias:
-            net.user_bias.weight.copy_(t[:n_u, k + h:])
-            net.item_bias.weight.copy_(t[n_u:, k + h:])
-        for mine, theirs in zip(self.weights + self.biases, self._dense[::2] + self._dense[1::2], strict=True):
-            theirs.copy_(mine)
-
-    @torch.no_grad()
-    def __call__(self, index: torch.Tensor, labels: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
-        """Take one step on a batch; return its summed loss (the batch's mean loss times B).
-
-        ``index`` (2B,) holds the batch's user rows then its item rows (item numbers offset by
-        ``n_users``); ``masks`` are the dropout multipliers of each MLP layer (None: no dropout).
-        """
-        k, h = self.k, self.h
-        n = len(labels)
-        rows = self.table.detach().index_select(0, index)  # (2B, d)
-        eu, ei = rows[:n], rows[n:]
-        gmf = eu[:, :k] * ei[:, :k]
-        acts = [torch.cat([eu[:, k:k + h], ei[:, k:k + h]], 1)]
-        *tower, (w_head, b_head) = zip(self.weights, self.biases, strict=True)
-        for j, (w, b) in enumerate(tower):
-            a = torch.addmm(b, acts[-1], w.T).relu_()
-            if masks is not None:
-                a = a.mul_(masks[j])
-            acts.append(a)
-        z = torch.cat([gmf, acts[-1]], 1)
-        out = torch.addmv(b_head, z, w_head[0])
-        if self.bias:
-            out = out.add_(eu[:, -1]).add_(ei[:, -1]).add_(self.net.offset)
-        scale = 1.0 / n
-        if self.implicit:
-            total = F.binary_cross_entropy_with_logits(out, labels, reduction="sum")
-            d_out = torch.sigmoid(out).sub_(labels).mul_(scale)
-        else:
-            err = out.sub_(labels)
-            total = torch.dot(err, err)
-            d_out = err.mul_(2.0 * scale)
-        if self.reg:
-            flat_rows = rows.view(-1)
-            total = total + self.reg * torch.dot(flat_rows, flat_rows)
-        flat = self.flat.detach()
-        if self.wd:
-            total = total + (0.5 * self.wd * n) * torch.dot(flat, flat)
-        # backward: the output unit, the MLP layers from the top, then the rows read
-        gw, gb = self.grad_weights, self.grad_biases
-        torch.mv(z.T, d_out, out=gw[-1][0])
-        torch.sum(d_out, 0, keepdim=True, out=gb[-1])
-        d_z = torch.outer(d_out, w_head[0])
-        d_a = d_z[:, k:]
-        for j in range(len(tower) - 1, -1, -1):
-            if masks is not None:
-                d_a = d_a * masks[j]
-            d_pre = torch.ops.aten.threshold_backward(d_a, acts[j + 1], 0)
-            torch.mm(d_pre.T, acts[j], out=gw[j])
-            torch.sum(d_pre, 0, out=gb[j])
-            d_a = d_pre @ tower[j][0]
-        if self.wd:
-            self.grad.add_(flat, alpha=self.wd)
-        if self.compiled is not None:
-            self._compiled_update(index.numpy(), rows.numpy(), d_z.numpy(), d_a.numpy(), d_out.numpy())
-        else:
-            self.flat.grad = self.grad
-            self.table.grad = row_grad(index, self._row_grads(rows, d_z[:, :k], d_a, d_out), self.table.shape)
-            self.opt.step()
-        return total
-
-    def _row_grads(self, rows: torch.Tensor, d_gmf: torch.Tensor, d_mlp: torch.Tensor,
-                   d_out: torch.Tensor) -> torch.Tensor:
-        """The gradient of each of the 2B rows read (repeats not merged)."""
-        k, h, n = self.k, self.h, len(d_out)
-        grad = torch.empty_like(rows)
-        torch.mul(d_gmf, rows[n:, :k], out=grad[:n, :k])
-        torch.mul(d_gmf, rows[:n, :k], out=grad[n:, :k])
-        grad[:n, k:k + h] = d_mlp[:, :h]
-        grad[n:, k:k + h] = d_mlp[:, h:]
-        if self.bias:
-            grad[:n, -1] = d_out
-            grad[n:, -1] = d_out
-        if self.reg:
-            grad.add_(rows, alpha=2.0 * self.reg / max(n, 1))
-        return grad
-
-    def _compiled_update(self, index: np.ndarray, rows: np.ndarray, d_z: np.ndarray, d_mlp: np.ndarray,
-                         d_out: np.ndarray, advance: bool = True) -> None:
-        """Adam by the compiled pass: lazy on the table's rows read, dense on ``flat`` (the
-        defaults of :class:`~cfrec.engines.torch_loop.Adam`)."""
-        assert self.compiled is not None
-        if len(self._scratch) == 0 or len(self._scratch[0]) < len(index):
-            size = max(len(index), 1)
-            self._scratch = (np.empty(size, np.int64), np.empty(size, np.float32),
-                             np.empty((size, rows.shape[1]), np.float32))
-        t = 1
-        if advance:
-            self._steps += 1
-            t = self._steps
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        n = len(d_out)
-        self.compiled(self.table.detach().numpy(), self.first, self.second, index, rows, d_z, self.k, d_mlp, d_out,
-                      self.bias, 2.0 * self.reg / max(n, 1), self._lr / (1.0 - b1 ** t), math.sqrt(1.0 - b2 ** t),
-                      b1, b2, eps, self.slot, *self._scratch, self.flat.detach().numpy()[None],
-                      self.grad.numpy()[None], self.dense_first, self.dense_second)
-
-
-# ---------------------------------------------------------------------- fold-in solver
-#: Step and gradient-change pairs each user's L-BFGS keeps.
-_LBFGS_HISTORY = 20
-
-
-@torch.no_grad()
-def _solve_fold_in(net: _NeuMFNet, items: np.ndarray, seg: np.ndarray, target: np.ndarray, n: int,
-                   lam: float, implicit: bool, max_steps: int, tol: float = 1e-7) -> np.ndarray:
-    """Fold-in vectors ``[gmf | mlp | bias]`` (n, d) of ``n`` users at once (float32).
-
-    User ``s`` has the (item, target) pairs where ``seg == s`` (``seg`` sorted); it minimises
-    ``mean_i loss(f_i(p), y_i) + lam |p|^2`` over its own vector ``p`` with the network fixed
-    (squared error, or binary cross-entropy on logits when ``implicit``). Batched L-BFGS from
-    zero: every user keeps its own last ``_LBFGS_HISTORY`` (step, gradient change) pairs, its
-    own inverse-Hessian scale and its own Armijo backtracking step; the first step is
-    ``min(1, 1 / |g|_1)`` along the gradient, as in ``torch.optim.LBFGS``. Gradients come from
-    the network's Jacobian written out (``f`` is linear in the GMF vector and the bias and
-    piecewise linear in the MLP vector), one pass over every pair per evaluation. A user stops
-    when its gradient's max norm is below ``tol``, its step or objective change is below 1e-9,
-    or no step decreases its objective; at most ``max_steps`` iterations.
-    """
-    dt = torch.float32
-    k, half = net.user_gmf.embedding_dim, net.mlp_half
-    bias = net.with_bias
-    d = k + half + int(bias)
-    items_t = torch.as_tensor(np.asarray(items, dtype=np.int64))
-    seg_t = torch.as_tensor(np.asarray(seg, dtype=np.int64))
-    y = torch.as_tensor(np.asarray(target), dtype=dt)
-    with torch.no_grad():
-        w_head = net.head.weight[0].to(dt)
-        first_layer = net.tower[0]
-        assert isinstance(first_layer, nn.Linear)
-        w_user = first_layer.weight[:, :half].to(dt)
-        qw = net.item_gmf.weight.index_select(0, items_t).to(dt) * w_head[:k]  # the GMF part of J
-        item_pre = torch.addmm(first_layer.bias.to(dt), net.item_mlp.weight.index_select(0, items_t).to(dt),
-                               first_layer.weight[:, half:].T.to(dt))
-        rest: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for layer in net.tower[1:]:
-            assert isinstance(layer, nn.Linear)
-            rest.append((layer.weight.to(dt), layer.bias.to(dt)))
-        w_out = w_head[k:]
-        const = net.head.bias[0].to(dt) + torch.zeros(len(items_t), dtype=dt)
-        if bias:
-            const = const + net.offset.to(dt) + net.item_bias.weight[:, 0].index_select(0, items_t).to(dt)
-    counts = torch.bincount(seg_t, minlength=n)
-    starts = torch.cumsum(counts, 0) - counts
-    inv_n = (1.0 / counts.clamp_min(1).to(dt)).index_select(0, seg_t)
-
-    def outputs(sel: torch.Tensor, p: torch.Tensor, jac: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Outputs of the pairs ``sel`` for per-pair vectors ``p`` and, with ``jac``, their Jacobian rows."""
-        pre = [torch.addmm(item_pre.index_select(0, sel), p[:, k:k + half], w_user.T)]
-        h = torch.relu(pre[0])
-        for w, c in rest:
-            pre.append(torch.addmm(c, h, w.T))
-            h = torch.relu(pre[-1])
-        q = qw.index_select(0, sel)
-        out = (p[:, :k] * q).sum(1) + h @ w_out + const.index_select(0, sel)
-        if bias:
-            out = out + p[:, -1]
-        if not jac:
-            return out, None
-        g = w_out * (pre[-1] > 0)
-        for (w, _), z in zip(reversed(rest), reversed(pre[:-1]), strict=True):
-            g = (g @ w) * (z > 0)
-        parts = [q, g @ w_user] + ([torch.ones(len(sel), 1, dtype=dt)] if bias else [])
-        return out, torch.cat(parts, 1)
-
-    def losses(out: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-        if implicit:
-            return F.binary_cross_entropy_with_logits(out, y.index_select(0, sel), reduction="none")
-        return (out - y.index_select(0, sel)).square()
-
-    def objective(users: torch.Tensor, sel: torch.Tensor, local: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        out, _ = outputs(sel, p.index_select(0, local), False)
-        data = torch.zeros(len(users), dtype=dt).index_add_(0, local, losses(out, sel) * inv_n.index_select(0, sel))
-        return data + lam * p.square().sum(1)
-
-    def value_grad(users: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lens = counts.index_select(0, users)
-        local = torch.repeat_interleave(torch.arange(len(users)), lens)
-        sel = torch.arange(int(lens.sum())) + (starts.index_select(0, users)
-                                               - (torch.cumsum(lens, 0) - lens)).index_select(0, local)
-        out, jac = outputs(sel, p.index_select(0, local), True)
-        assert jac is not None
-        yy, wt = y.index_select(0, sel), inv_n.index_select(0, sel)
-        r = torch.sigmoid(out) - yy if implicit else 2.0 * (out - yy)
-        f = torch.zeros(len(users), dtype=dt).index_add_(0, local, losses(out, sel) * wt) + lam * p.square().sum(1)
-        g = torch.zeros(len(users), d, dtype=dt).index_add_(0, local, jac * (wt * r)[:, None]) + 2.0 * lam * p
-        return f, g
-
-    def value(users: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        lens = counts.index_select(0, users)
-        local = torch.repeat_interleave(torch.arange(len(users)), lens)
-        sel = torch.arange(int(lens.sum())) + (starts.index_select(0, users)
-                                               - (torch.cumsum(lens, 0) - lens)).index_select(0, local)
-        return objective(users, sel, local, p)
-
-    hist = _LBFGS_HISTORY
-    w = torch.zeros(n, d, dtype=dt)
-    s_mem = torch.zeros(n, hist, d, dtype=dt)  # each user's last steps ...
-    y_mem = torch.zeros(n, hist, d, dtype=dt)  # ... and gradient changes (inert rows: rho = 0)
-    rho = torch.zeros(n, hist, dtype=dt)
-    gamma = torch.ones(n, dtype=dt)  # initial inverse-Hessian scale s.y / y.y
-    active = torch.nonzero(counts > 0).flatten()
-    f, g = value_grad(active, w.index_select(0, active))
-    initial = True
-    for step_no in range(int(max_steps)):
-        keep = g.abs().amax(1) > tol  # first-order optimal: done
-        active, f, g = active[keep], f[keep], g[keep]
-        if not len(active):
-            break
-        p = w.index_select(0, active)
-        # two-loop recursion over the stored pairs, newest first, for every user at once
-        q = g.clone()
-        sm, ym, rh = s_mem.index_select(0, active), y_mem.index_select(0, active), rho.index_select(0, active)
-        newest = [(step_no - 1 - j) % hist for j in range(min(step_no, hist))]
-        alphas = []
-        for j in newest:
-            a_j = rh[:, j] * (sm[:, j] * q).sum(1)
-            q -= a_j[:, None] * ym[:, j]
-            alphas.append(a_j)
-        q *= gamma.index_select(0, active)[:, None]
-        for j, a_j in zip(reversed(newest), reversed(alphas), strict=True):
-            b_j = rh[:, j] * (ym[:, j] * q).sum(1)
-            q += (a_j - b_j)[:, None] * sm[:, j]
-        direction = -q
-        slope = (g * direction).sum(1)
-        descent = slope < -1e-12
-        t = (torch.clamp(1.0 / g.abs().sum(1), max=1.0) if initial else torch.ones(len(active), dtype=dt))
-        initial = False
-        accepted = torch.zeros(len(active), dtype=torch.bool)
-        f_new = f.clone()
-        for _ls in range(25):  # Armijo backtracking, every user its own step size
-            todo = descent & ~accepted
-            if not bool(todo.any()):
-                break
-            trial = value(active, p + t[:, None] * direction)
-            ok = todo & (trial <= f + 1e-4 * t * slope)
-            f_new = torch.where(ok, trial, f_new)
-            accepted |= ok
-            t = torch.where(todo & ~ok, t * 0.5, t)
-        step = torch.where(accepted[:, None], t[:, None] * direction, torch.zeros_like(direction))
-        p_new = p + step
-        w.index_copy_(0, active, p_new)
-        f_next, g_next = value_grad(active, p_new)
-        # store the pair where its curvature is positive (as torch.optim.LBFGS does)
-        yv = g_next - g
-        ys = (yv * step).sum(1)
-        good = accepted & (ys > 1e-10)
-        slot = step_no % hist
-        zero = torch.zeros_like(step)
-        s_mem[active, slot] = torch.where(good[:, None], step, zero)
-        y_mem[active, slot] = torch.where(good[:, None], yv, zero)
-        rho[active, slot] = torch.where(good, 1.0 / ys.clamp_min(1e-10), torch.zeros_like(ys))
-        gamma[active] = torch.where(good, ys / yv.square().sum(1).clamp_min(1e-30), gamma.index_select(0, active))
-        done = ~accepted | (step.abs().amax(1) <= 1e-9) | ((f - f_new).abs() < 1e-9)
-        active, f, g = active[~done], f_next[~done], g_next[~done]
-    return w.numpy()
 
 
 # ---------------------------------------------------------------------- helpers
