@@ -24,9 +24,11 @@ import scipy.sparse as sp
 from cfrec.data.idmap import IdMap
 from cfrec.data.interactions import FINGERPRINT_COMPILED_MIN, Interactions
 from cfrec.errors import CfrecError, ModelFileError, NotFittedError
-from cfrec.models import names, persistence
+from cfrec.models import names, persistence, recommending, state
 from cfrec.models.layout import Array, Layout, csr
 from cfrec.models.params import check_params, check_saved_params, param_specs
+from cfrec.models.recommending import popularity_scores
+from cfrec.models.state import item_info_for as _item_info_for
 from cfrec.models.types import (
     KNOWN,
     UNKNOWN_BOTH,
@@ -358,14 +360,7 @@ class Recommender(ABC):
         An unknown user gets the cold-start scores; an unknown item has no score (NaN).
         """
         self._check_fitted()
-        i_idx = (np.array([self.item_map_.index_of(items)], dtype=np.int64) if np.ndim(items) == 0
-                 else self.item_map_.to_index(np.asarray(items), missing="-1").astype(np.int64))
-        if np.ndim(users) == 0:
-            u_idx = np.full(len(i_idx), self.user_map_.index_of(users), dtype=np.int64)
-        else:
-            u_idx = self.user_map_.to_index(np.asarray(users), missing="-1").astype(np.int64)
-            if len(u_idx) != len(i_idx):
-                raise ValueError(f"users ({len(u_idx)}) and items ({len(i_idx)}) differ in length")
+        u_idx, i_idx = recommending.pair_indices(self.user_map_, self.item_map_, users, items)
         out = np.full(len(i_idx), np.nan, dtype=np.float32)
         both = (u_idx >= 0) & (i_idx >= 0)
         if both.any():
@@ -432,12 +427,8 @@ class Recommender(ABC):
         carries the predicted (clipped) rating of every recommended item.
         """
         self._check_fitted()
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise CfrecError(f"k must be a positive integer, got {k!r}")
-        cand_idx = None
-        if candidates is not None:
-            cand_idx = self.item_map_.to_index(np.atleast_1d(np.asarray(candidates)), missing="-1")
-            cand_idx = np.unique(cand_idx[cand_idx >= 0]).astype(np.int64)
+        recommending.check_k(k)
+        cand_idx = recommending.candidate_indices(self.item_map_, candidates)
         n_items = len(self.item_map_)
         if np.ndim(users) == 0:  # one raw id or folded-in user: one score row, no batch set-up
             return self._recommend_one(users, int(k), exclude_seen, cand_idx)
@@ -453,7 +444,7 @@ class Recommender(ABC):
             who = unknown[at]
             idx[who], top[who] = rank(score_rows, np.arange(len(who)), n_items, int(k), candidates=cand_idx)
             if ratings is not None:
-                ratings[who] = _mask(self._clip(self._as_ratings(top[who])), idx[who])
+                ratings[who] = recommending.mask_padded(self._clip(self._as_ratings(top[who])), idx[who])
         return RecsBatch(raw, idx, top, ratings, self.item_map_)
 
     def _feature_users(self, raw: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
@@ -494,7 +485,7 @@ class Recommender(ABC):
             return None
         users = np.repeat(u_idx, idx.shape[1])
         pred = self._predict_indices(users, np.maximum(idx.reshape(-1), 0)).ratings
-        return _mask(pred.reshape(idx.shape), idx)
+        return recommending.mask_padded(pred.reshape(idx.shape), idx)
 
     # ------------------------------------------------------------------ embeddings
     def item_embeddings(self) -> np.ndarray:
@@ -519,8 +510,7 @@ class Recommender(ABC):
         :class:`~cfrec.ranking.RecsBatch`. Items with a zero vector are never neighbours.
         """
         self._check_fitted()
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise CfrecError(f"k must be a positive integer, got {k!r}")
+        recommending.check_k(k)
         try:
             emb = np.asarray(self.item_embeddings(), dtype=np.float32)
         except NotImplementedError:
@@ -528,19 +518,7 @@ class Recommender(ABC):
                              "use a factor model (mf, als, svdpp, ials ...)") from None
         if emb.ndim != 2 or emb.shape[1] == 0:
             raise CfrecError(f"{type(self).__name__} has no item embeddings to compare; use a factor model")
-        norms = np.linalg.norm(emb, axis=1)
-        unit = emb / np.maximum(norms, 1e-12)[:, None]
-        nonzero = np.flatnonzero(norms > 0)
-        if np.ndim(items) == 0:  # one row, itself excluded: the batch path's arithmetic, no set-up
-            i = np.array([self.item_map_.index_of(items, missing="raise", what="item")])
-            one, sims = top_k_row((unit[i] @ unit.T)[0], int(k), exclude=i, candidates=nonzero)
-            return Recs(self.item_map_.to_raw(one), sims)
-        raw = np.asarray(items)
-        idx = self.item_map_.to_index(raw, what="item").astype(np.int64)
-        itself = sp.eye_array(len(unit), dtype=np.float32, format="csr")  # row i excludes item i
-        top_idx, top = rank(lambda rows: unit[rows] @ unit.T, idx, len(unit), int(k),
-                            exclude=itself, candidates=nonzero)
-        return RecsBatch(raw, top_idx, top, None, self.item_map_)
+        return recommending.similar_by_embedding(emb, self.item_map_, items, int(k))
 
     # ------------------------------------------------------------------ cold start
     def fold_in(self, items: Any, ratings: Any = None, *, reg: float | None = None) -> FoldedUser:
@@ -621,25 +599,7 @@ class Recommender(ABC):
         JSON-ready dict (class, hyperparameters, vocabularies, scale, history ...). This is what
         :meth:`save` writes and :meth:`from_state` reads back."""
         self._check_fitted()
-        arrays = {f"base.{k}": v for k, v in self._fallback_state().items()}
-        arrays["base.seen_indptr"] = self.seen_.indptr.astype(np.int64)
-        arrays["base.seen_indices"] = self.seen_.indices.astype(np.int32)
-        arrays.update({f"model.{k}": v for k, v in self._state().items()})
-        meta = {
-            "model_class": type(self).__name__,
-            "model_module": type(self).__module__,
-            "model_name": self.name,
-            "params": self.get_params(),
-            "global_mean": self.global_mean_,
-            "rating_scale": list(self.rating_scale_),
-            "user_ids": self.user_map_.to_list(),
-            "item_ids": self.item_map_.to_list(),
-            "fit_info": getattr(self, "fit_info_", {}),
-            "history": getattr(self, "history_", []),
-            "extra": self._extra_meta(),
-            "items": None if self.item_info_ is None else persistence.frame_to_json(self.item_info_),
-        }
-        return arrays, meta
+        return state.shared_state(self)
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Self:
@@ -647,24 +607,7 @@ class Recommender(ABC):
         the parts do not fit together)."""
         try:
             model = cls(**meta["params"])
-            model.user_map_ = IdMap.from_list(meta["user_ids"])
-            model.item_map_ = IdMap.from_list(meta["item_ids"])
-            model.global_mean_ = float(meta["global_mean"])
-            lo, hi = meta["rating_scale"]
-            model.rating_scale_ = (float(lo), float(hi))
-            n_u, n_i = len(model.user_map_), len(model.item_map_)
-            indptr, indices = arrays["base.seen_indptr"], arrays["base.seen_indices"]
-            if len(indptr) != n_u + 1 or (len(indices) and int(indices.max()) >= n_i):
-                raise ModelFileError("seen-items matrix does not match the id vocabularies")
-            model.seen_ = sp.csr_array((np.ones(len(indices), dtype=np.float32), indices, indptr),
-                                       shape=(n_u, n_i))
-            model.fit_info_ = meta.get("fit_info") or {}
-            model.history_ = meta.get("history") or []
-            items = meta.get("items")
-            model.item_info_ = None if items is None else persistence.frame_from_json(items)
-            model._set_fallback_state({k[5:]: v for k, v in arrays.items() if k.startswith("base.")})
-            model._set_state({k[6:]: v for k, v in arrays.items() if k.startswith("model.")},
-                             meta.get("extra") or {})
+            state.restore_shared(model, arrays, meta)
         except (KeyError, TypeError, ValueError, CfrecError) as exc:
             if isinstance(exc, ModelFileError):
                 raise
@@ -674,10 +617,7 @@ class Recommender(ABC):
     def _declared_arrays(self, meta: dict[str, Any]) -> dict[str, Array]:
         """The arrays a saved model of these hyperparameters holds: the ``state_layout`` tables
         of the class hierarchy merged (models whose arrays depend on the metadata add them here)."""
-        merged: dict[str, Array] = {}
-        for klass in reversed(type(self).__mro__):
-            merged.update(klass.__dict__.get("state_layout", {}))
-        return merged
+        return state.declared_layout(type(self))
 
     @classmethod
     def saved_layout(cls, meta: dict[str, Any]) -> Layout:
@@ -691,21 +631,7 @@ class Recommender(ABC):
             raise ModelFileError(str(exc)) from None
         except (TypeError, ValueError) as exc:
             raise ModelFileError(f"params: {exc}") from None
-        sizes = {}
-        for key, what in (("user_ids", "users"), ("item_ids", "items")):
-            ids = meta.get(key)
-            if not isinstance(ids, list) or not all(isinstance(i, int | str) and not isinstance(i, bool)
-                                                    for i in ids):
-                raise ModelFileError(f"{key} must be a list of raw ids (whole numbers or text)")
-            sizes[what] = len(ids)
-        mean = meta.get("global_mean")
-        if isinstance(mean, bool) or not isinstance(mean, int | float) or not np.isfinite(mean):
-            raise ModelFileError(f"global_mean must be a finite number, got {mean!r}")
-        scale = meta.get("rating_scale")
-        if (not isinstance(scale, list) or len(scale) != 2
-                or not all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in scale)
-                or scale[0] > scale[1]):
-            raise ModelFileError(f"rating_scale must be [low, high] of finite numbers, got {scale!r}")
+        sizes = state.saved_sizes(meta)
         try:
             arrays = model._declared_arrays(meta)
         except (CfrecError, TypeError, ValueError) as exc:
@@ -713,10 +639,7 @@ class Recommender(ABC):
         if meta.get("format_version") == 1:  # version 1 wrote zero biases for every model
             arrays.setdefault("base.user_bias", Array(("users",), optional=True))
             arrays.setdefault("base.item_bias", Array(("items",), optional=True))
-        # names not declared are refused when every class that saves arrays declares them
-        strict = all("state_layout" in k.__dict__ or "_declared_arrays" in k.__dict__ for k in cls.__mro__
-                     if "_state" in k.__dict__ or "_fallback_state" in k.__dict__)
-        return Layout(arrays, sizes, strict=strict)
+        return Layout(arrays, sizes, strict=state.strict_layout(cls))
 
     def save(self, path: str | Path) -> Path:
         """Write the model to the folder ``path`` (safetensors weights + JSON metadata).
@@ -755,28 +678,3 @@ def check_feedback(model: Recommender, data: Interactions) -> None:
     label = type(model).name or type(model).__name__
     raise CfrecError(f"{label} predicts ratings, and {data.name} holds interactions with no ratings; "
                      f"use a ranking model instead: {', '.join(names.ranking_names())}")
-
-
-def popularity_scores(seen: Any, n_items: int) -> np.ndarray:
-    """Training ratings per item divided by the largest count (the most popular item scores 1):
-    the cold-start list of the ranking models, whose own scores have no bias to fall back on."""
-    counts = np.bincount(seen.indices, minlength=n_items).astype(np.float64)
-    return (counts / max(float(counts.max(initial=0.0)), 1.0)).astype(np.float32)
-
-
-def _mask(ratings: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
-    if ratings is None:
-        return None
-    out = np.asarray(ratings, dtype=np.float32).copy()
-    out[idx < 0] = np.nan
-    return out
-
-
-def _item_info_for(data: Interactions) -> pd.DataFrame | None:
-    info = data.item_info
-    if info is None:
-        return None
-    cols = [c for c in ("title", "year", "genres") if c in info.columns]
-    if not cols:
-        return None
-    return info.reindex(data.item_map.ids)[cols]
