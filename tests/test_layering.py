@@ -112,3 +112,13 @@ def test_the_core_never_imports_the_outer_layers() -> None:
             continue
         outer = sorted(d for d in deps if d.startswith(OUTER))
         assert not outer, f"{name} imports {outer}"
+
+
+#: The most lines one module of the package may hold: past it, a module does more than one job.
+MAX_MODULE_LINES = 700
+
+
+def test_no_module_is_longer_than_the_limit() -> None:
+    long = {str(path.relative_to(SRC)): n for path in SRC.rglob("*.py")
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them along a seam): {long}"
