@@ -270,8 +270,8 @@ def _run_factors(name: str, model: ALS | IALS, on_epoch: EpochCallback | None, c
     def restore(users: np.ndarray, items: np.ndarray) -> None:
         state["p"], state["q"] = _like(xp, users), _like(xp, items)
 
-    return run_epochs(name, int(model.iterations), on_epoch, ctx, lambda: (to_numpy(state["p"]), to_numpy(state["q"])),
-                restore, lambda _: step(), checkpoints)
+    return run_epochs(name, int(model.iterations), on_epoch, ctx,
+                      lambda: (to_numpy(state["p"]), to_numpy(state["q"])), restore, lambda _: step(), checkpoints)
 
 
 def _release(data: RankData) -> None:
