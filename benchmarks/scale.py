@@ -543,7 +543,7 @@ def ratios(rows: list[dict[str, Any]], size: str) -> list[dict[str, Any]]:
     ]
     a, b = rss("ials"), rss("implicit-als")
     out.append({"comparison": "iALS peak RSS − implicit ALS peak RSS (GB)",
-                "value": None if a is None or b is None else (a - b) / GB, "target": 0.6, "kind": "GB"})
+                "value": None if a is None or b is None else (a - b) / GB, "target": 0.3, "kind": "GB"})
     def slope(model: str) -> float | None:
         row = find(rows, size, model)
         return None if row is None else row.get("slope_seconds_per_epoch", row.get("seconds_per_epoch"))
