@@ -145,13 +145,10 @@ def test_cli_prints_one_line_for_a_full_disk(data: Interactions, tmp_path: Path,
 def test_cli_prints_one_line_for_an_unwrapped_os_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """An OS failure no command words itself (here: reading a file that vanished) is one line too."""
-    import cfrec.cli.models as cli_models
+    import cfrec.cli.query as cli_query
 
     def vanished(path: Path) -> None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
-
-    monkeypatch.setattr(cli_models, "load_model", vanished)
-    import cfrec.cli.query as cli_query
 
     monkeypatch.setattr(cli_query, "load_model", vanished)
     capsys.readouterr()
